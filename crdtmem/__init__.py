@@ -1,0 +1,66 @@
+"""crdtmem: real-time memory sync for AI agents.
+
+Every memory is a CRDT document (pycrdt); replicas exchange delta states and converge whatever order
+changes arrive in; concurrent writes that no rule can merge are flagged as conflicts. Start with
+:class:`Replica`.
+"""
+
+from .clock import Hlc, HybridLogicalClock
+from .errors import (
+    ClockSkewError,
+    CrdtmemError,
+    InvalidChannel,
+    InvalidInput,
+    MalformedPayload,
+    MemoryDeleted,
+    NoSuchConflict,
+    NotFound,
+    PayloadError,
+    PayloadTooLarge,
+    ReplicaClosed,
+    StorageError,
+    UnknownKind,
+    UnsupportedVersion,
+    WrongKind,
+)
+from .events import MemoryEvent
+from .feed import FeedOverflow
+from .ids import Channel
+from .records import Conflict, ConflictValue, HistoryEntry, Memory, Scope, Source
+from .replica import ApplyResult, Replica
+from .sync_api import SyncReplica
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ApplyResult",
+    "Channel",
+    "ClockSkewError",
+    "Conflict",
+    "ConflictValue",
+    "CrdtmemError",
+    "FeedOverflow",
+    "HistoryEntry",
+    "Hlc",
+    "HybridLogicalClock",
+    "InvalidChannel",
+    "InvalidInput",
+    "MalformedPayload",
+    "Memory",
+    "MemoryDeleted",
+    "MemoryEvent",
+    "NoSuchConflict",
+    "NotFound",
+    "PayloadError",
+    "PayloadTooLarge",
+    "Replica",
+    "ReplicaClosed",
+    "Scope",
+    "Source",
+    "StorageError",
+    "SyncReplica",
+    "UnknownKind",
+    "UnsupportedVersion",
+    "WrongKind",
+    "__version__",
+]

@@ -1,0 +1,46 @@
+"""Causal delivery of remote deltas to memory documents.
+
+A delta carries the state vector its writer had seen (``deps``). It is applied only once the local
+document covers those dependencies; until then it waits (durably, in the store's pending table). This
+keeps Yrs from ever holding pending structs, which its state encoding would not persist, and it means a
+replica's local log order is always a causal order, which is what it relays to others.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from . import statevector
+from .memory import MemoryDoc
+from .store.base import DeltaRecord
+
+
+def apply_causally(
+    candidates: list[DeltaRecord], load: Callable[[str], MemoryDoc]
+) -> tuple[list[DeltaRecord], list[DeltaRecord]]:
+    """Apply every delta whose dependencies are met, repeatedly, until no more can be applied.
+
+    Args:
+        candidates: deltas not yet applied here, in arrival order.
+        load: returns the (possibly empty) document for a memory id; the same object each call.
+
+    Returns:
+        ``(applied, waiting)``: the deltas applied, in the order they were applied, and the rest.
+    """
+    waiting = candidates
+    applied: list[DeltaRecord] = []
+    progress = True
+    while waiting and progress:
+        progress = False
+        still: list[DeltaRecord] = []
+        for delta in waiting:
+            doc = load(delta.doc_id)
+            need = statevector.decode(delta.deps)
+            if not need or statevector.covers(doc.state_vector(), need):
+                doc.apply(delta.update)
+                applied.append(delta)
+                progress = True
+            else:
+                still.append(delta)
+        waiting = still
+    return applied, waiting

@@ -1,0 +1,110 @@
+"""Group commit: one thread owns the store's write path and commits queued work in batches.
+
+Writers on the event loop hand over a :class:`~crdtmem.store.base.Commit` and await its future; the
+commit thread drains everything queued, commits it in one transaction (one fsync for the group), and
+resolves the futures only after the transaction committed. A write is therefore acknowledged only when
+it is durable. If a group fails, each unit is retried alone so one bad unit cannot fail the others.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import queue
+import threading
+from dataclasses import dataclass
+
+from .errors import ReplicaClosed, StorageError
+from .store.base import Commit, CommitResult, Store
+
+_STOP = object()
+
+
+@dataclass(slots=True)
+class _Job:
+    work: Commit
+    future: asyncio.Future[CommitResult]
+    loop: asyncio.AbstractEventLoop
+
+
+class GroupCommitter:
+    """Owns the store's write path on a dedicated thread. Use ``start()``/``stop()``."""
+
+    def __init__(self, store: Store, *, max_group: int = 512):
+        self._store = store
+        self._max_group = max_group
+        self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self.groups = self.units = 0
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="crdtmem-commit", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(_STOP)
+            self._thread.join()
+            self._thread = None
+
+    async def submit(self, work: Commit) -> CommitResult:
+        if self._thread is None:
+            raise ReplicaClosed("the replica is closed")
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[CommitResult] = loop.create_future()
+        self._queue.put(_Job(work, future, loop))
+        return await future
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is _STOP:
+                return
+            group = [first]
+            stop = False
+            while len(group) < self._max_group:
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if item is _STOP:
+                    stop = True
+                    break
+                group.append(item)
+            self._commit([job for job in group if isinstance(job, _Job)])
+            if stop:
+                return
+
+    def _commit(self, jobs: list[_Job]) -> None:
+        try:
+            results = self._store.commit([job.work for job in jobs])
+        except Exception as exc:
+            if len(jobs) > 1:
+                for job in jobs:
+                    self._commit([job])
+                return
+            self._settle(jobs[0], None, _as_storage_error(exc))
+            return
+        self.groups += 1
+        self.units += len(jobs)
+        for job, result in zip(jobs, results, strict=True):
+            self._settle(job, result, None)
+
+    @staticmethod
+    def _settle(job: _Job, result: CommitResult | None, error: BaseException | None) -> None:
+        def settle() -> None:
+            if job.future.done():
+                return
+            if error is not None:
+                job.future.set_exception(error)
+            else:
+                job.future.set_result(result)  # type: ignore[arg-type]
+
+        with contextlib.suppress(RuntimeError):  # the loop is gone: nobody awaits this any more
+            job.loop.call_soon_threadsafe(settle)
+
+
+def _as_storage_error(exc: Exception) -> BaseException:
+    if isinstance(exc, StorageError):
+        return exc
+    return StorageError(f"commit failed, nothing was written: {exc!r}")

@@ -1,0 +1,50 @@
+"""Add-wins observed-remove set (OR-set).
+
+Layout: a Yrs map ``{dot} -> {"v", "hlc", "by"}``; each live entry is one add of the element ``v``.
+
+Add rule: every add creates a fresh dot for the element, even if the element is already present.
+Remove rule: a remove deletes only the dots of that element it has observed.
+Merge: Yrs map merge. An add concurrent with a remove carries a dot the remove never saw, so it
+survives: add wins.
+Read order: elements ordered by their earliest live dot (hlc, replica), i.e. by first insertion, and
+deduplicated; the order is identical on every replica holding the same state.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .dots import Dot, DotEntry, JSONValue, encode_value
+
+
+class ORSet:
+    """An add-wins set of JSON values stored in one Yrs map."""
+
+    def __init__(self, ymap: Any):
+        self._map = ymap
+
+    def entries(self) -> list[DotEntry]:
+        found = [e for e in map(DotEntry.from_yrs, self._map.values()) if e is not None]
+        found.sort(key=lambda e: e.dot)
+        return found
+
+    def elements(self) -> list[JSONValue]:
+        seen: dict[str, DotEntry] = {}
+        for entry in self.entries():
+            seen.setdefault(entry.text, entry)
+        return [entry.value for entry in seen.values()]
+
+    def add(self, element: JSONValue, dot: Dot) -> None:
+        entry = DotEntry(dot, encode_value(element))
+        self._map[dot.key()] = entry.to_yrs()
+
+    def remove(self, element: JSONValue) -> bool:
+        """Remove the observed adds of ``element``; returns whether any were present."""
+        text = encode_value(element)
+        doomed = [k for k, raw in self._map.items() if (e := DotEntry.from_yrs(raw)) and e.text == text]
+        for key in doomed:
+            del self._map[key]
+        return bool(doomed)
+
+    def latest_hlc(self) -> str:
+        return max((e.dot.hlc for e in self.entries()), default="")

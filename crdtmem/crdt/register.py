@@ -1,0 +1,70 @@
+"""Multi-value register, read as last-writer-wins.
+
+Layout: a Yrs map whose keys are ``{field}#{dot}`` (or just ``{dot}`` when the map holds a single
+register) and whose values are dot entries ``{"v", "hlc", "by"}``.
+
+Write rule: a write deletes every entry of the field it has observed and adds one entry under its own
+dot. Concurrent writes never see each other's entries, so after merge both survive as *siblings*.
+
+Read rule: the sibling with the highest ``(hlc, replica)`` wins, so every replica reads the same value
+from the same merged state. Clock assumption: hlc is a hybrid logical clock, so a write that observed
+another always carries a larger hlc.
+
+Conflict rule: siblings with differing values are a conflict; siblings that agree are not. A later
+write that observed all siblings resolves the conflict (it deletes them all). Nothing is lost silently:
+until then every concurrent value stays readable through :meth:`MVRegister.siblings`.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .dots import Dot, DotEntry, JSONValue, encode_value
+
+Sibling = DotEntry
+
+
+class MVRegister:
+    """One or more registers in a Yrs map, addressed by field name."""
+
+    def __init__(self, ymap: Any, field: str | None = None):
+        self._map = ymap
+        self._prefix = "" if field is None else f"{field}#"
+
+    def siblings(self) -> list[Sibling]:
+        """Live entries, highest (hlc, replica) first."""
+        found = []
+        for key, raw in self._map.items():
+            if self._prefix and not key.startswith(self._prefix):
+                continue
+            entry = DotEntry.from_yrs(raw)
+            if entry is not None:
+                found.append(entry)
+        found.sort(key=lambda e: e.dot, reverse=True)
+        return found
+
+    def write(self, value: JSONValue, dot: Dot) -> None:
+        """Overwrite: delete every observed sibling, add ``value`` under ``dot``."""
+        self.clear()
+        entry = DotEntry(dot, encode_value(value))
+        self._map[self._prefix + dot.key()] = entry.to_yrs()
+
+    def clear(self) -> None:
+        """Delete every observed sibling (used by writes and by metadata key removal)."""
+        for key in list(self._map.keys()):
+            if not self._prefix or key.startswith(self._prefix):
+                del self._map[key]
+
+    @staticmethod
+    def read(siblings: list[Sibling]) -> Sibling | None:
+        """The winning sibling of an already-sorted list, or None when empty."""
+        return siblings[0] if siblings else None
+
+    @staticmethod
+    def in_conflict(siblings: list[Sibling]) -> bool:
+        return len({s.text for s in siblings}) > 1
+
+    @staticmethod
+    def fields(ymap: Any) -> set[str]:
+        """The field names present in a map of ``{field}#{dot}`` keys."""
+        return {key.rsplit("#", 1)[0] for key in ymap if "#" in key}

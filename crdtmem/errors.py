@@ -1,0 +1,86 @@
+"""The crdtmem error tree.
+
+Every error crdtmem raises on purpose is a :class:`CrdtmemError`. Errors from sqlite3, pycrdt and
+msgpack are translated at the adapter edge (``raise ... from exc``), so callers catch one tree::
+
+    CrdtmemError
+    ├── InvalidInput               bad arguments from the caller (unknown kind, bad id, wrong type)
+    │   ├── UnknownKind            a memory kind that is not fact|preference|list|counter|conversation
+    │   ├── InvalidChannel         a channel name that does not parse
+    │   └── WrongKind              an operation that does not fit the memory's kind
+    ├── NotFound                   no memory with that id on this replica
+    ├── MemoryDeleted              the memory is deleted (and not in conflict): write refused
+    ├── NoSuchConflict             resolve() on a field that has no conflict
+    ├── PayloadError               a sync payload was refused; nothing was applied
+    │   ├── MalformedPayload       not a crdtmem payload, truncated, or fields of the wrong shape
+    │   ├── PayloadTooLarge        larger than the configured limit
+    │   └── UnsupportedVersion     a payload format version this build does not speak
+    ├── ClockSkewError             a remote timestamp is further ahead than the allowed drift
+    ├── StorageError               the durable store failed; the write was not acknowledged
+    └── ReplicaClosed              the replica was used after close()
+"""
+
+from __future__ import annotations
+
+
+class CrdtmemError(Exception):
+    """Base class of every error crdtmem raises on purpose."""
+
+
+class InvalidInput(CrdtmemError, ValueError):
+    """An argument from the caller is invalid; nothing was changed."""
+
+
+class UnknownKind(InvalidInput):
+    """The memory kind is not one of fact, preference, list, counter, conversation."""
+
+
+class InvalidChannel(InvalidInput):
+    """A channel name does not parse as one of the four channel shapes."""
+
+
+class WrongKind(InvalidInput):
+    """The operation does not apply to this memory's kind (e.g. increment on a fact)."""
+
+
+class NotFound(CrdtmemError, KeyError):
+    """No memory with this id exists on this replica."""
+
+    def __str__(self) -> str:  # KeyError quotes its argument; keep the message readable
+        return str(self.args[0]) if self.args else "not found"
+
+
+class MemoryDeleted(CrdtmemError):
+    """The memory is deleted; resolve a delete conflict or add a new memory instead."""
+
+
+class NoSuchConflict(CrdtmemError):
+    """resolve() named a field that is not in conflict."""
+
+
+class PayloadError(CrdtmemError):
+    """A sync payload was refused as a whole; the replica's state is unchanged."""
+
+
+class MalformedPayload(PayloadError):
+    """The payload is not a well-formed crdtmem payload (garbage, truncated, wrong field types)."""
+
+
+class PayloadTooLarge(PayloadError):
+    """The payload exceeds the replica's ``max_payload_bytes``."""
+
+
+class UnsupportedVersion(PayloadError):
+    """The payload was written in a format version this build does not understand."""
+
+
+class ClockSkewError(PayloadError):
+    """A remote timestamp lies further in the future than ``max_drift_ms`` allows."""
+
+
+class StorageError(CrdtmemError):
+    """The durable store failed; the operation was not acknowledged."""
+
+
+class ReplicaClosed(CrdtmemError):
+    """The replica was closed; open a new one."""

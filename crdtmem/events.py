@@ -1,0 +1,55 @@
+"""MemoryEvent: the change feed, in the seed design's schema.
+
+One event per change this replica commits, local or remote: ``create`` when a memory first appears,
+``conflict`` when a change leaves it with concurrent differing values, ``resolve`` when a change
+clears its last conflict, ``delete`` when it becomes deleted, ``update`` otherwise. ``event_id`` is
+``"{replica_id}:{version}"``: unique on this replica, and the same change never yields two events.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from .records import Memory, Source
+
+EventType = Literal["create", "update", "delete", "conflict", "resolve"]
+
+
+def classify(before: Memory | None, after: Memory) -> EventType:
+    """The event type of a change from ``before`` (None: not known here yet) to ``after``."""
+    if before is None:
+        return "create"
+    if after.conflicted and set(after.conflicts) - set(before.conflicts):
+        return "conflict"
+    if before.conflicted and not after.conflicted:
+        return "resolve"
+    if after.deleted and not before.deleted:
+        return "delete"
+    return "update"
+
+
+@dataclass(frozen=True, slots=True)
+class MemoryEvent:
+    event_id: str
+    event_type: EventType
+    timestamp: str
+    memory: Memory
+    source: Source
+    channels: tuple[str, ...]
+    origin: str
+    """The replica whose write caused the change."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The seed schema as JSON: ``memory.type`` is the kind; extra fields are additive."""
+        memory = self.memory.to_dict()
+        memory["type"] = self.memory.kind
+        return {
+            "event_id": self.event_id,
+            "event_type": self.event_type,
+            "timestamp": self.timestamp,
+            "memory": memory,
+            "source": memory["source"],
+            "channels": list(self.channels),
+            "origin": self.origin,
+        }

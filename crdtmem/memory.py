@@ -1,0 +1,392 @@
+"""The memory document: one pycrdt ``Doc`` per memory, its layout, its writes and its reads.
+
+Root types of the document (``docs/protocol.md`` is the normative description)::
+
+    header     Map    written once at creation: format, id, kind, created, source, scope
+    content    Map    fact/preference: MV-register; list: OR-set; counter: PN-counter
+    messages   Array  conversation messages (conversation kind only)
+    lifecycle  Map    MV-register of "active" | "deleted"
+    metadata   Map    one MV-register per key, keys "{key}#{dot}"
+    tags       Map    OR-set of tags
+    embedding  Map    MV-register of {"vector": [...], "model": str} (never a user-facing conflict)
+
+Every write that changes a live memory also re-asserts ``active`` in ``lifecycle``; an update that races
+a delete therefore leaves two lifecycle siblings, a detected conflict rather than a silent resurrection
+or a silent loss.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+from pycrdt import Array, Doc, Map
+
+from . import statevector
+from .crdt import Conversation, Dot, MVRegister, ORSet, PNCounter
+from .crdt.dots import JSONValue, decode_value
+from .errors import (
+    InvalidInput,
+    MalformedPayload,
+    MemoryDeleted,
+    NoSuchConflict,
+    UnknownKind,
+    WrongKind,
+)
+from .records import KINDS, REGISTER_KINDS, Conflict, ConflictValue, Kind, Memory, Scope, Source
+
+FORMAT = "crdtmem.memory/1"
+ACTIVE, DELETED = "active", "deleted"
+
+DotSource = Callable[[], Dot]
+"""Returns a fresh dot (replica id + a fresh HLC tick) for each write inside a change."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """The Yrs update of one change and the state vector it was made on (its dependencies)."""
+
+    update: bytes
+    deps: bytes
+
+
+def check_content(kind: str, content: Any) -> Any:
+    """Validate initial content for ``kind``; returns it normalized."""
+    if kind not in KINDS:
+        raise UnknownKind(f"unknown memory kind {kind!r}; expected one of {', '.join(KINDS)}")
+    if kind in REGISTER_KINDS:
+        if not isinstance(content, str):
+            raise InvalidInput(f"{kind} content must be a string, got {type(content).__name__}")
+        return content
+    if kind == "counter":
+        if content is None:
+            return 0
+        if isinstance(content, bool) or not isinstance(content, int):
+            raise InvalidInput(f"counter content must be an int, got {type(content).__name__}")
+        return content
+    if kind == "list":
+        if content is None:
+            return []
+        if isinstance(content, (str, bytes)) or not isinstance(content, (list, tuple)):
+            raise InvalidInput("list content must be a list of items")
+        return list(content)
+    if content is None:
+        return []
+    if not isinstance(content, (list, tuple)):
+        raise InvalidInput("conversation content must be a list of {'role', 'text'} messages")
+    return [check_message(m) for m in content]
+
+
+def check_message(message: Any) -> tuple[str, str]:
+    if isinstance(message, dict):
+        role, text = message.get("role"), message.get("text")
+    elif isinstance(message, (list, tuple)) and len(message) == 2:
+        role, text = message
+    else:
+        raise InvalidInput(f"a message is {{'role': str, 'text': str}}, got {message!r}")
+    if not isinstance(role, str) or not role or not isinstance(text, str):
+        raise InvalidInput(f"a message needs a non-empty string role and a string text, got {message!r}")
+    return role, text
+
+
+class MemoryDoc:
+    """A memory's CRDT document. Not thread-safe: use it from one thread (the replica's loop)."""
+
+    def __init__(self, doc: Doc[Any]):
+        self.doc = doc
+        self._header = doc.get("header", type=Map)
+        self._content = doc.get("content", type=Map)
+        self._messages = doc.get("messages", type=Array)
+        self._lifecycle = MVRegister(doc.get("lifecycle", type=Map))
+        self._metadata = doc.get("metadata", type=Map)
+        self._tags = ORSet(doc.get("tags", type=Map))
+        self._embedding = MVRegister(doc.get("embedding", type=Map))
+
+    # -- construction -------------------------------------------------------------------------
+
+    @classmethod
+    def empty(cls, memory_id: str, client_id: int) -> MemoryDoc:
+        return cls(Doc(client_id=client_id, guid=memory_id))
+
+    @classmethod
+    def from_state(cls, memory_id: str, state: bytes, client_id: int) -> MemoryDoc:
+        memory = cls.empty(memory_id, client_id)
+        memory.apply(state)
+        return memory
+
+    def apply(self, update: bytes) -> None:
+        """Merge a Yrs update (idempotent, commutative). Raises MalformedPayload if it won't parse."""
+        try:
+            self.doc.apply_update(update)
+        except Exception as exc:  # pycrdt raises plain ValueError/RuntimeError variants
+            raise MalformedPayload(f"update does not decode as a Yrs update: {exc}") from exc
+
+    def state(self) -> bytes:
+        return bytes(self.doc.get_update())
+
+    def state_vector(self) -> statevector.StateVector:
+        return statevector.decode(self.doc.get_state())
+
+    @property
+    def exists(self) -> bool:
+        return "id" in self._header
+
+    @property
+    def kind(self) -> Kind:
+        kind = self._header.get("kind")
+        if kind not in KINDS:
+            raise MalformedPayload(f"memory document has no valid kind: {kind!r}")
+        return kind  # type: ignore[no-any-return]
+
+    # -- writes -------------------------------------------------------------------------------
+
+    @contextmanager
+    def change(self) -> Iterator[None]:
+        """Group writes into one Yrs transaction; :meth:`last_delta` then holds its update."""
+        before = self.doc.get_state()
+        with self.doc.transaction():
+            yield
+        self.last_delta = Delta(bytes(self.doc.get_update(before)), bytes(before))
+
+    last_delta: Delta
+
+    def create(
+        self,
+        *,
+        memory_id: str,
+        kind: Kind,
+        content: Any,
+        source: Source,
+        scope: Scope,
+        metadata: dict[str, JSONValue],
+        tags: Iterable[JSONValue],
+        next_dot: DotSource,
+    ) -> None:
+        content = check_content(kind, content)
+        dot = next_dot()
+        self._header.update(
+            {
+                "format": FORMAT,
+                "id": memory_id,
+                "kind": kind,
+                "created": dot.hlc,
+                "created_by": dot.replica,
+                "source": {
+                    "agent_id": source.agent_id,
+                    "session_id": source.session_id,
+                    "user_id": source.user_id,
+                },
+                "scope": {
+                    "user_id": scope.user_id,
+                    "tenant_id": scope.tenant_id,
+                    "topics": list(scope.topics),
+                    "shared": scope.shared,
+                },
+            }
+        )
+        self._lifecycle.write(ACTIVE, dot)
+        if kind in REGISTER_KINDS:
+            MVRegister(self._content).write(content, dot)
+        elif kind == "list":
+            self._add_items(content, next_dot)
+        elif kind == "counter":
+            if content:
+                PNCounter(self._content).add(dot.replica, content, dot.hlc)
+        else:
+            for role, text in content:
+                Conversation(self._messages).append(role, text, next_dot())
+        for key, value in metadata.items():
+            MVRegister(self._metadata, _check_key(key)).write(value, next_dot())
+        for tag in tags:
+            self._tags.add(tag, next_dot())
+
+    def _live_for_write(self, next_dot: DotSource) -> Dot:
+        """Refuse writes to a cleanly deleted memory; re-assert ``active`` (see module docstring)."""
+        lifecycle = self._lifecycle.siblings()
+        if lifecycle and not MVRegister.in_conflict(lifecycle) and lifecycle[0].value == DELETED:
+            raise MemoryDeleted(f"memory {self._header.get('id')} is deleted")
+        dot = next_dot()
+        self._lifecycle.write(ACTIVE, dot)
+        return dot
+
+    def update(
+        self,
+        *,
+        next_dot: DotSource,
+        content: Any = None,
+        metadata: dict[str, JSONValue] | None = None,
+        remove_metadata: Iterable[str] = (),
+        add_tags: Iterable[JSONValue] = (),
+        remove_tags: Iterable[JSONValue] = (),
+    ) -> None:
+        dot = self._live_for_write(next_dot)
+        if content is not None:
+            if self.kind not in REGISTER_KINDS:
+                raise WrongKind(
+                    f"update(content=...) is for facts and preferences; this memory is a {self.kind} "
+                    "(use increment, add_items/remove_items or append_message)"
+                )
+            MVRegister(self._content).write(check_content(self.kind, content), dot)
+        for key, value in (metadata or {}).items():
+            MVRegister(self._metadata, _check_key(key)).write(value, next_dot())
+        for key in remove_metadata:
+            MVRegister(self._metadata, _check_key(key)).clear()
+        for tag in add_tags:
+            self._tags.add(tag, next_dot())
+        for tag in remove_tags:
+            self._tags.remove(tag)
+
+    def delete(self, next_dot: DotSource) -> None:
+        self._lifecycle.write(DELETED, next_dot())
+
+    def increment(self, amount: int, next_dot: DotSource) -> None:
+        self._require("counter", "increment")
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise InvalidInput(f"increment amount must be an int, got {amount!r}")
+        dot = self._live_for_write(next_dot)
+        PNCounter(self._content).add(dot.replica, amount, dot.hlc)
+
+    def add_items(self, items: Iterable[JSONValue], next_dot: DotSource) -> None:
+        self._require("list", "add_items")
+        self._live_for_write(next_dot)
+        self._add_items(items, next_dot)
+
+    def _add_items(self, items: Iterable[JSONValue], next_dot: DotSource) -> None:
+        content = ORSet(self._content)
+        for item in items:
+            content.add(item, next_dot())
+
+    def remove_items(self, items: Iterable[JSONValue], next_dot: DotSource) -> None:
+        self._require("list", "remove_items")
+        self._live_for_write(next_dot)
+        content = ORSet(self._content)
+        for item in items:
+            content.remove(item)
+
+    def append_message(self, role: str, text: str, next_dot: DotSource) -> None:
+        self._require("conversation", "append_message")
+        role, text = check_message({"role": role, "text": text})
+        dot = self._live_for_write(next_dot)
+        Conversation(self._messages).append(role, text, dot)
+
+    def set_embedding(self, vector: list[float], model: str, next_dot: DotSource) -> None:
+        self._embedding.write({"vector": [float(x) for x in vector], "model": model}, next_dot())
+
+    def resolve(self, field: str, value: JSONValue, next_dot: DotSource) -> None:
+        """Write ``value`` over every sibling of a conflicted ``field``, which clears the conflict."""
+        register = self._register(field)
+        if register is None or not MVRegister.in_conflict(register.siblings()):
+            raise NoSuchConflict(f"field {field!r} of memory {self._header.get('id')} is not in conflict")
+        if field == "lifecycle":
+            if value not in (ACTIVE, DELETED):
+                raise InvalidInput("a lifecycle conflict resolves to 'active' or 'deleted'")
+        elif field == "content":
+            value = check_content(self.kind, value)
+        register.write(value, next_dot())
+
+    def _register(self, field: str) -> MVRegister | None:
+        if field == "content":
+            return MVRegister(self._content) if self.kind in REGISTER_KINDS else None
+        if field == "lifecycle":
+            return self._lifecycle
+        if field.startswith("metadata."):
+            return MVRegister(self._metadata, _check_key(field.removeprefix("metadata.")))
+        return None
+
+    def _require(self, kind: Kind, operation: str) -> None:
+        if self.kind != kind:
+            raise WrongKind(f"{operation} applies to {kind} memories; this memory is a {self.kind}")
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def conflicts(self) -> list[Conflict]:
+        """Every conflicted field, sorted by field name; identical on replicas with equal state."""
+        scope = self.scope()
+        fields = ["lifecycle"]
+        if self.kind in REGISTER_KINDS:
+            fields.append("content")
+        fields.extend(sorted(f"metadata.{key}" for key in MVRegister.fields(self._metadata)))
+        found = []
+        for name in sorted(fields):
+            register = self._register(name)
+            siblings = register.siblings() if register else []
+            if MVRegister.in_conflict(siblings):
+                values = tuple(ConflictValue(s.value, s.dot.hlc, s.dot.replica) for s in siblings)
+                found.append(Conflict(self.id, name, values, scope.user_id, scope.tenant_id))
+        return found
+
+    @property
+    def id(self) -> str:
+        return str(self._header.get("id"))
+
+    def scope(self) -> Scope:
+        raw = self._header.get("scope") or {}
+        return Scope(
+            user_id=raw.get("user_id"),
+            tenant_id=raw.get("tenant_id"),
+            topics=tuple(raw.get("topics") or ()),
+            shared=bool(raw.get("shared")),
+        )
+
+    def materialize(self, version: int = 0) -> Memory:
+        """The plain record for the current merged state."""
+        if not self.exists:
+            raise MalformedPayload("memory document has no header (was it created?)")
+        kind = self.kind
+        stamps = [str(self._header.get("created", ""))]
+        if kind in REGISTER_KINDS:
+            winner = MVRegister.read(MVRegister(self._content).siblings())
+            content: Any = winner.value if winner else ""
+            stamps.append(winner.dot.hlc if winner else "")
+        elif kind == "list":
+            orset = ORSet(self._content)
+            content = orset.elements()
+            stamps.append(orset.latest_hlc())
+        elif kind == "counter":
+            counter = PNCounter(self._content)
+            content = counter.value()
+            stamps.append(counter.latest_hlc())
+        else:
+            messages = Conversation(self._messages).messages()
+            content = [m.to_dict() for m in messages]
+            stamps.append(max((m.hlc for m in messages), default=""))
+        metadata: dict[str, Any] = {}
+        for key in sorted(MVRegister.fields(self._metadata)):
+            winner = MVRegister.read(MVRegister(self._metadata, key).siblings())
+            if winner is not None:
+                metadata[key] = winner.value
+                stamps.append(winner.dot.hlc)
+        lifecycle = self._lifecycle.siblings()
+        stamps.extend(s.dot.hlc for s in lifecycle)
+        stamps.append(self._tags.latest_hlc())
+        embedding = MVRegister.read(self._embedding.siblings())
+        vector = decode_value(embedding.text) if embedding else None
+        conflicts = self.conflicts()
+        source = self._header.get("source") or {}
+        scope = self.scope()
+        return Memory(
+            id=self.id,
+            kind=kind,
+            content=content,
+            metadata=metadata,
+            tags=tuple(self._tags.elements()),
+            source=Source(source.get("agent_id"), source.get("session_id"), source.get("user_id")),
+            scope=scope,
+            channels=scope.channels(),
+            created_at=str(self._header.get("created", "")),
+            updated_at=max(stamps),
+            deleted=bool(lifecycle) and lifecycle[0].value == DELETED,
+            conflicted=bool(conflicts),
+            version=version,
+            embedding=tuple(vector["vector"]) if vector else None,
+            embedding_model=vector["model"] if vector else None,
+            conflicts=tuple(c.field for c in conflicts),
+        )
+
+
+def _check_key(key: object) -> str:
+    if not isinstance(key, str) or not key or "#" in key or len(key) > 256:
+        raise InvalidInput(f"metadata keys are non-empty strings without '#', got {key!r}")
+    return key

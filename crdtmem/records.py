@@ -1,0 +1,155 @@
+"""The plain, typed records the public API returns: memories, conflicts, history entries.
+
+Records are frozen snapshots of materialized CRDT state. ``to_dict()`` gives the JSON form the REST
+API and the MemoryEvent feed use; ``from_dict()`` reads it back.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, Literal
+
+from .ids import Channel
+
+Kind = Literal["fact", "preference", "list", "counter", "conversation"]
+KINDS: tuple[Kind, ...] = ("fact", "preference", "list", "counter", "conversation")
+REGISTER_KINDS: tuple[Kind, ...] = ("fact", "preference")
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """Who wrote the memory first: the agent, its session and whose memory it is."""
+
+    agent_id: str | None = None
+    session_id: str | None = None
+    user_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """Who may see the memory; decides its channels. Fixed when the memory is created."""
+
+    user_id: str | None = None
+    tenant_id: str | None = None
+    topics: tuple[str, ...] = ()
+    shared: bool = False
+
+    def channels(self) -> tuple[str, ...]:
+        """The channels this scope publishes on, sorted.
+
+        - ``user:{user_id}:memories`` when there is a user;
+        - ``tenant:{tenant_id}:shared`` when there is a tenant and the memory is shared, or a tenant
+          and no user (a tenant-wide memory);
+        - ``topic:{topic}:updates`` for each topic;
+        - ``system:global`` when there is neither user nor tenant.
+        """
+        found: list[Channel] = []
+        if self.user_id:
+            found.append(Channel.user(self.user_id))
+        if self.tenant_id and (self.shared or not self.user_id):
+            found.append(Channel.tenant(self.tenant_id))
+        found.extend(Channel.topic(t) for t in self.topics)
+        if not self.user_id and not self.tenant_id:
+            found.append(Channel.system())
+        return tuple(sorted({str(c) for c in found}))
+
+
+@dataclass(frozen=True, slots=True)
+class ConflictValue:
+    """One concurrent value of a conflicted field, with the write that produced it."""
+
+    value: Any
+    hlc: str
+    replica: str
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A field with concurrent, differing values. ``values[0]`` is what reads currently return."""
+
+    memory_id: str
+    field: str
+    values: tuple[ConflictValue, ...]
+    user_id: str | None = None
+    tenant_id: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class Memory:
+    """A materialized memory, as returned by ``get``, ``list`` and the event feed."""
+
+    id: str
+    kind: Kind
+    content: Any
+    metadata: dict[str, Any]
+    tags: tuple[Any, ...]
+    source: Source
+    scope: Scope
+    channels: tuple[str, ...]
+    created_at: str
+    updated_at: str
+    deleted: bool
+    conflicted: bool
+    version: int = 0
+    embedding: tuple[float, ...] | None = None
+    embedding_model: str | None = None
+    conflicts: tuple[str, ...] = field(default=())
+
+    @property
+    def type(self) -> Kind:
+        """The seed schema calls the kind ``type``."""
+        return self.kind
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["tags"] = list(self.tags)
+        data["channels"] = list(self.channels)
+        data["conflicts"] = list(self.conflicts)
+        data["scope"]["topics"] = list(self.scope.topics)
+        data["embedding"] = list(self.embedding) if self.embedding is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Memory:
+        scope = dict(data["scope"])
+        scope["topics"] = tuple(scope.get("topics") or ())
+        embedding = data.get("embedding")
+        return cls(
+            id=data["id"],
+            kind=data["kind"],
+            content=data["content"],
+            metadata=dict(data["metadata"]),
+            tags=tuple(data["tags"]),
+            source=Source(**data["source"]),
+            scope=Scope(**scope),
+            channels=tuple(data["channels"]),
+            created_at=data["created_at"],
+            updated_at=data["updated_at"],
+            deleted=bool(data["deleted"]),
+            conflicted=bool(data["conflicted"]),
+            version=int(data.get("version", 0)),
+            embedding=tuple(embedding) if embedding is not None else None,
+            embedding_model=data.get("embedding_model"),
+            conflicts=tuple(data.get("conflicts") or ()),
+        )
+
+    def with_version(self, version: int) -> Memory:
+        from dataclasses import replace
+
+        return replace(self, version=version)
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryEntry:
+    """One change to a memory, in the order this replica applied it, with the state after it."""
+
+    origin: str
+    hlc: str
+    content: Any
+    deleted: bool
+    conflicted: bool
+    metadata: dict[str, Any]
+    tags: tuple[Any, ...]

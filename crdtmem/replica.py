@@ -1,0 +1,673 @@
+"""The replica: the engine an app embeds. Writes, reads, conflicts, exchange, events.
+
+Data flow of a local write (see DESIGN.md)::
+
+    add/update/... ─▶ MemoryDoc change (one Yrs transaction) ─▶ Delta
+      ─▶ GroupCommitter: delta log + doc state + conflicts in one SQLite transaction
+      ─▶ acknowledge ─▶ cache ─▶ MemoryEvent feed / observers
+
+and of a remote payload::
+
+    apply(bytes) ─▶ validate whole payload ─▶ causal apply to MemoryDocs ─▶ one commit
+      ─▶ cache ─▶ events (one per changed memory)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import payload as wire
+from .cache import LRU, MemoryCache
+from .causal import apply_causally
+from .clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
+from .committer import GroupCommitter
+from .crdt import Dot
+from .errors import (
+    CrdtmemError,
+    InvalidInput,
+    MalformedPayload,
+    NotFound,
+    ReplicaClosed,
+)
+from .events import MemoryEvent, classify
+from .feed import EventFeed
+from .ids import check_name, new_client_id, new_memory_id, parse_channels
+from .locks import KeyedLocks
+from .memory import MemoryDoc
+from .records import Conflict, HistoryEntry, Kind, Memory, Scope, Source
+from .store.base import Commit, CommitResult, DeltaRecord, DocWrite, Store, VersionVector
+from .store.memory import MemoryStore
+from .store.sqlite import SQLiteStore, Synchronous
+
+_List = list  # Replica.list shadows the builtin inside the class body
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What :meth:`Replica.apply` did with a payload."""
+
+    applied: int
+    """Deltas applied and stored."""
+    duplicates: int
+    """Deltas this replica already had (harmless: apply is idempotent)."""
+    pending: int
+    """Deltas stored but waiting for causal dependencies that have not arrived yet."""
+    ignored: int
+    """Deltas only for channels this replica does not subscribe to."""
+    events: tuple[MemoryEvent, ...] = ()
+
+
+class _Dots:
+    """Fresh dots for one change; the first one names the change's delta."""
+
+    def __init__(self, replica_id: str, clock: HybridLogicalClock):
+        self._replica_id = replica_id
+        self._clock = clock
+        self.first: Dot | None = None
+
+    def __call__(self) -> Dot:
+        dot = Dot(self._clock.now().encode(), self._replica_id)
+        if self.first is None:
+            self.first = dot
+        return dot
+
+
+class Replica:
+    """One replica of the memory store.
+
+    Args:
+        path: SQLite file, or None for an in-memory replica (nothing durable).
+        replica_id: this replica's unique id (``[A-Za-z0-9_.-]``). Stored in the file; reopening a
+            file with a different id is refused. Defaults to the stored id or a random one.
+        channels: the channels this replica subscribes to; remote deltas only for other channels are
+            ignored. None subscribes to every channel.
+        store: use this store instead of ``path`` (e.g. a custom adapter).
+        wall_clock: injected wall clock in milliseconds (tests make it deterministic).
+        max_drift_ms: refuse remote timestamps further ahead than this.
+        max_payload_bytes: refuse larger payloads in :meth:`apply`.
+        cache_size: bound of the materialized-memory cache; ``warm`` memories are loaded on open.
+        synchronous: SQLite ``synchronous`` mode; FULL survives power loss, NORMAL a killed process.
+
+    Use as ``async with Replica(...) as r`` or call :meth:`start` and :meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        path: str | Path | None = None,
+        *,
+        replica_id: str | None = None,
+        channels: Sequence[str] | None = None,
+        store: Store | None = None,
+        wall_clock: WallClock = system_wall_ms,
+        max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
+        max_payload_bytes: int = wire.DEFAULT_MAX_PAYLOAD_BYTES,
+        cache_size: int = 10_000,
+        doc_cache_size: int = 1_024,
+        warm: int = 1_000,
+        synchronous: Synchronous = "FULL",
+    ):
+        if replica_id is not None:
+            check_name(replica_id, "replica_id")
+        self._requested_id = replica_id
+        self.path = Path(path) if path is not None else None
+        self.channels: tuple[str, ...] | None = parse_channels(channels) if channels is not None else None
+        self._store: Store = store or (
+            SQLiteStore(self.path, synchronous=synchronous) if self.path else MemoryStore()
+        )
+        self.clock = HybridLogicalClock(wall_clock, max_drift_ms)
+        self.max_payload_bytes = max_payload_bytes
+        self.cache = MemoryCache(cache_size)
+        self._docs: LRU[MemoryDoc] = LRU(doc_cache_size)
+        self._warm = warm
+        self._committer = GroupCommitter(self._store)
+        self._locks = KeyedLocks()
+        self._pending: dict[str, DeltaRecord] = {}
+        self.feed = EventFeed()
+        self._commit_listeners: _List[Callable[[_List[DeltaRecord]], None]] = []
+        self._client_id = new_client_id()
+        self._id = ""
+        self._open = False
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    @property
+    def id(self) -> str:
+        return self._id
+
+    @property
+    def store(self) -> Store:
+        return self._store
+
+    async def start(self) -> Replica:
+        if self._open:
+            return self
+        self._store.open()
+        try:
+            stored = self._store.get_meta("replica_id")
+            if stored and self._requested_id and stored != self._requested_id:
+                raise InvalidInput(
+                    f"{self.path} belongs to replica {stored!r}, not {self._requested_id!r}; "
+                    "each replica needs its own file"
+                )
+            self._id = self._requested_id or stored or f"r-{new_memory_id()[:12]}"
+            if not stored:
+                self._store.set_meta("replica_id", self._id)
+            last = self._store.last_hlc()
+            if last:
+                self.clock.restore(Hlc.decode(last))
+            self._pending = {d.uid: d for d in self._store.pending()}
+            self._warm_cache()
+            self._committer.start()
+        except BaseException:
+            self._store.close()
+            raise
+        self._open = True
+        return self
+
+    async def stop(self) -> None:
+        if not self._open:
+            return
+        self._open = False
+        self.feed.close()
+        self._committer.stop()
+        self._store.close()
+
+    close = stop
+
+    async def __aenter__(self) -> Replica:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def _warm_cache(self) -> None:
+        if not self._warm or not self.cache.capacity:
+            return
+        if self.channels is None:
+            records = self._store.query_records(include_deleted=True, limit=self._warm)
+        else:
+            records = []
+            for channel in self.channels:
+                records += self._store.query_records(channel=channel, include_deleted=True, limit=self._warm)
+            records.sort(key=lambda r: r["version"], reverse=True)
+            records = records[: self._warm]
+        self.cache.warm(Memory.from_dict(r) for r in records)
+
+    def _check_open(self) -> None:
+        if not self._open:
+            raise ReplicaClosed("the replica is not open; use 'async with Replica(...)' or start()")
+
+    # -- local writes -------------------------------------------------------------------------
+
+    async def add(
+        self,
+        content: Any = None,
+        *,
+        kind: Kind = "fact",
+        user_id: str | None = None,
+        agent_id: str | None = None,
+        session_id: str | None = None,
+        tenant_id: str | None = None,
+        topics: Iterable[str] = (),
+        shared: bool = False,
+        metadata: dict[str, Any] | None = None,
+        tags: Iterable[Any] = (),
+        memory_id: str | None = None,
+    ) -> Memory:
+        """Create a memory. ``content``: str for fact/preference, list of items for list, int for
+        counter, list of ``{"role", "text"}`` for conversation."""
+        self._check_open()
+        for name, value in (
+            ("user_id", user_id),
+            ("tenant_id", tenant_id),
+            ("agent_id", agent_id),
+            ("session_id", session_id),
+            ("memory_id", memory_id),
+        ):
+            if value is not None:
+                check_name(value, name)
+        topic_list = tuple(check_name(t, "topic") for t in _as_list(topics, "topics"))
+        memory_id = memory_id or new_memory_id()
+        source = Source(agent_id, session_id, user_id)
+        scope = Scope(user_id, tenant_id, topic_list, shared)
+        metadata = _check_metadata(metadata)
+        tag_list = _as_list(tags, "tags")
+
+        def create(doc: MemoryDoc, dots: _Dots) -> None:
+            doc.create(
+                memory_id=memory_id,
+                kind=kind,
+                content=content,
+                source=source,
+                scope=scope,
+                metadata=metadata,
+                tags=tag_list,
+                next_dot=dots,
+            )
+
+        return await self._write(memory_id, create, new=True)
+
+    async def update(
+        self,
+        memory_id: str,
+        *,
+        content: Any = None,
+        metadata: dict[str, Any] | None = None,
+        remove_metadata: Iterable[str] = (),
+        add_tags: Iterable[Any] = (),
+        remove_tags: Iterable[Any] = (),
+    ) -> Memory:
+        """Change a fact or preference's content, metadata keys and tags."""
+        metadata = _check_metadata(metadata)
+        removed, added, dropped = (_as_list(x, "keys") for x in (remove_metadata, add_tags, remove_tags))
+        return await self._write(
+            memory_id,
+            lambda doc, dots: doc.update(
+                next_dot=dots,
+                content=content,
+                metadata=metadata,
+                remove_metadata=removed,
+                add_tags=added,
+                remove_tags=dropped,
+            ),
+        )
+
+    async def delete(self, memory_id: str) -> Memory:
+        """Mark a memory deleted. A concurrent update elsewhere makes this a lifecycle conflict."""
+        return await self._write(memory_id, lambda doc, dots: doc.delete(dots))
+
+    async def increment(self, memory_id: str, amount: int = 1) -> Memory:
+        return await self._write(memory_id, lambda doc, dots: doc.increment(amount, dots))
+
+    async def decrement(self, memory_id: str, amount: int = 1) -> Memory:
+        if isinstance(amount, bool) or not isinstance(amount, int):
+            raise InvalidInput(f"decrement amount must be an int, got {amount!r}")
+        return await self.increment(memory_id, -amount)
+
+    async def add_items(self, memory_id: str, *items: Any) -> Memory:
+        return await self._write(memory_id, lambda doc, dots: doc.add_items(items, dots))
+
+    async def remove_items(self, memory_id: str, *items: Any) -> Memory:
+        return await self._write(memory_id, lambda doc, dots: doc.remove_items(items, dots))
+
+    async def append_message(self, memory_id: str, *, role: str, text: str) -> Memory:
+        return await self._write(memory_id, lambda doc, dots: doc.append_message(role, text, dots))
+
+    async def set_embedding(self, memory_id: str, vector: Sequence[float], model: str) -> Memory:
+        return await self._write(memory_id, lambda doc, dots: doc.set_embedding(list(vector), model, dots))
+
+    async def resolve(self, memory_id: str, *, field: str, value: Any) -> Memory:
+        """Settle a conflicted ``field`` (``content``, ``lifecycle`` or ``metadata.{key}``) to
+        ``value``. The resolution is an ordinary write and replicates like one."""
+        return await self._write(memory_id, lambda doc, dots: doc.resolve(field, value, dots))
+
+    async def _write(
+        self, memory_id: str, change: Callable[[MemoryDoc, _Dots], None], *, new: bool = False
+    ) -> Memory:
+        self._check_open()
+        check_name(memory_id, "memory_id")
+        async with self._locks.hold([memory_id]):
+            if new:
+                if self._docs.get(memory_id) or self._store.load_state(memory_id) is not None:
+                    raise InvalidInput(f"a memory with id {memory_id!r} already exists")
+                doc = MemoryDoc.empty(memory_id, self._client_id)
+            else:
+                doc = self._load_doc(memory_id)
+            before = None if new else self._record(memory_id)
+            dots = _Dots(self._id, self.clock)
+            try:
+                with doc.change():
+                    change(doc, dots)
+            except BaseException:
+                self._docs.discard(memory_id)  # a failed change may have left partial edits
+                raise
+            if dots.first is None:  # nothing was written (e.g. an empty add_items)
+                return before or doc.materialize()
+            hlc = dots.first.hlc
+            delta = DeltaRecord(
+                f"{self._id}:{hlc}",
+                self._id,
+                memory_id,
+                hlc,
+                doc.last_delta.deps,
+                doc.last_delta.update,
+                doc.scope().channels(),
+            )
+            events = await self._commit(
+                Commit(deltas=[delta], docs=[_doc_write(doc)]),
+                {memory_id: doc},
+                {memory_id: before},
+                self._id,
+            )
+            return events[0].memory
+
+    async def _commit(
+        self,
+        work: Commit,
+        docs: dict[str, MemoryDoc],
+        before: dict[str, Memory | None],
+        origin: str,
+    ) -> _List[MemoryEvent]:
+        try:
+            result: CommitResult = await self._committer.submit(work)
+        except BaseException:
+            for doc_id in docs:
+                self._docs.discard(doc_id)
+            raise
+        events = []
+        for write in work.docs:
+            version = result.versions[write.doc_id]
+            memory = Memory.from_dict({**write.record, "version": version})
+            self._docs.put(write.doc_id, docs[write.doc_id])
+            self.cache.put(write.doc_id, memory)
+            previous = before.get(write.doc_id)
+            events.append(
+                MemoryEvent(
+                    event_id=f"{self._id}:{version}",
+                    event_type=classify(previous, memory),
+                    timestamp=Hlc.decode(write.updated_hlc).isoformat(),
+                    memory=memory,
+                    source=memory.source,
+                    channels=memory.channels,
+                    origin=origin,
+                )
+            )
+        for listener in self._commit_listeners:
+            listener(work.deltas)
+        self.feed.publish(events)
+        return events
+
+    # -- reads --------------------------------------------------------------------------------
+
+    async def get(self, memory_id: str) -> Memory:
+        """The memory with this id (deleted ones too, with ``deleted=True``); raises NotFound."""
+        self._check_open()
+        return self._record_or_raise(memory_id)
+
+    async def list(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        topic: str | None = None,
+        kind: Kind | None = None,
+        channel: str | None = None,
+        include_deleted: bool = False,
+        limit: int | None = None,
+    ) -> _List[Memory]:
+        """Memories matching every given filter, most recently changed first. Deleted memories are
+        left out unless ``include_deleted``, except those in a delete conflict."""
+        self._check_open()
+        if topic is not None:
+            if channel is not None:
+                raise InvalidInput("pass either topic or channel, not both")
+            channel = f"topic:{check_name(topic, 'topic')}:updates"
+        if channel is not None:
+            channel = parse_channels([channel])[0]
+        records = self._store.query_records(
+            user_id=user_id,
+            tenant_id=tenant_id,
+            channel=channel,
+            kind=kind,
+            include_deleted=include_deleted,
+            limit=limit,
+        )
+        return [Memory.from_dict(r) for r in records]
+
+    async def history(self, memory_id: str) -> _List[HistoryEntry]:
+        """Every change this replica applied to the memory, oldest first, with the state after it."""
+        self._check_open()
+        deltas = self._store.history(memory_id)
+        if not deltas:
+            raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
+        doc = MemoryDoc.empty(memory_id, self._client_id)
+        entries = []
+        for delta in deltas:
+            doc.apply(delta.update)
+            if not doc.exists:
+                continue
+            memory = doc.materialize()
+            entries.append(
+                HistoryEntry(
+                    delta.origin,
+                    delta.hlc,
+                    memory.content,
+                    memory.deleted,
+                    memory.conflicted,
+                    memory.metadata,
+                    memory.tags,
+                )
+            )
+        return entries
+
+    async def conflicts(
+        self, *, user_id: str | None = None, tenant_id: str | None = None, memory_id: str | None = None
+    ) -> _List[Conflict]:
+        """Open conflicts, sorted by memory id and field."""
+        self._check_open()
+        return self._store.conflicts(user_id=user_id, tenant_id=tenant_id, doc_id=memory_id)
+
+    def _record(self, memory_id: str) -> Memory | None:
+        cached = self.cache.get(memory_id)
+        if cached is not None:
+            return cached
+        record = self._store.load_record(memory_id)
+        if record is None:
+            return None
+        memory = Memory.from_dict(record)
+        self.cache.put(memory_id, memory)
+        return memory
+
+    def _record_or_raise(self, memory_id: str) -> Memory:
+        memory = self._record(memory_id)
+        if memory is None:
+            raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
+        return memory
+
+    def _load_doc(self, memory_id: str, *, create: bool = False) -> MemoryDoc:
+        doc = self._docs.get(memory_id)
+        if doc is not None:
+            return doc
+        state = self._store.load_state(memory_id)
+        if state is None:
+            if not create:
+                raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
+            doc = MemoryDoc.empty(memory_id, self._client_id)
+        else:
+            doc = MemoryDoc.from_state(memory_id, state, self._client_id)
+        self._docs.put(memory_id, doc)
+        return doc
+
+    # -- exchange -----------------------------------------------------------------------------
+
+    def version_vector(self, channel: str) -> VersionVector:
+        """``{origin: highest contiguous seq}`` this replica has stored for ``channel``."""
+        self._check_open()
+        return self._store.version_vector(parse_channels([channel])[0])
+
+    def version_vectors(self, channels: Sequence[str] | None = None) -> dict[str, VersionVector]:
+        self._check_open()
+        names = parse_channels(channels) if channels is not None else self._known_channels()
+        return {c: self._store.version_vector(c) for c in names}
+
+    def _known_channels(self) -> tuple[str, ...]:
+        return self.channels if self.channels is not None else tuple(self._store.channels())
+
+    async def export_since(
+        self,
+        channels: str | Sequence[str],
+        since: VersionVector | dict[str, VersionVector] | None = None,
+        *,
+        limit: int | None = None,
+    ) -> bytes:
+        """The deltas of ``channels`` that a peer at ``since`` is missing, as a payload.
+
+        Args:
+            channels: one channel name, or several.
+            since: the peer's version vector (``{origin: seq}`` for one channel, or
+                ``{channel: {origin: seq}}``); None or empty exports everything.
+            limit: at most this many deltas (the peer asks again with its new vector for more).
+        """
+        self._check_open()
+        names = parse_channels([channels] if isinstance(channels, str) else channels)
+        try:
+            vectors = wire.normalize_since(names, since)
+        except MalformedPayload as exc:
+            raise InvalidInput(str(exc)) from exc
+        deltas = self._store.deltas_since(names, vectors, limit)
+        mine = {c: self._store.version_vector(c) for c in names}
+        return wire.encode(wire.Payload(self._id, deltas, mine))
+
+    async def apply(self, data: bytes) -> ApplyResult:
+        """Merge a payload from :meth:`export_since` (any replica, any order, any number of times).
+
+        The payload is validated as a whole first; a bad one raises a PayloadError subclass and
+        changes nothing. Deltas whose causal dependencies have not arrived are stored and applied
+        as soon as they do.
+        """
+        self._check_open()
+        received = wire.decode(data, max_bytes=self.max_payload_bytes)
+        newest = self._check_clocks(received.deltas)
+        fresh, relog, duplicates, ignored = self._triage(received.deltas)
+        if not fresh and not relog:
+            return ApplyResult(0, duplicates, 0, ignored)
+        doc_ids = {d.doc_id for d in fresh}
+        async with self._locks.hold(doc_ids):
+            waiting_before = [d for d in self._pending.values() if d.doc_id in doc_ids]
+            docs: dict[str, MemoryDoc] = {}
+            before: dict[str, Memory | None] = {}
+
+            def load(doc_id: str) -> MemoryDoc:
+                if doc_id not in docs:
+                    before[doc_id] = self._record(doc_id)
+                    docs[doc_id] = self._load_doc(doc_id, create=True)
+                return docs[doc_id]
+
+            try:
+                applied, waiting = apply_causally(fresh + waiting_before, load)
+                touched = {d.doc_id for d in applied}
+                writes = [_doc_write(docs[doc_id], remote=True) for doc_id in sorted(touched)]
+            except BaseException:
+                for doc_id in docs:
+                    self._docs.discard(doc_id)
+                raise
+            work = Commit(
+                deltas=applied + relog,
+                docs=writes,
+                pending_add=[d for d in waiting if d.uid not in self._pending],
+                pending_drop=[d.uid for d in applied if d.uid in self._pending],
+            )
+            if newest is not None:
+                self.clock.observe(newest)
+            events = await self._commit(work, {k: docs[k] for k in touched}, before, received.sender)
+            for uid in work.pending_drop:
+                self._pending.pop(uid, None)
+            for delta in work.pending_add:
+                self._pending[delta.uid] = delta
+        fresh_uids = {d.uid for d in fresh}
+        return ApplyResult(
+            applied=sum(1 for d in applied if d.uid in fresh_uids),
+            duplicates=duplicates,
+            pending=len(self._pending),
+            ignored=ignored,
+            events=tuple(events),
+        )
+
+    def _check_clocks(self, deltas: _List[DeltaRecord]) -> Hlc | None:
+        newest: Hlc | None = None
+        for delta in deltas:
+            try:
+                stamp = Hlc.decode(delta.hlc)
+            except InvalidInput as exc:
+                raise MalformedPayload(f"delta {delta.uid!r}: {exc}") from exc
+            self.clock.check(stamp)
+            newest = stamp if newest is None or stamp > newest else newest
+        return newest
+
+    def _triage(self, deltas: _List[DeltaRecord]) -> tuple[_List[DeltaRecord], _List[DeltaRecord], int, int]:
+        """Split into new deltas, known deltas with new channel entries, duplicates, ignored."""
+        fresh: _List[DeltaRecord] = []
+        relog: _List[DeltaRecord] = []
+        duplicates = ignored = 0
+        seen: set[str] = set()
+        for delta in deltas:
+            seqs = {c: s for c, s in delta.seqs.items() if self._subscribed(c)}
+            if not seqs:
+                ignored += 1
+                continue
+            if delta.uid in seen or delta.uid in self._pending:
+                duplicates += 1
+                continue
+            seen.add(delta.uid)
+            delta = dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs))
+            if not self._store.has_delta(delta.uid):
+                fresh.append(delta)
+            elif all(self._store.is_logged(c, delta.origin, s) for c, s in seqs.items()):
+                duplicates += 1
+            else:
+                relog.append(delta)
+        return fresh, relog, duplicates, ignored
+
+    def _subscribed(self, channel: str) -> bool:
+        return self.channels is None or channel in self.channels
+
+    # -- events -------------------------------------------------------------------------------
+
+    def events(
+        self, channels: Sequence[str] | None = None, *, max_queue: int = 10_000
+    ) -> AsyncIterator[MemoryEvent]:
+        """MemoryEvents for ``channels`` (None: all) from now on, one per committed change.
+
+        A consumer that falls ``max_queue`` events behind gets :class:`~crdtmem.feed.FeedOverflow`
+        instead of unbounded buffering; it can catch up with :meth:`list` or ``export_since``.
+        """
+        self._check_open()
+        names = parse_channels(channels) if channels is not None else None
+        return self.feed.subscribe(names, max_queue=max_queue)
+
+    def on_commit(self, listener: Callable[[_List[DeltaRecord]], None]) -> Callable[[], None]:
+        """Call ``listener(deltas)`` after every commit (the sync layer pushes from here)."""
+        self._commit_listeners.append(listener)
+        return lambda: self._commit_listeners.remove(listener)
+
+
+def _doc_write(doc: MemoryDoc, *, remote: bool = False) -> DocWrite:
+    try:
+        memory = doc.materialize()
+    except CrdtmemError:
+        raise
+    except Exception as exc:
+        raise MalformedPayload(f"memory {doc.id!r} does not read as a crdtmem memory: {exc}") from exc
+    record = memory.to_dict()
+    del record["version"]
+    return DocWrite(
+        doc_id=memory.id,
+        kind=memory.kind,
+        state=doc.state(),
+        record=record,
+        channels=memory.channels,
+        user_id=memory.scope.user_id,
+        tenant_id=memory.scope.tenant_id,
+        deleted=memory.deleted,
+        conflicted=memory.conflicted,
+        updated_hlc=memory.updated_at,
+        conflicts=tuple(doc.conflicts()),
+    )
+
+
+def _as_list(values: Iterable[Any], what: str) -> _List[Any]:
+    if isinstance(values, (str, bytes)):
+        raise InvalidInput(f"{what} must be a list, not a single string")
+    return list(values)
+
+
+def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidInput(f"metadata must be a dict, got {type(metadata).__name__}")
+    return metadata

@@ -1,0 +1,45 @@
+"""Decode and compare Yrs state vectors (``{client_id: clock}``), used for causal delivery.
+
+Every delta travels with the state vector its writer had observed (its *dependencies*). A replica
+applies a delta only once its own state vector covers those dependencies, so Yrs never has to hold
+pending updates (which ``Doc.get_update()`` would not persist).
+"""
+
+from __future__ import annotations
+
+from .errors import MalformedPayload
+
+StateVector = dict[int, int]
+
+
+def _read_varuint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        if pos >= len(data):
+            raise MalformedPayload("truncated state vector")
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+        if shift > 63:
+            raise MalformedPayload("state vector integer is too long")
+
+
+def decode(data: bytes) -> StateVector:
+    """Decode Yrs' v1 state-vector encoding."""
+    count, pos = _read_varuint(data, 0)
+    vector: StateVector = {}
+    for _ in range(count):
+        client, pos = _read_varuint(data, pos)
+        clock, pos = _read_varuint(data, pos)
+        vector[client] = clock
+    if pos != len(data):
+        raise MalformedPayload("trailing bytes after state vector")
+    return vector
+
+
+def covers(have: StateVector, need: StateVector) -> bool:
+    """Whether a document at ``have`` has seen everything in ``need``."""
+    return all(have.get(client, 0) >= clock for client, clock in need.items())

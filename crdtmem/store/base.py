@@ -1,0 +1,173 @@
+"""The storage port: what a replica needs from durable storage, at the level of bytes and keys.
+
+A store holds four things, and :meth:`Store.commit` changes them in one atomic transaction:
+
+- documents: a memory's Yrs state, its materialized record, its conflicts, and a local version;
+- the delta log: every delta (origin replica, hlc, deps, Yrs update) with its sequence number in each
+  channel it belongs to, ``(channel, origin, seq)``;
+- version vectors: per channel, ``{origin: highest contiguous seq stored}``. They never claim a delta
+  that was not stored and applied;
+- pending deltas: received but not yet applicable (their causal dependencies have not arrived).
+
+Stores are used from two threads: :meth:`commit` from the replica's commit thread, everything else from
+the event loop. Implementations make that safe.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from ..records import Conflict
+
+VersionVector = dict[str, int]
+"""``{origin replica: highest contiguous seq}`` for one channel."""
+
+
+@dataclass(frozen=True, slots=True)
+class DeltaRecord:
+    """One delta: a Yrs update of one memory document, from one origin replica.
+
+    ``seqs`` maps each channel the delta is logged in to its sequence number there. A local delta is
+    committed with empty ``seqs``; the store allocates the next sequence numbers for ``channels``.
+    """
+
+    uid: str
+    origin: str
+    doc_id: str
+    hlc: str
+    deps: bytes
+    update: bytes
+    channels: tuple[str, ...]
+    seqs: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class DocWrite:
+    """The new state of one document after a change, with what queries filter on."""
+
+    doc_id: str
+    kind: str
+    state: bytes
+    record: dict[str, Any]
+    channels: tuple[str, ...]
+    user_id: str | None
+    tenant_id: str | None
+    deleted: bool
+    conflicted: bool
+    updated_hlc: str
+    conflicts: tuple[Conflict, ...]
+
+
+@dataclass(slots=True)
+class Commit:
+    """One atomic unit of work: deltas to log, documents to write, pending deltas to add/drop."""
+
+    deltas: list[DeltaRecord] = field(default_factory=list)
+    docs: list[DocWrite] = field(default_factory=list)
+    pending_add: list[DeltaRecord] = field(default_factory=list)
+    pending_drop: list[str] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.deltas or self.docs or self.pending_add or self.pending_drop)
+
+
+@dataclass(slots=True)
+class CommitResult:
+    """What a commit assigned: doc versions and, for local deltas, their sequence numbers."""
+
+    versions: dict[str, int] = field(default_factory=dict)
+    seqs: dict[str, dict[str, int]] = field(default_factory=dict)
+
+
+class Store(Protocol):
+    """The storage port. See the module docstring for the data model."""
+
+    def open(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def commit(self, work: Sequence[Commit]) -> list[CommitResult]:
+        """Apply every unit atomically in one transaction; raise StorageError and change nothing
+        on failure. Returns one result per unit."""
+        ...
+
+    def load_state(self, doc_id: str) -> bytes | None: ...
+
+    def load_record(self, doc_id: str) -> dict[str, Any] | None:
+        """The materialized record with its ``version``, or None."""
+        ...
+
+    def query_records(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        channel: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        """Records matching every given filter, most recently changed first."""
+        ...
+
+    def conflicts(
+        self, *, user_id: str | None = None, tenant_id: str | None = None, doc_id: str | None = None
+    ) -> list[Conflict]: ...
+
+    def version_vector(self, channel: str) -> VersionVector: ...
+
+    def is_logged(self, channel: str, origin: str, seq: int) -> bool:
+        """Whether ``(channel, origin, seq)`` is in the log (covered by the vector or past a gap)."""
+        ...
+
+    def channels(self) -> list[str]:
+        """Every channel that has at least one logged delta."""
+        ...
+
+    def deltas_since(
+        self, channels: Iterable[str], vectors: dict[str, VersionVector], limit: int | None = None
+    ) -> list[DeltaRecord]:
+        """Logged deltas of ``channels`` not covered by ``vectors``, in local log order, each once,
+        with ``seqs`` restricted to ``channels``. At most ``limit`` deltas."""
+        ...
+
+    def has_delta(self, uid: str) -> bool: ...
+
+    def pending(self) -> list[DeltaRecord]: ...
+
+    def history(self, doc_id: str) -> list[DeltaRecord]:
+        """Every delta of one document in the order this replica applied them."""
+        ...
+
+    def last_hlc(self) -> str:
+        """The highest hlc of any stored delta, '' if none (to restore the clock)."""
+        ...
+
+    def doc_count(self) -> int: ...
+
+
+def contiguous_advance(vector: VersionVector, beyond: dict[str, set[int]], origin: str, seq: int) -> None:
+    """Record ``seq`` from ``origin`` as stored and advance ``vector`` over any now-contiguous run.
+
+    ``beyond`` keeps sequence numbers stored past a gap, so a later arrival that fills the gap
+    advances the vector over all of them.
+    """
+    current = vector.get(origin, 0)
+    if seq <= current:
+        return
+    if seq != current + 1:
+        beyond.setdefault(origin, set()).add(seq)
+        return
+    waiting = beyond.get(origin, set())
+    while current + 1 == seq or (current + 1) in waiting:
+        current += 1
+        waiting.discard(current)
+    vector[origin] = current
+    if not waiting:
+        beyond.pop(origin, None)

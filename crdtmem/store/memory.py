@@ -1,0 +1,190 @@
+"""An in-memory :class:`~crdtmem.store.base.Store`: the test double, and ``Replica(None)``.
+
+Same contract as the SQLite store (both run ``tests/conformance/test_store.py``), nothing durable.
+"""
+
+from __future__ import annotations
+
+import copy
+import threading
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from ..records import Conflict
+from .base import Commit, CommitResult, DeltaRecord, DocWrite, VersionVector, contiguous_advance
+
+
+class MemoryStore:
+    def __init__(self) -> None:
+        self._lock = threading.RLock()
+        self._meta: dict[str, str] = {}
+        self._docs: dict[str, tuple[DocWrite, int]] = {}
+        self._deltas: list[DeltaRecord] = []
+        self._uids: set[str] = set()
+        self._index: dict[str, int] = {}
+        self._log: dict[tuple[str, str, int], int] = {}
+        self._vectors: dict[str, VersionVector] = {}
+        self._beyond: dict[str, dict[str, set[int]]] = {}
+        self._pending: dict[str, DeltaRecord] = {}
+        self._version = 0
+
+    def open(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def get_meta(self, key: str) -> str | None:
+        return self._meta.get(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self._meta[key] = value
+
+    def commit(self, work: Sequence[Commit]) -> list[CommitResult]:
+        with self._lock:
+            vectors = copy.deepcopy(self._vectors)
+            beyond = copy.deepcopy(self._beyond)
+            results = []
+            staged_deltas: list[DeltaRecord] = []
+            staged_index: dict[str, int] = {}
+            staged_log: dict[tuple[str, str, int], int] = {}
+            uids = set(self._uids)
+            version = self._version
+            docs: dict[str, tuple[DocWrite, int]] = {}
+            for unit in work:
+                result = CommitResult()
+                for delta in unit.deltas:
+                    seqs = delta.seqs or {
+                        c: vectors.get(c, {}).get(delta.origin, 0) + 1 for c in delta.channels
+                    }
+                    if delta.uid in uids:  # known already: only log it under new channels
+                        index = self._index.get(delta.uid, staged_index.get(delta.uid, -1))
+                    else:
+                        uids.add(delta.uid)
+                        index = len(self._deltas) + len(staged_deltas)
+                        staged_deltas.append(replace(delta, seqs=dict(seqs), channels=tuple(seqs)))
+                        staged_index[delta.uid] = index
+                    for channel, seq in seqs.items():
+                        key = (channel, delta.origin, seq)
+                        if key in self._log or key in staged_log:
+                            continue
+                        contiguous_advance(
+                            vectors.setdefault(channel, {}),
+                            beyond.setdefault(channel, {}),
+                            delta.origin,
+                            seq,
+                        )
+                        staged_log[key] = index
+                    result.seqs[delta.uid] = seqs
+                for doc in unit.docs:
+                    version += 1
+                    docs[doc.doc_id] = (doc, version)
+                    result.versions[doc.doc_id] = version
+                results.append(result)
+            # nothing above can fail half-way; publish everything at once
+            self._deltas.extend(staged_deltas)
+            self._index.update(staged_index)
+            self._log.update(staged_log)
+            self._uids = uids
+            self._docs.update(docs)
+            for unit in work:
+                for uid in unit.pending_drop:
+                    self._pending.pop(uid, None)
+                for delta in unit.pending_add:
+                    self._pending.setdefault(delta.uid, delta)
+            self._vectors, self._beyond, self._version = vectors, beyond, version
+            return results
+
+    def load_state(self, doc_id: str) -> bytes | None:
+        entry = self._docs.get(doc_id)
+        return None if entry is None else entry[0].state
+
+    def load_record(self, doc_id: str) -> dict[str, Any] | None:
+        entry = self._docs.get(doc_id)
+        return None if entry is None else {**copy.deepcopy(entry[0].record), "version": entry[1]}
+
+    def query_records(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        channel: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        with self._lock:
+            entries = sorted(self._docs.values(), key=lambda e: e[1], reverse=True)
+        found = []
+        for doc, version in entries:
+            if user_id is not None and doc.user_id != user_id:
+                continue
+            if tenant_id is not None and doc.tenant_id != tenant_id:
+                continue
+            if kind is not None and doc.kind != kind:
+                continue
+            if channel is not None and channel not in doc.channels:
+                continue
+            if doc.deleted and not doc.conflicted and not include_deleted:
+                continue
+            found.append({**copy.deepcopy(doc.record), "version": version})
+            if limit is not None and len(found) >= limit:
+                break
+        return found
+
+    def conflicts(
+        self, *, user_id: str | None = None, tenant_id: str | None = None, doc_id: str | None = None
+    ) -> list[Conflict]:
+        with self._lock:
+            docs = [d for d, _ in self._docs.values()]
+        found = [
+            c
+            for d in docs
+            for c in d.conflicts
+            if (user_id is None or c.user_id == user_id)
+            and (tenant_id is None or c.tenant_id == tenant_id)
+            and (doc_id is None or c.memory_id == doc_id)
+        ]
+        return sorted(found, key=lambda c: (c.memory_id, c.field))
+
+    def version_vector(self, channel: str) -> VersionVector:
+        with self._lock:
+            return dict(self._vectors.get(channel, {}))
+
+    def is_logged(self, channel: str, origin: str, seq: int) -> bool:
+        with self._lock:
+            if seq <= self._vectors.get(channel, {}).get(origin, 0):
+                return True
+            return seq in self._beyond.get(channel, {}).get(origin, ())
+
+    def channels(self) -> list[str]:
+        with self._lock:
+            return sorted(c for c, v in self._vectors.items() if v)
+
+    def deltas_since(
+        self, channels: Iterable[str], vectors: dict[str, VersionVector], limit: int | None = None
+    ) -> list[DeltaRecord]:
+        wanted: dict[int, dict[str, int]] = {}
+        channel_set = set(channels)
+        with self._lock:
+            for (channel, origin, seq), index in self._log.items():
+                if channel in channel_set and seq > vectors.get(channel, {}).get(origin, 0):
+                    wanted.setdefault(index, {})[channel] = seq
+            ids = sorted(wanted)[:limit] if limit is not None else sorted(wanted)
+            return [replace(self._deltas[i], seqs=wanted[i], channels=tuple(wanted[i])) for i in ids]
+
+    def has_delta(self, uid: str) -> bool:
+        return uid in self._uids or uid in self._pending
+
+    def pending(self) -> list[DeltaRecord]:
+        return list(self._pending.values())
+
+    def history(self, doc_id: str) -> list[DeltaRecord]:
+        return [d for d in self._deltas if d.doc_id == doc_id]
+
+    def last_hlc(self) -> str:
+        return max((d.hlc for d in self._deltas), default="")
+
+    def doc_count(self) -> int:
+        return len(self._docs)

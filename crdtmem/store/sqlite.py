@@ -1,0 +1,427 @@
+"""The SQLite store (sqlite-utils for the schema, WAL, one writer connection and one reader).
+
+Durability: ``synchronous=FULL`` by default, so a commit that returned survives power loss as well as
+a killed process; ``NORMAL`` survives a killed process only. Commits run on the replica's commit thread
+through the writer connection; reads run on the event loop through a separate reader connection, which
+WAL lets proceed while a write is in flight.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, Literal, cast
+
+import sqlite_utils
+
+from ..errors import StorageError
+from ..records import Conflict, ConflictValue
+from .base import (
+    Commit,
+    CommitResult,
+    DeltaRecord,
+    VersionVector,
+    contiguous_advance,
+)
+from .codec import decode_delta, encode_delta
+
+SCHEMA_VERSION = "1"
+Synchronous = Literal["FULL", "NORMAL", "OFF"]
+
+
+class SQLiteStore:
+    """A :class:`~crdtmem.store.base.Store` in one SQLite file."""
+
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL"):
+        self.path = Path(path)
+        self.synchronous = synchronous
+        self._writer: sqlite3.Connection | None = None
+        self._reader: sqlite3.Connection | None = None
+        self._vectors: dict[str, VersionVector] = {}
+        self._beyond: dict[str, dict[str, set[int]]] = {}
+        self._version = 0
+        self._lock = threading.Lock()
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def open(self) -> None:
+        try:
+            self._writer = self._connect()
+            self._create_schema(sqlite_utils.Database(self._writer))
+            self._reader = self._connect()
+            self._load_sync_state()
+        except sqlite3.Error as exc:
+            self.close()
+            raise StorageError(f"cannot open store {self.path}: {exc}") from exc
+
+    def _connect(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("PRAGMA busy_timeout=10000")
+        conn.execute("PRAGMA foreign_keys=OFF")
+        return conn
+
+    def close(self) -> None:
+        for conn in (self._reader, self._writer):
+            if conn is not None:
+                conn.close()
+        self._reader = self._writer = None
+
+    @property
+    def _r(self) -> sqlite3.Connection:
+        if self._reader is None:
+            raise StorageError("store is closed")
+        return self._reader
+
+    @property
+    def _w(self) -> sqlite3.Connection:
+        if self._writer is None:
+            raise StorageError("store is closed")
+        return self._writer
+
+    @staticmethod
+    def _create_schema(db: Any) -> None:
+        tables = set(db.table_names())
+        if "meta" not in tables:
+            db["meta"].create({"key": str, "value": str}, pk="key")
+            db["meta"].insert({"key": "schema_version", "value": SCHEMA_VERSION})
+            db["meta"].insert({"key": "version_counter", "value": "0"})
+        if "docs" not in tables:
+            db["docs"].create(
+                {
+                    "id": str,
+                    "kind": str,
+                    "state": bytes,
+                    "record": str,
+                    "user_id": str,
+                    "tenant_id": str,
+                    "deleted": int,
+                    "conflicted": int,
+                    "version": int,
+                    "updated_hlc": str,
+                },
+                pk="id",
+            )
+            db["docs"].create_index(["user_id", "version"])
+            db["docs"].create_index(["tenant_id", "version"])
+            db["docs"].create_index(["version"])
+        if "doc_channels" not in tables:
+            db["doc_channels"].create({"channel": str, "doc_id": str}, pk=("channel", "doc_id"))
+        if "deltas" not in tables:
+            db["deltas"].create(
+                {
+                    "id": int,
+                    "uid": str,
+                    "origin": str,
+                    "doc_id": str,
+                    "hlc": str,
+                    "deps": bytes,
+                    "update": bytes,
+                },
+                pk="id",
+            )
+            db["deltas"].create_index(["uid"], unique=True)
+            db["deltas"].create_index(["doc_id", "id"])
+            db["deltas"].create_index(["hlc"])
+        if "log" not in tables:
+            db["log"].create(
+                {"channel": str, "origin": str, "seq": int, "delta_id": int},
+                pk=("channel", "origin", "seq"),
+            )
+        if "vv" not in tables:
+            db["vv"].create({"channel": str, "origin": str, "seq": int}, pk=("channel", "origin"))
+        if "pending" not in tables:
+            db["pending"].create({"uid": str, "doc_id": str, "delta": bytes}, pk="uid")
+        if "conflicts" not in tables:
+            db["conflicts"].create(
+                {"doc_id": str, "field": str, "user_id": str, "tenant_id": str, "vals": str},
+                pk=("doc_id", "field"),
+            )
+            db["conflicts"].create_index(["user_id"])
+
+    def _load_sync_state(self) -> None:
+        conn = self._r
+        for channel, origin, seq in conn.execute("SELECT channel, origin, seq FROM vv"):
+            self._vectors.setdefault(channel, {})[origin] = seq
+        rows = conn.execute(
+            "SELECT l.channel, l.origin, l.seq FROM log l LEFT JOIN vv v "
+            "ON v.channel = l.channel AND v.origin = l.origin WHERE l.seq > coalesce(v.seq, 0)"
+        )
+        for channel, origin, seq in rows:
+            self._beyond.setdefault(channel, {}).setdefault(origin, set()).add(seq)
+        self._version = int(self.get_meta("version_counter") or 0)
+
+    # -- meta ---------------------------------------------------------------------------------
+
+    def get_meta(self, key: str) -> str | None:
+        row = self._r.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._lock:
+            self._w.execute("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", (key, value))
+
+    # -- the write path -----------------------------------------------------------------------
+
+    def commit(self, work: Sequence[Commit]) -> list[CommitResult]:
+        with self._lock:
+            vectors = copy.deepcopy(self._vectors)
+            beyond = copy.deepcopy(self._beyond)
+            version = self._version
+            conn = self._w
+            results: list[CommitResult] = []
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                for unit in work:
+                    result, version = self._commit_one(conn, unit, vectors, beyond, version)
+                    results.append(result)
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'version_counter'", (str(version),))
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StorageError(f"commit to {self.path} failed, nothing was written: {exc}") from exc
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            self._vectors, self._beyond, self._version = vectors, beyond, version
+            return results
+
+    def _commit_one(
+        self,
+        conn: sqlite3.Connection,
+        unit: Commit,
+        vectors: dict[str, VersionVector],
+        beyond: dict[str, dict[str, set[int]]],
+        version: int,
+    ) -> tuple[CommitResult, int]:
+        result = CommitResult()
+        log_rows: list[tuple[str, str, int, int]] = []
+        for delta in unit.deltas:
+            cursor = conn.execute(
+                "INSERT OR IGNORE INTO deltas(uid, origin, doc_id, hlc, deps, [update]) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (delta.uid, delta.origin, delta.doc_id, delta.hlc, delta.deps, delta.update),
+            )
+            if cursor.rowcount:
+                delta_id = cast(int, cursor.lastrowid)
+            else:  # known already: only log it under channels it was not logged in yet
+                (delta_id,) = conn.execute("SELECT id FROM deltas WHERE uid = ?", (delta.uid,)).fetchone()
+            seqs = delta.seqs or {
+                channel: vectors.get(channel, {}).get(delta.origin, 0) + 1 for channel in delta.channels
+            }
+            for channel, seq in seqs.items():
+                vector = vectors.setdefault(channel, {})
+                if seq <= vector.get(delta.origin, 0) or seq in beyond.get(channel, {}).get(delta.origin, ()):
+                    continue
+                contiguous_advance(vector, beyond.setdefault(channel, {}), delta.origin, seq)
+                log_rows.append((channel, delta.origin, seq, delta_id))
+            result.seqs[delta.uid] = seqs
+        if log_rows:
+            conn.executemany(
+                "INSERT OR IGNORE INTO log(channel, origin, seq, delta_id) VALUES (?, ?, ?, ?)",
+                log_rows,
+            )
+            touched = {(c, o) for c, o, _, _ in log_rows}
+            conn.executemany(
+                "INSERT OR REPLACE INTO vv(channel, origin, seq) VALUES (?, ?, ?)",
+                [(c, o, vectors[c].get(o, 0)) for c, o in touched],
+            )
+        if unit.pending_drop:
+            conn.executemany("DELETE FROM pending WHERE uid = ?", [(u,) for u in unit.pending_drop])
+        if unit.pending_add:
+            conn.executemany(
+                "INSERT OR IGNORE INTO pending(uid, doc_id, delta) VALUES (?, ?, ?)",
+                [(d.uid, d.doc_id, encode_delta(d)) for d in unit.pending_add],
+            )
+        doc_rows = []
+        for doc in unit.docs:
+            version += 1
+            result.versions[doc.doc_id] = version
+            doc_rows.append(
+                (
+                    doc.doc_id,
+                    doc.kind,
+                    doc.state,
+                    json.dumps(doc.record, separators=(",", ":")),
+                    doc.user_id,
+                    doc.tenant_id,
+                    int(doc.deleted),
+                    int(doc.conflicted),
+                    version,
+                    doc.updated_hlc,
+                )
+            )
+        if doc_rows:
+            conn.executemany(
+                "INSERT OR REPLACE INTO docs(id, kind, state, record, user_id, tenant_id, deleted, "
+                "conflicted, version, updated_hlc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                doc_rows,
+            )
+            conn.executemany(
+                "INSERT OR IGNORE INTO doc_channels(channel, doc_id) VALUES (?, ?)",
+                [(c, d.doc_id) for d in unit.docs for c in d.channels],
+            )
+            conn.executemany("DELETE FROM conflicts WHERE doc_id = ?", [(d.doc_id,) for d in unit.docs])
+            conn.executemany(
+                "INSERT INTO conflicts(doc_id, field, user_id, tenant_id, vals) VALUES (?, ?, ?, ?, ?)",
+                [
+                    (c.memory_id, c.field, c.user_id, c.tenant_id, _encode_values(c.values))
+                    for d in unit.docs
+                    for c in d.conflicts
+                ],
+            )
+        return result, version
+
+    # -- reads --------------------------------------------------------------------------------
+
+    def load_state(self, doc_id: str) -> bytes | None:
+        row = self._r.execute("SELECT state FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else bytes(row[0])
+
+    def load_record(self, doc_id: str) -> dict[str, Any] | None:
+        row = self._r.execute("SELECT record, version FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else _record(row)
+
+    def query_records(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        channel: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+        limit: int | None = None,
+    ) -> list[dict[str, Any]]:
+        where, args = [], []
+        for column, value in (("user_id", user_id), ("tenant_id", tenant_id), ("kind", kind)):
+            if value is not None:
+                where.append(f"d.{column} = ?")
+                args.append(value)
+        if channel is not None:
+            where.append("d.id IN (SELECT doc_id FROM doc_channels WHERE channel = ?)")
+            args.append(channel)
+        if not include_deleted:
+            where.append("(d.deleted = 0 OR d.conflicted = 1)")
+        sql = "SELECT d.record, d.version FROM docs d"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY d.version DESC"
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [_record(row) for row in self._r.execute(sql, args)]
+
+    def conflicts(
+        self, *, user_id: str | None = None, tenant_id: str | None = None, doc_id: str | None = None
+    ) -> list[Conflict]:
+        where, args = [], []
+        for column, value in (("user_id", user_id), ("tenant_id", tenant_id), ("doc_id", doc_id)):
+            if value is not None:
+                where.append(f"{column} = ?")
+                args.append(value)
+        sql = "SELECT doc_id, field, user_id, tenant_id, vals FROM conflicts"
+        if where:
+            sql += " WHERE " + " AND ".join(where)
+        sql += " ORDER BY doc_id, field"
+        return [
+            Conflict(doc, field, _decode_values(vals), user, tenant)
+            for doc, field, user, tenant, vals in self._r.execute(sql, args)
+        ]
+
+    def version_vector(self, channel: str) -> VersionVector:
+        with self._lock:
+            return dict(self._vectors.get(channel, {}))
+
+    def is_logged(self, channel: str, origin: str, seq: int) -> bool:
+        with self._lock:
+            if seq <= self._vectors.get(channel, {}).get(origin, 0):
+                return True
+            return seq in self._beyond.get(channel, {}).get(origin, ())
+
+    def channels(self) -> list[str]:
+        with self._lock:
+            return sorted(channel for channel, vector in self._vectors.items() if vector)
+
+    def deltas_since(
+        self, channels: Iterable[str], vectors: dict[str, VersionVector], limit: int | None = None
+    ) -> list[DeltaRecord]:
+        wanted: dict[int, dict[str, int]] = {}
+        conn = self._r
+        for channel in channels:
+            peer = vectors.get(channel, {})
+            with self._lock:
+                origins = set(self._vectors.get(channel, {})) | set(self._beyond.get(channel, {}))
+            for origin in sorted(origins):
+                rows = conn.execute(
+                    "SELECT delta_id, seq FROM log WHERE channel = ? AND origin = ? AND seq > ?",
+                    (channel, origin, peer.get(origin, 0)),
+                )
+                for delta_id, seq in rows:
+                    wanted.setdefault(delta_id, {})[channel] = seq
+        ids = sorted(wanted)
+        if limit is not None:
+            ids = ids[:limit]
+        found: list[DeltaRecord] = []
+        for start in range(0, len(ids), 500):
+            chunk = ids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = conn.execute(
+                f"SELECT id, uid, origin, doc_id, hlc, deps, [update] FROM deltas "
+                f"WHERE id IN ({marks}) ORDER BY id",
+                chunk,
+            )
+            for delta_id, uid, origin, doc_id, hlc, deps, update in rows:
+                seqs = wanted[delta_id]
+                found.append(
+                    DeltaRecord(uid, origin, doc_id, hlc, bytes(deps), bytes(update), tuple(seqs), seqs)
+                )
+        return found
+
+    def has_delta(self, uid: str) -> bool:
+        conn = self._r
+        if conn.execute("SELECT 1 FROM deltas WHERE uid = ?", (uid,)).fetchone():
+            return True
+        return conn.execute("SELECT 1 FROM pending WHERE uid = ?", (uid,)).fetchone() is not None
+
+    def pending(self) -> list[DeltaRecord]:
+        return [decode_delta(bytes(blob)) for (blob,) in self._r.execute("SELECT delta FROM pending")]
+
+    def history(self, doc_id: str) -> list[DeltaRecord]:
+        rows = self._r.execute(
+            "SELECT uid, origin, doc_id, hlc, deps, [update] FROM deltas WHERE doc_id = ? ORDER BY id",
+            (doc_id,),
+        )
+        return [
+            DeltaRecord(uid, origin, doc, hlc, bytes(deps), bytes(update), ())
+            for uid, origin, doc, hlc, deps, update in rows
+        ]
+
+    def last_hlc(self) -> str:
+        row = self._r.execute("SELECT max(hlc) FROM deltas").fetchone()
+        return str(row[0]) if row and row[0] else ""
+
+    def doc_count(self) -> int:
+        return int(self._r.execute("SELECT count(*) FROM docs").fetchone()[0])
+
+    def integrity_check(self) -> str:
+        return str(self._r.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _record(row: tuple[str, int]) -> dict[str, Any]:
+    record: dict[str, Any] = json.loads(row[0])
+    record["version"] = row[1]
+    return record
+
+
+def _encode_values(values: tuple[ConflictValue, ...]) -> str:
+    return json.dumps([[v.value, v.hlc, v.replica] for v in values], separators=(",", ":"))
+
+
+def _decode_values(text: str) -> tuple[ConflictValue, ...]:
+    return tuple(ConflictValue(value, hlc, replica) for value, hlc, replica in json.loads(text))

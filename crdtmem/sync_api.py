@@ -1,0 +1,89 @@
+"""A thin synchronous wrapper around :class:`~crdtmem.replica.Replica`, for scripts and notebooks.
+
+It runs the replica on a private event loop in a background thread; every method blocks until the
+async call finishes and returns its result (or raises its error)::
+
+    with crdtmem.SyncReplica("notes.db", replica_id="laptop") as r:
+        m = r.add("User prefers dark mode", user_id="u1")
+        print(r.get(m.id).content)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Coroutine
+from typing import Any, TypeVar
+
+from .replica import Replica
+
+T = TypeVar("T")
+
+_ASYNC_METHODS = {
+    "add",
+    "update",
+    "delete",
+    "get",
+    "list",
+    "history",
+    "increment",
+    "decrement",
+    "add_items",
+    "remove_items",
+    "append_message",
+    "set_embedding",
+    "conflicts",
+    "resolve",
+    "export_since",
+    "apply",
+}
+
+
+class SyncReplica:
+    """Blocking facade: same arguments as :class:`Replica`, same method names, no ``await``."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="crdtmem-sync", daemon=True)
+        self._thread.start()
+        self.replica: Replica = self._run(self._make(args, kwargs))
+
+    @staticmethod
+    async def _make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Replica:
+        return await Replica(*args, **kwargs).start()
+
+    def _run(self, coro: Coroutine[Any, Any, T]) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in _ASYNC_METHODS:
+            return getattr(self.replica, name)
+        method = getattr(self.replica, name)
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            return self._run(method(*args, **kwargs))
+
+        call.__name__ = name
+        call.__doc__ = method.__doc__
+        return call
+
+    @property
+    def id(self) -> str:
+        return self.replica.id
+
+    def version_vector(self, channel: str) -> dict[str, int]:
+        return self.replica.version_vector(channel)
+
+    def close(self) -> None:
+        if self._loop.is_closed():
+            return
+        self._run(self.replica.stop())
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join()
+        self._loop.close()
+
+    def __enter__(self) -> SyncReplica:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
