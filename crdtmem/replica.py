@@ -530,7 +530,11 @@ class Replica:
         as soon as they do.
         """
         self._check_open()
-        received = wire.decode(data, max_bytes=self.max_payload_bytes)
+        return await self.apply_payload(wire.decode(data, max_bytes=self.max_payload_bytes))
+
+    async def apply_payload(self, received: wire.Payload) -> ApplyResult:
+        """:meth:`apply` for a payload already decoded (and validated) by :func:`payload.decode`."""
+        self._check_open()
         newest = self._check_clocks(received.deltas)
         fresh, relog, duplicates, ignored = self._triage(received.deltas)
         if not fresh and not relog:

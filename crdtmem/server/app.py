@@ -1,0 +1,73 @@
+"""The aiohttp Application of a node: middlewares and the route tables of every area."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+from ..errors import CrdtmemError
+from .auth import authenticate
+from .errors import error_response, from_exception
+
+if TYPE_CHECKING:
+    from .node import Node
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+PUBLIC_PATHS = ("/healthz", "/openapi.json", "/dashboard")
+
+
+def build_app(node: Node) -> web.Application:
+    from ..sync import server as sync_routes
+    from . import feed, rest, status
+
+    app = web.Application(
+        middlewares=[_errors_middleware(node), _auth_middleware(node)],
+        client_max_size=node.max_body_bytes,
+    )
+    app.add_routes(sync_routes.routes(node))
+    app.add_routes(rest.routes(node))
+    app.add_routes(feed.routes(node))
+    app.add_routes(status.routes(node))
+    return app
+
+
+def _errors_middleware(node: Node) -> Middleware:
+    @web.middleware
+    async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            response = await handler(request)
+        except CrdtmemError as exc:
+            response = from_exception(exc)
+            node.metrics.inc("crdtmem_http_errors_total", code=type(exc).__name__)
+        except web.HTTPException as exc:
+            if exc.content_type == "application/json":
+                raise
+            response = error_response(exc.status, exc.reason.replace(" ", ""), exc.text or exc.reason)
+            for name in ("Retry-After", "Allow"):
+                if name in exc.headers:
+                    response.headers[name] = exc.headers[name]
+        node.metrics.inc("crdtmem_http_requests_total", status=str(response.status))
+        return response
+
+    return errors
+
+
+def _auth_middleware(node: Node) -> Middleware:
+    @web.middleware
+    async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path.startswith(PUBLIC_PATHS):
+            return await handler(request)
+        principal = authenticate(node.tokens, request)
+        if principal is None:
+            node.metrics.inc("crdtmem_auth_failures_total")
+            return error_response(
+                401, "Unauthorized", "missing or unknown bearer token (Authorization: Bearer <token>)",
+                **{"WWW-Authenticate": "Bearer"},
+            )
+        request["principal"] = principal
+        return await handler(request)
+
+    return auth

@@ -1,0 +1,200 @@
+"""A node: a replica served over HTTP, with peer clients that keep it in sync with other nodes.
+
+    async with Node(Replica("laptop.db", replica_id="laptop"), port=8701,
+                    peers=[PeerConfig("http://127.0.0.1:8700", token="...")]) as node:
+        ...   # node.url, node.replica, node.status()
+
+Without a tokens table the node runs open (every request may read and write every channel) and
+refuses to bind to anything but loopback.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiohttp import web
+
+from ..access import Principal, TokenTable
+from ..errors import CrdtmemError, InvalidInput
+from ..ids import parse_channels
+from ..metrics import Metrics
+from ..replica import Replica
+from ..sync.link import Link, LinkSettings
+from ..sync.peer import PeerClient
+from .app import build_app
+from .auth import RateLimiter
+
+log = logging.getLogger("crdtmem.node")
+
+
+class RateLimited(CrdtmemError):
+    """Too many writes from this principal; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: float):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+@dataclass
+class PeerConfig:
+    """A remote node this node keeps in sync with."""
+
+    url: str
+    token: str | None = None
+    channels: list[str] | None = None
+    """Channels to sync with it; None: this replica's subscribed channels."""
+    mode: Literal["eager", "lazy"] = "eager"
+    interval: float = 1.0
+
+
+class Node:
+    def __init__(
+        self,
+        replica: Replica,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        peers: list[PeerConfig] | None = None,
+        tokens: TokenTable | None = None,
+        write_rate: float = 200.0,
+        write_burst: float = 400.0,
+        max_body_bytes: int = 8 * 1024 * 1024,
+        settings: LinkSettings | None = None,
+    ):
+        if tokens is None and not _is_loopback(host):
+            raise InvalidInput(
+                f"refusing to serve on {host} without a tokens file: give --tokens FILE, or bind to "
+                "127.0.0.1 (see docs/operating.md)"
+            )
+        self.replica = replica
+        self.host = host
+        self.port = port
+        self.peer_configs = list(peers or [])
+        self.tokens = tokens
+        self.limiter = RateLimiter(write_rate, write_burst)
+        self.max_body_bytes = max_body_bytes
+        self.settings = settings or LinkSettings()
+        self.metrics = Metrics()
+        self.links: set[Link] = set()
+        self.peers: list[PeerClient] = []
+        self.extensions: dict[str, Any] = {}
+        self._runner: web.AppRunner | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def start(self) -> Node:
+        await self.replica.start()
+        if self.tokens is None:
+            log.warning("no tokens file: serving open on loopback %s only", self.host)
+        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        server = getattr(site, "_server", None)
+        if server is not None and server.sockets:
+            self.port = server.sockets[0].getsockname()[1]
+        for config in self.peer_configs:
+            channels = config.channels or list(self.replica.channels or [])
+            if not channels:
+                raise InvalidInput(
+                    f"peer {config.url}: name the channels to sync (--channel) for this replica"
+                )
+            peer = PeerClient(
+                self.replica, config.url, channels=list(parse_channels(channels)), token=config.token,
+                mode=config.mode, interval=config.interval, metrics=self.metrics,
+                settings=LinkSettings(
+                    page=self.settings.page, window=self.settings.window,
+                    slow_after=self.settings.slow_after, max_frame_bytes=self.settings.max_frame_bytes,
+                ),
+            )
+            self.peers.append(await peer.start())
+        return self
+
+    async def stop(self) -> None:
+        for peer in self.peers:
+            await peer.stop()
+        self.peers.clear()
+        for link in list(self.links):
+            await link.ws.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        await self.replica.stop()
+
+    async def __aenter__(self) -> Node:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- policy hooks used by the routes ------------------------------------------------------
+
+    def check_rate(self, principal: Principal, cost: float = 1.0) -> None:
+        wait = self.limiter.acquire(principal.name, cost)
+        if wait > 0:
+            self.metrics.inc("crdtmem_rate_limited_total", principal=principal.name)
+            raise RateLimited(
+                f"{principal.name} is over its write rate ({self.limiter.rate:g}/s); retry in {wait:.2f} s",
+                wait,
+            )
+
+    def link_settings(self, mode: str, interval_ms: int) -> LinkSettings:
+        return LinkSettings(
+            mode="lazy" if mode == "lazy" else "eager",
+            interval=max(interval_ms / 1000, 0.01) if mode == "lazy" else self.settings.interval,
+            page=self.settings.page,
+            window=self.settings.window,
+            slow_after=self.settings.slow_after,
+            max_frame_bytes=self.settings.max_frame_bytes,
+        )
+
+    def status(self) -> dict[str, Any]:
+        replica = self.replica
+        channels = list(replica.channels) if replica.channels is not None else replica.store.channels()
+        return {
+            "replica_id": replica.id,
+            "url": self.url,
+            "channels": channels,
+            "subscribed": list(replica.channels) if replica.channels is not None else None,
+            "version_vectors": replica.version_vectors(channels),
+            "memories": replica.store.doc_count(),
+            "pending_deltas": len(replica._pending),
+            "event_subscribers": len(replica.feed),
+            "peers": [
+                {
+                    "url": p.url,
+                    "peer_id": p.state.peer_id,
+                    "connected": p.state.connected,
+                    "mode": p.link.mode if p.link is not None else p.state.mode,
+                    "lag": p.link.lag() if p.link is not None else None,
+                    "in_flight": len(p.link._in_flight) if p.link is not None else 0,
+                    "attempts": p.state.attempts,
+                    "last_error": p.state.last_error,
+                    "direction": "outbound",
+                }
+                for p in self.peers
+            ],
+            "links": [
+                {
+                    "peer_id": s.peer, "mode": s.mode, "lag": s.lag, "in_flight": s.in_flight,
+                    "frames_sent": s.frames_sent, "frames_received": s.frames_received,
+                    "errors": s.errors, "direction": "inbound",
+                }
+                for s in (link.snapshot() for link in list(self.links))
+            ],
+            **{name: ext.status() for name, ext in self.extensions.items() if hasattr(ext, "status")},
+        }
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

@@ -1,0 +1,301 @@
+"""One replication link over a WebSocket. Both ends run the same :class:`Link`.
+
+A link pushes this replica's log to the peer and applies what the peer pushes. The durable log is
+the queue: the sender keeps the peer's version vectors (``sent``: what went out; ``acked``: what the
+peer confirmed) and exports ``deltas_since(sent)`` page by page, so nothing is ever buffered without
+bound and a lost frame is simply re-exported.
+
+- eager: the sender wakes on every commit of this replica and sends at once;
+- lazy: the sender wakes every ``interval`` and sends everything new in as few frames as fit;
+- flow control: at most ``window`` frames in flight; a peer that has not acknowledged for
+  ``slow_after`` seconds is told ``mode: pull`` and nothing more is pushed until it pulls (HTTP) and
+  sends ``resume`` with its new vectors.
+
+Inbound frames are untrusted: each is validated, size-limited, authorized against the channels the
+peer may write, and a bad one is answered with an ``error`` frame and counted; the loop goes on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import aiohttp
+from aiohttp import web
+
+from .. import payload as wire
+from ..errors import CrdtmemError, PayloadError
+from ..metrics import Metrics
+from ..replica import Replica
+from ..store.base import DeltaRecord, VersionVector
+from .protocol import Frame, FrameError, decode_frame, encode_frame
+
+Mode = Literal["eager", "lazy", "pull"]
+AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
+Vectors = dict[str, VersionVector]
+
+
+@dataclass
+class LinkSettings:
+    mode: Literal["eager", "lazy"] = "eager"
+    interval: float = 1.0
+    """Seconds between lazy batches."""
+    page: int = 2_000
+    """At most this many deltas per frame."""
+    window: int = 16
+    """At most this many frames in flight (sent, not acknowledged)."""
+    slow_after: float = 10.0
+    """Seconds without an acknowledgement, with frames in flight, before switching the peer to pull."""
+    max_frame_bytes: int = wire.DEFAULT_MAX_PAYLOAD_BYTES
+
+
+@dataclass
+class LinkStatus:
+    peer: str
+    mode: Mode
+    push_channels: list[str]
+    accept_channels: list[str]
+    in_flight: int
+    lag: int
+    frames_sent: int = 0
+    frames_received: int = 0
+    deltas_sent: int = 0
+    deltas_received: int = 0
+    errors: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Link:
+    """A replication link. ``await link.run()`` until the socket closes."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        ws: AnyWebSocket,
+        *,
+        peer_id: str,
+        push_channels: list[str],
+        accept_channels: list[str],
+        peer_vectors: Vectors,
+        settings: LinkSettings,
+        metrics: Metrics,
+        on_pull_requested: Callable[[], None] | None = None,
+    ):
+        self.replica = replica
+        self.ws = ws
+        self.peer_id = peer_id
+        self.push_channels = push_channels
+        self.accept_channels = set(accept_channels)
+        self.settings = settings
+        self.mode: Mode = settings.mode
+        self.metrics = metrics
+        self._acked: Vectors = {c: dict(peer_vectors.get(c, {})) for c in push_channels}
+        self._sent: Vectors = {c: dict(v) for c, v in self._acked.items()}
+        self._in_flight: dict[int, float] = {}
+        self._next_frame = 0
+        self._wake = asyncio.Event()
+        self._acks = asyncio.Event()
+        self._on_pull_requested = on_pull_requested
+        self.status = LinkStatus(peer_id, self.mode, push_channels, sorted(accept_channels), 0, 0)
+        self._unsubscribe: Callable[[], None] | None = None
+
+    # -- running ------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        self._unsubscribe = self.replica.on_commit(self._on_commit)
+        sender = asyncio.create_task(self._send_loop(), name=f"crdtmem-link-send-{self.peer_id}")
+        try:
+            await self._receive_loop()
+        finally:
+            sender.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await sender
+            if self._unsubscribe is not None:
+                self._unsubscribe()
+
+    def _on_commit(self, deltas: list[DeltaRecord]) -> None:
+        if self.mode == "eager":
+            self._wake.set()
+
+    def lag(self) -> int:
+        """Deltas this replica holds for the pushed channels that the peer has not acknowledged."""
+        behind = 0
+        for channel in self.push_channels:
+            mine = self.replica.store.version_vector(channel)
+            theirs = self._acked.get(channel, {})
+            behind += sum(max(0, seq - theirs.get(origin, 0)) for origin, seq in mine.items())
+        return behind
+
+    def snapshot(self) -> LinkStatus:
+        self.status.mode = self.mode
+        self.status.in_flight = len(self._in_flight)
+        self.status.lag = self.lag()
+        return self.status
+
+    # -- sending ------------------------------------------------------------------------------
+
+    async def _send_loop(self) -> None:
+        self._wake.set()  # catch the peer up on whatever it missed since its hello
+        while not self.ws.closed:
+            if self.mode == "lazy":
+                await asyncio.sleep(self.settings.interval)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    # the periodic wake also re-sends what a refused or lost frame carried
+                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+            self._wake.clear()
+            if self.mode == "pull":
+                continue
+            await self._send_available()
+
+    async def _send_available(self) -> None:
+        while not self.ws.closed and self.mode != "pull":
+            if len(self._in_flight) >= self.settings.window and not await self._wait_for_room():
+                return
+            mine = {c: self.replica.store.version_vector(c) for c in self.push_channels}
+            deltas = self.replica.store.deltas_since(self.push_channels, self._sent, self.settings.page)
+            if not deltas:
+                return
+            body = wire.encode(wire.Payload(self.replica.id, deltas, mine))
+            n = self._next_frame
+            self._next_frame += 1
+            self._in_flight[n] = time.monotonic()
+            await self.ws.send_bytes(encode_frame("deltas", n=n, payload=body))
+            self._advance_sent(deltas, mine)
+            self.status.frames_sent += 1
+            self.status.deltas_sent += len(deltas)
+            self.metrics.inc("crdtmem_deltas_sent_total", len(deltas), peer=self.peer_id)
+            if len(deltas) < self.settings.page:
+                return
+
+    def _advance_sent(self, deltas: list[DeltaRecord], mine: Vectors) -> None:
+        """Mark what went out, but never past this replica's own contiguous vector: a delta held
+        beyond a gap is sent again once the gap is filled, so the peer can never skip one."""
+        top: dict[tuple[str, str], int] = {}
+        for delta in deltas:
+            for channel, seq in delta.seqs.items():
+                key = (channel, delta.origin)
+                top[key] = max(top.get(key, 0), seq)
+        for (channel, origin), seq in top.items():
+            capped = min(seq, mine.get(channel, {}).get(origin, 0))
+            vector = self._sent.setdefault(channel, {})
+            if capped > vector.get(origin, 0):
+                vector[origin] = capped
+
+    async def _wait_for_room(self) -> bool:
+        """Wait for acknowledgements; after ``slow_after`` seconds move the peer to pull mode."""
+        deadline = min(self._in_flight.values()) + self.settings.slow_after
+        while len(self._in_flight) >= self.settings.window:
+            self._acks.clear()
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                await self._switch_to_pull("peer did not acknowledge in time")
+                return False
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._acks.wait(), timeout=remaining)
+        return True
+
+    async def _switch_to_pull(self, reason: str) -> None:
+        self.mode = "pull"
+        self._in_flight.clear()
+        self._sent = {c: dict(v) for c, v in self._acked.items()}
+        self.metrics.inc("crdtmem_peers_moved_to_pull_total", peer=self.peer_id)
+        await self.ws.send_bytes(encode_frame("mode", mode="pull", reason=reason))
+
+    # -- receiving ----------------------------------------------------------------------------
+
+    async def _receive_loop(self) -> None:
+        async for message in self.ws:
+            if message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSING):
+                return
+            if message.type == aiohttp.WSMsgType.ERROR:
+                return
+            if message.type not in (aiohttp.WSMsgType.BINARY, aiohttp.WSMsgType.TEXT):
+                continue
+            try:
+                frame = decode_frame(message.data)
+                await self._handle(frame)
+            except (FrameError, PayloadError, CrdtmemError) as exc:
+                await self._refuse(exc)
+
+    async def _refuse(self, exc: Exception, n: int | None = None) -> None:
+        code = type(exc).__name__
+        self.status.errors += 1
+        self.metrics.inc("crdtmem_frames_rejected_total", reason=code)
+        body: dict[str, Any] = {"code": code, "message": str(exc)}
+        if n is not None:
+            body["n"] = n
+        if not self.ws.closed:
+            await self.ws.send_bytes(encode_frame("error", **body))
+
+    async def _handle(self, frame: Frame) -> None:
+        body = frame.body
+        if frame.type == "deltas":
+            await self._receive_deltas(body["n"], body["payload"])
+        elif frame.type == "ack":
+            self._in_flight.pop(body["n"], None)
+            _merge_max(self._acked, body["vectors"], self.push_channels)
+            _merge_max(self._sent, body["vectors"], self.push_channels)
+            self._acks.set()
+        elif frame.type == "error":
+            # our frame was refused: re-export from what the peer confirmed
+            self._in_flight.pop(body.get("n", -1), None)
+            self._sent = {c: dict(v) for c, v in self._acked.items()}
+            self.metrics.inc("crdtmem_frames_refused_by_peer_total", reason=str(body["code"]))
+            self._acks.set()
+        elif frame.type == "mode":
+            # the peer stops pushing to us until we pull and resume; our own push goes on
+            self.metrics.inc("crdtmem_told_to_pull_total", peer=self.peer_id)
+            if self._on_pull_requested:
+                self._on_pull_requested()
+        elif frame.type == "resume":
+            self._acked = {c: dict(body["vectors"].get(c, {})) for c in self.push_channels}
+            self._sent = {c: dict(v) for c, v in self._acked.items()}
+            self._in_flight.clear()
+            self.mode = self.settings.mode
+            self._wake.set()
+        else:
+            raise FrameError(f"unexpected {frame.type} frame on an established link")
+
+    async def _receive_deltas(self, n: int, data: bytes) -> None:
+        try:
+            received = wire.decode(data, max_bytes=self.settings.max_frame_bytes)
+            forbidden = sorted(
+                {c for d in received.deltas for c in d.seqs if c not in self.accept_channels}
+            )
+            if forbidden:
+                raise AccessDeniedFrame(
+                    f"peer {self.peer_id} may not write to {', '.join(forbidden)}; frame refused"
+                )
+            result = await self.replica.apply_payload(received)
+        except CrdtmemError as exc:
+            await self._refuse(exc, n)
+            return
+        # the peer holds everything its vectors name: never echo those deltas back to it
+        _merge_max(self._acked, received.vectors, self.push_channels)
+        _merge_max(self._sent, received.vectors, self.push_channels)
+        self.status.frames_received += 1
+        self.status.deltas_received += result.applied
+        self.metrics.inc("crdtmem_deltas_received_total", result.applied, peer=self.peer_id)
+        vectors = self.replica.version_vectors(sorted(self.accept_channels))
+        await self.ws.send_bytes(encode_frame("ack", n=n, vectors=vectors))
+
+    async def send_resume(self, vectors: Vectors) -> None:
+        """Tell the peer this side caught up by pulling; it may push again from ``vectors``."""
+        await self.ws.send_bytes(encode_frame("resume", vectors=vectors))
+
+
+class AccessDeniedFrame(PayloadError):
+    """A pushed frame carried deltas for channels the peer may not write."""
+
+
+def _merge_max(target: Vectors, update: Vectors, channels: list[str]) -> None:
+    for channel in channels:
+        vector = target.setdefault(channel, {})
+        for origin, seq in update.get(channel, {}).items():
+            if seq > vector.get(origin, 0):
+                vector[origin] = seq

@@ -1,0 +1,217 @@
+"""A peer client: keeps one replica in sync with one remote replica's server.
+
+On every (re)connect it first *pulls* what it missed over HTTP, in bounded pages (resumable: each page
+is applied and advances the version vectors, so a cut transfer resumes where it stopped), then opens
+the replication WebSocket and switches to push. A link that drops is retried with jittered
+exponential backoff; a peer that is down never blocks local writes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Literal
+
+import aiohttp
+import msgpack
+
+from ..errors import CrdtmemError
+from ..metrics import Metrics
+from ..replica import Replica
+from .link import Link, LinkSettings
+from .protocol import FrameError, decode_frame, encode_frame
+
+log = logging.getLogger("crdtmem.peer")
+
+
+@dataclass
+class Backoff:
+    """Full-jitter exponential backoff: a random delay in [0, min(cap, base * 2**attempt)]."""
+
+    base: float = 0.1
+    cap: float = 10.0
+    rng: random.Random = field(default_factory=random.Random)
+    attempt: int = 0
+
+    def next(self) -> float:
+        delay = self.rng.uniform(0, min(self.cap, self.base * 2**self.attempt))
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+@dataclass
+class PeerState:
+    url: str
+    connected: bool = False
+    peer_id: str | None = None
+    mode: str = "eager"
+    attempts: int = 0
+    last_error: str | None = None
+    last_connected: float | None = None
+    pulled_deltas: int = 0
+
+
+class PeerClient:
+    """Sync ``replica`` with the server at ``url`` for ``channels``. ``start()``/``stop()`` or
+    ``async with``."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        url: str,
+        *,
+        channels: list[str],
+        token: str | None = None,
+        mode: Literal["eager", "lazy"] = "eager",
+        interval: float = 1.0,
+        page: int = 1000,
+        metrics: Metrics | None = None,
+        backoff: Backoff | None = None,
+        settings: LinkSettings | None = None,
+    ):
+        self.replica = replica
+        self.url = url.rstrip("/")
+        self.channels = channels
+        self.token = token
+        self.page = page
+        self.metrics = metrics or Metrics()
+        self.backoff = backoff or Backoff()
+        self.settings = settings or LinkSettings(mode=mode, interval=interval)
+        self.settings.mode = mode
+        self.settings.interval = interval
+        self.state = PeerState(self.url, mode=mode)
+        self.link: Link | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._side_tasks: set[asyncio.Task[None]] = set()
+        self.synced = asyncio.Event()
+        """Set after every completed pull (the peer caught up to the server's state at that time)."""
+
+    async def start(self) -> PeerClient:
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        self._session = aiohttp.ClientSession(headers=headers)
+        self._task = asyncio.create_task(self._run(), name=f"crdtmem-peer-{self.url}")
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def __aenter__(self) -> PeerClient:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- the loop -----------------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        while True:
+            self.state.attempts += 1
+            try:
+                await self.pull()
+                await self._push_link()
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, aiohttp.ClientError, OSError, CrdtmemError) as exc:
+                self.state.last_error = f"{type(exc).__name__}: {exc}"
+                self.metrics.inc("crdtmem_peer_errors_total", peer=self.url, kind=type(exc).__name__)
+                log.info("peer %s: %s", self.url, self.state.last_error)
+            finally:
+                self.state.connected = False
+                self.link = None
+            await asyncio.sleep(self.backoff.next())
+
+    async def pull(self) -> int:
+        """Pull pages until caught up; returns the number of deltas applied."""
+        assert self._session is not None
+        applied = 0
+        while True:
+            body = msgpack.packb(
+                {"channels": self.channels, "vectors": self.replica.version_vectors(self.channels),
+                 "limit": self.page},
+                use_bin_type=True,
+            )
+            async with self._session.post(f"{self.url}/v1/sync/pull", data=body) as response:
+                if response.status != 200:
+                    raise PeerRefused(f"pull refused: HTTP {response.status}: {await response.text()}")
+                data = await response.read()
+                more = response.headers.get("X-Crdtmem-More") == "1"
+            result = await self.replica.apply(data)
+            applied += result.applied
+            self.state.pulled_deltas += result.applied
+            if not more:
+                self.synced.set()
+                return applied
+            if result.applied == 0 and result.pending == 0 and result.duplicates == 0:
+                return applied  # a full page that changed nothing: do not spin
+
+    async def _push_link(self) -> None:
+        assert self._session is not None
+        async with self._session.ws_connect(
+            f"{self.url}/v1/sync/ws", max_msg_size=self.settings.max_frame_bytes, heartbeat=20.0
+        ) as ws:
+            await ws.send_bytes(
+                encode_frame(
+                    "hello",
+                    replica=self.replica.id,
+                    channels=self.channels,
+                    mode=self.settings.mode,
+                    interval_ms=int(self.settings.interval * 1000),
+                    vectors=self.replica.version_vectors(self.channels),
+                )
+            )
+            message = await ws.receive(timeout=10.0)
+            if message.type != aiohttp.WSMsgType.BINARY:
+                raise PeerRefused(f"server closed the link before hello ({message.type.name})")
+            frame = decode_frame(message.data)
+            if frame.type == "error":
+                raise PeerRefused(f"{frame.body['code']}: {frame.body['message']}")
+            if frame.type != "hello":
+                raise FrameError(f"expected hello, got {frame.type}")
+            hello = frame.body
+            self.link = Link(
+                self.replica, ws, peer_id=hello["replica"], push_channels=list(hello.get("accept", [])),
+                accept_channels=hello["channels"], peer_vectors=hello.get("vectors", {}),
+                settings=self.settings, metrics=self.metrics, on_pull_requested=self._pull_and_resume,
+            )
+            self.state.connected = True
+            self.state.peer_id = hello["replica"]
+            self.state.last_connected = time.time()
+            self.state.last_error = None
+            self.backoff.reset()
+            self.metrics.inc("crdtmem_ws_connections_total", side="client")
+            await self.link.run()
+
+    def _pull_and_resume(self) -> None:
+        async def pull_and_resume() -> None:
+            link = self.link
+            self.state.mode = "pull"
+            with contextlib.suppress(aiohttp.ClientError, OSError, CrdtmemError):
+                await self.pull()
+                if link is not None and not link.ws.closed:
+                    await link.send_resume(self.replica.version_vectors(self.channels))
+                    self.state.mode = self.settings.mode
+
+        task = asyncio.get_running_loop().create_task(pull_and_resume())
+        self._side_tasks.add(task)
+        task.add_done_callback(self._side_tasks.discard)
+
+
+class PeerRefused(CrdtmemError):
+    """The remote server refused this peer (bad token, forbidden channel, wrong replica id)."""
+
+

@@ -1,0 +1,129 @@
+"""Frames of the replication WebSocket: versioned msgpack maps, validated on the way in.
+
+Every frame is a binary WebSocket message holding one msgpack map with ``"t"`` (type) and ``"v"``
+(protocol version)::
+
+    hello   {replica, channels, mode: "eager"|"lazy", interval_ms, vectors: {channel: {origin: seq}}}
+    deltas  {n: frame number, payload: <crdtmem.deltas payload bytes>}
+    ack     {n, vectors}                 receiver's version vectors after applying frame n
+    error   {n, code, message, retry_after?}   frame n was refused; nothing of it was applied
+    mode    {mode: "pull", reason}       sender stops pushing: the receiver must pull to catch up
+    resume  {vectors}                    receiver caught up by pulling; push may start again from here
+
+Frames from peers are untrusted: :func:`decode_frame` raises :class:`FrameError` for anything that is
+not one of these shapes, and the link answers with an ``error`` frame and goes on.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgpack
+
+from ..errors import MalformedPayload
+from ..ids import parse_channels
+
+VERSION = 1
+FrameType = Literal["hello", "deltas", "ack", "error", "mode", "resume"]
+MODES = ("eager", "lazy")
+
+
+class FrameError(MalformedPayload):
+    """A WebSocket frame that is not a valid crdtmem frame."""
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    type: FrameType
+    body: dict[str, Any]
+
+
+def encode_frame(frame_type: FrameType, **body: Any) -> bytes:
+    return bytes(msgpack.packb({"t": frame_type, "v": VERSION, **body}, use_bin_type=True))
+
+
+def decode_frame(data: bytes | str) -> Frame:
+    if not isinstance(data, bytes):
+        raise FrameError("frames are binary msgpack; got a text message")
+    try:
+        body = msgpack.unpackb(data, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise FrameError(f"frame is not valid msgpack: {exc}") from exc
+    if not isinstance(body, dict):
+        raise FrameError("a frame is a msgpack map")
+    if body.get("v") != VERSION:
+        raise FrameError(f"frame protocol version {body.get('v')!r}; this build speaks {VERSION}")
+    frame_type = body.pop("t", None)
+    body.pop("v")
+    checker = _CHECKS.get(frame_type) if isinstance(frame_type, str) else None
+    if checker is None:
+        raise FrameError(f"unknown frame type {frame_type!r}")
+    checker(body)
+    return Frame(frame_type, body)
+
+
+def check_vectors(raw: Any) -> dict[str, dict[str, int]]:
+    if not isinstance(raw, dict):
+        raise FrameError("vectors must map channels to {origin: seq}")
+    for channel, vector in raw.items():
+        parse_channels([channel])
+        if not isinstance(vector, dict) or not all(
+            isinstance(o, str) and isinstance(s, int) and not isinstance(s, bool) and s >= 0
+            for o, s in vector.items()
+        ):
+            raise FrameError(f"version vector of {channel!r} must map origins to seqs >= 0")
+    return raw
+
+
+def _frame_number(body: dict[str, Any]) -> None:
+    n = body.get("n")
+    if not isinstance(n, int) or isinstance(n, bool) or n < 0:
+        raise FrameError("frame number 'n' must be an int >= 0")
+
+
+def _hello(body: dict[str, Any]) -> None:
+    if not isinstance(body.get("replica"), str):
+        raise FrameError("hello needs the sender's replica id")
+    body["channels"] = list(parse_channels(body.get("channels", [])))
+    if body.get("mode", "eager") not in MODES:
+        raise FrameError(f"hello mode must be one of {MODES}")
+    interval = body.get("interval_ms", 0)
+    if not isinstance(interval, int) or not 0 <= interval <= 3_600_000:
+        raise FrameError("hello interval_ms must be an int between 0 and 3600000")
+    check_vectors(body.get("vectors", {}))
+
+
+def _deltas(body: dict[str, Any]) -> None:
+    _frame_number(body)
+    if not isinstance(body.get("payload"), bytes):
+        raise FrameError("deltas frame needs a binary payload")
+
+
+def _ack(body: dict[str, Any]) -> None:
+    _frame_number(body)
+    check_vectors(body.get("vectors", {}))
+
+
+def _error(body: dict[str, Any]) -> None:
+    if not isinstance(body.get("code"), str) or not isinstance(body.get("message"), str):
+        raise FrameError("error frame needs a code and a message")
+
+
+def _mode(body: dict[str, Any]) -> None:
+    if body.get("mode") != "pull":
+        raise FrameError("mode frame only switches a subscription to 'pull'")
+
+
+def _resume(body: dict[str, Any]) -> None:
+    check_vectors(body.get("vectors", {}))
+
+
+_CHECKS = {
+    "hello": _hello,
+    "deltas": _deltas,
+    "ack": _ack,
+    "error": _error,
+    "mode": _mode,
+    "resume": _resume,
+}

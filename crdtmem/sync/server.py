@@ -1,0 +1,156 @@
+"""The routes replicas sync through.
+
+    POST /v1/sync/pull   msgpack {channels, vectors, limit} -> a crdtmem.deltas payload (one page);
+                         header X-Crdtmem-More: 1 when the page was full (ask again with new vectors)
+    POST /v1/sync/push   a crdtmem.deltas payload -> JSON {applied, duplicates, pending, vectors}
+    GET  /v1/sync/ws     the replication WebSocket (see protocol.py and link.py)
+
+Every channel named must be readable (pull, ws) or writable (push, ws) by the caller's principal;
+a replica principal must claim its own replica id.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from aiohttp import web
+
+from .. import payload as wire
+from ..access import AccessDenied, Principal
+from ..errors import CrdtmemError, InvalidInput, MalformedPayload
+from ..ids import parse_channels
+from .link import Link
+from .protocol import FrameError, check_vectors, decode_frame, encode_frame
+
+if TYPE_CHECKING:
+    from ..server.node import Node
+
+MAX_PULL_PAGE = 5_000
+HELLO_TIMEOUT = 10.0
+
+
+def routes(node: Node) -> list[web.RouteDef]:
+    async def pull(request: web.Request) -> web.StreamResponse:
+        principal: Principal = request["principal"]
+        body = await _msgpack_body(request)
+        channels = _channels(body.get("channels"))
+        _require(principal, channels, "read")
+        try:
+            vectors = check_vectors(body.get("vectors", {}))
+        except FrameError as exc:
+            raise MalformedPayload(str(exc)) from exc
+        limit = body.get("limit", 1000)
+        if not isinstance(limit, int) or not 1 <= limit <= MAX_PULL_PAGE:
+            raise InvalidInput(f"limit must be an int between 1 and {MAX_PULL_PAGE}")
+        replica = node.replica
+        mine = replica.version_vectors(channels)
+        deltas = replica.store.deltas_since(channels, vectors, limit)
+        data = wire.encode(wire.Payload(replica.id, deltas, mine))
+        node.metrics.inc("crdtmem_pull_deltas_total", len(deltas))
+        more = "1" if len(deltas) >= limit else "0"
+        return web.Response(
+            body=data, content_type="application/x-crdtmem-deltas", headers={"X-Crdtmem-More": more}
+        )
+
+    async def push(request: web.Request) -> web.StreamResponse:
+        principal: Principal = request["principal"]
+        node.check_rate(principal)
+        received = wire.decode(await request.read(), max_bytes=node.replica.max_payload_bytes)
+        _require(principal, sorted({c for d in received.deltas for c in d.seqs}), "write")
+        result = await node.replica.apply_payload(received)
+        channels = sorted({c for d in received.deltas for c in d.seqs})
+        return web.json_response(
+            {
+                "applied": result.applied,
+                "duplicates": result.duplicates,
+                "pending": result.pending,
+                "ignored": result.ignored,
+                "vectors": node.replica.version_vectors(channels),
+            }
+        )
+
+    async def websocket(request: web.Request) -> web.StreamResponse:
+        principal: Principal = request["principal"]
+        ws = web.WebSocketResponse(max_msg_size=node.settings.max_frame_bytes, heartbeat=20.0)
+        await ws.prepare(request)
+        try:
+            hello = await _receive_hello(ws)
+            claimed = hello["replica"]
+            if principal.replica_id is not None and claimed != principal.replica_id:
+                raise AccessDenied(
+                    f"this token belongs to replica {principal.replica_id!r}, not {claimed!r}"
+                )
+            requested: list[str] = hello["channels"]
+            _require(principal, requested, "read")
+            accept = [c for c in requested if principal.may_write(c)]
+        except CrdtmemError as exc:
+            node.metrics.inc("crdtmem_frames_rejected_total", reason=type(exc).__name__)
+            await ws.send_bytes(encode_frame("error", code=type(exc).__name__, message=str(exc)))
+            await ws.close(code=4403 if isinstance(exc, AccessDenied) else 4400)
+            return ws
+        await ws.send_bytes(
+            encode_frame(
+                "hello",
+                replica=node.replica.id,
+                channels=requested,
+                accept=accept,
+                mode=hello.get("mode", "eager"),
+                interval_ms=hello.get("interval_ms", 0),
+                vectors=node.replica.version_vectors(accept),
+            )
+        )
+        settings = node.link_settings(hello.get("mode", "eager"), hello.get("interval_ms", 0))
+        link = Link(
+            node.replica, ws, peer_id=claimed, push_channels=requested, accept_channels=accept,
+            peer_vectors=hello.get("vectors", {}), settings=settings, metrics=node.metrics,
+        )
+        node.links.add(link)
+        node.metrics.inc("crdtmem_ws_connections_total", side="server")
+        try:
+            await link.run()
+        finally:
+            node.links.discard(link)
+        return ws
+
+    return [
+        web.post("/v1/sync/pull", pull),
+        web.post("/v1/sync/push", push),
+        web.get("/v1/sync/ws", websocket),
+    ]
+
+
+async def _receive_hello(ws: web.WebSocketResponse) -> dict[str, Any]:
+    try:
+        message = await ws.receive(timeout=HELLO_TIMEOUT)
+    except TimeoutError as exc:
+        raise MalformedPayload("no hello frame within 10 s") from exc
+    frame = decode_frame(message.data if isinstance(message.data, (bytes, str)) else b"")
+    if frame.type != "hello":
+        raise FrameError(f"the first frame must be hello, got {frame.type}")
+    return frame.body
+
+
+async def _msgpack_body(request: web.Request) -> dict[str, Any]:
+    raw = await request.read()
+    try:
+        body = msgpack.unpackb(raw, raw=False, strict_map_key=True)
+    except Exception as exc:
+        raise MalformedPayload(f"request body is not valid msgpack: {exc}") from exc
+    if not isinstance(body, dict):
+        raise MalformedPayload("request body must be a msgpack map")
+    return body
+
+
+def _channels(raw: Any) -> list[str]:
+    channels = list(parse_channels(raw if raw is not None else []))
+    if not channels:
+        raise InvalidInput("name at least one channel")
+    return channels
+
+
+def _require(principal: Principal, channels: list[str], access: str) -> None:
+    check = principal.may_read if access == "read" else principal.may_write
+    denied = [c for c in channels if not check(c)]
+    if denied:
+        raise AccessDenied(f"{principal.name} may not {access} {', '.join(denied)}")
