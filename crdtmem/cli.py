@@ -14,6 +14,27 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run replicas that sync, conflict and merge, step by step")
     demo.add_argument("--dir", help="keep the replicas' SQLite files in this directory")
+
+    serve = commands.add_parser("serve", help="serve one replica over HTTP and sync it with peers")
+    serve.add_argument("--db", required=True, help="SQLite file of this replica (':memory:' for none)")
+    serve.add_argument("--replica-id", help="this replica's id (default: the one stored in --db)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8700, help="port (0 picks a free one; default 8700)")
+    serve.add_argument("--peer", action="append", default=[], metavar="URL",
+                       help="a node to keep in sync with (repeatable)")
+    serve.add_argument("--peer-token", help="bearer token this node presents to its peers")
+    serve.add_argument("--channel", action="append", default=[], metavar="CHANNEL",
+                       help="subscribe to this channel (repeatable; default: every channel)")
+    serve.add_argument("--tokens", metavar="FILE", help="tokens file (see docs/operating.md)")
+    serve.add_argument("--mode", choices=["eager", "lazy"], default="eager",
+                       help="how peers push to this node (default eager)")
+    serve.add_argument("--interval", type=float, default=1.0, help="lazy batch interval, seconds")
+    serve.add_argument("--write-rate", type=float, default=200.0, help="writes/s allowed per token")
+    serve.add_argument("--write-burst", type=float, default=400.0, help="write burst per token")
+    serve.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
+                       help="SQLite durability: FULL survives power loss, NORMAL a killed process")
+    serve.add_argument("--slow-after", type=float, default=10.0,
+                       help="seconds a peer may leave frames unacknowledged before it must pull")
     return parser
 
 
@@ -23,6 +44,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(args.dir)
+    if args.command == "serve":
+        import asyncio
+
+        from .errors import CrdtmemError
+        from .serve import ServeOptions, serve
+
+        options = ServeOptions(
+            db=args.db, replica_id=args.replica_id, host=args.host, port=args.port, peers=args.peer,
+            peer_token=args.peer_token, channels=args.channel, tokens=args.tokens, mode=args.mode,
+            interval=args.interval, write_rate=args.write_rate, write_burst=args.write_burst,
+            synchronous=args.synchronous, slow_after=args.slow_after,
+        )
+        try:
+            asyncio.run(serve(options))
+        except CrdtmemError as exc:
+            print(f"crdtmem serve: {exc}", file=sys.stderr)
+            return 2
+        except OSError as exc:
+            print(f"crdtmem serve: cannot serve: {exc}", file=sys.stderr)
+            return 1
+        return 0
     return 2  # pragma: no cover - argparse rejects unknown commands first
 
 

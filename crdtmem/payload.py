@@ -76,7 +76,8 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
     deltas = []
     for raw in raw_deltas:
         delta = delta_from_list(raw)
-        if delta.uid != f"{delta.origin}:{delta.hlc}":
+        single = f"{delta.origin}:{delta.hlc}"
+        if delta.uid != single and not (delta.also and delta.uid.startswith(single + "/")):
             raise MalformedPayload(f"delta uid {delta.uid!r} does not match its origin and hlc")
         for channel in delta.seqs:
             Channel.parse(channel).__str__()  # raises InvalidChannel, a clear error

@@ -600,6 +600,7 @@ class Replica:
         seen: set[str] = set()
         for delta in deltas:
             seqs = {c: s for c, s in delta.seqs.items() if self._subscribed(c)}
+            also = {c: s for c, s in delta.also.items() if c in seqs}
             if not seqs:
                 ignored += 1
                 continue
@@ -607,10 +608,10 @@ class Replica:
                 duplicates += 1
                 continue
             seen.add(delta.uid)
-            delta = dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs))
+            delta = dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs), also=also)
             if not self._store.has_delta(delta.uid):
                 fresh.append(delta)
-            elif all(self._store.is_logged(c, delta.origin, s) for c, s in seqs.items()):
+            elif all(self._store.is_logged(c, delta.origin, s) for c in seqs for s in delta.all_seqs(c)):
                 duplicates += 1
             else:
                 relog.append(delta)

@@ -10,6 +10,7 @@ refuses to bind to anything but loopback.
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -107,10 +108,7 @@ class Node:
             peer = PeerClient(
                 self.replica, config.url, channels=list(parse_channels(channels)), token=config.token,
                 mode=config.mode, interval=config.interval, metrics=self.metrics,
-                settings=LinkSettings(
-                    page=self.settings.page, window=self.settings.window,
-                    slow_after=self.settings.slow_after, max_frame_bytes=self.settings.max_frame_bytes,
-                ),
+                settings=dataclasses.replace(self.settings),
             )
             self.peers.append(await peer.start())
         return self
@@ -144,13 +142,11 @@ class Node:
             )
 
     def link_settings(self, mode: str, interval_ms: int) -> LinkSettings:
-        return LinkSettings(
-            mode="lazy" if mode == "lazy" else "eager",
-            interval=max(interval_ms / 1000, 0.01) if mode == "lazy" else self.settings.interval,
-            page=self.settings.page,
-            window=self.settings.window,
-            slow_after=self.settings.slow_after,
-            max_frame_bytes=self.settings.max_frame_bytes,
+        lazy = mode == "lazy"
+        return dataclasses.replace(
+            self.settings,
+            mode="lazy" if lazy else "eager",
+            interval=max(interval_ms / 1000, 0.01) if lazy else self.settings.interval,
         )
 
     def status(self) -> dict[str, Any]:

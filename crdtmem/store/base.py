@@ -31,6 +31,10 @@ class DeltaRecord:
 
     ``seqs`` maps each channel the delta is logged in to its sequence number there. A local delta is
     committed with empty ``seqs``; the store allocates the next sequence numbers for ``channels``.
+
+    A *coalesced* delta (lazy sync merges several deltas of one document from one origin) covers more
+    than one sequence number per channel: ``also`` lists the others. Its update is the Yrs merge of
+    the members' updates, its ``deps`` those of the first member, its uid ``{origin}:{hlc}/{first}``.
     """
 
     uid: str
@@ -41,6 +45,11 @@ class DeltaRecord:
     update: bytes
     channels: tuple[str, ...]
     seqs: dict[str, int] = field(default_factory=dict)
+    also: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def all_seqs(self, channel: str) -> tuple[int, ...]:
+        """Every sequence number this delta covers in ``channel``, ascending."""
+        return (*self.also.get(channel, ()), self.seqs[channel])
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,6 +159,18 @@ class Store(Protocol):
         ...
 
     def doc_count(self) -> int: ...
+
+
+def split_covered(covered: dict[str, list[int]]) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
+    """``{channel: [seqs]}`` -> (highest seq per channel, the others per channel), for deltas_since."""
+    seqs: dict[str, int] = {}
+    also: dict[str, tuple[int, ...]] = {}
+    for channel, numbers in covered.items():
+        ordered = sorted(numbers)
+        seqs[channel] = ordered[-1]
+        if len(ordered) > 1:
+            also[channel] = tuple(ordered[:-1])
+    return seqs, also
 
 
 def contiguous_advance(vector: VersionVector, beyond: dict[str, set[int]], origin: str, seq: int) -> None:

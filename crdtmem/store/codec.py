@@ -9,16 +9,21 @@ import msgpack
 from ..errors import MalformedPayload
 from .base import DeltaRecord
 
+MAX_COVERED = 10_000
+
 
 def delta_to_list(delta: DeltaRecord) -> list[Any]:
-    return [delta.uid, delta.origin, delta.doc_id, delta.hlc, delta.deps, delta.update, delta.seqs]
+    fields = [delta.uid, delta.origin, delta.doc_id, delta.hlc, delta.deps, delta.update, delta.seqs]
+    if delta.also:
+        fields.append({c: list(s) for c, s in delta.also.items()})
+    return fields
 
 
 def delta_from_list(raw: Any) -> DeltaRecord:
     """Validate the shape of one wire delta; raises MalformedPayload with what is wrong."""
-    if not isinstance(raw, list) or len(raw) != 7:
-        raise MalformedPayload("a delta is [uid, origin, doc_id, hlc, deps, update, seqs]")
-    uid, origin, doc_id, hlc, deps, update, seqs = raw
+    if not isinstance(raw, list) or len(raw) not in (7, 8):
+        raise MalformedPayload("a delta is [uid, origin, doc_id, hlc, deps, update, seqs, also?]")
+    uid, origin, doc_id, hlc, deps, update, seqs = raw[:7]
     for name, value in (("uid", uid), ("origin", origin), ("doc_id", doc_id), ("hlc", hlc)):
         if not isinstance(value, str) or not value or len(value) > 256:
             raise MalformedPayload(f"delta {name} must be a non-empty string, got {value!r:.80}")
@@ -33,7 +38,23 @@ def delta_from_list(raw: Any) -> DeltaRecord:
         )
     ):
         raise MalformedPayload("delta seqs must map channel names to positive sequence numbers")
-    return DeltaRecord(uid, origin, doc_id, hlc, deps, update, tuple(seqs), dict(seqs))
+    also = _also(raw[7], seqs) if len(raw) == 8 else {}
+    return DeltaRecord(uid, origin, doc_id, hlc, deps, update, tuple(seqs), dict(seqs), also)
+
+
+def _also(raw: Any, seqs: dict[str, int]) -> dict[str, tuple[int, ...]]:
+    """Validate a coalesced delta's extra sequence numbers: ascending, below ``seqs``, bounded."""
+    if not isinstance(raw, dict):
+        raise MalformedPayload("delta 'also' must map channels to lists of sequence numbers")
+    also: dict[str, tuple[int, ...]] = {}
+    for channel, numbers in raw.items():
+        if channel not in seqs or not isinstance(numbers, list) or len(numbers) > MAX_COVERED:
+            raise MalformedPayload(f"delta 'also' for {channel!r} must list at most {MAX_COVERED} seqs")
+        if not all(isinstance(s, int) and not isinstance(s, bool) and 0 < s < seqs[channel] for s in numbers):
+            raise MalformedPayload("delta 'also' seqs must be positive ints below the delta's seq")
+        if numbers:
+            also[channel] = tuple(sorted(set(numbers)))
+    return also
 
 
 def encode_delta(delta: DeltaRecord) -> bytes:

@@ -12,7 +12,15 @@ from dataclasses import replace
 from typing import Any
 
 from ..records import Conflict
-from .base import Commit, CommitResult, DeltaRecord, DocWrite, VersionVector, contiguous_advance
+from .base import (
+    Commit,
+    CommitResult,
+    DeltaRecord,
+    DocWrite,
+    VersionVector,
+    contiguous_advance,
+    split_covered,
+)
 
 
 class MemoryStore:
@@ -65,17 +73,18 @@ class MemoryStore:
                         index = len(self._deltas) + len(staged_deltas)
                         staged_deltas.append(replace(delta, seqs=dict(seqs), channels=tuple(seqs)))
                         staged_index[delta.uid] = index
-                    for channel, seq in seqs.items():
-                        key = (channel, delta.origin, seq)
-                        if key in self._log or key in staged_log:
-                            continue
-                        contiguous_advance(
-                            vectors.setdefault(channel, {}),
-                            beyond.setdefault(channel, {}),
-                            delta.origin,
-                            seq,
-                        )
-                        staged_log[key] = index
+                    for channel, last in seqs.items():
+                        for seq in (*delta.also.get(channel, ()), last):
+                            key = (channel, delta.origin, seq)
+                            if key in self._log or key in staged_log:
+                                continue
+                            contiguous_advance(
+                                vectors.setdefault(channel, {}),
+                                beyond.setdefault(channel, {}),
+                                delta.origin,
+                                seq,
+                            )
+                            staged_log[key] = index
                     result.seqs[delta.uid] = seqs
                 for doc in unit.docs:
                     version += 1
@@ -165,14 +174,18 @@ class MemoryStore:
     def deltas_since(
         self, channels: Iterable[str], vectors: dict[str, VersionVector], limit: int | None = None
     ) -> list[DeltaRecord]:
-        wanted: dict[int, dict[str, int]] = {}
+        wanted: dict[int, dict[str, list[int]]] = {}
         channel_set = set(channels)
         with self._lock:
             for (channel, origin, seq), index in self._log.items():
                 if channel in channel_set and seq > vectors.get(channel, {}).get(origin, 0):
-                    wanted.setdefault(index, {})[channel] = seq
+                    wanted.setdefault(index, {}).setdefault(channel, []).append(seq)
             ids = sorted(wanted)[:limit] if limit is not None else sorted(wanted)
-            return [replace(self._deltas[i], seqs=wanted[i], channels=tuple(wanted[i])) for i in ids]
+            found = []
+            for i in ids:
+                seqs, also = split_covered(wanted[i])
+                found.append(replace(self._deltas[i], seqs=seqs, channels=tuple(seqs), also=also))
+            return found
 
     def has_delta(self, uid: str) -> bool:
         return uid in self._uids or uid in self._pending

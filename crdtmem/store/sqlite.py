@@ -26,6 +26,7 @@ from .base import (
     DeltaRecord,
     VersionVector,
     contiguous_advance,
+    split_covered,
 )
 from .codec import decode_delta, encode_delta
 
@@ -216,12 +217,15 @@ class SQLiteStore:
             seqs = delta.seqs or {
                 channel: vectors.get(channel, {}).get(delta.origin, 0) + 1 for channel in delta.channels
             }
-            for channel, seq in seqs.items():
+            for channel, last in seqs.items():
                 vector = vectors.setdefault(channel, {})
-                if seq <= vector.get(delta.origin, 0) or seq in beyond.get(channel, {}).get(delta.origin, ()):
-                    continue
-                contiguous_advance(vector, beyond.setdefault(channel, {}), delta.origin, seq)
-                log_rows.append((channel, delta.origin, seq, delta_id))
+                for seq in (*delta.also.get(channel, ()), last):
+                    if seq <= vector.get(delta.origin, 0) or seq in beyond.get(channel, {}).get(
+                        delta.origin, ()
+                    ):
+                        continue
+                    contiguous_advance(vector, beyond.setdefault(channel, {}), delta.origin, seq)
+                    log_rows.append((channel, delta.origin, seq, delta_id))
             result.seqs[delta.uid] = seqs
         if log_rows:
             conn.executemany(
@@ -351,7 +355,7 @@ class SQLiteStore:
     def deltas_since(
         self, channels: Iterable[str], vectors: dict[str, VersionVector], limit: int | None = None
     ) -> list[DeltaRecord]:
-        wanted: dict[int, dict[str, int]] = {}
+        wanted: dict[int, dict[str, list[int]]] = {}
         conn = self._r
         for channel in channels:
             peer = vectors.get(channel, {})
@@ -363,7 +367,7 @@ class SQLiteStore:
                     (channel, origin, peer.get(origin, 0)),
                 )
                 for delta_id, seq in rows:
-                    wanted.setdefault(delta_id, {})[channel] = seq
+                    wanted.setdefault(delta_id, {}).setdefault(channel, []).append(seq)
         ids = sorted(wanted)
         if limit is not None:
             ids = ids[:limit]
@@ -377,9 +381,9 @@ class SQLiteStore:
                 chunk,
             )
             for delta_id, uid, origin, doc_id, hlc, deps, update in rows:
-                seqs = wanted[delta_id]
+                seqs, also = split_covered(wanted[delta_id])
                 found.append(
-                    DeltaRecord(uid, origin, doc_id, hlc, bytes(deps), bytes(update), tuple(seqs), seqs)
+                    DeltaRecord(uid, origin, doc_id, hlc, bytes(deps), bytes(update), tuple(seqs), seqs, also)
                 )
         return found
 

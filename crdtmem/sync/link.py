@@ -32,6 +32,7 @@ from ..errors import CrdtmemError, PayloadError
 from ..metrics import Metrics
 from ..replica import Replica
 from ..store.base import DeltaRecord, VersionVector
+from .coalesce import coalesce
 from .protocol import Frame, FrameError, decode_frame, encode_frame
 
 Mode = Literal["eager", "lazy", "pull"]
@@ -50,6 +51,8 @@ class LinkSettings:
     """At most this many frames in flight (sent, not acknowledged)."""
     slow_after: float = 10.0
     """Seconds without an acknowledgement, with frames in flight, before switching the peer to pull."""
+    ack_timeout: float = 2.0
+    """Seconds after which an unacknowledged frame counts as lost and its deltas are sent again."""
     max_frame_bytes: int = wire.DEFAULT_MAX_PAYLOAD_BYTES
 
 
@@ -150,7 +153,15 @@ class Link:
             self._wake.clear()
             if self.mode == "pull":
                 continue
+            self._rewind_lost_frames()
             await self._send_available()
+
+    def _rewind_lost_frames(self) -> None:
+        """A frame (or its ack) may be lost on the way: after ``ack_timeout`` resend from ``acked``."""
+        if self._in_flight and time.monotonic() - min(self._in_flight.values()) > self.settings.ack_timeout:
+            self.metrics.inc("crdtmem_frames_resent_total", peer=self.peer_id)
+            self._in_flight.clear()
+            self._sent = {c: dict(v) for c, v in self._acked.items()}
 
     async def _send_available(self) -> None:
         while not self.ws.closed and self.mode != "pull":
@@ -160,7 +171,8 @@ class Link:
             deltas = self.replica.store.deltas_since(self.push_channels, self._sent, self.settings.page)
             if not deltas:
                 return
-            body = wire.encode(wire.Payload(self.replica.id, deltas, mine))
+            outgoing = coalesce(deltas) if self.mode == "lazy" else deltas
+            body = wire.encode(wire.Payload(self.replica.id, outgoing, mine))
             n = self._next_frame
             self._next_frame += 1
             self._in_flight[n] = time.monotonic()
@@ -264,9 +276,7 @@ class Link:
     async def _receive_deltas(self, n: int, data: bytes) -> None:
         try:
             received = wire.decode(data, max_bytes=self.settings.max_frame_bytes)
-            forbidden = sorted(
-                {c for d in received.deltas for c in d.seqs if c not in self.accept_channels}
-            )
+            forbidden = sorted({c for d in received.deltas for c in d.seqs if c not in self.accept_channels})
             if forbidden:
                 raise AccessDeniedFrame(
                     f"peer {self.peer_id} may not write to {', '.join(forbidden)}; frame refused"

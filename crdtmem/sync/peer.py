@@ -141,8 +141,11 @@ class PeerClient:
         applied = 0
         while True:
             body = msgpack.packb(
-                {"channels": self.channels, "vectors": self.replica.version_vectors(self.channels),
-                 "limit": self.page},
+                {
+                    "channels": self.channels,
+                    "vectors": self.replica.version_vectors(self.channels),
+                    "limit": self.page,
+                },
                 use_bin_type=True,
             )
             async with self._session.post(f"{self.url}/v1/sync/pull", data=body) as response:
@@ -184,9 +187,15 @@ class PeerClient:
                 raise FrameError(f"expected hello, got {frame.type}")
             hello = frame.body
             self.link = Link(
-                self.replica, ws, peer_id=hello["replica"], push_channels=list(hello.get("accept", [])),
-                accept_channels=hello["channels"], peer_vectors=hello.get("vectors", {}),
-                settings=self.settings, metrics=self.metrics, on_pull_requested=self._pull_and_resume,
+                self.replica,
+                ws,
+                peer_id=hello["replica"],
+                push_channels=list(hello.get("accept", [])),
+                accept_channels=hello["channels"],
+                peer_vectors=hello.get("vectors", {}),
+                settings=self.settings,
+                metrics=self.metrics,
+                on_pull_requested=self._pull_and_resume,
             )
             self.state.connected = True
             self.state.peer_id = hello["replica"]
@@ -213,5 +222,3 @@ class PeerClient:
 
 class PeerRefused(CrdtmemError):
     """The remote server refused this peer (bad token, forbidden channel, wrong replica id)."""
-
-

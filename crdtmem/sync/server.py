@@ -78,9 +78,7 @@ def routes(node: Node) -> list[web.RouteDef]:
             hello = await _receive_hello(ws)
             claimed = hello["replica"]
             if principal.replica_id is not None and claimed != principal.replica_id:
-                raise AccessDenied(
-                    f"this token belongs to replica {principal.replica_id!r}, not {claimed!r}"
-                )
+                raise AccessDenied(f"this token belongs to replica {principal.replica_id!r}, not {claimed!r}")
             requested: list[str] = hello["channels"]
             _require(principal, requested, "read")
             accept = [c for c in requested if principal.may_write(c)]
@@ -102,8 +100,14 @@ def routes(node: Node) -> list[web.RouteDef]:
         )
         settings = node.link_settings(hello.get("mode", "eager"), hello.get("interval_ms", 0))
         link = Link(
-            node.replica, ws, peer_id=claimed, push_channels=requested, accept_channels=accept,
-            peer_vectors=hello.get("vectors", {}), settings=settings, metrics=node.metrics,
+            node.replica,
+            ws,
+            peer_id=claimed,
+            push_channels=requested,
+            accept_channels=accept,
+            peer_vectors=hello.get("vectors", {}),
+            settings=settings,
+            metrics=node.metrics,
         )
         node.links.add(link)
         node.metrics.inc("crdtmem_ws_connections_total", side="server")

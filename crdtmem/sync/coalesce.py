@@ -1,0 +1,106 @@
+"""Lazy sync merges the deltas of one document from one origin before sending them.
+
+Rule: deltas ``d1 .. dn`` of one document by one origin (in this replica's log order, which is causal)
+form a run when each ``d(i+1)`` was written on exactly the state ``d(i)`` left behind, i.e. no other
+writer's change to that document arrived between them. Then ``merge_updates(d1 .. dn)`` needs only
+``d1``'s dependencies, so the merged delta carries ``d1.deps``, every member's sequence numbers
+(``seqs`` + ``also``), the last member's hlc, and the uid ``{origin}:{last hlc}/{first hlc}``.
+
+"Written on the state d(i) left behind" is checked from the deps alone: ``deps(i+1)`` must equal
+``deps(i)`` on every Yrs client except the one that wrote ``d(i)`` (whose clock ``d(i)`` advanced).
+A local delta's update holds the structs of exactly one client (the writer's), read from the update's
+header; an update with structs of several clients never starts or extends a run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Iterable
+
+import pycrdt
+
+from .. import statevector
+from ..errors import MalformedPayload
+from ..store.base import DeltaRecord
+
+MAX_RUN = 1_000
+
+
+def writer_client(update: bytes) -> int | None:
+    """The Yrs client id whose structs a v1 update holds; None if none; -1 if several."""
+    try:
+        blocks, pos = _varuint(update, 0)
+        if blocks == 0:
+            return None
+        if blocks > 1:
+            return -1
+        _structs, pos = _varuint(update, pos)
+        client, _ = _varuint(update, pos)
+    except IndexError:
+        return -1
+    return client
+
+
+def _varuint(data: bytes, pos: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[pos]
+        pos += 1
+        value |= (byte & 0x7F) << shift
+        if byte < 0x80:
+            return value, pos
+        shift += 7
+
+
+def _follows(previous: DeltaRecord, following: DeltaRecord) -> bool:
+    writer = writer_client(previous.update)
+    if writer == -1 or writer_client(following.update) == -1:
+        return False
+    try:
+        before, after = statevector.decode(previous.deps), statevector.decode(following.deps)
+    except MalformedPayload:
+        return False
+    clients = (set(before) | set(after)) - ({writer} if writer is not None else set())
+    return all(before.get(c, 0) == after.get(c, 0) for c in clients)
+
+
+def coalesce(deltas: Iterable[DeltaRecord]) -> list[DeltaRecord]:
+    """Merge runs of same-document, same-origin deltas; other deltas pass through unchanged.
+
+    A merged delta takes the position of its first member, which is causally safe: every member
+    depends only on what the first depended on plus the earlier members.
+    """
+    out: list[DeltaRecord | list[DeltaRecord]] = []
+    open_runs: dict[tuple[str, str], list[DeltaRecord]] = {}
+    for delta in deltas:
+        key = (delta.doc_id, delta.origin)
+        run = open_runs.get(key)
+        if (
+            run is not None
+            and len(run) < MAX_RUN
+            and set(run[-1].seqs) == set(delta.seqs)
+            and _follows(run[-1], delta)
+        ):
+            run.append(delta)
+            continue
+        run = [delta]
+        open_runs[key] = run
+        out.append(run)
+    return [_merge(item) if isinstance(item, list) else item for item in out]
+
+
+def _merge(run: list[DeltaRecord]) -> DeltaRecord:
+    if len(run) == 1:
+        return run[0]
+    first, last = run[0], run[-1]
+    also: dict[str, tuple[int, ...]] = {}
+    for channel in last.seqs:
+        covered = sorted({s for d in run for s in d.all_seqs(channel)})
+        also[channel] = tuple(covered[:-1])
+    return dataclasses.replace(
+        last,
+        uid=f"{last.origin}:{last.hlc}/{first.hlc}",
+        deps=first.deps,
+        update=bytes(pycrdt.merge_updates(*(d.update for d in run))),
+        also=also,
+    )

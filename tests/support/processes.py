@@ -1,0 +1,102 @@
+"""Real replica servers in separate processes (``python -m crdtmem serve``) for tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+class ServerProcess:
+    """One ``crdtmem serve`` process. ``start()`` waits until it serves; ``url`` is where."""
+
+    def __init__(
+        self,
+        workdir: Path,
+        replica_id: str,
+        *,
+        peers: list[str] | None = None,
+        channels: list[str] | None = None,
+        tokens: Path | None = None,
+        peer_token: str | None = None,
+        port: int = 0,
+        extra: list[str] | None = None,
+    ):
+        self.workdir = workdir
+        self.replica_id = replica_id
+        self.db = workdir / f"{replica_id}.db"
+        self.peers = list(peers or [])
+        self.channels = list(channels or [])
+        self.tokens = tokens
+        self.peer_token = peer_token
+        self.port = port
+        self.extra = list(extra or [])
+        self.proc: subprocess.Popen[str] | None = None
+        self.url = ""
+        self.log = workdir / f"{replica_id}.log"
+
+    def command(self) -> list[str]:
+        cmd = [sys.executable, "-m", "crdtmem", "serve", "--db", str(self.db),
+               "--replica-id", self.replica_id, "--port", str(self.port)]
+        for peer in self.peers:
+            cmd += ["--peer", peer]
+        for channel in self.channels:
+            cmd += ["--channel", channel]
+        if self.tokens:
+            cmd += ["--tokens", str(self.tokens)]
+        if self.peer_token:
+            cmd += ["--peer-token", self.peer_token]
+        return cmd + self.extra
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        log = self.log.open("a")
+        self.proc = subprocess.Popen(
+            self.command(), stdout=subprocess.PIPE, stderr=log, text=True, env=env
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        assert self.proc.stdout is not None
+        line = self.proc.stdout.readline()
+        if not line or time.monotonic() > deadline:
+            raise RuntimeError(f"{self.replica_id} did not start: {self.log.read_text()[-2000:]}")
+        info: dict[str, Any] = json.loads(line)
+        self.url = info["url"]
+        if not self.port:
+            self.port = int(self.url.rsplit(":", 1)[1])  # keep the port across restarts
+        return self
+
+    def stop(self, timeout: float = 15.0) -> None:
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._close()
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no flush; only what was committed survives."""
+        if self.proc is None:
+            return
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        self._close()
+
+    def _close(self) -> None:
+        if self.proc is not None and self.proc.stdout is not None:
+            self.proc.stdout.close()
+        self.proc = None
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
