@@ -39,9 +39,17 @@ class FaultProxy:
         self._session: aiohttp.ClientSession | None = None
         self._sockets: set[web.WebSocketResponse | aiohttp.ClientWebSocketResponse] = set()
         self.url = ""
+        self.partitioned = False
 
     def heal(self) -> None:
+        """No more faults, and no partition."""
         self.faults = Faults()
+        self.partitioned = False
+
+    async def partition(self) -> None:
+        """Cut every connection and refuse new ones until :meth:`heal`."""
+        self.partitioned = True
+        await self.cut_all()
 
     async def cut_all(self) -> None:
         for ws in list(self._sockets):
@@ -73,6 +81,10 @@ class FaultProxy:
         await self.stop()
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
+        if self.partitioned:
+            if request.transport is not None:
+                request.transport.close()
+            raise web.HTTPBadGateway()
         headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type", "last-event-id")}
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request, headers)
