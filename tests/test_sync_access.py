@@ -1,0 +1,154 @@
+"""Access control and bad input on the replication endpoints of a real `crdtmem serve` process.
+
+Tenant A's tokens cannot pull, push or subscribe to tenant B's channels; a replica token cannot claim
+another replica id; malformed, oversized and unknown frames get a clear error and the connection and
+the server keep serving others.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import aiohttp
+import msgpack
+import pytest
+
+from crdtmem import Replica
+from crdtmem.sync.protocol import decode_frame, encode_frame
+from tests.support.processes import ServerProcess
+
+TA, TB = "tenant:acme:shared", "tenant:globex:shared"
+TOKENS = {
+    "tokens": [
+        {"token": "acme-replica-token-0001", "principal": "replica:acme-laptop", "read": [TA], "write": [TA]},
+        {"token": "globex-replica-token-01", "principal": "replica:globex-1", "read": [TB], "write": [TB]},
+        {"token": "acme-reader-token-00001", "principal": "user:auditor", "read": [TA], "write": []},
+    ]
+}
+ACME, GLOBEX, READER = (t["token"] for t in TOKENS["tokens"])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+    tmp: Path = tmp_path_factory.mktemp("access")
+    tokens = tmp / "tokens.json"
+    tokens.write_text(json.dumps(TOKENS))
+    proc = ServerProcess(tmp, "hub", tokens=tokens).start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as s:
+        yield s
+
+
+async def _payload(channel: str, tenant: str) -> bytes:
+    async with Replica(None, replica_id="maker") as maker:
+        await maker.add("quarterly numbers", tenant_id=tenant, shared=True)
+        return await maker.export_since(channel)
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _pull(session, server, token, channels):
+    body = msgpack.packb({"channels": channels, "vectors": {}, "limit": 100})
+    async with session.post(f"{server.url}/v1/sync/pull", data=body, headers=_auth(token)) as r:
+        return r.status, await r.read()
+
+
+async def test_pull_requires_a_known_token(session, server):
+    body = msgpack.packb({"channels": [TA], "vectors": {}, "limit": 10})
+    async with session.post(f"{server.url}/v1/sync/pull", data=body) as r:
+        assert r.status == 401
+    async with session.post(f"{server.url}/v1/sync/pull", data=body, headers=_auth("x" * 24)) as r:
+        assert r.status == 401
+        assert (await r.json())["error"] == "Unauthorized"
+
+
+async def test_tenant_a_cannot_pull_or_push_tenant_b(session, server):
+    status, body = await _pull(session, server, ACME, [TB])
+    assert status == 403 and b"globex" in body
+    status, _ = await _pull(session, server, ACME, [TA])
+    assert status == 200
+    foreign = await _payload(TB, "globex")
+    async with session.post(f"{server.url}/v1/sync/push", data=foreign, headers=_auth(ACME)) as r:
+        assert r.status == 403
+    async with session.post(f"{server.url}/v1/sync/push", data=foreign, headers=_auth(GLOBEX)) as r:
+        assert r.status == 200 and (await r.json())["applied"] == 1
+    # what globex stored is invisible to acme, on pull and on the REST API
+    status, body = await _pull(session, server, ACME, [TA])
+    assert b"quarterly" not in body
+    async with session.get(f"{server.url}/v1/memories", headers=_auth(ACME)) as r:
+        assert all(m["scope"]["tenant_id"] != "globex" for m in (await r.json())["memories"])
+
+
+async def test_reader_token_cannot_push(session, server):
+    mine = await _payload(TA, "acme")
+    async with session.post(f"{server.url}/v1/sync/push", data=mine, headers=_auth(READER)) as r:
+        assert r.status == 403
+
+
+async def test_unknown_channel_and_malformed_bodies_are_400(session, server):
+    status, body = await _pull(session, server, ACME, ["tenant:acme:secret"])
+    assert status == 400 and b"unknown channel" in body
+    async with session.post(f"{server.url}/v1/sync/pull", data=b"\xc1garbage", headers=_auth(ACME)) as r:
+        assert r.status == 400
+    async with session.post(f"{server.url}/v1/sync/push", data=b"", headers=_auth(ACME)) as r:
+        assert r.status == 400 and (await r.json())["error"] == "MalformedPayload"
+
+
+async def _hello(ws, replica: str, channels: list[str]) -> dict:
+    await ws.send_bytes(encode_frame("hello", replica=replica, channels=channels, mode="eager",
+                                     interval_ms=0, vectors={}))
+    frame = decode_frame((await ws.receive(timeout=5)).data)
+    return {"type": frame.type, **frame.body}
+
+
+async def test_websocket_refuses_foreign_channels_and_wrong_replica_id(session, server):
+    async with session.ws_connect(f"{server.url}/v1/sync/ws", headers=_auth(ACME)) as ws:
+        answer = await _hello(ws, "acme-laptop", [TB])
+        assert answer["type"] == "error" and answer["code"] == "AccessDenied"
+    async with session.ws_connect(f"{server.url}/v1/sync/ws", headers=_auth(ACME)) as ws:
+        answer = await _hello(ws, "globex-1", [TA])
+        assert answer["type"] == "error" and "belongs to replica" in answer["message"]
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await session.ws_connect(f"{server.url}/v1/sync/ws")
+    assert refused.value.status == 401
+
+
+async def test_bad_frames_get_errors_and_the_link_keeps_serving(session, server):
+    async with session.ws_connect(f"{server.url}/v1/sync/ws", headers=_auth(ACME)) as ws:
+        answer = await _hello(ws, "acme-laptop", [TA])
+        assert answer["type"] == "hello" and answer["accept"] == [TA]
+        bad = [
+            b"\x00\x01garbage",
+            msgpack.packb({"t": "deltas", "v": 1}),
+            msgpack.packb({"t": "teleport", "v": 1}),
+            msgpack.packb({"t": "deltas", "v": 99, "n": 1, "payload": b""}),
+            encode_frame("deltas", n=5, payload=b"not a payload"),
+            encode_frame("deltas", n=6, payload=await _payload(TB, "globex")),
+        ]
+        for frame in bad:
+            await ws.send_bytes(frame)
+        await ws.send_str("text is not a frame")
+        codes = []
+        for _ in range(len(bad) + 1):
+            reply = decode_frame((await ws.receive(timeout=5)).data)
+            assert reply.type == "error"
+            codes.append(reply.body["code"])
+        assert "AccessDeniedFrame" in codes and "FrameError" in codes
+        # the same link still applies a good frame and acknowledges it
+        await ws.send_bytes(encode_frame("deltas", n=7, payload=await _payload(TA, "acme")))
+        while True:
+            reply = decode_frame((await ws.receive(timeout=5)).data)
+            if reply.type == "ack":
+                assert reply.body["n"] == 7 and reply.body["vectors"][TA]
+                break
+    async with session.get(f"{server.url}/metrics", headers=_auth(ACME)) as r:
+        assert "crdtmem_frames_rejected_total" in await r.text()
