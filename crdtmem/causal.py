@@ -35,7 +35,7 @@ def apply_causally(
         still: list[DeltaRecord] = []
         for delta in waiting:
             doc = load(delta.doc_id)
-            need = statevector.decode(delta.deps)
+            need = statevector.dependencies(delta.deps, delta.update)
             if not need or statevector.covers(doc.state_vector(), need):
                 doc.apply(delta.update)
                 applied.append(delta)

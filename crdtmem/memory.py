@@ -26,7 +26,7 @@ from pycrdt import Array, Doc, Map
 
 from . import statevector
 from .crdt import Conversation, Dot, MVRegister, ORSet, PNCounter
-from .crdt.dots import JSONValue, decode_value
+from .crdt.dots import JSONValue, decode_value, is_hlc_text
 from .errors import (
     InvalidInput,
     MalformedPayload,
@@ -335,7 +335,10 @@ class MemoryDoc:
         if not self.exists:
             raise MalformedPayload("memory document has no header (was it created?)")
         kind = self.kind
-        stamps = [str(self._header.get("created", ""))]
+        created = self._header.get("created")
+        if not is_hlc_text(created):
+            raise MalformedPayload(f"memory {self.id!r} has no valid creation stamp: {created!r:.40}")
+        stamps = [str(created)]
         if kind in REGISTER_KINDS:
             winner = MVRegister.read(MVRegister(self._content).siblings())
             content: Any = winner.value if winner else ""

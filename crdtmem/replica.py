@@ -62,17 +62,17 @@ class ApplyResult:
 
 
 class _Dots:
-    """Fresh dots for one change; the first one names the change's delta."""
+    """Fresh dots for one change. The last one names the change's delta, so the delta's hlc is the
+    highest stamp inside it (the clock restores from it after a restart and never reissues a dot)."""
 
     def __init__(self, replica_id: str, clock: HybridLogicalClock):
         self._replica_id = replica_id
         self._clock = clock
-        self.first: Dot | None = None
+        self.last: Dot | None = None
 
     def __call__(self) -> Dot:
         dot = Dot(self._clock.now().encode(), self._replica_id)
-        if self.first is None:
-            self.first = dot
+        self.last = dot
         return dot
 
 
@@ -325,9 +325,9 @@ class Replica:
             except BaseException:
                 self._docs.discard(memory_id)  # a failed change may have left partial edits
                 raise
-            if dots.first is None:  # nothing was written (e.g. an empty add_items)
+            if dots.last is None:  # nothing was written (e.g. an empty add_items)
                 return before or doc.materialize()
-            hlc = dots.first.hlc
+            hlc = dots.last.hlc
             delta = DeltaRecord(
                 f"{self._id}:{hlc}",
                 self._id,
@@ -341,7 +341,7 @@ class Replica:
                 Commit(deltas=[delta], docs=[_doc_write(doc)]),
                 {memory_id: doc},
                 {memory_id: before},
-                self._id,
+                {memory_id: self._id},
             )
             return events[0].memory
 
@@ -350,7 +350,7 @@ class Replica:
         work: Commit,
         docs: dict[str, MemoryDoc],
         before: dict[str, Memory | None],
-        origin: str,
+        origins: dict[str, str],
     ) -> _List[MemoryEvent]:
         try:
             result: CommitResult = await self._committer.submit(work)
@@ -373,7 +373,7 @@ class Replica:
                     memory=memory,
                     source=memory.source,
                     channels=memory.channels,
-                    origin=origin,
+                    origin=origins.get(write.doc_id, self._id),
                 )
             )
         for listener in self._commit_listeners:
@@ -554,7 +554,9 @@ class Replica:
             try:
                 applied, waiting = apply_causally(fresh + waiting_before, load)
                 touched = {d.doc_id for d in applied}
-                writes = [_doc_write(docs[doc_id], remote=True) for doc_id in sorted(touched)]
+                writes = [_doc_write(docs[doc_id]) for doc_id in sorted(touched)]
+                for write in writes:  # stamps inside the updates, not only the deltas' own
+                    self.clock.check(Hlc.decode(write.updated_hlc))
             except BaseException:
                 for doc_id in docs:
                     self._docs.discard(doc_id)
@@ -567,7 +569,8 @@ class Replica:
             )
             if newest is not None:
                 self.clock.observe(newest)
-            events = await self._commit(work, {k: docs[k] for k in touched}, before, received.sender)
+            origins = {d.doc_id: d.origin for d in applied}  # the last delta applied to each memory
+            events = await self._commit(work, {k: docs[k] for k in touched}, before, origins)
             for uid in work.pending_drop:
                 self._pending.pop(uid, None)
             for delta in work.pending_add:
@@ -640,7 +643,7 @@ class Replica:
         return lambda: self._commit_listeners.remove(listener)
 
 
-def _doc_write(doc: MemoryDoc, *, remote: bool = False) -> DocWrite:
+def _doc_write(doc: MemoryDoc) -> DocWrite:
     try:
         memory = doc.materialize()
     except CrdtmemError:

@@ -40,6 +40,33 @@ def decode(data: bytes) -> StateVector:
     return vector
 
 
+def first_block(update: bytes) -> tuple[int, int, int] | None:
+    """``(client blocks, client, start clock)`` of a v1 update's first block; None if it has none.
+
+    Only the header is read: enough to know which client wrote a single-writer update and where
+    its structs start, without decoding the structs.
+    """
+    blocks, pos = _read_varuint(update, 0)
+    if blocks == 0:
+        return None
+    _structs, pos = _read_varuint(update, pos)
+    client, pos = _read_varuint(update, pos)
+    clock, _ = _read_varuint(update, pos)
+    return blocks, client, clock
+
+
+def dependencies(deps: bytes, update: bytes) -> StateVector:
+    """What a delta needs before it can be applied: its declared ``deps``, raised to the start of
+    its own first block of structs. A sender cannot under-declare its way into Yrs' pending state
+    (which ``Doc.get_update`` would not persist)."""
+    need = decode(deps)
+    block = first_block(update)
+    if block is not None:
+        _, client, clock = block
+        need[client] = max(need.get(client, 0), clock)
+    return need
+
+
 def covers(have: StateVector, need: StateVector) -> bool:
     """Whether a document at ``have`` has seen everything in ``need``."""
     return all(have.get(client, 0) >= clock for client, clock in need.items())

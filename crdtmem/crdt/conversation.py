@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .dots import Dot
+from .dots import Dot, is_hlc_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,7 +34,11 @@ class Conversation:
     def messages(self) -> list[Message]:
         found = []
         for raw in self._array.to_py() or []:
-            if isinstance(raw, dict) and all(isinstance(raw.get(k), str) for k in Message.__slots__):
+            if (
+                isinstance(raw, dict)
+                and all(isinstance(raw.get(k), str) for k in Message.__slots__)
+                and is_hlc_text(raw["hlc"])
+            ):
                 found.append(Message(**{k: raw[k] for k in Message.__slots__}))
         return found
 

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from .dots import is_hlc_text
+
 
 class PNCounter:
     def __init__(self, ymap: Any):
@@ -39,5 +41,5 @@ class PNCounter:
         self._map[replica] = {"p": str(p), "n": str(n), "hlc": hlc}
 
     def latest_hlc(self) -> str:
-        stamps = [raw.get("hlc", "") for raw in self._map.values() if isinstance(raw, dict)]
-        return max((s for s in stamps if isinstance(s, str)), default="")
+        stamps = [raw.get("hlc") for raw in self._map.values() if isinstance(raw, dict)]
+        return max((s for s in stamps if is_hlc_text(s)), default="")

@@ -8,15 +8,30 @@ the value travels as JSON text so integers and nested values survive Yrs' number
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from typing import Any
 
+from ..errors import InvalidInput
+
 JSONValue = Any
+HLC_TEXT = re.compile(r"[0-9]{15}\.[0-9]{6}")
+"""The fixed-width HLC form (see :mod:`crdtmem.clock`); entries stamped otherwise are ignored."""
 
 
 def encode_value(value: JSONValue) -> str:
-    """Canonical JSON text: sorted keys, no whitespace, so equal values compare equal as text."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    """Canonical JSON text: sorted keys, no whitespace, so equal values compare equal as text.
+
+    Raises InvalidInput for values JSON cannot carry (NaN, infinities, sets, bytes, objects).
+    """
+    try:
+        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"values must be plain JSON (no NaN/inf, sets, bytes or objects): {exc}") from exc
+
+
+def is_hlc_text(value: object) -> bool:
+    return isinstance(value, str) and HLC_TEXT.fullmatch(value) is not None
 
 
 def decode_value(text: str) -> JSONValue:
@@ -54,6 +69,6 @@ class DotEntry:
         if not isinstance(raw, dict):
             return None
         text, hlc, by = raw.get("v"), raw.get("hlc"), raw.get("by")
-        if not (isinstance(text, str) and isinstance(hlc, str) and isinstance(by, str)):
+        if not (isinstance(text, str) and is_hlc_text(hlc) and isinstance(by, str)):
             return None
         return cls(Dot(hlc, by), text)

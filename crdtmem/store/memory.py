@@ -137,9 +137,9 @@ class MemoryStore:
                 continue
             if doc.deleted and not doc.conflicted and not include_deleted:
                 continue
-            found.append({**copy.deepcopy(doc.record), "version": version})
             if limit is not None and len(found) >= limit:
                 break
+            found.append({**copy.deepcopy(doc.record), "version": version})
         return found
 
     def conflicts(

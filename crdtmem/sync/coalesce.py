@@ -29,27 +29,13 @@ MAX_RUN = 1_000
 def writer_client(update: bytes) -> int | None:
     """The Yrs client id whose structs a v1 update holds; None if none; -1 if several."""
     try:
-        blocks, pos = _varuint(update, 0)
-        if blocks == 0:
-            return None
-        if blocks > 1:
-            return -1
-        _structs, pos = _varuint(update, pos)
-        client, _ = _varuint(update, pos)
-    except IndexError:
+        block = statevector.first_block(update)
+    except MalformedPayload:
         return -1
-    return client
-
-
-def _varuint(data: bytes, pos: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        value |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return value, pos
-        shift += 7
+    if block is None:
+        return None
+    blocks, client, _ = block
+    return client if blocks == 1 else -1
 
 
 def _follows(previous: DeltaRecord, following: DeltaRecord) -> bool:
