@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import Iterable
 
 from .errors import CrdtmemError
 from .events import MemoryEvent
@@ -13,15 +13,20 @@ class FeedOverflow(CrdtmemError):
     """The subscriber fell too far behind and was dropped; catch up with list() or a pull."""
 
 
-class _Subscriber:
-    def __init__(self, channels: tuple[str, ...] | None, max_queue: int):
+class Subscription:
+    """An async iterator of MemoryEvents, registered with the feed from the moment it is created
+    (so no event committed after ``events()`` returned is missed). ``aclose()`` unregisters it."""
+
+    def __init__(self, feed: EventFeed, channels: tuple[str, ...] | None, max_queue: int):
+        self._feed = feed
         self.channels = set(channels) if channels is not None else None
         self.queue: asyncio.Queue[MemoryEvent | None] = asyncio.Queue()
         self.max_queue = max_queue
         self.overflowed = False
+        self.closed = False
 
     def offer(self, event: MemoryEvent) -> None:
-        if self.overflowed:
+        if self.overflowed or self.closed:
             return
         if self.channels is not None and not self.channels.intersection(event.channels):
             return
@@ -31,10 +36,37 @@ class _Subscriber:
             return
         self.queue.put_nowait(event)
 
+    def end(self) -> None:
+        self.queue.put_nowait(None)
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> MemoryEvent:
+        if self.closed:
+            raise StopAsyncIteration
+        event = await self.queue.get()
+        if event is None:
+            self._unregister()
+            if self.overflowed:
+                raise FeedOverflow(
+                    f"event subscriber fell more than {self.max_queue} events behind and was "
+                    "dropped; read current state with list() and subscribe again"
+                )
+            raise StopAsyncIteration
+        return event
+
+    async def aclose(self) -> None:
+        self._unregister()
+
+    def _unregister(self) -> None:
+        self.closed = True
+        self._feed.discard(self)
+
 
 class EventFeed:
     def __init__(self) -> None:
-        self._subscribers: set[_Subscriber] = set()
+        self._subscribers: set[Subscription] = set()
         self.published = 0
 
     def publish(self, events: Iterable[MemoryEvent]) -> None:
@@ -43,28 +75,17 @@ class EventFeed:
             for subscriber in list(self._subscribers):
                 subscriber.offer(event)
 
-    async def subscribe(
-        self, channels: tuple[str, ...] | None, *, max_queue: int = 10_000
-    ) -> AsyncIterator[MemoryEvent]:
-        subscriber = _Subscriber(channels, max_queue)
-        self._subscribers.add(subscriber)
-        try:
-            while True:
-                event = await subscriber.queue.get()
-                if event is None:
-                    if subscriber.overflowed:
-                        raise FeedOverflow(
-                            f"event subscriber fell more than {max_queue} events behind and was "
-                            "dropped; read current state with list() and subscribe again"
-                        )
-                    return
-                yield event
-        finally:
-            self._subscribers.discard(subscriber)
+    def subscribe(self, channels: tuple[str, ...] | None, *, max_queue: int = 10_000) -> Subscription:
+        subscription = Subscription(self, channels, max_queue)
+        self._subscribers.add(subscription)
+        return subscription
+
+    def discard(self, subscription: Subscription) -> None:
+        self._subscribers.discard(subscription)
 
     def close(self) -> None:
         for subscriber in list(self._subscribers):
-            subscriber.queue.put_nowait(None)
+            subscriber.end()
 
     def __len__(self) -> int:
         return len(self._subscribers)

@@ -15,7 +15,7 @@ and of a remote payload::
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,7 +34,7 @@ from .errors import (
     ReplicaClosed,
 )
 from .events import MemoryEvent, classify
-from .feed import EventFeed
+from .feed import EventFeed, Subscription
 from .ids import check_name, new_client_id, new_memory_id, parse_channels
 from .locks import KeyedLocks
 from .memory import MemoryDoc
@@ -398,6 +398,8 @@ class Replica:
         channel: str | None = None,
         include_deleted: bool = False,
         limit: int | None = None,
+        since_version: int | None = None,
+        ascending: bool = False,
     ) -> _List[Memory]:
         """Memories matching every given filter, most recently changed first. Deleted memories are
         left out unless ``include_deleted``, except those in a delete conflict."""
@@ -415,6 +417,8 @@ class Replica:
             kind=kind,
             include_deleted=include_deleted,
             limit=limit,
+            since_version=since_version,
+            ascending=ascending,
         )
         return [Memory.from_dict(r) for r in records]
 
@@ -625,9 +629,7 @@ class Replica:
 
     # -- events -------------------------------------------------------------------------------
 
-    def events(
-        self, channels: Sequence[str] | None = None, *, max_queue: int = 10_000
-    ) -> AsyncIterator[MemoryEvent]:
+    def events(self, channels: Sequence[str] | None = None, *, max_queue: int = 10_000) -> Subscription:
         """MemoryEvents for ``channels`` (None: all) from now on, one per committed change.
 
         A consumer that falls ``max_queue`` events behind gets :class:`~crdtmem.feed.FeedOverflow`

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeGuard
 
 from ..errors import InvalidInput
 
@@ -30,7 +30,7 @@ def encode_value(value: JSONValue) -> str:
         raise InvalidInput(f"values must be plain JSON (no NaN/inf, sets, bytes or objects): {exc}") from exc
 
 
-def is_hlc_text(value: object) -> bool:
+def is_hlc_text(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and HLC_TEXT.fullmatch(value) is not None
 
 

@@ -9,7 +9,7 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from ..errors import CrdtmemError
-from .auth import authenticate
+from .auth import PRINCIPAL, authenticate
 from .errors import error_response, from_exception
 
 if TYPE_CHECKING:
@@ -64,10 +64,12 @@ def _auth_middleware(node: Node) -> Middleware:
         if principal is None:
             node.metrics.inc("crdtmem_auth_failures_total")
             return error_response(
-                401, "Unauthorized", "missing or unknown bearer token (Authorization: Bearer <token>)",
+                401,
+                "Unauthorized",
+                "missing or unknown bearer token (Authorization: Bearer <token>)",
                 **{"WWW-Authenticate": "Bearer"},
             )
-        request["principal"] = principal
+        request[PRINCIPAL] = principal
         return await handler(request)
 
     return auth

@@ -9,6 +9,9 @@ from aiohttp import web
 
 from ..access import OPEN, Principal, TokenTable
 
+PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
+"""Where the auth middleware leaves the request's authenticated principal."""
+
 
 def bearer_token(request: web.Request) -> str | None:
     header = request.headers.get("Authorization", "")

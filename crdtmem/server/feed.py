@@ -1,14 +1,330 @@
-"""Placeholder: routes are being written."""
+"""``GET /v1/events``: the MemoryEvent feed as Server-Sent Events, or as a WebSocket.
+
+    GET /v1/events?channel=user:u1:memories&channel=tenant:acme:shared
+        -> text/event-stream:  id: {event_id}\\nevent: {event_type}\\ndata: {MemoryEvent JSON}\\n\\n
+           with ": heartbeat" comments when idle for HEARTBEAT_SECONDS
+        -> or, on a WebSocket upgrade, one MemoryEvent JSON text message per event
+
+Channels must be readable by the caller (403 otherwise, 400 for a name that does not parse); with no
+channel the feed carries every memory the caller may read.
+
+Resuming: ``event_id`` is ``"{replica_id}:{version}"``, the replica's local version counter. A client
+that reconnects with ``Last-Event-ID`` (header, or ``?last_event_id=`` where it cannot set headers) first
+gets the current state of every memory in its channels changed since that version, in version order
+(``delete`` if deleted, else ``update``), then the live feed. An id of another replica, or one beyond
+this replica's newest version, cannot be compared: everything is replayed, as ``create`` (like a
+resume from version 0). The live subscription is opened *before* the replay is read and live events
+at or below the last replayed version are dropped, so nothing falls between the two and nothing comes
+twice. A replayed event carries the memory's current state: intermediate states are folded, as in
+any state-based catch-up, and its ``origin`` is this replica (the last writer is not recorded).
+
+Backpressure: each stream has a bounded queue (MAX_QUEUE events). A client that falls that far behind
+gets ``event: overflow`` (SSE; data names the ``last_event_id`` to resume from) or a final JSON
+message and close code 1013 (WebSocket) and is dropped; it reconnects with Last-Event-ID and loses
+nothing.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import json
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
+
+from ..access import AccessDenied, Principal, may_read_memory
+from ..clock import Hlc
+from ..errors import InvalidInput
+from ..events import EventType, MemoryEvent
+from ..feed import FeedOverflow, Subscription
+from ..ids import parse_channels
+from ..records import Memory
+from ..replica import Replica
+from .auth import PRINCIPAL
 
 if TYPE_CHECKING:
     from .node import Node
 
+HEARTBEAT_SECONDS = 15.0
+MAX_QUEUE = 1_000
+POLL_SECONDS = 0.5
+"""How soon an idle stream notices that its client left or the node is stopping."""
+
+_QUERY = ("channel", "last_event_id", "token")
+_WS_OVERFLOW = 1013  # "try again later"
+
 
 def routes(node: Node) -> list[web.RouteDef]:
-    return []
+    async def events(request: web.Request) -> web.StreamResponse:
+        principal: Principal = request[PRINCIPAL]
+        unknown = sorted(set(request.query) - set(_QUERY))
+        if unknown:
+            raise InvalidInput(
+                f"unknown query parameter(s) {', '.join(unknown)}; expected {', '.join(_QUERY)}"
+            )
+        selection = _select(principal, request.query.getall("channel", []))
+        after = _resume_after(request, node.replica.id)
+        websocket = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
+        transport = "ws" if websocket.can_prepare(request).ok else "sse"
+        stream = _EventStream(node.replica, selection, after)
+        try:
+            await stream.open()
+            node.metrics.inc("crdtmem_event_streams_total", transport=transport)
+            if transport == "ws":
+                return await _serve_websocket(request, websocket, node, stream)
+            return await _serve_sse(request, node, stream)
+        finally:
+            await stream.close()
+
+    return [web.get("/v1/events", events)]
+
+
+# -- what a stream carries ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class _Selection:
+    """The channels a stream subscribes to (None: all) and the memories it may carry."""
+
+    channels: tuple[str, ...] | None
+    principal: Principal
+
+    def wants(self, memory_channels: Iterable[str]) -> bool:
+        if self.channels is not None:
+            return not set(self.channels).isdisjoint(memory_channels)
+        return may_read_memory(self.principal, memory_channels)
+
+
+def _select(principal: Principal, requested: list[str]) -> _Selection:
+    names = [part.strip() for value in requested for part in value.split(",") if part.strip()]
+    if names:
+        channels = tuple(dict.fromkeys(parse_channels(names)))
+        denied = [c for c in channels if not principal.may_read(c)]
+        if denied:
+            raise AccessDenied(f"{principal.name} may not read {', '.join(denied)}")
+        return _Selection(channels, principal)
+    if not principal.read:
+        raise AccessDenied(f"{principal.name} may not read any channel")
+    if any("*" in pattern for pattern in principal.read):
+        return _Selection(None, principal)  # patterns cannot be subscribed to: filter every event
+    return _Selection(parse_channels(list(principal.read)), principal)
+
+
+def _resume_after(request: web.Request, replica_id: str) -> int | None:
+    """The version to resume after, or None for live events only."""
+    text = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    if not text:
+        return None
+    origin, sep, version = text.strip().rpartition(":")
+    if not sep or not origin or not (version.isascii() and version.isdigit()) or len(version) > 18:
+        raise InvalidInput(f"Last-Event-ID must be an event id '{{replica_id}}:{{version}}', got {text!r}")
+    return int(version) if origin == replica_id else 0
+
+
+def _replayed(replica_id: str, memory: Memory, after: int) -> MemoryEvent:
+    kind: EventType = "delete" if memory.deleted else "create" if after == 0 else "update"
+    return MemoryEvent(
+        event_id=f"{replica_id}:{memory.version}",
+        event_type=kind,
+        timestamp=Hlc.decode(memory.updated_at).isoformat(),
+        memory=memory,
+        source=memory.source,
+        channels=memory.channels,
+        origin=replica_id,
+    )
+
+
+class _EventStream:
+    """Replay since a version, then live events, with no gap and no duplicate between the two."""
+
+    def __init__(self, replica: Replica, selection: _Selection, after: int | None):
+        self.replica = replica
+        self.selection = selection
+        self.after = after
+        self.replay: list[MemoryEvent] = []
+        self.last_version = 0
+        self._live: Subscription | None = None
+        self._next: asyncio.Future[MemoryEvent] | None = None
+
+    async def open(self) -> None:
+        feed = self.replica.feed
+        subscribers = len(feed)
+        self._live = self.replica.events(self.selection.channels, max_queue=MAX_QUEUE)
+        self._next = asyncio.ensure_future(self._live.__anext__())
+        # The subscriber must be registered before the replay is read, or a change committed in
+        # between would be in neither. events() registers it when the iterator first runs.
+        for _ in range(10):
+            await asyncio.sleep(0)
+            if len(feed) > subscribers or self._next.done():
+                break
+        if self.after is None:
+            self.last_version = 0
+            return
+        newest = await self.replica.list(include_deleted=True, limit=1)
+        if self.after > (newest[0].version if newest else 0):
+            # An id from the future (a replica rebuilt under the same id): resuming from it would
+            # drop every live event until the versions caught up, so replay everything instead.
+            self.after = 0
+        self.replay = await self._read_replay(self.after)
+        self.last_version = max([self.after, *(e.memory.version for e in self.replay)])
+
+    async def _read_replay(self, after: int) -> list[MemoryEvent]:
+        if self.selection.channels is None:
+            memories = await self.replica.list(include_deleted=True, since_version=after, ascending=True)
+        else:
+            by_id: dict[str, Memory] = {}
+            for channel in self.selection.channels:
+                for memory in await self.replica.list(
+                    channel=channel, include_deleted=True, since_version=after, ascending=True
+                ):
+                    by_id[memory.id] = memory
+            memories = list(by_id.values())
+        changed = [m for m in memories if m.version > after and self.selection.wants(m.channels)]
+        changed.sort(key=lambda m: m.version)
+        return [_replayed(self.replica.id, m, after) for m in changed]
+
+    async def next(self, timeout: float) -> MemoryEvent | None:
+        """The next live event not already replayed; None if none came within ``timeout``.
+
+        Raises StopAsyncIteration when the feed closes and FeedOverflow when the client fell behind.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            assert self._live is not None and self._next is not None, "open() first"
+            done, _ = await asyncio.wait({self._next}, timeout=max(0.0, deadline - time.monotonic()))
+            if not done:
+                return None
+            event = self._next.result()
+            self._next = asyncio.ensure_future(self._live.__anext__())
+            if self.selection.channels is None and not self.selection.wants(event.channels):
+                continue
+            if event.memory.version <= self.last_version:
+                continue  # already in the replay
+            self.last_version = event.memory.version
+            return event
+
+    async def close(self) -> None:
+        pending = self._next
+        if pending is not None and not pending.done():
+            pending.cancel()
+            await asyncio.wait({pending})
+        if pending is not None and not pending.cancelled():
+            pending.exception()  # retrieved, so asyncio does not log it as never retrieved
+        if self._live is not None:
+            await self._live.aclose()
+
+
+def _gone(request: web.Request, node: Node) -> bool:
+    """Whether the client disconnected or the node stopped serving.
+
+    aiohttp does not cancel a handler whose client left, and node shutdown waits for open handlers,
+    so a long-lived stream checks both itself while idle.
+    """
+    transport = request.transport
+    if transport is None or transport.is_closing():
+        return True
+    runner = node._runner
+    return runner is None or not runner.sites
+
+
+def _event_json(event: MemoryEvent) -> str:
+    return json.dumps(event.to_dict(), separators=(",", ":"))
+
+
+def _overflow_json(error: FeedOverflow, last_event_id: str | None) -> str:
+    data: dict[str, Any] = {
+        "error": "FeedOverflow",
+        "message": f"{error} Reconnect with Last-Event-ID to resume without loss.",
+        "last_event_id": last_event_id,
+    }
+    return json.dumps(data, separators=(",", ":"))
+
+
+# -- Server-Sent Events ------------------------------------------------------------------------
+
+
+async def _serve_sse(request: web.Request, node: Node, stream: _EventStream) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": "text/event-stream",
+            "Cache-Control": "no-cache",
+            "X-Accel-Buffering": "no",  # tell reverse proxies not to buffer the stream
+        }
+    )
+    await response.prepare(request)
+    last_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    try:
+        await response.write(b": crdtmem event feed\n\n")
+        for event in stream.replay:
+            await response.write(_sse_message(event))
+            last_id = event.event_id
+        quiet_since = time.monotonic()
+        while not _gone(request, node):
+            try:
+                live = await stream.next(POLL_SECONDS)
+            except StopAsyncIteration:
+                break
+            except FeedOverflow as exc:
+                node.metrics.inc("crdtmem_event_overflows_total", transport="sse")
+                await response.write(f"event: overflow\ndata: {_overflow_json(exc, last_id)}\n\n".encode())
+                break
+            if live is not None:
+                await response.write(_sse_message(live))
+                last_id = live.event_id
+                quiet_since = time.monotonic()
+            elif time.monotonic() - quiet_since >= HEARTBEAT_SECONDS:
+                await response.write(b": heartbeat\n\n")
+                quiet_since = time.monotonic()
+    except ConnectionError:
+        pass  # the client left; nothing to tell it
+    return response
+
+
+def _sse_message(event: MemoryEvent) -> bytes:
+    return f"id: {event.event_id}\nevent: {event.event_type}\ndata: {_event_json(event)}\n\n".encode()
+
+
+# -- WebSocket ---------------------------------------------------------------------------------
+
+
+async def _serve_websocket(
+    request: web.Request, ws: web.WebSocketResponse, node: Node, stream: _EventStream
+) -> web.StreamResponse:
+    await ws.prepare(request)
+    reader = asyncio.ensure_future(_ignore_until_closed(ws))
+    last_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+    try:
+        for event in stream.replay:
+            await ws.send_str(_event_json(event))
+            last_id = event.event_id
+        while not ws.closed and not reader.done() and not _gone(request, node):
+            try:
+                live = await stream.next(POLL_SECONDS)
+            except StopAsyncIteration:
+                break
+            except FeedOverflow as exc:
+                node.metrics.inc("crdtmem_event_overflows_total", transport="ws")
+                await ws.send_str(_overflow_json(exc, last_id))
+                await ws.close(code=_WS_OVERFLOW, message=b"fell behind; reconnect with last_event_id")
+                break
+            if live is not None:
+                await ws.send_str(_event_json(live))
+                last_id = live.event_id
+    except ConnectionError:
+        pass
+    finally:
+        if not ws.closed:
+            await ws.close()
+        reader.cancel()
+        await asyncio.wait({reader})
+    return ws
+
+
+async def _ignore_until_closed(ws: web.WebSocketResponse) -> None:
+    """Read (and drop) client messages so close frames and pongs are processed."""
+    async for message in ws:
+        if message.type == WSMsgType.ERROR:
+            return

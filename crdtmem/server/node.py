@@ -106,8 +106,13 @@ class Node:
                     f"peer {config.url}: name the channels to sync (--channel) for this replica"
                 )
             peer = PeerClient(
-                self.replica, config.url, channels=list(parse_channels(channels)), token=config.token,
-                mode=config.mode, interval=config.interval, metrics=self.metrics,
+                self.replica,
+                config.url,
+                channels=list(parse_channels(channels)),
+                token=config.token,
+                mode=config.mode,
+                interval=config.interval,
+                metrics=self.metrics,
                 settings=dataclasses.replace(self.settings),
             )
             self.peers.append(await peer.start())
@@ -117,6 +122,7 @@ class Node:
         for peer in self.peers:
             await peer.stop()
         self.peers.clear()
+        self.replica.feed.close()  # event streams end now instead of at their next poll
         for link in list(self.links):
             await link.ws.close()
         if self._runner is not None:
@@ -177,9 +183,14 @@ class Node:
             ],
             "links": [
                 {
-                    "peer_id": s.peer, "mode": s.mode, "lag": s.lag, "in_flight": s.in_flight,
-                    "frames_sent": s.frames_sent, "frames_received": s.frames_received,
-                    "errors": s.errors, "direction": "inbound",
+                    "peer_id": s.peer,
+                    "mode": s.mode,
+                    "lag": s.lag,
+                    "in_flight": s.in_flight,
+                    "frames_sent": s.frames_sent,
+                    "frames_received": s.frames_received,
+                    "errors": s.errors,
+                    "direction": "inbound",
                 }
                 for s in (link.snapshot() for link in list(self.links))
             ],

@@ -16,7 +16,9 @@ def routes(node: Node) -> list[web.RouteDef]:
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         return web.Response(
-            text=node.metrics.render(), content_type="text/plain", charset="utf-8",
+            text=node.metrics.render(),
+            content_type="text/plain",
+            charset="utf-8",
             headers={"X-Content-Type-Options": "nosniff"},
         )
 

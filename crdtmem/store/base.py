@@ -121,8 +121,11 @@ class Store(Protocol):
         kind: str | None = None,
         include_deleted: bool = False,
         limit: int | None = None,
+        since_version: int | None = None,
+        ascending: bool = False,
     ) -> list[dict[str, Any]]:
-        """Records matching every given filter, most recently changed first."""
+        """Records matching every given filter, most recently changed first (``ascending``: oldest
+        first); ``since_version`` keeps only records changed after that local version."""
         ...
 
     def conflicts(

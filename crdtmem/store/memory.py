@@ -122,10 +122,12 @@ class MemoryStore:
         kind: str | None = None,
         include_deleted: bool = False,
         limit: int | None = None,
+        since_version: int | None = None,
+        ascending: bool = False,
     ) -> list[dict[str, Any]]:
         with self._lock:
-            entries = sorted(self._docs.values(), key=lambda e: e[1], reverse=True)
-        found = []
+            entries = sorted(self._docs.values(), key=lambda e: e[1], reverse=not ascending)
+        found: list[dict[str, Any]] = []
         for doc, version in entries:
             if user_id is not None and doc.user_id != user_id:
                 continue
@@ -136,6 +138,8 @@ class MemoryStore:
             if channel is not None and channel not in doc.channels:
                 continue
             if doc.deleted and not doc.conflicted and not include_deleted:
+                continue
+            if since_version is not None and version <= since_version:
                 continue
             if limit is not None and len(found) >= limit:
                 break
@@ -181,7 +185,7 @@ class MemoryStore:
                 if channel in channel_set and seq > vectors.get(channel, {}).get(origin, 0):
                     wanted.setdefault(index, {}).setdefault(channel, []).append(seq)
             ids = sorted(wanted)[:limit] if limit is not None else sorted(wanted)
-            found = []
+            found: list[DeltaRecord] = []
             for i in ids:
                 seqs, also = split_covered(wanted[i])
                 found.append(replace(self._deltas[i], seqs=seqs, channels=tuple(seqs), also=also))

@@ -302,8 +302,11 @@ class SQLiteStore:
         kind: str | None = None,
         include_deleted: bool = False,
         limit: int | None = None,
+        since_version: int | None = None,
+        ascending: bool = False,
     ) -> list[dict[str, Any]]:
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         for column, value in (("user_id", user_id), ("tenant_id", tenant_id), ("kind", kind)):
             if value is not None:
                 where.append(f"d.{column} = ?")
@@ -313,10 +316,13 @@ class SQLiteStore:
             args.append(channel)
         if not include_deleted:
             where.append("(d.deleted = 0 OR d.conflicted = 1)")
+        if since_version is not None:
+            where.append("d.version > ?")
+            args.append(since_version)
         sql = "SELECT d.record, d.version FROM docs d"
         if where:
             sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY d.version DESC"
+        sql += " ORDER BY d.version " + ("ASC" if ascending else "DESC")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [_record(row) for row in self._r.execute(sql, args)]

@@ -20,6 +20,7 @@ from .. import payload as wire
 from ..access import AccessDenied, Principal
 from ..errors import CrdtmemError, InvalidInput, MalformedPayload
 from ..ids import parse_channels
+from ..server.auth import PRINCIPAL
 from .link import Link
 from .protocol import FrameError, check_vectors, decode_frame, encode_frame
 
@@ -32,7 +33,7 @@ HELLO_TIMEOUT = 10.0
 
 def routes(node: Node) -> list[web.RouteDef]:
     async def pull(request: web.Request) -> web.StreamResponse:
-        principal: Principal = request["principal"]
+        principal = request[PRINCIPAL]
         body = await _msgpack_body(request)
         channels = _channels(body.get("channels"))
         _require(principal, channels, "read")
@@ -54,7 +55,7 @@ def routes(node: Node) -> list[web.RouteDef]:
         )
 
     async def push(request: web.Request) -> web.StreamResponse:
-        principal: Principal = request["principal"]
+        principal = request[PRINCIPAL]
         node.check_rate(principal)
         received = wire.decode(await request.read(), max_bytes=node.replica.max_payload_bytes)
         _require(principal, sorted({c for d in received.deltas for c in d.seqs}), "write")
@@ -71,7 +72,7 @@ def routes(node: Node) -> list[web.RouteDef]:
         )
 
     async def websocket(request: web.Request) -> web.StreamResponse:
-        principal: Principal = request["principal"]
+        principal = request[PRINCIPAL]
         ws = web.WebSocketResponse(max_msg_size=node.settings.max_frame_bytes, heartbeat=20.0)
         await ws.prepare(request)
         try:

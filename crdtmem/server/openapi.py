@@ -1,0 +1,551 @@
+"""The OpenAPI 3.1 description of every route a node serves, at ``GET /openapi.json``.
+
+The spec is built in code next to the routes it describes so the two change together;
+``tests/test_openapi.py`` checks that every route the application registers is described here with
+its methods (and nothing more), and that real responses validate against the declared schemas.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from .. import __version__
+from ..records import KINDS
+
+if TYPE_CHECKING:
+    from .node import Node
+
+Schema = dict[str, Any]
+
+
+def routes(node: Node) -> list[web.RouteDef]:
+    async def openapi_json(request: web.Request) -> web.StreamResponse:
+        return web.json_response(spec())
+
+    return [web.get("/openapi.json", openapi_json)]
+
+
+def _ref(name: str) -> Schema:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _nullable(kind: str, **extra: Any) -> Schema:
+    return {"type": [kind, "null"], **extra}
+
+
+def _object(properties: dict[str, Schema], required: list[str] | None = None, **extra: Any) -> Schema:
+    schema: Schema = {"type": "object", "properties": properties, **extra}
+    schema["required"] = list(properties) if required is None else required
+    return schema
+
+
+def _array(items: Schema) -> Schema:
+    return {"type": "array", "items": items}
+
+
+_ANY: Schema = {}
+_NAME: Schema = {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,128}$"}
+_HLC: Schema = {"type": "string", "description": "HLC timestamp, e.g. 001732390000000.000003"}
+_KIND: Schema = {"type": "string", "enum": list(KINDS)}
+_MESSAGE = _object({"role": {"type": "string", "minLength": 1}, "text": {"type": "string"}})
+_CHANNEL: Schema = {
+    "type": "string",
+    "description": "user:{id}:memories, tenant:{id}:shared, topic:{id}:updates or system:global",
+}
+
+_SCHEMAS: dict[str, Schema] = {
+    "Error": _object(
+        {
+            "error": {"type": "string", "description": "the error class, e.g. InvalidInput"},
+            "message": {"type": "string", "description": "what was wrong and what to do"},
+        }
+    ),
+    "Source": _object(
+        {"agent_id": _nullable("string"), "session_id": _nullable("string"), "user_id": _nullable("string")},
+        description="who wrote the memory first",
+    ),
+    "Scope": _object(
+        {
+            "user_id": _nullable("string"),
+            "tenant_id": _nullable("string"),
+            "topics": _array({"type": "string"}),
+            "shared": {"type": "boolean"},
+        },
+        description="who may see the memory; decides its channels",
+    ),
+    "Memory": _object(
+        {
+            "id": {"type": "string"},
+            "kind": _KIND,
+            "content": {
+                "type": ["string", "integer", "array"],
+                "description": "fact/preference: string; list: array of items; counter: integer; "
+                "conversation: array of {role, text, ...} messages",
+            },
+            "metadata": {"type": "object"},
+            "tags": _array(_ANY),
+            "source": _ref("Source"),
+            "scope": _ref("Scope"),
+            "channels": _array(_CHANNEL),
+            "created_at": _HLC,
+            "updated_at": _HLC,
+            "deleted": {"type": "boolean"},
+            "conflicted": {"type": "boolean"},
+            "version": {"type": "integer", "description": "local version on this replica"},
+            "embedding": _nullable("array", items={"type": "number"}),
+            "embedding_model": _nullable("string"),
+            "conflicts": _array({"type": "string", "description": "conflicted field"}),
+        }
+    ),
+    "MemoryList": _object({"memories": _array(_ref("Memory")), "count": {"type": "integer"}}),
+    "HistoryEntry": _object(
+        {
+            "origin": {"type": "string", "description": "the replica that made the change"},
+            "hlc": _HLC,
+            "content": _ANY,
+            "deleted": {"type": "boolean"},
+            "conflicted": {"type": "boolean"},
+            "metadata": {"type": "object"},
+            "tags": _array(_ANY),
+        }
+    ),
+    "History": _object({"memory_id": {"type": "string"}, "history": _array(_ref("HistoryEntry"))}),
+    "ConflictValue": _object({"value": _ANY, "hlc": _HLC, "replica": {"type": "string"}}),
+    "Conflict": _object(
+        {
+            "memory_id": {"type": "string"},
+            "field": {"type": "string", "description": "content, lifecycle or metadata.{key}"},
+            "values": _array(_ref("ConflictValue")),
+            "user_id": _nullable("string"),
+            "tenant_id": _nullable("string"),
+        },
+        description="a field with concurrent differing values; values[0] is what reads return",
+    ),
+    "ConflictList": _object({"conflicts": _array(_ref("Conflict"))}),
+    "MemoryCreate": _object(
+        {
+            "content": {"description": "required for fact and preference (a string)"},
+            "kind": {**_KIND, "default": "fact"},
+            "user_id": _nullable("string"),
+            "agent_id": _nullable("string"),
+            "session_id": _nullable("string"),
+            "tenant_id": _nullable("string"),
+            "topics": _array(_NAME),
+            "shared": {"type": "boolean", "default": False},
+            "metadata": {"type": "object"},
+            "tags": _array(_ANY),
+        },
+        required=[],
+        additionalProperties=False,
+    ),
+    "MemoryPatch": _object(
+        {
+            "content": {"type": "string", "description": "fact and preference only"},
+            "metadata": {"type": "object", "description": "keys to set"},
+            "remove_metadata": _array({"type": "string"}),
+            "add_tags": _array(_ANY),
+            "remove_tags": _array(_ANY),
+            "increment": {"type": "integer", "description": "counter only; negative to decrement"},
+            "add_items": {**_array(_ANY), "description": "list only"},
+            "remove_items": {**_array(_ANY), "description": "list only"},
+            "append_message": {**_MESSAGE, "description": "conversation only"},
+        },
+        required=[],
+        additionalProperties=False,
+        minProperties=1,
+    ),
+    "Resolve": _object(
+        {"field": {"type": "string", "description": "content, lifecycle or metadata.{key}"}, "value": _ANY},
+        additionalProperties=False,
+    ),
+    "MemoryEvent": _object(
+        {
+            "event_id": {"type": "string", "description": "{replica_id}:{version}; resume with it"},
+            "event_type": {"type": "string", "enum": ["create", "update", "delete", "conflict", "resolve"]},
+            "timestamp": {"type": "string", "format": "date-time"},
+            "memory": {
+                "allOf": [_ref("Memory"), _object({"type": _KIND})],
+                "description": "the memory after the change; type repeats kind (the seed schema's name)",
+            },
+            "source": _ref("Source"),
+            "channels": _array(_CHANNEL),
+            "origin": {"type": "string", "description": "the replica whose write caused the change"},
+        }
+    ),
+    "FeedOverflow": _object(
+        {
+            "error": {"const": "FeedOverflow"},
+            "message": {"type": "string"},
+            "last_event_id": _nullable("string"),
+        },
+        description="sent as the last SSE message (event: overflow) when the subscriber fell behind",
+    ),
+    "Status": _object(
+        {
+            "replica_id": {"type": "string"},
+            "url": {"type": "string"},
+            "channels": _array(_CHANNEL),
+            "subscribed": _nullable("array", items=_CHANNEL),
+            "version_vectors": {
+                "type": "object",
+                "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+            "memories": {"type": "integer"},
+            "pending_deltas": {"type": "integer"},
+            "event_subscribers": {"type": "integer"},
+            "peers": _array({"type": "object"}),
+            "links": _array({"type": "object"}),
+        }
+    ),
+    "Health": _object({"ok": {"type": "boolean"}, "replica_id": {"type": "string"}}),
+    "SyncPullRequest": _object(
+        {
+            "channels": _array(_CHANNEL),
+            "vectors": {
+                "type": "object",
+                "description": "{channel: {origin: seq}}: what the caller already has",
+                "additionalProperties": {"type": "object", "additionalProperties": {"type": "integer"}},
+            },
+            "limit": {"type": "integer", "minimum": 1, "maximum": 5000, "default": 1000},
+        },
+        required=["channels"],
+    ),
+    "SyncPushResult": _object(
+        {
+            "applied": {"type": "integer"},
+            "duplicates": {"type": "integer"},
+            "pending": {"type": "integer"},
+            "ignored": {"type": "integer"},
+            "vectors": {"type": "object"},
+        }
+    ),
+}
+
+
+def _error(description: str, **headers: Schema) -> Schema:
+    response: Schema = {
+        "description": description,
+        "content": {"application/json": {"schema": _ref("Error")}},
+    }
+    if headers:
+        response["headers"] = {name: {"schema": schema} for name, schema in headers.items()}
+    return response
+
+
+_RESPONSES: dict[str, Schema] = {
+    "BadRequest": _error("malformed JSON, unknown field, wrong type or invalid value; nothing changed"),
+    "Unauthorized": _error("missing or unknown bearer token"),
+    "Forbidden": _error("the principal may not read or write a channel involved"),
+    "NotFound": _error("no such memory, or one the principal may not see"),
+    "Conflict": _error("the memory is deleted, or the field is not in conflict"),
+    "RateLimited": _error(
+        "over the principal's write rate", **{"Retry-After": {"type": "integer", "description": "seconds"}}
+    ),
+    "TooLarge": _error("the body is larger than the node accepts"),
+    "Unprocessable": _error("a timestamp in the payload is too far ahead of this replica's clock"),
+    "Unavailable": _error("the store failed or the replica is closing; retry"),
+}
+
+
+def _json(schema: Schema, description: str) -> Schema:
+    return {"description": description, "content": {"application/json": {"schema": schema}}}
+
+
+def _errors(*codes: int) -> dict[str, Schema]:
+    names = {
+        400: "BadRequest",
+        401: "Unauthorized",
+        403: "Forbidden",
+        404: "NotFound",
+        409: "Conflict",
+        413: "TooLarge",
+        422: "Unprocessable",
+        429: "RateLimited",
+        503: "Unavailable",
+    }
+    return {str(code): {"$ref": f"#/components/responses/{names[code]}"} for code in codes}
+
+
+def _query(name: str, schema: Schema, description: str, **extra: Any) -> Schema:
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "schema": schema,
+        "description": description,
+        **extra,
+    }
+
+
+_ID_PARAM: Schema = {"name": "id", "in": "path", "required": True, "schema": _NAME}
+_READ_ERRORS = (400, 401, 404, 503)
+_WRITE_ERRORS = (400, 401, 403, 404, 409, 429, 503)
+_PUBLIC: list[dict[str, list[str]]] = []
+
+
+def _operation(summary: str, tag: str, responses: dict[str, Schema], **extra: Any) -> Schema:
+    return {"summary": summary, "tags": [tag], "responses": responses, **extra}
+
+
+def _body(schema: Schema, content_type: str = "application/json") -> Schema:
+    return {"required": True, "content": {content_type: {"schema": schema}}}
+
+
+def _paths() -> dict[str, Schema]:
+    memory = _json(_ref("Memory"), "the memory")
+    return {
+        "/v1/memories": {
+            "post": _operation(
+                "Create a memory; its channels follow from user_id, tenant_id, topics and shared",
+                "memories",
+                {
+                    "201": {
+                        **_json(_ref("Memory"), "created"),
+                        "headers": {"Location": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(400, 401, 403, 429, 503),
+                },
+                operationId="createMemory",
+                requestBody=_body(_ref("MemoryCreate")),
+            ),
+            "get": _operation(
+                "List readable memories matching every filter, most recently changed first",
+                "memories",
+                {"200": _json(_ref("MemoryList"), "the memories"), **_errors(400, 401, 503)},
+                operationId="listMemories",
+                parameters=[
+                    _query("user_id", _NAME, "scope user"),
+                    _query("tenant_id", _NAME, "scope tenant"),
+                    _query("topic", _NAME, "one of the memory's topics"),
+                    _query("kind", _KIND, "memory kind"),
+                    _query(
+                        "include_deleted",
+                        {"type": "boolean", "default": False},
+                        "include deleted memories (those in a delete conflict are always listed)",
+                    ),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                        "at most this many",
+                    ),
+                ],
+            ),
+        },
+        "/v1/memories/{id}": {
+            "parameters": [_ID_PARAM],
+            "get": _operation(
+                "Read one memory (deleted ones too)",
+                "memories",
+                {"200": memory, **_errors(*_READ_ERRORS)},
+                operationId="getMemory",
+            ),
+            "patch": _operation(
+                "Change a memory: content/metadata/tags, or increment, add_items/remove_items, "
+                "append_message by kind",
+                "memories",
+                {"200": memory, **_errors(*_WRITE_ERRORS)},
+                operationId="updateMemory",
+                requestBody=_body(_ref("MemoryPatch")),
+            ),
+            "delete": _operation(
+                "Mark a memory deleted",
+                "memories",
+                {"200": memory, **_errors(*_WRITE_ERRORS)},
+                operationId="deleteMemory",
+            ),
+        },
+        "/v1/memories/{id}/history": {
+            "parameters": [_ID_PARAM],
+            "get": _operation(
+                "Every change this replica applied to the memory, oldest first",
+                "memories",
+                {"200": _json(_ref("History"), "the history"), **_errors(*_READ_ERRORS)},
+                operationId="memoryHistory",
+            ),
+        },
+        "/v1/memories/{id}/resolve": {
+            "parameters": [_ID_PARAM],
+            "post": _operation(
+                "Settle a conflicted field to a value; the resolution replicates like any write",
+                "conflicts",
+                {"200": memory, **_errors(*_WRITE_ERRORS)},
+                operationId="resolveConflict",
+                requestBody=_body(_ref("Resolve")),
+            ),
+        },
+        "/v1/conflicts": {
+            "get": _operation(
+                "Open conflicts of readable memories, sorted by memory id and field",
+                "conflicts",
+                {"200": _json(_ref("ConflictList"), "the conflicts"), **_errors(*_READ_ERRORS)},
+                operationId="listConflicts",
+                parameters=[
+                    _query("user_id", _NAME, "scope user"),
+                    _query("tenant_id", _NAME, "scope tenant"),
+                    _query("memory_id", _NAME, "one memory"),
+                ],
+            ),
+        },
+        "/v1/events": {
+            "get": _operation(
+                "The MemoryEvent feed as Server-Sent Events, or as a WebSocket of JSON text messages "
+                "when the request is an upgrade",
+                "events",
+                {
+                    "200": {
+                        "description": "an SSE stream: id = event_id, event = event_type, data = "
+                        "MemoryEvent JSON; ': heartbeat' comments every 15 s; a final 'event: overflow' "
+                        "(data: FeedOverflow) if the client fell behind; resume with Last-Event-ID",
+                        "content": {"text/event-stream": {"schema": _ref("MemoryEvent")}},
+                    },
+                    "101": {
+                        "description": "WebSocket: each text message is MemoryEvent JSON; closes with "
+                        "1013 if the client fell behind (reconnect with last_event_id)"
+                    },
+                    **_errors(400, 401, 403, 503),
+                },
+                operationId="events",
+                parameters=[
+                    _query(
+                        "channel",
+                        _array(_CHANNEL),
+                        "channels to follow (repeat, or comma-separated); default: every readable one",
+                        style="form",
+                        explode=True,
+                    ),
+                    _query(
+                        "last_event_id",
+                        {"type": "string"},
+                        "resume after this event id (same as the Last-Event-ID header)",
+                    ),
+                    {
+                        "name": "Last-Event-ID",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string"},
+                        "description": "resume: replay the current state of what changed since, then go live",
+                    },
+                ],
+            ),
+        },
+        "/v1/status": {
+            "get": _operation(
+                "Replica, channels, version vectors, peers and links",
+                "operations",
+                {"200": _json(_ref("Status"), "status"), **_errors(401)},
+                operationId="status",
+            ),
+        },
+        "/metrics": {
+            "get": _operation(
+                "Prometheus metrics",
+                "operations",
+                {
+                    "200": {
+                        "description": "Prometheus text format",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_errors(401),
+                },
+                operationId="metrics",
+            ),
+        },
+        "/healthz": {
+            "get": _operation(
+                "Liveness",
+                "operations",
+                {"200": _json(_ref("Health"), "alive")},
+                operationId="healthz",
+                security=_PUBLIC,
+            ),
+        },
+        "/openapi.json": {
+            "get": _operation(
+                "This document",
+                "operations",
+                {"200": _json({"type": "object"}, "the OpenAPI description")},
+                operationId="openapi",
+                security=_PUBLIC,
+            ),
+        },
+        "/v1/sync/pull": {
+            "post": _operation(
+                "Pull the deltas the caller is missing (one page); X-Crdtmem-More: 1 when there is more",
+                "sync",
+                {
+                    "200": {
+                        "description": "a crdtmem.deltas payload (msgpack)",
+                        "headers": {"X-Crdtmem-More": {"schema": {"type": "string", "enum": ["0", "1"]}}},
+                        "content": {
+                            "application/x-crdtmem-deltas": {
+                                "schema": {
+                                    "type": "string",
+                                    "contentMediaType": "application/x-crdtmem-deltas",
+                                }
+                            }
+                        },
+                    },
+                    **_errors(400, 401, 403, 503),
+                },
+                operationId="syncPull",
+                requestBody=_body(_ref("SyncPullRequest"), "application/x-msgpack"),
+            ),
+        },
+        "/v1/sync/push": {
+            "post": _operation(
+                "Push a crdtmem.deltas payload; every channel in it must be writable",
+                "sync",
+                {
+                    "200": _json(_ref("SyncPushResult"), "what was applied"),
+                    **_errors(400, 401, 403, 413, 422, 429, 503),
+                },
+                operationId="syncPush",
+                requestBody=_body(
+                    {"type": "string", "contentMediaType": "application/x-crdtmem-deltas"},
+                    "application/x-crdtmem-deltas",
+                ),
+            ),
+        },
+        "/v1/sync/ws": {
+            "get": _operation(
+                "The replication WebSocket: binary msgpack frames (hello, deltas, ack, ...; see "
+                "docs/protocol.md)",
+                "sync",
+                {"101": {"description": "switching to the replication WebSocket"}, **_errors(400, 401)},
+                operationId="syncWebSocket",
+            ),
+        },
+    }
+
+
+@cache
+def spec() -> dict[str, Any]:
+    """The OpenAPI 3.1 document (built once; treat it as read-only)."""
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "crdtmem node",
+            "version": __version__,
+            "description": "Real-time memory sync for AI agents: memories as CRDTs, the REST API, the "
+            "MemoryEvent feed and replication. Errors are {error, message} JSON.",
+        },
+        "security": [{"bearer": []}, {"tokenQuery": []}],
+        "tags": [{"name": name} for name in ("memories", "conflicts", "events", "sync", "operations")],
+        "paths": _paths(),
+        "components": {
+            "schemas": _SCHEMAS,
+            "responses": _RESPONSES,
+            "securitySchemes": {
+                "bearer": {"type": "http", "scheme": "bearer"},
+                "tokenQuery": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "token",
+                    "description": "for browsers' EventSource and WebSocket",
+                },
+            },
+        },
+    }

@@ -1,0 +1,561 @@
+"""GET /v1/events against a real node: SSE and WebSocket, access, resume without gaps or duplicates,
+overflow, heartbeats and shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import time
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+
+from crdtmem import MemoryEvent, Replica
+from crdtmem.access import TokenTable
+from crdtmem.server import Node
+from crdtmem.server import feed as feed_module
+
+# app.py stores the principal under a str key, which aiohttp >= 3.14 warns about once per process.
+
+ADMIN = "admin-token-0123456789"
+ACME = "acme-token-0123456789"
+GLOBEX = "globex-token-0123456789"
+USERS_READER = "users-reader-0123456789"
+ALICE = "user:alice:memories"
+TOKENS = TokenTable.from_json(
+    {
+        "tokens": [
+            {"token": ADMIN, "principal": "user:admin", "read": ["*"], "write": ["*"]},
+            {
+                "token": ACME,
+                "principal": "user:acme-agent",
+                "read": ["tenant:acme:shared", ALICE],
+                "write": ["tenant:acme:shared", ALICE],
+            },
+            {
+                "token": GLOBEX,
+                "principal": "user:globex-agent",
+                "read": ["tenant:globex:shared", "user:bob:memories"],
+                "write": ["tenant:globex:shared", "user:bob:memories"],
+            },
+            {"token": USERS_READER, "principal": "user:support", "read": ["user:*:memories"], "write": []},
+        ]
+    }
+)
+TIMEOUT = 5.0
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+@pytest.fixture
+async def node(tmp_path: Path) -> AsyncIterator[Node]:
+    async with Node(Replica(tmp_path / "a.db", replica_id="a"), tokens=TOKENS) as running:
+        yield running
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_read=20)) as client:
+        yield client
+
+
+class Api:
+    def __init__(self, session: aiohttp.ClientSession, node: Node, token: str):
+        self.session, self.url, self.token = session, node.url, token
+
+    async def call(self, method: str, path: str, body: Any = None, status: int = 200) -> Any:
+        async with self.session.request(
+            method, self.url + path, json=body, headers=auth(self.token)
+        ) as response:
+            data = await response.json()
+            assert response.status == status, data
+            return data
+
+    async def add(self, content: Any, **fields: Any) -> dict[str, Any]:
+        return dict(await self.call("POST", "/v1/memories", {"content": content, **fields}, 201))
+
+    async def patch(self, memory_id: str, **fields: Any) -> dict[str, Any]:
+        return dict(await self.call("PATCH", f"/v1/memories/{memory_id}", fields))
+
+
+@pytest.fixture
+def api(node: Node, session: aiohttp.ClientSession) -> Api:
+    return Api(session, node, ADMIN)
+
+
+class Sse:
+    """Reads Server-Sent Events messages off a streaming response."""
+
+    def __init__(self, response: aiohttp.ClientResponse):
+        self.response = response
+
+    async def message(self, timeout: float = TIMEOUT) -> dict[str, Any] | None:
+        """The next message as {id, event, data, comments}; None at the end of the stream."""
+        fields: dict[str, Any] = {"comments": [], "data": []}
+        while True:
+            line = await asyncio.wait_for(self.response.content.readline(), timeout)
+            if not line:
+                return None
+            text = line.decode().rstrip("\n")
+            if not text:
+                if fields["data"] or fields["comments"] or "event" in fields:
+                    fields["data"] = json.loads("\n".join(fields["data"])) if fields["data"] else None
+                    return fields
+                continue
+            if text.startswith(":"):
+                fields["comments"].append(text[1:].strip())
+                continue
+            name, _, value = text.partition(":")
+            value = value.removeprefix(" ")
+            if name == "data":
+                fields["data"].append(value)
+            elif name in ("id", "event", "retry"):
+                fields[name] = value
+
+    async def event(self, timeout: float = TIMEOUT) -> dict[str, Any]:
+        """The next message that is not only comments."""
+        while True:
+            message = await self.message(timeout)
+            assert message is not None, "the stream ended"
+            if "event" in message or message["data"] is not None:
+                return message
+
+    async def events(self, count: int) -> list[dict[str, Any]]:
+        return [await self.event() for _ in range(count)]
+
+    async def quiet(self, seconds: float = 0.3) -> None:
+        """Assert that no event arrives for a while."""
+        try:
+            message = await self.event(timeout=seconds)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected event {message}")
+
+
+def open_sse(
+    session: aiohttp.ClientSession, node: Node, token: str, query: str = "", last_event_id: str | None = None
+) -> Any:
+    headers = auth(token)
+    if last_event_id is not None:
+        headers["Last-Event-ID"] = last_event_id
+    return session.get(f"{node.url}/v1/events{query}", headers=headers)
+
+
+def check_seed_schema(message: dict[str, Any]) -> dict[str, Any]:
+    """A MemoryEvent in the seed design's schema, with SSE id/event matching it."""
+    data = message["data"]
+    assert message["id"] == data["event_id"] and message["event"] == data["event_type"]
+    assert data["event_type"] in ("create", "update", "delete", "conflict", "resolve")
+    datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00"))
+    memory = data["memory"]
+    assert {"id", "content", "embedding", "type", "metadata"} <= set(memory)
+    assert memory["type"] == memory["kind"]
+    assert set(data["source"]) == {"agent_id", "session_id", "user_id"}
+    assert data["channels"] == memory["channels"] and data["channels"]
+    replica, _, version = data["event_id"].partition(":")
+    assert replica == "a" and int(version) == memory["version"]
+    return dict(data)
+
+
+async def make_conflict(node: Node, api: Api, memory_id: str) -> None:
+    channels = list((await node.replica.get(memory_id)).channels)
+    async with Replica(replica_id="b") as other:
+        await other.apply(await node.replica.export_since(channels))
+        await other.update(memory_id, content="from b")
+        await api.patch(memory_id, content="from a")
+        payload = await other.export_since(channels, node.replica.version_vectors(channels))
+    async with api.session.post(node.url + "/v1/sync/push", data=payload, headers=auth(ADMIN)) as response:
+        assert response.status == 200, await response.text()
+
+
+# -- SSE -----------------------------------------------------------------------------------------
+
+
+async def test_sse_carries_every_event_type_in_the_seed_schema(
+    node: Node, session: aiohttp.ClientSession, api: Api
+) -> None:
+    async with open_sse(session, node, ACME, f"?channel={ALICE}") as response:
+        assert response.status == 200
+        assert response.headers["Content-Type"].startswith("text/event-stream")
+        sse = Sse(response)
+        memory = await api.add("v1", user_id="alice", agent_id="phone", session_id="s1")
+        await api.patch(memory["id"], content="v2")
+        await make_conflict(node, api, memory["id"])
+        await api.call("POST", f"/v1/memories/{memory['id']}/resolve", {"field": "content", "value": "v3"})
+        await api.call("DELETE", f"/v1/memories/{memory['id']}")
+        events = [check_seed_schema(m) for m in await sse.events(6)]
+        assert [e["event_type"] for e in events] == [
+            "create",
+            "update",
+            "update",
+            "conflict",
+            "resolve",
+            "delete",
+        ]
+        assert [e["memory"]["content"] for e in events[:2]] == ["v1", "v2"]
+        assert events[0]["source"] == {"agent_id": "phone", "session_id": "s1", "user_id": "alice"}
+        assert events[3]["origin"] == "b" and events[3]["memory"]["conflicts"] == ["content"]
+        assert events[4]["memory"]["content"] == "v3" and not events[4]["memory"]["conflicted"]
+        assert events[5]["memory"]["deleted"] is True
+        versions = [e["memory"]["version"] for e in events]
+        assert versions == sorted(set(versions))
+
+
+async def test_sse_filters_by_channel(node: Node, session: aiohttp.ClientSession, api: Api) -> None:
+    async with open_sse(
+        session, node, ADMIN, "?channel=tenant:acme:shared,topic:billing:updates"
+    ) as response:
+        sse = Sse(response)
+        await api.add("alice only", user_id="alice")
+        shared = await api.add("acme", tenant_id="acme")
+        topical = await api.add("billing", user_id="bob", topics=["billing"])
+        got = [m["data"]["memory"]["id"] for m in await sse.events(2)]
+        assert got == [shared["id"], topical["id"]]
+        await sse.quiet()
+
+
+async def test_default_channels_are_the_readable_ones(
+    node: Node, session: aiohttp.ClientSession, api: Api
+) -> None:
+    async with open_sse(session, node, ACME) as acme, open_sse(session, node, USERS_READER) as support:
+        await api.add("bob's", user_id="bob", tenant_id="globex")
+        alice = await api.add("alice's", user_id="alice")
+        shared = await api.add("acme-wide", tenant_id="acme")
+        carol = await api.add("carol's", user_id="carol")
+        assert [m["data"]["memory"]["id"] for m in await Sse(acme).events(2)] == [alice["id"], shared["id"]]
+        await Sse(acme).quiet()
+        got = [m["data"]["memory"]["id"] for m in await Sse(support).events(3)]
+        assert got[1:] == [alice["id"], carol["id"]]  # bob's too: user:*:memories
+
+
+async def test_open_node_streams_everything(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    async with (
+        Node(Replica(tmp_path / "o.db", replica_id="o")) as open_node,
+        session.get(open_node.url + "/v1/events") as response,
+    ):
+        sse = Sse(response)
+        await open_node.replica.add("global")
+        await open_node.replica.add("tenant", tenant_id="t")
+        assert [m["data"]["memory"]["content"] for m in await sse.events(2)] == ["global", "tenant"]
+
+
+async def test_heartbeat_comments_when_idle(
+    node: Node, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed_module, "HEARTBEAT_SECONDS", 0.2)
+    monkeypatch.setattr(feed_module, "POLL_SECONDS", 0.05)
+    async with open_sse(session, node, ACME) as response:
+        sse = Sse(response)
+        seen: list[str] = []
+        while "heartbeat" not in seen:
+            message = await sse.message(timeout=2)
+            assert message is not None
+            seen += message["comments"]
+
+
+# -- access and bad requests ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("token", "query", "status"),
+    [
+        (ACME, "?channel=tenant:globex:shared", 403),
+        (ACME, f"?channel={ALICE}&channel=user:bob:memories", 403),
+        (GLOBEX, f"?channel={ALICE}", 403),
+        (USERS_READER, "?channel=tenant:acme:shared", 403),
+        (ACME, "?channel=tenant:acme", 400),
+        (ACME, "?channel=bogus", 400),
+        (ACME, "?chanel=user:alice:memories", 400),
+        (ACME, "?last_event_id=garbage", 400),
+        (ACME, "?last_event_id=a:-1", 400),
+        (ACME, "?last_event_id=a:1x", 400),
+        ("wrong-token-0123456789", "", 401),
+    ],
+)
+async def test_sse_and_ws_refusals(
+    node: Node, session: aiohttp.ClientSession, token: str, query: str, status: int
+) -> None:
+    async with open_sse(session, node, token, query) as response:
+        assert response.status == status
+        body = await response.json()
+        assert set(body) == {"error", "message"}
+    with pytest.raises(aiohttp.WSServerHandshakeError) as refused:
+        await session.ws_connect(f"{node.url}/v1/events{query}", headers=auth(token))
+    assert refused.value.status == status
+    assert len(node.replica.feed) == 0
+
+
+async def test_no_readable_channel_is_403(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    tokens = TokenTable.from_json(
+        {"tokens": [{"token": "writer-token-0123456789", "principal": "user:w", "read": [], "write": ["*"]}]}
+    )
+    async with (
+        Node(Replica(tmp_path / "w.db", replica_id="w"), tokens=tokens) as writer_node,
+        open_sse(session, writer_node, "writer-token-0123456789") as response,
+    ):
+        assert response.status == 403
+
+
+# -- resume --------------------------------------------------------------------------------------
+
+
+async def test_resume_with_last_event_id_replays_what_changed(
+    node: Node, session: aiohttp.ClientSession, api: Api
+) -> None:
+    query = f"?channel={ALICE}"
+    async with open_sse(session, node, ACME, query) as response:
+        sse = Sse(response)
+        one = await api.add("one", user_id="alice")
+        two = await api.add("two", user_id="alice")
+        seen = await sse.events(2)
+    last_id = seen[-1]["id"]
+
+    await api.patch(one["id"], content="one v2")
+    await api.add("not alice's", user_id="bob")
+    three = await api.add("three", user_id="alice")
+    await api.call("DELETE", f"/v1/memories/{two['id']}")
+
+    async with open_sse(session, node, ACME, query, last_event_id=last_id) as response:
+        sse = Sse(response)
+        replay = [check_seed_schema(m) for m in await sse.events(3)]
+        assert [(e["memory"]["id"], e["event_type"]) for e in replay] == [
+            (one["id"], "update"),
+            (three["id"], "update"),
+            (two["id"], "delete"),
+        ]
+        assert replay[0]["memory"]["content"] == "one v2"
+        await sse.quiet()
+        four = await api.add("four", user_id="alice")
+        live = check_seed_schema(await sse.event())
+        assert (live["memory"]["id"], live["event_type"]) == (four["id"], "create")
+
+    # the query parameter works like the header, and an id from the newest event replays nothing
+    async with open_sse(session, node, ACME, f"{query}&last_event_id={live['event_id']}") as response:
+        await Sse(response).quiet()
+
+
+async def test_resume_from_zero_or_another_replica_replays_everything(
+    node: Node, session: aiohttp.ClientSession, api: Api
+) -> None:
+    first = await api.add("first", user_id="alice")
+    second = await api.add("second", user_id="alice")
+    for last_id in ("a:0", "some-other-replica:12345", "a:999999"):
+        async with open_sse(session, node, ACME, last_event_id=last_id) as response:
+            replay = await Sse(response).events(2)
+            assert [(m["data"]["memory"]["id"], m["event"]) for m in replay] == [
+                (first["id"], "create"),
+                (second["id"], "create"),
+            ]
+
+
+async def test_resume_during_concurrent_writes_has_no_gaps_or_duplicates(
+    node: Node, session: aiohttp.ClientSession, api: Api
+) -> None:
+    """Reconnect again and again while writes keep coming; every client-side view is gap-free."""
+    memories = [await api.add(f"m{i}", user_id="alice") for i in range(3)]
+    stop = asyncio.Event()
+
+    async def writer() -> None:
+        n = 0
+        while not stop.is_set():
+            target = memories[n % len(memories)]
+            await node.replica.update(target["id"], content=f"{target['id']} v{n}")
+            if n % 7 == 0:
+                memories.append((await node.replica.add(f"new {n}", user_id="alice")).to_dict())
+            n += 1
+            await asyncio.sleep(0)
+
+    task = asyncio.create_task(writer())
+    received: list[dict[str, Any]] = []
+    last_id: str | None = None
+    try:
+        for _round in range(8):
+            async with open_sse(session, node, ACME, f"?channel={ALICE}", last_event_id=last_id) as response:
+                sse = Sse(response)
+                for _ in range(5):
+                    message = await sse.event()
+                    received.append(message["data"])
+                    last_id = message["id"]
+            await asyncio.sleep(0.05)  # away for a while: the next connection starts with a replay
+    finally:
+        stop.set()
+        await task
+    async with open_sse(session, node, ACME, f"?channel={ALICE}", last_event_id=last_id) as response:
+        sse = Sse(response)
+        while True:
+            try:
+                message = await sse.event(timeout=0.5)
+            except TimeoutError:
+                break
+            received.append(message["data"])
+
+    versions = [e["memory"]["version"] for e in received]
+    assert versions == sorted(versions) and len(versions) == len(set(versions)), "duplicate or out of order"
+    latest: dict[str, dict[str, Any]] = {}
+    for event in received:
+        latest[event["memory"]["id"]] = event["memory"]
+    final = {m.id: m.to_dict() for m in await node.replica.list(channel=ALICE)}
+    assert set(latest) == set(final), "a memory never reached the client"
+    for memory_id, memory in final.items():
+        assert latest[memory_id] == {**memory, "type": memory["kind"]}, "the client missed a change"
+
+
+async def test_a_write_between_subscribing_and_the_replay_comes_once(
+    node: Node, session: aiohttp.ClientSession, api: Api, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The live subscription opens before the replay is read: a change committed in between is in
+    both, and the client gets it exactly once."""
+    memory = await api.add("v1", user_id="alice")
+    read_replay = feed_module._EventStream._read_replay
+
+    async def write_then_read(stream: Any, after: int) -> list[MemoryEvent]:
+        await node.replica.update(memory["id"], content="v2")  # committed and published: queued live
+        await node.replica.add("new", user_id="alice")
+        return await read_replay(stream, after)
+
+    monkeypatch.setattr(feed_module._EventStream, "_read_replay", write_then_read)
+    async with open_sse(session, node, ACME, last_event_id=f"a:{memory['version']}") as response:
+        sse = Sse(response)
+        replay = await sse.events(2)
+        assert [m["data"]["memory"]["content"] for m in replay] == ["v2", "new"]
+        await sse.quiet()
+        await api.patch(memory["id"], content="v3")
+        assert (await sse.event())["data"]["memory"]["content"] == "v3"
+
+
+# -- backpressure, disconnects, shutdown ---------------------------------------------------------
+
+
+async def flood(node: Node, count: int) -> list[MemoryEvent]:
+    """Publish ``count`` events at once, faster than any stream can take them."""
+    memory = await node.replica.add("flood", user_id="alice")
+    base = memory.version
+    events = [
+        MemoryEvent(
+            f"a:{base + i}",
+            "update",
+            "2024-01-01T00:00:00.000Z",
+            dataclasses.replace(memory, version=base + i),
+            memory.source,
+            memory.channels,
+            "a",
+        )
+        for i in range(1, count + 1)
+    ]
+    node.replica.feed.publish(events)
+    return events
+
+
+async def test_sse_overflow_tells_the_client_to_resume(
+    node: Node, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed_module, "MAX_QUEUE", 3)
+    async with open_sse(session, node, ACME) as response:
+        sse = Sse(response)
+        await node.replica.add("before", user_id="alice")
+        before = await sse.event()
+        await flood(node, 20)
+        got = []
+        while (message := await sse.event())["event"] != "overflow":
+            got.append(message)
+        assert 1 <= len(got) <= 4
+        overflow = message["data"]
+        assert overflow["error"] == "FeedOverflow" and "Last-Event-ID" in overflow["message"]
+        assert overflow["last_event_id"] == (got[-1]["id"] if got else before["id"])
+        assert "id" not in message  # the client's Last-Event-ID stays the last real event
+        assert await sse.message() is None  # and the stream ends
+    assert await _eventually(lambda: len(node.replica.feed) == 0)
+
+
+async def test_ws_overflow_closes_with_1013(
+    node: Node, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed_module, "MAX_QUEUE", 3)
+    async with session.ws_connect(f"{node.url}/v1/events", headers=auth(ACME)) as ws:
+        await node.replica.add("before", user_id="alice")
+        assert (await ws.receive_json(timeout=TIMEOUT))["event_type"] == "create"
+        await flood(node, 20)
+        messages = []
+        while True:
+            message = await ws.receive(timeout=TIMEOUT)
+            if message.type != aiohttp.WSMsgType.TEXT:
+                break
+            messages.append(json.loads(message.data))
+        assert messages[-1]["error"] == "FeedOverflow"
+        assert messages[-1]["last_event_id"] == messages[-2]["event_id"]
+        assert ws.close_code == 1013
+
+
+async def test_client_disconnect_releases_the_subscription(
+    node: Node, session: aiohttp.ClientSession, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(feed_module, "POLL_SECONDS", 0.05)
+    async with open_sse(session, node, ACME) as response:
+        await Sse(response).message()
+        assert len(node.replica.feed) == 1
+    assert await _eventually(lambda: len(node.replica.feed) == 0)
+    async with session.ws_connect(f"{node.url}/v1/events", headers=auth(ACME)):
+        assert await _eventually(lambda: len(node.replica.feed) == 1)
+    assert await _eventually(lambda: len(node.replica.feed) == 0)
+
+
+async def test_node_stops_promptly_with_open_streams(tmp_path: Path, session: aiohttp.ClientSession) -> None:
+    running = await Node(Replica(tmp_path / "s.db", replica_id="s"), tokens=TOKENS).start()
+    async with (
+        open_sse(session, running, ACME) as response,
+        session.ws_connect(f"{running.url}/v1/events", headers=auth(ACME)) as ws,
+    ):
+        sse = Sse(response)
+        await sse.message()
+        started = time.monotonic()
+        await running.stop()
+        assert time.monotonic() - started < 3
+        assert await sse.message() is None
+        assert (await ws.receive(timeout=TIMEOUT)).type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+
+
+# -- WebSocket -----------------------------------------------------------------------------------
+
+
+async def test_websocket_feed_and_resume(node: Node, session: aiohttp.ClientSession, api: Api) -> None:
+    url = f"{node.url}/v1/events?channel={ALICE}"
+    async with session.ws_connect(url, headers=auth(ACME)) as ws:
+        memory = await api.add("hello", user_id="alice")
+        await api.add("not for alice", user_id="bob")
+        await api.patch(memory["id"], content="hello again")
+        created = await ws.receive_json(timeout=TIMEOUT)
+        updated = await ws.receive_json(timeout=TIMEOUT)
+        assert (created["event_type"], created["memory"]["content"]) == ("create", "hello")
+        assert (updated["event_type"], updated["memory"]["content"]) == ("update", "hello again")
+        check_seed_schema({"id": created["event_id"], "event": created["event_type"], "data": created})
+
+    await api.patch(memory["id"], content="while away")
+    async with session.ws_connect(f"{url}&last_event_id={updated['event_id']}", headers=auth(ACME)) as ws:
+        replayed = await ws.receive_json(timeout=TIMEOUT)
+        assert (replayed["event_type"], replayed["memory"]["content"]) == ("update", "while away")
+        await api.call("DELETE", f"/v1/memories/{memory['id']}")
+        deleted = await ws.receive_json(timeout=TIMEOUT)
+        assert deleted["event_type"] == "delete"
+        assert int(deleted["event_id"].split(":")[1]) > int(replayed["event_id"].split(":")[1])
+
+
+async def test_websocket_token_in_query(node: Node, session: aiohttp.ClientSession, api: Api) -> None:
+    async with session.ws_connect(f"{node.url}/v1/events?token={ACME}") as ws:
+        await api.add("x", user_id="alice")
+        assert (await ws.receive_json(timeout=TIMEOUT))["event_type"] == "create"
+
+
+async def _eventually(check: Any, timeout: float = 3.0) -> bool:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.02)
+    return True
