@@ -179,8 +179,8 @@ class Link:
             await self.ws.send_bytes(encode_frame("deltas", n=n, payload=body))
             self._advance_sent(deltas, mine)
             self.status.frames_sent += 1
-            self.status.deltas_sent += len(deltas)
-            self.metrics.inc("crdtmem_deltas_sent_total", len(deltas), peer=self.peer_id)
+            self.status.deltas_sent += len(outgoing)
+            self.metrics.inc("crdtmem_deltas_sent_total", len(outgoing), peer=self.peer_id)
             if len(deltas) < self.settings.page:
                 return
 

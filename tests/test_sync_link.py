@@ -1,0 +1,149 @@
+"""The replication link in detail: backpressure to pull mode, lazy coalescing, oversize frames,
+backoff; against real aiohttp servers on loopback (in-process nodes here, to reach their internals)."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+
+import aiohttp
+import msgpack
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from crdtmem import Replica
+from crdtmem import payload as wire
+from crdtmem.server import Node, PeerConfig
+from crdtmem.sync.coalesce import coalesce
+from crdtmem.sync.link import LinkSettings
+from crdtmem.sync.peer import Backoff
+from crdtmem.sync.protocol import decode_frame, encode_frame
+
+U1 = "user:u1:memories"
+
+
+async def _frames_until(ws, wanted: str, timeout: float = 10.0) -> list:
+    seen = []
+    async with asyncio.timeout(timeout):
+        while True:
+            frame = decode_frame((await ws.receive()).data)
+            seen.append(frame)
+            if frame.type == wanted:
+                return seen
+
+
+async def test_slow_subscriber_is_moved_to_pull_and_told_so(tmp_path):
+    settings_ = LinkSettings(page=1, window=2, slow_after=0.3, ack_timeout=60)
+    async with Node(Replica(tmp_path / "a.db", replica_id="a"), settings=settings_) as node:
+        for i in range(10):
+            await node.replica.add(f"fact {i}", user_id="u1")
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
+            await ws.send_bytes(encode_frame("hello", replica="slow", channels=[U1], mode="eager",
+                                             interval_ms=0, vectors={}))
+            frames = await _frames_until(ws, "mode")  # never acknowledge anything
+            deltas = [f for f in frames if f.type == "deltas"]
+            assert len(deltas) == settings_.window, "pushed beyond the window without acks"
+            assert frames[-1].body["mode"] == "pull"
+            status = node.status()
+            assert status["links"][0]["mode"] == "pull"
+            assert node.metrics.value("crdtmem_peers_moved_to_pull_total", peer="slow") == 1
+            # while in pull mode nothing more is pushed, however much is written
+            for i in range(5):
+                await node.replica.add(f"more {i}", user_id="u1")
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await ws.receive()
+            # the subscriber pulls, resumes from its new vectors, and is pushed to again
+            body = msgpack.packb({"channels": [U1], "vectors": {}, "limit": 100})
+            async with session.post(f"{node.url}/v1/sync/pull", data=body) as r:
+                pulled = wire.decode(await r.read())
+            assert len(pulled.deltas) == 15
+            await ws.send_bytes(encode_frame("resume", vectors=pulled.vectors))
+            latest = await node.replica.add("after resume", user_id="u1")
+            frames = await _frames_until(ws, "deltas")
+            assert [d.doc_id for d in wire.decode(frames[-1].body["payload"]).deltas] == [latest.id]
+            assert node.status()["links"][0]["mode"] == "eager"
+
+
+async def test_lazy_mode_batches_and_coalesces_deltas_of_one_memory(tmp_path):
+    async with Node(Replica(tmp_path / "hub.db", replica_id="hub", channels=[U1])) as hub, \
+            Node(Replica(tmp_path / "a.db", replica_id="a", channels=[U1]),
+                 peers=[PeerConfig(hub.url, mode="lazy", interval=0.3)]) as a:
+        counter = await a.replica.add(0, kind="counter", user_id="u1")
+        await asyncio.sleep(0.5)
+        for _ in range(200):
+            await a.replica.increment(counter.id, 1)
+        async with asyncio.timeout(10):
+            while (await _content(hub.replica, counter.id)) != 200:
+                await asyncio.sleep(0.05)
+        link = a.peers[0].link
+        assert link is not None and link.mode == "lazy"
+        assert link.status.frames_sent <= 5, "lazy mode sent frame by frame"
+        assert link.status.deltas_sent < 20, "deltas of one memory were not coalesced"
+        assert hub.replica.version_vector(U1) == a.replica.version_vector(U1)
+
+
+async def _content(replica: Replica, memory_id: str):
+    try:
+        return (await replica.get(memory_id)).content
+    except Exception:
+        return None
+
+
+async def test_oversized_frame_is_refused_and_others_keep_syncing(tmp_path):
+    settings_ = LinkSettings(max_frame_bytes=4096)
+    async with Node(Replica(tmp_path / "hub.db", replica_id="hub"), settings=settings_) as hub, \
+            Node(Replica(tmp_path / "b.db", replica_id="b", channels=[U1]), peers=[PeerConfig(hub.url)]) as b:
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{hub.url}/v1/sync/ws") as ws:
+            await ws.send_bytes(encode_frame("hello", replica="big", channels=[U1], mode="eager",
+                                             interval_ms=0, vectors={}))
+            assert decode_frame((await ws.receive()).data).type == "hello"
+            await ws.send_bytes(encode_frame("deltas", n=0, payload=b"x" * 10_000))
+            message = await ws.receive()
+            assert message.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED)
+            assert ws.close_code == aiohttp.WSCloseCode.MESSAGE_TOO_BIG
+        m = await hub.replica.add("still syncing", user_id="u1")
+        async with asyncio.timeout(10):
+            while await _content(b.replica, m.id) != "still syncing":
+                await asyncio.sleep(0.05)
+
+
+def test_backoff_is_jittered_exponential_and_capped():
+    backoff = Backoff(base=0.1, cap=2.0, rng=random.Random(1))
+    delays = [backoff.next() for _ in range(12)]
+    for attempt, delay in enumerate(delays):
+        assert 0 <= delay <= min(2.0, 0.1 * 2**attempt)
+    assert len(set(delays)) == len(delays)
+    backoff.reset()
+    assert backoff.next() <= 0.1
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from("ab"), st.sampled_from(["inc", "add", "sync"])), max_size=40))
+def test_coalesced_export_converges_to_the_same_state(script):
+    asyncio.run(_coalesce_script(script))
+
+
+async def _coalesce_script(script):
+    async with Replica(None, replica_id="a") as a, Replica(None, replica_id="b") as b, \
+            Replica(None, replica_id="plain") as plain, Replica(None, replica_id="merged") as merged:
+        counter = await a.add(0, kind="counter", user_id="u1")
+        items = await a.add([], kind="list", user_id="u1")
+        await b.apply(await a.export_since(U1))
+        for i, (side, op) in enumerate(script):
+            r, other = (a, b) if side == "a" else (b, a)
+            if op == "inc":
+                await r.increment(counter.id, i + 1)
+            elif op == "add":
+                await r.add_items(items.id, f"{side}{i}")
+            else:
+                await other.apply(await r.export_since(U1, other.version_vector(U1)))
+        await b.apply(await a.export_since(U1, b.version_vector(U1)))
+        deltas = b.store.deltas_since([U1], {}, None)
+        await plain.apply(wire.encode(wire.Payload("b", deltas, {})))
+        await merged.apply(wire.encode(wire.Payload("b", coalesce(deltas), {})))
+        for memory_id in (counter.id, items.id):
+            assert (await merged.get(memory_id)).content == (await plain.get(memory_id)).content
+        assert merged.version_vector(U1) == plain.version_vector(U1) == b.version_vector(U1)
+        assert not merged.store.pending()
