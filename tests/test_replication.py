@@ -75,9 +75,11 @@ async def test_multi_hop_conflict_flagged_everywhere_and_resolution_replicates(p
         assert await api.conflicts() == conflicts
 
     await apis[0].call("POST", f"/v1/memories/{m['id']}/resolve", {"field": "content", "value": "mate"})
+
     async def cleared() -> bool:
         remaining = [await api.conflicts() for api in apis]
         return not any(remaining) and await converged(apis)
+
     await eventually(cleared, what="resolution on every replica")
     assert (await api_b.get(m["id"]))["content"] == "mate"
 

@@ -37,10 +37,12 @@ async def run_faulty_exchange(procs, session, tmp_path, *, rounds: int, kills: i
     rng = random.Random(seed)
     a = ServerProcess(tmp_path, "a", channels=[U1]).start()
     procs.append(a)
-    async with FaultProxy(a.url, Faults(drop=0.1, duplicate=0.1, delay=0.01, reorder=0.1, cut=0.02),
-                          seed=seed) as proxy:
-        b = ServerProcess(tmp_path, "b", channels=[U1], peers=[proxy.url],
-                          extra=["--slow-after", "3"]).start()
+    async with FaultProxy(
+        a.url, Faults(drop=0.1, duplicate=0.1, delay=0.01, reorder=0.1, cut=0.02), seed=seed
+    ) as proxy:
+        b = ServerProcess(
+            tmp_path, "b", channels=[U1], peers=[proxy.url], extra=["--slow-after", "3"]
+        ).start()
         procs.append(b)
         api = {"a": Api(session, a.url), "b": Api(session, b.url)}
         items = await api["a"].add([], kind="list", user_id="u1")
@@ -62,7 +64,7 @@ async def run_faulty_exchange(procs, session, tmp_path, *, rounds: int, kills: i
                     acked_items.add(item)
                     await api[side].patch(counter["id"], increment=amount)
                     totals["acked"] += amount
-                except (aiohttp.ClientError, AssertionError, asyncio.TimeoutError):
+                except (TimeoutError, aiohttp.ClientError, AssertionError):
                     await asyncio.sleep(0.05)
 
         writers = [asyncio.create_task(writer(side)) for side in "ab"]
@@ -82,7 +84,16 @@ async def run_faulty_exchange(procs, session, tmp_path, *, rounds: int, kills: i
             assert acked_items <= listed <= tried_items, "an acknowledged write was lost"
             total = (await side.get(counter["id"]))["content"]
             assert acked_total <= total <= tried_total, "a delta was applied twice or lost"
-        print("proxy", proxy.stats, "acked", len(acked_items), acked_total, "tried", len(tried_items), tried_total)
+        print(
+            "proxy",
+            proxy.stats,
+            "acked",
+            len(acked_items),
+            acked_total,
+            "tried",
+            len(tried_items),
+            tried_total,
+        )
         assert proxy.stats["dropped"] + proxy.stats["duplicated"] + proxy.stats["reordered"] > 0
 
 

@@ -104,8 +104,9 @@ async def test_unknown_channel_and_malformed_bodies_are_400(session, server):
 
 
 async def _hello(ws, replica: str, channels: list[str]) -> dict:
-    await ws.send_bytes(encode_frame("hello", replica=replica, channels=channels, mode="eager",
-                                     interval_ms=0, vectors={}))
+    await ws.send_bytes(
+        encode_frame("hello", replica=replica, channels=channels, mode="eager", interval_ms=0, vectors={})
+    )
     frame = decode_frame((await ws.receive(timeout=5)).data)
     return {"type": frame.type, **frame.body}
 

@@ -39,8 +39,9 @@ async def test_slow_subscriber_is_moved_to_pull_and_told_so(tmp_path):
         for i in range(10):
             await node.replica.add(f"fact {i}", user_id="u1")
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(encode_frame("hello", replica="slow", channels=[U1], mode="eager",
-                                             interval_ms=0, vectors={}))
+            await ws.send_bytes(
+                encode_frame("hello", replica="slow", channels=[U1], mode="eager", interval_ms=0, vectors={})
+            )
             frames = await _frames_until(ws, "mode")  # never acknowledge anything
             deltas = [f for f in frames if f.type == "deltas"]
             assert len(deltas) == settings_.window, "pushed beyond the window without acks"
@@ -67,9 +68,13 @@ async def test_slow_subscriber_is_moved_to_pull_and_told_so(tmp_path):
 
 
 async def test_lazy_mode_batches_and_coalesces_deltas_of_one_memory(tmp_path):
-    async with Node(Replica(tmp_path / "hub.db", replica_id="hub", channels=[U1])) as hub, \
-            Node(Replica(tmp_path / "a.db", replica_id="a", channels=[U1]),
-                 peers=[PeerConfig(hub.url, mode="lazy", interval=0.3)]) as a:
+    async with (
+        Node(Replica(tmp_path / "hub.db", replica_id="hub", channels=[U1])) as hub,
+        Node(
+            Replica(tmp_path / "a.db", replica_id="a", channels=[U1]),
+            peers=[PeerConfig(hub.url, mode="lazy", interval=0.3)],
+        ) as a,
+    ):
         counter = await a.replica.add(0, kind="counter", user_id="u1")
         await asyncio.sleep(0.5)
         for _ in range(200):
@@ -93,11 +98,14 @@ async def _content(replica: Replica, memory_id: str):
 
 async def test_oversized_frame_is_refused_and_others_keep_syncing(tmp_path):
     settings_ = LinkSettings(max_frame_bytes=4096)
-    async with Node(Replica(tmp_path / "hub.db", replica_id="hub"), settings=settings_) as hub, \
-            Node(Replica(tmp_path / "b.db", replica_id="b", channels=[U1]), peers=[PeerConfig(hub.url)]) as b:
+    async with (
+        Node(Replica(tmp_path / "hub.db", replica_id="hub"), settings=settings_) as hub,
+        Node(Replica(tmp_path / "b.db", replica_id="b", channels=[U1]), peers=[PeerConfig(hub.url)]) as b,
+    ):
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{hub.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(encode_frame("hello", replica="big", channels=[U1], mode="eager",
-                                             interval_ms=0, vectors={}))
+            await ws.send_bytes(
+                encode_frame("hello", replica="big", channels=[U1], mode="eager", interval_ms=0, vectors={})
+            )
             assert decode_frame((await ws.receive()).data).type == "hello"
             await ws.send_bytes(encode_frame("deltas", n=0, payload=b"x" * 10_000))
             message = await ws.receive()
@@ -126,8 +134,12 @@ def test_coalesced_export_converges_to_the_same_state(script):
 
 
 async def _coalesce_script(script):
-    async with Replica(None, replica_id="a") as a, Replica(None, replica_id="b") as b, \
-            Replica(None, replica_id="plain") as plain, Replica(None, replica_id="merged") as merged:
+    async with (
+        Replica(None, replica_id="a") as a,
+        Replica(None, replica_id="b") as b,
+        Replica(None, replica_id="plain") as plain,
+        Replica(None, replica_id="merged") as merged,
+    ):
         counter = await a.add(0, kind="counter", user_id="u1")
         items = await a.add([], kind="list", user_id="u1")
         await b.apply(await a.export_since(U1))

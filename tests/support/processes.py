@@ -41,8 +41,18 @@ class ServerProcess:
         self.log = workdir / f"{replica_id}.log"
 
     def command(self) -> list[str]:
-        cmd = [sys.executable, "-m", "crdtmem", "serve", "--db", str(self.db),
-               "--replica-id", self.replica_id, "--port", str(self.port)]
+        cmd = [
+            sys.executable,
+            "-m",
+            "crdtmem",
+            "serve",
+            "--db",
+            str(self.db),
+            "--replica-id",
+            self.replica_id,
+            "--port",
+            str(self.port),
+        ]
         for peer in self.peers:
             cmd += ["--peer", peer]
         for channel in self.channels:
@@ -56,9 +66,7 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         log = self.log.open("a")
-        self.proc = subprocess.Popen(
-            self.command(), stdout=subprocess.PIPE, stderr=log, text=True, env=env
-        )
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=log, text=True, env=env)
         log.close()
         deadline = time.monotonic() + timeout
         assert self.proc.stdout is not None

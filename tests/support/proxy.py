@@ -85,7 +85,11 @@ class FaultProxy:
             if request.transport is not None:
                 request.transport.close()
             raise web.HTTPBadGateway()
-        headers = {k: v for k, v in request.headers.items() if k.lower() in ("authorization", "content-type", "last-event-id")}
+        headers = {
+            k: v
+            for k, v in request.headers.items()
+            if k.lower() in ("authorization", "content-type", "last-event-id")
+        }
         if request.headers.get("Upgrade", "").lower() == "websocket":
             return await self._websocket(request, headers)
         assert self._session is not None
@@ -96,7 +100,11 @@ class FaultProxy:
             ) as upstream:
                 data = await upstream.read()
                 status, content_type = upstream.status, upstream.content_type
-                passthrough = {k: v for k, v in upstream.headers.items() if k.lower().startswith("x-crdtmem") or k.lower() == "retry-after"}
+                passthrough = {
+                    k: v
+                    for k, v in upstream.headers.items()
+                    if k.lower().startswith("x-crdtmem") or k.lower() == "retry-after"
+                }
         except aiohttp.ClientError:
             raise web.HTTPBadGateway() from None
         if self.faults.delay:
@@ -104,7 +112,9 @@ class FaultProxy:
         if data and self.rng.random() < self.faults.cut:
             # a response cut mid-transfer: announce the full length, send half, hang up
             self.stats["cut"] += 1
-            response = web.StreamResponse(status=status, headers={"Content-Length": str(len(data)), **passthrough})
+            response = web.StreamResponse(
+                status=status, headers={"Content-Length": str(len(data)), **passthrough}
+            )
             response.content_type = content_type
             await response.prepare(request)
             await response.write(data[: len(data) // 2])

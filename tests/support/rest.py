@@ -20,9 +20,7 @@ class Api:
         self.headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     async def call(self, method: str, path: str, body: Any = None, expect: int | None = None) -> Any:
-        async with self.session.request(
-            method, self.url + path, json=body, headers=self.headers
-        ) as response:
+        async with self.session.request(method, self.url + path, json=body, headers=self.headers) as response:
             text = await response.text()
             if expect is not None:
                 assert response.status == expect, f"{method} {path}: {response.status} {text}"
