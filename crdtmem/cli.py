@@ -35,7 +35,42 @@ def build_parser() -> argparse.ArgumentParser:
                        help="SQLite durability: FULL survives power loss, NORMAL a killed process")
     serve.add_argument("--slow-after", type=float, default=10.0,
                        help="seconds a peer may leave frames unacknowledged before it must pull")
+
+    token = commands.add_parser(
+        "token", help="create a bearer token for a principal in a tokens file (printed once)"
+    )
+    token.add_argument("--file", required=True, help="tokens file to create or extend")
+    token.add_argument("--principal", required=True, help="replica:{id} or user:{id}")
+    token.add_argument("--read", action="append", default=[], metavar="PATTERN",
+                       help="channel or pattern it may read, e.g. user:*:memories (repeatable)")
+    token.add_argument("--write", action="append", default=[], metavar="PATTERN",
+                       help="channel or pattern it may write (repeatable)")
     return parser
+
+
+def _token(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from .access import Principal, TokenTable, check_patterns, check_principal, new_token
+    from .errors import InvalidInput
+
+    path = Path(args.file)
+    try:
+        table = TokenTable.load(path) if path.exists() else TokenTable()
+        principal = check_principal(args.principal)
+        read = check_patterns(args.read, "--read")
+        write = check_patterns(args.write, "--write")
+    except InvalidInput as exc:
+        print(f"crdtmem token: {exc}", file=sys.stderr)
+        return 2
+    secret = new_token()
+    table.entries[secret] = Principal(principal, read, write)
+    path.write_text(json.dumps(table.to_json(), indent=2) + "\n")
+    path.chmod(0o600)
+    print(secret)
+    print(f"added {principal} (read {list(read)}, write {list(write)}) to {path}", file=sys.stderr)
+    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +79,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(args.dir)
+    if args.command == "token":
+        return _token(args)
     if args.command == "serve":
         import asyncio
 
