@@ -50,8 +50,8 @@ class Hlc:
             not sep
             or len(wall) != _WALL_DIGITS
             or len(logical) != _LOGICAL_DIGITS
-            or not wall.isdigit()
-            or not logical.isdigit()
+            or not (wall.isascii() and wall.isdigit())
+            or not (logical.isascii() and logical.isdigit())
         ):
             raise InvalidInput(f"not an HLC timestamp: {text!r}")
         return cls(int(wall), int(logical))

@@ -30,7 +30,7 @@ ChannelKind = Literal["user", "tenant", "topic", "system"]
 
 def check_name(value: object, what: str) -> str:
     """Validate a replica, user, tenant, agent or topic id: 1-128 of ``[A-Za-z0-9_.-]``."""
-    if not isinstance(value, str) or not _NAME.match(value):
+    if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise InvalidInput(
             f"{what} must be 1-128 characters of letters, digits, '_', '.', '-'; got {value!r}"
         )
@@ -79,7 +79,7 @@ class Channel:
     @classmethod
     def parse(cls, text: object) -> Channel:
         """Parse a wire name; raises :class:`InvalidChannel` with the accepted shapes."""
-        match = _CHANNEL.match(text) if isinstance(text, str) else None
+        match = _CHANNEL.fullmatch(text) if isinstance(text, str) else None
         if match is None:
             raise InvalidChannel(
                 f"unknown channel {text!r}: expected user:{{id}}:memories, tenant:{{id}}:shared, "

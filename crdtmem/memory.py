@@ -250,6 +250,9 @@ class MemoryDoc:
 
     def add_items(self, items: Iterable[JSONValue], next_dot: DotSource) -> None:
         self._require("list", "add_items")
+        items = list(items)
+        if not items:
+            return
         self._live_for_write(next_dot)
         self._add_items(items, next_dot)
 

@@ -19,7 +19,7 @@ from typing import Any, cast
 
 import msgpack
 
-from .errors import MalformedPayload, PayloadTooLarge, UnsupportedVersion
+from .errors import InvalidChannel, MalformedPayload, PayloadTooLarge, UnsupportedVersion
 from .ids import Channel
 from .store.base import DeltaRecord, VersionVector
 from .store.codec import delta_from_list, delta_to_list
@@ -80,7 +80,10 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
         if delta.uid != single and not (delta.also and delta.uid.startswith(single + "/")):
             raise MalformedPayload(f"delta uid {delta.uid!r} does not match its origin and hlc")
         for channel in delta.seqs:
-            Channel.parse(channel).__str__()  # raises InvalidChannel, a clear error
+            try:
+                Channel.parse(channel)
+            except InvalidChannel as exc:
+                raise MalformedPayload(f"delta {delta.uid!r}: {exc}") from exc
         deltas.append(delta)
     return Payload(sender, deltas, _vectors(raw_vectors))
 

@@ -558,7 +558,7 @@ class Replica:
             try:
                 applied, waiting = apply_causally(fresh + waiting_before, load)
                 touched = {d.doc_id for d in applied}
-                writes = [_doc_write(docs[doc_id]) for doc_id in sorted(touched)]
+                writes = [_doc_write(docs[doc_id], expected_id=doc_id) for doc_id in sorted(touched)]
                 for write in writes:  # stamps inside the updates, not only the deltas' own
                     self.clock.check(Hlc.decode(write.updated_hlc))
             except BaseException:
@@ -645,13 +645,15 @@ class Replica:
         return lambda: self._commit_listeners.remove(listener)
 
 
-def _doc_write(doc: MemoryDoc) -> DocWrite:
+def _doc_write(doc: MemoryDoc, *, expected_id: str | None = None) -> DocWrite:
     try:
         memory = doc.materialize()
     except CrdtmemError:
         raise
     except Exception as exc:
         raise MalformedPayload(f"memory {doc.id!r} does not read as a crdtmem memory: {exc}") from exc
+    if expected_id is not None and memory.id != expected_id:
+        raise MalformedPayload(f"a delta for memory {expected_id!r} carries the document of {memory.id!r}")
     record = memory.to_dict()
     del record["version"]
     return DocWrite(

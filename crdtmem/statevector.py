@@ -7,6 +7,8 @@ pending updates (which ``Doc.get_update()`` would not persist).
 
 from __future__ import annotations
 
+import pycrdt
+
 from .errors import MalformedPayload
 
 StateVector = dict[int, int]
@@ -59,6 +61,10 @@ def dependencies(deps: bytes, update: bytes) -> StateVector:
     """What a delta needs before it can be applied: its declared ``deps``, raised to the start of
     its own first block of structs. A sender cannot under-declare its way into Yrs' pending state
     (which ``Doc.get_update`` would not persist)."""
+    try:
+        pycrdt.get_state(update)  # decodes every struct: garbage must not be parked as pending
+    except Exception as exc:  # pycrdt raises plain ValueError variants
+        raise MalformedPayload(f"update does not decode as a Yrs update: {exc}") from exc
     need = decode(deps)
     block = first_block(update)
     if block is not None:

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from .errors import ReplicaClosed
 from .replica import Replica
 
 T = TypeVar("T")
@@ -46,7 +47,11 @@ class SyncReplica:
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="crdtmem-sync", daemon=True)
         self._thread.start()
-        self.replica: Replica = self._run(self._make(args, kwargs))
+        try:
+            self.replica: Replica = self._run(self._make(args, kwargs))
+        except BaseException:
+            self._shutdown_loop()
+            raise
 
     @staticmethod
     async def _make(args: tuple[Any, ...], kwargs: dict[str, Any]) -> Replica:
@@ -61,6 +66,8 @@ class SyncReplica:
         method = getattr(self.replica, name)
 
         def call(*args: Any, **kwargs: Any) -> Any:
+            if self._loop.is_closed():
+                raise ReplicaClosed("this SyncReplica was closed; open a new one")
             return self._run(method(*args, **kwargs))
 
         call.__name__ = name
@@ -78,6 +85,9 @@ class SyncReplica:
         if self._loop.is_closed():
             return
         self._run(self.replica.stop())
+        self._shutdown_loop()
+
+    def _shutdown_loop(self) -> None:
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()

@@ -10,6 +10,7 @@ from ..errors import MalformedPayload
 from .base import DeltaRecord
 
 MAX_COVERED = 10_000
+MAX_SEQ = 2**63 - 1  # the largest SQLite INTEGER
 
 
 def delta_to_list(delta: DeltaRecord) -> list[Any]:
@@ -33,7 +34,7 @@ def delta_from_list(raw: Any) -> DeltaRecord:
         not isinstance(seqs, dict)
         or not seqs
         or not all(
-            isinstance(c, str) and isinstance(s, int) and not isinstance(s, bool) and s > 0
+            isinstance(c, str) and isinstance(s, int) and not isinstance(s, bool) and 0 < s <= MAX_SEQ
             for c, s in seqs.items()
         )
     ):

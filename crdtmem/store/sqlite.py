@@ -181,7 +181,9 @@ class SQLiteStore:
                 for unit in work:
                     result, version = self._commit_one(conn, unit, vectors, beyond, version)
                     results.append(result)
-                conn.execute("UPDATE meta SET value = ? WHERE key = 'version_counter'", (str(version),))
+                conn.execute(
+                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('version_counter', ?)", (str(version),)
+                )
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
