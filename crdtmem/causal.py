@@ -29,6 +29,7 @@ def apply_causally(
     """
     waiting = candidates
     applied: list[DeltaRecord] = []
+    vectors: dict[str, statevector.StateVector] = {}  # each document's vector, kept current
     progress = True
     while waiting and progress:
         progress = False
@@ -36,8 +37,12 @@ def apply_causally(
         for delta in waiting:
             doc = load(delta.doc_id)
             need = statevector.dependencies(delta.deps, delta.update)
-            if not need or statevector.covers(doc.state_vector(), need):
+            have = vectors.get(delta.doc_id)
+            if have is None:
+                have = vectors[delta.doc_id] = doc.state_vector()
+            if statevector.covers(have, need):
                 doc.apply(delta.update)
+                vectors[delta.doc_id] = doc.state_vector()
                 applied.append(delta)
                 progress = True
             else:

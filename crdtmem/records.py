@@ -104,13 +104,36 @@ class Memory:
         return self.kind
 
     def to_dict(self) -> dict[str, Any]:
-        data = asdict(self)
-        data["tags"] = list(self.tags)
-        data["channels"] = list(self.channels)
-        data["conflicts"] = list(self.conflicts)
-        data["scope"]["topics"] = list(self.scope.topics)
-        data["embedding"] = list(self.embedding) if self.embedding is not None else None
-        return data
+        """The JSON form (written out by hand: ``dataclasses.asdict`` deep-copies recursively and is
+        the slowest step of a write)."""
+        source, scope = self.source, self.scope
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "content": self.content,
+            "metadata": self.metadata,
+            "tags": list(self.tags),
+            "source": {
+                "agent_id": source.agent_id,
+                "session_id": source.session_id,
+                "user_id": source.user_id,
+            },
+            "scope": {
+                "user_id": scope.user_id,
+                "tenant_id": scope.tenant_id,
+                "topics": list(scope.topics),
+                "shared": scope.shared,
+            },
+            "channels": list(self.channels),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+            "deleted": self.deleted,
+            "conflicted": self.conflicted,
+            "version": self.version,
+            "embedding": list(self.embedding) if self.embedding is not None else None,
+            "embedding_model": self.embedding_model,
+            "conflicts": list(self.conflicts),
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Memory:

@@ -123,7 +123,8 @@ class Replica:
         self.cache = MemoryCache(cache_size)
         self._docs: LRU[MemoryDoc] = LRU(doc_cache_size)
         self._warm = warm
-        self._committer = GroupCommitter(self._store)
+        # fsync-ing commits go to the commit thread (group commit); cheap ones run inline
+        self._committer = GroupCommitter(self._store, inline=store is None and synchronous != "FULL")
         self._locks = KeyedLocks()
         self._pending: dict[str, DeltaRecord] = {}
         self.feed = EventFeed()
@@ -328,6 +329,7 @@ class Replica:
             if dots.last is None:  # nothing was written (e.g. an empty add_items)
                 return before or doc.materialize()
             hlc = dots.last.hlc
+            write, memory = _doc_write(doc, before=before)
             delta = DeltaRecord(
                 f"{self._id}:{hlc}",
                 self._id,
@@ -335,11 +337,11 @@ class Replica:
                 hlc,
                 doc.last_delta.deps,
                 doc.last_delta.update,
-                doc.scope().channels(),
+                memory.channels,
             )
             events = await self._commit(
-                Commit(deltas=[delta], docs=[_doc_write(doc)]),
-                {memory_id: doc},
+                Commit(deltas=[delta], docs=[write]),
+                {memory_id: (doc, memory)},
                 {memory_id: before},
                 {memory_id: self._id},
             )
@@ -348,7 +350,7 @@ class Replica:
     async def _commit(
         self,
         work: Commit,
-        docs: dict[str, MemoryDoc],
+        docs: dict[str, tuple[MemoryDoc, Memory]],
         before: dict[str, Memory | None],
         origins: dict[str, str],
     ) -> _List[MemoryEvent]:
@@ -361,8 +363,9 @@ class Replica:
         events = []
         for write in work.docs:
             version = result.versions[write.doc_id]
-            memory = Memory.from_dict({**write.record, "version": version})
-            self._docs.put(write.doc_id, docs[write.doc_id])
+            doc, materialized = docs[write.doc_id]
+            memory = dataclasses.replace(materialized, version=version)
+            self._docs.put(write.doc_id, doc)
             self.cache.put(write.doc_id, memory)
             previous = before.get(write.doc_id)
             events.append(
@@ -558,7 +561,11 @@ class Replica:
             try:
                 applied, waiting = apply_causally(fresh + waiting_before, load)
                 touched = {d.doc_id for d in applied}
-                writes = [_doc_write(docs[doc_id], expected_id=doc_id) for doc_id in sorted(touched)]
+                written = {
+                    doc_id: _doc_write(docs[doc_id], expected_id=doc_id, before=before[doc_id])
+                    for doc_id in sorted(touched)
+                }
+                writes = [write for write, _ in written.values()]
                 for write in writes:  # stamps inside the updates, not only the deltas' own
                     self.clock.check(Hlc.decode(write.updated_hlc))
             except BaseException:
@@ -574,7 +581,8 @@ class Replica:
             if newest is not None:
                 self.clock.observe(newest)
             origins = {d.doc_id: d.origin for d in applied}  # the last delta applied to each memory
-            events = await self._commit(work, {k: docs[k] for k in touched}, before, origins)
+            changed = {k: (docs[k], memory) for k, (_, memory) in written.items()}
+            events = await self._commit(work, changed, before, origins)
             for uid in work.pending_drop:
                 self._pending.pop(uid, None)
             for delta in work.pending_add:
@@ -605,6 +613,7 @@ class Replica:
         relog: _List[DeltaRecord] = []
         duplicates = ignored = 0
         seen: set[str] = set()
+        stored = self._store.known_deltas([d.uid for d in deltas])
         for delta in deltas:
             seqs = {c: s for c, s in delta.seqs.items() if self._subscribed(c)}
             also = {c: s for c, s in delta.also.items() if c in seqs}
@@ -616,7 +625,7 @@ class Replica:
                 continue
             seen.add(delta.uid)
             delta = dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs), also=also)
-            if not self._store.has_delta(delta.uid):
+            if delta.uid not in stored:
                 fresh.append(delta)
             elif all(self._store.is_logged(c, delta.origin, s) for c in seqs for s in delta.all_seqs(c)):
                 duplicates += 1
@@ -645,9 +654,12 @@ class Replica:
         return lambda: self._commit_listeners.remove(listener)
 
 
-def _doc_write(doc: MemoryDoc, *, expected_id: str | None = None) -> DocWrite:
+def _doc_write(
+    doc: MemoryDoc, *, expected_id: str | None = None, before: Memory | None = None
+) -> tuple[DocWrite, Memory]:
+    """The store row of a changed document, and its materialized record (read once)."""
     try:
-        memory = doc.materialize()
+        memory, conflicts = doc.read()
     except CrdtmemError:
         raise
     except Exception as exc:
@@ -656,7 +668,7 @@ def _doc_write(doc: MemoryDoc, *, expected_id: str | None = None) -> DocWrite:
         raise MalformedPayload(f"a delta for memory {expected_id!r} carries the document of {memory.id!r}")
     record = memory.to_dict()
     del record["version"]
-    return DocWrite(
+    write = DocWrite(
         doc_id=memory.id,
         kind=memory.kind,
         state=doc.state(),
@@ -667,8 +679,11 @@ def _doc_write(doc: MemoryDoc, *, expected_id: str | None = None) -> DocWrite:
         deleted=memory.deleted,
         conflicted=memory.conflicted,
         updated_hlc=memory.updated_at,
-        conflicts=tuple(doc.conflicts()),
+        conflicts=tuple(conflicts),
+        new=before is None,
+        had_conflicts=before is not None and before.conflicted,
     )
+    return write, memory
 
 
 def _as_list(values: Iterable[Any], what: str) -> _List[Any]:

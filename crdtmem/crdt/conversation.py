@@ -33,7 +33,8 @@ class Conversation:
 
     def messages(self) -> list[Message]:
         found = []
-        for raw in self._array.to_py() or []:
+        items = self._array if isinstance(self._array, list) else self._array.to_py()
+        for raw in items or []:
             if (
                 isinstance(raw, dict)
                 and all(isinstance(raw.get(k), str) for k in Message.__slots__)

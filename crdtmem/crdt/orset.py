@@ -21,7 +21,7 @@ class ORSet:
     """An add-wins set of JSON values stored in one Yrs map."""
 
     def __init__(self, ymap: Any):
-        self._map = ymap
+        self._map = self.ymap = ymap
 
     def entries(self) -> list[DotEntry]:
         found = [e for e in map(DotEntry.from_yrs, self._map.values()) if e is not None]

@@ -28,7 +28,7 @@ class MVRegister:
     """One or more registers in a Yrs map, addressed by field name."""
 
     def __init__(self, ymap: Any, field: str | None = None):
-        self._map = ymap
+        self._map = self.ymap = ymap
         self._prefix = "" if field is None else f"{field}#"
 
     def siblings(self) -> list[Sibling]:
@@ -63,6 +63,20 @@ class MVRegister:
     @staticmethod
     def in_conflict(siblings: list[Sibling]) -> bool:
         return len({s.text for s in siblings}) > 1
+
+    @staticmethod
+    def grouped(entries: Any) -> dict[str, list[Sibling]]:
+        """Siblings of every ``{field}#{dot}`` register in one map (or plain dict), in one pass,
+        each list highest (hlc, replica) first."""
+        found: dict[str, list[Sibling]] = {}
+        for key, raw in entries.items():
+            field, sep, _ = key.rpartition("#")
+            entry = DotEntry.from_yrs(raw) if sep else None
+            if entry is not None:
+                found.setdefault(field, []).append(entry)
+        for siblings in found.values():
+            siblings.sort(key=lambda e: e.dot, reverse=True)
+        return found
 
     @staticmethod
     def fields(ymap: Any) -> set[str]:

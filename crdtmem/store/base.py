@@ -67,6 +67,10 @@ class DocWrite:
     conflicted: bool
     updated_hlc: str
     conflicts: tuple[Conflict, ...]
+    new: bool = True
+    """The document was not stored before (its channel rows must be written)."""
+    had_conflicts: bool = True
+    """The stored version may have conflict rows to clear."""
 
 
 @dataclass(slots=True)
@@ -151,6 +155,10 @@ class Store(Protocol):
 
     def has_delta(self, uid: str) -> bool: ...
 
+    def known_deltas(self, uids: Sequence[str]) -> set[str]:
+        """Which of ``uids`` are stored (logged or pending): one lookup for a whole payload."""
+        ...
+
     def pending(self) -> list[DeltaRecord]: ...
 
     def history(self, doc_id: str) -> list[DeltaRecord]:
@@ -162,6 +170,43 @@ class Store(Protocol):
         ...
 
     def doc_count(self) -> int: ...
+
+
+class StagedVectors:
+    """Copy-on-write version vectors for one commit.
+
+    Only the channels a commit touches are copied (copying every channel made each commit O(channels));
+    :meth:`publish` swaps them in once the transaction has committed, so a failed commit leaves the
+    store's vectors as they were.
+    """
+
+    def __init__(self, vectors: dict[str, VersionVector], beyond: dict[str, dict[str, set[int]]]):
+        self._vectors = vectors
+        self._beyond = beyond
+        self.vectors: dict[str, VersionVector] = {}
+        self.beyond: dict[str, dict[str, set[int]]] = {}
+
+    def vector(self, channel: str) -> VersionVector:
+        staged = self.vectors.get(channel)
+        if staged is None:
+            staged = self.vectors[channel] = dict(self._vectors.get(channel, {}))
+            self.beyond[channel] = {o: set(s) for o, s in self._beyond.get(channel, {}).items()}
+        return staged
+
+    def is_logged(self, channel: str, origin: str, seq: int) -> bool:
+        vector = self.vector(channel)
+        return seq <= vector.get(origin, 0) or seq in self.beyond[channel].get(origin, ())
+
+    def advance(self, channel: str, origin: str, seq: int) -> None:
+        contiguous_advance(self.vector(channel), self.beyond[channel], origin, seq)
+
+    def publish(self) -> None:
+        self._vectors.update(self.vectors)
+        for channel, waiting in self.beyond.items():
+            if waiting:
+                self._beyond[channel] = waiting
+            else:
+                self._beyond.pop(channel, None)
 
 
 def split_covered(covered: dict[str, list[int]]) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:

@@ -17,8 +17,8 @@ from .base import (
     CommitResult,
     DeltaRecord,
     DocWrite,
+    StagedVectors,
     VersionVector,
-    contiguous_advance,
     split_covered,
 )
 
@@ -51,40 +51,32 @@ class MemoryStore:
 
     def commit(self, work: Sequence[Commit]) -> list[CommitResult]:
         with self._lock:
-            vectors = copy.deepcopy(self._vectors)
-            beyond = copy.deepcopy(self._beyond)
+            staged = StagedVectors(self._vectors, self._beyond)
             results = []
             staged_deltas: list[DeltaRecord] = []
             staged_index: dict[str, int] = {}
             staged_log: dict[tuple[str, str, int], int] = {}
-            uids = set(self._uids)
             version = self._version
             docs: dict[str, tuple[DocWrite, int]] = {}
             for unit in work:
                 result = CommitResult()
                 for delta in unit.deltas:
                     seqs = delta.seqs or {
-                        c: vectors.get(c, {}).get(delta.origin, 0) + 1 for c in delta.channels
+                        c: staged.vector(c).get(delta.origin, 0) + 1 for c in delta.channels
                     }
-                    if delta.uid in uids:  # known already: only log it under new channels
-                        index = self._index.get(delta.uid, staged_index.get(delta.uid, -1))
+                    known = self._index.get(delta.uid, staged_index.get(delta.uid))
+                    if known is not None:  # known already: only log it under new channels
+                        index = known
                     else:
-                        uids.add(delta.uid)
                         index = len(self._deltas) + len(staged_deltas)
                         staged_deltas.append(replace(delta, seqs=dict(seqs), channels=tuple(seqs)))
                         staged_index[delta.uid] = index
                     for channel, last in seqs.items():
                         for seq in (*delta.also.get(channel, ()), last):
-                            key = (channel, delta.origin, seq)
-                            if key in self._log or key in staged_log:
+                            if staged.is_logged(channel, delta.origin, seq):
                                 continue
-                            contiguous_advance(
-                                vectors.setdefault(channel, {}),
-                                beyond.setdefault(channel, {}),
-                                delta.origin,
-                                seq,
-                            )
-                            staged_log[key] = index
+                            staged.advance(channel, delta.origin, seq)
+                            staged_log[(channel, delta.origin, seq)] = index
                     result.seqs[delta.uid] = seqs
                 for doc in unit.docs:
                     version += 1
@@ -95,14 +87,15 @@ class MemoryStore:
             self._deltas.extend(staged_deltas)
             self._index.update(staged_index)
             self._log.update(staged_log)
-            self._uids = uids
+            self._uids.update(staged_index)
             self._docs.update(docs)
             for unit in work:
                 for uid in unit.pending_drop:
                     self._pending.pop(uid, None)
                 for delta in unit.pending_add:
                     self._pending.setdefault(delta.uid, delta)
-            self._vectors, self._beyond, self._version = vectors, beyond, version
+            staged.publish()
+            self._version = version
             return results
 
     def load_state(self, doc_id: str) -> bytes | None:
@@ -193,6 +186,9 @@ class MemoryStore:
 
     def has_delta(self, uid: str) -> bool:
         return uid in self._uids or uid in self._pending
+
+    def known_deltas(self, uids: Sequence[str]) -> set[str]:
+        return {uid for uid in uids if uid in self._uids or uid in self._pending}
 
     def pending(self) -> list[DeltaRecord]:
         return list(self._pending.values())

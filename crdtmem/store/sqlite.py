@@ -8,13 +8,12 @@ WAL lets proceed while a write is in flight.
 
 from __future__ import annotations
 
-import copy
 import json
 import sqlite3
 import threading
 from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import sqlite_utils
 
@@ -24,8 +23,8 @@ from .base import (
     Commit,
     CommitResult,
     DeltaRecord,
+    StagedVectors,
     VersionVector,
-    contiguous_advance,
     split_covered,
 )
 from .codec import decode_delta, encode_delta
@@ -45,6 +44,7 @@ class SQLiteStore:
         self._vectors: dict[str, VersionVector] = {}
         self._beyond: dict[str, dict[str, set[int]]] = {}
         self._version = 0
+        self._next_delta_id = 1
         self._lock = threading.Lock()
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -155,7 +155,12 @@ class SQLiteStore:
         )
         for channel, origin, seq in rows:
             self._beyond.setdefault(channel, {}).setdefault(origin, set()).add(seq)
-        self._version = int(self.get_meta("version_counter") or 0)
+        # versions only grow and a document row is only ever replaced by a higher one, so the
+        # highest stored version is the counter (no separate row to update on every commit)
+        (highest,) = conn.execute("SELECT coalesce(max(version), 0) FROM docs").fetchone()
+        self._version = max(int(highest), int(self.get_meta("version_counter") or 0))
+        (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM deltas").fetchone()
+        self._next_delta_id = int(top) + 1
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -171,19 +176,17 @@ class SQLiteStore:
 
     def commit(self, work: Sequence[Commit]) -> list[CommitResult]:
         with self._lock:
-            vectors = copy.deepcopy(self._vectors)
-            beyond = copy.deepcopy(self._beyond)
-            version = self._version
+            staged = StagedVectors(self._vectors, self._beyond)
+            version, next_id = self._version, self._next_delta_id
             conn = self._w
             results: list[CommitResult] = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
+                # local deltas (no seqs yet) are new by construction; only remote ones may be known
+                known = self._known_ids(conn, [d.uid for unit in work for d in unit.deltas if d.seqs])
                 for unit in work:
-                    result, version = self._commit_one(conn, unit, vectors, beyond, version)
+                    result, version, next_id = self._commit_one(conn, unit, staged, known, version, next_id)
                     results.append(result)
-                conn.execute(
-                    "INSERT OR REPLACE INTO meta(key, value) VALUES ('version_counter', ?)", (str(version),)
-                )
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
                 if conn.in_transaction:
@@ -193,42 +196,55 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            self._vectors, self._beyond, self._version = vectors, beyond, version
+            staged.publish()
+            self._version, self._next_delta_id = version, next_id
             return results
+
+    @staticmethod
+    def _known_ids(conn: sqlite3.Connection, uids: list[str]) -> dict[str, int]:
+        known: dict[str, int] = {}
+        for start in range(0, len(uids), 500):
+            chunk = uids[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            known.update(conn.execute(f"SELECT uid, id FROM deltas WHERE uid IN ({marks})", chunk))
+        return known
 
     def _commit_one(
         self,
         conn: sqlite3.Connection,
         unit: Commit,
-        vectors: dict[str, VersionVector],
-        beyond: dict[str, dict[str, set[int]]],
+        staged: StagedVectors,
+        known: dict[str, int],
         version: int,
-    ) -> tuple[CommitResult, int]:
+        next_id: int,
+    ) -> tuple[CommitResult, int, int]:
         result = CommitResult()
         log_rows: list[tuple[str, str, int, int]] = []
+        new_rows: list[tuple[int, str, str, str, str, bytes, bytes]] = []
         for delta in unit.deltas:
-            cursor = conn.execute(
-                "INSERT OR IGNORE INTO deltas(uid, origin, doc_id, hlc, deps, [update]) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (delta.uid, delta.origin, delta.doc_id, delta.hlc, delta.deps, delta.update),
-            )
-            if cursor.rowcount:
-                delta_id = cast(int, cursor.lastrowid)
-            else:  # known already: only log it under channels it was not logged in yet
-                (delta_id,) = conn.execute("SELECT id FROM deltas WHERE uid = ?", (delta.uid,)).fetchone()
+            delta_id = known.get(delta.uid)
+            if delta_id is None:  # known deltas are only logged under channels they lack
+                delta_id = known[delta.uid] = next_id
+                next_id += 1
+                new_rows.append(
+                    (delta_id, delta.uid, delta.origin, delta.doc_id, delta.hlc, delta.deps, delta.update)
+                )
             seqs = delta.seqs or {
-                channel: vectors.get(channel, {}).get(delta.origin, 0) + 1 for channel in delta.channels
+                channel: staged.vector(channel).get(delta.origin, 0) + 1 for channel in delta.channels
             }
             for channel, last in seqs.items():
-                vector = vectors.setdefault(channel, {})
                 for seq in (*delta.also.get(channel, ()), last):
-                    if seq <= vector.get(delta.origin, 0) or seq in beyond.get(channel, {}).get(
-                        delta.origin, ()
-                    ):
+                    if staged.is_logged(channel, delta.origin, seq):
                         continue
-                    contiguous_advance(vector, beyond.setdefault(channel, {}), delta.origin, seq)
+                    staged.advance(channel, delta.origin, seq)
                     log_rows.append((channel, delta.origin, seq, delta_id))
             result.seqs[delta.uid] = seqs
+        if new_rows:
+            conn.executemany(
+                "INSERT INTO deltas(id, uid, origin, doc_id, hlc, deps, [update]) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                new_rows,
+            )
         if log_rows:
             conn.executemany(
                 "INSERT OR IGNORE INTO log(channel, origin, seq, delta_id) VALUES (?, ?, ?, ?)",
@@ -237,7 +253,7 @@ class SQLiteStore:
             touched = {(c, o) for c, o, _, _ in log_rows}
             conn.executemany(
                 "INSERT OR REPLACE INTO vv(channel, origin, seq) VALUES (?, ?, ?)",
-                [(c, o, vectors[c].get(o, 0)) for c, o in touched],
+                [(c, o, staged.vector(c).get(o, 0)) for c, o in touched],
             )
         if unit.pending_drop:
             conn.executemany("DELETE FROM pending WHERE uid = ?", [(u,) for u in unit.pending_drop])
@@ -272,18 +288,23 @@ class SQLiteStore:
             )
             conn.executemany(
                 "INSERT OR IGNORE INTO doc_channels(channel, doc_id) VALUES (?, ?)",
-                [(c, d.doc_id) for d in unit.docs for c in d.channels],
+                [(c, d.doc_id) for d in unit.docs if d.new for c in d.channels],
             )
-            conn.executemany("DELETE FROM conflicts WHERE doc_id = ?", [(d.doc_id,) for d in unit.docs])
-            conn.executemany(
-                "INSERT INTO conflicts(doc_id, field, user_id, tenant_id, vals) VALUES (?, ?, ?, ?, ?)",
-                [
-                    (c.memory_id, c.field, c.user_id, c.tenant_id, _encode_values(c.values))
-                    for d in unit.docs
-                    for c in d.conflicts
-                ],
-            )
-        return result, version
+            cleared = [(d.doc_id,) for d in unit.docs if d.had_conflicts]
+            if cleared:
+                conn.executemany("DELETE FROM conflicts WHERE doc_id = ?", cleared)
+            flagged = [
+                (c.memory_id, c.field, c.user_id, c.tenant_id, _encode_values(c.values))
+                for d in unit.docs
+                for c in d.conflicts
+            ]
+            if flagged:
+                conn.executemany(
+                    "INSERT OR REPLACE INTO conflicts(doc_id, field, user_id, tenant_id, vals) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    flagged,
+                )
+        return result, version, next_id
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -370,9 +391,11 @@ class SQLiteStore:
             with self._lock:
                 origins = set(self._vectors.get(channel, {})) | set(self._beyond.get(channel, {}))
             for origin in sorted(origins):
+                # the first `limit` deltas overall are among the first `limit` rows of every origin
                 rows = conn.execute(
-                    "SELECT delta_id, seq FROM log WHERE channel = ? AND origin = ? AND seq > ?",
-                    (channel, origin, peer.get(origin, 0)),
+                    "SELECT delta_id, seq FROM log WHERE channel = ? AND origin = ? AND seq > ? "
+                    "ORDER BY delta_id LIMIT ?",
+                    (channel, origin, peer.get(origin, 0), -1 if limit is None else limit),
                 )
                 for delta_id, seq in rows:
                     wanted.setdefault(delta_id, {}).setdefault(channel, []).append(seq)
@@ -400,6 +423,17 @@ class SQLiteStore:
         if conn.execute("SELECT 1 FROM deltas WHERE uid = ?", (uid,)).fetchone():
             return True
         return conn.execute("SELECT 1 FROM pending WHERE uid = ?", (uid,)).fetchone() is not None
+
+    def known_deltas(self, uids: Sequence[str]) -> set[str]:
+        found: set[str] = set()
+        conn = self._r
+        for start in range(0, len(uids), 500):
+            chunk = list(uids[start : start + 500])
+            marks = ",".join("?" * len(chunk))
+            for table in ("deltas", "pending"):
+                rows = conn.execute(f"SELECT uid FROM {table} WHERE uid IN ({marks})", chunk)
+                found.update(uid for (uid,) in rows)
+        return found
 
     def pending(self) -> list[DeltaRecord]:
         return [decode_delta(bytes(blob)) for (blob,) in self._r.execute("SELECT delta FROM pending")]
