@@ -8,9 +8,7 @@ from collections.abc import Sequence
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="crdtmem", description="Real-time memory sync for AI agents."
-    )
+    parser = argparse.ArgumentParser(prog="crdtmem", description="Real-time memory sync for AI agents.")
     commands = parser.add_subparsers(dest="command", required=True)
     demo = commands.add_parser("demo", help="run replicas that sync, conflict and merge, step by step")
     demo.add_argument("--dir", help="keep the replicas' SQLite files in this directory")
@@ -20,32 +18,108 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--replica-id", help="this replica's id (default: the one stored in --db)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=8700, help="port (0 picks a free one; default 8700)")
-    serve.add_argument("--peer", action="append", default=[], metavar="URL",
-                       help="a node to keep in sync with (repeatable)")
+    serve.add_argument(
+        "--peer", action="append", default=[], metavar="URL", help="a node to keep in sync with (repeatable)"
+    )
     serve.add_argument("--peer-token", help="bearer token this node presents to its peers")
-    serve.add_argument("--channel", action="append", default=[], metavar="CHANNEL",
-                       help="subscribe to this channel (repeatable; default: every channel)")
+    serve.add_argument(
+        "--channel",
+        action="append",
+        default=[],
+        metavar="CHANNEL",
+        help="subscribe to this channel (repeatable; default: every channel)",
+    )
     serve.add_argument("--tokens", metavar="FILE", help="tokens file (see docs/operating.md)")
-    serve.add_argument("--mode", choices=["eager", "lazy"], default="eager",
-                       help="how peers push to this node (default eager)")
+    serve.add_argument(
+        "--mode",
+        choices=["eager", "lazy"],
+        default="eager",
+        help="how peers push to this node (default eager)",
+    )
     serve.add_argument("--interval", type=float, default=1.0, help="lazy batch interval, seconds")
     serve.add_argument("--write-rate", type=float, default=200.0, help="writes/s allowed per token")
     serve.add_argument("--write-burst", type=float, default=400.0, help="write burst per token")
-    serve.add_argument("--synchronous", choices=["FULL", "NORMAL"], default="FULL",
-                       help="SQLite durability: FULL survives power loss, NORMAL a killed process")
-    serve.add_argument("--slow-after", type=float, default=10.0,
-                       help="seconds a peer may leave frames unacknowledged before it must pull")
+    serve.add_argument(
+        "--synchronous",
+        choices=["FULL", "NORMAL"],
+        default="FULL",
+        help="SQLite durability: FULL survives power loss, NORMAL a killed process",
+    )
+    serve.add_argument(
+        "--slow-after",
+        type=float,
+        default=10.0,
+        help="seconds a peer may leave frames unacknowledged before it must pull",
+    )
 
     token = commands.add_parser(
         "token", help="create a bearer token for a principal in a tokens file (printed once)"
     )
     token.add_argument("--file", required=True, help="tokens file to create or extend")
     token.add_argument("--principal", required=True, help="replica:{id} or user:{id}")
-    token.add_argument("--read", action="append", default=[], metavar="PATTERN",
-                       help="channel or pattern it may read, e.g. user:*:memories (repeatable)")
-    token.add_argument("--write", action="append", default=[], metavar="PATTERN",
-                       help="channel or pattern it may write (repeatable)")
+    token.add_argument(
+        "--read",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="channel or pattern it may read, e.g. user:*:memories (repeatable)",
+    )
+    token.add_argument(
+        "--write",
+        action="append",
+        default=[],
+        metavar="PATTERN",
+        help="channel or pattern it may write (repeatable)",
+    )
+
+    reindex = commands.add_parser(
+        "reindex", help="rebuild a replica's search index from its store, then verify it"
+    )
+    reindex.add_argument("--db", required=True, help="the replica's SQLite file (stop its server first)")
+    reindex.add_argument("--engine", help="edge (default), qdrant-local, memory, or a Qdrant URL")
+    reindex.add_argument("--index-path", help="where the embedded engine keeps its files (default DB.index)")
+    reindex.add_argument("--embedder", default="hashing", help="hashing (default), minilm, fastembed:MODEL")
+    reindex.add_argument("--verify-only", action="store_true", help="only compare index and store")
     return parser
+
+
+def _reindex(args: argparse.Namespace) -> int:
+    import asyncio
+    from pathlib import Path
+
+    from .errors import CrdtmemError
+    from .index import IndexSettings
+    from .progress import ProgressBar
+    from .replica import Replica
+
+    if not Path(args.db).exists():
+        print(f"crdtmem reindex: no such database: {args.db}", file=sys.stderr)
+        return 2
+
+    async def run() -> int:
+        settings = IndexSettings(engine=args.engine, path=args.index_path, embedder=args.embedder)
+        async with Replica(args.db, index=settings) as replica:
+            assert replica.index is not None
+            if args.verify_only:
+                report = await replica.index.verify()
+            else:
+                report = await replica.index.rebuild(ProgressBar("reindex"))
+        print(
+            f"index of {args.db}: {report.expected} memories expected, {report.indexed} points; "
+            f"missing {len(report.missing)}, stale {len(report.stale)}, orphans {len(report.orphans)}"
+        )
+        for name in ("missing", "stale", "orphans"):
+            ids = getattr(report, name)
+            if ids:
+                print(f"  {name}: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}")
+        print("ok" if report.ok else "NOT consistent: run crdtmem reindex without --verify-only")
+        return 0 if report.ok else 1
+
+    try:
+        return asyncio.run(run())
+    except CrdtmemError as exc:
+        print(f"crdtmem reindex: {exc}", file=sys.stderr)
+        return 2
 
 
 def _token(args: argparse.Namespace) -> int:
@@ -79,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .demo import main as demo_main
 
         return demo_main(args.dir)
+    if args.command == "reindex":
+        return _reindex(args)
     if args.command == "token":
         return _token(args)
     if args.command == "serve":
@@ -88,10 +164,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         from .serve import ServeOptions, serve
 
         options = ServeOptions(
-            db=args.db, replica_id=args.replica_id, host=args.host, port=args.port, peers=args.peer,
-            peer_token=args.peer_token, channels=args.channel, tokens=args.tokens, mode=args.mode,
-            interval=args.interval, write_rate=args.write_rate, write_burst=args.write_burst,
-            synchronous=args.synchronous, slow_after=args.slow_after,
+            db=args.db,
+            replica_id=args.replica_id,
+            host=args.host,
+            port=args.port,
+            peers=args.peer,
+            peer_token=args.peer_token,
+            channels=args.channel,
+            tokens=args.tokens,
+            mode=args.mode,
+            interval=args.interval,
+            write_rate=args.write_rate,
+            write_burst=args.write_burst,
+            synchronous=args.synchronous,
+            slow_after=args.slow_after,
         )
         try:
             asyncio.run(serve(options))

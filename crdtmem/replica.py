@@ -36,6 +36,7 @@ from .errors import (
 from .events import MemoryEvent, classify
 from .feed import EventFeed, Subscription
 from .ids import check_name, new_client_id, new_memory_id, parse_channels
+from .index import Indexer, IndexSettings, SearchFilter, SearchResult, open_indexer
 from .locks import KeyedLocks
 from .memory import MemoryDoc
 from .records import Conflict, HistoryEntry, Kind, Memory, Scope, Source
@@ -91,6 +92,7 @@ class Replica:
         max_payload_bytes: refuse larger payloads in :meth:`apply`.
         cache_size: bound of the materialized-memory cache; ``warm`` memories are loaded on open.
         synchronous: SQLite ``synchronous`` mode; FULL survives power loss, NORMAL a killed process.
+        index: index merged memories for :meth:`search` (True: embedded defaults; or IndexSettings).
 
     Use as ``async with Replica(...) as r`` or call :meth:`start` and :meth:`stop`.
     """
@@ -109,6 +111,7 @@ class Replica:
         doc_cache_size: int = 1_024,
         warm: int = 1_000,
         synchronous: Synchronous = "FULL",
+        index: IndexSettings | bool | None = None,
     ):
         if replica_id is not None:
             check_name(replica_id, "replica_id")
@@ -132,6 +135,9 @@ class Replica:
         self._client_id = new_client_id()
         self._id = ""
         self._open = False
+        self._index_settings = IndexSettings() if index is True else (index or None)
+        self.index: Indexer | None = None
+        """The indexer following this replica, when it was opened with ``index=...``."""
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -167,12 +173,21 @@ class Replica:
             self._store.close()
             raise
         self._open = True
+        if self._index_settings is not None:
+            try:
+                self.index = await open_indexer(self, self._index_settings).start()
+            except BaseException:
+                await self.stop()
+                raise
         return self
 
     async def stop(self) -> None:
         if not self._open:
             return
         self._open = False
+        if self.index is not None:
+            await self.index.stop()
+            self.index = None
         self.feed.close()
         self._committer.stop()
         self._store.close()
@@ -488,6 +503,47 @@ class Replica:
             doc = MemoryDoc.from_state(memory_id, state, self._client_id)
         self._docs.put(memory_id, doc)
         return doc
+
+    # -- search -------------------------------------------------------------------------------
+
+    async def search(
+        self,
+        query: str,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        kind: Kind | None = None,
+        tags: Sequence[str] = (),
+        topic: str | None = None,
+        limit: int = 10,
+        include_conflicted: bool = True,
+        filters: dict[str, Any] | None = None,
+        channels: Sequence[str] | None = None,
+    ) -> _List[SearchResult]:
+        """Memories by meaning, best first, each with its score, restricted by every given scope
+        filter. ``filters={"user_id": ...}`` (mem0's form) is accepted too. Needs ``index=``."""
+        self._check_open()
+        if self.index is None:
+            raise InvalidInput("this replica has no index: open it with Replica(..., index=True)")
+        given = dict(filters or {})
+        unknown = set(given) - {"user_id", "tenant_id", "kind", "tags", "topic"}
+        if unknown:
+            raise InvalidInput(f"unknown search filters {sorted(unknown)}")
+        user_id = user_id or given.get("user_id")
+        tenant_id = tenant_id or given.get("tenant_id")
+        kind = kind or given.get("kind")
+        topic = topic or given.get("topic")
+        tag_list = _as_list(tags or given.get("tags") or (), "tags")
+        flt = SearchFilter(
+            user_id=check_name(user_id, "user_id") if user_id is not None else None,
+            tenant_id=check_name(tenant_id, "tenant_id") if tenant_id is not None else None,
+            kind=kind,
+            topic=check_name(topic, "topic") if topic is not None else None,
+            tags=tuple(str(t) for t in tag_list),
+            channels=parse_channels(channels) if channels is not None else None,
+            include_conflicted=include_conflicted,
+        )
+        return await self.index.search(query, flt, limit)
 
     # -- exchange -----------------------------------------------------------------------------
 

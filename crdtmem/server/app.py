@@ -21,7 +21,7 @@ PUBLIC_PATHS = ("/healthz", "/openapi.json", "/dashboard")
 
 def build_app(node: Node) -> web.Application:
     from ..sync import server as sync_routes
-    from . import feed, rest, status
+    from . import feed, rest, search, status
 
     app = web.Application(
         middlewares=[_errors_middleware(node), _auth_middleware(node)],
@@ -29,6 +29,7 @@ def build_app(node: Node) -> web.Application:
     )
     app.add_routes(sync_routes.routes(node))
     app.add_routes(rest.routes(node))
+    app.add_routes(search.routes(node))
     app.add_routes(feed.routes(node))
     app.add_routes(status.routes(node))
     return app

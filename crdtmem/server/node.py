@@ -83,6 +83,11 @@ class Node:
         self.peers: list[PeerClient] = []
         self.extensions: dict[str, Any] = {}
         self._runner: web.AppRunner | None = None
+        self.metrics.gauge(
+            "crdtmem_index_lag_versions",
+            "versions committed to the store but not yet in the search index",
+            lambda: [((), float(replica.index.lag()))] if replica.index is not None else [],
+        )
 
     @property
     def url(self) -> str:
@@ -194,6 +199,7 @@ class Node:
                 }
                 for s in (link.snapshot() for link in list(self.links))
             ],
+            "index": replica.index.status() if replica.index is not None else None,
             **{name: ext.status() for name, ext in self.extensions.items() if hasattr(ext, "status")},
         }
 

@@ -125,6 +125,30 @@ _SCHEMAS: dict[str, Schema] = {
         description="a field with concurrent differing values; values[0] is what reads return",
     ),
     "ConflictList": _object({"conflicts": _array(_ref("Conflict"))}),
+    "SearchRequest": _object(
+        {
+            "query": {"type": "string", "minLength": 1},
+            "user_id": _NAME,
+            "tenant_id": _NAME,
+            "kind": {"type": "string", "enum": list(KINDS)},
+            "topic": _NAME,
+            "tags": _array({"type": "string"}),
+            "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
+            "include_conflicted": {"type": "boolean", "default": True},
+            "filters": {
+                "type": "object",
+                "description": "mem0's form: {user_id, tenant_id, kind, topic, tags}",
+            },
+        },
+        required=["query"],
+        additionalProperties=False,
+    ),
+    "SearchResults": _object(
+        {
+            "results": _array(_object({"memory": _ref("Memory"), "score": {"type": "number"}})),
+            "count": {"type": "integer"},
+        }
+    ),
     "MemoryCreate": _object(
         {
             "content": {"description": "required for fact and preference (a string)"},
@@ -387,6 +411,15 @@ def _paths() -> dict[str, Schema]:
                     _query("tenant_id", _NAME, "scope tenant"),
                     _query("memory_id", _NAME, "one memory"),
                 ],
+            ),
+        },
+        "/v1/search": {
+            "post": _operation(
+                "Memories by meaning, best first, limited to what the caller may read",
+                "search",
+                {"200": _json(_ref("SearchResults"), "the hits"), **_errors(400, 401, 403)},
+                operationId="search",
+                requestBody=_body(_ref("SearchRequest")),
             ),
         },
         "/v1/events": {

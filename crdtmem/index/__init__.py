@@ -1,0 +1,76 @@
+"""Semantic search over merged memories: embedders, vector engines, and the indexer that keeps the
+engine equal to the store.
+
+    async with Replica("phone.db", replica_id="phone", index=True) as r:
+        await r.add("User prefers dark mode", user_id="u1")
+        await r.index.wait_idle()
+        hits = await r.search("what theme does the user like?", user_id="u1")
+
+Layout::
+
+    base.py        the ports: Embedder, VectorEngine, Point, SearchFilter, Hit
+    embedders.py   the offline default (hashing), MiniLM via sentence-transformers, fastembed
+    engines/       Qdrant Edge (embedded), qdrant-client (local mode or a server by URL), in-memory
+    indexer.py     follows the store in version order; search, verify, rebuild
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from .base import Embedder, Hit, Point, SearchFilter, VectorEngine
+from .indexer import Indexer, SearchResult, Verification
+
+if TYPE_CHECKING:
+    from ..replica import Replica
+
+__all__ = [
+    "Embedder",
+    "Hit",
+    "IndexSettings",
+    "Indexer",
+    "Point",
+    "SearchFilter",
+    "SearchResult",
+    "VectorEngine",
+    "Verification",
+    "open_indexer",
+]
+
+
+@dataclass
+class IndexSettings:
+    """How a replica indexes its memories.
+
+    Args:
+        engine: "edge" (Qdrant Edge, embedded; the default), "qdrant-local" (qdrant-client local
+            mode), "memory" (in-process, exact; tests), or a Qdrant server URL.
+        path: where an embedded engine keeps its files; default ``{db}.index`` next to the replica's
+            SQLite file (in-memory replicas use the "memory" engine).
+        embedder: "hashing" (offline default, lexical), "minilm" (all-MiniLM-L6-v2, semantic; needs
+            the ``minilm`` extra), "fastembed:<model>", or an Embedder object.
+        api_key: for a Qdrant server.
+        batch: memories per embedding/upsert batch.
+    """
+
+    engine: str | None = None
+    path: str | Path | None = None
+    embedder: str | Embedder = "hashing"
+    api_key: str | None = None
+    batch: int = 256
+    collection: str = "crdtmem"
+
+
+def open_indexer(replica: Replica, settings: IndexSettings) -> Indexer:
+    from .embedders import load_embedder
+    from .engines import DEFAULT_ENGINE, open_engine
+
+    spec = settings.engine or (DEFAULT_ENGINE if replica.path is not None else "memory")
+    path = settings.path
+    if path is None and replica.path is not None:
+        path = Path(f"{replica.path}.index")
+    engine = open_engine(spec, path, collection=settings.collection, api_key=settings.api_key)
+    embedder = load_embedder(settings.embedder) if isinstance(settings.embedder, str) else settings.embedder
+    return Indexer(replica, engine, embedder, batch=settings.batch, name=settings.collection)

@@ -1,0 +1,100 @@
+"""The index ports: an embedder turns text into vectors, a vector engine stores and searches points.
+
+Both are small protocols so the indexer (``indexer.py``) never depends on a particular model or
+engine. Every engine adapter passes ``tests/conformance/engine_suite.py``; every embedder passes
+``tests/conformance/embedder_suite.py``.
+
+A *point* is one memory: its id, its vector, and a payload the engine can filter on::
+
+    {"memory_id": str, "version": int, "kind": str, "user_id": str | None, "tenant_id": str | None,
+     "topics": [str], "channels": [str], "tags": [str], "deleted": bool, "conflicted": bool,
+     "model": str, "content": str}
+
+``version`` is the replica-local version of the memory the point was built from; an upsert never
+replaces a point with a higher version (see :meth:`VectorEngine.upsert`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+
+@runtime_checkable
+class Embedder(Protocol):
+    """Text -> vector. ``model`` names the model (recorded with every vector); ``dim`` its size."""
+
+    model: str
+    dim: int
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        """One L2-normalised vector of length ``dim`` per text, in order."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    id: str
+    vector: list[float]
+    payload: dict[str, Any]
+
+    @property
+    def version(self) -> int:
+        return int(self.payload["version"])
+
+
+@dataclass(frozen=True, slots=True)
+class SearchFilter:
+    """Conditions every hit must meet (all given ones, ANDed). ``None`` means no condition."""
+
+    user_id: str | None = None
+    tenant_id: str | None = None
+    kind: str | None = None
+    topic: str | None = None
+    tags: tuple[str, ...] = ()
+    """Every one of these tags."""
+    channels: tuple[str, ...] | None = None
+    """At least one of these channels (the caller's readable channels); None: no restriction."""
+    include_deleted: bool = False
+    include_conflicted: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    id: str
+    score: float
+    payload: dict[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class VectorEngine(Protocol):
+    """Stores points in one collection and searches them. Synchronous; the indexer calls it from a
+    worker thread. Point ids are memory ids (any string; adapters map them to what the engine
+    accepts, e.g. a UUID derived from the string)."""
+
+    name: str
+
+    def ensure_collection(self, dim: int) -> None:
+        """Create the collection (cosine distance) and payload indexes if missing; raise
+        InvalidInput if it exists with another dimension."""
+        ...
+
+    def upsert(self, points: Sequence[Point]) -> int:
+        """Insert or replace points, except where the stored point has a higher ``version``
+        (a stale upsert never overwrites a newer one). Returns how many were written."""
+        ...
+
+    def delete(self, ids: Sequence[str]) -> None: ...
+
+    def versions(self, ids: Sequence[str] | None = None) -> dict[str, int]:
+        """``{id: version}`` of stored points (all of them when ``ids`` is None)."""
+        ...
+
+    def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[Hit]:
+        """Nearest points by cosine similarity that pass ``flt``, best first."""
+        ...
+
+    def count(self) -> int: ...
+
+    def close(self) -> None: ...

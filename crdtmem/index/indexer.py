@@ -1,0 +1,325 @@
+"""The indexer: keeps a vector engine equal to the replica's merged state, off the write path.
+
+It follows the store in version order, which *is* the replica's change feed: every committed change,
+local or remote, gives its memory a new, higher local version. The indexer keeps a high-water mark
+``indexed_version`` (everything at or below it is in the engine) in the store's meta table, and
+after every commit it reads the records changed since, in batches, embeds them and upserts them with
+their version in the payload, or deletes the points of deleted memories. Because the mark is stored
+only after the engine accepted the batch, a crash between a store commit and the index upsert is
+repaired on the next start by simply catching up from the mark. Upserts carry versions, so a stale one
+never overwrites a newer point (each engine enforces it).
+
+Vectors record the model that made them; if the embedder's model differs from the one the index was
+built with, the indexer starts over from version 0 and re-embeds everything.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from ..cache import LRU
+from ..errors import InvalidInput
+from ..records import Memory
+from .base import Embedder, Point, SearchFilter, VectorEngine
+
+if TYPE_CHECKING:
+    from ..replica import Replica
+
+log = logging.getLogger("crdtmem.index")
+
+Progress = Callable[[int, int], None]
+"""Called with (done, total) while rebuilding."""
+
+
+@dataclass(frozen=True, slots=True)
+class SearchResult:
+    memory: Memory
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """What :meth:`Indexer.verify` found: ids missing from the index, stale points (older version
+    than the store), and orphans (points for memories that should not be indexed)."""
+
+    expected: int
+    indexed: int
+    missing: tuple[str, ...]
+    stale: tuple[str, ...]
+    orphans: tuple[str, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not (self.missing or self.stale or self.orphans)
+
+
+def memory_text(memory: Memory) -> str:
+    """The text a memory is embedded by: its content in words, plus its tags and metadata values."""
+    content = memory.content
+    if memory.kind == "list":
+        body = "; ".join(str(item) for item in content)
+    elif memory.kind == "conversation":
+        body = "\n".join(f"{m['role']}: {m['text']}" for m in content)
+    elif memory.kind == "counter":
+        name = memory.metadata.get("name", "counter")
+        body = f"{name}: {content}"
+    else:
+        body = str(content)
+    extra = [str(t) for t in memory.tags] + [
+        str(v) for v in memory.metadata.values() if isinstance(v, (str, int, float))
+    ]
+    return body if not extra else body + "\n" + " ".join(extra)
+
+
+def indexable(memory: Memory) -> bool:
+    """Deleted memories leave the index, unless their deletion is in conflict (still visible)."""
+    return not memory.deleted or memory.conflicted
+
+
+class Indexer:
+    """Follow ``replica`` into ``engine`` with ``embedder``. ``start()``/``stop()`` or ``async with``."""
+
+    def __init__(
+        self,
+        replica: Replica,
+        engine: VectorEngine,
+        embedder: Embedder,
+        *,
+        batch: int = 256,
+        name: str = "default",
+    ):
+        self.replica = replica
+        self.engine = engine
+        self.embedder = embedder
+        self.batch = batch
+        self._mark_key = f"index:{name}:version"
+        self._model_key = f"index:{name}:model"
+        self.indexed_version = 0
+        self.indexed_at = time.time()
+        self.points_written = 0
+        self.batches = 0
+        self.last_error: str | None = None
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._unsubscribe: Callable[[], None] | None = None
+        # text digest -> vector, so an update that leaves the text alone is not re-embedded
+        self._vectors: LRU[list[float]] = LRU(4096)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> Indexer:
+        store = self.replica.store
+        await asyncio.to_thread(self.engine.ensure_collection, self.embedder.dim)
+        model = store.get_meta(self._model_key)
+        mark = int(store.get_meta(self._mark_key) or 0)
+        if model != self.embedder.model:
+            if model is not None:
+                log.warning(
+                    "index model changed from %s to %s: re-embedding everything", model, self.embedder.model
+                )
+            mark = 0
+            store.set_meta(self._model_key, self.embedder.model)
+        self.indexed_version = mark
+        self._unsubscribe = self.replica.on_commit(lambda deltas: self._wake.set())
+        self._wake.set()
+        self._task = asyncio.create_task(self._run(), name="crdtmem-indexer")
+        return self
+
+    async def stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
+            self._unsubscribe = None
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await asyncio.to_thread(self.engine.close)
+
+    async def __aenter__(self) -> Indexer:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- following the store ------------------------------------------------------------------
+
+    def current_version(self) -> int:
+        """The replica's newest local version (what the index should reach)."""
+        newest = self.replica.store.query_records(include_deleted=True, limit=1)
+        return int(newest[0]["version"]) if newest else 0
+
+    def lag(self) -> int:
+        """How many versions the index is behind the store."""
+        return max(0, self.current_version() - self.indexed_version)
+
+    async def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until everything committed so far is indexed (tests, reindex, the demo)."""
+        deadline = time.monotonic() + timeout
+        while self.indexed_version < self.current_version():
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"index still {self.lag()} versions behind after {timeout} s")
+            self._wake.set()
+            self._idle.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._idle.wait(), timeout=0.5)
+
+    async def _run(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self._index_next_batch():
+                    pass
+                self.last_error = None
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # keep following; the mark did not move, so nothing is lost
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("indexing failed, will retry: %s", self.last_error)
+                await asyncio.sleep(1.0)
+                self._wake.set()
+            self._idle.set()
+
+    async def _index_next_batch(self) -> bool:
+        records = self.replica.store.query_records(
+            include_deleted=True, since_version=self.indexed_version, ascending=True, limit=self.batch
+        )
+        if not records:
+            return False
+        memories = [Memory.from_dict(r) for r in records]
+        await self._write(memories)
+        self.indexed_version = memories[-1].version
+        self.replica.store.set_meta(self._mark_key, str(self.indexed_version))
+        self.indexed_at = time.time()
+        self.batches += 1
+        return len(records) == self.batch
+
+    async def _write(self, memories: Sequence[Memory]) -> None:
+        keep = [m for m in memories if indexable(m)]
+        drop = [m.id for m in memories if not indexable(m)]
+        texts = [memory_text(m) for m in keep]
+        vectors = await self._embed(texts)
+        points = [
+            Point(m.id, vector, _payload(m, self.embedder.model, text))
+            for m, vector, text in zip(keep, vectors, texts, strict=True)
+        ]
+        if points:
+            self.points_written += await asyncio.to_thread(self.engine.upsert, points)
+        if drop:
+            await asyncio.to_thread(self.engine.delete, drop)
+
+    async def _embed(self, texts: Sequence[str]) -> list[list[float]]:
+        digests = [hashlib.blake2b(t.encode(), digest_size=16).hexdigest() for t in texts]
+        vectors: dict[str, list[float]] = {}
+        for digest in digests:
+            cached = self._vectors.get(digest)
+            if cached is not None:
+                vectors[digest] = cached
+        missing = {d: t for d, t in zip(digests, texts, strict=True) if d not in vectors}
+        if missing:
+            fresh = await asyncio.to_thread(self.embedder.embed, list(missing.values()))
+            for digest, vector in zip(missing, fresh, strict=True):
+                vectors[digest] = vector
+                self._vectors.put(digest, vector)
+        return [vectors[d] for d in digests]
+
+    # -- search -------------------------------------------------------------------------------
+
+    async def search(self, query: str, flt: SearchFilter, limit: int = 10) -> list[SearchResult]:
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("search needs a non-empty query string")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be an int between 1 and 1000")
+        (vector,) = await asyncio.to_thread(self.embedder.embed, [query])
+        hits = await asyncio.to_thread(self.engine.search, vector, flt, limit)
+        results = []
+        for hit in hits:
+            record = self.replica.store.load_record(hit.id)
+            if record is None:
+                continue  # an orphan point: the next verify/rebuild removes it
+            memory = Memory.from_dict(record)
+            if not flt.include_conflicted and memory.conflicted:
+                continue
+            if not indexable(memory) and not flt.include_deleted:
+                continue
+            results.append(SearchResult(memory, hit.score))
+        return results
+
+    # -- maintenance --------------------------------------------------------------------------
+
+    async def verify(self) -> Verification:
+        """Compare the engine with the store: no missing, stale or orphan points means ok."""
+        expected: dict[str, int] = {}
+        for record in self.replica.store.query_records(include_deleted=True):
+            memory = Memory.from_dict(record)
+            if indexable(memory):
+                expected[memory.id] = memory.version
+        indexed = await asyncio.to_thread(self.engine.versions)
+        missing = sorted(set(expected) - set(indexed))
+        stale = sorted(i for i in set(expected) & set(indexed) if indexed[i] < expected[i])
+        orphans = sorted(set(indexed) - set(expected))
+        return Verification(len(expected), len(indexed), tuple(missing), tuple(stale), tuple(orphans))
+
+    async def rebuild(self, progress: Progress | None = None) -> Verification:
+        """Re-embed and re-upsert every memory from the store, drop orphans, then verify."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        records = self.replica.store.query_records(include_deleted=True, ascending=True)
+        total = len(records)
+        done = 0
+        for start in range(0, total, self.batch):
+            chunk = [Memory.from_dict(r) for r in records[start : start + self.batch]]
+            await self._write(chunk)
+            done += len(chunk)
+            if progress:
+                progress(done, total)
+        present = {m.id for m in map(Memory.from_dict, records) if indexable(m)}
+        indexed = await asyncio.to_thread(self.engine.versions)
+        orphans = sorted(set(indexed) - present)
+        if orphans:
+            await asyncio.to_thread(self.engine.delete, orphans)
+        if records:
+            self.indexed_version = max(int(r["version"]) for r in records)
+            self.replica.store.set_meta(self._mark_key, str(self.indexed_version))
+        self._wake.set()
+        self._task = asyncio.create_task(self._run(), name="crdtmem-indexer")
+        return await self.verify()
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "engine": self.engine.name,
+            "model": self.embedder.model,
+            "indexed_version": self.indexed_version,
+            "lag_versions": self.lag(),
+            "seconds_since_indexed": round(time.time() - self.indexed_at, 3),
+            "points_written": self.points_written,
+            "last_error": self.last_error,
+        }
+
+
+def _payload(memory: Memory, model: str, text: str) -> dict[str, Any]:
+    return {
+        "memory_id": memory.id,
+        "version": memory.version,
+        "kind": memory.kind,
+        "user_id": memory.scope.user_id,
+        "tenant_id": memory.scope.tenant_id,
+        "topics": list(memory.scope.topics),
+        "channels": list(memory.channels),
+        "tags": [str(t) for t in memory.tags],
+        "deleted": memory.deleted,
+        "conflicted": memory.conflicted,
+        "model": model,
+        "content": text[:2000],
+    }
