@@ -1,102 +1,227 @@
-"""``crdtmem demo``: replicas syncing, step by step, with real timings and real results.
+"""``crdtmem demo``: four replicas as real servers on loopback, syncing, conflicting and merging.
 
-Runs on embedded defaults (SQLite files in a temporary directory). Each step says what happened.
+The seed's scenario on embedded defaults (SQLite files, an embedded search index, in-process aiohttp
+servers): a phone, a laptop and a support agent sync through an admin replica that also serves the
+live dashboard. Every step prints what happened, with measured timings.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+from .records import Memory
 from .replica import Replica
+from .server.node import Node, PeerConfig
 
-CHANNEL = "user:u1:memories"
+U1 = "user:u1:memories"
+ACME = "tenant:acme:shared"
+Say = Callable[[str], None]
 
 
-async def _sync(source: Replica, target: Replica, channel: str = CHANNEL) -> tuple[int, int, float]:
-    """Pull what ``target`` misses from ``source``: (deltas applied, bytes, milliseconds)."""
+async def _until(check: Callable[[], Awaitable[bool]], timeout: float = 15.0) -> float:
+    """Wait until ``check()`` is true; returns the milliseconds it took."""
     started = time.perf_counter()
-    payload = await source.export_since(channel, target.version_vector(channel))
-    result = await target.apply(payload)
-    return result.applied, len(payload), (time.perf_counter() - started) * 1000
+    while not await check():
+        if time.perf_counter() - started > timeout:
+            raise TimeoutError(f"demo step did not complete within {timeout} s")
+        await asyncio.sleep(0.002)
+    return (time.perf_counter() - started) * 1000
 
 
-async def run_demo(directory: Path, say: Callable[[str], None] = print) -> int:
-    """Run the whole demo in ``directory``; returns a process exit code."""
-    replicas = {
-        name: Replica(directory / f"{name}.db", replica_id=name)
-        for name in ("phone", "laptop", "support", "admin")
-    }
-    for replica in replicas.values():
-        await replica.start()
-    phone, laptop, support = replicas["phone"], replicas["laptop"], replicas["support"]
-    try:
-        say(f"Started 4 replicas (phone, laptop, support, admin) on SQLite files in {directory}")
+async def _content(replica: Replica, memory_id: str) -> Any:
+    with contextlib.suppress(Exception):
+        return (await replica.get(memory_id)).content
+    return None
 
+
+class Demo:
+    def __init__(self, directory: Path, say: Say = print):
+        self.dir = directory
+        self.say = say
+        self.admin = Node(Replica(directory / "admin.db", replica_id="admin", index=True))
+        self.nodes: dict[str, Node] = {"admin": self.admin}
+
+    async def start(self) -> None:
+        await self.admin.start()
+        plan = {
+            "phone": ([U1], False),
+            "laptop": ([U1], False),
+            "support": ([U1, ACME], True),
+        }
+        for name, (channels, index) in plan.items():
+            replica = Replica(
+                self.dir / f"{name}.db", replica_id=name, channels=channels, index=index or None
+            )
+            node = Node(replica, peers=[PeerConfig(self.admin.url)])
+            self.nodes[name] = await node.start()
+        for node in self.nodes.values():
+            for peer in node.peers:
+                await asyncio.wait_for(peer.synced.wait(), 10)
+        urls = ", ".join(f"{n} {node.url}" for n, node in self.nodes.items())
+        self.say(f"Started 4 replicas as servers on loopback: {urls}")
+        self.say(f"  SQLite files and the search index live in {self.dir}")
+
+    async def stop(self) -> None:
+        for node in reversed(list(self.nodes.values())):
+            await node.stop()
+
+    def r(self, name: str) -> Replica:
+        return self.nodes[name].replica
+
+    async def run(self) -> bool:
+        phone, laptop, support = self.r("phone"), self.r("laptop"), self.r("support")
+        ok = True
+
+        # 1. a fact learned on the phone reaches the laptop
         fact = await phone.add(
-            "User prefers dark mode", kind="preference", user_id="u1", agent_id="phone-agent",
-            session_id="s1", tags=["ui"],
+            "User prefers dark mode",
+            kind="preference",
+            user_id="u1",
+            agent_id="phone-agent",
+            session_id="s1",
+            tags=["ui"],
         )
-        applied, size, ms = await _sync(phone, laptop)
-        seen = await laptop.get(fact.id)
-        say(f"1. phone learned {fact.content!r}; laptop synced {applied} delta ({size} B) in "
-            f"{ms:.2f} ms and now reads {seen.content!r}")
+        ms = await _until(lambda: self._has(laptop, fact.id, fact.content))
+        self.say(
+            f"1. phone learned {fact.content!r}; laptop had it {ms:.1f} ms later "
+            "(phone -> admin -> laptop, eager push over WebSockets)"
+        )
 
+        # 2. offline writes, then catch-up on reconnect
+        await self.nodes["phone"].disconnect_peers()
         await phone.update(fact.id, content="User prefers dark mode, high contrast")
-        await phone.add("User's name is Ada", user_id="u1", agent_id="phone-agent")
-        await laptop.add("User works in Berlin", user_id="u1", agent_id="laptop-agent")
-        say("2. phone went offline and wrote 2 changes; meanwhile laptop wrote 1")
-        applied, size, ms = await _sync(phone, laptop)
-        back, _, _ = await _sync(laptop, phone)
-        names = sorted(m.content for m in await laptop.list(user_id="u1"))
-        say(f"   phone reconnected: laptop pulled exactly the {applied} missed deltas ({size} B, "
-            f"{ms:.2f} ms), phone pulled {back}; both now have {names}")
+        name = await phone.add("User's name is Ada", user_id="u1", agent_id="phone-agent")
+        city = await laptop.add("User works in Berlin", user_id="u1", agent_id="laptop-agent")
+        self.say("2. phone went offline and wrote 2 changes; meanwhile laptop wrote 1")
+        started = time.perf_counter()
+        await self.nodes["phone"].connect_peers()
+        await _until(lambda: self._has(laptop, name.id, name.content))
+        await _until(lambda: self._has(phone, city.id, city.content))
+        pulled = sum(p.state.pulled_deltas for p in self.nodes["phone"].peers)
+        self.say(
+            f"   phone reconnected: pulled {pulled} missed delta(s) first, pushed its own; both "
+            f"converged in {(time.perf_counter() - started) * 1000:.0f} ms"
+        )
 
+        # 3. a concurrent conflict, flagged everywhere, resolved once
+        await self.nodes["phone"].disconnect_peers()
         await phone.update(fact.id, content="User prefers light mode")
         await laptop.update(fact.id, content="User prefers solarized")
-        await _sync(phone, laptop)
-        await _sync(laptop, phone)
-        conflicts = await phone.conflicts(user_id="u1")
-        values = [v.value for v in conflicts[0].values] if conflicts else []
-        same = conflicts == await laptop.conflicts(user_id="u1")
-        say(f"3. phone and laptop changed the preference concurrently: conflict flagged on both "
-            f"({'identical' if same else 'DIFFERENT'}) with values {values}")
+        await self.nodes["phone"].connect_peers()
+        await _until(lambda: self._conflicted_everywhere(fact.id))
+        conflict = (await laptop.conflicts(memory_id=fact.id))[0]
+        values = [v.value for v in conflict.values]
+        self.say(
+            f"3. phone (offline) and laptop changed the preference concurrently: conflict on "
+            f"'{conflict.field}' flagged on all 4 replicas with values {values}"
+        )
         await laptop.resolve(fact.id, field="content", value="User prefers solarized")
-        await _sync(laptop, phone)
-        say(f"   resolved on laptop; phone now reads {(await phone.get(fact.id)).content!r} with "
-            f"{len(await phone.conflicts(user_id='u1'))} open conflicts")
+        ms = await _until(lambda: self._resolved_everywhere(fact.id))
+        self.say(
+            f"   resolved on laptop; the resolution reached every replica in {ms:.1f} ms; "
+            f"phone reads {await _content(phone, fact.id)!r}"
+        )
 
+        # 4. counters and lists merge without conflicts
         counter = await phone.add(0, kind="counter", user_id="u1", metadata={"name": "sessions"})
-        items = await phone.add(["milk"], kind="list", user_id="u1", metadata={"name": "groceries"})
-        await _sync(phone, laptop)
+        groceries = await phone.add(["milk"], kind="list", user_id="u1", metadata={"name": "groceries"})
+        await _until(lambda: self._has(laptop, groceries.id, ["milk"]))
+        await self.nodes["phone"].disconnect_peers()
         await phone.increment(counter.id, 2)
         await laptop.increment(counter.id, 3)
-        await phone.add_items(items.id, "eggs")
-        await laptop.remove_items(items.id, "milk")
-        await laptop.add_items(items.id, "bread")
-        await _sync(phone, laptop)
-        await _sync(laptop, phone)
-        c1, c2 = (await phone.get(counter.id)).content, (await laptop.get(counter.id)).content
-        l1, l2 = (await phone.get(items.id)).content, (await laptop.get(items.id)).content
-        say(f"4. concurrent +2 (phone) and +3 (laptop) merged to {c1} on phone and {c2} on laptop; "
-            f"list merged to {l1} / {l2}")
+        await phone.add_items(groceries.id, "eggs")
+        await laptop.remove_items(groceries.id, "milk")
+        await laptop.add_items(groceries.id, "bread")
+        await self.nodes["phone"].connect_peers()
+        await _until(lambda: self._has(phone, counter.id, 5))
+        await _until(lambda: self._has(laptop, groceries.id, ["eggs", "bread"]))
+        items = await _content(phone, groceries.id)
+        self.say(
+            f"4. concurrent +2 (phone) and +3 (laptop) merged to {await _content(phone, counter.id)} "
+            f"everywhere; the list merged to {items} (add wins, observed removes only)"
+        )
+        ok &= items == ["eggs", "bread"]
 
-        applied, size, ms = await _sync(phone, support)
-        say(f"5. support agent caught up on {applied} deltas ({size} B) in {ms:.2f} ms and lists "
-            f"{len(await support.list(user_id='u1'))} memories for u1")
-        ok = c1 == c2 == 5 and l1 == l2 and not await phone.conflicts() and same
-        say("Done: every replica converged." if ok else "Replicas did NOT converge.")
+        # 5. semantic search on the support agent's replica
+        await support.add("Refund policy: 30 days, no questions asked", tenant_id="acme", shared=True)
+        assert support.index is not None
+        await _until(lambda: self._has(support, fact.id, "User prefers solarized"))
+        await support.index.wait_idle()
+        started = time.perf_counter()
+        hits = await support.search("what theme does the user like?", user_id="u1", limit=3)
+        ms = (time.perf_counter() - started) * 1000
+        top = hits[0] if hits else None
+        described = f"{top.memory.content!r} (score {top.score:.2f})" if top else "nothing"
+        self.say(
+            f"5. support agent searched 'what theme does the user like?' for u1 in {ms:.1f} ms: "
+            f"top hit {described}; {support.index.embedder.model} embedder, "
+            f"{support.index.engine.name} engine"
+        )
+        ok &= top is not None and top.memory.id == fact.id
+
+        converged = await self._converged()
+        self.say(
+            "Done: every replica converged, nothing was lost."
+            if converged and ok
+            else "Replicas did NOT converge or a step failed."
+        )
+        return converged and ok
+
+    async def _has(self, replica: Replica, memory_id: str, content: Any) -> bool:
+        found: Any = await _content(replica, memory_id)
+        return bool(found == content)
+
+    async def _conflicted_everywhere(self, memory_id: str) -> bool:
+        found = [await node.replica.conflicts(memory_id=memory_id) for node in self.nodes.values()]
+        return all(len(c) == 1 for c in found) and all(c == found[0] for c in found)
+
+    async def _resolved_everywhere(self, memory_id: str) -> bool:
+        for node in self.nodes.values():
+            if await node.replica.conflicts(memory_id=memory_id):
+                return False
+        return True
+
+    async def _converged(self) -> bool:
+        def view(memories: list[Memory]) -> list[tuple[str, str]]:
+            return sorted((m.id, repr(m.content)) for m in memories)
+
+        reference = view(await self.r("admin").list(user_id="u1", include_deleted=True))
+        for name in ("phone", "laptop", "support"):
+            if view(await self.r(name).list(user_id="u1", include_deleted=True)) != reference:
+                return False
+        return True
+
+
+async def run_demo(directory: Path, say: Say = print, *, keep: bool = False) -> int:
+    demo = Demo(directory, say)
+    await demo.start()
+    try:
+        ok = await demo.run()
+        if keep:
+            say(f"\nDashboard: {demo.admin.url}/dashboard   (Ctrl-C to stop)")
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+            await stop.wait()
         return 0 if ok else 1
     finally:
-        for replica in replicas.values():
-            await replica.stop()
+        await demo.stop()
 
 
-def main(directory: str | None = None) -> int:
+def main(directory: str | None = None, keep: bool = False) -> int:
+    import logging
+
+    logging.getLogger("crdtmem.node").setLevel(logging.ERROR)  # open loopback servers: expected here
     if directory is not None:
-        return asyncio.run(run_demo(Path(directory)))
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        return asyncio.run(run_demo(Path(directory), keep=keep))
     with tempfile.TemporaryDirectory(prefix="crdtmem-demo-") as tmp:
-        return asyncio.run(run_demo(Path(tmp)))
+        return asyncio.run(run_demo(Path(tmp), keep=keep))

@@ -28,7 +28,7 @@ from pycrdt import Array, Doc, Map
 
 from . import statevector
 from .crdt import Conversation, Dot, MVRegister, ORSet, PNCounter, Sibling
-from .crdt.dots import JSONValue, decode_value, is_hlc_text
+from .crdt.dots import JSONValue, check_text, decode_value, is_hlc_text
 from .errors import (
     InvalidInput,
     MalformedPayload,
@@ -63,7 +63,7 @@ def check_content(kind: str, content: Any) -> Any:
     if kind in REGISTER_KINDS:
         if not isinstance(content, str):
             raise InvalidInput(f"{kind} content must be a string, got {type(content).__name__}")
-        return content
+        return check_text(content, f"{kind} content")
     if kind == "counter":
         if content is None:
             return 0
@@ -92,7 +92,7 @@ def check_message(message: Any) -> tuple[str, str]:
         raise InvalidInput(f"a message is {{'role': str, 'text': str}}, got {message!r}")
     if not isinstance(role, str) or not role or not isinstance(text, str):
         raise InvalidInput(f"a message needs a non-empty string role and a string text, got {message!r}")
-    return role, text
+    return check_text(role, "a message role"), check_text(text, "a message text")
 
 
 class MemoryDoc:
@@ -462,4 +462,4 @@ def _scope(raw: dict[str, Any]) -> Scope:
 def _check_key(key: object) -> str:
     if not isinstance(key, str) or not key or "#" in key or len(key) > 256:
         raise InvalidInput(f"metadata keys are non-empty strings without '#', got {key!r}")
-    return key
+    return check_text(key, "a metadata key")

@@ -250,6 +250,11 @@ class Replica:
         memory_id = memory_id or new_memory_id()
         source = Source(agent_id, session_id, user_id)
         scope = Scope(user_id, tenant_id, topic_list, shared)
+        if self.channels is not None and not set(scope.channels()) & set(self.channels):
+            raise InvalidInput(
+                f"this replica subscribes to {list(self.channels)}; a memory on {list(scope.channels())} "
+                "would never sync from here (subscribe to one of its channels)"
+            )
         metadata = _check_metadata(metadata)
         tag_list = _as_list(tags, "tags")
 

@@ -25,9 +25,23 @@ def encode_value(value: JSONValue) -> str:
     Raises InvalidInput for values JSON cannot carry (NaN, infinities, sets, bytes, objects).
     """
     try:
-        return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text.encode("utf-8")  # lone surrogates would make Yrs panic
     except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"values must be plain JSON (no NaN/inf, sets, bytes or objects): {exc}") from exc
+        raise InvalidInput(
+            f"values must be plain JSON with valid UTF-8 text (no NaN/inf, sets, bytes, objects or "
+            f"lone surrogates): {exc}"
+        ) from exc
+    return text
+
+
+def check_text(value: str, what: str) -> str:
+    """Refuse strings Yrs cannot store (lone surrogates are not valid UTF-8)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidInput(f"{what} must be valid UTF-8 text (no lone surrogates)") from exc
+    return value
 
 
 def is_hlc_text(value: object) -> TypeGuard[str]:

@@ -104,6 +104,13 @@ class Node:
         server = getattr(site, "_server", None)
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
+        await self.connect_peers()
+        return self
+
+    async def connect_peers(self) -> None:
+        """Start syncing with every configured peer (pull first, then push)."""
+        if self.peers:
+            return
         for config in self.peer_configs:
             channels = config.channels or list(self.replica.channels or [])
             if not channels:
@@ -121,12 +128,15 @@ class Node:
                 settings=dataclasses.replace(self.settings),
             )
             self.peers.append(await peer.start())
-        return self
 
-    async def stop(self) -> None:
+    async def disconnect_peers(self) -> None:
+        """Stop syncing with peers, as a device going offline; local writes go on."""
         for peer in self.peers:
             await peer.stop()
         self.peers.clear()
+
+    async def stop(self) -> None:
+        await self.disconnect_peers()
         self.replica.feed.close()  # event streams end now instead of at their next poll
         for link in list(self.links):
             await link.ws.close()

@@ -1,0 +1,434 @@
+"""Checks for replicas: convergence, store consistency, and that no acknowledged write was lost.
+
+All checks read through ``replica.store`` and ``replica.version_vectors()``, so they are plain
+functions that work on an open :class:`~crdtmem.replica.Replica` (or a
+:class:`~crdtmem.sync_api.SyncReplica`) from sync or async code alike.
+
+:class:`AcknowledgedWrites` is a ledger of the writes a replica acknowledged. Run writes through it
+(``await acked.run(replica, memory_id, op)``) and it records, for each write, which earlier writes the
+writing replica had applied at that moment, i.e. exactly which ones the write overwrote or removed.
+After a full exchange, :func:`assert_acknowledged_present` then knows the *exact* expected state:
+
+- register fields (content, metadata keys, lifecycle): the set of values of acknowledged writes that
+  no later write observed (one value: a clean read; several: a conflict listing exactly them);
+- lists and tags (add-wins OR-sets): every added element whose add no removal observed;
+- counters: the initial value plus every acknowledged increment;
+- conversations: every acknowledged message, no more and no fewer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Protocol
+
+from ..crdt.dots import encode_value
+from ..memory import MemoryDoc
+from ..records import REGISTER_KINDS, Kind, Memory
+from ..store.base import Store, VersionVector
+from .strategies import (
+    AddItems,
+    AppendMessage,
+    Delete,
+    Increment,
+    MemorySpec,
+    Operation,
+    RemoveItems,
+    Resolve,
+    Update,
+)
+
+if TYPE_CHECKING:
+    from ..replica import Replica
+
+__all__ = [
+    "AcknowledgedWrites",
+    "ReplicaLike",
+    "assert_acknowledged_present",
+    "assert_converged",
+    "assert_store_consistent",
+    "canonical_state",
+]
+
+
+class ReplicaLike(Protocol):
+    """What the checks need: a Replica or a SyncReplica."""
+
+    @property
+    def id(self) -> str: ...
+
+    @property
+    def store(self) -> Store: ...
+
+    channels: tuple[str, ...] | None
+
+    def version_vectors(self, channels: Sequence[str] | None = None) -> dict[str, VersionVector]: ...
+
+
+def _canonical(data: Any) -> str:
+    return json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def _in_channels(memory_channels: Iterable[str], channels: Sequence[str] | None) -> bool:
+    return channels is None or bool(set(memory_channels) & set(channels))
+
+
+def canonical_state(replica: ReplicaLike, channels: Sequence[str] | None = None) -> dict[str, str]:
+    """``{memory id: canonical JSON}`` of every memory (deleted ones too) in ``channels`` (None: all).
+
+    The JSON holds the materialized record without its local ``version``, plus the full conflict
+    sets (every concurrent value with its hlc and replica); object keys are sorted.
+    """
+    store = replica.store
+    state: dict[str, str] = {}
+    for record in store.query_records(include_deleted=True):
+        if not _in_channels(record["channels"], channels):
+            continue
+        data = {k: v for k, v in record.items() if k != "version"}
+        data["conflict_sets"] = [c.to_dict() for c in store.conflicts(doc_id=record["id"])]
+        state[record["id"]] = _canonical(data)
+    return state
+
+
+def _vectors(replica: ReplicaLike, channels: Sequence[str] | None) -> dict[str, VersionVector]:
+    vectors = replica.version_vectors(channels) if channels is not None else replica.version_vectors()
+    return {c: v for c, v in vectors.items() if v}
+
+
+def assert_converged(
+    replicas: Sequence[ReplicaLike], channels: Sequence[str] | None = None, *, no_pending: bool = True
+) -> None:
+    """Assert that every replica holds identical memories, conflicts and version vectors.
+
+    Args:
+        replicas: open replicas, after a full exchange.
+        channels: compare only memories and vectors of these channels (for partial replication);
+            None compares everything.
+        no_pending: also require that no replica holds deltas still waiting for dependencies.
+    """
+    if len(replicas) < 2:
+        return
+    first = replicas[0]
+    reference = canonical_state(first, channels)
+    reference_vectors = _vectors(first, channels)
+    problems: list[str] = []
+    for other in replicas[1:]:
+        state = canonical_state(other, channels)
+        for memory_id in sorted(set(reference) | set(state)):
+            mine, theirs = reference.get(memory_id), state.get(memory_id)
+            if mine != theirs:
+                problems.append(
+                    f"memory {memory_id}:\n  {first.id}: {mine or '<missing>'}"
+                    f"\n  {other.id}: {theirs or '<missing>'}"
+                )
+        vectors = _vectors(other, channels)
+        if vectors != reference_vectors:
+            problems.append(f"version vectors:\n  {first.id}: {reference_vectors}\n  {other.id}: {vectors}")
+    if no_pending:
+        for replica in replicas:
+            waiting = replica.store.pending()
+            if waiting:
+                problems.append(
+                    f"{replica.id} still has {len(waiting)} pending deltas: {[d.uid for d in waiting]}"
+                )
+    if problems:
+        raise AssertionError("replicas did not converge:\n" + "\n".join(problems))
+
+
+def assert_store_consistent(replica: ReplicaLike) -> None:
+    """Assert what the store promises about itself:
+
+    - every stored record and conflict set is what the stored Yrs state materializes to;
+    - every logged delta of a memory is contained in its stored state (re-applying changes nothing);
+    - version vectors claim only logged deltas: for each channel and origin, seqs 1..vv are logged.
+    """
+    store = replica.store
+    problems: list[str] = []
+    for record in store.query_records(include_deleted=True):
+        memory_id = record["id"]
+        state = store.load_state(memory_id)
+        if state is None:
+            problems.append(f"{memory_id}: record without state")
+            continue
+        doc = MemoryDoc.from_state(memory_id, state, 0)
+        expected = {k: v for k, v in doc.materialize().to_dict().items() if k != "version"}
+        stored = {k: v for k, v in record.items() if k != "version"}
+        if _canonical(expected) != _canonical(stored):
+            problems.append(
+                f"{memory_id}: record {_canonical(stored)} but state reads {_canonical(expected)}"
+            )
+        if [c.to_dict() for c in doc.conflicts()] != [c.to_dict() for c in store.conflicts(doc_id=memory_id)]:
+            problems.append(f"{memory_id}: stored conflicts differ from the state's")
+        state_vector, reading = doc.doc.get_state(), _canonical(expected)
+        for delta in store.history(memory_id):
+            doc.apply(delta.update)
+        if (
+            doc.doc.get_state() != state_vector
+            or _canonical({k: v for k, v in doc.materialize().to_dict().items() if k != "version"}) != reading
+        ):
+            problems.append(f"{memory_id}: its logged deltas are not all in its stored state")
+    for channel, vector in replica.version_vectors().items():
+        logged: dict[str, set[int]] = {}
+        for delta in store.deltas_since([channel], {}):
+            logged.setdefault(delta.origin, set()).add(delta.seqs[channel])
+        for origin, seq in vector.items():
+            missing = set(range(1, seq + 1)) - logged.get(origin, set())
+            if missing:
+                problems.append(
+                    f"{channel}: vector claims {origin}:{seq} but seqs {sorted(missing)} are not logged"
+                )
+    if problems:
+        raise AssertionError(f"store of {replica.id} is inconsistent:\n" + "\n".join(problems))
+
+
+# -- the ledger of acknowledged writes ----------------------------------------------------------
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One acknowledged value in a register or one acknowledged add in an OR-set."""
+
+    uid: str
+    text: str
+    live: bool = True
+
+
+@dataclass(slots=True)
+class _MemoryLedger:
+    kind: Kind
+    channels: tuple[str, ...]
+    registers: dict[str, list[_Entry]] = field(default_factory=dict)
+    items: list[_Entry] = field(default_factory=list)
+    tags: list[_Entry] = field(default_factory=list)
+    total: int = 0
+    messages: list[tuple[str, str]] = field(default_factory=list)
+
+
+class _Change:
+    """Records one acknowledged change; ``observed`` are the delta uids its replica had applied."""
+
+    def __init__(self, ledger: _MemoryLedger, uid: str, observed: set[str]):
+        self.ledger, self.uid, self.observed = ledger, uid, observed | {uid}
+
+    def write(self, register: str, value: Any) -> None:
+        self.clear(register)
+        self.ledger.registers.setdefault(register, []).append(_Entry(self.uid, encode_value(value)))
+
+    def clear(self, register: str) -> None:
+        for entry in self.ledger.registers.get(register, []):
+            if entry.uid in self.observed:
+                entry.live = False
+
+    def add(self, entries: list[_Entry], value: Any) -> None:
+        entries.append(_Entry(self.uid, encode_value(value)))
+
+    def remove(self, entries: list[_Entry], value: Any) -> None:
+        text = encode_value(value)
+        for entry in entries:
+            if entry.text == text and entry.uid in self.observed:
+                entry.live = False
+
+
+class AcknowledgedWrites:
+    """A ledger of acknowledged writes (see the module docstring).
+
+    Run every write of a test through :meth:`create` and :meth:`run` (the operations of
+    :mod:`~crdtmem.testing.strategies`). A write that raises was not acknowledged and is not
+    recorded. Do not let the replica apply remote payloads while a ledger write on it is in
+    progress: the ledger reads what the replica had applied just before the write.
+    """
+
+    def __init__(self) -> None:
+        self._memories: dict[str, _MemoryLedger] = {}
+        self.acknowledged = 0
+
+    @property
+    def memory_ids(self) -> list[str]:
+        return sorted(self._memories)
+
+    async def create(self, replica: Replica, spec: MemorySpec, memory_id: str | None = None) -> Memory:
+        """``spec.create(replica)``, recorded."""
+        memory = await spec.create(replica, memory_id)
+        (delta,) = replica.store.history(memory.id)
+        ledger = _MemoryLedger(memory.kind, memory.channels)
+        self._memories[memory.id] = ledger
+        change = _Change(ledger, delta.uid, set())
+        change.write("lifecycle", "active")
+        if spec.kind in REGISTER_KINDS:
+            change.write("content", spec.content)
+        elif spec.kind == "list":
+            for item in spec.content or ():
+                change.add(ledger.items, item)
+        elif spec.kind == "counter":
+            ledger.total += spec.content or 0
+        else:
+            ledger.messages += [(m["role"], m["text"]) for m in spec.content or ()]
+        for key, value in spec.metadata.items():
+            change.write(f"metadata.{key}", value)
+        for tag in spec.tags:
+            change.add(ledger.tags, tag)
+        self.acknowledged += 1
+        return memory
+
+    async def run(self, replica: Replica, memory_id: str, op: Operation) -> Memory:
+        """``op.apply(replica, memory_id)``, recorded, with read-your-writes checked on the result."""
+        ledger = self._memories.get(memory_id)
+        if ledger is None:
+            raise KeyError(f"memory {memory_id!r} was not created through this ledger")
+        observed = {d.uid for d in replica.store.history(memory_id)}
+        memory: Memory = await op.apply(replica, memory_id)
+        new = [d.uid for d in replica.store.history(memory_id) if d.uid not in observed]
+        if not new:
+            return memory  # the operation wrote nothing (e.g. removing nothing)
+        if len(new) != 1:
+            raise AssertionError(f"one write to {memory_id} logged {len(new)} deltas: {new}")
+        self._record(_Change(ledger, new[0], observed), op)
+        _check_read_your_write(memory, op)
+        self.acknowledged += 1
+        return memory
+
+    @staticmethod
+    def _record(change: _Change, op: Operation) -> None:
+        ledger = change.ledger
+        if isinstance(op, Delete):
+            change.write("lifecycle", "deleted")
+            return
+        if isinstance(op, Resolve):
+            change.write(op.field, op.value)
+            return
+        change.write("lifecycle", "active")
+        if isinstance(op, Update):
+            if op.content is not None:
+                change.write("content", op.content)
+            for key, value in op.metadata.items():
+                change.write(f"metadata.{key}", value)
+            for key in op.remove_metadata:
+                change.clear(f"metadata.{key}")
+            for tag in op.add_tags:
+                change.add(ledger.tags, tag)
+            for tag in op.remove_tags:
+                change.remove(ledger.tags, tag)
+        elif isinstance(op, Increment):
+            ledger.total += op.amount
+        elif isinstance(op, AddItems):
+            for item in op.items:
+                change.add(ledger.items, item)
+        elif isinstance(op, RemoveItems):
+            for item in op.items:
+                change.remove(ledger.items, item)
+        elif isinstance(op, AppendMessage):
+            ledger.messages.append((op.role, op.text))
+        else:
+            raise TypeError(f"the ledger does not know how to record {op!r}")
+
+    def expected(self, memory_id: str) -> dict[str, Any]:
+        """The exact state every replica must reach after a full exchange, for error messages."""
+        ledger = self._memories[memory_id]
+        found: dict[str, Any] = {
+            name: sorted({e.text for e in entries if e.live}) for name, entries in ledger.registers.items()
+        }
+        if ledger.kind == "list":
+            found["items"] = sorted({e.text for e in ledger.items if e.live})
+        elif ledger.kind == "counter":
+            found["total"] = ledger.total
+        elif ledger.kind == "conversation":
+            found["messages"] = sorted(ledger.messages)
+        found["tags"] = sorted({e.text for e in ledger.tags if e.live})
+        return found
+
+    def observed(self, replica: ReplicaLike, memory_id: str) -> dict[str, Any]:
+        """The same view as :meth:`expected`, read from ``replica``'s store."""
+        ledger = self._memories[memory_id]
+        store = replica.store
+        record = store.load_record(memory_id)
+        if record is None:
+            return {}
+        memory = Memory.from_dict(record)
+        conflicts = {c.field: c for c in store.conflicts(doc_id=memory_id)}
+
+        def register(name: str, winner: Any, present: bool) -> list[str]:
+            if name in conflicts:
+                return sorted({encode_value(v.value) for v in conflicts[name].values})
+            return [encode_value(winner)] if present else []
+
+        found: dict[str, Any] = {
+            "lifecycle": register("lifecycle", "deleted" if memory.deleted else "active", True)
+        }
+        if memory.kind in REGISTER_KINDS:
+            found["content"] = register("content", memory.content, True)
+        for key in set(memory.metadata) | {
+            n.removeprefix("metadata.") for n in ledger.registers if n.startswith("metadata.")
+        }:
+            found[f"metadata.{key}"] = register(
+                f"metadata.{key}", memory.metadata.get(key), key in memory.metadata
+            )
+        if memory.kind == "list":
+            found["items"] = sorted(encode_value(v) for v in memory.content)
+        elif memory.kind == "counter":
+            found["total"] = memory.content
+        elif memory.kind == "conversation":
+            found["messages"] = sorted((m["role"], m["text"]) for m in memory.content)
+        found["tags"] = sorted(encode_value(t) for t in memory.tags)
+        return found
+
+    def channels_of(self, memory_id: str) -> tuple[str, ...]:
+        return self._memories[memory_id].channels
+
+
+def _check_read_your_write(memory: Memory, op: Operation) -> None:
+    """The replica that acknowledged a write must show it in the memory it returned."""
+    problem = ""
+    if isinstance(op, Delete) and not (memory.deleted and "lifecycle" not in memory.conflicts):
+        problem = "deleted memory does not read as deleted"
+    elif isinstance(op, Resolve) and op.field in memory.conflicts:
+        problem = f"resolved field {op.field!r} is still in conflict"
+    elif isinstance(op, Update):
+        if op.content is not None and (memory.content != op.content or "content" in memory.conflicts):
+            problem = f"content reads {memory.content!r}"
+        for key, value in op.metadata.items():
+            if key not in op.remove_metadata and memory.metadata.get(key) != value:
+                problem = f"metadata {key!r} reads {memory.metadata.get(key)!r}"
+        tags = {encode_value(t) for t in memory.tags}
+        removed = {encode_value(t) for t in op.remove_tags}
+        if any(encode_value(t) not in tags for t in op.add_tags if encode_value(t) not in removed):
+            problem = f"added tags missing from {memory.tags!r}"
+        if removed & tags:
+            problem = f"removed tags still in {memory.tags!r}"
+    elif isinstance(op, AddItems):
+        present = {encode_value(v) for v in memory.content}
+        if any(encode_value(v) not in present for v in op.items):
+            problem = f"added items missing from {memory.content!r}"
+    elif isinstance(op, RemoveItems):
+        if {encode_value(v) for v in op.items} & {encode_value(v) for v in memory.content}:
+            problem = f"removed items still in {memory.content!r}"
+    elif isinstance(op, AppendMessage) and not any(
+        m["role"] == op.role and m["text"] == op.text for m in memory.content
+    ):
+        problem = "appended message missing"
+    if problem:
+        raise AssertionError(f"read-your-writes: after {op!r} on {memory.id}: {problem}")
+
+
+def assert_acknowledged_present(replica: ReplicaLike, acked: AcknowledgedWrites) -> None:
+    """Assert that ``replica`` holds exactly what the acknowledged writes imply (module docstring).
+
+    Call it after a full exchange. Memories outside the replica's subscribed channels are skipped.
+    """
+    problems: list[str] = []
+    for memory_id in acked.memory_ids:
+        if replica.channels is not None and not _in_channels(acked.channels_of(memory_id), replica.channels):
+            continue
+        observed = acked.observed(replica, memory_id)
+        if not observed:
+            problems.append(f"acknowledged memory {memory_id} is missing")
+            continue
+        expected = acked.expected(memory_id)
+        for name in sorted(set(expected) | set(observed)):
+            want, have = expected.get(name, []), observed.get(name, [])
+            if want != have:
+                problems.append(f"{memory_id} {name}: expected {want!r}, found {have!r}")
+    if problems:
+        raise AssertionError(
+            f"replica {replica.id} lost or invented acknowledged writes:\n" + "\n".join(problems)
+        )
