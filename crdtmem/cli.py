@@ -52,6 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds a peer may leave frames unacknowledged before it must pull",
     )
+    serve.add_argument(
+        "--ack-timeout",
+        type=float,
+        default=10.0,
+        help="seconds after which an unacknowledged frame is sent again (default 10)",
+    )
 
     token = commands.add_parser(
         "token", help="create a bearer token for a principal in a tokens file (printed once)"
@@ -179,6 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             write_burst=args.write_burst,
             synchronous=args.synchronous,
             slow_after=args.slow_after,
+            ack_timeout=args.ack_timeout,
         )
         try:
             asyncio.run(serve(options))

@@ -32,6 +32,7 @@ class ServeOptions:
     write_burst: float = 400.0
     synchronous: Synchronous = "FULL"
     slow_after: float = 10.0
+    ack_timeout: float = 10.0
 
 
 async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -52,7 +53,7 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
         tokens=TokenTable.load(options.tokens) if options.tokens else None,
         write_rate=options.write_rate,
         write_burst=options.write_burst,
-        settings=LinkSettings(slow_after=options.slow_after),
+        settings=LinkSettings(slow_after=options.slow_after, ack_timeout=options.ack_timeout),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

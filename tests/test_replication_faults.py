@@ -35,13 +35,13 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 
 async def run_faulty_exchange(procs, session, tmp_path, *, rounds: int, kills: int, seed: int) -> None:
     rng = random.Random(seed)
-    a = ServerProcess(tmp_path, "a", channels=[U1]).start()
+    a = ServerProcess(tmp_path, "a", channels=[U1], extra=["--ack-timeout", "2"]).start()
     procs.append(a)
     async with FaultProxy(
         a.url, Faults(drop=0.1, duplicate=0.1, delay=0.01, reorder=0.1, cut=0.02), seed=seed
     ) as proxy:
         b = ServerProcess(
-            tmp_path, "b", channels=[U1], peers=[proxy.url], extra=["--slow-after", "3"]
+            tmp_path, "b", channels=[U1], peers=[proxy.url], extra=["--slow-after", "3", "--ack-timeout", "2"]
         ).start()
         procs.append(b)
         api = {"a": Api(session, a.url), "b": Api(session, b.url)}

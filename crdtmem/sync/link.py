@@ -51,7 +51,7 @@ class LinkSettings:
     """At most this many frames in flight (sent, not acknowledged)."""
     slow_after: float = 10.0
     """Seconds without an acknowledgement, with frames in flight, before switching the peer to pull."""
-    ack_timeout: float = 2.0
+    ack_timeout: float = 10.0
     """Seconds after which an unacknowledged frame counts as lost and its deltas are sent again."""
     max_frame_bytes: int = wire.DEFAULT_MAX_PAYLOAD_BYTES
 
@@ -115,8 +115,9 @@ class Link:
             await self._receive_loop()
         finally:
             sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await sender
+            # gather, not a suppress(CancelledError) around the await: that would also swallow a
+            # cancellation of *this* task (PeerClient.stop) arriving while the sender winds down
+            await asyncio.gather(sender, return_exceptions=True)
             if self._unsubscribe is not None:
                 self._unsubscribe()
 

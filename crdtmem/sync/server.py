@@ -50,9 +50,12 @@ def routes(node: Node) -> list[web.RouteDef]:
         data = wire.encode(wire.Payload(replica.id, deltas, mine))
         node.metrics.inc("crdtmem_pull_deltas_total", len(deltas))
         more = "1" if len(deltas) >= limit else "0"
-        return web.Response(
+        response = web.Response(
             body=data, content_type="application/x-crdtmem-deltas", headers={"X-Crdtmem-More": more}
         )
+        if len(data) > 1024:
+            response.enable_compression()  # gzip if the peer accepts it: catch-up pages shrink ~5x
+        return response
 
     async def push(request: web.Request) -> web.StreamResponse:
         principal = request[PRINCIPAL]
