@@ -56,6 +56,15 @@ class Subscription:
             raise StopAsyncIteration
         return event
 
+    async def get(self, timeout: float) -> MemoryEvent | None:
+        """The next event, or None if none arrives within ``timeout`` seconds. Ends like iteration:
+        StopAsyncIteration when the feed closes, FeedOverflow when this subscriber fell behind."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.__anext__()
+        except TimeoutError:
+            return None
+
     async def aclose(self) -> None:
         self._unregister()
 

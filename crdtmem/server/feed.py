@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -147,19 +148,13 @@ class _EventStream:
         self.replay: list[MemoryEvent] = []
         self.last_version = 0
         self._live: Subscription | None = None
-        self._next: asyncio.Future[MemoryEvent] | None = None
 
     async def open(self) -> None:
         feed = self.replica.feed
         subscribers = len(feed)
+        # registered before the replay is read, so a change committed in between is in one of them
         self._live = self.replica.events(self.selection.channels, max_queue=MAX_QUEUE)
-        self._next = asyncio.ensure_future(self._live.__anext__())
-        # The subscriber must be registered before the replay is read, or a change committed in
-        # between would be in neither. events() registers it when the iterator first runs.
-        for _ in range(10):
-            await asyncio.sleep(0)
-            if len(feed) > subscribers or self._next.done():
-                break
+        assert len(feed) > subscribers
         if self.after is None:
             self.last_version = 0
             return
@@ -193,12 +188,10 @@ class _EventStream:
         """
         deadline = time.monotonic() + timeout
         while True:
-            assert self._live is not None and self._next is not None, "open() first"
-            done, _ = await asyncio.wait({self._next}, timeout=max(0.0, deadline - time.monotonic()))
-            if not done:
+            assert self._live is not None, "open() first"
+            event = await self._live.get(max(0.0, deadline - time.monotonic()))
+            if event is None:
                 return None
-            event = self._next.result()
-            self._next = asyncio.ensure_future(self._live.__anext__())
             if self.selection.channels is None and not self.selection.wants(event.channels):
                 continue
             if event.memory.version <= self.last_version:
@@ -207,12 +200,6 @@ class _EventStream:
             return event
 
     async def close(self) -> None:
-        pending = self._next
-        if pending is not None and not pending.done():
-            pending.cancel()
-            await asyncio.wait({pending})
-        if pending is not None and not pending.cancelled():
-            pending.exception()  # retrieved, so asyncio does not log it as never retrieved
         if self._live is not None:
             await self._live.aclose()
 
@@ -230,8 +217,23 @@ def _gone(request: web.Request, node: Node) -> bool:
     return runner is None or not runner.sites
 
 
+_JSON: OrderedDict[int, tuple[MemoryEvent, str]] = OrderedDict()
+
+
 def _event_json(event: MemoryEvent) -> str:
-    return json.dumps(event.to_dict(), separators=(",", ":"))
+    """An event's JSON, built once however many streams send it (fan-out to many subscribers).
+
+    Keyed by the event object itself (its id(), with the event kept alive beside its text so the id
+    cannot be reused): event ids repeat across replicas that share a replica id, objects do not.
+    """
+    cached = _JSON.get(id(event))
+    if cached is not None and cached[0] is event:
+        return cached[1]
+    text = json.dumps(event.to_dict(), separators=(",", ":"))
+    _JSON[id(event)] = (event, text)
+    if len(_JSON) > 1024:
+        _JSON.popitem(last=False)
+    return text
 
 
 def _overflow_json(error: FeedOverflow, last_event_id: str | None) -> str:
