@@ -10,6 +10,9 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crdtmem", description="Real-time memory sync for AI agents.")
     commands = parser.add_subparsers(dest="command", required=True)
+    from .cli_client import add_parsers
+
+    add_parsers(commands)
     demo = commands.add_parser("demo", help="run replicas that sync, conflict and merge, step by step")
     demo.add_argument("--dir", help="keep the replicas' SQLite files in this directory")
     demo.add_argument("--keep", action="store_true", help="stay up afterwards and print the dashboard URL")
@@ -58,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds after which an unacknowledged frame is sent again (default 10)",
     )
+    serve.add_argument("--index", action="store_true", help="index memories for search (embedded engine)")
+    serve.add_argument("--engine", help="index engine: edge (default), qdrant-local, or a Qdrant URL")
+    serve.add_argument("--embedder", default="hashing", help="hashing (default), minilm, fastembed:MODEL")
 
     token = commands.add_parser(
         "token", help="create a bearer token for a principal in a tokens file (printed once)"
@@ -156,6 +162,10 @@ def _token(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from .cli_client import COMMANDS, run
+
+    if args.command in COMMANDS:
+        return run(args)
     if args.command == "demo":
         from .demo import main as demo_main
 
@@ -186,6 +196,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             synchronous=args.synchronous,
             slow_after=args.slow_after,
             ack_timeout=args.ack_timeout,
+            index=args.index,
+            engine=args.engine,
+            embedder=args.embedder,
         )
         try:
             asyncio.run(serve(options))

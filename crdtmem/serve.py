@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from .access import TokenTable
+from .index import IndexSettings
 from .replica import Replica
 from .server.node import Node, PeerConfig
 from .store.sqlite import Synchronous
@@ -33,6 +34,9 @@ class ServeOptions:
     synchronous: Synchronous = "FULL"
     slow_after: float = 10.0
     ack_timeout: float = 10.0
+    index: bool = False
+    engine: str | None = None
+    embedder: str = "hashing"
 
 
 async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -41,6 +45,7 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
         replica_id=options.replica_id,
         channels=options.channels or None,
         synchronous=options.synchronous,
+        index=IndexSettings(engine=options.engine, embedder=options.embedder) if options.index else None,
     )
     node = Node(
         replica,
