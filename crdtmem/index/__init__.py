@@ -71,6 +71,9 @@ def open_indexer(replica: Replica, settings: IndexSettings) -> Indexer:
     path = settings.path
     if path is None and replica.path is not None:
         path = Path(f"{replica.path}.index")
-    engine = open_engine(spec, path, collection=settings.collection, api_key=settings.api_key)
     embedder = load_embedder(settings.embedder) if isinstance(settings.embedder, str) else settings.embedder
-    return Indexer(replica, engine, embedder, batch=settings.batch, name=settings.collection)
+    # one collection per vector size: a model of another size starts a fresh collection (and, like
+    # any model change, re-embeds everything) instead of failing on the old one
+    collection = f"{settings.collection}-{embedder.dim}"
+    engine = open_engine(spec, path, collection=collection, api_key=settings.api_key)
+    return Indexer(replica, engine, embedder, batch=settings.batch, name=collection)
