@@ -20,6 +20,7 @@ PUBLIC_PATHS = ("/healthz", "/openapi.json", "/dashboard")
 
 
 def build_app(node: Node) -> web.Application:
+    from ..dashboard import routes as dashboard_routes
     from ..sync import server as sync_routes
     from . import feed, rest, search, status
 
@@ -32,6 +33,7 @@ def build_app(node: Node) -> web.Application:
     app.add_routes(search.routes(node))
     app.add_routes(feed.routes(node))
     app.add_routes(status.routes(node))
+    app.add_routes(dashboard_routes(node))
     return app
 
 

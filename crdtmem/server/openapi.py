@@ -413,6 +413,58 @@ def _paths() -> dict[str, Schema]:
                 ],
             ),
         },
+        "/dashboard": {
+            "get": _operation(
+                "The live dashboard (HTML; public page, it carries no data: pass ?token= for its API calls)",
+                "dashboard",
+                {
+                    "200": {
+                        "description": "the page",
+                        "content": {"text/html": {"schema": {"type": "string"}}},
+                    },
+                    "304": {"description": "not modified (If-None-Match)"},
+                },
+                operationId="dashboard",
+                parameters=[
+                    _query("token", {"type": "string"}, "bearer token the page uses for its API calls")
+                ],
+            ),
+        },
+        "/dashboard/": {
+            "get": _operation(
+                "Redirects to /dashboard, keeping the query",
+                "dashboard",
+                {"308": {"description": "permanent redirect to ../dashboard"}},
+                operationId="dashboardSlash",
+            ),
+        },
+        "/dashboard/{name}": {
+            "parameters": [
+                {
+                    "name": "name",
+                    "in": "path",
+                    "required": True,
+                    "schema": {"type": "string"},
+                    "description": "dashboard.js or dashboard.css",
+                }
+            ],
+            "get": _operation(
+                "The dashboard's script and style sheet",
+                "dashboard",
+                {
+                    "200": {
+                        "description": "the file",
+                        "content": {
+                            "text/javascript": {"schema": {"type": "string"}},
+                            "text/css": {"schema": {"type": "string"}},
+                        },
+                    },
+                    "304": {"description": "not modified"},
+                    "404": {"description": "no such file"},
+                },
+                operationId="dashboardAsset",
+            ),
+        },
         "/v1/search": {
             "post": _operation(
                 "Memories by meaning, best first, limited to what the caller may read",
