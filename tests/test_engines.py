@@ -26,7 +26,7 @@ from crdtmem.index.engines import (
 )
 from crdtmem.index.engines.qdrant_client import to_qdrant_filter
 from crdtmem.index.engines.qdrant_edge import FLAGS_FIELD
-from tests.conformance.engine_suite import DIM, EngineSuite, point, unit
+from tests.conformance.engine_suite import DIM, EngineSuite, PersistentEngineSuite, point, unit
 
 
 class TestMemoryEngine(EngineSuite):
@@ -39,7 +39,7 @@ class TestQdrantClientInMemory(EngineSuite):
         return QdrantClientEngine.in_memory("test")
 
 
-class TestQdrantClientLocal(EngineSuite):
+class TestQdrantClientLocal(PersistentEngineSuite):
     persistent = True
 
     def make_engine(self, tmp_path: Path) -> VectorEngine:
@@ -49,7 +49,7 @@ class TestQdrantClientLocal(EngineSuite):
         return QdrantClientEngine.local(tmp_path / "qdrant", "test")
 
 
-class TestQdrantEdge(EngineSuite):
+class TestQdrantEdge(PersistentEngineSuite):
     persistent = True
 
     def make_engine(self, tmp_path: Path) -> VectorEngine:

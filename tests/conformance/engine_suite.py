@@ -364,9 +364,11 @@ class EngineSuite:
         assert ready.count() == 60
         assert len(ready.search(unit(0), SearchFilter(user_id="u1"), 5)) == 5
 
+
+class PersistentEngineSuite(EngineSuite):
+    """The suite plus what only engines that keep files must do: survive a reopen."""
+
     def test_points_survive_reopen(self, tmp_path: Path) -> None:
-        if not self.persistent:
-            pytest.skip("keeps no files")
         engine = self.make_engine(tmp_path)
         engine.ensure_collection(DIM)
         engine.upsert(SCOPED)
@@ -389,8 +391,6 @@ class EngineSuite:
             again.close()
 
     def test_reopen_with_another_dimension_is_invalid_input(self, tmp_path: Path) -> None:
-        if not self.persistent:
-            pytest.skip("keeps no files")
         engine = self.make_engine(tmp_path)
         engine.ensure_collection(DIM)
         engine.upsert([point("a", unit(0))])
