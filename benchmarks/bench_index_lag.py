@@ -1,0 +1,87 @@
+"""Write-to-searchable lag: from an acknowledged write until a search finds it, p50 and p99.
+
+A replica with the embedded default index (Qdrant Edge, hashing embedder) holds ``--base`` memories;
+then, one at a time, a new memory is written and the clock runs until ``search`` returns it (the
+indexer works off the write path, so this is the index lag a reader sees). Baseline in the same run:
+embed + upsert + search of the same text straight on the engine (what the indexer cannot beat).
+
+    python benchmarks/bench_index_lag.py [--quick]
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from crdtmem import Replica  # noqa: E402
+from crdtmem.index import IndexSettings, Point, SearchFilter  # noqa: E402
+
+
+def pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main(quick: bool) -> None:
+    base, probes = (500, 50) if quick else (5_000, 200)
+    with tempfile.TemporaryDirectory(prefix="crdtmem-bench-lag-") as tmp:
+        async with Replica(
+            Path(tmp) / "r.db", replica_id="r", synchronous="NORMAL", index=IndexSettings()
+        ) as r:
+            assert r.index is not None
+            for i in range(base):
+                await r.add(f"background memory number {i} about topic {i % 50}", user_id=f"u{i % 20}")
+            await r.index.wait_idle(timeout=600)
+            lags: list[float] = []
+            raw: list[float] = []
+            engine, embedder = r.index.engine, r.index.embedder
+            for i in range(probes):
+                text = f"probe {i} zebra{i} quartz{i}"
+                started = time.perf_counter()
+                memory = await r.add(text, user_id="probe")
+                while True:
+                    hits = await r.search(f"zebra{i} quartz{i}", user_id="probe", limit=1)
+                    if hits and hits[0].memory.id == memory.id:
+                        break
+                    await asyncio.sleep(0.0005)
+                lags.append((time.perf_counter() - started) * 1000)
+                # baseline: the same work done directly, no store, no follower
+                started = time.perf_counter()
+                (vector,) = await asyncio.to_thread(embedder.embed, [text + " raw"])
+                payload = {
+                    "memory_id": f"raw{i}",
+                    "version": 1,
+                    "kind": "fact",
+                    "user_id": "raw",
+                    "tenant_id": None,
+                    "topics": [],
+                    "channels": [],
+                    "tags": [],
+                    "deleted": False,
+                    "conflicted": False,
+                    "model": embedder.model,
+                    "content": text,
+                }
+                await asyncio.to_thread(engine.upsert, [Point(f"raw{i}", vector, payload)])
+                await asyncio.to_thread(engine.search, vector, SearchFilter(user_id="raw"), 1)
+                raw.append((time.perf_counter() - started) * 1000)
+    print(
+        f"write-to-searchable lag over {probes} writes, {base} memories indexed, engine edge, hashing embedder"
+    )
+    print(
+        f"  crdtmem write -> search finds it   p50 {statistics.median(lags):7.2f} ms   p99 {pct(lags, 0.99):7.2f} ms"
+    )
+    print(
+        f"  raw embed + upsert + search (base) p50 {statistics.median(raw):7.2f} ms   p99 {pct(raw, 0.99):7.2f} ms"
+    )
+    print(f"  ratio p50 {statistics.median(lags) / statistics.median(raw):.2f}x")
+
+
+if __name__ == "__main__":
+    asyncio.run(main("--quick" in sys.argv))
