@@ -19,8 +19,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from crdtmem import Replica  # noqa: E402
-from crdtmem.index import IndexSettings, Point, SearchFilter  # noqa: E402
+from crdtmem import Replica
+from crdtmem.index import IndexSettings, Point, SearchFilter
 
 
 def pct(values: list[float], q: float) -> float:
