@@ -247,6 +247,7 @@ class Replica:
             if value is not None:
                 check_name(value, name)
         topic_list = tuple(check_name(t, "topic") for t in _as_list(topics, "topics"))
+        chosen = memory_id is not None  # a caller's id may clash; a fresh random one cannot
         memory_id = memory_id or new_memory_id()
         source = Source(agent_id, session_id, user_id)
         scope = Scope(user_id, tenant_id, topic_list, shared)
@@ -270,7 +271,7 @@ class Replica:
                 next_dot=dots,
             )
 
-        return await self._write(memory_id, create, new=True)
+        return await self._write(memory_id, create, new=True, check_exists=chosen)
 
     async def update(
         self,
@@ -327,13 +328,20 @@ class Replica:
         return await self._write(memory_id, lambda doc, dots: doc.resolve(field, value, dots))
 
     async def _write(
-        self, memory_id: str, change: Callable[[MemoryDoc, _Dots], None], *, new: bool = False
+        self,
+        memory_id: str,
+        change: Callable[[MemoryDoc, _Dots], None],
+        *,
+        new: bool = False,
+        check_exists: bool = True,
     ) -> Memory:
         self._check_open()
         check_name(memory_id, "memory_id")
         async with self._locks.hold([memory_id]):
             if new:
-                if self._docs.get(memory_id) or self._store.load_state(memory_id) is not None:
+                if check_exists and (
+                    memory_id in self._docs or self._store.load_state(memory_id) is not None
+                ):
                     raise InvalidInput(f"a memory with id {memory_id!r} already exists")
                 doc = MemoryDoc.empty(memory_id, self._client_id)
             else:
