@@ -16,6 +16,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="run replicas that sync, conflict and merge, step by step")
     demo.add_argument("--dir", help="keep the replicas' SQLite files in this directory")
     demo.add_argument("--keep", action="store_true", help="stay up afterwards and print the dashboard URL")
+    demo.add_argument(
+        "--embedder", default="hashing", help="hashing (default, offline, lexical) or minilm (semantic)"
+    )
 
     serve = commands.add_parser("serve", help="serve one replica over HTTP and sync it with peers")
     serve.add_argument("--db", required=True, help="SQLite file of this replica (':memory:' for none)")
@@ -169,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "demo":
         from .demo import main as demo_main
 
-        return demo_main(args.dir, keep=args.keep)
+        return demo_main(args.dir, keep=args.keep, embedder=args.embedder)
     if args.command == "reindex":
         return _reindex(args)
     if args.command == "token":

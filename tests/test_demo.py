@@ -29,3 +29,15 @@ def test_demo_runs_every_step_and_exits_zero(tmp_path: Path) -> None:
     assert "top hit 'Refund policy" in out
     assert out.rstrip().endswith("Done: every replica converged, nothing was lost.")
     assert {p.name for p in tmp_path.glob("*.db")} == {"admin.db", "phone.db", "laptop.db", "support.db"}
+
+
+def test_demo_with_the_semantic_embedder(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "crdtmem", "demo", "--dir", str(tmp_path), "--embedder", "minilm"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "sentence-transformers/all-MiniLM-L6-v2 embedder, semantic" in done.stdout
+    assert "top hit 'Refund policy" in done.stdout
