@@ -171,7 +171,9 @@ def machine() -> dict[str, Any]:
         "sqlite": sqlite3.sqlite_version,
         "pycrdt": version("pycrdt"),
         "sqlite-utils": version("sqlite-utils"),
+        "aiohttp": version("aiohttp"),
         "platform": platform.platform(),
+        "loadavg": os.getloadavg(),
     }
 
 

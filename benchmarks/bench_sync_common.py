@@ -18,18 +18,17 @@ import asyncio
 import contextlib
 import json
 import os
-import platform
 import shutil
-import sqlite3
 import statistics
 import sys
 import tempfile
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from _common import machine  # one description of the machine for every benchmark
 
 CH = "user:u1:memories"
 
@@ -78,24 +77,6 @@ def workdir(args: argparse.Namespace) -> Iterator[Path]:
             print(f"kept {path}", flush=True)
         else:
             shutil.rmtree(path, ignore_errors=True)
-
-
-def machine() -> dict[str, Any]:
-    def version(name: str) -> str:
-        try:
-            return metadata.version(name)
-        except metadata.PackageNotFoundError:
-            return "?"
-
-    return {
-        "cpus": os.cpu_count(),
-        "python": platform.python_version(),
-        "sqlite": sqlite3.sqlite_version,
-        "pycrdt": version("pycrdt"),
-        "aiohttp": version("aiohttp"),
-        "platform": platform.platform(),
-        "loadavg": os.getloadavg(),
-    }
 
 
 def print_machine() -> None:
