@@ -26,8 +26,9 @@ from .errors import (
 from .events import MemoryEvent
 from .feed import FeedOverflow
 from .ids import Channel
+from .inbound import ApplyResult
 from .records import Conflict, ConflictValue, HistoryEntry, Memory, Scope, Source
-from .replica import ApplyResult, Replica
+from .replica import Replica
 from .sync_api import SyncReplica
 
 __version__ = "0.1.0"

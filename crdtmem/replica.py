@@ -16,18 +16,16 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import payload as wire
 from .cache import LRU, MemoryCache
 from .causal import apply_causally
+from .changes import Dots, as_list, check_metadata, doc_write
 from .clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
 from .committer import GroupCommitter
-from .crdt import Dot
 from .errors import (
-    CrdtmemError,
     InvalidInput,
     MalformedPayload,
     NotFound,
@@ -36,45 +34,16 @@ from .errors import (
 from .events import MemoryEvent, classify
 from .feed import EventFeed, Subscription
 from .ids import check_name, new_client_id, new_memory_id, parse_channels
+from .inbound import ApplyResult, check_clocks, triage
 from .index import Indexer, IndexSettings, SearchFilter, SearchResult, open_indexer
 from .locks import KeyedLocks
 from .memory import MemoryDoc
 from .records import Conflict, HistoryEntry, Kind, Memory, Scope, Source
-from .store.base import Commit, CommitResult, DeltaRecord, DocWrite, Store, VersionVector
+from .store.base import Commit, CommitResult, DeltaRecord, Store, VersionVector
 from .store.memory import MemoryStore
 from .store.sqlite import SQLiteStore, Synchronous
 
 _List = list  # Replica.list shadows the builtin inside the class body
-
-
-@dataclass(frozen=True, slots=True)
-class ApplyResult:
-    """What :meth:`Replica.apply` did with a payload."""
-
-    applied: int
-    """Deltas applied and stored."""
-    duplicates: int
-    """Deltas this replica already had (harmless: apply is idempotent)."""
-    pending: int
-    """Deltas stored but waiting for causal dependencies that have not arrived yet."""
-    ignored: int
-    """Deltas only for channels this replica does not subscribe to."""
-    events: tuple[MemoryEvent, ...] = ()
-
-
-class _Dots:
-    """Fresh dots for one change. The last one names the change's delta, so the delta's hlc is the
-    highest stamp inside it (the clock restores from it after a restart and never reissues a dot)."""
-
-    def __init__(self, replica_id: str, clock: HybridLogicalClock):
-        self._replica_id = replica_id
-        self._clock = clock
-        self.last: Dot | None = None
-
-    def __call__(self) -> Dot:
-        dot = Dot(self._clock.now().encode(), self._replica_id)
-        self.last = dot
-        return dot
 
 
 class Replica:
@@ -246,7 +215,7 @@ class Replica:
         ):
             if value is not None:
                 check_name(value, name)
-        topic_list = tuple(check_name(t, "topic") for t in _as_list(topics, "topics"))
+        topic_list = tuple(check_name(t, "topic") for t in as_list(topics, "topics"))
         chosen = memory_id is not None  # a caller's id may clash; a fresh random one cannot
         memory_id = memory_id or new_memory_id()
         source = Source(agent_id, session_id, user_id)
@@ -256,10 +225,10 @@ class Replica:
                 f"this replica subscribes to {list(self.channels)}; a memory on {list(scope.channels())} "
                 "would never sync from here (subscribe to one of its channels)"
             )
-        metadata = _check_metadata(metadata)
-        tag_list = _as_list(tags, "tags")
+        metadata = check_metadata(metadata)
+        tag_list = as_list(tags, "tags")
 
-        def create(doc: MemoryDoc, dots: _Dots) -> None:
+        def create(doc: MemoryDoc, dots: Dots) -> None:
             doc.create(
                 memory_id=memory_id,
                 kind=kind,
@@ -284,8 +253,8 @@ class Replica:
         remove_tags: Iterable[Any] = (),
     ) -> Memory:
         """Change a fact or preference's content, metadata keys and tags."""
-        metadata = _check_metadata(metadata)
-        removed, added, dropped = (_as_list(x, "keys") for x in (remove_metadata, add_tags, remove_tags))
+        metadata = check_metadata(metadata)
+        removed, added, dropped = (as_list(x, "keys") for x in (remove_metadata, add_tags, remove_tags))
         return await self._write(
             memory_id,
             lambda doc, dots: doc.update(
@@ -330,7 +299,7 @@ class Replica:
     async def _write(
         self,
         memory_id: str,
-        change: Callable[[MemoryDoc, _Dots], None],
+        change: Callable[[MemoryDoc, Dots], None],
         *,
         new: bool = False,
         check_exists: bool = True,
@@ -347,7 +316,7 @@ class Replica:
             else:
                 doc = self._load_doc(memory_id)
             before = None if new else self._record(memory_id)
-            dots = _Dots(self._id, self.clock)
+            dots = Dots(self._id, self.clock)
             try:
                 with doc.change():
                     change(doc, dots)
@@ -357,7 +326,7 @@ class Replica:
             if dots.last is None:  # nothing was written (e.g. an empty add_items)
                 return before or doc.materialize()
             hlc = dots.last.hlc
-            write, memory = _doc_write(doc, before=before)
+            write, memory = doc_write(doc, before=before)
             delta = DeltaRecord(
                 f"{self._id}:{hlc}",
                 self._id,
@@ -538,23 +507,15 @@ class Replica:
         self._check_open()
         if self.index is None:
             raise InvalidInput("this replica has no index: open it with Replica(..., index=True)")
-        given = dict(filters or {})
-        unknown = set(given) - {"user_id", "tenant_id", "kind", "tags", "topic"}
-        if unknown:
-            raise InvalidInput(f"unknown search filters {sorted(unknown)}")
-        user_id = user_id or given.get("user_id")
-        tenant_id = tenant_id or given.get("tenant_id")
-        kind = kind or given.get("kind")
-        topic = topic or given.get("topic")
-        tag_list = _as_list(tags or given.get("tags") or (), "tags")
-        flt = SearchFilter(
-            user_id=check_name(user_id, "user_id") if user_id is not None else None,
-            tenant_id=check_name(tenant_id, "tenant_id") if tenant_id is not None else None,
+        flt = SearchFilter.build(
+            user_id=user_id,
+            tenant_id=tenant_id,
             kind=kind,
-            topic=check_name(topic, "topic") if topic is not None else None,
-            tags=tuple(str(t) for t in tag_list),
-            channels=parse_channels(channels) if channels is not None else None,
+            topic=topic,
+            tags=tags,
+            channels=channels,
             include_conflicted=include_conflicted,
+            filters=filters,
         )
         return await self.index.search(query, flt, limit)
 
@@ -611,8 +572,10 @@ class Replica:
     async def apply_payload(self, received: wire.Payload) -> ApplyResult:
         """:meth:`apply` for a payload already decoded (and validated) by :func:`payload.decode`."""
         self._check_open()
-        newest = self._check_clocks(received.deltas)
-        fresh, relog, duplicates, ignored = self._triage(received.deltas)
+        newest = check_clocks(self.clock, received.deltas)
+        sorted_in = triage(received.deltas, self._store, self._pending, self._subscribed)
+        fresh, relog = sorted_in.fresh, sorted_in.relog
+        duplicates, ignored = sorted_in.duplicates, sorted_in.ignored
         if not fresh and not relog:
             return ApplyResult(0, duplicates, 0, ignored)
         doc_ids = {d.doc_id for d in fresh}
@@ -631,7 +594,7 @@ class Replica:
                 applied, waiting = apply_causally(fresh + waiting_before, load)
                 touched = {d.doc_id for d in applied}
                 written = {
-                    doc_id: _doc_write(docs[doc_id], expected_id=doc_id, before=before[doc_id])
+                    doc_id: doc_write(docs[doc_id], expected_id=doc_id, before=before[doc_id])
                     for doc_id in sorted(touched)
                 }
                 writes = [write for write, _ in written.values()]
@@ -665,43 +628,6 @@ class Replica:
             events=tuple(events),
         )
 
-    def _check_clocks(self, deltas: _List[DeltaRecord]) -> Hlc | None:
-        newest: Hlc | None = None
-        for delta in deltas:
-            try:
-                stamp = Hlc.decode(delta.hlc)
-            except InvalidInput as exc:
-                raise MalformedPayload(f"delta {delta.uid!r}: {exc}") from exc
-            self.clock.check(stamp)
-            newest = stamp if newest is None or stamp > newest else newest
-        return newest
-
-    def _triage(self, deltas: _List[DeltaRecord]) -> tuple[_List[DeltaRecord], _List[DeltaRecord], int, int]:
-        """Split into new deltas, known deltas with new channel entries, duplicates, ignored."""
-        fresh: _List[DeltaRecord] = []
-        relog: _List[DeltaRecord] = []
-        duplicates = ignored = 0
-        seen: set[str] = set()
-        stored = self._store.known_deltas([d.uid for d in deltas])
-        for delta in deltas:
-            seqs = {c: s for c, s in delta.seqs.items() if self._subscribed(c)}
-            also = {c: s for c, s in delta.also.items() if c in seqs}
-            if not seqs:
-                ignored += 1
-                continue
-            if delta.uid in seen or delta.uid in self._pending:
-                duplicates += 1
-                continue
-            seen.add(delta.uid)
-            delta = dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs), also=also)
-            if delta.uid not in stored:
-                fresh.append(delta)
-            elif all(self._store.is_logged(c, delta.origin, s) for c in seqs for s in delta.all_seqs(c)):
-                duplicates += 1
-            else:
-                relog.append(delta)
-        return fresh, relog, duplicates, ignored
-
     def _subscribed(self, channel: str) -> bool:
         return self.channels is None or channel in self.channels
 
@@ -721,49 +647,3 @@ class Replica:
         """Call ``listener(deltas)`` after every commit (the sync layer pushes from here)."""
         self._commit_listeners.append(listener)
         return lambda: self._commit_listeners.remove(listener)
-
-
-def _doc_write(
-    doc: MemoryDoc, *, expected_id: str | None = None, before: Memory | None = None
-) -> tuple[DocWrite, Memory]:
-    """The store row of a changed document, and its materialized record (read once)."""
-    try:
-        memory, conflicts = doc.read()
-    except CrdtmemError:
-        raise
-    except Exception as exc:
-        raise MalformedPayload(f"memory {doc.id!r} does not read as a crdtmem memory: {exc}") from exc
-    if expected_id is not None and memory.id != expected_id:
-        raise MalformedPayload(f"a delta for memory {expected_id!r} carries the document of {memory.id!r}")
-    record = memory.to_dict()
-    del record["version"]
-    write = DocWrite(
-        doc_id=memory.id,
-        kind=memory.kind,
-        state=doc.state(),
-        record=record,
-        channels=memory.channels,
-        user_id=memory.scope.user_id,
-        tenant_id=memory.scope.tenant_id,
-        deleted=memory.deleted,
-        conflicted=memory.conflicted,
-        updated_hlc=memory.updated_at,
-        conflicts=tuple(conflicts),
-        new=before is None,
-        had_conflicts=before is not None and before.conflicted,
-    )
-    return write, memory
-
-
-def _as_list(values: Iterable[Any], what: str) -> _List[Any]:
-    if isinstance(values, (str, bytes)):
-        raise InvalidInput(f"{what} must be a list, not a single string")
-    return list(values)
-
-
-def _check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
-    if metadata is None:
-        return {}
-    if not isinstance(metadata, dict):
-        raise InvalidInput(f"metadata must be a dict, got {type(metadata).__name__}")
-    return metadata

@@ -20,6 +20,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..errors import InvalidInput
+from ..ids import check_name, parse_channels
+
 
 @runtime_checkable
 class Embedder(Protocol):
@@ -58,6 +61,41 @@ class SearchFilter:
     """At least one of these channels (the caller's readable channels); None: no restriction."""
     include_deleted: bool = False
     include_conflicted: bool = True
+
+    @classmethod
+    def build(
+        cls,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        kind: str | None = None,
+        topic: str | None = None,
+        tags: Sequence[str] = (),
+        channels: Sequence[str] | None = None,
+        include_conflicted: bool = True,
+        filters: dict[str, Any] | None = None,
+    ) -> SearchFilter:
+        """A validated filter from search arguments; ``filters`` is mem0's dict form of the same
+        keys (explicit arguments win)."""
+        given = dict(filters or {})
+        unknown = set(given) - {"user_id", "tenant_id", "kind", "tags", "topic"}
+        if unknown:
+            raise InvalidInput(f"unknown search filters {sorted(unknown)}")
+        user_id = user_id or given.get("user_id")
+        tenant_id = tenant_id or given.get("tenant_id")
+        topic = topic or given.get("topic")
+        tag_list = tags or given.get("tags") or ()
+        if isinstance(tag_list, (str, bytes)):
+            raise InvalidInput("tags must be a list, not a single string")
+        return cls(
+            user_id=check_name(user_id, "user_id") if user_id is not None else None,
+            tenant_id=check_name(tenant_id, "tenant_id") if tenant_id is not None else None,
+            kind=kind or given.get("kind"),
+            topic=check_name(topic, "topic") if topic is not None else None,
+            tags=tuple(str(t) for t in tag_list),
+            channels=parse_channels(channels) if channels is not None else None,
+            include_conflicted=include_conflicted,
+        )
 
 
 @dataclass(frozen=True, slots=True)

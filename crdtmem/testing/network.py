@@ -29,7 +29,8 @@ from typing import Any
 import msgpack
 
 from ..errors import PayloadError
-from ..replica import ApplyResult, Replica
+from ..inbound import ApplyResult
+from ..replica import Replica
 from ..store.base import VersionVector
 
 __all__ = ["CORRUPTIONS", "Delivery", "Faults", "Message", "NetworkStats", "SimulatedNetwork"]

@@ -1,0 +1,83 @@
+"""What one change produces, local or remote: fresh dots, and the store row of the changed document.
+
+Shared by the local write path and the remote apply path of :mod:`crdtmem.replica`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from .clock import HybridLogicalClock
+from .crdt import Dot
+from .errors import CrdtmemError, InvalidInput, MalformedPayload
+from .memory import MemoryDoc
+from .records import Memory
+from .store.base import DocWrite
+
+
+class Dots:
+    """Fresh dots for one change. The last one names the change's delta, so the delta's hlc is the
+    highest stamp inside it (the clock restores from it after a restart and never reissues a dot)."""
+
+    def __init__(self, replica_id: str, clock: HybridLogicalClock):
+        self._replica_id = replica_id
+        self._clock = clock
+        self.last: Dot | None = None
+
+    def __call__(self) -> Dot:
+        dot = Dot(self._clock.now().encode(), self._replica_id)
+        self.last = dot
+        return dot
+
+
+def doc_write(
+    doc: MemoryDoc, *, expected_id: str | None = None, before: Memory | None = None
+) -> tuple[DocWrite, Memory]:
+    """The store row of a changed document and its materialized record (the document is read once).
+
+    Args:
+        expected_id: the memory id the delta claimed; a document of another memory is refused.
+        before: the record before the change (None: the document is new here), so the store only
+            writes channel rows for new documents and only clears conflicts that may exist.
+    """
+    try:
+        memory, conflicts = doc.read()
+    except CrdtmemError:
+        raise
+    except Exception as exc:
+        raise MalformedPayload(f"memory {doc.id!r} does not read as a crdtmem memory: {exc}") from exc
+    if expected_id is not None and memory.id != expected_id:
+        raise MalformedPayload(f"a delta for memory {expected_id!r} carries the document of {memory.id!r}")
+    record = memory.to_dict()
+    del record["version"]
+    write = DocWrite(
+        doc_id=memory.id,
+        kind=memory.kind,
+        state=doc.state(),
+        record=record,
+        channels=memory.channels,
+        user_id=memory.scope.user_id,
+        tenant_id=memory.scope.tenant_id,
+        deleted=memory.deleted,
+        conflicted=memory.conflicted,
+        updated_hlc=memory.updated_at,
+        conflicts=tuple(conflicts),
+        new=before is None,
+        had_conflicts=before is not None and before.conflicted,
+    )
+    return write, memory
+
+
+def as_list(values: Iterable[Any], what: str) -> list[Any]:
+    if isinstance(values, (str, bytes)):
+        raise InvalidInput(f"{what} must be a list, not a single string")
+    return list(values)
+
+
+def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
+    if metadata is None:
+        return {}
+    if not isinstance(metadata, dict):
+        raise InvalidInput(f"metadata must be a dict, got {type(metadata).__name__}")
+    return metadata

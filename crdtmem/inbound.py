@@ -1,0 +1,86 @@
+"""Sorting an inbound payload before anything is applied: clock checks and triage.
+
+Both are pure with respect to the replica: they read the store and the pending set, and decide.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Container, Sequence
+from dataclasses import dataclass
+
+from .clock import Hlc, HybridLogicalClock
+from .errors import InvalidInput, MalformedPayload
+from .events import MemoryEvent
+from .store.base import DeltaRecord, Store
+
+
+@dataclass(frozen=True, slots=True)
+class ApplyResult:
+    """What :meth:`Replica.apply` did with a payload."""
+
+    applied: int
+    """Deltas applied and stored."""
+    duplicates: int
+    """Deltas this replica already had (harmless: apply is idempotent)."""
+    pending: int
+    """Deltas stored but waiting for causal dependencies that have not arrived yet."""
+    ignored: int
+    """Deltas only for channels this replica does not subscribe to."""
+    events: tuple[MemoryEvent, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Triage:
+    fresh: list[DeltaRecord]
+    """Not stored here yet: to apply."""
+    relog: list[DeltaRecord]
+    """Stored, but with sequence numbers in channels not logged yet: to log only."""
+    duplicates: int
+    ignored: int
+
+
+def check_clocks(clock: HybridLogicalClock, deltas: Sequence[DeltaRecord]) -> Hlc | None:
+    """Refuse the payload if any delta is stamped too far ahead; return the newest stamp."""
+    newest: Hlc | None = None
+    for delta in deltas:
+        try:
+            stamp = Hlc.decode(delta.hlc)
+        except InvalidInput as exc:
+            raise MalformedPayload(f"delta {delta.uid!r}: {exc}") from exc
+        clock.check(stamp)
+        newest = stamp if newest is None or stamp > newest else newest
+    return newest
+
+
+def triage(
+    deltas: Sequence[DeltaRecord],
+    store: Store,
+    pending: Container[str],
+    subscribed: Callable[[str], bool],
+) -> Triage:
+    """Split deltas into new ones, known ones with new channel entries, duplicates and ignored
+    (only for channels this replica does not subscribe to). Unsubscribed channels are stripped."""
+    fresh: list[DeltaRecord] = []
+    relog: list[DeltaRecord] = []
+    duplicates = ignored = 0
+    seen: set[str] = set()
+    stored = store.known_deltas([d.uid for d in deltas])
+    for delta in deltas:
+        seqs = {c: s for c, s in delta.seqs.items() if subscribed(c)}
+        also = {c: s for c, s in delta.also.items() if c in seqs}
+        if not seqs:
+            ignored += 1
+            continue
+        if delta.uid in seen or delta.uid in pending:
+            duplicates += 1
+            continue
+        seen.add(delta.uid)
+        delta = dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs), also=also)
+        if delta.uid not in stored:
+            fresh.append(delta)
+        elif all(store.is_logged(c, delta.origin, s) for c in seqs for s in delta.all_seqs(c)):
+            duplicates += 1
+        else:
+            relog.append(delta)
+    return Triage(fresh, relog, duplicates, ignored)
