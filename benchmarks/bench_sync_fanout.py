@@ -14,7 +14,7 @@ the JSON messages it receives. A run sends ``--events`` events; delivered events
 - raw (the baseline): an aiohttp server with one ``WebSocketResponse`` per subscriber; per event it
   serializes a MemoryEvent-shaped dict of the same size once with ``json.dumps`` and
   ``await ws.send_str`` to every subscriber in turn, as fast as it can.
-- crdtmem + patch F1 / F2 (unless ``--no-patch``): two more nodes with a proposed change applied from
+- crdtmem + patch F1 / F2 (only with ``--patches``): two more nodes with a proposed change applied from
   this script at run time (``install_patches``; crdtmem itself is not changed): F1 serializes each
   event once and lets streams await their queue directly; F2 adds a per-node fan-out hub.
 
@@ -418,7 +418,7 @@ async def main(args: Any) -> int:
     with common.workdir(args) as work:
         feed = CrdtmemFeed(work, args.synchronous, n, args.in_flight)
         servers: list[Any] = [feed]
-        if not args.no_patch:
+        if args.patches:
             install_patches()
             servers += [
                 CrdtmemFeed(work, args.synchronous, n, args.in_flight, PATCH_A),
@@ -522,7 +522,7 @@ async def main(args: Any) -> int:
         )
     ]
     patched = {}
-    if not args.no_patch:
+    if args.patches:
         print()
         for label, what in (
             ("crdtmem + patch F1", "JSON once per event, streams await their queue"),
@@ -562,7 +562,13 @@ def cli() -> int:
         help="the writer's outstanding updates (8; 1 = strictly one after another)",
     )
     p.add_argument("--profile", action="store_true", help="cProfile the crdtmem server during one extra run")
-    p.add_argument("--no-patch", action="store_true", help="skip the case with the proposed patch")
+    p.add_argument(
+        "--patches",
+        action="store_true",
+        help="also run the proposed patches F1/F2 (written against the feed before F1 landed; "
+        "F1 is now in crdtmem, F2 needs porting)",
+    )
+    p.add_argument("--no-patch", action="store_true", help="accepted for old command lines; the default")
     args = p.parse_args()
     if args.child is not None:
         with contextlib.suppress(KeyboardInterrupt):
