@@ -45,7 +45,9 @@ class Subscription:
     async def __anext__(self) -> MemoryEvent:
         if self.closed:
             raise StopAsyncIteration
-        event = await self.queue.get()
+        return self._take(await self.queue.get())
+
+    def _take(self, event: MemoryEvent | None) -> MemoryEvent:
         if event is None:
             self._unregister()
             if self.overflowed:
@@ -59,6 +61,10 @@ class Subscription:
     async def get(self, timeout: float) -> MemoryEvent | None:
         """The next event, or None if none arrives within ``timeout`` seconds. Ends like iteration:
         StopAsyncIteration when the feed closes, FeedOverflow when this subscriber fell behind."""
+        if self.closed:
+            raise StopAsyncIteration
+        if not self.queue.empty():  # the common case under load: no timer to arm
+            return self._take(self.queue.get_nowait())
         try:
             async with asyncio.timeout(timeout):
                 return await self.__anext__()
