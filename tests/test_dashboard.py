@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
 from playwright.async_api import Locator, Page
 
@@ -25,20 +24,6 @@ from tests.support.rest import Api, eventually
 U1 = "user:u1:memories"
 WAIT_MS = 15_000
 SCREENSHOT = Path("/tmp/dashboard.png")
-
-
-@pytest.fixture
-def procs() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
-        yield s
 
 
 @pytest.fixture

@@ -60,12 +60,6 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
         yield running
 
 
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_read=20)) as client:
-        yield client
-
-
 class Api:
     def __init__(self, session: aiohttp.ClientSession, node: Node, token: str):
         self.session, self.url, self.token = session, node.url, token

@@ -123,12 +123,6 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_read=20)) as client:
-        yield client
-
-
-@pytest.fixture
 async def spec(node: Node, session: aiohttp.ClientSession) -> dict[str, Any]:
     async with session.get(node.url + "/openapi.json") as response:  # public: no token
         assert response.status == 200

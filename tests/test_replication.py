@@ -7,31 +7,13 @@ REST API; convergence compares every replica's materialized memories and conflic
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-
-import aiohttp
-import pytest
 
 from crdtmem import Replica
 from tests.support.processes import ServerProcess
 from tests.support.rest import Api, converged, eventually
 
 U1 = "user:u1:memories"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession() as s:
-        yield s
 
 
 def spawn(procs: list[ServerProcess], tmp: Path, rid: str, **kw: object) -> ServerProcess:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import random
-from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
@@ -17,20 +16,6 @@ from tests.support.proxy import FaultProxy, Faults
 from tests.support.rest import Api, converged, eventually
 
 U1 = "user:u1:memories"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[ServerProcess]]:
-    started: list[ServerProcess] = []
-    yield started
-    for proc in started:
-        proc.stop()
-
-
-@pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as s:
-        yield s
 
 
 async def run_faulty_exchange(procs, session, tmp_path, *, rounds: int, kills: int, seed: int) -> None:

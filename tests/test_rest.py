@@ -93,12 +93,6 @@ async def node(tmp_path: Path) -> AsyncIterator[Node]:
 
 
 @pytest.fixture
-async def session() -> AsyncIterator[aiohttp.ClientSession]:
-    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_read=20)) as client:
-        yield client
-
-
-@pytest.fixture
 def admin(node: Node, session: aiohttp.ClientSession) -> Client:
     return Client(session, node.url, ADMIN)
 

@@ -1,0 +1,26 @@
+"""Fixtures shared by the tests that talk to real servers."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterator
+
+import aiohttp
+import pytest
+
+from tests.support.processes import ServerProcess
+
+
+@pytest.fixture
+def procs() -> Iterator[list[ServerProcess]]:
+    """`crdtmem serve` processes a test starts (append them); all stopped afterwards."""
+    started: list[ServerProcess] = []
+    yield started
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture
+async def session() -> AsyncIterator[aiohttp.ClientSession]:
+    """An HTTP client; reads time out after 20 s (event streams send a heartbeat every 15 s)."""
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=20)) as client:
+        yield client
