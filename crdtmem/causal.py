@@ -42,7 +42,7 @@ def apply_causally(
                 have = vectors[delta.doc_id] = doc.state_vector()
             if statevector.covers(have, need):
                 doc.apply(delta.update)
-                vectors[delta.doc_id] = doc.state_vector()
+                del vectors[delta.doc_id]  # read again only if another delta of this document needs it
                 applied.append(delta)
                 progress = True
             else:

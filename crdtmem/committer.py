@@ -4,6 +4,12 @@ Writers on the event loop hand over a :class:`~crdtmem.store.base.Commit` and aw
 commit thread drains everything queued, commits it in one transaction (one fsync for the group), and
 resolves the futures only after the transaction committed. A write is therefore acknowledged only when
 it is durable. If a group fails, each unit is retried alone so one bad unit cannot fail the others.
+
+A lone writer does not need the thread: with nothing else in flight there is no group to form, and the
+hop to the thread and back costs as much as the SQL. ``submit(work, alone=True)`` commits such a unit on
+the caller's thread when the commit thread is idle. The event loop waits for that one fsync, which is
+what the writer waits for anyway; as soon as a second write is in flight, units go to the thread again
+and group.
 """
 
 from __future__ import annotations
@@ -39,6 +45,8 @@ class GroupCommitter:
         self._queue: queue.SimpleQueue[_Job | object] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
         self.groups = self.units = 0
+        self.inline_units = 0
+        self._outstanding = 0  # units handed to the thread and not yet settled (loop thread only)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="crdtmem-commit", daemon=True)
@@ -50,21 +58,32 @@ class GroupCommitter:
             self._thread.join()
             self._thread = None
 
-    async def submit(self, work: Commit) -> CommitResult:
+    async def submit(self, work: Commit, *, alone: bool = False) -> CommitResult:
+        """Commit ``work``; returns once it is durable.
+
+        Args:
+            alone: the caller knows no other write is in flight; if the commit thread is idle too,
+                the unit is committed on this thread, saving the hop to the thread and back.
+        """
         if self._thread is None:
             raise ReplicaClosed("the replica is closed")
-        if self.inline:
+        if self.inline or (alone and self._outstanding == 0):
             try:
                 result = self._store.commit([work])[0]
             except Exception as exc:
                 raise _as_storage_error(exc) from exc
             self.groups += 1
             self.units += 1
+            self.inline_units += 1
             return result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[CommitResult] = loop.create_future()
-        self._queue.put(_Job(work, future, loop))
-        return await future
+        self._outstanding += 1
+        try:
+            self._queue.put(_Job(work, future, loop))
+            return await future
+        finally:
+            self._outstanding -= 1
 
     def _run(self) -> None:
         while True:

@@ -348,17 +348,17 @@ class MemoryDoc:
     def read(self, version: int = 0) -> tuple[Memory, list[Conflict]]:
         """The record and the conflicts of the current merged state, from one snapshot.
 
-        Every root is converted to plain Python once, inside one transaction (each pycrdt read
-        outside a transaction opens its own), and everything is computed from those values.
+        Every root is converted to plain Python once, from one snapshot (:func:`_snapshot`), and
+        everything is computed from those values.
         """
-        with self.doc.transaction() as txn:
-            header = _plain(self._header, txn) or {}
-            content_raw = _plain(self._content, txn) or {}
-            messages_raw = _plain(self._messages, txn) or []
-            lifecycle_raw = _plain(self._lifecycle.ymap, txn) or {}
-            metadata_raw = _plain(self._metadata, txn) or {}
-            tags_raw = _plain(self._tags.ymap, txn) or {}
-            embedding_raw = _plain(self._embedding.ymap, txn) or {}
+        roots = _snapshot(self.doc)
+        header = roots["header"] or {}
+        content_raw = roots["content"] or {}
+        messages_raw = roots["messages"] or []
+        lifecycle_raw = roots["lifecycle"] or {}
+        metadata_raw = roots["metadata"] or {}
+        tags_raw = roots["tags"] or {}
+        embedding_raw = roots["embedding"] or {}
         if "id" not in header:
             raise MalformedPayload("memory document has no header (was it created?)")
         kind = header.get("kind")
@@ -375,9 +375,8 @@ class MemoryDoc:
             registers["content"] = siblings
             content: Any = siblings[0].value if siblings else ""
         elif kind == "list":
-            orset = ORSet(content_raw)
-            content = orset.elements()
-            stamps.append(orset.latest_hlc())
+            content, latest = ORSet(content_raw).read()
+            stamps.append(latest)
         elif kind == "counter":
             counter = PNCounter(content_raw)
             content = counter.value()
@@ -392,8 +391,8 @@ class MemoryDoc:
             registers[f"metadata.{key}"] = siblings
         for siblings in registers.values():
             stamps.extend(s.dot.hlc for s in siblings)
-        tags = ORSet(tags_raw)
-        stamps.append(tags.latest_hlc())
+        tags, latest = ORSet(tags_raw).read()
+        stamps.append(latest)
         scope = _scope(header.get("scope") or {})
         conflicts = [
             Conflict(
@@ -415,7 +414,7 @@ class MemoryDoc:
             kind=kind,
             content=content,
             metadata=metadata,
-            tags=tuple(tags.elements()),
+            tags=tuple(tags),
             source=Source(source.get("agent_id"), source.get("session_id"), source.get("user_id")),
             scope=scope,
             channels=scope.channels(),
@@ -431,18 +430,28 @@ class MemoryDoc:
         return memory, conflicts
 
 
-def _plain(root: Any, txn: Any) -> Any:
-    """A root's content as plain JSON values, converted by Yrs in one call.
+_MAP_ROOTS = ("header", "content", "lifecycle", "metadata", "tags", "embedding")
 
-    ``Map.to_py()`` walks the map key by key in Python, each read re-checking the key; Yrs' own
-    ``to_json`` is ~3x faster. It is reached through pycrdt internals (``integrated``, ``_txn``),
-    hence the fallback.
+
+def _snapshot(doc: Doc[Any]) -> dict[str, Any]:
+    """Every root of a memory document as plain JSON values: ``{root name: value}``.
+
+    Yrs converts each root to JSON text inside one transaction and Python parses the lot with one
+    ``json.loads``. That is several times faster than pycrdt's ``to_py()`` (which walks maps key by
+    key in Python) and than building pycrdt's root wrappers, which a document that is only merged and
+    read never needs. It goes through pycrdt's Yrs binding (``Doc._doc``), a private attribute; the
+    conformance tests pin the behaviour.
     """
-    integrated = getattr(root, "integrated", None)
-    raw_txn = getattr(txn, "_txn", None)
-    if integrated is not None and raw_txn is not None and hasattr(integrated, "to_json"):
-        return json.loads(integrated.to_json(raw_txn))
-    return root.to_py()
+    ydoc = doc._doc
+    txn = ydoc.create_transaction()
+    try:
+        parts = [f'"{name}":{ydoc.get_or_insert_map(txn, name).to_json(txn)}' for name in _MAP_ROOTS]
+        parts.append(f'"messages":{ydoc.get_or_insert_array(txn, "messages").to_json(txn)}')
+    finally:
+        txn.commit()
+        txn.drop()
+    snapshot: dict[str, Any] = json.loads("{" + ",".join(parts) + "}")
+    return snapshot
 
 
 def _root(doc: Doc[Any], name: str, kind: type[T]) -> T:

@@ -14,6 +14,7 @@ and of a remote payload::
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
@@ -98,6 +99,7 @@ class Replica:
         # fsync-ing commits go to the commit thread (group commit); cheap ones run inline
         self._committer = GroupCommitter(self._store, inline=store is None and synchronous != "FULL")
         self._locks = KeyedLocks()
+        self._in_flight = 0  # writes and applies between entry and acknowledgement
         self._pending: dict[str, DeltaRecord] = {}
         self.feed = EventFeed()
         self._commit_listeners: _List[Callable[[_List[DeltaRecord]], None]] = []
@@ -306,6 +308,15 @@ class Replica:
     ) -> Memory:
         self._check_open()
         check_name(memory_id, "memory_id")
+        self._in_flight += 1
+        try:
+            return await self._write_locked(memory_id, change, new, check_exists)
+        finally:
+            self._in_flight -= 1
+
+    async def _write_locked(
+        self, memory_id: str, change: Callable[[MemoryDoc, Dots], None], new: bool, check_exists: bool
+    ) -> Memory:
         async with self._locks.hold([memory_id]):
             if new:
                 if check_exists and (
@@ -352,7 +363,9 @@ class Replica:
         origins: dict[str, str],
     ) -> _List[MemoryEvent]:
         try:
-            result: CommitResult = await self._committer.submit(work)
+            if self._in_flight == 1 and _others_ready():
+                await asyncio.sleep(0)  # let writers that are ready to start enter first (and group)
+            result: CommitResult = await self._committer.submit(work, alone=self._in_flight == 1)
         except BaseException:
             for doc_id in docs:
                 self._docs.discard(doc_id)
@@ -572,6 +585,13 @@ class Replica:
     async def apply_payload(self, received: wire.Payload) -> ApplyResult:
         """:meth:`apply` for a payload already decoded (and validated) by :func:`payload.decode`."""
         self._check_open()
+        self._in_flight += 1
+        try:
+            return await self._apply_locked(received)
+        finally:
+            self._in_flight -= 1
+
+    async def _apply_locked(self, received: wire.Payload) -> ApplyResult:
         newest = check_clocks(self.clock, received.deltas)
         sorted_in = triage(received.deltas, self._store, self._pending, self._subscribed)
         fresh, relog = sorted_in.fresh, sorted_in.relog
@@ -647,3 +667,13 @@ class Replica:
         """Call ``listener(deltas)`` after every commit (the sync layer pushes from here)."""
         self._commit_listeners.append(listener)
         return lambda: self._commit_listeners.remove(listener)
+
+
+def _others_ready() -> bool:
+    """Whether other callbacks are queued to run on this event loop (a writer may be among them).
+
+    Reads asyncio's ready queue (``loop._ready``, CPython's event loop); a loop without one is assumed
+    busy, which only costs a yield.
+    """
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    return ready is None or len(ready) > 0

@@ -15,6 +15,8 @@ from typing import Any, TypeGuard
 from ..errors import InvalidInput
 
 JSONValue = Any
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+"""One encoder for every value (``json.dumps`` with options builds a new encoder per call)."""
 HLC_TEXT = re.compile(r"[0-9]{15}\.[0-9]{6}")
 """The fixed-width HLC form (see :mod:`crdtmem.clock`); entries stamped otherwise are ignored."""
 
@@ -25,7 +27,7 @@ def encode_value(value: JSONValue) -> str:
     Raises InvalidInput for values JSON cannot carry (NaN, infinities, sets, bytes, objects).
     """
     try:
-        text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+        text = _CANONICAL.encode(value)
         text.encode("utf-8")  # lone surrogates would make Yrs panic
     except (TypeError, ValueError) as exc:
         raise InvalidInput(

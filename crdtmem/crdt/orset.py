@@ -34,6 +34,15 @@ class ORSet:
             seen.setdefault(entry.text, entry)
         return [entry.value for entry in seen.values()]
 
+    def read(self) -> tuple[list[JSONValue], str]:
+        """``(elements(), latest_hlc())`` from one pass over the entries."""
+        entries = self.entries()
+        seen: dict[str, DotEntry] = {}
+        for entry in entries:
+            seen.setdefault(entry.text, entry)
+        latest = max((e.dot.hlc for e in entries), default="")
+        return [entry.value for entry in seen.values()], latest
+
     def add(self, element: JSONValue, dot: Dot) -> None:
         entry = DotEntry(dot, encode_value(element))
         self._map[dot.key()] = entry.to_yrs()

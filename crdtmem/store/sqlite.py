@@ -30,6 +30,7 @@ from .base import (
 from .codec import decode_delta, encode_delta
 
 SCHEMA_VERSION = "1"
+_COMPACT = json.JSONEncoder(separators=(",", ":"))
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
 
 
@@ -271,7 +272,7 @@ class SQLiteStore:
                     doc.doc_id,
                     doc.kind,
                     doc.state,
-                    json.dumps(doc.record, separators=(",", ":")),
+                    _COMPACT.encode(doc.record),
                     doc.user_id,
                     doc.tenant_id,
                     int(doc.deleted),
@@ -466,7 +467,7 @@ def _record(row: tuple[str, int]) -> dict[str, Any]:
 
 
 def _encode_values(values: tuple[ConflictValue, ...]) -> str:
-    return json.dumps([[v.value, v.hlc, v.replica] for v in values], separators=(",", ":"))
+    return _COMPACT.encode([[v.value, v.hlc, v.replica] for v in values])
 
 
 def _decode_values(text: str) -> tuple[ConflictValue, ...]:
