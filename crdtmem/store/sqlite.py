@@ -27,6 +27,7 @@ from .base import (
     VersionVector,
     split_covered,
 )
+from .checkpoint import Checkpointer
 from .codec import decode_delta, encode_delta
 
 SCHEMA_VERSION = "1"
@@ -47,6 +48,7 @@ class SQLiteStore:
         self._version = 0
         self._next_delta_id = 1
         self._lock = threading.Lock()
+        self._checkpointer = Checkpointer(self._connect, self._lock)
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -54,8 +56,10 @@ class SQLiteStore:
         try:
             self._writer = self._connect()
             self._create_schema(sqlite_utils.Database(self._writer))
+            self._writer.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does it
             self._reader = self._connect()
             self._load_sync_state()
+            self._checkpointer.start()
         except sqlite3.Error as exc:
             self.close()
             raise StorageError(f"cannot open store {self.path}: {exc}") from exc
@@ -69,6 +73,7 @@ class SQLiteStore:
         return conn
 
     def close(self) -> None:
+        self._checkpointer.stop()
         for conn in (self._reader, self._writer):
             if conn is not None:
                 conn.close()
@@ -199,6 +204,7 @@ class SQLiteStore:
                 raise
             staged.publish()
             self._version, self._next_delta_id = version, next_id
+            self._checkpointer.committed()
             return results
 
     @staticmethod
