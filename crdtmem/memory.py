@@ -17,14 +17,13 @@ or a silent loss.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, TypeVar
+from typing import Any
 
-from pycrdt import Array, Doc, Map
+from pycrdt import Doc
 
 from . import statevector
 from .crdt import Conversation, Dot, MVRegister, ORSet, PNCounter, Sibling
@@ -38,11 +37,11 @@ from .errors import (
     WrongKind,
 )
 from .records import KINDS, REGISTER_KINDS, Conflict, ConflictValue, Kind, Memory, Scope, Source
+from .yroots import YArray, YMap, snapshot
 
 FORMAT = "crdtmem.memory/1"
 ACTIVE, DELETED = "active", "deleted"
 
-T = TypeVar("T")
 
 DotSource = Callable[[], Dot]
 """Returns a fresh dot (replica id + a fresh HLC tick) for each write inside a change."""
@@ -101,34 +100,34 @@ class MemoryDoc:
     def __init__(self, doc: Doc[Any]):
         self.doc = doc
 
-    # Root types are looked up on first use: a document only being merged and stored never needs them.
+    # Root types are bound on first use: a document only being merged and stored never needs them.
     @cached_property
-    def _header(self) -> Map[Any]:
-        return _root(self.doc, "header", Map)
+    def _header(self) -> YMap:
+        return YMap(self.doc, "header")
 
     @cached_property
-    def _content(self) -> Map[Any]:
-        return _root(self.doc, "content", Map)
+    def _content(self) -> YMap:
+        return YMap(self.doc, "content")
 
     @cached_property
-    def _messages(self) -> Array[Any]:
-        return _root(self.doc, "messages", Array)
+    def _messages(self) -> YArray:
+        return YArray(self.doc, "messages")
 
     @cached_property
     def _lifecycle(self) -> MVRegister:
-        return MVRegister(self.doc.get("lifecycle", type=Map))
+        return MVRegister(YMap(self.doc, "lifecycle"))
 
     @cached_property
-    def _metadata(self) -> Map[Any]:
-        return _root(self.doc, "metadata", Map)
+    def _metadata(self) -> YMap:
+        return YMap(self.doc, "metadata")
 
     @cached_property
     def _tags(self) -> ORSet:
-        return ORSet(self.doc.get("tags", type=Map))
+        return ORSet(YMap(self.doc, "tags"))
 
     @cached_property
     def _embedding(self) -> MVRegister:
-        return MVRegister(self.doc.get("embedding", type=Map))
+        return MVRegister(YMap(self.doc, "embedding"))
 
     # -- construction -------------------------------------------------------------------------
 
@@ -351,7 +350,7 @@ class MemoryDoc:
         Every root is converted to plain Python once, from one snapshot (:func:`_snapshot`), and
         everything is computed from those values.
         """
-        roots = _snapshot(self.doc)
+        roots = snapshot(self.doc)
         header = roots["header"] or {}
         content_raw = roots["content"] or {}
         messages_raw = roots["messages"] or []
@@ -428,35 +427,6 @@ class MemoryDoc:
             conflicts=tuple(c.field for c in conflicts),
         )
         return memory, conflicts
-
-
-_MAP_ROOTS = ("header", "content", "lifecycle", "metadata", "tags", "embedding")
-
-
-def _snapshot(doc: Doc[Any]) -> dict[str, Any]:
-    """Every root of a memory document as plain JSON values: ``{root name: value}``.
-
-    Yrs converts each root to JSON text inside one transaction and Python parses the lot with one
-    ``json.loads``. That is several times faster than pycrdt's ``to_py()`` (which walks maps key by
-    key in Python) and than building pycrdt's root wrappers, which a document that is only merged and
-    read never needs. It goes through pycrdt's Yrs binding (``Doc._doc``), a private attribute; the
-    conformance tests pin the behaviour.
-    """
-    ydoc = doc._doc
-    txn = ydoc.create_transaction()
-    try:
-        parts = [f'"{name}":{ydoc.get_or_insert_map(txn, name).to_json(txn)}' for name in _MAP_ROOTS]
-        parts.append(f'"messages":{ydoc.get_or_insert_array(txn, "messages").to_json(txn)}')
-    finally:
-        txn.commit()
-        txn.drop()
-    snapshot: dict[str, Any] = json.loads("{" + ",".join(parts) + "}")
-    return snapshot
-
-
-def _root(doc: Doc[Any], name: str, kind: type[T]) -> T:
-    root: T = doc.get(name, type=kind)
-    return root
 
 
 def _scope(raw: dict[str, Any]) -> Scope:
