@@ -23,8 +23,6 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from pycrdt import Doc
-
 from . import statevector
 from .crdt import Conversation, Dot, MVRegister, ORSet, PNCounter, Sibling
 from .crdt.dots import JSONValue, check_text, decode_value, is_hlc_text
@@ -37,7 +35,7 @@ from .errors import (
     WrongKind,
 )
 from .records import KINDS, REGISTER_KINDS, Conflict, ConflictValue, Kind, Memory, Scope, Source
-from .yroots import YArray, YMap, snapshot
+from .yroots import YArray, YDoc, YMap, snapshot
 
 FORMAT = "crdtmem.memory/1"
 ACTIVE, DELETED = "active", "deleted"
@@ -97,7 +95,7 @@ def check_message(message: Any) -> tuple[str, str]:
 class MemoryDoc:
     """A memory's CRDT document. Not thread-safe: use it from one thread (the replica's loop)."""
 
-    def __init__(self, doc: Doc[Any]):
+    def __init__(self, doc: YDoc):
         self.doc = doc
 
     # Root types are bound on first use: a document only being merged and stored never needs them.
@@ -133,7 +131,7 @@ class MemoryDoc:
 
     @classmethod
     def empty(cls, memory_id: str, client_id: int) -> MemoryDoc:
-        return cls(Doc(client_id=client_id, guid=memory_id))
+        return cls(YDoc(client_id, memory_id))
 
     @classmethod
     def from_state(cls, memory_id: str, state: bytes, client_id: int) -> MemoryDoc:

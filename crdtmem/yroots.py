@@ -1,11 +1,12 @@
-"""The root types of a memory document, read and written through Yrs' own binding.
+"""A memory document's Yrs document and root types, through Yrs' own binding (``pycrdt._pycrdt``).
 
-pycrdt's ``Map`` and ``Array`` wrap every access in Python-level transaction bookkeeping (each item
-set enters and leaves a transaction context, checks the value's type, may build a prelim type). The
-memory layout only ever stores JSON values in its roots, never nested shared types, so these adapters
-go straight to the Yrs objects pycrdt binds (``Doc._doc``, ``Transaction._txn``), inside the
-document's current pycrdt transaction when there is one. A change writes several times faster; the
-bytes of the update are the same (the Yjs interop test and the conformance tests hold them to that).
+pycrdt's ``Doc``, ``Map`` and ``Array`` wrap every access in Python-level bookkeeping: a document
+creates locks (one of them asks anyio which event loop is running), and each item set enters and
+leaves a transaction context, checks the value's type and may build a prelim type. The memory layout
+only ever stores JSON values in its roots, never nested shared types, so :class:`YDoc`,
+:class:`YMap` and :class:`YArray` go straight to the Yrs objects pycrdt binds, inside the document's
+current transaction. A change writes several times faster; the bytes of the update are the same
+(the Yjs interop test and the conformance tests hold them to that).
 
 Reads of whole roots go through :func:`snapshot`: Yrs converts each root to JSON text in one
 transaction and Python parses it all with one ``json.loads``.
@@ -15,9 +16,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
-from pycrdt import Doc
+from pycrdt import _pycrdt
 
 JSON = Any
 
@@ -25,10 +27,48 @@ MAP_ROOTS = ("header", "content", "lifecycle", "metadata", "tags", "embedding")
 ARRAY_ROOTS = ("messages",)
 
 
-def _current(doc: Doc[Any]) -> Any:
-    """The Yrs transaction of ``doc``'s current pycrdt transaction, or None outside one."""
-    txn = doc._txn
-    return None if txn is None else txn._txn
+class YDoc:
+    """One Yrs document: transactions, state vector, updates. Use it from one thread."""
+
+    __slots__ = ("raw", "txn")
+
+    def __init__(self, client_id: int | None = None, guid: str | None = None):
+        self.raw: Any = _pycrdt.Doc(client_id, None, guid)
+        self.txn: Any = None
+        """The open transaction, inside :meth:`transaction`."""
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """One Yrs transaction; nested uses join the outer one. Committed on exit, even on error
+        (as pycrdt does: Yrs has no rollback)."""
+        if self.txn is not None:
+            yield self.txn
+            return
+        txn = self.txn = self.raw.create_transaction()
+        try:
+            yield txn
+        finally:
+            self.txn = None
+            txn.commit()
+            txn.drop()
+
+    def get_state(self) -> bytes:
+        """The state vector (v1 encoding)."""
+        with self.transaction() as txn:
+            return bytes(self.raw.get_state(txn))
+
+    def get_update(self, state: bytes | None = None) -> bytes:
+        """The update from ``state`` (a state vector; None: from the beginning)."""
+        with self.transaction() as txn:
+            return bytes(self.raw.get_update(txn, b"\x00" if state is None else state))
+
+    def apply_update(self, update: bytes) -> None:
+        with self.transaction() as txn:
+            self.raw.apply_update(txn, update)
+
+
+def _current(doc: YDoc) -> Any:
+    return doc.txn
 
 
 class YMap:
@@ -39,14 +79,14 @@ class YMap:
 
     __slots__ = ("_doc", "_name", "_ref")
 
-    def __init__(self, doc: Doc[Any], name: str):
+    def __init__(self, doc: YDoc, name: str):
         self._doc = doc
         self._name = name
         self._ref: Any = None
 
     def _map(self, txn: Any) -> Any:
         if self._ref is None:
-            self._ref = self._doc._doc.get_or_insert_map(txn, self._name)
+            self._ref = self._doc.raw.get_or_insert_map(txn, self._name)
         return self._ref
 
     def plain(self) -> dict[str, JSON]:
@@ -116,14 +156,14 @@ class YArray:
 
     __slots__ = ("_doc", "_name", "_ref")
 
-    def __init__(self, doc: Doc[Any], name: str):
+    def __init__(self, doc: YDoc, name: str):
         self._doc = doc
         self._name = name
         self._ref: Any = None
 
     def _array(self, txn: Any) -> Any:
         if self._ref is None:
-            self._ref = self._doc._doc.get_or_insert_array(txn, self._name)
+            self._ref = self._doc.raw.get_or_insert_array(txn, self._name)
         return self._ref
 
     def to_py(self) -> list[JSON]:
@@ -144,19 +184,11 @@ class YArray:
         array.insert(txn, array.len(txn), value)
 
 
-def snapshot(doc: Doc[Any]) -> dict[str, JSON]:
+def snapshot(doc: YDoc) -> dict[str, JSON]:
     """Every root of a memory document as plain JSON values: ``{root name: value}``."""
-    txn = _current(doc)
-    own = txn is None
-    ydoc = doc._doc
-    if own:  # a bare Yrs transaction: pycrdt's own costs more than the read
-        txn = ydoc.create_transaction()
-    try:
+    with doc.transaction() as txn:
+        ydoc = doc.raw
         parts = [f'"{name}":{ydoc.get_or_insert_map(txn, name).to_json(txn)}' for name in MAP_ROOTS]
         parts += [f'"{name}":{ydoc.get_or_insert_array(txn, name).to_json(txn)}' for name in ARRAY_ROOTS]
-    finally:
-        if own:
-            txn.commit()
-            txn.drop()
     value: dict[str, JSON] = json.loads("{" + ",".join(parts) + "}")
     return value
