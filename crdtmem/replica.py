@@ -389,8 +389,15 @@ class Replica:
                     origin=origins.get(write.doc_id, self._id),
                 )
             )
-        for listener in self._commit_listeners:
-            listener(work.deltas)
+        if self._commit_listeners:
+            committed = [  # local deltas with the sequence numbers the store gave them
+                d
+                if d.seqs
+                else dataclasses.replace(d, seqs=result.seqs[d.uid], channels=tuple(result.seqs[d.uid]))
+                for d in work.deltas
+            ]
+            for listener in self._commit_listeners:
+                listener(committed)
         self.feed.publish(events)
         return events
 
@@ -664,7 +671,8 @@ class Replica:
         return self.feed.subscribe(names, max_queue=max_queue)
 
     def on_commit(self, listener: Callable[[_List[DeltaRecord]], None]) -> Callable[[], None]:
-        """Call ``listener(deltas)`` after every commit (the sync layer pushes from here)."""
+        """Call ``listener(deltas)`` after every commit, with every delta's sequence numbers (the sync
+        layer pushes from here)."""
         self._commit_listeners.append(listener)
         return lambda: self._commit_listeners.remove(listener)
 

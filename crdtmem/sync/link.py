@@ -5,7 +5,10 @@ the queue: the sender keeps the peer's version vectors (``sent``: what went out;
 peer confirmed) and exports ``deltas_since(sent)`` page by page, so nothing is ever buffered without
 bound and a lost frame is simply re-exported.
 
-- eager: the sender wakes on every commit of this replica and sends at once;
+- eager: the sender wakes on every commit of this replica and sends at once. The commit listener
+  hands it the committed deltas; when they are exactly what the peer misses next (contiguous from
+  ``sent`` in every channel) they go out as they are, otherwise (a gap, a race with a page read from
+  the log, too many) the sender reads the log as always;
 - lazy: the sender wakes every ``interval`` and sends everything new in as few frames as fit;
 - flow control: at most ``window`` frames in flight; a peer that has not acknowledged for
   ``slow_after`` seconds is told ``mode: pull`` and nothing more is pushed until it pulls (HTTP) and
@@ -19,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -102,6 +106,9 @@ class Link:
         self._next_frame = 0
         self._wake = asyncio.Event()
         self._acks = asyncio.Event()
+        self._push_set = set(push_channels)
+        self._handed: list[DeltaRecord] | None = None
+        """Deltas committed since the sender last read the log (eager mode); None: not collecting."""
         self._on_pull_requested = on_pull_requested
         self.status = LinkStatus(peer_id, self.mode, push_channels, sorted(accept_channels), 0, 0)
         self._unsubscribe: Callable[[], None] | None = None
@@ -123,6 +130,11 @@ class Link:
 
     def _on_commit(self, deltas: list[DeltaRecord]) -> None:
         if self.mode == "eager":
+            if self._handed is not None:
+                if len(self._handed) + len(deltas) > self.settings.page:
+                    self._handed = None  # more than a frame: the log is the better source
+                else:
+                    self._handed.extend(deltas)
             self._wake.set()
 
     def lag(self) -> int:
@@ -169,7 +181,12 @@ class Link:
             if len(self._in_flight) >= self.settings.window and not await self._wait_for_room():
                 return
             mine = {c: self.replica.store.version_vector(c) for c in self.push_channels}
-            deltas = self.replica.store.deltas_since(self.push_channels, self._sent, self.settings.page)
+            deltas = self._next_from_commits()
+            source = "commit"
+            if deltas is None:
+                self._handed = [] if self.mode == "eager" else None  # collect what commits after this read
+                deltas = self.replica.store.deltas_since(self.push_channels, self._sent, self.settings.page)
+                source = "log"
             if not deltas:
                 return
             outgoing = coalesce(deltas) if self.mode == "lazy" else deltas
@@ -182,8 +199,38 @@ class Link:
             self.status.frames_sent += 1
             self.status.deltas_sent += len(outgoing)
             self.metrics.inc("crdtmem_deltas_sent_total", len(outgoing), peer=self.peer_id)
+            self.metrics.inc("crdtmem_frames_sent_total", peer=self.peer_id, source=source)
             if len(deltas) < self.settings.page:
                 return
+
+    def _next_from_commits(self) -> list[DeltaRecord] | None:
+        """The handed deltas as the log would page them to this peer, if they are exactly what it
+        misses next; None when the log must be read (nothing handed, a gap, a coalesced delta)."""
+        handed, self._handed = self._handed, None
+        if not handed:
+            return None
+        out: list[DeltaRecord] = []
+        expected: dict[tuple[str, str], int] = {}
+        for delta in handed:
+            if delta.also:
+                return None
+            seqs: dict[str, int] = {}
+            for channel, seq in delta.seqs.items():
+                if channel not in self._push_set:
+                    continue
+                key = (channel, delta.origin)
+                following = expected.get(key) or self._sent.get(channel, {}).get(delta.origin, 0) + 1
+                if seq < following:
+                    continue  # already sent in this channel (it was also in a page read from the log)
+                if seq != following:
+                    return None
+                expected[key] = seq + 1
+                seqs[channel] = seq
+            if seqs:
+                same = seqs == delta.seqs
+                out.append(delta if same else dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs)))
+        self._handed = []
+        return out
 
     def _advance_sent(self, deltas: list[DeltaRecord], mine: Vectors) -> None:
         """Mark what went out, but never past this replica's own contiguous vector: a delta held
