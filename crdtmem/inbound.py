@@ -65,7 +65,7 @@ def triage(
     relog: list[DeltaRecord] = []
     duplicates = ignored = 0
     seen: set[str] = set()
-    stored = store.known_deltas([d.uid for d in deltas])
+    stored = store.logged_deltas([d.uid for d in deltas])
     for delta in deltas:
         seqs = {c: s for c, s in delta.seqs.items() if subscribed(c)}
         also = {c: s for c, s in delta.also.items() if c in seqs}
@@ -76,7 +76,8 @@ def triage(
             duplicates += 1
             continue
         seen.add(delta.uid)
-        delta = dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs), also=also)
+        if len(seqs) != len(delta.seqs) or len(also) != len(delta.also) or delta.channels != tuple(seqs):
+            delta = dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs), also=also)
         if delta.uid not in stored:
             fresh.append(delta)
         elif all(store.is_logged(c, delta.origin, s) for c in seqs for s in delta.all_seqs(c)):

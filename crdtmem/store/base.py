@@ -155,8 +155,9 @@ class Store(Protocol):
 
     def has_delta(self, uid: str) -> bool: ...
 
-    def known_deltas(self, uids: Sequence[str]) -> set[str]:
-        """Which of ``uids`` are stored (logged or pending): one lookup for a whole payload."""
+    def logged_deltas(self, uids: Sequence[str]) -> set[str]:
+        """Which of ``uids`` are in the delta log: one lookup for a whole payload. (Pending deltas
+        are not: the replica keeps those in memory too.)"""
         ...
 
     def pending(self) -> list[DeltaRecord]: ...

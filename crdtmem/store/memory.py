@@ -187,8 +187,8 @@ class MemoryStore:
     def has_delta(self, uid: str) -> bool:
         return uid in self._uids or uid in self._pending
 
-    def known_deltas(self, uids: Sequence[str]) -> set[str]:
-        return {uid for uid in uids if uid in self._uids or uid in self._pending}
+    def logged_deltas(self, uids: Sequence[str]) -> set[str]:
+        return {uid for uid in uids if uid in self._uids}
 
     def pending(self) -> list[DeltaRecord]:
         return list(self._pending.values())

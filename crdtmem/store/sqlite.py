@@ -431,15 +431,17 @@ class SQLiteStore:
             return True
         return conn.execute("SELECT 1 FROM pending WHERE uid = ?", (uid,)).fetchone() is not None
 
-    def known_deltas(self, uids: Sequence[str]) -> set[str]:
-        found: set[str] = set()
+    def logged_deltas(self, uids: Sequence[str]) -> set[str]:
         conn = self._r
+        if len(uids) == 1:  # the eager-push case: one delta per frame
+            row = conn.execute("SELECT uid FROM deltas WHERE uid = ?", (uids[0],)).fetchall()
+            return {uid for (uid,) in row}
+        found: set[str] = set()
         for start in range(0, len(uids), 500):
             chunk = list(uids[start : start + 500])
             marks = ",".join("?" * len(chunk))
-            for table in ("deltas", "pending"):
-                rows = conn.execute(f"SELECT uid FROM {table} WHERE uid IN ({marks})", chunk)
-                found.update(uid for (uid,) in rows)
+            rows = conn.execute(f"SELECT uid FROM deltas WHERE uid IN ({marks})", chunk)
+            found.update(uid for (uid,) in rows)
         return found
 
     def pending(self) -> list[DeltaRecord]:
