@@ -41,11 +41,12 @@ def apply_causally(
             if have is None:
                 have = vectors[delta.doc_id] = doc.state_vector()
             if statevector.covers(have, need):
-                doc.apply(delta.update)
+                doc.apply(delta.update)  # raises MalformedPayload for an update that does not decode
                 del vectors[delta.doc_id]  # read again only if another delta of this document needs it
                 applied.append(delta)
                 progress = True
             else:
+                statevector.validate(delta.update)  # never park garbage
                 still.append(delta)
         waiting = still
     return applied, waiting

@@ -60,17 +60,26 @@ def first_block(update: bytes) -> tuple[int, int, int] | None:
 def dependencies(deps: bytes, update: bytes) -> StateVector:
     """What a delta needs before it can be applied: its declared ``deps``, raised to the start of
     its own first block of structs. A sender cannot under-declare its way into Yrs' pending state
-    (which ``Doc.get_update`` would not persist)."""
-    try:
-        pycrdt.get_state(update)  # decodes every struct: garbage must not be parked as pending
-    except Exception as exc:  # pycrdt raises plain ValueError variants
-        raise MalformedPayload(f"update does not decode as a Yrs update: {exc}") from exc
+    (which ``Doc.get_update`` would not persist). Only the update's header is read: see
+    :func:`validate` for the rest."""
     need = decode(deps)
     block = first_block(update)
     if block is not None:
         _, client, clock = block
         need[client] = max(need.get(client, 0), clock)
     return need
+
+
+def validate(update: bytes) -> None:
+    """Decode every struct of ``update``; raise MalformedPayload if it is not a Yrs update.
+
+    Applying an update validates it the same way; this is for updates that are stored to wait for
+    their dependencies, where garbage must not be parked.
+    """
+    try:
+        pycrdt.get_state(update)
+    except Exception as exc:  # pycrdt raises plain ValueError variants
+        raise MalformedPayload(f"update does not decode as a Yrs update: {exc}") from exc
 
 
 def covers(have: StateVector, need: StateVector) -> bool:

@@ -117,8 +117,13 @@ class SQLiteStore:
             db["docs"].create_index(["user_id", "version"])
             db["docs"].create_index(["tenant_id", "version"])
             db["docs"].create_index(["version"])
+        # small tables keyed by their primary key: WITHOUT ROWID stores each row once, in the key's
+        # B-tree, so a commit dirties one page per table instead of two (the table and its key index)
         if "doc_channels" not in tables:
-            db["doc_channels"].create({"channel": str, "doc_id": str}, pk=("channel", "doc_id"))
+            db.execute(
+                "CREATE TABLE doc_channels (channel TEXT, doc_id TEXT, PRIMARY KEY (channel, doc_id)) "
+                "WITHOUT ROWID"
+            )
         if "deltas" not in tables:
             db["deltas"].create(
                 {
@@ -136,12 +141,15 @@ class SQLiteStore:
             db["deltas"].create_index(["doc_id", "id"])
             db["deltas"].create_index(["hlc"])
         if "log" not in tables:
-            db["log"].create(
-                {"channel": str, "origin": str, "seq": int, "delta_id": int},
-                pk=("channel", "origin", "seq"),
+            db.execute(
+                "CREATE TABLE log (channel TEXT, origin TEXT, seq INTEGER, delta_id INTEGER, "
+                "PRIMARY KEY (channel, origin, seq)) WITHOUT ROWID"
             )
         if "vv" not in tables:
-            db["vv"].create({"channel": str, "origin": str, "seq": int}, pk=("channel", "origin"))
+            db.execute(
+                "CREATE TABLE vv (channel TEXT, origin TEXT, seq INTEGER, PRIMARY KEY (channel, origin)) "
+                "WITHOUT ROWID"
+            )
         if "pending" not in tables:
             db["pending"].create({"uid": str, "doc_id": str, "delta": bytes}, pk="uid")
         if "conflicts" not in tables:
