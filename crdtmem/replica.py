@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import payload as wire
-from .cache import LRU, MemoryCache
+from .cache import MemoryCache
 from .causal import apply_causally
 from .changes import Dots, as_list, check_metadata, doc_write
 from .clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
@@ -43,6 +43,7 @@ from .records import Conflict, HistoryEntry, Kind, Memory, Scope, Source
 from .store.base import Commit, CommitResult, DeltaRecord, Store, VersionVector
 from .store.memory import MemoryStore
 from .store.sqlite import SQLiteStore, Synchronous
+from .workset import WorkingSet
 
 _List = list  # Replica.list shadows the builtin inside the class body
 
@@ -93,8 +94,12 @@ class Replica:
         )
         self.clock = HybridLogicalClock(wall_clock, max_drift_ms)
         self.max_payload_bytes = max_payload_bytes
-        self.cache = MemoryCache(cache_size)
-        self._docs: LRU[MemoryDoc] = LRU(doc_cache_size)
+        self._client_id = new_client_id()
+        self._work = WorkingSet(
+            self._store, self._client_id, cache_size=cache_size, doc_cache_size=doc_cache_size
+        )
+        self.cache: MemoryCache = self._work.records
+        """Materialized memories by id (a bounded LRU, never ahead of the store)."""
         self._warm = warm
         # fsync-ing commits go to the commit thread (group commit); cheap ones run inline
         self._committer = GroupCommitter(self._store, inline=store is None and synchronous != "FULL")
@@ -103,7 +108,6 @@ class Replica:
         self._pending: dict[str, DeltaRecord] = {}
         self.feed = EventFeed()
         self._commit_listeners: _List[Callable[[_List[DeltaRecord]], None]] = []
-        self._client_id = new_client_id()
         self._id = ""
         self._open = False
         self._index_settings = IndexSettings() if index is True else (index or None)
@@ -138,7 +142,7 @@ class Replica:
             if last:
                 self.clock.restore(Hlc.decode(last))
             self._pending = {d.uid: d for d in self._store.pending()}
-            self._warm_cache()
+            self._work.warm(self.channels, self._warm)
             self._committer.start()
         except BaseException:
             self._store.close()
@@ -170,19 +174,6 @@ class Replica:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-    def _warm_cache(self) -> None:
-        if not self._warm or not self.cache.capacity:
-            return
-        if self.channels is None:
-            records = self._store.query_records(include_deleted=True, limit=self._warm)
-        else:
-            records = []
-            for channel in self.channels:
-                records += self._store.query_records(channel=channel, include_deleted=True, limit=self._warm)
-            records.sort(key=lambda r: r["version"], reverse=True)
-            records = records[: self._warm]
-        self.cache.warm(Memory.from_dict(r) for r in records)
 
     def _check_open(self) -> None:
         if not self._open:
@@ -319,20 +310,18 @@ class Replica:
     ) -> Memory:
         async with self._locks.hold([memory_id]):
             if new:
-                if check_exists and (
-                    memory_id in self._docs or self._store.load_state(memory_id) is not None
-                ):
+                if check_exists and self._work.doc(memory_id) is not None:
                     raise InvalidInput(f"a memory with id {memory_id!r} already exists")
-                doc = MemoryDoc.empty(memory_id, self._client_id)
+                doc = self._work.new_doc(memory_id)
             else:
                 doc = self._load_doc(memory_id)
-            before = None if new else self._record(memory_id)
+            before = None if new else self._work.record(memory_id)
             dots = Dots(self._id, self.clock)
             try:
                 with doc.change():
                     change(doc, dots)
             except BaseException:
-                self._docs.discard(memory_id)  # a failed change may have left partial edits
+                self._work.forget([memory_id])  # a failed change may have left partial edits
                 raise
             if dots.last is None:  # nothing was written (e.g. an empty add_items)
                 return before or doc.materialize()
@@ -367,16 +356,14 @@ class Replica:
                 await asyncio.sleep(0)  # let writers that are ready to start enter first (and group)
             result: CommitResult = await self._committer.submit(work, alone=self._in_flight == 1)
         except BaseException:
-            for doc_id in docs:
-                self._docs.discard(doc_id)
+            self._work.forget(docs)
             raise
         events = []
         for write in work.docs:
             version = result.versions[write.doc_id]
             doc, materialized = docs[write.doc_id]
             memory = dataclasses.replace(materialized, version=version)
-            self._docs.put(write.doc_id, doc)
-            self.cache.put(write.doc_id, memory)
+            self._work.committed(write.doc_id, doc, memory)
             previous = before.get(write.doc_id)
             events.append(
                 MemoryEvent(
@@ -448,7 +435,7 @@ class Replica:
         deltas = self._store.history(memory_id)
         if not deltas:
             raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
-        doc = MemoryDoc.empty(memory_id, self._client_id)
+        doc = self._work.new_doc(memory_id)
         entries = []
         for delta in deltas:
             doc.apply(delta.update)
@@ -475,35 +462,16 @@ class Replica:
         self._check_open()
         return self._store.conflicts(user_id=user_id, tenant_id=tenant_id, doc_id=memory_id)
 
-    def _record(self, memory_id: str) -> Memory | None:
-        cached = self.cache.get(memory_id)
-        if cached is not None:
-            return cached
-        record = self._store.load_record(memory_id)
-        if record is None:
-            return None
-        memory = Memory.from_dict(record)
-        self.cache.put(memory_id, memory)
-        return memory
-
     def _record_or_raise(self, memory_id: str) -> Memory:
-        memory = self._record(memory_id)
+        memory = self._work.record(memory_id)
         if memory is None:
             raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
         return memory
 
-    def _load_doc(self, memory_id: str, *, create: bool = False) -> MemoryDoc:
-        doc = self._docs.get(memory_id)
-        if doc is not None:
-            return doc
-        state = self._store.load_state(memory_id)
-        if state is None:
-            if not create:
-                raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
-            doc = MemoryDoc.empty(memory_id, self._client_id)
-        else:
-            doc = MemoryDoc.from_state(memory_id, state, self._client_id)
-        self._docs.put(memory_id, doc)
+    def _load_doc(self, memory_id: str) -> MemoryDoc:
+        doc = self._work.doc(memory_id)
+        if doc is None:
+            raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
         return doc
 
     # -- search -------------------------------------------------------------------------------
@@ -613,8 +581,8 @@ class Replica:
 
             def load(doc_id: str) -> MemoryDoc:
                 if doc_id not in docs:
-                    before[doc_id] = self._record(doc_id)
-                    docs[doc_id] = self._load_doc(doc_id, create=True)
+                    before[doc_id] = self._work.record(doc_id)
+                    docs[doc_id] = self._work.doc_to_merge(doc_id)
                 return docs[doc_id]
 
             try:
@@ -628,8 +596,7 @@ class Replica:
                 for write in writes:  # stamps inside the updates, not only the deltas' own
                     self.clock.check(Hlc.decode(write.updated_hlc))
             except BaseException:
-                for doc_id in docs:
-                    self._docs.discard(doc_id)
+                self._work.forget(docs)
                 raise
             work = Commit(
                 deltas=applied + relog,
