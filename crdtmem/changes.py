@@ -12,7 +12,7 @@ from .clock import HybridLogicalClock
 from .crdt import Dot
 from .errors import CrdtmemError, InvalidInput, MalformedPayload
 from .memory import MemoryDoc
-from .records import Memory
+from .records import Conflict, Memory
 from .store.base import DocWrite
 
 
@@ -32,7 +32,11 @@ class Dots:
 
 
 def doc_write(
-    doc: MemoryDoc, *, expected_id: str | None = None, before: Memory | None = None
+    doc: MemoryDoc,
+    *,
+    expected_id: str | None = None,
+    before: Memory | None = None,
+    created: Memory | None = None,
 ) -> tuple[DocWrite, Memory]:
     """The store row of a changed document and its materialized record (the document is read once).
 
@@ -40,13 +44,19 @@ def doc_write(
         expected_id: the memory id the delta claimed; a document of another memory is refused.
         before: the record before the change (None: the document is new here), so the store only
             writes channel rows for new documents and only clears conflicts that may exist.
+        created: the record :meth:`MemoryDoc.create` returned, for a document it just created (no
+            conflicts yet); the document is then not read back.
     """
-    try:
-        memory, conflicts = doc.read()
-    except CrdtmemError:
-        raise
-    except Exception as exc:
-        raise MalformedPayload(f"memory {doc.id!r} does not read as a crdtmem memory: {exc}") from exc
+    conflicts: list[Conflict] = []
+    if created is not None:
+        memory = created
+    else:
+        try:
+            memory, conflicts = doc.read()
+        except CrdtmemError:
+            raise
+        except Exception as exc:
+            raise MalformedPayload(f"memory {doc.id!r} does not read as a crdtmem memory: {exc}") from exc
     if expected_id is not None and memory.id != expected_id:
         raise MalformedPayload(f"a delta for memory {expected_id!r} carries the document of {memory.id!r}")
     record = memory.to_dict()

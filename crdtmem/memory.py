@@ -25,7 +25,7 @@ from typing import Any
 
 from . import statevector
 from .crdt import Conversation, Dot, MVRegister, ORSet, PNCounter, Sibling
-from .crdt.dots import JSONValue, check_text, decode_value, is_hlc_text
+from .crdt.dots import JSONValue, check_text, decode_value, encode_value, is_hlc_text
 from .errors import (
     InvalidInput,
     MalformedPayload,
@@ -186,7 +186,13 @@ class MemoryDoc:
         metadata: dict[str, JSONValue],
         tags: Iterable[JSONValue],
         next_dot: DotSource,
-    ) -> None:
+    ) -> Memory:
+        """Write a new memory into this empty document; returns its record.
+
+        The record is built from what was written rather than read back: exactly what :meth:`read`
+        returns for the new document (``tests/test_memory.py`` checks that on generated memories),
+        without converting the document back to Python.
+        """
         content = check_content(kind, content)
         dot = next_dot()
         self._header.update(
@@ -210,20 +216,51 @@ class MemoryDoc:
             }
         )
         self._lifecycle.write(ACTIVE, dot)
+        last = dot
         if kind in REGISTER_KINDS:
             MVRegister(self._content).write(content, dot)
+            value: Any = content
         elif kind == "list":
-            self._add_items(content, next_dot)
+            value = _unique(content)
+            items = ORSet(self._content)
+            for item in content:
+                last = next_dot()
+                items.add(item, last)
         elif kind == "counter":
             if content:
                 PNCounter(self._content).add(dot.replica, content, dot.hlc)
+            value = content
         else:
+            value = []
             for role, text in content:
-                Conversation(self._messages).append(role, text, next_dot())
-        for key, value in metadata.items():
-            MVRegister(self._metadata, _check_key(key)).write(value, next_dot())
-        for tag in tags:
-            self._tags.add(tag, next_dot())
+                last = next_dot()
+                value.append(Conversation(self._messages).append(role, text, last).to_dict())
+        for key, item in metadata.items():
+            last = next_dot()
+            MVRegister(self._metadata, _check_key(key)).write(item, last)
+        tag_list = list(tags)
+        for tag in tag_list:
+            last = next_dot()
+            self._tags.add(tag, last)
+        written = _scope(self._header.get("scope") or {})  # as read() will see it
+        return Memory(
+            id=memory_id,
+            kind=kind,
+            content=value,
+            metadata={key: decode_value(encode_value(metadata[key])) for key in sorted(metadata)},
+            tags=tuple(_unique(tag_list)),
+            source=Source(source.agent_id, source.session_id, source.user_id),
+            scope=written,
+            channels=written.channels(),
+            created_at=dot.hlc,
+            updated_at=last.hlc,
+            deleted=False,
+            conflicted=False,
+            version=0,
+            embedding=None,
+            embedding_model=None,
+            conflicts=(),
+        )
 
     def _live_for_write(self, next_dot: DotSource) -> Dot:
         """Refuse writes to a cleanly deleted memory; re-assert ``active`` (see module docstring)."""
@@ -440,3 +477,13 @@ def _check_key(key: object) -> str:
     if not isinstance(key, str) or not key or "#" in key or len(key) > 256:
         raise InvalidInput(f"metadata keys are non-empty strings without '#', got {key!r}")
     return check_text(key, "a metadata key")
+
+
+def _unique(values: Iterable[JSONValue]) -> list[JSONValue]:
+    """``values`` as an OR-set reads them back: canonical JSON, first occurrence of each, in order."""
+    seen: dict[str, JSONValue] = {}
+    for value in values:
+        text = encode_value(value)
+        if text not in seen:
+            seen[text] = decode_value(text)
+    return list(seen.values())

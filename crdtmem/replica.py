@@ -48,6 +48,10 @@ from .workset import WorkingSet
 _List = list  # Replica.list shadows the builtin inside the class body
 
 
+Change = Callable[[MemoryDoc, Dots], Memory | None]
+"""One local change to a document; a create returns the record it made (see MemoryDoc.create)."""
+
+
 class Replica:
     """One replica of the memory store.
 
@@ -221,8 +225,8 @@ class Replica:
         metadata = check_metadata(metadata)
         tag_list = as_list(tags, "tags")
 
-        def create(doc: MemoryDoc, dots: Dots) -> None:
-            doc.create(
+        def create(doc: MemoryDoc, dots: Dots) -> Memory:
+            return doc.create(
                 memory_id=memory_id,
                 kind=kind,
                 content=content,
@@ -292,7 +296,7 @@ class Replica:
     async def _write(
         self,
         memory_id: str,
-        change: Callable[[MemoryDoc, Dots], None],
+        change: Change,
         *,
         new: bool = False,
         check_exists: bool = True,
@@ -305,9 +309,7 @@ class Replica:
         finally:
             self._in_flight -= 1
 
-    async def _write_locked(
-        self, memory_id: str, change: Callable[[MemoryDoc, Dots], None], new: bool, check_exists: bool
-    ) -> Memory:
+    async def _write_locked(self, memory_id: str, change: Change, new: bool, check_exists: bool) -> Memory:
         async with self._locks.hold([memory_id]):
             if new:
                 if check_exists and self._work.doc(memory_id) is not None:
@@ -319,14 +321,14 @@ class Replica:
             dots = Dots(self._id, self.clock)
             try:
                 with doc.change():
-                    change(doc, dots)
+                    created = change(doc, dots)
             except BaseException:
                 self._work.forget([memory_id])  # a failed change may have left partial edits
                 raise
             if dots.last is None:  # nothing was written (e.g. an empty add_items)
                 return before or doc.materialize()
             hlc = dots.last.hlc
-            write, memory = doc_write(doc, before=before)
+            write, memory = doc_write(doc, before=before, created=created)
             delta = DeltaRecord(
                 f"{self._id}:{hlc}",
                 self._id,

@@ -114,8 +114,15 @@ class SQLiteStore:
                 },
                 pk="id",
             )
-            db["docs"].create_index(["user_id", "version"])
-            db["docs"].create_index(["tenant_id", "version"])
+            # partial: a memory without a user (or tenant) costs its commit no page in that index,
+            # and `user_id = ?` implies the index's condition, so queries still use it
+            db.execute(
+                "CREATE INDEX idx_docs_user_id_version ON docs(user_id, version) WHERE user_id IS NOT NULL"
+            )
+            db.execute(
+                "CREATE INDEX idx_docs_tenant_id_version ON docs(tenant_id, version) "
+                "WHERE tenant_id IS NOT NULL"
+            )
             db["docs"].create_index(["version"])
         # small tables keyed by their primary key: WITHOUT ROWID stores each row once, in the key's
         # B-tree, so a commit dirties one page per table instead of two (the table and its key index)
@@ -296,9 +303,13 @@ class SQLiteStore:
                 )
             )
         if doc_rows:
-            conn.executemany(
-                "INSERT OR REPLACE INTO docs(id, kind, state, record, user_id, tenant_id, deleted, "
-                "conflicted, version, updated_hlc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            conn.executemany(  # an upsert keeps the row where it is (REPLACE would move it)
+                "INSERT INTO docs(id, kind, state, record, user_id, tenant_id, deleted, conflicted, "
+                "version, updated_hlc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
+                "kind = excluded.kind, state = excluded.state, record = excluded.record, "
+                "user_id = excluded.user_id, tenant_id = excluded.tenant_id, deleted = excluded.deleted, "
+                "conflicted = excluded.conflicted, version = excluded.version, "
+                "updated_hlc = excluded.updated_hlc",
                 doc_rows,
             )
             conn.executemany(
