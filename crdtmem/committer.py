@@ -8,8 +8,9 @@ it is durable. If a group fails, each unit is retried alone so one bad unit cann
 A lone writer does not need the thread: with nothing else in flight there is no group to form, and the
 hop to the thread and back costs as much as the SQL. ``submit(work, alone=True)`` commits such a unit on
 the caller's thread when the commit thread is idle. The event loop waits for that one fsync, which is
-what the writer waits for anyway; as soon as a second write is in flight, units go to the thread again
-and group.
+what the writer waits for anyway. The replica says ``alone`` only when no other write is in flight and
+nothing else is queued on the loop: otherwise the thread lets writers group and lets other work (event
+delivery, sockets) run during the fsync.
 """
 
 from __future__ import annotations

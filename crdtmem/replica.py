@@ -354,9 +354,11 @@ class Replica:
         origins: dict[str, str],
     ) -> _List[MemoryEvent]:
         try:
-            if self._in_flight == 1 and _others_ready():
-                await asyncio.sleep(0)  # let writers that are ready to start enter first (and group)
-            result: CommitResult = await self._committer.submit(work, alone=self._in_flight == 1)
+            # alone: no other write in flight and nothing else waiting to run on the loop. Then the
+            # commit runs inline; otherwise on the commit thread, so that other writers can join its
+            # group and other work (event delivery, sockets) runs during its fsync
+            alone = self._in_flight == 1 and not _others_ready()
+            result: CommitResult = await self._committer.submit(work, alone=alone)
         except BaseException:
             self._work.forget(docs)
             raise
@@ -647,10 +649,10 @@ class Replica:
 
 
 def _others_ready() -> bool:
-    """Whether other callbacks are queued to run on this event loop (a writer may be among them).
+    """Whether other callbacks are queued to run on this event loop.
 
     Reads asyncio's ready queue (``loop._ready``, CPython's event loop); a loop without one is assumed
-    busy, which only costs a yield.
+    busy, which only means commits go to the commit thread.
     """
     ready = getattr(asyncio.get_running_loop(), "_ready", None)
     return ready is None or len(ready) > 0
