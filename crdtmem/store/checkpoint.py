@@ -67,7 +67,14 @@ class Checkpointer:
             self._wake.set()
 
     def _run(self) -> None:
-        conn = self._connect()
+        try:
+            conn = self._connect()
+            # RESTART waits for readers still using the log; never hold the writer lock long for
+            # that: a busy checkpoint is simply tried again next time
+            conn.execute("PRAGMA busy_timeout=50")
+        except sqlite3.Error:
+            self.errors += 1  # no checkpoints then: the log grows, nothing is lost
+            return
         try:
             while not self._stopping:
                 self._wake.wait(self._interval)
