@@ -14,9 +14,11 @@ from hypothesis import strategies as st
 
 from crdtmem import Replica
 from crdtmem import payload as wire
+from crdtmem.metrics import Metrics
 from crdtmem.server import Node, PeerConfig
+from crdtmem.store.base import DeltaRecord
 from crdtmem.sync.coalesce import coalesce
-from crdtmem.sync.link import LinkSettings
+from crdtmem.sync.link import Link, LinkSettings
 from crdtmem.sync.peer import Backoff
 from crdtmem.sync.protocol import decode_frame, encode_frame
 
@@ -195,3 +197,45 @@ async def test_eager_pushes_come_from_commits_and_match_the_log(tmp_path):
     assert [(d.uid, d.update, d.deps, d.seqs) for d in received] == [
         (d.uid, d.update, d.deps, d.seqs) for d in logged
     ]
+
+
+def _delta(seq: int, channels: dict[str, int] | None = None, origin: str = "a", **kw) -> DeltaRecord:
+    seqs = channels or {U1: seq}
+    hlc = f"{seq:015d}.000000"
+    return DeltaRecord(f"{origin}:{seq}", origin, "m1", hlc, b"", b"", tuple(seqs), seqs, **kw)
+
+
+def test_committed_deltas_are_sent_as_they_are_only_when_nothing_is_skipped():
+    """The eager fast path takes handed deltas only when they continue exactly from what was sent,
+    per channel and origin; a gap, a coalesced delta or nothing handed means: read the log."""
+    link = Link(
+        None,  # type: ignore[arg-type]  # the replica and socket are not touched by this path
+        None,  # type: ignore[arg-type]
+        peer_id="b",
+        push_channels=[U1],
+        accept_channels=[U1],
+        peer_vectors={U1: {"a": 2}},
+        settings=LinkSettings(),
+        metrics=Metrics(),
+    )
+    link._handed = [_delta(3), _delta(4)]
+    assert [d.seqs for d in link._next_from_commits() or []] == [{U1: 3}, {U1: 4}]
+
+    link._handed = [_delta(4)]  # 3 was never handed: a gap
+    assert link._next_from_commits() is None
+
+    link._handed = [_delta(2), _delta(3)]  # 2 went out already (it was in a page read from the log)
+    assert [d.seqs for d in link._next_from_commits() or []] == [{U1: 3}]
+
+    link._handed = [_delta(3, also={U1: (2,)})]  # coalesced: the log knows better
+    assert link._next_from_commits() is None
+
+    link._handed = [_delta(3, {U1: 3, "topic:t:updates": 9})]  # channels the peer is not pushed: dropped
+    (only,) = link._next_from_commits() or []
+    assert only.seqs == {U1: 3} and only.channels == (U1,)
+
+    link._handed = [_delta(1, origin="c"), _delta(3, origin="c")]  # per origin too
+    assert link._next_from_commits() is None
+
+    link._handed = []
+    assert link._next_from_commits() is None
