@@ -1,10 +1,18 @@
 """Multi-value register, read as last-writer-wins.
 
-Layout: a Yrs map whose keys are ``{field}#{dot}`` (or just ``{dot}`` when the map holds a single
-register) and whose values are dot entries ``{"v", "hlc", "by"}``.
+Layout: a Yrs map whose values are dot entries ``{"v", "hlc", "by"}`` (the dot is in the value) and
+whose keys are ``{field}#{replica}`` (or just ``{replica}`` when the map holds a single register).
+Entries written by earlier versions are keyed by their whole dot (``{replica}:{hlc}``); they read and
+are overwritten exactly the same way, since readers never look at the key beyond the field prefix.
 
-Write rule: a write deletes every entry of the field it has observed and adds one entry under its own
-dot. Concurrent writes never see each other's entries, so after merge both survive as *siblings*.
+Write rule: a write deletes every entry of the field it has observed and adds one entry, under its
+replica's key, carrying its own dot. Concurrent writes come from different replicas (a replica's own
+writes are causally ordered), so they never share a key, never see each other's entries, and after a
+merge both survive as *siblings*.
+
+Why the replica and not the dot as key: Yrs keeps a tombstone for every overwritten map entry, key
+included. Keyed by dot, each write of a register grew the document by ~80 bytes for good; keyed by
+replica, by ~18 (measured: two registers written per update, 1000 updates).
 
 Read rule: the sibling with the highest ``(hlc, replica)`` wins, so every replica reads the same value
 from the same merged state. Clock assumption: hlc is a hybrid logical clock, so a write that observed
@@ -47,7 +55,7 @@ class MVRegister:
         """Overwrite: delete every observed sibling, add ``value`` under ``dot``."""
         self.clear()
         entry = DotEntry(dot, encode_value(value))
-        self._map[self._prefix + dot.key()] = entry.to_yrs()
+        self._map[self._prefix + dot.replica] = entry.to_yrs()
 
     def clear(self) -> None:
         """Delete every observed sibling (used by writes and by metadata key removal)."""

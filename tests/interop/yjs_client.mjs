@@ -277,7 +277,7 @@ function writeRegister(ymap, prefix, value, dot) {
   for (const key of [...ymap.keys()]) {
     if (!prefix || key.startsWith(prefix)) ymap.delete(key);
   }
-  ymap.set(`${prefix}${dot.key}`, { v: canonical(value), hlc: dot.hlc, by: dot.by });
+  ymap.set(`${prefix}${dot.by}`, { v: canonical(value), hlc: dot.hlc, by: dot.by }); // protocol.md §5.2
 }
 
 function checkMetadataKey(key) {
