@@ -79,12 +79,17 @@ class GroupCommitter:
             return result
         loop = asyncio.get_running_loop()
         future: asyncio.Future[CommitResult] = loop.create_future()
-        self._outstanding += 1
+        self._outstanding += 1  # until the thread has settled it (see _settle)
+        self._queue.put(_Job(work, future, loop))
         try:
-            self._queue.put(_Job(work, future, loop))
-            return await future
-        finally:
-            self._outstanding -= 1
+            return await asyncio.shield(future)
+        except asyncio.CancelledError:
+            # the thread commits the unit whatever happens here: a caller that gives up must not
+            # go on (release its locks, reload its documents) while that commit is still landing
+            while not future.done():
+                with contextlib.suppress(asyncio.CancelledError):
+                    await asyncio.shield(future)
+            raise
 
     def _run(self) -> None:
         while True:
@@ -121,9 +126,9 @@ class GroupCommitter:
         for job, result in zip(jobs, results, strict=True):
             self._settle(job, result, None)
 
-    @staticmethod
-    def _settle(job: _Job, result: CommitResult | None, error: BaseException | None) -> None:
+    def _settle(self, job: _Job, result: CommitResult | None, error: BaseException | None) -> None:
         def settle() -> None:
+            self._outstanding -= 1
             if job.future.done():
                 return
             if error is not None:

@@ -579,6 +579,11 @@ class Replica:
             return ApplyResult(0, duplicates, 0, ignored)
         doc_ids = {d.doc_id for d in fresh}
         async with self._locks.hold(doc_ids):
+            # an apply that held these locks before us may have parked some of them meanwhile
+            parked = [d for d in fresh if d.uid in self._pending]
+            if parked:
+                duplicates += len(parked)
+                fresh = [d for d in fresh if d.uid not in self._pending]
             waiting_before = [d for d in self._pending.values() if d.doc_id in doc_ids]
             docs: dict[str, MemoryDoc] = {}
             before: dict[str, Memory | None] = {}

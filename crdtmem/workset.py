@@ -79,7 +79,8 @@ class WorkingSet:
         self.records.put(memory_id, memory)
 
     def forget(self, memory_ids: Iterable[str]) -> None:
-        """Drop documents a failed change may have left half-edited (records are only put after a
-        commit, so they are never ahead)."""
+        """Drop what a failed or interrupted change leaves uncertain: its documents (maybe
+        half-edited) and records (maybe behind a commit that landed anyway); the store has the truth."""
         for memory_id in memory_ids:
             self.docs.discard(memory_id)
+            self.records.discard(memory_id)

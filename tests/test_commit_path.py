@@ -4,6 +4,7 @@ the write path and keep the log bounded. Real SQLite files throughout."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
@@ -44,3 +45,24 @@ async def test_checkpoints_keep_the_log_bounded_under_continuous_writes(tmp_path
     async with Replica(db, replica_id="a") as reopened:
         assert len(await reopened.list(user_id="u1", limit=1000)) == 700
         assert reopened._store.integrity_check() == "ok"  # type: ignore[attr-defined]
+
+
+async def test_a_write_cancelled_during_its_commit_does_not_let_the_next_one_build_on_old_state(tmp_path):
+    """The commit thread finishes a unit whose writer was cancelled; the next write must build on it,
+    or the two replicas' views of the memory would diverge for good."""
+    async with Replica(tmp_path / "a.db", replica_id="a") as a:
+        made = await a.add("v0", user_id="u1")
+        asyncio.get_running_loop().call_soon(lambda: None)  # other work queued: the commit goes to the thread
+        first = asyncio.create_task(a.update(made.id, content="v1", metadata={"k": "one"}))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+        second = await a.update(made.id, content="v2")
+        assert (second.content, second.metadata) == ("v2", {"k": "one"})
+        async with Replica(None, replica_id="b") as b:
+            await b.apply(await a.export_since(a.store.channels()))
+            on_b = await b.get(made.id)
+        assert (on_b.content, on_b.metadata) == ("v2", {"k": "one"})
+        assert a._committer._outstanding == 0

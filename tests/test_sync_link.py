@@ -202,12 +202,13 @@ async def test_eager_pushes_come_from_commits_and_match_the_log(tmp_path):
 def _delta(seq: int, channels: dict[str, int] | None = None, origin: str = "a", **kw) -> DeltaRecord:
     seqs = channels or {U1: seq}
     hlc = f"{seq:015d}.000000"
-    return DeltaRecord(f"{origin}:{seq}", origin, "m1", hlc, b"", b"", tuple(seqs), seqs, **kw)
+    return DeltaRecord(f"{origin}:{hlc}", origin, "m1", hlc, b"", b"", tuple(seqs), seqs, **kw)
 
 
 def test_committed_deltas_are_sent_as_they_are_only_when_nothing_is_skipped():
-    """The eager fast path takes handed deltas only when they continue exactly from what was sent,
-    per channel and origin; a gap, a coalesced delta or nothing handed means: read the log."""
+    """The eager fast path takes handed deltas only after a log read reached the end of the log, and
+    only when they continue exactly from what was sent, per channel and origin; a gap, a coalesced
+    delta or nothing handed means: read the log."""
     link = Link(
         None,  # type: ignore[arg-type]  # the replica and socket are not touched by this path
         None,  # type: ignore[arg-type]
@@ -218,6 +219,10 @@ def test_committed_deltas_are_sent_as_they_are_only_when_nothing_is_skipped():
         settings=LinkSettings(),
         metrics=Metrics(),
     )
+    link._handed = [_delta(3), _delta(4)]
+    assert link._next_from_commits() is None, "the log was never read to its end: it may hold more"
+
+    link._drained = True  # a log read reached the end; since then everything committed is handed
     link._handed = [_delta(3), _delta(4)]
     assert [d.seqs for d in link._next_from_commits() or []] == [{U1: 3}, {U1: 4}]
 
@@ -239,3 +244,56 @@ def test_committed_deltas_are_sent_as_they_are_only_when_nothing_is_skipped():
 
     link._handed = []
     assert link._next_from_commits() is None
+
+
+class _LogOnly:
+    """A replica stand-in with a delta log of ten deltas from origin "o" (for the link alone)."""
+
+    id = "a"
+
+    def __init__(self) -> None:
+        self.store = self
+        self.log = [_delta(i, origin="o") for i in range(1, 11)]
+
+    def version_vector(self, channel: str) -> dict[str, int]:
+        return {"o": 10, "a": 3} if channel == U1 else {}
+
+    def deltas_since(self, channels, sent, limit):
+        ahead = [d for d in self.log if d.seqs[U1] > sent.get(U1, {}).get(d.origin, 0)]
+        return ahead[:limit]
+
+
+class _Socket:
+    closed = False
+
+    def __init__(self) -> None:
+        self.frames: list[bytes] = []
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.frames.append(data)
+
+
+async def test_a_commit_never_keeps_the_rest_of_a_backlog_from_being_sent():
+    """A commit handed while the log still holds deltas the peer misses must not be sent on its own
+    and end the round: the sender reads the log until it has reached its end."""
+    socket = _Socket()
+    link = Link(
+        _LogOnly(),  # type: ignore[arg-type]
+        socket,  # type: ignore[arg-type]
+        peer_id="b",
+        push_channels=[U1],
+        accept_channels=[U1],
+        peer_vectors={U1: {"a": 2}},
+        settings=LinkSettings(page=4),
+        metrics=Metrics(),
+    )
+    link._handed = []
+    link._on_commit([_delta(3)])  # a local write lands while the peer still misses o:1..10
+    await link._send_available()
+    sent = [
+        (d.origin, d.seqs[U1])
+        for frame in socket.frames
+        for d in wire.decode(decode_frame(frame).body["payload"]).deltas
+    ]
+    assert [("o", i) for i in range(1, 11)] == [d for d in sent if d[0] == "o"]
+    assert link._sent[U1]["o"] == 10

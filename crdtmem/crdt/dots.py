@@ -52,9 +52,13 @@ def is_hlc_text(value: object) -> TypeGuard[str]:
     return isinstance(value, str) and _is_hlc(value) is not None
 
 
+_PLAIN_STRING = re.compile(r'"[^"\\\x00-\x1f]*"')
+"""JSON text of a string with nothing escaped (most values): its content is the text between quotes."""
+
+
 def decode_value(text: str) -> JSONValue:
-    if len(text) > 1 and text[0] == '"' and text[-1] == '"' and "\\" not in text and '"' not in text[1:-1]:
-        return text[1:-1]  # a plain string (most values): nothing escaped, nothing to parse
+    if _PLAIN_STRING.fullmatch(text):
+        return text[1:-1]
     return json.loads(text)
 
 

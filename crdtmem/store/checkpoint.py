@@ -46,6 +46,9 @@ class Checkpointer:
         self._stopping = False
         self._thread: threading.Thread | None = None
         self.checkpoints = 0
+        """Checkpoints that restarted the log."""
+        self.busy = 0
+        """Checkpoints a reader kept from restarting the log (tried again next time)."""
         self.errors = 0
 
     def start(self) -> None:
@@ -67,27 +70,29 @@ class Checkpointer:
             self._wake.set()
 
     def _run(self) -> None:
-        try:
-            conn = self._connect()
-            # RESTART waits for readers still using the log; never hold the writer lock long for
-            # that: a busy checkpoint is simply tried again next time
-            conn.execute("PRAGMA busy_timeout=50")
-        except sqlite3.Error:
-            self.errors += 1  # no checkpoints then: the log grows, nothing is lost
-            return
+        conn: sqlite3.Connection | None = None
         try:
             while not self._stopping:
                 self._wake.wait(self._interval)
                 self._wake.clear()
                 if self._stopping or self._commits == 0:
                     continue
-                self._commits = 0
                 try:
+                    if conn is None:
+                        conn = self._connect()
+                        # RESTART waits for readers still using the log; never hold the writer lock
+                        # long for that: a busy checkpoint is simply tried again next time
+                        conn.execute("PRAGMA busy_timeout=50")
+                    self._commits = 0
                     conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
                     with self._writer_lock:  # what is left to copy is small now: restart the log
-                        conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-                    self.checkpoints += 1
+                        ((busy, _, _),) = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+                    if busy:
+                        self.busy += 1
+                    else:
+                        self.checkpoints += 1
                 except sqlite3.Error:
                     self.errors += 1  # e.g. the disk is full: the writer sees that on its own commits
         finally:
-            conn.close()
+            if conn is not None:
+                conn.close()

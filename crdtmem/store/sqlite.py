@@ -48,6 +48,10 @@ class SQLiteStore:
         self._version = 0
         self._next_delta_id = 1
         self._lock = threading.Lock()
+        """The writer lock: one commit (or log restart, see Checkpointer) at a time."""
+        self._state = threading.Lock()
+        """Guards the in-memory version vectors, which commits replace and the loop reads. Separate
+        from the writer lock, so reading a vector never waits for a commit or a checkpoint."""
         self._checkpointer = Checkpointer(self._connect, self._lock)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -217,7 +221,8 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise
-            staged.publish()
+            with self._state:
+                staged.publish()
             self._version, self._next_delta_id = version, next_id
             self._checkpointer.committed()
             return results
@@ -394,17 +399,17 @@ class SQLiteStore:
         ]
 
     def version_vector(self, channel: str) -> VersionVector:
-        with self._lock:
+        with self._state:
             return dict(self._vectors.get(channel, {}))
 
     def is_logged(self, channel: str, origin: str, seq: int) -> bool:
-        with self._lock:
+        with self._state:
             if seq <= self._vectors.get(channel, {}).get(origin, 0):
                 return True
             return seq in self._beyond.get(channel, {}).get(origin, ())
 
     def channels(self) -> list[str]:
-        with self._lock:
+        with self._state:
             return sorted(channel for channel, vector in self._vectors.items() if vector)
 
     def deltas_since(
@@ -414,7 +419,7 @@ class SQLiteStore:
         conn = self._r
         for channel in channels:
             peer = vectors.get(channel, {})
-            with self._lock:
+            with self._state:
                 origins = set(self._vectors.get(channel, {})) | set(self._beyond.get(channel, {}))
             for origin in sorted(origins):
                 # the first `limit` deltas overall are among the first `limit` rows of every origin

@@ -109,6 +109,9 @@ class Link:
         self._push_set = set(push_channels)
         self._handed: list[DeltaRecord] | None = None
         """Deltas committed since the sender last read the log (eager mode); None: not collecting."""
+        self._drained = False
+        """The last log read reached the end of the log for this peer and nothing has been rewound
+        since: then every delta the peer misses was committed after that read, i.e. handed."""
         self._on_pull_requested = on_pull_requested
         self.status = LinkStatus(peer_id, self.mode, push_channels, sorted(accept_channels), 0, 0)
         self._unsubscribe: Callable[[], None] | None = None
@@ -175,6 +178,7 @@ class Link:
             self.metrics.inc("crdtmem_frames_resent_total", peer=self.peer_id)
             self._in_flight.clear()
             self._sent = {c: dict(v) for c, v in self._acked.items()}
+            self._drained = False
 
     async def _send_available(self) -> None:
         while not self.ws.closed and self.mode != "pull":
@@ -187,6 +191,12 @@ class Link:
                 self._handed = [] if self.mode == "eager" else None  # collect what commits after this read
                 deltas = self.replica.store.deltas_since(self.push_channels, self._sent, self.settings.page)
                 source = "log"
+                # the end of the log, with nothing held beyond a gap (those are sent again later)
+                self._drained = len(deltas) < self.settings.page and all(
+                    seq <= mine.get(channel, {}).get(d.origin, 0)
+                    for d in deltas
+                    for channel, seq in d.seqs.items()
+                )
             if not deltas:
                 return
             outgoing = coalesce(deltas) if self.mode == "lazy" else deltas
@@ -205,9 +215,10 @@ class Link:
 
     def _next_from_commits(self) -> list[DeltaRecord] | None:
         """The handed deltas as the log would page them to this peer, if they are exactly what it
-        misses next; None when the log must be read (nothing handed, a gap, a coalesced delta)."""
+        misses; None when the log must be read (nothing handed, the log not read to its end since the
+        last rewind, a gap, a coalesced delta)."""
         handed, self._handed = self._handed, None
-        if not handed:
+        if not handed or not self._drained:
             return None
         out: list[DeltaRecord] = []
         expected: dict[tuple[str, str], int] = {}
@@ -263,6 +274,7 @@ class Link:
         self.mode = "pull"
         self._in_flight.clear()
         self._sent = {c: dict(v) for c, v in self._acked.items()}
+        self._drained = False
         self.metrics.inc("crdtmem_peers_moved_to_pull_total", peer=self.peer_id)
         await self.ws.send_bytes(encode_frame("mode", mode="pull", reason=reason))
 
@@ -305,6 +317,7 @@ class Link:
             # our frame was refused: re-export from what the peer confirmed
             self._in_flight.pop(body.get("n", -1), None)
             self._sent = {c: dict(v) for c, v in self._acked.items()}
+            self._drained = False
             self.metrics.inc("crdtmem_frames_refused_by_peer_total", reason=str(body["code"]))
             self._acks.set()
         elif frame.type == "mode":
@@ -315,6 +328,7 @@ class Link:
         elif frame.type == "resume":
             self._acked = {c: dict(body["vectors"].get(c, {})) for c in self.push_channels}
             self._sent = {c: dict(v) for c, v in self._acked.items()}
+            self._drained = False
             self._in_flight.clear()
             self.mode = self.settings.mode
             self._wake.set()
