@@ -202,17 +202,8 @@ class MemoryDoc:
                 "kind": kind,
                 "created": dot.hlc,
                 "created_by": dot.replica,
-                "source": {
-                    "agent_id": source.agent_id,
-                    "session_id": source.session_id,
-                    "user_id": source.user_id,
-                },
-                "scope": {
-                    "user_id": scope.user_id,
-                    "tenant_id": scope.tenant_id,
-                    "topics": list(scope.topics),
-                    "shared": scope.shared,
-                },
+                "source": source.to_dict(),
+                "scope": scope.to_dict(),
             }
         )
         self._lifecycle.write(ACTIVE, dot)

@@ -24,6 +24,10 @@ class Source:
     session_id: str | None = None
     user_id: str | None = None
 
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (also the document header's ``source``, docs/protocol.md §3.1)."""
+        return {"agent_id": self.agent_id, "session_id": self.session_id, "user_id": self.user_id}
+
 
 @dataclass(frozen=True, slots=True)
 class Scope:
@@ -33,6 +37,15 @@ class Scope:
     tenant_id: str | None = None
     topics: tuple[str, ...] = ()
     shared: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON form (also the document header's ``scope``, docs/protocol.md §3.1)."""
+        return {
+            "user_id": self.user_id,
+            "tenant_id": self.tenant_id,
+            "topics": list(self.topics),
+            "shared": self.shared,
+        }
 
     def channels(self) -> tuple[str, ...]:
         """The channels this scope publishes on, sorted.
@@ -106,24 +119,14 @@ class Memory:
     def to_dict(self) -> dict[str, Any]:
         """The JSON form (written out by hand: ``dataclasses.asdict`` deep-copies recursively and is
         the slowest step of a write)."""
-        source, scope = self.source, self.scope
         return {
             "id": self.id,
             "kind": self.kind,
             "content": self.content,
             "metadata": self.metadata,
             "tags": list(self.tags),
-            "source": {
-                "agent_id": source.agent_id,
-                "session_id": source.session_id,
-                "user_id": source.user_id,
-            },
-            "scope": {
-                "user_id": scope.user_id,
-                "tenant_id": scope.tenant_id,
-                "topics": list(scope.topics),
-                "shared": scope.shared,
-            },
+            "source": self.source.to_dict(),
+            "scope": self.scope.to_dict(),
             "channels": list(self.channels),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
