@@ -24,7 +24,7 @@ from functools import cached_property
 from typing import Any
 
 from . import statevector
-from .crdt import Conversation, Dot, MVRegister, ORSet, PNCounter, Sibling
+from .crdt import Conversation, Dot, MessageLog, MVRegister, ORSet, PNCounter, Sibling
 from .crdt.dots import JSONValue, check_text, decode_value, encode_value, is_hlc_text
 from .errors import (
     InvalidInput,
@@ -340,6 +340,22 @@ class MemoryDoc:
             value = check_content(self.kind, value)
         register.write(value, next_dot())
 
+    def _message_log(self) -> MessageLog:
+        """The conversation's messages, read in full once and then kept in step by the array's
+        change events (see :class:`MessageLog`), so a read after an append costs the new messages.
+
+        Inside an open transaction the log is neither built nor subscribed (that transaction's own
+        changes would reach it twice): a throwaway one is read in full.
+        """
+        log: MessageLog | None = self.__dict__.get("_log")
+        if log is not None:
+            return log
+        log = MessageLog(self._messages.to_py())
+        if self.doc.txn is None:
+            self._log_subscription = self._messages.observe(log.apply)
+            self._log = log
+        return log
+
     def _register(self, field: str) -> MVRegister | None:
         if field == "content":
             return MVRegister(self._content) if self.kind in REGISTER_KINDS else None
@@ -376,10 +392,9 @@ class MemoryDoc:
         Every root is converted to plain Python once, from one snapshot (:func:`_snapshot`), and
         everything is computed from those values.
         """
-        roots = snapshot(self.doc)
+        roots = snapshot(self.doc, arrays=())
         header = roots["header"] or {}
         content_raw = roots["content"] or {}
-        messages_raw = roots["messages"] or []
         lifecycle_raw = roots["lifecycle"] or {}
         metadata_raw = roots["metadata"] or {}
         tags_raw = roots["tags"] or {}
@@ -407,9 +422,9 @@ class MemoryDoc:
             content = counter.value()
             stamps.append(counter.latest_hlc())
         else:
-            messages = Conversation(messages_raw).messages()
-            content = [m.to_dict() for m in messages]
-            stamps.append(max((m.hlc for m in messages), default=""))
+            log = self._message_log()
+            content = log.records()
+            stamps.append(log.latest_hlc())
         metadata: dict[str, Any] = {}
         for key, siblings in sorted(MVRegister.grouped(metadata_raw).items()):
             metadata[key] = siblings[0].value

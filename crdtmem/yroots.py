@@ -15,7 +15,7 @@ transaction and Python parses it all with one ``json.loads``.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -174,6 +174,16 @@ class YArray:
         value: list[JSON] = json.loads(self._array(txn).to_json(txn))
         return value
 
+    def observe(self, callback: Callable[[list[dict[str, Any]]], None]) -> Any:
+        """Call ``callback`` with the change delta of every transaction that changes this array
+        (``[{"retain": n}, {"insert": [...]}, {"delete": n}]``), as the transaction commits.
+
+        Returns the subscription: the callback runs while it is referenced.
+        """
+        with self._doc.transaction() as txn:
+            array = self._array(txn)
+        return array.observe(lambda event: callback(event.delta))
+
     def append(self, value: JSON) -> None:
         txn = _current(self._doc)
         if txn is None:
@@ -184,11 +194,13 @@ class YArray:
         array.insert(txn, array.len(txn), value)
 
 
-def snapshot(doc: YDoc) -> dict[str, JSON]:
-    """Every root of a memory document as plain JSON values: ``{root name: value}``."""
+def snapshot(
+    doc: YDoc, maps: Iterable[str] = MAP_ROOTS, arrays: Iterable[str] = ARRAY_ROOTS
+) -> dict[str, JSON]:
+    """Roots of a memory document (by default all of them) as plain JSON values: ``{root name: value}``."""
     with doc.transaction() as txn:
         ydoc = doc.raw
-        parts = [f'"{name}":{ydoc.get_or_insert_map(txn, name).to_json(txn)}' for name in MAP_ROOTS]
-        parts += [f'"{name}":{ydoc.get_or_insert_array(txn, name).to_json(txn)}' for name in ARRAY_ROOTS]
+        parts = [f'"{name}":{ydoc.get_or_insert_map(txn, name).to_json(txn)}' for name in maps]
+        parts += [f'"{name}":{ydoc.get_or_insert_array(txn, name).to_json(txn)}' for name in arrays]
     value: dict[str, JSON] = json.loads("{" + ",".join(parts) + "}")
     return value

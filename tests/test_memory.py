@@ -9,9 +9,11 @@ from hypothesis import strategies as st
 
 from crdtmem.changes import Dots
 from crdtmem.clock import HybridLogicalClock
+from crdtmem.crdt import Conversation
 from crdtmem.memory import MemoryDoc
 from crdtmem.records import Scope, Source
 from crdtmem.testing import strategies as cst
+from crdtmem.yroots import YDoc
 
 _ticks = itertools.count(1_700_000_000_000)
 
@@ -86,3 +88,72 @@ def test_entries_keyed_by_dot_by_earlier_writers_read_merge_and_resolve_alike():
     memory, conflicts = doc.read()
     assert (memory.content, memory.metadata, conflicts) == ("settled", {"confidence": 0.7}, [])
     assert set(doc._content.keys()) == {"phone"}
+
+
+def _conversation(doc: MemoryDoc, dots: Dots) -> None:
+    with doc.change():
+        doc.create(
+            memory_id="m1",
+            kind="conversation",
+            content=[{"role": "user", "text": "hello"}],
+            source=Source(None, None, "u1"),
+            scope=Scope("u1", None, (), False),
+            metadata={},
+            tags=[],
+            next_dot=dots,
+        )
+
+
+_conversation_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("append"), st.integers(0, 2), st.text(max_size=3)),
+        st.tuples(st.just("sync"), st.integers(0, 2), st.integers(0, 2)),
+        st.tuples(st.just("read"), st.integers(0, 2), st.none()),
+        # a foreign Yjs client: inserts anything anywhere, deletes ranges (crdtmem itself only appends)
+        st.tuples(st.just("foreign_insert"), st.integers(0, 2), st.sampled_from([7, "junk", {"role": "x"}])),
+        st.tuples(st.just("foreign_delete"), st.integers(0, 2), st.integers(1, 3)),
+    ),
+    max_size=40,
+)
+
+
+@settings(max_examples=200, deadline=None)
+@given(_conversation_steps, st.randoms(use_true_random=False))
+def test_a_conversation_read_after_any_changes_equals_reading_the_whole_array(steps, rng):
+    """The message log kept in step by change deltas (``MessageLog``) never drifts from the array."""
+    clock = HybridLogicalClock(lambda: next(_ticks))
+    origin, origin_dots = MemoryDoc.empty("m1", 1), Dots("r0", clock)
+    _conversation(origin, origin_dots)
+    docs = [origin] + [MemoryDoc.from_state("m1", origin.state(), client_id=i + 2) for i in range(2)]
+    dots = [origin_dots] + [Dots(f"r{i + 1}", clock) for i in range(2)]
+
+    def check(doc: MemoryDoc) -> None:
+        whole = [m.to_dict() for m in Conversation(doc._messages.to_py()).messages()]
+        record, _ = doc.read()
+        assert record.content == whole
+        assert record.updated_at >= max((m["hlc"] for m in whole), default="")
+
+    for step, i, arg in steps:
+        doc = docs[i]
+        if step == "append":
+            with doc.change():
+                doc.append_message(role="user", text=arg, next_dot=dots[i])
+        elif step == "sync":
+            target = docs[arg]
+            target.apply(doc.doc.get_update(target.doc.get_state()))
+        elif step == "read":
+            check(doc)
+        else:
+            foreign = YDoc(100 + i)
+            foreign.apply_update(doc.state())
+            with foreign.transaction() as txn:
+                array = foreign.raw.get_or_insert_array(txn, "messages")
+                length = array.len(txn)
+                if step == "foreign_insert":
+                    array.insert(txn, rng.randint(0, length), arg)
+                elif length:
+                    at = rng.randrange(length)
+                    array.remove_range(txn, at, min(arg, length - at))
+            doc.apply(foreign.get_update(doc.doc.get_state()))
+    for doc in docs:
+        check(doc)

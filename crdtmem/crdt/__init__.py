@@ -6,10 +6,20 @@ these modules define what is written so that the merged Yrs state reads as the i
 Their docstrings are the specification; ``docs/protocol.md`` gives the byte-level layout.
 """
 
-from .conversation import Conversation, Message
+from .conversation import Conversation, Message, MessageLog
 from .counter import PNCounter
 from .dots import Dot, DotEntry
 from .orset import ORSet
 from .register import MVRegister, Sibling
 
-__all__ = ["Conversation", "Dot", "DotEntry", "MVRegister", "Message", "ORSet", "PNCounter", "Sibling"]
+__all__ = [
+    "Conversation",
+    "Dot",
+    "DotEntry",
+    "MVRegister",
+    "Message",
+    "MessageLog",
+    "ORSet",
+    "PNCounter",
+    "Sibling",
+]

@@ -5,10 +5,15 @@ Layout: a Yrs array of ``{"id", "role", "text", "hlc", "by"}`` maps-as-values.
 Write rule: messages are only ever appended, never edited or removed.
 Merge: Yrs array merge. Concurrent appends at the same end are ordered by Yrs' integration rule (by
 client id), so every replica shows the same interleaving once it has the same updates.
+
+Reads: :meth:`Conversation.messages` converts and checks the whole array. :class:`MessageLog` keeps
+the checked messages of one document in step with the array's change deltas instead, so reading a
+long conversation after an append costs the new messages, not all of them.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,16 +37,8 @@ class Conversation:
         self._array = yarray
 
     def messages(self) -> list[Message]:
-        found = []
         items = self._array if isinstance(self._array, list) else self._array.to_py()
-        for raw in items or []:
-            if (
-                isinstance(raw, dict)
-                and all(isinstance(raw.get(k), str) for k in Message.__slots__)
-                and is_hlc_text(raw["hlc"])
-            ):
-                found.append(Message(**{k: raw[k] for k in Message.__slots__}))
-        return found
+        return [m for m in map(_message, items or []) if m is not None]
 
     def append(self, role: str, text: str, dot: Dot) -> Message:
         message = Message(dot.key(), role, text, dot.hlc, dot.replica)
@@ -50,3 +47,58 @@ class Conversation:
 
     def latest_hlc(self) -> str:
         return max((m.hlc for m in self.messages()), default="")
+
+
+def _message(raw: object) -> Message | None:
+    """``raw`` as a message, or None when it is not one (a foreign client may write anything)."""
+    if not isinstance(raw, dict):
+        return None
+    values = [raw.get(k) for k in Message.__slots__]
+    if not all(isinstance(v, str) for v in values) or not is_hlc_text(values[3]):
+        return None
+    return Message(*values)  # type: ignore[arg-type]  # every value is a str (checked above)
+
+
+class MessageLog:
+    """The messages of one conversation array, kept in step with it by its change deltas.
+
+    Built from the array's items once, then fed every change as Yrs reports it (``[{"retain": n},
+    {"insert": [...]}, {"delete": n}]``, positions in the array). Items that are not messages keep
+    their position (as None) so later positions still line up. Messages are held in their record
+    form (:meth:`Message.to_dict`), converted once.
+    """
+
+    __slots__ = ("_latest", "_slots")
+
+    def __init__(self, items: Iterable[object]):
+        self._slots: list[dict[str, str] | None] = [_record(raw) for raw in items]
+        self._latest: str | None = None
+
+    def apply(self, delta: Sequence[dict[str, Any]]) -> None:
+        at = 0
+        for step in delta:
+            if "retain" in step:
+                at += step["retain"]
+            elif "insert" in step:
+                added = [_record(raw) for raw in step["insert"]]
+                self._slots[at:at] = added
+                at += len(added)
+                if self._latest is not None:
+                    self._latest = max([self._latest, *(m["hlc"] for m in added if m is not None)])
+            elif "delete" in step:
+                del self._slots[at : at + step["delete"]]
+                self._latest = None
+
+    def records(self) -> list[dict[str, str]]:
+        """Every message in array order, as ``{"id", "role", "text", "hlc", "by"}``."""
+        return [m for m in self._slots if m is not None]
+
+    def latest_hlc(self) -> str:
+        if self._latest is None:
+            self._latest = max((m["hlc"] for m in self._slots if m is not None), default="")
+        return self._latest
+
+
+def _record(raw: object) -> dict[str, str] | None:
+    message = _message(raw)
+    return None if message is None else message.to_dict()
