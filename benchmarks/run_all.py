@@ -1,7 +1,7 @@
 """Run every benchmark, each in its own process, and print a summary of ratios and targets.
 
 Run: ``python benchmarks/run_all.py`` (about 3 minutes) or ``python benchmarks/run_all.py --quick``
-(about 30 s). ``--check`` exits 1 when a ratio target is missed; ``--json FILE`` writes every result.
+(about 40 s). ``--check`` exits 1 when a ratio target is missed; ``--json FILE`` writes every result.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-BENCHMARKS = ("bench_local_writes", "bench_remote_apply", "bench_reads")
+BENCHMARKS = ("bench_local_writes", "bench_remote_apply", "bench_reads", "bench_hot_memory")
 
 
 def main() -> int:
