@@ -95,6 +95,10 @@ def check_message(message: Any) -> tuple[str, str]:
 class MemoryDoc:
     """A memory's CRDT document. Not thread-safe: use it from one thread (the replica's loop)."""
 
+    _log: MessageLog | None = None
+    """A conversation's messages, kept in step with its array (built on the first read)."""
+    _log_subscription: Any = None
+
     def __init__(self, doc: YDoc):
         self.doc = doc
 
@@ -342,18 +346,19 @@ class MemoryDoc:
 
     def _message_log(self) -> MessageLog:
         """The conversation's messages, read in full once and then kept in step by the array's
-        change events (see :class:`MessageLog`), so a read after an append costs the new messages.
+        change deltas (see :class:`MessageLog`), so a read after an append checks the new messages.
 
-        Inside an open transaction the log is neither built nor subscribed (that transaction's own
-        changes would reach it twice): a throwaway one is read in full.
+        Inside an open transaction a throwaway log is read in full: the transaction's own changes
+        reach the kept one only when it commits.
         """
-        log: MessageLog | None = self.__dict__.get("_log")
-        if log is not None:
-            return log
-        log = MessageLog(self._messages.to_py())
-        if self.doc.txn is None:
-            self._log_subscription = self._messages.observe(log.apply)
-            self._log = log
+        if self.doc.txn is not None:
+            return MessageLog(self._messages.to_py())
+        log = self._log
+        if log is None:
+            log = self._log = MessageLog(self._messages.to_py())
+            self._log_subscription = self._messages.observe(log.follow)
+        elif not log.in_step:
+            log.reset(self._messages.to_py())
         return log
 
     def _register(self, field: str) -> MVRegister | None:

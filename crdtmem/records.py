@@ -94,9 +94,8 @@ class Conflict:
 class Memory:
     """A materialized memory, as returned by ``get``, ``list`` and the event feed.
 
-    Records are shared, not copied: the record cache hands the same one to every reader, and a
-    conversation's message dicts are those its document keeps. Treat a record as read-only (copy
-    ``content`` or ``metadata`` before changing them).
+    Records are shared, not copied: the record cache hands the same one to every reader. Treat a
+    record as read-only (copy ``content`` or ``metadata`` before changing them).
     """
 
     id: str

@@ -174,15 +174,26 @@ class YArray:
         value: list[JSON] = json.loads(self._array(txn).to_json(txn))
         return value
 
-    def observe(self, callback: Callable[[list[dict[str, Any]]], None]) -> Any:
-        """Call ``callback`` with the change delta of every transaction that changes this array
-        (``[{"retain": n}, {"insert": [...]}, {"delete": n}]``), as the transaction commits.
+    def observe(self, callback: Callable[[list[dict[str, Any]] | None], None]) -> Any:
+        """Call ``callback`` as each transaction that changes this array commits, with the change
+        delta (``[{"retain": n}, {"insert": [...]}, {"delete": n}]``), or with None for a change a
+        delta of JSON values cannot describe: a shared type inserted into the array, or a change
+        inside one it holds (a foreign client may write those; crdtmem never does).
 
         Returns the subscription: the callback runs while it is referenced.
         """
+
+        def on_events(events: list[Any]) -> None:
+            for event in events:  # the binding's event classes declare no attributes: Any
+                own: Any = event if isinstance(event, _pycrdt.ArrayEvent) else None
+                delta = own.delta if own is not None and not own.path else None
+                if delta is not None and not all(_plain(v) for step in delta for v in step.get("insert", ())):
+                    delta = None
+                callback(delta)
+
         with self._doc.transaction() as txn:
             array = self._array(txn)
-        return array.observe(lambda event: callback(event.delta))
+        return array.observe_deep(on_events)
 
     def append(self, value: JSON) -> None:
         txn = _current(self._doc)
@@ -192,6 +203,11 @@ class YArray:
                 return
         array = self._array(txn)
         array.insert(txn, array.len(txn), value)
+
+
+def _plain(value: object) -> bool:
+    """A JSON value as Yrs hands it over (nested values of a plain map or list are plain too)."""
+    return value is None or isinstance(value, (dict, list, str, int, float, bool))
 
 
 def snapshot(

@@ -6,6 +6,7 @@ import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pycrdt import _pycrdt
 
 from crdtmem.changes import Dots
 from crdtmem.clock import HybridLogicalClock
@@ -112,6 +113,9 @@ _conversation_steps = st.lists(
         # a foreign Yjs client: inserts anything anywhere, deletes ranges (crdtmem itself only appends)
         st.tuples(st.just("foreign_insert"), st.integers(0, 2), st.sampled_from([7, "junk", {"role": "x"}])),
         st.tuples(st.just("foreign_delete"), st.integers(0, 2), st.integers(1, 3)),
+        # ... and shared types: a Y.Map holding a message's fields (it reads as a message), edited later
+        st.tuples(st.just("foreign_ymap"), st.integers(0, 2), st.text(max_size=3)),
+        st.tuples(st.just("foreign_ymap_edit"), st.integers(0, 2), st.text(max_size=3)),
     ),
     max_size=40,
 )
@@ -151,9 +155,49 @@ def test_a_conversation_read_after_any_changes_equals_reading_the_whole_array(st
                 length = array.len(txn)
                 if step == "foreign_insert":
                     array.insert(txn, rng.randint(0, length), arg)
+                elif step == "foreign_ymap":
+                    ymap = array.insert_map_prelim(txn, rng.randint(0, length))
+                    message = {
+                        "id": f"x:{arg}",
+                        "role": "user",
+                        "text": arg,
+                        "hlc": clock.now().encode(),
+                        "by": "x",
+                    }
+                    for key, value in message.items():
+                        ymap.insert(txn, key, value)
+                elif step == "foreign_ymap_edit":
+                    nested = [
+                        item
+                        for item in map(lambda k: array.get(txn, k), range(length))
+                        if isinstance(item, _pycrdt.Map)
+                    ]
+                    if nested:
+                        rng.choice(nested).insert(txn, "text", arg)
                 elif length:
                     at = rng.randrange(length)
                     array.remove_range(txn, at, min(arg, length - at))
             doc.apply(foreign.get_update(doc.doc.get_state()))
     for doc in docs:
         check(doc)
+
+
+def test_a_conversation_read_inside_a_change_sees_the_change():
+    clock = HybridLogicalClock(lambda: next(_ticks))
+    doc, dots = MemoryDoc.empty("m1", 1), Dots("r0", clock)
+    _conversation(doc, dots)
+    assert [m["text"] for m in doc.read()[0].content] == ["hello"]  # the kept log exists now
+    with doc.change():
+        doc.append_message(role="user", text="second", next_dot=dots)
+        assert [m["text"] for m in doc.read()[0].content] == ["hello", "second"]
+    assert [m["text"] for m in doc.read()[0].content] == ["hello", "second"]
+
+
+def test_changing_a_returned_message_changes_nothing_the_document_keeps():
+    clock = HybridLogicalClock(lambda: next(_ticks))
+    doc, dots = MemoryDoc.empty("m1", 1), Dots("r0", clock)
+    _conversation(doc, dots)
+    doc.read()[0].content[0]["text"] = "edited by a caller"
+    with doc.change():
+        doc.append_message(role="user", text="second", next_dot=dots)
+    assert [m["text"] for m in doc.read()[0].content] == ["hello", "second"]

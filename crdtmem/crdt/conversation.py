@@ -62,19 +62,41 @@ def _message(raw: object) -> Message | None:
 class MessageLog:
     """The messages of one conversation array, kept in step with it by its change deltas.
 
-    Built from the array's items once, then fed every change as Yrs reports it (``[{"retain": n},
-    {"insert": [...]}, {"delete": n}]``, positions in the array). Items that are not messages keep
-    their position (as None) so later positions still line up. Messages are held in their record
-    form (:meth:`Message.to_dict`), converted once.
+    Built from the array's items, then fed every change as Yrs reports it (``[{"retain": n},
+    {"insert": [...]}, {"delete": n}]``, positions in the array) through :meth:`follow`. Items that
+    are not messages keep their position (as None) so later positions still line up. Messages are
+    held in their record form (:meth:`Message.to_dict`), converted and checked once.
+
+    A change it cannot follow (``None``: e.g. a foreign client's nested shared type) puts it out of
+    step (:attr:`in_step` False) until :meth:`reset` rebuilds it from the array.
     """
 
-    __slots__ = ("_latest", "_slots")
+    __slots__ = ("_latest", "_slots", "in_step")
 
     def __init__(self, items: Iterable[object]):
-        self._slots: list[dict[str, str] | None] = [_record(raw) for raw in items]
+        self._slots: list[dict[str, str] | None] = []
         self._latest: str | None = None
+        self.in_step = True
+        self.reset(items)
 
-    def apply(self, delta: Sequence[dict[str, Any]]) -> None:
+    def reset(self, items: Iterable[object]) -> None:
+        self._slots = [_record(raw) for raw in items]
+        self._latest = None
+        self.in_step = True
+
+    def follow(self, delta: Sequence[dict[str, Any]] | None) -> None:
+        """Apply one transaction's change delta (it runs inside Yrs' commit, so it never raises)."""
+        if not self.in_step:
+            return
+        if delta is None:
+            self.in_step = False
+            return
+        try:
+            self._apply(delta)
+        except Exception:  # a delta that does not fit the model: rebuild on the next read
+            self.in_step = False
+
+    def _apply(self, delta: Sequence[dict[str, Any]]) -> None:
         at = 0
         for step in delta:
             if "retain" in step:
@@ -90,8 +112,9 @@ class MessageLog:
                 self._latest = None
 
     def records(self) -> list[dict[str, str]]:
-        """Every message in array order, as ``{"id", "role", "text", "hlc", "by"}``."""
-        return [m for m in self._slots if m is not None]
+        """Every message in array order, as fresh ``{"id", "role", "text", "hlc", "by"}`` dicts (a
+        caller may change them without touching the log)."""
+        return [dict(m) for m in self._slots if m is not None]
 
     def latest_hlc(self) -> str:
         if self._latest is None:
