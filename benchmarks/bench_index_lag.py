@@ -1,15 +1,17 @@
 """Write-to-searchable lag: from an acknowledged write until a search finds it, p50 and p99.
 
-A replica with the embedded default index (Qdrant Edge, hashing embedder) holds ``--base`` memories;
-then, one at a time, a new memory is written and the clock runs until ``search`` returns it (the
-indexer works off the write path, so this is the index lag a reader sees). Baseline in the same run:
-embed + upsert + search of the same text straight on the engine (what the indexer cannot beat).
+A replica with the embedded default index (Qdrant Edge, hashing embedder) holds 5,000 memories (500
+with ``--quick``); then, one at a time, a new memory is written and the clock runs until ``search``
+returns it (the indexer works off the write path, so this is the index lag a reader sees). Baseline
+in the same run: embed + upsert + search of the same text straight on the engine (what the indexer
+cannot beat).
 
     python benchmarks/bench_index_lag.py [--quick]
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import statistics
 import sys
@@ -78,4 +80,6 @@ async def main(quick: bool) -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main("--quick" in sys.argv))
+    cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    cli.add_argument("--quick", action="store_true", help="fewer memories and probes: about 10 s")
+    asyncio.run(main(cli.parse_args().quick))

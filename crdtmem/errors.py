@@ -14,10 +14,10 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     ├── PayloadError               a sync payload was refused; nothing was applied
     │   ├── MalformedPayload       not a crdtmem payload, truncated, or fields of the wrong shape
     │   ├── PayloadTooLarge        larger than the configured limit
-    │   └── UnsupportedVersion     a payload format version this build does not speak
-    ├── ClockSkewError             a remote timestamp is further ahead than the allowed drift
+    │   ├── UnsupportedVersion     a payload format version this build does not speak
+    │   └── ClockSkewError         a remote timestamp is further ahead than the allowed drift
     ├── StorageError               the durable store failed; the write was not acknowledged
-    └── ReplicaClosed              the replica was used after close()
+    └── ReplicaClosed              the replica was used after stop() (a SyncReplica after close())
 """
 
 from __future__ import annotations

@@ -53,10 +53,15 @@ class Delta:
     deps: bytes
 
 
-def check_content(kind: str, content: Any) -> Any:
-    """Validate initial content for ``kind``; returns it normalized."""
+def check_kind(kind: object) -> Kind:
     if kind not in KINDS:
         raise UnknownKind(f"unknown memory kind {kind!r}; expected one of {', '.join(KINDS)}")
+    return kind
+
+
+def check_content(kind: str, content: Any) -> Any:
+    """Validate initial content for ``kind``; returns it normalized."""
+    check_kind(kind)
     if kind in REGISTER_KINDS:
         if not isinstance(content, str):
             raise InvalidInput(f"{kind} content must be a string, got {type(content).__name__}")

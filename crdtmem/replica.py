@@ -38,7 +38,7 @@ from .ids import check_name, new_client_id, new_memory_id, parse_channels
 from .inbound import ApplyResult, check_clocks, triage
 from .index import Indexer, IndexSettings, SearchFilter, SearchResult, open_indexer
 from .locks import KeyedLocks
-from .memory import MemoryDoc
+from .memory import MemoryDoc, check_kind
 from .records import Conflict, HistoryEntry, Kind, Memory, Scope, Source
 from .store.base import Commit, CommitResult, DeltaRecord, Store, VersionVector
 from .store.memory import MemoryStore
@@ -249,7 +249,9 @@ class Replica:
         add_tags: Iterable[Any] = (),
         remove_tags: Iterable[Any] = (),
     ) -> Memory:
-        """Change a fact or preference's content, metadata keys and tags."""
+        """Change a memory's metadata keys and tags, and a fact or preference's content. Every update,
+        even one with nothing to change, re-asserts that the memory is live (protocol.md §5.3), so
+        it counts as a write: racing a delete elsewhere, it makes a lifecycle conflict."""
         metadata = check_metadata(metadata)
         removed, added, dropped = (as_list(x, "keys") for x in (remove_metadata, add_tags, remove_tags))
         return await self._write(
@@ -421,6 +423,8 @@ class Replica:
             channel = f"topic:{check_name(topic, 'topic')}:updates"
         if channel is not None:
             channel = parse_channels([channel])[0]
+        if kind is not None:
+            check_kind(kind)
         records = self._store.query_records(
             user_id=user_id,
             tenant_id=tenant_id,
@@ -498,7 +502,10 @@ class Replica:
         filter. ``filters={"user_id": ...}`` (mem0's form) is accepted too. Needs ``index=``."""
         self._check_open()
         if self.index is None:
-            raise InvalidInput("this replica has no index: open it with Replica(..., index=True)")
+            raise InvalidInput(
+                "this replica has no index: open it with Replica(..., index=True) "
+                "(a node: crdtmem serve --index)"
+            )
         flt = SearchFilter.build(
             user_id=user_id,
             tenant_id=tenant_id,

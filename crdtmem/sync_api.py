@@ -11,6 +11,7 @@ async call finishes and returns its result (or raises its error)::
 from __future__ import annotations
 
 import asyncio
+import inspect
 import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
@@ -20,28 +21,17 @@ from .replica import Replica
 
 T = TypeVar("T")
 
-_ASYNC_METHODS = {
-    "add",
-    "update",
-    "delete",
-    "get",
-    "list",
-    "history",
-    "increment",
-    "decrement",
-    "add_items",
-    "remove_items",
-    "append_message",
-    "set_embedding",
-    "conflicts",
-    "resolve",
-    "export_since",
-    "apply",
-}
+_LIFECYCLE = {"start", "stop"}
+"""Replica methods the facade runs itself (it starts the replica on open and stops it in close)."""
 
 
 class SyncReplica:
-    """Blocking facade: same arguments as :class:`Replica`, same method names, no ``await``."""
+    """Blocking facade: same arguments as :class:`Replica`, same method names, no ``await``.
+
+    Every coroutine method of :class:`Replica` (``add`` ... ``search``, ``export_since``, ``apply``)
+    blocks here until it finishes; other attributes are the replica's own. ``close()`` (or leaving
+    the ``with`` block) stops the replica.
+    """
 
     def __init__(self, *args: Any, **kwargs: Any):
         self._loop = asyncio.new_event_loop()
@@ -61,9 +51,13 @@ class SyncReplica:
         return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
 
     def __getattr__(self, name: str) -> Any:
-        if name not in _ASYNC_METHODS:
-            return getattr(self.replica, name)
+        if name in _LIFECYCLE:
+            raise AttributeError(
+                f"SyncReplica starts the replica on open and stops it in close(); no {name}()"
+            )
         method = getattr(self.replica, name)
+        if not inspect.iscoroutinefunction(method):
+            return method
 
         def call(*args: Any, **kwargs: Any) -> Any:
             if self._loop.is_closed():

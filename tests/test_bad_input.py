@@ -404,6 +404,7 @@ async def local(tmp_path: Path) -> Any:
 LOCAL_MISUSE: dict[str, tuple[type[CrdtmemError], Call]] = {
     "unknown kind": (UnknownKind, lambda r, ids: r.add("x", kind="note")),  # type: ignore[arg-type]
     "unknown kind, no content": (UnknownKind, lambda r, ids: r.add(kind="")),  # type: ignore[arg-type]
+    "list by unknown kind": (UnknownKind, lambda r, ids: r.list(kind="note")),  # type: ignore[arg-type]
     "fact content int": (InvalidInput, lambda r, ids: r.add(5)),
     "fact content missing": (InvalidInput, lambda r, ids: r.add()),
     "fact content dict": (InvalidInput, lambda r, ids: r.add({"text": "x"})),

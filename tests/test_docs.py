@@ -89,3 +89,24 @@ def test_shell_sample_runs(where: str, command: str, tmp_path: Path) -> None:
         argv[argv.index("--db") + 1] = "laptop.db"
     done = subprocess.run(argv, cwd=tmp_path, env=_env(), capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"{where}: {command} failed:\n{done.stdout}\n{done.stderr}"
+
+
+def test_the_testing_harness_example_runs_as_an_apps_pytest_test(tmp_path: Path) -> None:
+    """``crdtmem.testing``'s docstring example, run by pytest with an app's default settings."""
+    import crdtmem.testing
+
+    doc = crdtmem.testing.__doc__ or ""
+    example = doc.split("::\n", 1)[1]
+    lines = [line[4:] if line.startswith("    ") else line for line in example.splitlines()]
+    (tmp_path / "test_app.py").write_text("\n".join(lines).strip() + "\n")
+    (tmp_path / "pytest.ini").write_text("[pytest]\n")  # not crdtmem's settings: strict asyncio mode
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "test_app.py"],
+        cwd=tmp_path,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "1 passed" in done.stdout

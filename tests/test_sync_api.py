@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 import gc
+import inspect
 import threading
+import time
 import warnings
 from pathlib import Path
 
 import pytest
 
 from crdtmem import InvalidInput, NotFound, Replica, ReplicaClosed, SyncReplica, WrongKind
+from crdtmem.index import IndexSettings
+from crdtmem.index.indexer import SearchResult
+from crdtmem.payload import decode
 
 USER_CHANNEL = "user:u1:memories"
 
@@ -107,3 +112,28 @@ def test_failed_open_leaves_no_thread_behind(tmp_path: Path) -> None:
         SyncReplica(tmp_path / "s.db", replica_id="intruder")
     leaked = [t for t in threading.enumerate() if t.ident not in before]
     assert leaked == [], f"threads left running: {leaked}"
+
+
+def test_every_coroutine_method_blocks_search_included(tmp_path: Path) -> None:
+    with SyncReplica(tmp_path / "s.db", replica_id="s1", index=IndexSettings(engine="memory")) as replica:
+        memory = replica.add("User prefers dark mode in every editor", user_id="u1")
+        deadline = time.monotonic() + 10
+        hits: list[SearchResult] = []
+        while not hits and time.monotonic() < deadline:  # the indexer follows the feed
+            hits = replica.search("dark mode", user_id="u1")
+            time.sleep(0.02)
+        assert [hit.memory.id for hit in hits] == [memory.id]
+        payload = replica.export_since(["user:u1:memories"], {})
+        assert replica.apply_payload(decode(payload)).duplicates == 1
+        for name in ("start", "stop"):
+            with pytest.raises(AttributeError, match="close"):
+                getattr(replica, name)
+    wrapped = [
+        name
+        for name, method in inspect.getmembers(Replica, inspect.iscoroutinefunction)
+        if not name.startswith("_") and name not in ("start", "stop")
+    ]
+    assert "search" in wrapped
+    with SyncReplica(tmp_path / "t.db", replica_id="t1") as replica:
+        for name in wrapped:
+            assert not inspect.iscoroutinefunction(getattr(replica, name)), name

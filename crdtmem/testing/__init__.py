@@ -14,15 +14,19 @@ Four parts (hypothesis is required: ``pip install crdtmem[test]``):
 - :mod:`~crdtmem.testing.machine`: :class:`ReplicaMachine`, a hypothesis ``RuleBasedStateMachine``
   running replicas on SQLite files under all of the above plus restarts; subclass it to add rules.
 
-An app checks that its own agents' memories survive a bad network like this::
+An app checks that its own agents' memories survive a bad network like this (a pytest test; the
+``asyncio`` mark comes from pytest-asyncio, which ``crdtmem[test]`` installs)::
 
     import random
+
+    import pytest
     from crdtmem import Replica
     from crdtmem.testing import (
         AcknowledgedWrites, Faults, SimulatedNetwork, assert_acknowledged_present, assert_converged,
     )
     from crdtmem.testing.strategies import AddItems, MemorySpec
 
+    @pytest.mark.asyncio
     async def test_shopping_list_survives_chaos():
         net = SimulatedNetwork(random.Random(7), Faults.chaos())
         acked = AcknowledgedWrites()
