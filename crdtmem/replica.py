@@ -8,7 +8,7 @@ Data flow of a local write (see DESIGN.md)::
 
 and of a remote payload::
 
-    apply(bytes) ─▶ validate whole payload ─▶ causal apply to MemoryDocs ─▶ one commit
+    apply(bytes) ─▶ validate whole payload ─▶ causal apply to MemoryDocs (remote.py) ─▶ one commit
       ─▶ cache ─▶ events (one per changed memory)
 """
 
@@ -22,7 +22,6 @@ from typing import Any
 
 from . import payload as wire
 from .cache import MemoryCache
-from .causal import apply_causally
 from .changes import Dots, as_list, check_metadata, doc_write
 from .clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
 from .committer import GroupCommitter
@@ -35,11 +34,12 @@ from .errors import (
 from .events import MemoryEvent, classify
 from .feed import EventFeed, Subscription
 from .ids import check_name, new_client_id, new_memory_id, parse_channels
-from .inbound import ApplyResult, check_clocks, triage
+from .inbound import ApplyResult
 from .index import Indexer, IndexSettings, SearchFilter, SearchResult, open_indexer
 from .locks import KeyedLocks
 from .memory import MemoryDoc, check_kind
 from .records import Conflict, HistoryEntry, Kind, Memory, Scope, Source
+from .remote import RemoteApply
 from .store.base import Commit, CommitResult, DeltaRecord, Store, VersionVector
 from .store.memory import MemoryStore
 from .store.sqlite import SQLiteStore, Synchronous
@@ -109,7 +109,14 @@ class Replica:
         self._committer = GroupCommitter(self._store, inline=store is None and synchronous != "FULL")
         self._locks = KeyedLocks()
         self._in_flight = 0  # writes and applies between entry and acknowledgement
-        self._pending: dict[str, DeltaRecord] = {}
+        self._remote = RemoteApply(
+            clock=self.clock,
+            store=self._store,
+            work=self._work,
+            locks=self._locks,
+            subscribed=self._subscribed,
+            commit=self._commit,
+        )
         self.feed = EventFeed()
         self._commit_listeners: _List[Callable[[_List[DeltaRecord]], None]] = []
         self._id = ""
@@ -128,6 +135,11 @@ class Replica:
     def store(self) -> Store:
         return self._store
 
+    @property
+    def pending_count(self) -> int:
+        """Remote deltas stored but waiting for causal dependencies that have not arrived yet."""
+        return len(self._remote.pending)
+
     async def start(self) -> Replica:
         if self._open:
             return self
@@ -145,7 +157,7 @@ class Replica:
             last = self._store.last_hlc()
             if last:
                 self.clock.restore(Hlc.decode(last))
-            self._pending = {d.uid: d for d in self._store.pending()}
+            self._remote.load_pending()
             self._work.warm(self.channels, self._warm)
             self._committer.start()
         except BaseException:
@@ -573,70 +585,9 @@ class Replica:
         self._check_open()
         self._in_flight += 1
         try:
-            return await self._apply_locked(received)
+            return await self._remote.apply(received)
         finally:
             self._in_flight -= 1
-
-    async def _apply_locked(self, received: wire.Payload) -> ApplyResult:
-        newest = check_clocks(self.clock, received.deltas)
-        sorted_in = triage(received.deltas, self._store, self._pending, self._subscribed)
-        fresh, relog = sorted_in.fresh, sorted_in.relog
-        duplicates, ignored = sorted_in.duplicates, sorted_in.ignored
-        if not fresh and not relog:
-            return ApplyResult(0, duplicates, 0, ignored)
-        doc_ids = {d.doc_id for d in fresh}
-        async with self._locks.hold(doc_ids):
-            # an apply that held these locks before us may have parked some of them meanwhile
-            parked = [d for d in fresh if d.uid in self._pending]
-            if parked:
-                duplicates += len(parked)
-                fresh = [d for d in fresh if d.uid not in self._pending]
-            waiting_before = [d for d in self._pending.values() if d.doc_id in doc_ids]
-            docs: dict[str, MemoryDoc] = {}
-            before: dict[str, Memory | None] = {}
-
-            def load(doc_id: str) -> MemoryDoc:
-                if doc_id not in docs:
-                    before[doc_id] = self._work.record(doc_id)
-                    docs[doc_id] = self._work.doc_to_merge(doc_id)
-                return docs[doc_id]
-
-            try:
-                applied, waiting = apply_causally(fresh + waiting_before, load)
-                touched = {d.doc_id for d in applied}
-                written = {
-                    doc_id: doc_write(docs[doc_id], expected_id=doc_id, before=before[doc_id])
-                    for doc_id in sorted(touched)
-                }
-                writes = [write for write, _ in written.values()]
-                for write in writes:  # stamps inside the updates, not only the deltas' own
-                    self.clock.check(Hlc.decode(write.updated_hlc))
-            except BaseException:
-                self._work.forget(docs)
-                raise
-            work = Commit(
-                deltas=applied + relog,
-                docs=writes,
-                pending_add=[d for d in waiting if d.uid not in self._pending],
-                pending_drop=[d.uid for d in applied if d.uid in self._pending],
-            )
-            if newest is not None:
-                self.clock.observe(newest)
-            origins = {d.doc_id: d.origin for d in applied}  # the last delta applied to each memory
-            changed = {k: (docs[k], memory) for k, (_, memory) in written.items()}
-            events = await self._commit(work, changed, before, origins)
-            for uid in work.pending_drop:
-                self._pending.pop(uid, None)
-            for delta in work.pending_add:
-                self._pending[delta.uid] = delta
-        fresh_uids = {d.uid for d in fresh}
-        return ApplyResult(
-            applied=sum(1 for d in applied if d.uid in fresh_uids),
-            duplicates=duplicates,
-            pending=len(self._pending),
-            ignored=ignored,
-            events=tuple(events),
-        )
 
     def _subscribed(self, channel: str) -> bool:
         return self.channels is None or channel in self.channels

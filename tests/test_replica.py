@@ -587,9 +587,13 @@ async def test_out_of_order_delivery_waits_for_dependencies(tmp_path: Path, cloc
         assert await b.list() == []
         assert b.version_vector(USER_CHANNEL) == {}
     async with Replica(tmp_path / "b.db", replica_id="b", wall_clock=clock) as b:
-        assert len(b.store.pending()) == 2  # waiting deltas survive a restart
+        assert len(b.store.pending()) == 2 == b.pending_count  # waiting deltas survive a restart
         result = await b.apply(wire.encode(wire.Payload("a", [deltas[0]])))
-        assert (result.applied, result.pending) == (1, 0)  # the other two were received before
+        assert (result.applied, result.pending, b.pending_count) == (
+            1,
+            0,
+            0,
+        )  # the other two were received before
         assert (await b.get(memory.id)).content == "v3"
         assert b.version_vector(USER_CHANNEL) == {"a": 3}
         assert b.store.pending() == []

@@ -180,7 +180,7 @@ class Node:
             "subscribed": list(replica.channels) if replica.channels is not None else None,
             "version_vectors": replica.version_vectors(channels),
             "memories": replica.store.doc_count(),
-            "pending_deltas": len(replica._pending),
+            "pending_deltas": replica.pending_count,
             "event_subscribers": len(replica.feed),
             "peers": [
                 {

@@ -1,0 +1,121 @@
+"""Remote changes into a replica: a decoded payload ─▶ one commit.
+
+::
+
+    payload ─▶ clock check + triage (inbound.py) ─▶ lock the memories ─▶ causal apply (causal.py)
+      ─▶ read each touched document back (changes.doc_write) ─▶ one commit (the replica's) ─▶ events
+
+Deltas whose dependencies have not arrived wait in :attr:`RemoteApply.pending`, mirrored durably in
+the store's pending table, and are applied by the payload that completes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from . import payload as wire
+from .causal import apply_causally
+from .changes import doc_write
+from .clock import Hlc, HybridLogicalClock
+from .events import MemoryEvent
+from .inbound import ApplyResult, check_clocks, triage
+from .locks import KeyedLocks
+from .memory import MemoryDoc
+from .records import Memory
+from .store.base import Commit, DeltaRecord, Store
+from .workset import WorkingSet
+
+CommitStep = Callable[
+    [Commit, dict[str, tuple[MemoryDoc, Memory]], dict[str, Memory | None], dict[str, str]],
+    Awaitable[list[MemoryEvent]],
+]
+"""The replica's commit: the work, the changed documents with their records, the records before, and
+the origin of each memory's change; returns the events it published."""
+
+
+class RemoteApply:
+    """Applies decoded payloads to one replica's documents and store. Use it from the replica's loop."""
+
+    def __init__(
+        self,
+        *,
+        clock: HybridLogicalClock,
+        store: Store,
+        work: WorkingSet,
+        locks: KeyedLocks,
+        subscribed: Callable[[str], bool],
+        commit: CommitStep,
+    ):
+        self._clock = clock
+        self._store = store
+        self._work = work
+        self._locks = locks
+        self._subscribed = subscribed
+        self._commit = commit
+        self.pending: dict[str, DeltaRecord] = {}
+        """Deltas stored but waiting for their causal dependencies, by uid."""
+
+    def load_pending(self) -> None:
+        """Take up the waiting deltas the store kept (on open)."""
+        self.pending = {d.uid: d for d in self._store.pending()}
+
+    async def apply(self, received: wire.Payload) -> ApplyResult:
+        newest = check_clocks(self._clock, received.deltas)
+        sorted_in = triage(received.deltas, self._store, self.pending, self._subscribed)
+        fresh, relog = sorted_in.fresh, sorted_in.relog
+        duplicates, ignored = sorted_in.duplicates, sorted_in.ignored
+        if not fresh and not relog:
+            return ApplyResult(0, duplicates, 0, ignored)
+        doc_ids = {d.doc_id for d in fresh}
+        async with self._locks.hold(doc_ids):
+            # an apply that held these locks before us may have parked some of them meanwhile
+            parked = [d for d in fresh if d.uid in self.pending]
+            if parked:
+                duplicates += len(parked)
+                fresh = [d for d in fresh if d.uid not in self.pending]
+            waiting_before = [d for d in self.pending.values() if d.doc_id in doc_ids]
+            docs: dict[str, MemoryDoc] = {}
+            before: dict[str, Memory | None] = {}
+
+            def load(doc_id: str) -> MemoryDoc:
+                if doc_id not in docs:
+                    before[doc_id] = self._work.record(doc_id)
+                    docs[doc_id] = self._work.doc_to_merge(doc_id)
+                return docs[doc_id]
+
+            try:
+                applied, waiting = apply_causally(fresh + waiting_before, load)
+                touched = {d.doc_id for d in applied}
+                written = {
+                    doc_id: doc_write(docs[doc_id], expected_id=doc_id, before=before[doc_id])
+                    for doc_id in sorted(touched)
+                }
+                writes = [write for write, _ in written.values()]
+                for write in writes:  # stamps inside the updates, not only the deltas' own
+                    self._clock.check(Hlc.decode(write.updated_hlc))
+            except BaseException:
+                self._work.forget(docs)
+                raise
+            work = Commit(
+                deltas=applied + relog,
+                docs=writes,
+                pending_add=[d for d in waiting if d.uid not in self.pending],
+                pending_drop=[d.uid for d in applied if d.uid in self.pending],
+            )
+            if newest is not None:
+                self._clock.observe(newest)
+            origins = {d.doc_id: d.origin for d in applied}  # the last delta applied to each memory
+            changed = {k: (docs[k], memory) for k, (_, memory) in written.items()}
+            events = await self._commit(work, changed, before, origins)
+            for uid in work.pending_drop:
+                self.pending.pop(uid, None)
+            for delta in work.pending_add:
+                self.pending[delta.uid] = delta
+        fresh_uids = {d.uid for d in fresh}
+        return ApplyResult(
+            applied=sum(1 for d in applied if d.uid in fresh_uids),
+            duplicates=duplicates,
+            pending=len(self.pending),
+            ignored=ignored,
+            events=tuple(events),
+        )
