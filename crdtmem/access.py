@@ -101,8 +101,9 @@ class TokenTable:
     def lookup(self, token: str | None) -> Principal | None:
         if not token:
             return None
+        presented = token.encode("utf-8", "surrogateescape")  # headers may carry any byte
         for known, principal in self.entries.items():
-            if hmac.compare_digest(known.encode(), token.encode()):
+            if hmac.compare_digest(known.encode(), presented):
                 return principal
         return None
 

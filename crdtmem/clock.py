@@ -57,8 +57,12 @@ class Hlc:
         return cls(int(wall), int(logical))
 
     def isoformat(self) -> str:
-        """The wall part as an ISO-8601 UTC time, for humans and the MemoryEvent feed."""
-        stamp = datetime.fromtimestamp(self.wall_ms / 1000, tz=UTC)
+        """The wall part as an ISO-8601 UTC time, for humans and the MemoryEvent feed (the year 10000
+        and later, which only a broken or hostile clock sends, as milliseconds since the epoch)."""
+        try:
+            stamp = datetime.fromtimestamp(self.wall_ms / 1000, tz=UTC)
+        except (OverflowError, ValueError, OSError):
+            return f"{self.wall_ms} ms since the epoch"
         return stamp.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -32,7 +32,7 @@ def check_name(value: object, what: str) -> str:
     """Validate a replica, user, tenant, agent or topic id: 1-128 of ``[A-Za-z0-9_.-]``."""
     if not isinstance(value, str) or not _NAME.fullmatch(value):
         raise InvalidInput(
-            f"{what} must be 1-128 characters of letters, digits, '_', '.', '-'; got {value!r}"
+            f"{what} must be 1-128 characters of letters, digits, '_', '.', '-'; got {value!r:.80}"
         )
     return value
 

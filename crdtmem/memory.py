@@ -31,10 +31,9 @@ from .errors import (
     MalformedPayload,
     MemoryDeleted,
     NoSuchConflict,
-    UnknownKind,
     WrongKind,
 )
-from .records import KINDS, REGISTER_KINDS, Conflict, ConflictValue, Kind, Memory, Scope, Source
+from .records import KINDS, REGISTER_KINDS, Conflict, ConflictValue, Kind, Memory, Scope, Source, check_kind
 from .yroots import YArray, YDoc, YMap, snapshot
 
 FORMAT = "crdtmem.memory/1"
@@ -51,12 +50,6 @@ class Delta:
 
     update: bytes
     deps: bytes
-
-
-def check_kind(kind: object) -> Kind:
-    if kind not in KINDS:
-        raise UnknownKind(f"unknown memory kind {kind!r}; expected one of {', '.join(KINDS)}")
-    return kind
 
 
 def check_content(kind: str, content: Any) -> Any:

@@ -64,7 +64,7 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
         raise MalformedPayload(f"payload is not valid msgpack (truncated or garbage): {exc}") from exc
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise MalformedPayload(f"not a crdtmem payload (expected format {FORMAT!r})")
-    if body.get("v") != VERSION:
+    if type(body.get("v")) is not int or body["v"] != VERSION:  # not True, not 1.0
         raise UnsupportedVersion(
             f"payload format version {body.get('v')!r}; this build speaks version {VERSION}"
         )

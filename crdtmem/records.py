@@ -9,10 +9,20 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
+from .errors import UnknownKind
 from .ids import Channel
 
 Kind = Literal["fact", "preference", "list", "counter", "conversation"]
 KINDS: tuple[Kind, ...] = ("fact", "preference", "list", "counter", "conversation")
+
+
+def check_kind(kind: object) -> Kind:
+    """``kind`` if it is one of :data:`KINDS`; raises UnknownKind otherwise."""
+    if kind not in KINDS:
+        raise UnknownKind(f"unknown memory kind {kind!r:.40}; expected one of {', '.join(KINDS)}")
+    return kind
+
+
 REGISTER_KINDS: tuple[Kind, ...] = ("fact", "preference")
 
 

@@ -7,22 +7,31 @@
 
 Deltas whose dependencies have not arrived wait in :attr:`RemoteApply.pending`, mirrored durably in
 the store's pending table, and are applied by the payload that completes them.
+
+A delta names the channels it is logged on (its ``seqs``); a sender cannot be trusted to name them
+right. So before anything commits, every delta's channels must be channels its memory is on (read
+from the merged document), a memory's channels must not change (its scope is fixed at creation), and,
+when the caller passes ``may_write`` (a server applying what a token holder sent), the writer must
+be allowed to write every channel of every memory it changes: the REST rule. Otherwise the whole
+payload is refused and nothing changes.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from . import payload as wire
+from .access import AccessDenied
 from .causal import apply_causally
 from .changes import doc_write
 from .clock import Hlc, HybridLogicalClock
+from .errors import MalformedPayload
 from .events import MemoryEvent
 from .inbound import ApplyResult, check_clocks, triage
 from .locks import KeyedLocks
 from .memory import MemoryDoc
 from .records import Memory
-from .store.base import Commit, DeltaRecord, Store
+from .store.base import Commit, DeltaRecord, DocWrite, Store
 from .workset import WorkingSet
 
 CommitStep = Callable[
@@ -31,6 +40,9 @@ CommitStep = Callable[
 ]
 """The replica's commit: the work, the changed documents with their records, the records before, and
 the origin of each memory's change; returns the events it published."""
+
+MayWrite = Callable[[Sequence[str]], bool]
+"""Whether the sender may write a memory on these channels."""
 
 
 class RemoteApply:
@@ -59,7 +71,7 @@ class RemoteApply:
         """Take up the waiting deltas the store kept (on open)."""
         self.pending = {d.uid: d for d in self._store.pending()}
 
-    async def apply(self, received: wire.Payload) -> ApplyResult:
+    async def apply(self, received: wire.Payload, may_write: MayWrite | None = None) -> ApplyResult:
         newest = check_clocks(self._clock, received.deltas)
         sorted_in = triage(received.deltas, self._store, self.pending, self._subscribed)
         fresh, relog = sorted_in.fresh, sorted_in.relog
@@ -93,6 +105,8 @@ class RemoteApply:
                 writes = [write for write, _ in written.values()]
                 for write in writes:  # stamps inside the updates, not only the deltas' own
                     self._clock.check(Hlc.decode(write.updated_hlc))
+                parked = [d for d in waiting if d.uid not in self.pending]
+                self._check_channels(applied + relog, parked, written, before, may_write)
             except BaseException:
                 self._work.forget(docs)
                 raise
@@ -119,3 +133,54 @@ class RemoteApply:
             ignored=ignored,
             events=tuple(events),
         )
+
+    def _check_channels(
+        self,
+        logged: list[DeltaRecord],
+        parked: list[DeltaRecord],
+        written: dict[str, tuple[DocWrite, Memory]],
+        before: dict[str, Memory | None],
+        may_write: MayWrite | None,
+    ) -> None:
+        """The channel rules (module docstring), before anything commits. Deltas about to wait for
+        their dependencies are checked too when their memory is known here (else when applied)."""
+        channels: dict[str, tuple[str, ...] | None] = {d: m.channels for d, (_, m) in written.items()}
+        for doc_id, memory in before.items():
+            now = channels.get(doc_id)
+            if memory is not None and now is not None and set(now) != set(memory.channels):
+                raise MalformedPayload(
+                    f"a delta moves memory {doc_id} from {list(memory.channels)} to {list(now)}; "
+                    "a memory's scope is fixed when it is created"
+                )
+
+        def channels_of(doc_id: str) -> tuple[str, ...] | None:
+            if doc_id not in channels:
+                stored = self._work.record(doc_id)
+                channels[doc_id] = stored.channels if stored is not None else None
+            return channels[doc_id]
+
+        checked: dict[str, tuple[str, ...]] = {}
+        for delta in logged:
+            checked[delta.doc_id] = _logged_on_its_memory(delta, channels_of(delta.doc_id) or ())
+        for delta in parked:
+            on = channels_of(delta.doc_id)
+            if on is not None:
+                checked[delta.doc_id] = _logged_on_its_memory(delta, on)
+        if may_write is not None:
+            for doc_id, on in sorted(checked.items()):
+                if not may_write(on):
+                    raise AccessDenied(
+                        f"the sender may not write memory {doc_id}: it is on {', '.join(on)} "
+                        "(writing needs every one)"
+                    )
+
+
+def _logged_on_its_memory(delta: DeltaRecord, channels: tuple[str, ...]) -> tuple[str, ...]:
+    """``channels`` (the memory's), if every channel ``delta`` is logged on is one of them."""
+    stray = sorted(set(delta.seqs) - set(channels))
+    if stray:
+        raise MalformedPayload(
+            f"delta {delta.uid} is logged on {', '.join(stray)}, but memory {delta.doc_id} is on "
+            f"{', '.join(channels) or 'no channel here'}"
+        )
+    return channels

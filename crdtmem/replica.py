@@ -37,9 +37,9 @@ from .ids import check_name, new_client_id, new_memory_id, parse_channels
 from .inbound import ApplyResult
 from .index import Indexer, IndexSettings, SearchFilter, SearchResult, open_indexer
 from .locks import KeyedLocks
-from .memory import MemoryDoc, check_kind
-from .records import Conflict, HistoryEntry, Kind, Memory, Scope, Source
-from .remote import RemoteApply
+from .memory import MemoryDoc
+from .records import Conflict, HistoryEntry, Kind, Memory, Scope, Source, check_kind
+from .remote import MayWrite, RemoteApply
 from .store.base import Commit, CommitResult, DeltaRecord, Store, VersionVector
 from .store.memory import MemoryStore
 from .store.sqlite import SQLiteStore, Synchronous
@@ -277,6 +277,48 @@ class Replica:
                 remove_tags=dropped,
             ),
         )
+
+    async def change(
+        self,
+        memory_id: str,
+        *,
+        content: Any = None,
+        metadata: dict[str, Any] | None = None,
+        remove_metadata: Iterable[str] = (),
+        add_tags: Iterable[Any] = (),
+        remove_tags: Iterable[Any] = (),
+        increment: int | None = None,
+        add_items: Iterable[Any] = (),
+        remove_items: Iterable[Any] = (),
+        append_message: tuple[str, str] | None = None,
+    ) -> Memory:
+        """Several changes to one memory as one write (one delta, one event): all of them, or, when
+        any is refused (bad value, wrong kind), none. ``append_message`` is ``(role, text)``; the
+        others are as in :meth:`update`, :meth:`increment`, :meth:`add_items`, :meth:`remove_items`."""
+        metadata = check_metadata(metadata)
+        removed, added, dropped = (as_list(x, "keys") for x in (remove_metadata, add_tags, remove_tags))
+        new_items, old_items = as_list(add_items, "add_items"), as_list(remove_items, "remove_items")
+
+        def change(doc: MemoryDoc, dots: Dots) -> None:
+            if content is not None or metadata or removed or added or dropped:
+                doc.update(
+                    next_dot=dots,
+                    content=content,
+                    metadata=metadata,
+                    remove_metadata=removed,
+                    add_tags=added,
+                    remove_tags=dropped,
+                )
+            if increment is not None:
+                doc.increment(increment, dots)
+            if new_items:
+                doc.add_items(new_items, dots)
+            if old_items:
+                doc.remove_items(old_items, dots)
+            if append_message is not None:
+                doc.append_message(*append_message, dots)
+
+        return await self._write(memory_id, change)
 
     async def delete(self, memory_id: str) -> Memory:
         """Mark a memory deleted. A concurrent update elsewhere makes this a lifecycle conflict."""
@@ -580,12 +622,19 @@ class Replica:
         self._check_open()
         return await self.apply_payload(wire.decode(data, max_bytes=self.max_payload_bytes))
 
-    async def apply_payload(self, received: wire.Payload) -> ApplyResult:
-        """:meth:`apply` for a payload already decoded (and validated) by :func:`payload.decode`."""
+    async def apply_payload(
+        self, received: wire.Payload, *, may_write: MayWrite | None = None
+    ) -> ApplyResult:
+        """:meth:`apply` for a payload already decoded (and validated) by :func:`payload.decode`.
+
+        ``may_write(channels)``: whether the sender may write a memory on those channels (a server
+        passes its caller's permissions); a payload that changes any memory it may not write is
+        refused with :class:`~crdtmem.access.AccessDenied` and changes nothing.
+        """
         self._check_open()
         self._in_flight += 1
         try:
-            return await self._remote.apply(received)
+            return await self._remote.apply(received, may_write)
         finally:
             self._in_flight -= 1
 

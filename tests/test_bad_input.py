@@ -35,6 +35,9 @@ from crdtmem import (
     WrongKind,
 )
 from crdtmem import payload as wire
+from crdtmem.clock import Hlc
+from crdtmem.memory import MemoryDoc
+from crdtmem.store.base import DeltaRecord
 
 START_MS = 1_700_000_000_000
 USER = "u1"
@@ -584,3 +587,58 @@ async def test_constructor_input(tmp_path: Path) -> None:
     async with Replica(tmp_path / "owned.db") as reopened:  # no id: the stored one
         assert reopened.id == "owner"
         assert len(await reopened.list()) == 1
+
+
+# -- deltas whose channels do not fit their memory --------------------------------------------------
+
+STAMP = Hlc(START_MS + 60_000, 0).encode()  # later than anything the world wrote, within the drift
+
+
+async def test_a_delta_logged_on_a_channel_its_memory_is_not_on(world: World) -> None:
+    """The ``seqs`` of a delta name its channels; relabelled onto another user's channel, the payload is
+    refused (its memory, read from the document, is on this user's channel only)."""
+    relabelled = repack(world.payload, lambda b: b["deltas"][0].__setitem__(6, {"user:mallory:memories": 1}))
+    await assert_refused(world, relabelled, MalformedPayload)
+    await assert_still_works(world)
+
+
+async def test_a_delta_that_moves_a_memory_to_another_scope(world: World) -> None:
+    """A memory's scope is fixed at creation: an update rewriting ``header.scope`` is refused."""
+    (memory,) = [m for m in await world.source.list() if m.content == "from source"]
+    doc = MemoryDoc.from_state(memory.id, world.source.store.load_state(memory.id) or b"", client_id=4242)
+    with doc.change():
+        doc._header["scope"] = {"user_id": "mallory", "tenant_id": None, "topics": [], "shared": False}
+    delta = DeltaRecord(
+        f"source:{STAMP}",
+        "source",
+        memory.id,
+        STAMP,
+        doc.last_delta.deps,
+        doc.last_delta.update,
+        (),
+        {CHANNEL: 99},
+    )
+    await assert_refused(world, wire.encode(wire.Payload("source", [delta])), MalformedPayload)
+    await assert_still_works(world)
+
+
+async def test_a_waiting_delta_of_a_known_memory_is_checked_when_it_arrives(world: World) -> None:
+    """A delta that must wait for its dependencies is still checked against its memory when the memory
+    is known here, so a bad one is never parked to spoil the payload that would complete it."""
+    (memory,) = [m for m in await world.source.list() if m.content == "from source"]
+    doc = MemoryDoc.from_state(memory.id, world.source.store.load_state(memory.id) or b"", client_id=4243)
+    with doc.change():
+        doc._content["ghost"] = {"v": '"x"', "hlc": STAMP, "by": "ghost"}
+    deps = bytes.fromhex("01ffff0305")  # a dependency nobody has: client 65535 at clock 5
+    delta = DeltaRecord(
+        f"ghost:{STAMP}",
+        "ghost",
+        memory.id,
+        STAMP,
+        deps,
+        doc.last_delta.update,
+        (),
+        {"user:mallory:memories": 1},
+    )
+    await assert_refused(world, wire.encode(wire.Payload("ghost", [delta])), MalformedPayload)
+    await assert_still_works(world)

@@ -312,6 +312,13 @@ async def test_malformed_json_is_400(node: Node, acme: Client, raw: bytes) -> No
     assert "JSON" in error["message"]
 
 
+def _nested(depth: int) -> Any:
+    value: Any = "leaf"
+    for _ in range(depth):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("kind", "body", "needle"),
     [
@@ -332,6 +339,10 @@ async def test_malformed_json_is_400(node: Node, acme: Client, raw: bytes) -> No
         ),
         ("fact", {"remove_metadata": "a"}, "'remove_metadata' must be an array"),
         ("fact", {"sparkle": 1}, "unknown field(s) 'sparkle'"),
+        # one write: a good change before a refused one is not kept either
+        ("list", {"add_items": ["kept?"], "remove_items": ["\ud800"]}, "UTF-8"),
+        ("fact", {"content": "kept?", "metadata": {"deep": _nested(100)}}, "at most 64 deep"),
+        ("list", {"add_items": ["kept?", _nested(500)]}, "at most 64 deep"),
     ],
 )
 async def test_patch_refuses_bad_bodies_and_changes_nothing(
@@ -545,3 +556,42 @@ async def test_open_node_without_tokens(tmp_path: Path, session: aiohttp.ClientS
         anyone = Client(session, open_node.url, None)
         memory = await anyone.ok("POST", "/v1/memories", {"content": "x", "tenant_id": "t1"}, 201)
         assert (await anyone.ok("GET", "/v1/memories"))["memories"] == [memory]
+
+
+# -- hostile inputs found by probing a running node: a clear 4xx, nothing changed, still serving -----
+
+
+async def test_hostile_headers_bodies_and_numbers_get_clear_errors(
+    node: Node, session: aiohttp.ClientSession, admin: Client
+) -> None:
+    before = await admin.ok("GET", "/v1/memories")
+    # a token with bytes no token has (the header is latin-1 on the wire)
+    async with session.get(node.url + "/v1/memories", headers={"Authorization": "Bearer \xe9\xe9"}) as r:
+        assert r.status == 401
+    # a body that does not decode as the encoding it names (aiohttp then drops the connection, so
+    # each on its own)
+    for encoding in ("gzip", "deflate"):
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(force_close=True)) as alone,
+            alone.post(
+                node.url + "/v1/memories",
+                data=b"\x1f\x8bnot gzip at all",
+                headers={"Authorization": f"Bearer {ADMIN}", "Content-Encoding": encoding},
+            ) as r,
+        ):
+            assert r.status == 400 and (await r.json())["error"] == "MalformedBody"
+    # digits int() would take but a query parameter is not
+    for limit in ("\u0663", " 3", "1_0", "9" * 40):
+        error = await admin.error("GET", f"/v1/memories?limit={limit}", status=400)
+        assert "limit" in error["message"]
+    # a search body nested past any parser's patience, and one in a charset nobody knows
+    deep = b'{"query": "x", "filters": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    assert "not valid JSON" in (await admin.error("POST", "/v1/search", raw=deep, status=400))["message"]
+    async with session.post(
+        node.url + "/v1/search",
+        data=b'{"query": "x"}',
+        headers={"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json; charset=nope"},
+    ) as r:
+        assert r.status == 400 and "no index" in (await r.json())["message"]  # it read the body fine
+    assert await admin.ok("GET", "/v1/memories") == before
+    assert await admin.ok("GET", "/healthz")

@@ -7,6 +7,7 @@ the server keep serving others.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +17,7 @@ import msgpack
 import pytest
 
 from crdtmem import Replica
+from crdtmem import payload as wire
 from crdtmem.sync.protocol import decode_frame, encode_frame
 from tests.support.processes import ServerProcess
 
@@ -147,3 +149,89 @@ async def test_bad_frames_get_errors_and_the_link_keeps_serving(session, server)
                 break
     async with session.get(f"{server.url}/metrics", headers=_auth(ACME)) as r:
         assert "crdtmem_frames_rejected_total" in await r.text()
+
+
+async def _relabelled(tenant: str, *, shared_topic: str | None = None, claim: str) -> bytes:
+    """A payload creating a memory of ``tenant`` (and maybe a topic), its delta relabelled to ``claim``."""
+    async with Replica(None, replica_id="forger") as forger:
+        topics = [shared_topic] if shared_topic else []
+        memory = await forger.add("planted", tenant_id=tenant, shared=True, topics=topics)
+        payload = wire.decode(await forger.export_since(list(memory.channels)))
+    deltas = [dataclasses.replace(d, seqs={claim: 1}) for d in payload.deltas]
+    return wire.encode(wire.Payload("forger", deltas))
+
+
+async def test_a_delta_relabelled_onto_a_writable_channel_is_refused(session, server):
+    """A token may write acme's channel; a memory of globex relabelled as an acme delta must not land,
+    over HTTP push or the WebSocket, and neither may a memory also on a channel the token cannot write."""
+    planted = await _relabelled("globex", claim=TA)
+    async with session.post(f"{server.url}/v1/sync/push", data=planted, headers=_auth(ACME)) as r:
+        assert r.status == 400 and "is logged on tenant:acme:shared" in (await r.json())["message"]
+    also_topic = await _relabelled("acme", shared_topic="secret", claim=TA)  # on TA and topic:secret
+    async with session.post(f"{server.url}/v1/sync/push", data=also_topic, headers=_auth(ACME)) as r:
+        assert r.status == 403 and "topic:secret:updates" in (await r.json())["message"]
+    async with session.ws_connect(f"{server.url}/v1/sync/ws", headers=_auth(ACME)) as ws:
+        assert (await _hello(ws, "acme-laptop", [TA]))["type"] == "hello"
+        codes = []
+        for n, frame in enumerate((planted, also_topic)):
+            await ws.send_bytes(encode_frame("deltas", n=n, payload=frame))
+            reply = decode_frame((await ws.receive(timeout=5)).data)
+            while reply.type == "deltas":  # the server pushes what acme may read; not our answer
+                reply = decode_frame((await ws.receive(timeout=5)).data)
+            assert reply.type == "error"
+            codes.append(reply.body["code"])
+        assert codes == ["MalformedPayload", "AccessDenied"]
+    async with session.post(
+        f"{server.url}/v1/sync/pull",
+        data=msgpack.packb({"channels": [TA, TB], "vectors": {}, "limit": 100}),
+        headers=_auth("globex-replica-token-01"),
+    ) as r:
+        assert r.status == 403  # globex cannot read TA: ask for its own channel only
+    status, body = await _pull(session, server, GLOBEX, [TB])
+    assert status == 200 and b"planted" not in body
+    status, body = await _pull(session, server, ACME, [TA])
+    assert status == 200 and b"planted" not in body
+
+
+async def test_hostile_sync_numbers_ids_and_stamps_get_clear_errors(session, server):
+    """Probed on a running node: each is refused with a clear error, and the link and server go on."""
+    huge = 2**64 - 1  # past SQLite's integers
+    body = msgpack.packb({"channels": [TA], "vectors": {TA: {"x": huge}}, "limit": 10})
+    async with session.post(f"{server.url}/v1/sync/pull", data=body, headers=_auth(ACME)) as r:
+        assert r.status == 400 and "seqs 0.." in (await r.json())["message"]
+    body = msgpack.packb({"channels": [TA], "vectors": {}, "limit": True})
+    async with session.post(f"{server.url}/v1/sync/pull", data=body, headers=_auth(ACME)) as r:
+        assert r.status == 400
+    good = await _payload(TA, "acme")
+    for changed in (lambda b: b.update(v=True), lambda b: b.update(v=1.0)):
+        async with session.post(
+            f"{server.url}/v1/sync/push", data=_repack(good, changed), headers=_auth(ACME)
+        ) as r:
+            assert r.status == 400 and (await r.json())["error"] == "UnsupportedVersion"
+    far = "999999999999999.999999"  # the year 33658: the drift check must still say so clearly
+
+    def stamp_far(b: dict) -> None:
+        b["deltas"][0][0] = f"maker:{far}"
+        b["deltas"][0][3] = far
+
+    async with session.post(
+        f"{server.url}/v1/sync/push", data=_repack(good, stamp_far), headers=_auth(ACME)
+    ) as r:
+        assert r.status == 422 and "ahead" in (await r.json())["message"]
+    async with session.ws_connect(f"{server.url}/v1/sync/ws", headers=_auth(READER)) as ws:
+        answer = await _hello(ws, "x" * 100_000, [TA])  # a replica id becomes a metrics label
+        assert answer["type"] == "error" and "replica id" in answer["message"]
+    async with session.ws_connect(f"{server.url}/v1/sync/ws", headers=_auth(ACME)) as ws:
+        await ws.send_bytes(
+            encode_frame("hello", replica="acme-laptop", channels=[TA], vectors={TA: {"x": huge}})
+        )
+        answer = decode_frame((await ws.receive(timeout=5)).data)
+        assert answer.type == "error" and answer.body["code"] == "FrameError"
+    status, _ = await _pull(session, server, ACME, [TA])
+    assert status == 200
+
+
+def _repack(data: bytes, change) -> bytes:
+    body = msgpack.unpackb(data, raw=False)
+    change(body)
+    return bytes(msgpack.packb(body, use_bin_type=True))

@@ -19,7 +19,7 @@ from crdtmem.server import Node, PeerConfig
 from crdtmem.store.base import DeltaRecord
 from crdtmem.sync.coalesce import coalesce
 from crdtmem.sync.link import Link, LinkSettings
-from crdtmem.sync.peer import Backoff
+from crdtmem.sync.peer import Backoff, PeerClient
 from crdtmem.sync.protocol import decode_frame, encode_frame
 
 U1 = "user:u1:memories"
@@ -297,3 +297,56 @@ async def test_a_commit_never_keeps_the_rest_of_a_backlog_from_being_sent():
     ]
     assert [("o", i) for i in range(1, 11)] == [d for d in sent if d[0] == "o"]
     assert link._sent[U1]["o"] == 10
+
+
+async def _origin_logged_out_of_order() -> tuple[DeltaRecord, list[DeltaRecord], str]:
+    """An origin's seq 1 (memory 'first') and seqs 2..8 (another memory), as a relay may get them."""
+    async with Replica(None, replica_id="o") as origin:
+        first = await origin.add("first", user_id="u1")
+        second = await origin.add("second", user_id="u1")
+        for i in range(6):
+            await origin.update(second.id, content=f"second v{i}")
+        deltas = origin.store.deltas_since([U1], {})
+    return deltas[0], deltas[1:], first.id
+
+
+async def test_a_relay_that_logged_an_origin_out_of_order_still_pushes_every_seq(tmp_path):
+    """Pages of 5 from a relay that logged seqs 2..8 before seq 1: the link must not mark seq 1 sent
+    because a page carried higher ones (it did, and the peer never got 'first')."""
+    first, rest, first_id = await _origin_logged_out_of_order()
+    small = LinkSettings(page=5)
+    async with (
+        Node(Replica(tmp_path / "s.db", replica_id="s", channels=[U1]), settings=small) as relay,
+        Node(
+            Replica(tmp_path / "c.db", replica_id="c", channels=[U1]),
+            peers=[PeerConfig(relay.url)],
+            settings=small,
+        ) as client,
+    ):
+        async with asyncio.timeout(10):
+            while client.peers[0].link is None:
+                await asyncio.sleep(0.02)
+        await relay.replica.apply(wire.encode(wire.Payload("o", rest)))
+        await asyncio.sleep(0.2)
+        await relay.replica.apply(wire.encode(wire.Payload("o", [first])))
+        async with asyncio.timeout(10):
+            while client.replica.version_vector(U1) != {"o": 8}:
+                await asyncio.sleep(0.02)
+        assert (await client.replica.get(first_id)).content == "first"
+
+
+async def test_a_pull_reaches_a_seq_the_server_logged_last(tmp_path):
+    """The puller holds seqs 2..8 past its gap; the server has 1..8, seq 1 logged last. Every page
+    used to be 2..6 again, so the pull looped forever and never got seq 1."""
+    first, rest, first_id = await _origin_logged_out_of_order()
+    async with Node(Replica(tmp_path / "s.db", replica_id="s", channels=[U1])) as server:
+        await server.replica.apply(wire.encode(wire.Payload("o", rest)))
+        await server.replica.apply(wire.encode(wire.Payload("o", [first])))
+        async with Replica(tmp_path / "c.db", replica_id="c", channels=[U1]) as puller:
+            await puller.apply(wire.encode(wire.Payload("o", rest)))
+            assert puller.version_vector(U1) == {}
+            peer = PeerClient(puller, server.url, channels=[U1], page=5)
+            async with aiohttp.ClientSession() as peer._session:
+                await asyncio.wait_for(peer.pull(), 10)
+            assert puller.version_vector(U1) == {"o": 8}
+            assert (await puller.get(first_id)).content == "first"

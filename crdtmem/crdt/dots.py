@@ -20,20 +20,42 @@ HLC_TEXT = re.compile(r"[0-9]{15}\.[0-9]{6}")
 """The fixed-width HLC form (see :mod:`crdtmem.clock`); entries stamped otherwise are ignored."""
 
 
+MAX_DEPTH = 64
+"""Deepest nesting of lists and maps in one value. Far beyond any real metadata, far below the
+recursion limits of the parsers that read values back (here, in the store, in other clients)."""
+
+_STRING = re.compile(r'"(?:[^"\\]|\\.)*"')
+_BRACKET = re.compile(r"[\[\]{}]")
+
+
 def encode_value(value: JSONValue) -> str:
     """Canonical JSON text: sorted keys, no whitespace, so equal values compare equal as text.
 
-    Raises InvalidInput for values JSON cannot carry (NaN, infinities, sets, bytes, objects).
+    Raises InvalidInput for values JSON cannot carry (NaN, infinities, sets, bytes, objects) and for
+    values nested more than :data:`MAX_DEPTH` deep.
     """
     try:
         text = _CANONICAL.encode(value)
         text.encode("utf-8")  # lone surrogates would make Yrs panic
+    except RecursionError as exc:
+        raise InvalidInput(f"values may nest lists and maps at most {MAX_DEPTH} deep") from exc
     except (TypeError, ValueError) as exc:
         raise InvalidInput(
             f"values must be plain JSON with valid UTF-8 text (no NaN/inf, sets, bytes, objects or "
             f"lone surrogates): {exc}"
         ) from exc
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+        raise InvalidInput(f"values may nest lists and maps at most {MAX_DEPTH} deep")
     return text
+
+
+def _depth(text: str) -> int:
+    """How deep the lists and maps of JSON ``text`` nest (brackets inside strings do not count)."""
+    depth = deepest = 0
+    for bracket in _BRACKET.findall(_STRING.sub("", text)):
+        depth += 1 if bracket in "[{" else -1
+        deepest = max(deepest, depth)
+    return deepest
 
 
 def check_text(value: str, what: str) -> str:

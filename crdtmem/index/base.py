@@ -22,6 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..errors import InvalidInput
 from ..ids import check_name, parse_channels
+from ..records import check_kind
 
 
 @runtime_checkable
@@ -84,13 +85,14 @@ class SearchFilter:
         user_id = user_id or given.get("user_id")
         tenant_id = tenant_id or given.get("tenant_id")
         topic = topic or given.get("topic")
+        kind = kind or given.get("kind")
         tag_list = tags or given.get("tags") or ()
         if isinstance(tag_list, (str, bytes)):
             raise InvalidInput("tags must be a list, not a single string")
         return cls(
             user_id=check_name(user_id, "user_id") if user_id is not None else None,
             tenant_id=check_name(tenant_id, "tenant_id") if tenant_id is not None else None,
-            kind=kind or given.get("kind"),
+            kind=check_kind(kind) if kind is not None else None,
             topic=check_name(topic, "topic") if topic is not None else None,
             tags=tuple(str(t) for t in tag_list),
             channels=parse_channels(channels) if channels is not None else None,

@@ -6,7 +6,9 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
+from aiohttp.web_protocol import RequestPayloadError
 
 from ..errors import CrdtmemError
 from .auth import PRINCIPAL, authenticate
@@ -45,6 +47,8 @@ def _errors_middleware(node: Node) -> Middleware:
         except CrdtmemError as exc:
             response = from_exception(exc)
             node.metrics.inc("crdtmem_http_errors_total", code=type(exc).__name__)
+        except (RequestPayloadError, HttpProcessingError) as exc:  # a body that does not decode (bad gzip)
+            response = error_response(400, "MalformedBody", f"the request body could not be read: {exc}")
         except web.HTTPException as exc:
             if exc.content_type == "application/json":
                 raise

@@ -51,6 +51,9 @@ class PeerConfig:
     interval: float = 1.0
 
 
+SHUTDOWN_GRACE_S = 5.0
+
+
 class Node:
     def __init__(
         self,
@@ -97,7 +100,11 @@ class Node:
         await self.replica.start()
         if self.tokens is None:
             log.warning("no tokens file: serving open on loopback %s only", self.host)
-        self._runner = web.AppRunner(build_app(self), access_log=None, handle_signals=False)
+        # on stop, requests in flight get SHUTDOWN_GRACE_S to finish (aiohttp's default, 60 s, lets
+        # one client that never finishes its body hold a SIGTERM for a minute)
+        self._runner = web.AppRunner(
+            build_app(self), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()

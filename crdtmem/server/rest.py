@@ -28,6 +28,7 @@ each as its own change with its own event.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
@@ -95,18 +96,15 @@ def routes(node: Node) -> list[web.RouteDef]:
             raise InvalidInput(f"nothing to change: give at least one of {', '.join(_PATCH_FIELDS)}")
         memory = await _writable(node, principal, memory_id)
         _check_fits_kind(memory.kind, body)
-        updates = {k: body[k] for k in _UPDATE_FIELDS if k in body}
-        if updates:
-            memory = await replica.update(memory_id, **updates)
-        if "increment" in body:
-            memory = await replica.increment(memory_id, body["increment"])
-        if "add_items" in body:
-            memory = await replica.add_items(memory_id, *body["add_items"])
-        if "remove_items" in body:
-            memory = await replica.remove_items(memory_id, *body["remove_items"])
-        if "append_message" in body:
-            message = body["append_message"]
-            memory = await replica.append_message(memory_id, role=message["role"], text=message["text"])
+        message = body.get("append_message")
+        memory = await replica.change(  # one write: every change in the body, or none
+            memory_id,
+            **{k: body[k] for k in _UPDATE_FIELDS if k in body},
+            increment=body.get("increment"),
+            add_items=body.get("add_items", ()),
+            remove_items=body.get("remove_items", ()),
+            append_message=(message["role"], message["text"]) if message is not None else None,
+        )
         return web.json_response(memory.to_dict())
 
     async def delete(request: web.Request) -> web.StreamResponse:
@@ -438,14 +436,16 @@ def _bool_param(query: Mapping[str, str], name: str) -> bool:
     raise InvalidInput(f"query parameter {name!r} must be true or false, got {value!r}")
 
 
+_INTEGER = re.compile(r"-?[0-9]{1,18}")
+
+
 def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high: int) -> int:
     text = query.get(name)
     if text is None:
         return default
-    try:
-        value = int(text)
-    except ValueError:
-        raise InvalidInput(f"query parameter {name!r} must be an integer, got {text!r}") from None
+    if not _INTEGER.fullmatch(text):  # int() would also take "٣", " 3" and "1_0"
+        raise InvalidInput(f"query parameter {name!r} must be an integer, got {text!r:.40}")
+    value = int(text)
     if not low <= value <= high:
         raise InvalidInput(f"query parameter {name!r} must be between {low} and {high}, got {value}")
     return value

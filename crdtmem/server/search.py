@@ -29,10 +29,10 @@ _FIELDS = {"query", "user_id", "tenant_id", "kind", "topic", "tags", "limit", "i
 def routes(node: Node) -> list[web.RouteDef]:
     async def search(request: web.Request) -> web.StreamResponse:
         principal = request[PRINCIPAL]
-        try:
-            body = json.loads(await request.text())
-        except ValueError as exc:
-            raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
+        try:  # as bytes: JSON is UTF-8 whatever charset the header names
+            body = json.loads(await request.read())
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+            raise InvalidInput(f"request body is not valid JSON: {exc}") from None
         if not isinstance(body, dict):
             raise InvalidInput("request body must be a JSON object")
         unknown = sorted(set(body) - _FIELDS)

@@ -15,6 +15,7 @@ the event loop. Implementations make that safe.
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -208,6 +209,30 @@ class StagedVectors:
                 self._beyond[channel] = waiting
             else:
                 self._beyond.pop(channel, None)
+
+
+def merge_streams(streams: Iterable[list[tuple[int, int]]], limit: int | None) -> list[int]:
+    """The deltas of a ``deltas_since`` page, in the order to send them.
+
+    Each stream is one (channel, origin) log past the peer's vector, as ``(delta_id, seq)`` in seq
+    order. The merge repeatedly takes the stream head logged earliest here (smallest delta id): each
+    origin's deltas go out in its own order, and the first delta of a page is always the lowest seq
+    some stream misses. Log order alone is not enough: a relay that got seq 1 of an origin after seqs
+    2..8 logs it last, and a page cut by log order would never reach it.
+    """
+    streams_list = list(streams)
+    heads = [(stream[0][0], i, 0) for i, stream in enumerate(streams_list) if stream]
+    heapq.heapify(heads)
+    chosen: list[int] = []
+    seen: set[int] = set()
+    while heads and (limit is None or len(chosen) < limit):
+        delta_id, i, at = heapq.heappop(heads)
+        if delta_id not in seen:
+            seen.add(delta_id)
+            chosen.append(delta_id)
+        if at + 1 < len(streams_list[i]):
+            heapq.heappush(heads, (streams_list[i][at + 1][0], i, at + 1))
+    return chosen
 
 
 def split_covered(covered: dict[str, list[int]]) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:

@@ -19,6 +19,7 @@ from .base import (
     DocWrite,
     StagedVectors,
     VersionVector,
+    merge_streams,
     split_covered,
 )
 
@@ -172,12 +173,14 @@ class MemoryStore:
         self, channels: Iterable[str], vectors: dict[str, VersionVector], limit: int | None = None
     ) -> list[DeltaRecord]:
         wanted: dict[int, dict[str, list[int]]] = {}
+        streams: dict[tuple[str, str], list[tuple[int, int]]] = {}
         channel_set = set(channels)
         with self._lock:
             for (channel, origin, seq), index in self._log.items():
                 if channel in channel_set and seq > vectors.get(channel, {}).get(origin, 0):
                     wanted.setdefault(index, {}).setdefault(channel, []).append(seq)
-            ids = sorted(wanted)[:limit] if limit is not None else sorted(wanted)
+                    streams.setdefault((channel, origin), []).append((index, seq))
+            ids = merge_streams([sorted(s, key=lambda row: row[1]) for s in streams.values()], limit)
             found: list[DeltaRecord] = []
             for i in ids:
                 seqs, also = split_covered(wanted[i])

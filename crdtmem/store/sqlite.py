@@ -25,6 +25,7 @@ from .base import (
     DeltaRecord,
     StagedVectors,
     VersionVector,
+    merge_streams,
     split_covered,
 )
 from .checkpoint import Checkpointer
@@ -416,38 +417,37 @@ class SQLiteStore:
         self, channels: Iterable[str], vectors: dict[str, VersionVector], limit: int | None = None
     ) -> list[DeltaRecord]:
         wanted: dict[int, dict[str, list[int]]] = {}
+        streams: list[list[tuple[int, int]]] = []
         conn = self._r
         for channel in channels:
             peer = vectors.get(channel, {})
             with self._state:
                 origins = set(self._vectors.get(channel, {})) | set(self._beyond.get(channel, {}))
             for origin in sorted(origins):
-                # the first `limit` deltas overall are among the first `limit` rows of every origin
-                rows = conn.execute(
+                # a page of `limit` takes at most the first `limit` seqs of any one origin
+                stream = conn.execute(
                     "SELECT delta_id, seq FROM log WHERE channel = ? AND origin = ? AND seq > ? "
-                    "ORDER BY delta_id LIMIT ?",
+                    "ORDER BY seq LIMIT ?",
                     (channel, origin, peer.get(origin, 0), -1 if limit is None else limit),
-                )
-                for delta_id, seq in rows:
+                ).fetchall()
+                for delta_id, seq in stream:
                     wanted.setdefault(delta_id, {}).setdefault(channel, []).append(seq)
-        ids = sorted(wanted)
-        if limit is not None:
-            ids = ids[:limit]
-        found: list[DeltaRecord] = []
+                streams.append(stream)
+        ids = merge_streams(streams, limit)
+        found: dict[int, DeltaRecord] = {}
         for start in range(0, len(ids), 500):
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = conn.execute(
-                f"SELECT id, uid, origin, doc_id, hlc, deps, [update] FROM deltas "
-                f"WHERE id IN ({marks}) ORDER BY id",
+                f"SELECT id, uid, origin, doc_id, hlc, deps, [update] FROM deltas WHERE id IN ({marks})",
                 chunk,
             )
             for delta_id, uid, origin, doc_id, hlc, deps, update in rows:
                 seqs, also = split_covered(wanted[delta_id])
-                found.append(
-                    DeltaRecord(uid, origin, doc_id, hlc, bytes(deps), bytes(update), tuple(seqs), seqs, also)
+                found[delta_id] = DeltaRecord(
+                    uid, origin, doc_id, hlc, bytes(deps), bytes(update), tuple(seqs), seqs, also
                 )
-        return found
+        return [found[delta_id] for delta_id in ids]
 
     def has_delta(self, uid: str) -> bool:
         conn = self._r

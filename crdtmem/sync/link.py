@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -91,6 +91,7 @@ class Link:
         settings: LinkSettings,
         metrics: Metrics,
         on_pull_requested: Callable[[], None] | None = None,
+        may_write: Callable[[Sequence[str]], bool] | None = None,
     ):
         self.replica = replica
         self.ws = ws
@@ -113,6 +114,8 @@ class Link:
         """The last log read reached the end of the log for this peer and nothing has been rewound
         since: then every delta the peer misses was committed after that read, i.e. handed."""
         self._on_pull_requested = on_pull_requested
+        self._may_write = may_write
+        """Whether the peer may write a memory on these channels (server side: its token's rights)."""
         self.status = LinkStatus(peer_id, self.mode, push_channels, sorted(accept_channels), 0, 0)
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -244,18 +247,21 @@ class Link:
         return out
 
     def _advance_sent(self, deltas: list[DeltaRecord], mine: Vectors) -> None:
-        """Mark what went out, but never past this replica's own contiguous vector: a delta held
-        beyond a gap is sent again once the gap is filled, so the peer can never skip one."""
-        top: dict[tuple[str, str], int] = {}
+        """Mark what went out: per channel and origin, only over a run with no gaps from what was
+        marked before, and never past this replica's own contiguous vector. A delta not in this
+        batch (held beyond a gap here, or logged out of order) is sent again later, so the peer can
+        never skip one."""
+        went: dict[tuple[str, str], set[int]] = {}
         for delta in deltas:
-            for channel, seq in delta.seqs.items():
-                key = (channel, delta.origin)
-                top[key] = max(top.get(key, 0), seq)
-        for (channel, origin), seq in top.items():
-            capped = min(seq, mine.get(channel, {}).get(origin, 0))
+            for channel in delta.seqs:
+                went.setdefault((channel, delta.origin), set()).update(delta.all_seqs(channel))
+        for (channel, origin), seqs in went.items():
             vector = self._sent.setdefault(channel, {})
-            if capped > vector.get(origin, 0):
-                vector[origin] = capped
+            ceiling = mine.get(channel, {}).get(origin, 0)
+            mark = vector.get(origin, 0)
+            while mark + 1 in seqs and mark < ceiling:
+                mark += 1
+            vector[origin] = mark
 
     async def _wait_for_room(self) -> bool:
         """Wait for acknowledgements; after ``slow_after`` seconds move the peer to pull mode."""
@@ -343,7 +349,7 @@ class Link:
                 raise AccessDeniedFrame(
                     f"peer {self.peer_id} may not write to {', '.join(forbidden)}; frame refused"
                 )
-            result = await self.replica.apply_payload(received)
+            result = await self.replica.apply_payload(received, may_write=self._may_write)
         except CrdtmemError as exc:
             await self._refuse(exc, n)
             return

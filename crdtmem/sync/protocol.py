@@ -21,8 +21,9 @@ from typing import Any, Literal
 
 import msgpack
 
-from ..errors import MalformedPayload
-from ..ids import parse_channels
+from ..errors import InvalidInput, MalformedPayload
+from ..ids import check_name, parse_channels
+from ..store.codec import MAX_SEQ
 
 VERSION = 1
 FrameType = Literal["hello", "deltas", "ack", "error", "mode", "resume"]
@@ -69,10 +70,10 @@ def check_vectors(raw: Any) -> dict[str, dict[str, int]]:
     for channel, vector in raw.items():
         parse_channels([channel])
         if not isinstance(vector, dict) or not all(
-            isinstance(o, str) and isinstance(s, int) and not isinstance(s, bool) and s >= 0
+            isinstance(o, str) and isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEQ
             for o, s in vector.items()
         ):
-            raise FrameError(f"version vector of {channel!r} must map origins to seqs >= 0")
+            raise FrameError(f"version vector of {channel!r} must map origins to seqs 0..{MAX_SEQ}")
     return raw
 
 
@@ -85,11 +86,15 @@ def _frame_number(body: dict[str, Any]) -> None:
 def _hello(body: dict[str, Any]) -> None:
     if not isinstance(body.get("replica"), str):
         raise FrameError("hello needs the sender's replica id")
+    try:
+        check_name(body["replica"], "the hello's replica id")  # it names the peer in logs and metrics
+    except InvalidInput as exc:
+        raise FrameError(str(exc)) from exc
     body["channels"] = list(parse_channels(body.get("channels", [])))
     if body.get("mode", "eager") not in MODES:
         raise FrameError(f"hello mode must be one of {MODES}")
     interval = body.get("interval_ms", 0)
-    if not isinstance(interval, int) or not 0 <= interval <= 3_600_000:
+    if not isinstance(interval, int) or isinstance(interval, bool) or not 0 <= interval <= 3_600_000:
         raise FrameError("hello interval_ms must be an int between 0 and 3600000")
     check_vectors(body.get("vectors", {}))
 

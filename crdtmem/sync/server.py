@@ -11,13 +11,14 @@ a replica principal must claim its own replica id.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 from aiohttp import web
 
 from .. import payload as wire
-from ..access import AccessDenied, Principal
+from ..access import AccessDenied, Principal, may_write_memory
 from ..errors import CrdtmemError, InvalidInput, MalformedPayload
 from ..ids import parse_channels
 from ..server.auth import PRINCIPAL
@@ -42,7 +43,7 @@ def routes(node: Node) -> list[web.RouteDef]:
         except FrameError as exc:
             raise MalformedPayload(str(exc)) from exc
         limit = body.get("limit", 1000)
-        if not isinstance(limit, int) or not 1 <= limit <= MAX_PULL_PAGE:
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PULL_PAGE:
             raise InvalidInput(f"limit must be an int between 1 and {MAX_PULL_PAGE}")
         replica = node.replica
         mine = replica.version_vectors(channels)
@@ -62,7 +63,7 @@ def routes(node: Node) -> list[web.RouteDef]:
         node.check_rate(principal)
         received = wire.decode(await request.read(), max_bytes=node.replica.max_payload_bytes)
         _require(principal, sorted({c for d in received.deltas for c in d.seqs}), "write")
-        result = await node.replica.apply_payload(received)
+        result = await node.replica.apply_payload(received, may_write=_memory_writer(principal))
         channels = sorted({c for d in received.deltas for c in d.seqs})
         return web.json_response(
             {
@@ -112,6 +113,7 @@ def routes(node: Node) -> list[web.RouteDef]:
             peer_vectors=hello.get("vectors", {}),
             settings=settings,
             metrics=node.metrics,
+            may_write=_memory_writer(principal),
         )
         node.links.add(link)
         node.metrics.inc("crdtmem_ws_connections_total", side="server")
@@ -155,6 +157,11 @@ def _channels(raw: Any) -> list[str]:
     if not channels:
         raise InvalidInput("name at least one channel")
     return channels
+
+
+def _memory_writer(principal: Principal) -> Callable[[Sequence[str]], bool]:
+    """The check a pushed payload must pass for each memory it changes (all its channels writable)."""
+    return lambda channels: may_write_memory(principal, channels)
 
 
 def _require(principal: Principal, channels: list[str], access: str) -> None:

@@ -339,6 +339,25 @@ class StoreSuite:
             vector["o1"] = max(d.seqs[USER] for d in page)
         assert seen == [delta(n).uid for n in range(1, 12)]
 
+    def test_a_page_starts_at_the_lowest_seq_a_peer_misses(self, store: Store) -> None:
+        """A relay that got an origin's seqs 2..8 before seq 1 logs seq 1 last; a page must still
+        hold seq 1 (each origin in its own order, origins by when their next delta was logged), or a
+        peer paging by its vector would never reach it."""
+        store.commit([Commit(deltas=[delta(n, seqs={USER: n}) for n in range(2, 9)])])
+        store.commit([Commit(deltas=[delta(20, origin="o2", seqs={USER: 1})])])
+        store.commit([Commit(deltas=[delta(1, seqs={USER: 1})])])
+        page = store.deltas_since([USER], {}, limit=3)
+        assert [(d.origin, d.seqs[USER]) for d in page] == [("o2", 1), ("o1", 1), ("o1", 2)]
+        everything = store.deltas_since([USER], {})
+        assert [d.seqs[USER] for d in everything if d.origin == "o1"] == list(range(1, 9))
+        vector: dict[str, int] = {}
+        for _ in range(5):  # paging by the contiguous vector reaches everything
+            page = store.deltas_since([USER], {USER: vector}, limit=3)
+            for d in page:
+                if d.seqs[USER] == vector.get(d.origin, 0) + 1:
+                    vector[d.origin] = d.seqs[USER]
+        assert vector == {"o1": 8, "o2": 1}
+
     def test_history_and_last_hlc(self, store: Store) -> None:
         store.commit([Commit(deltas=[delta(5, doc_id="a")])])
         store.commit([Commit(deltas=[delta(2, origin="o2", doc_id="a", seqs={USER: 1})])])
