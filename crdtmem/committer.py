@@ -27,6 +27,19 @@ from .store.base import Commit, CommitResult, Store
 _STOP = object()
 
 
+class CancelledAfterCommit(asyncio.CancelledError):
+    """The caller was cancelled while its unit was being committed, and the commit landed.
+
+    It is still a cancellation (the caller does not go on), but the change is durable, so what
+    follows a commit (cache, events, commit listeners, pending deltas) must still happen:
+    :attr:`result` is the commit's result for that.
+    """
+
+    def __init__(self, result: CommitResult):
+        super().__init__("cancelled while committing; the commit landed")
+        self.result = result
+
+
 @dataclass(slots=True)
 class _Job:
     work: Commit
@@ -89,6 +102,8 @@ class GroupCommitter:
             while not future.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(future)
+            if not future.cancelled() and future.exception() is None:
+                raise CancelledAfterCommit(future.result()) from None
             raise
 
     def _run(self) -> None:

@@ -25,6 +25,7 @@ from .access import AccessDenied
 from .causal import apply_causally
 from .changes import doc_write
 from .clock import Hlc, HybridLogicalClock
+from .committer import CancelledAfterCommit
 from .errors import MalformedPayload
 from .events import MemoryEvent
 from .inbound import ApplyResult, check_clocks, triage
@@ -66,6 +67,7 @@ class RemoteApply:
         self._commit = commit
         self.pending: dict[str, DeltaRecord] = {}
         """Deltas stored but waiting for their causal dependencies, by uid."""
+        self._commits = 0  # applies committed: an apply that waited for its locks re-checks if it moved
 
     def load_pending(self) -> None:
         """Take up the waiting deltas the store kept (on open)."""
@@ -79,12 +81,15 @@ class RemoteApply:
         if not fresh and not relog:
             return ApplyResult(0, duplicates, 0, ignored)
         doc_ids = {d.doc_id for d in fresh}
+        commits_seen = self._commits
         async with self._locks.hold(doc_ids):
-            # an apply that held these locks before us may have parked some of them meanwhile
-            parked = [d for d in fresh if d.uid in self.pending]
-            if parked:
-                duplicates += len(parked)
-                fresh = [d for d in fresh if d.uid not in self.pending]
+            # an apply that held these locks before us may have parked or stored some of them
+            taken = {d.uid for d in fresh if d.uid in self.pending}
+            if self._commits != commits_seen:
+                taken |= self._store.logged_deltas([d.uid for d in fresh])
+            if taken:
+                duplicates += len(taken)
+                fresh = [d for d in fresh if d.uid not in taken]
             waiting_before = [d for d in self.pending.values() if d.doc_id in doc_ids]
             docs: dict[str, MemoryDoc] = {}
             before: dict[str, Memory | None] = {}
@@ -120,11 +125,12 @@ class RemoteApply:
                 self._clock.observe(newest)
             origins = {d.doc_id: d.origin for d in applied}  # the last delta applied to each memory
             changed = {k: (docs[k], memory) for k, (_, memory) in written.items()}
-            events = await self._commit(work, changed, before, origins)
-            for uid in work.pending_drop:
-                self.pending.pop(uid, None)
-            for delta in work.pending_add:
-                self.pending[delta.uid] = delta
+            try:
+                events = await self._commit(work, changed, before, origins)
+            except CancelledAfterCommit:
+                self._settle_pending(work)
+                raise
+            self._settle_pending(work)
         fresh_uids = {d.uid for d in fresh}
         return ApplyResult(
             applied=sum(1 for d in applied if d.uid in fresh_uids),
@@ -133,6 +139,14 @@ class RemoteApply:
             ignored=ignored,
             events=tuple(events),
         )
+
+    def _settle_pending(self, work: Commit) -> None:
+        """The waiting set after ``work`` committed (the store's pending table changed with it)."""
+        self._commits += 1
+        for uid in work.pending_drop:
+            self.pending.pop(uid, None)
+        for delta in work.pending_add:
+            self.pending[delta.uid] = delta
 
     def _check_channels(
         self,

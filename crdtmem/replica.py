@@ -24,7 +24,7 @@ from . import payload as wire
 from .cache import MemoryCache
 from .changes import Dots, as_list, check_metadata, doc_write
 from .clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
-from .committer import GroupCommitter
+from .committer import CancelledAfterCommit, GroupCommitter
 from .errors import (
     InvalidInput,
     MalformedPayload,
@@ -415,9 +415,23 @@ class Replica:
             # group and other work (event delivery, sockets) runs during its fsync
             alone = self._in_flight == 1 and not _others_ready()
             result: CommitResult = await self._committer.submit(work, alone=alone)
+        except CancelledAfterCommit as landed:  # durable: what follows a commit still follows it
+            self._committed(work, docs, before, origins, landed.result)
+            raise
         except BaseException:
             self._work.forget(docs)
             raise
+        return self._committed(work, docs, before, origins, result)
+
+    def _committed(
+        self,
+        work: Commit,
+        docs: dict[str, tuple[MemoryDoc, Memory]],
+        before: dict[str, Memory | None],
+        origins: dict[str, str],
+        result: CommitResult,
+    ) -> _List[MemoryEvent]:
+        """After a commit landed: cache, one event per changed memory, commit listeners."""
         events = []
         for write in work.docs:
             version = result.versions[write.doc_id]

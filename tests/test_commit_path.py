@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from crdtmem import Replica
+from crdtmem import payload as wire
 
 
 async def test_a_lone_writer_commits_inline_and_concurrent_writers_share_commits(tmp_path: Path) -> None:
@@ -66,3 +67,71 @@ async def test_a_write_cancelled_during_its_commit_does_not_let_the_next_one_bui
             on_b = await b.get(made.id)
         assert (on_b.content, on_b.metadata) == ("v2", {"k": "one"})
         assert a._committer._outstanding == 0
+
+
+async def _drain(subscription) -> list:
+    events = []
+    while True:
+        try:
+            events.append(await asyncio.wait_for(subscription.__anext__(), 0.2))
+        except (TimeoutError, StopAsyncIteration):
+            return events
+
+
+async def test_a_writer_cancelled_while_its_commit_lands_still_gets_its_event(tmp_path: Path) -> None:
+    """The caller gave up, but the change is durable: it gets its event and its eager push like any."""
+    async with Replica(tmp_path / "a.db", replica_id="a") as a:
+        memories = [await a.add(f"m{i}", user_id="u1") for i in range(20)]
+        events = a.events()
+        pushed: list = []
+        a.on_commit(pushed.extend)
+        tasks = [asyncio.create_task(a.update(m.id, content=f"new {m.id}")) for m in memories]
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # every task now waits for the commit thread
+        for task in tasks[::2]:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        durable = [m for m in memories if (await a.get(m.id)).content == f"new {m.id}"]
+        assert len(durable) > 10  # some cancelled writes landed: the case under test
+        assert len(await _drain(events)) == len(durable) == len(pushed)
+
+
+async def test_an_apply_cancelled_while_its_commit_lands_keeps_the_waiting_set(tmp_path: Path) -> None:
+    """A delta parked by a cancelled apply is retried when its dependency arrives (it stayed behind)."""
+    channel = "user:u1:memories"
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b") as b,
+    ):
+        memory = await a.add("v0", user_id="u1")
+        await b.apply(await a.export_since(channel, {}))
+        await a.update(memory.id, content="v1")
+        await a.update(memory.id, content="v2")
+        first, second = a.store.deltas_since([channel], {channel: {"a": 1}})
+        other = await b.add("keeps the commit thread busy", user_id="u1")
+        busy = asyncio.create_task(b.update(other.id, content="x"))  # b is not alone: thread commits
+        parking = asyncio.create_task(b.apply(wire.encode(wire.Payload("a", [second]))))
+        await asyncio.sleep(0)
+        await asyncio.sleep(0)
+        parking.cancel()
+        await asyncio.gather(parking, busy, return_exceptions=True)
+        assert b.pending_count == len(b.store.pending())
+        await b.apply(wire.encode(wire.Payload("a", [first])))
+        assert (await b.get(memory.id)).content == "v2"
+        assert b.store.pending() == [] and b.pending_count == 0
+
+
+async def test_one_payload_applied_twice_at_once_changes_and_announces_once(tmp_path: Path) -> None:
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b") as b,
+    ):
+        memory = await a.add("hello", user_id="u1")
+        await a.update(memory.id, content="world")
+        payload = await a.export_since(["user:u1:memories"])
+        events = b.events()
+        one, two = await asyncio.gather(b.apply(payload), b.apply(payload))
+        assert sorted([one.applied, two.applied]) == [0, 2] and one.duplicates + two.duplicates == 2
+        assert [e.event_type for e in await _drain(events)] == ["create"]
+        assert (await b.get(memory.id)).version == 1
+        assert len(await b.history(memory.id)) == 2
