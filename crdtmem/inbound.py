@@ -28,6 +28,9 @@ class ApplyResult:
     ignored: int
     """Deltas only for channels this replica does not subscribe to."""
     events: tuple[MemoryEvent, ...] = ()
+    rejected: int = 0
+    """Deltas refused on their own while the rest applied (see :mod:`crdtmem.remote`): a link's or a
+    pull's delta that fails its checks, or one resent after that."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +41,7 @@ class Triage:
     """Stored, but with sequence numbers in channels not logged yet: to log only."""
     duplicates: int
     ignored: int
+    rejected: int = 0
 
 
 def check_clocks(clock: HybridLogicalClock, deltas: Sequence[DeltaRecord]) -> Hlc | None:
@@ -58,12 +62,13 @@ def triage(
     store: Store,
     pending: Container[str],
     subscribed: Callable[[str], bool],
+    rejected: Container[str] = (),
 ) -> Triage:
     """Split deltas into new ones, known ones with new channel entries, duplicates and ignored
     (only for channels this replica does not subscribe to). Unsubscribed channels are stripped."""
     fresh: list[DeltaRecord] = []
     relog: list[DeltaRecord] = []
-    duplicates = ignored = 0
+    duplicates = ignored = refused = 0
     seen: set[str] = set()
     stored = store.logged_deltas([d.uid for d in deltas])
     for delta in deltas:
@@ -75,13 +80,17 @@ def triage(
         if delta.uid in seen or delta.uid in pending:
             duplicates += 1
             continue
+        if delta.uid in rejected:
+            refused += 1
+            continue
         seen.add(delta.uid)
         if len(seqs) != len(delta.seqs) or len(also) != len(delta.also) or delta.channels != tuple(seqs):
             delta = dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs), also=also)
-        if delta.uid not in stored:
-            fresh.append(delta)
-        elif all(store.is_logged(c, delta.origin, s) for c in seqs for s in delta.all_seqs(c)):
+        logged = all(store.is_logged(c, delta.origin, s) for c in seqs for s in delta.all_seqs(c))
+        if logged:  # under this uid, or under a coalesced one that covered it: nothing new
             duplicates += 1
+        elif delta.uid not in stored:
+            fresh.append(delta)
         else:
             relog.append(delta)
-    return Triage(fresh, relog, duplicates, ignored)
+    return Triage(fresh, relog, duplicates, ignored, refused)

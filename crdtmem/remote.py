@@ -14,11 +14,23 @@ from the merged document), a memory's channels must not change (its scope is fix
 when the caller passes ``may_write`` (a server applying what a token holder sent), the writer must
 be allowed to write every channel of every memory it changes: the REST rule. Otherwise the whole
 payload is refused and nothing changes.
+
+Two cases must not hold a memory or a stream back for good, so there a failed unit is retried in
+parts, each committed alone (:meth:`RemoteApply._apply_in_parts`):
+
+- a delta that waited for its dependencies was parked unchecked; if it fails once they arrive, it is
+  rejected and dropped, and the payload that completed it applies;
+- a link or a pull (``isolate``) applies a payload memory by memory and rejects the deltas of a
+  memory that fail (a peer would otherwise resend the refused payload forever).
+
+Rejected deltas are logged, counted in ``ApplyResult.rejected`` and skipped when resent.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
 
 from . import payload as wire
 from .access import AccessDenied
@@ -26,7 +38,7 @@ from .causal import apply_causally
 from .changes import doc_write
 from .clock import Hlc, HybridLogicalClock
 from .committer import CancelledAfterCommit
-from .errors import MalformedPayload
+from .errors import MalformedPayload, PayloadError
 from .events import MemoryEvent
 from .inbound import ApplyResult, check_clocks, triage
 from .locks import KeyedLocks
@@ -34,6 +46,25 @@ from .memory import MemoryDoc
 from .records import Memory
 from .store.base import Commit, DeltaRecord, DocWrite, Store
 from .workset import WorkingSet
+
+log = logging.getLogger("crdtmem.remote")
+
+FOUND_ONCE_APPLIED = (PayloadError, AccessDenied)
+"""Checks that can only fail once a delta is applied (its stamps, its memory's id and channels, the
+sender's rights to that memory), as opposed to the payload's form, which is checked on decode."""
+
+
+@dataclass
+class _Outcome:
+    applied: list[DeltaRecord] = field(default_factory=list)
+    events: list[MemoryEvent] = field(default_factory=list)
+    rejected: list[DeltaRecord] = field(default_factory=list)
+
+    def add(self, other: _Outcome) -> None:
+        self.applied += other.applied
+        self.events += other.events
+        self.rejected += other.rejected
+
 
 CommitStep = Callable[
     [Commit, dict[str, tuple[MemoryDoc, Memory]], dict[str, Memory | None], dict[str, str]],
@@ -68,18 +99,24 @@ class RemoteApply:
         self.pending: dict[str, DeltaRecord] = {}
         """Deltas stored but waiting for their causal dependencies, by uid."""
         self._commits = 0  # applies committed: an apply that waited for its locks re-checks if it moved
+        self.rejected: dict[str, str] = {}
+        """Deltas refused on their own after the payload that brought them was accepted (parked, or a
+        link's), by uid, with the reason. Kept in memory: after a restart a resent one is refused again
+        the same way."""
 
     def load_pending(self) -> None:
         """Take up the waiting deltas the store kept (on open)."""
         self.pending = {d.uid: d for d in self._store.pending()}
 
-    async def apply(self, received: wire.Payload, may_write: MayWrite | None = None) -> ApplyResult:
+    async def apply(
+        self, received: wire.Payload, may_write: MayWrite | None = None, *, isolate: bool = False
+    ) -> ApplyResult:
         newest = check_clocks(self._clock, received.deltas)
-        sorted_in = triage(received.deltas, self._store, self.pending, self._subscribed)
+        sorted_in = triage(received.deltas, self._store, self.pending, self._subscribed, self.rejected)
         fresh, relog = sorted_in.fresh, sorted_in.relog
         duplicates, ignored = sorted_in.duplicates, sorted_in.ignored
         if not fresh and not relog:
-            return ApplyResult(0, duplicates, 0, ignored)
+            return ApplyResult(0, duplicates, 0, ignored, rejected=sorted_in.rejected)
         doc_ids = {d.doc_id for d in fresh}
         commits_seen = self._commits
         async with self._locks.hold(doc_ids):
@@ -91,53 +128,134 @@ class RemoteApply:
                 duplicates += len(taken)
                 fresh = [d for d in fresh if d.uid not in taken]
             waiting_before = [d for d in self.pending.values() if d.doc_id in doc_ids]
-            docs: dict[str, MemoryDoc] = {}
-            before: dict[str, Memory | None] = {}
-
-            def load(doc_id: str) -> MemoryDoc:
-                if doc_id not in docs:
-                    before[doc_id] = self._work.record(doc_id)
-                    docs[doc_id] = self._work.doc_to_merge(doc_id)
-                return docs[doc_id]
-
             try:
-                applied, waiting = apply_causally(fresh + waiting_before, load)
-                touched = {d.doc_id for d in applied}
-                written = {
-                    doc_id: doc_write(docs[doc_id], expected_id=doc_id, before=before[doc_id])
-                    for doc_id in sorted(touched)
-                }
-                writes = [write for write, _ in written.values()]
-                for write in writes:  # stamps inside the updates, not only the deltas' own
-                    self._clock.check(Hlc.decode(write.updated_hlc))
-                parked = [d for d in waiting if d.uid not in self.pending]
-                self._check_channels(applied + relog, parked, written, before, may_write)
-            except BaseException:
-                self._work.forget(docs)
-                raise
-            work = Commit(
-                deltas=applied + relog,
-                docs=writes,
-                pending_add=[d for d in waiting if d.uid not in self.pending],
-                pending_drop=[d.uid for d in applied if d.uid in self.pending],
-            )
+                outcome = await self._apply_once(fresh, relog, waiting_before, may_write)
+            except FOUND_ONCE_APPLIED:
+                if not (isolate or waiting_before):
+                    raise
+                outcome = await self._apply_in_parts(fresh, relog, doc_ids, may_write, isolate)
             if newest is not None:
                 self._clock.observe(newest)
-            origins = {d.doc_id: d.origin for d in applied}  # the last delta applied to each memory
-            changed = {k: (docs[k], memory) for k, (_, memory) in written.items()}
-            try:
-                events = await self._commit(work, changed, before, origins)
-            except CancelledAfterCommit:
-                self._settle_pending(work)
-                raise
-            self._settle_pending(work)
         fresh_uids = {d.uid for d in fresh}
         return ApplyResult(
-            applied=sum(1 for d in applied if d.uid in fresh_uids),
+            applied=sum(1 for d in outcome.applied if d.uid in fresh_uids),
             duplicates=duplicates,
             pending=len(self.pending),
             ignored=ignored,
-            events=tuple(events),
+            events=tuple(outcome.events),
+            rejected=sorted_in.rejected + sum(1 for d in outcome.rejected if d.uid in fresh_uids),
+        )
+
+    async def _apply_once(
+        self,
+        fresh: list[DeltaRecord],
+        relog: list[DeltaRecord],
+        waiting_before: list[DeltaRecord],
+        may_write: MayWrite | None,
+    ) -> _Outcome:
+        """Apply, check and commit these deltas as one unit; raises (having changed nothing) if any
+        check fails."""
+        docs: dict[str, MemoryDoc] = {}
+        before: dict[str, Memory | None] = {}
+
+        def load(doc_id: str) -> MemoryDoc:
+            if doc_id not in docs:
+                before[doc_id] = self._work.record(doc_id)
+                docs[doc_id] = self._work.doc_to_merge(doc_id)
+            return docs[doc_id]
+
+        try:
+            applied, waiting = apply_causally(fresh + waiting_before, load)
+            touched = {d.doc_id for d in applied}
+            written = {
+                doc_id: doc_write(docs[doc_id], expected_id=doc_id, before=before[doc_id])
+                for doc_id in sorted(touched)
+            }
+            writes = [write for write, _ in written.values()]
+            for write in writes:  # stamps inside the updates, not only the deltas' own
+                self._clock.check(Hlc.decode(write.updated_hlc))
+            parked = [d for d in waiting if d.uid not in self.pending]
+            self._check_channels(applied + relog, parked, written, before, may_write)
+        except BaseException:
+            self._work.forget(docs)
+            raise
+        work = Commit(
+            deltas=applied + relog,
+            docs=writes,
+            pending_add=parked,
+            pending_drop=[d.uid for d in applied if d.uid in self.pending],
+        )
+        if not (work.deltas or work.pending_add):
+            return _Outcome()
+        origins = {d.doc_id: d.origin for d in applied}  # the last delta applied to each memory
+        changed = {k: (docs[k], memory) for k, (_, memory) in written.items()}
+        try:
+            events = await self._commit(work, changed, before, origins)
+        except CancelledAfterCommit:
+            self._settle_pending(work)
+            raise
+        self._settle_pending(work)
+        return _Outcome(applied, events)
+
+    async def _apply_in_parts(
+        self,
+        fresh: list[DeltaRecord],
+        relog: list[DeltaRecord],
+        doc_ids: set[str],
+        may_write: MayWrite | None,
+        isolate: bool,
+    ) -> _Outcome:
+        """After a unit failed its checks: the same deltas in smaller units, each committed alone.
+
+        The payload's own deltas first: one unit (it must pass as a whole, or the payload is refused
+        as before), or with ``isolate`` one unit per memory, a unit that fails being rejected. Then
+        every delta still waiting for these memories, one at a time, until none applies any more: one
+        that fails its checks now that it can be applied is rejected and dropped from the waiting
+        set, so it can never hold back the memory again (it was parked unchecked, before its
+        dependencies arrived).
+        """
+        total = _Outcome()
+        by_memory = [[d for d in fresh if d.doc_id == doc_id] for doc_id in sorted(doc_ids)]
+        units = by_memory if isolate else [fresh]
+        parts: list[tuple[list[DeltaRecord], list[DeltaRecord]]] = [(unit, []) for unit in units if unit]
+        if relog:
+            parts.append(([], relog))
+        for unit_fresh, unit_relog in parts:
+            try:
+                total.add(await self._apply_once(unit_fresh, unit_relog, [], may_write))
+            except FOUND_ONCE_APPLIED as failure:
+                if not isolate:
+                    raise
+                self._reject(unit_fresh + unit_relog, failure, total)
+        progress = True
+        while progress:
+            progress = False
+            for delta in [d for d in self.pending.values() if d.doc_id in doc_ids]:
+                try:
+                    outcome = await self._apply_once([], [], [delta], may_write)
+                except FOUND_ONCE_APPLIED as failure:
+                    self._reject([delta], failure, total)
+                    drop = Commit(deltas=[], docs=[], pending_drop=[delta.uid])
+                    await self._commit(drop, {}, {}, {})
+                    self._settle_pending(drop)
+                    progress = True
+                    continue
+                progress = progress or bool(outcome.applied)
+                total.add(outcome)
+        return total
+
+    def _reject(self, deltas: list[DeltaRecord], failure: Exception, outcome: _Outcome) -> None:
+        """Never apply these: they fail their checks on their own (a resent copy is skipped)."""
+        for delta in deltas:
+            self.rejected[delta.uid] = f"{type(failure).__name__}: {failure}"
+            outcome.rejected.append(delta)
+        log.warning(
+            "rejected %d delta(s) of memory %s from %s: %s: %s",
+            len(deltas),
+            deltas[0].doc_id,
+            deltas[0].origin,
+            type(failure).__name__,
+            failure,
         )
 
     def _settle_pending(self, work: Commit) -> None:

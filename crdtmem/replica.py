@@ -637,18 +637,23 @@ class Replica:
         return await self.apply_payload(wire.decode(data, max_bytes=self.max_payload_bytes))
 
     async def apply_payload(
-        self, received: wire.Payload, *, may_write: MayWrite | None = None
+        self, received: wire.Payload, *, may_write: MayWrite | None = None, isolate: bool = False
     ) -> ApplyResult:
         """:meth:`apply` for a payload already decoded (and validated) by :func:`payload.decode`.
 
-        ``may_write(channels)``: whether the sender may write a memory on those channels (a server
-        passes its caller's permissions); a payload that changes any memory it may not write is
-        refused with :class:`~crdtmem.access.AccessDenied` and changes nothing.
+        Args:
+            may_write: whether the sender may write a memory on these channels (a server passes its
+                caller's permissions); a payload that changes any memory it may not write is refused
+                with :class:`~crdtmem.access.AccessDenied` and changes nothing.
+            isolate: for a stream of payloads (a link, a pull): instead of refusing the whole payload
+                when a memory's deltas fail their checks, apply the others and reject those (counted
+                in ``ApplyResult.rejected``, skipped when resent), so one bad memory cannot hold the
+                stream back for good.
         """
         self._check_open()
         self._in_flight += 1
         try:
-            return await self._remote.apply(received, may_write)
+            return await self._remote.apply(received, may_write, isolate=isolate)
         finally:
             self._in_flight -= 1
 

@@ -350,3 +350,45 @@ async def test_a_pull_reaches_a_seq_the_server_logged_last(tmp_path):
                 await asyncio.wait_for(peer.pull(), 10)
             assert puller.version_vector(U1) == {"o": 8}
             assert (await puller.get(first_id)).content == "first"
+
+
+async def test_pages_of_big_memories_stay_under_the_payload_limit(tmp_path):
+    """Pages are cut by bytes as well as by count: ten 60 KB facts never make one 600 KB page for a
+    peer that accepts 200 KB (the pull used to ask for that page again and again)."""
+    limit = 200_000
+    async with Node(Replica(tmp_path / "s.db", replica_id="s", max_payload_bytes=limit)) as server:
+        made = [await server.replica.add(f"{i} " + "x" * 60_000, user_id="u1") for i in range(10)]
+        async with Replica(tmp_path / "c.db", replica_id="c", max_payload_bytes=limit) as puller:
+            body = msgpack.packb({"channels": [U1], "vectors": {}, "limit": 1000})
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{server.url}/v1/sync/pull", data=body) as response,
+            ):
+                page = await response.read()
+                assert len(page) <= limit and response.headers["X-Crdtmem-More"] == "1"
+            peer = PeerClient(puller, server.url, channels=[U1], page=1000)
+            async with aiohttp.ClientSession() as peer._session:
+                await asyncio.wait_for(peer.pull(), 10)
+            assert [(await puller.get(m.id)).content[:2] for m in made] == [f"{i} " for i in range(10)]
+
+
+async def test_members_of_a_coalesced_delta_arriving_later_are_duplicates(tmp_path):
+    """A lazy link sent a run of deltas coalesced; the same deltas arriving one by one (a pull from
+    the origin) change nothing: no second copy stored, no event (dedupe by seq, not only by uid)."""
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b") as b,
+    ):
+        memory = await a.add("v0", user_id="u1")
+        for i in range(1, 4):
+            await a.update(memory.id, content=f"v{i}")
+        merged = coalesce(a.store.deltas_since([U1], {}))
+        assert len(merged) == 1
+        await b.apply(wire.encode(wire.Payload("relay", merged)))
+        assert b.version_vector(U1) == {"a": 4}
+        events = b.events()
+        again = await b.apply(await a.export_since(U1, {}))
+        assert (again.applied, again.duplicates) == (0, 4)
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(events.__anext__(), 0.2)
+        assert len(await b.history(memory.id)) == 1

@@ -235,6 +235,21 @@ def merge_streams(streams: Iterable[list[tuple[int, int]]], limit: int | None) -
     return chosen
 
 
+DELTA_OVERHEAD = 256
+"""Bytes a delta takes in a payload besides its update and deps (ids, stamp, seqs), at most, roughly."""
+
+
+def within_bytes(deltas: list[DeltaRecord], max_bytes: int) -> list[DeltaRecord]:
+    """The leading ``deltas`` whose payload stays under ``max_bytes`` (always at least one), so a
+    page of big memories never outgrows what a receiver accepts."""
+    total = 0
+    for n, delta in enumerate(deltas):
+        total += len(delta.update) + len(delta.deps) + DELTA_OVERHEAD
+        if total > max_bytes and n > 0:
+            return deltas[:n]
+    return deltas
+
+
 def split_covered(covered: dict[str, list[int]]) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
     """``{channel: [seqs]}`` -> (highest seq per channel, the others per channel), for deltas_since."""
     seqs: dict[str, int] = {}

@@ -35,7 +35,7 @@ from .. import payload as wire
 from ..errors import CrdtmemError, PayloadError
 from ..metrics import Metrics
 from ..replica import Replica
-from ..store.base import DeltaRecord, VersionVector
+from ..store.base import DeltaRecord, VersionVector, within_bytes
 from .coalesce import coalesce
 from .protocol import Frame, FrameError, decode_frame, encode_frame
 
@@ -192,13 +192,18 @@ class Link:
             source = "commit"
             if deltas is None:
                 self._handed = [] if self.mode == "eager" else None  # collect what commits after this read
-                deltas = self.replica.store.deltas_since(self.push_channels, self._sent, self.settings.page)
+                page = self.replica.store.deltas_since(self.push_channels, self._sent, self.settings.page)
+                deltas = within_bytes(page, self.settings.max_frame_bytes // 2)
                 source = "log"
                 # the end of the log, with nothing held beyond a gap (those are sent again later)
-                self._drained = len(deltas) < self.settings.page and all(
-                    seq <= mine.get(channel, {}).get(d.origin, 0)
-                    for d in deltas
-                    for channel, seq in d.seqs.items()
+                self._drained = (
+                    len(page) < self.settings.page
+                    and len(deltas) == len(page)
+                    and all(
+                        seq <= mine.get(channel, {}).get(d.origin, 0)
+                        for d in deltas
+                        for channel, seq in d.seqs.items()
+                    )
                 )
             if not deltas:
                 return
@@ -349,7 +354,7 @@ class Link:
                 raise AccessDeniedFrame(
                     f"peer {self.peer_id} may not write to {', '.join(forbidden)}; frame refused"
                 )
-            result = await self.replica.apply_payload(received, may_write=self._may_write)
+            result = await self.replica.apply_payload(received, may_write=self._may_write, isolate=True)
         except CrdtmemError as exc:
             await self._refuse(exc, n)
             return
@@ -360,6 +365,10 @@ class Link:
         self.status.deltas_received += result.applied
         self.metrics.inc("crdtmem_deltas_received_total", result.applied, peer=self.peer_id)
         vectors = self.replica.version_vectors(sorted(self.accept_channels))
+        if result.rejected:  # applied around them (see crdtmem.remote); the peer learns how many
+            self.metrics.inc("crdtmem_deltas_rejected_total", result.rejected, peer=self.peer_id)
+            await self.ws.send_bytes(encode_frame("ack", n=n, vectors=vectors, rejected=result.rejected))
+            return
         await self.ws.send_bytes(encode_frame("ack", n=n, vectors=vectors))
 
     async def send_resume(self, vectors: Vectors) -> None:

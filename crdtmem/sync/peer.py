@@ -19,6 +19,7 @@ from typing import Literal
 import aiohttp
 import msgpack
 
+from .. import payload as wire
 from ..errors import CrdtmemError
 from ..metrics import Metrics
 from ..replica import Replica
@@ -149,7 +150,8 @@ class PeerClient:
                     raise PeerRefused(f"pull refused: HTTP {response.status}: {await response.text()}")
                 data = await response.read()
                 more = response.headers.get("X-Crdtmem-More") == "1"
-            result = await self.replica.apply(data)
+            received = wire.decode(data, max_bytes=self.replica.max_payload_bytes)
+            result = await self.replica.apply_payload(received, isolate=True)
             applied += result.applied
             self.state.pulled_deltas += result.applied
             if not more:

@@ -22,6 +22,7 @@ from ..access import AccessDenied, Principal, may_write_memory
 from ..errors import CrdtmemError, InvalidInput, MalformedPayload
 from ..ids import parse_channels
 from ..server.auth import PRINCIPAL
+from ..store.base import within_bytes
 from .link import Link
 from .protocol import FrameError, check_vectors, decode_frame, encode_frame
 
@@ -47,10 +48,11 @@ def routes(node: Node) -> list[web.RouteDef]:
             raise InvalidInput(f"limit must be an int between 1 and {MAX_PULL_PAGE}")
         replica = node.replica
         mine = replica.version_vectors(channels)
-        deltas = replica.store.deltas_since(channels, vectors, limit)
+        page = replica.store.deltas_since(channels, vectors, limit)
+        deltas = within_bytes(page, replica.max_payload_bytes // 2)  # the peer's limit is as big, or bigger
         data = wire.encode(wire.Payload(replica.id, deltas, mine))
         node.metrics.inc("crdtmem_pull_deltas_total", len(deltas))
-        more = "1" if len(deltas) >= limit else "0"
+        more = "1" if len(page) >= limit or len(deltas) < len(page) else "0"
         response = web.Response(
             body=data, content_type="application/x-crdtmem-deltas", headers={"X-Crdtmem-More": more}
         )
