@@ -14,8 +14,6 @@ and of a remote payload::
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,23 +22,23 @@ from . import payload as wire
 from .cache import MemoryCache
 from .changes import Dots, as_list, check_metadata, doc_write
 from .clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
-from .committer import CancelledAfterCommit, GroupCommitter
+from .committer import GroupCommitter
 from .errors import (
     InvalidInput,
     MalformedPayload,
     NotFound,
     ReplicaClosed,
 )
-from .events import MemoryEvent, classify
 from .feed import EventFeed, Subscription
 from .ids import check_name, new_client_id, new_memory_id, parse_channels
 from .inbound import ApplyResult
 from .index import Indexer, IndexSettings, SearchFilter, SearchResult, open_indexer
 from .locks import KeyedLocks
 from .memory import MemoryDoc
+from .publish import Publisher
 from .records import Conflict, HistoryEntry, Kind, Memory, Scope, Source, check_kind
 from .remote import MayWrite, RemoteApply
-from .store.base import Commit, CommitResult, DeltaRecord, Store, VersionVector
+from .store.base import Commit, DeltaRecord, Store, VersionVector
 from .store.memory import MemoryStore
 from .store.sqlite import SQLiteStore, Synchronous
 from .workset import WorkingSet
@@ -109,16 +107,18 @@ class Replica:
         self._committer = GroupCommitter(self._store, inline=store is None and synchronous != "FULL")
         self._locks = KeyedLocks()
         self._in_flight = 0  # writes and applies between entry and acknowledgement
+        self.feed = EventFeed()
+        self._publisher = Publisher(
+            self._committer, self._work, self.feed, alone=lambda: self._in_flight == 1
+        )
         self._remote = RemoteApply(
             clock=self.clock,
             store=self._store,
             work=self._work,
             locks=self._locks,
             subscribed=self._subscribed,
-            commit=self._commit,
+            commit=self._publisher.commit,
         )
-        self.feed = EventFeed()
-        self._commit_listeners: _List[Callable[[_List[DeltaRecord]], None]] = []
         self._id = ""
         self._open = False
         self._index_settings = IndexSettings() if index is True else (index or None)
@@ -152,6 +152,7 @@ class Replica:
                     "each replica needs its own file"
                 )
             self._id = self._requested_id or stored or f"r-{new_memory_id()[:12]}"
+            self._publisher.replica_id = self._id
             if not stored:
                 self._store.set_meta("replica_id", self._id)
             last = self._store.last_hlc()
@@ -394,73 +395,13 @@ class Replica:
                 doc.last_delta.update,
                 memory.channels,
             )
-            events = await self._commit(
+            events = await self._publisher.commit(
                 Commit(deltas=[delta], docs=[write]),
                 {memory_id: (doc, memory)},
                 {memory_id: before},
                 {memory_id: self._id},
             )
             return events[0].memory
-
-    async def _commit(
-        self,
-        work: Commit,
-        docs: dict[str, tuple[MemoryDoc, Memory]],
-        before: dict[str, Memory | None],
-        origins: dict[str, str],
-    ) -> _List[MemoryEvent]:
-        try:
-            # alone: no other write in flight and nothing else waiting to run on the loop. Then the
-            # commit runs inline; otherwise on the commit thread, so that other writers can join its
-            # group and other work (event delivery, sockets) runs during its fsync
-            alone = self._in_flight == 1 and not _others_ready()
-            result: CommitResult = await self._committer.submit(work, alone=alone)
-        except CancelledAfterCommit as landed:  # durable: what follows a commit still follows it
-            self._committed(work, docs, before, origins, landed.result)
-            raise
-        except BaseException:
-            self._work.forget(docs)
-            raise
-        return self._committed(work, docs, before, origins, result)
-
-    def _committed(
-        self,
-        work: Commit,
-        docs: dict[str, tuple[MemoryDoc, Memory]],
-        before: dict[str, Memory | None],
-        origins: dict[str, str],
-        result: CommitResult,
-    ) -> _List[MemoryEvent]:
-        """After a commit landed: cache, one event per changed memory, commit listeners."""
-        events = []
-        for write in work.docs:
-            version = result.versions[write.doc_id]
-            doc, materialized = docs[write.doc_id]
-            memory = dataclasses.replace(materialized, version=version)
-            self._work.committed(write.doc_id, doc, memory)
-            previous = before.get(write.doc_id)
-            events.append(
-                MemoryEvent(
-                    event_id=f"{self._id}:{version}",
-                    event_type=classify(previous, memory),
-                    timestamp=Hlc.decode(write.updated_hlc).isoformat(),
-                    memory=memory,
-                    source=memory.source,
-                    channels=memory.channels,
-                    origin=origins.get(write.doc_id, self._id),
-                )
-            )
-        if self._commit_listeners:
-            committed = [  # local deltas with the sequence numbers the store gave them
-                d
-                if d.seqs
-                else dataclasses.replace(d, seqs=result.seqs[d.uid], channels=tuple(result.seqs[d.uid]))
-                for d in work.deltas
-            ]
-            for listener in self._commit_listeners:
-                listener(committed)
-        self.feed.publish(events)
-        return events
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -675,15 +616,5 @@ class Replica:
     def on_commit(self, listener: Callable[[_List[DeltaRecord]], None]) -> Callable[[], None]:
         """Call ``listener(deltas)`` after every commit, with every delta's sequence numbers (the sync
         layer pushes from here)."""
-        self._commit_listeners.append(listener)
-        return lambda: self._commit_listeners.remove(listener)
-
-
-def _others_ready() -> bool:
-    """Whether other callbacks are queued to run on this event loop.
-
-    Reads asyncio's ready queue (``loop._ready``, CPython's event loop); a loop without one is assumed
-    busy, which only means commits go to the commit thread.
-    """
-    ready = getattr(asyncio.get_running_loop(), "_ready", None)
-    return ready is None or len(ready) > 0
+        self._publisher.listeners.append(listener)
+        return lambda: self._publisher.listeners.remove(listener)

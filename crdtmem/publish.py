@@ -1,0 +1,113 @@
+"""The commit step of every change, local or remote: a durable commit, then what follows it.
+
+::
+
+    Commit ─▶ GroupCommitter (durable) ─▶ working set (documents, records) ─▶ commit listeners
+      (the sync links push from here) ─▶ one MemoryEvent per changed memory on the feed
+
+What follows a commit happens exactly once per commit that landed, also when the caller was
+cancelled while it landed (:class:`~crdtmem.committer.CancelledAfterCommit`); a commit that failed
+leaves the working set without the documents it changed (the store has the truth).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Callable
+
+from .clock import Hlc
+from .committer import CancelledAfterCommit, GroupCommitter
+from .events import MemoryEvent, classify
+from .feed import EventFeed
+from .memory import MemoryDoc
+from .records import Memory
+from .store.base import Commit, CommitResult, DeltaRecord
+from .workset import WorkingSet
+
+CommitListener = Callable[[list[DeltaRecord]], None]
+
+
+class Publisher:
+    """Commits changes and publishes them. Use it from the replica's event loop."""
+
+    def __init__(
+        self, committer: GroupCommitter, work: WorkingSet, feed: EventFeed, alone: Callable[[], bool]
+    ):
+        self._committer = committer
+        self._work = work
+        self._feed = feed
+        self._alone = alone
+        self.listeners: list[CommitListener] = []
+        self.replica_id = ""
+        """Names the events (``{replica}:{version}``); set when the replica opens."""
+
+    async def commit(
+        self,
+        work: Commit,
+        docs: dict[str, tuple[MemoryDoc, Memory]],
+        before: dict[str, Memory | None],
+        origins: dict[str, str],
+    ) -> list[MemoryEvent]:
+        """Commit ``work`` (``docs``: each changed document with its record; ``before``: the records
+        before; ``origins``: whose change each memory's is) and return the events it published."""
+        try:
+            # alone: no other write in flight and nothing else waiting to run on the loop. Then the
+            # commit runs inline; otherwise on the commit thread, so that other writers can join its
+            # group and other work (event delivery, sockets) runs during its fsync
+            alone = self._alone() and not _others_ready()
+            result: CommitResult = await self._committer.submit(work, alone=alone)
+        except CancelledAfterCommit as landed:  # durable: what follows a commit still follows it
+            self._committed(work, docs, before, origins, landed.result)
+            raise
+        except BaseException:
+            self._work.forget(docs)
+            raise
+        return self._committed(work, docs, before, origins, result)
+
+    def _committed(
+        self,
+        work: Commit,
+        docs: dict[str, tuple[MemoryDoc, Memory]],
+        before: dict[str, Memory | None],
+        origins: dict[str, str],
+        result: CommitResult,
+    ) -> list[MemoryEvent]:
+        events = []
+        for write in work.docs:
+            version = result.versions[write.doc_id]
+            doc, materialized = docs[write.doc_id]
+            memory = dataclasses.replace(materialized, version=version)
+            self._work.committed(write.doc_id, doc, memory)
+            events.append(
+                MemoryEvent(
+                    event_id=f"{self.replica_id}:{version}",
+                    event_type=classify(before.get(write.doc_id), memory),
+                    timestamp=Hlc.decode(write.updated_hlc).isoformat(),
+                    memory=memory,
+                    source=memory.source,
+                    channels=memory.channels,
+                    origin=origins.get(write.doc_id, self.replica_id),
+                )
+            )
+        if self.listeners:
+            committed = [  # local deltas with the sequence numbers the store gave them
+                d
+                if d.seqs
+                else dataclasses.replace(d, seqs=result.seqs[d.uid], channels=tuple(result.seqs[d.uid]))
+                for d in work.deltas
+            ]
+            for listener in self.listeners:
+                listener(committed)
+        self._feed.publish(events)
+        return events
+
+
+def _others_ready() -> bool:
+    """Whether other callbacks are queued to run on this event loop.
+
+    Reads asyncio's ready queue (``loop._ready``, CPython's event loop); a loop without one is assumed
+    busy, which only means commits go to the commit thread.
+    """
+    ready = getattr(asyncio.get_running_loop(), "_ready", None)
+    return ready is None or len(ready) > 0
