@@ -265,18 +265,13 @@ class Replica:
         """Change a memory's metadata keys and tags, and a fact or preference's content. Every update,
         even one with nothing to change, re-asserts that the memory is live (protocol.md §5.3), so
         it counts as a write: racing a delete elsewhere, it makes a lifecycle conflict."""
-        metadata = check_metadata(metadata)
-        removed, added, dropped = (as_list(x, "keys") for x in (remove_metadata, add_tags, remove_tags))
-        return await self._write(
+        return await self.change(
             memory_id,
-            lambda doc, dots: doc.update(
-                next_dot=dots,
-                content=content,
-                metadata=metadata,
-                remove_metadata=removed,
-                add_tags=added,
-                remove_tags=dropped,
-            ),
+            content=content,
+            metadata=metadata,
+            remove_metadata=remove_metadata,
+            add_tags=add_tags,
+            remove_tags=remove_tags,
         )
 
     async def change(
@@ -295,13 +290,16 @@ class Replica:
     ) -> Memory:
         """Several changes to one memory as one write (one delta, one event): all of them, or, when
         any is refused (bad value, wrong kind), none. ``append_message`` is ``(role, text)``; the
-        others are as in :meth:`update`, :meth:`increment`, :meth:`add_items`, :meth:`remove_items`."""
+        others are as in :meth:`update`, :meth:`increment`, :meth:`add_items`, :meth:`remove_items`.
+        With none of the last four it is :meth:`update`."""
         metadata = check_metadata(metadata)
         removed, added, dropped = (as_list(x, "keys") for x in (remove_metadata, add_tags, remove_tags))
         new_items, old_items = as_list(add_items, "add_items"), as_list(remove_items, "remove_items")
 
+        others = increment is not None or new_items or old_items or append_message is not None
+
         def change(doc: MemoryDoc, dots: Dots) -> None:
-            if content is not None or metadata or removed or added or dropped:
+            if content is not None or metadata or removed or added or dropped or not others:
                 doc.update(
                     next_dot=dots,
                     content=content,
