@@ -19,25 +19,13 @@ import asyncio
 import contextlib
 import queue
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from .errors import ReplicaClosed, StorageError
 from .store.base import Commit, CommitResult, Store
 
 _STOP = object()
-
-
-class CancelledAfterCommit(asyncio.CancelledError):
-    """The caller was cancelled while its unit was being committed, and the commit landed.
-
-    It is still a cancellation (the caller does not go on), but the change is durable, so what
-    follows a commit (cache, events, commit listeners, pending deltas) must still happen:
-    :attr:`result` is the commit's result for that.
-    """
-
-    def __init__(self, result: CommitResult):
-        super().__init__("cancelled while committing; the commit landed")
-        self.result = result
 
 
 @dataclass(slots=True)
@@ -72,12 +60,21 @@ class GroupCommitter:
             self._thread.join()
             self._thread = None
 
-    async def submit(self, work: Commit, *, alone: bool = False) -> CommitResult:
+    async def submit(
+        self,
+        work: Commit,
+        *,
+        alone: bool = False,
+        on_landed: Callable[[CommitResult], object] | None = None,
+    ) -> CommitResult:
         """Commit ``work``; returns once it is durable.
 
         Args:
             alone: the caller knows no other write is in flight; if the commit thread is idle too,
                 the unit is committed on this thread, saving the hop to the thread and back.
+            on_landed: called with the result when the caller is cancelled while its unit commits
+                and the commit lands anyway (the caller still gets the cancellation): what follows a
+                commit must follow it then too.
         """
         if self._thread is None:
             raise ReplicaClosed("the replica is closed")
@@ -102,8 +99,8 @@ class GroupCommitter:
             while not future.done():
                 with contextlib.suppress(asyncio.CancelledError):
                     await asyncio.shield(future)
-            if not future.cancelled() and future.exception() is None:
-                raise CancelledAfterCommit(future.result()) from None
+            if on_landed is not None and not future.cancelled() and future.exception() is None:
+                on_landed(future.result())
             raise
 
     def _run(self) -> None:

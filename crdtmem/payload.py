@@ -77,7 +77,8 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
     for raw in raw_deltas:
         delta = delta_from_list(raw)
         single = f"{delta.origin}:{delta.hlc}"
-        if delta.uid != single and not (delta.also and delta.uid.startswith(single + "/")):
+        # a coalesced delta's uid goes on with "/"; a page may carry only some of its seqs (no `also`)
+        if delta.uid != single and not delta.uid.startswith(single + "/"):
             raise MalformedPayload(f"delta uid {delta.uid!r} does not match its origin and hlc")
         for channel in delta.seqs:
             try:

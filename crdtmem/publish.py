@@ -6,8 +6,8 @@
       (the sync links push from here) ─▶ one MemoryEvent per changed memory on the feed
 
 What follows a commit happens exactly once per commit that landed, also when the caller was
-cancelled while it landed (:class:`~crdtmem.committer.CancelledAfterCommit`); a commit that failed
-leaves the working set without the documents it changed (the store has the truth).
+cancelled while it landed (``GroupCommitter.submit(on_landed=...)``); a commit that failed leaves the
+working set without the documents it changed (the store has the truth).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import dataclasses
 from collections.abc import Callable
 
 from .clock import Hlc
-from .committer import CancelledAfterCommit, GroupCommitter
+from .committer import GroupCommitter
 from .events import MemoryEvent, classify
 from .feed import EventFeed
 from .memory import MemoryDoc
@@ -48,22 +48,29 @@ class Publisher:
         docs: dict[str, tuple[MemoryDoc, Memory]],
         before: dict[str, Memory | None],
         origins: dict[str, str],
+        *,
+        after: Callable[[], object] | None = None,
     ) -> list[MemoryEvent]:
         """Commit ``work`` (``docs``: each changed document with its record; ``before``: the records
-        before; ``origins``: whose change each memory's is) and return the events it published."""
+        before; ``origins``: whose change each memory's is) and return the events it published.
+        ``after`` runs once the commit landed, after the events (also under a cancelled caller)."""
+
+        def landed(result: CommitResult) -> list[MemoryEvent]:
+            events = self._committed(work, docs, before, origins, result)
+            if after is not None:
+                after()
+            return events
+
         try:
             # alone: no other write in flight and nothing else waiting to run on the loop. Then the
             # commit runs inline; otherwise on the commit thread, so that other writers can join its
             # group and other work (event delivery, sockets) runs during its fsync
             alone = self._alone() and not _others_ready()
-            result: CommitResult = await self._committer.submit(work, alone=alone)
-        except CancelledAfterCommit as landed:  # durable: what follows a commit still follows it
-            self._committed(work, docs, before, origins, landed.result)
+            result: CommitResult = await self._committer.submit(work, alone=alone, on_landed=landed)
+        except BaseException:  # failed, or cancelled (if it landed anyway, `landed` ran): the store
+            self._work.forget(docs)  # has the truth
             raise
-        except BaseException:
-            self._work.forget(docs)
-            raise
-        return self._committed(work, docs, before, origins, result)
+        return landed(result)
 
     def _committed(
         self,

@@ -28,16 +28,17 @@ Rejected deltas are logged, counted in ``ApplyResult.rejected`` and skipped when
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from . import payload as wire
 from .access import AccessDenied
 from .causal import apply_causally
 from .changes import doc_write
 from .clock import Hlc, HybridLogicalClock
-from .committer import CancelledAfterCommit
 from .errors import MalformedPayload, PayloadError
 from .events import MemoryEvent
 from .inbound import ApplyResult, check_clocks, triage
@@ -66,12 +67,19 @@ class _Outcome:
         self.rejected += other.rejected
 
 
-CommitStep = Callable[
-    [Commit, dict[str, tuple[MemoryDoc, Memory]], dict[str, Memory | None], dict[str, str]],
-    Awaitable[list[MemoryEvent]],
-]
-"""The replica's commit: the work, the changed documents with their records, the records before, and
-the origin of each memory's change; returns the events it published."""
+class CommitStep(Protocol):
+    """The replica's commit (:meth:`crdtmem.publish.Publisher.commit`)."""
+
+    def __call__(
+        self,
+        work: Commit,
+        docs: dict[str, tuple[MemoryDoc, Memory]],
+        before: dict[str, Memory | None],
+        origins: dict[str, str],
+        *,
+        after: Callable[[], object] | None = None,
+    ) -> Awaitable[list[MemoryEvent]]: ...
+
 
 MayWrite = Callable[[Sequence[str]], bool]
 """Whether the sender may write a memory on these channels."""
@@ -128,14 +136,14 @@ class RemoteApply:
                 duplicates += len(taken)
                 fresh = [d for d in fresh if d.uid not in taken]
             waiting_before = [d for d in self.pending.values() if d.doc_id in doc_ids]
+            if newest is not None:  # its drift was checked; observing it early is harmless
+                self._clock.observe(newest)
             try:
                 outcome = await self._apply_once(fresh, relog, waiting_before, may_write)
             except FOUND_ONCE_APPLIED:
                 if not (isolate or waiting_before):
                     raise
                 outcome = await self._apply_in_parts(fresh, relog, doc_ids, may_write, isolate)
-            if newest is not None:
-                self._clock.observe(newest)
         fresh_uids = {d.uid for d in fresh}
         return ApplyResult(
             applied=sum(1 for d in outcome.applied if d.uid in fresh_uids),
@@ -189,12 +197,7 @@ class RemoteApply:
             return _Outcome()
         origins = {d.doc_id: d.origin for d in applied}  # the last delta applied to each memory
         changed = {k: (docs[k], memory) for k, (_, memory) in written.items()}
-        try:
-            events = await self._commit(work, changed, before, origins)
-        except CancelledAfterCommit:
-            self._settle_pending(work)
-            raise
-        self._settle_pending(work)
+        events = await self._commit(work, changed, before, origins, after=lambda: self._settle_pending(work))
         return _Outcome(applied, events)
 
     async def _apply_in_parts(
@@ -236,8 +239,7 @@ class RemoteApply:
                 except FOUND_ONCE_APPLIED as failure:
                     self._reject([delta], failure, total)
                     drop = Commit(deltas=[], docs=[], pending_drop=[delta.uid])
-                    await self._commit(drop, {}, {}, {})
-                    self._settle_pending(drop)
+                    await self._commit(drop, {}, {}, {}, after=functools.partial(self._settle_pending, drop))
                     progress = True
                     continue
                 progress = progress or bool(outcome.applied)
@@ -245,9 +247,13 @@ class RemoteApply:
         return total
 
     def _reject(self, deltas: list[DeltaRecord], failure: Exception, outcome: _Outcome) -> None:
-        """Never apply these: they fail their checks on their own (a resent copy is skipped)."""
+        """Do not apply these now. A failure of the delta itself (*MalformedPayload*: not this memory's
+        document, a scope that would move, a channel its memory is not on) is remembered and a resent
+        copy skipped. One that depends on the sender's rights or on the clock is not: another sender
+        may deliver the same delta, and a stamp too far ahead today may be fine tomorrow."""
         for delta in deltas:
-            self.rejected[delta.uid] = f"{type(failure).__name__}: {failure}"
+            if isinstance(failure, MalformedPayload):
+                self.rejected[delta.uid] = f"{type(failure).__name__}: {failure}"
             outcome.rejected.append(delta)
         log.warning(
             "rejected %d delta(s) of memory %s from %s: %s: %s",

@@ -6,7 +6,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import time
 from pathlib import Path
+
+import pytest
 
 from crdtmem import Replica
 from crdtmem import payload as wire
@@ -135,3 +138,27 @@ async def test_one_payload_applied_twice_at_once_changes_and_announces_once(tmp_
         assert [e.event_type for e in await _drain(events)] == ["create"]
         assert (await b.get(memory.id)).version == 1
         assert len(await b.history(memory.id)) == 2
+
+
+async def test_a_timeout_around_a_write_whose_commit_lands_late_is_a_timeout(tmp_path: Path) -> None:
+    """The cancellation a timeout sends must come back as TimeoutError, with the write durable and
+    announced (a CancelledError subclass here escaped ``asyncio.timeout`` on Python 3.11)."""
+    async with Replica(tmp_path / "r.db", replica_id="r") as replica:
+        real = replica.store.commit
+
+        def slow(work):  # the commit thread takes its time
+            time.sleep(0.3)
+            return real(work)
+
+        replica.store.commit = slow  # type: ignore[method-assign]
+        events = replica.events()
+        busy = asyncio.create_task(replica.add("keeps the write off the inline path", user_id="u1"))
+        with pytest.raises(TimeoutError):
+            async with asyncio.timeout(0.05):
+                await replica.add("late", user_id="u1")
+        await busy
+        assert sorted(m.content for m in await replica.list()) == [
+            "keeps the write off the inline path",
+            "late",
+        ]
+        assert len(await _drain(events)) == 2

@@ -392,3 +392,37 @@ async def test_members_of_a_coalesced_delta_arriving_later_are_duplicates(tmp_pa
         with pytest.raises(TimeoutError):
             await asyncio.wait_for(events.__anext__(), 0.2)
         assert len(await b.history(memory.id)) == 1
+
+
+async def test_a_link_past_a_gap_that_stays_open_sends_the_rest_once(tmp_path):
+    """The relay holds an origin's seqs 2..8 but never seq 1 (it was rejected, or never arrives), and
+    14 deltas of another origin: its link sends each once, instead of the same page past the gap in
+    a tight loop that never reached the rest, and the peer gets them all."""
+    _, rest, _ = await _origin_logged_out_of_order()
+    async with Replica(None, replica_id="o2") as more_origin:
+        extra = [await more_origin.add(f"fact {i}", user_id="u1") for i in range(14)]
+        more = more_origin.store.deltas_since([U1], {})
+    small = LinkSettings(page=5)
+    async with (
+        Node(Replica(tmp_path / "s.db", replica_id="s", channels=[U1]), settings=small) as relay,
+        Node(
+            Replica(tmp_path / "c.db", replica_id="c", channels=[U1]),
+            peers=[PeerConfig(relay.url)],
+            settings=small,
+        ) as client,
+    ):
+        async with asyncio.timeout(10):
+            while client.peers[0].link is None:
+                await asyncio.sleep(0.02)
+        await relay.replica.apply(wire.encode(wire.Payload("o", rest)))  # seq 1 of "o" never comes
+        await relay.replica.apply(wire.encode(wire.Payload("o2", more)))
+        async with asyncio.timeout(10):
+            while client.replica.version_vector(U1).get("o2") != 14:
+                await asyncio.sleep(0.02)
+        await asyncio.sleep(0.5)
+        (link,) = relay.links
+        assert link.status.frames_sent < 20  # 21 deltas in pages of 5, not thousands of frames
+        assert [(await client.replica.get(m.id)).content for m in extra] == [m.content for m in extra]
+        assert (
+            client.replica.store.is_logged(U1, "o", 7) and client.replica.version_vector(U1).get("o", 0) == 0
+        )

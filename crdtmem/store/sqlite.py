@@ -424,12 +424,7 @@ class SQLiteStore:
             with self._state:
                 origins = set(self._vectors.get(channel, {})) | set(self._beyond.get(channel, {}))
             for origin in sorted(origins):
-                # a page of `limit` takes at most the first `limit` seqs of any one origin
-                stream = conn.execute(
-                    "SELECT delta_id, seq FROM log WHERE channel = ? AND origin = ? AND seq > ? "
-                    "ORDER BY seq LIMIT ?",
-                    (channel, origin, peer.get(origin, 0), -1 if limit is None else limit),
-                ).fetchall()
+                stream = self._stream(conn, channel, origin, peer.get(origin, 0), limit)
                 for delta_id, seq in stream:
                     wanted.setdefault(delta_id, {}).setdefault(channel, []).append(seq)
                 streams.append(stream)
@@ -448,6 +443,26 @@ class SQLiteStore:
                     uid, origin, doc_id, hlc, bytes(deps), bytes(update), tuple(seqs), seqs, also
                 )
         return [found[delta_id] for delta_id in ids]
+
+    @staticmethod
+    def _stream(
+        conn: sqlite3.Connection, channel: str, origin: str, after: int, limit: int | None
+    ) -> list[tuple[int, int]]:
+        """``(delta_id, seq)`` of one channel and origin past ``after``, in seq order: enough rows for
+        ``limit`` deltas (a page takes no more from one stream), which is more rows than ``limit``
+        when a coalesced delta covers several seqs."""
+        query = (
+            "SELECT delta_id, seq FROM log WHERE channel = ? AND origin = ? AND seq > ? ORDER BY seq LIMIT ?"
+        )
+        if limit is None:
+            return conn.execute(query, (channel, origin, after, -1)).fetchall()
+        rows: list[tuple[int, int]] = []
+        while True:
+            batch = conn.execute(query, (channel, origin, after, limit)).fetchall()
+            rows += batch
+            if len(batch) < limit or len({delta_id for delta_id, _ in rows}) >= limit:
+                return rows
+            after = batch[-1][1]
 
     def has_delta(self, uid: str) -> bool:
         conn = self._r

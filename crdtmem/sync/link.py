@@ -113,6 +113,9 @@ class Link:
         self._drained = False
         """The last log read reached the end of the log for this peer and nothing has been rewound
         since: then every delta the peer misses was committed after that read, i.e. handed."""
+        self._held: dict[str, DeltaRecord] = {}
+        """Deltas sent while past a gap in ``_sent`` (so not marked by it), by uid: left out of later
+        log reads until a rewind, or a page would resend them for as long as the gap stays open."""
         self._on_pull_requested = on_pull_requested
         self._may_write = may_write
         """Whether the peer may write a memory on these channels (server side: its token's rights)."""
@@ -181,6 +184,7 @@ class Link:
             self.metrics.inc("crdtmem_frames_resent_total", peer=self.peer_id)
             self._in_flight.clear()
             self._sent = {c: dict(v) for c, v in self._acked.items()}
+            self._held.clear()
             self._drained = False
 
     async def _send_available(self) -> None:
@@ -192,12 +196,16 @@ class Link:
             source = "commit"
             if deltas is None:
                 self._handed = [] if self.mode == "eager" else None  # collect what commits after this read
-                page = self.replica.store.deltas_since(self.push_channels, self._sent, self.settings.page)
+                wanted = self.settings.page
+                read = self.replica.store.deltas_since(
+                    self.push_channels, self._sent, wanted + len(self._held)
+                )
+                page = [d for d in read if d.uid not in self._held][:wanted]
                 deltas = within_bytes(page, self.settings.max_frame_bytes // 2)
                 source = "log"
                 # the end of the log, with nothing held beyond a gap (those are sent again later)
                 self._drained = (
-                    len(page) < self.settings.page
+                    len(read) < wanted + len(self._held)
                     and len(deltas) == len(page)
                     and all(
                         seq <= mine.get(channel, {}).get(d.origin, 0)
@@ -267,6 +275,18 @@ class Link:
             while mark + 1 in seqs and mark < ceiling:
                 mark += 1
             vector[origin] = mark
+        for delta in [*deltas, *self._held.values()]:
+            marked = all(
+                seq <= self._sent.get(channel, {}).get(delta.origin, 0)
+                for channel in delta.seqs
+                for seq in delta.all_seqs(channel)
+            )
+            if marked:
+                self._held.pop(delta.uid, None)
+            else:
+                self._held[delta.uid] = delta
+        if len(self._held) > 4 * self.settings.page:  # a long-open gap: bound the memory, resend later
+            self._held.clear()
 
     async def _wait_for_room(self) -> bool:
         """Wait for acknowledgements; after ``slow_after`` seconds move the peer to pull mode."""
@@ -285,6 +305,7 @@ class Link:
         self.mode = "pull"
         self._in_flight.clear()
         self._sent = {c: dict(v) for c, v in self._acked.items()}
+        self._held.clear()
         self._drained = False
         self.metrics.inc("crdtmem_peers_moved_to_pull_total", peer=self.peer_id)
         await self.ws.send_bytes(encode_frame("mode", mode="pull", reason=reason))
@@ -328,6 +349,7 @@ class Link:
             # our frame was refused: re-export from what the peer confirmed
             self._in_flight.pop(body.get("n", -1), None)
             self._sent = {c: dict(v) for c, v in self._acked.items()}
+            self._held.clear()
             self._drained = False
             self.metrics.inc("crdtmem_frames_refused_by_peer_total", reason=str(body["code"]))
             self._acks.set()
@@ -339,6 +361,7 @@ class Link:
         elif frame.type == "resume":
             self._acked = {c: dict(body["vectors"].get(c, {})) for c in self.push_channels}
             self._sent = {c: dict(v) for c, v in self._acked.items()}
+            self._held.clear()
             self._drained = False
             self._in_flight.clear()
             self.mode = self.settings.mode

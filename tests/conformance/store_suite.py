@@ -8,6 +8,7 @@ below against the adapter. The suite talks to the store only through the port
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -357,6 +358,18 @@ class StoreSuite:
                 if d.seqs[USER] == vector.get(d.origin, 0) + 1:
                     vector[d.origin] = d.seqs[USER]
         assert vector == {"o1": 8, "o2": 1}
+
+    def test_a_page_counts_deltas_not_the_seqs_a_coalesced_one_covers(self, store: Store) -> None:
+        for n in range(4):  # four coalesced deltas, each covering three seqs
+            first = 3 * n + 1
+            merged = dataclasses.replace(
+                delta(first + 2, seqs={USER: first + 2}),
+                uid=f"{delta(first + 2).uid}/{hlc(first)}",
+                also={USER: (first, first + 1)},
+            )
+            store.commit([Commit(deltas=[merged])])
+        page = store.deltas_since([USER], {}, limit=3)
+        assert [d.all_seqs(USER) for d in page] == [(1, 2, 3), (4, 5, 6), (7, 8, 9)]
 
     def test_history_and_last_hlc(self, store: Store) -> None:
         store.commit([Commit(deltas=[delta(5, doc_id="a")])])
