@@ -23,7 +23,9 @@ parts, each committed alone (:meth:`RemoteApply._apply_in_parts`):
 - a link or a pull (``isolate``) applies a payload memory by memory and rejects the deltas of a
   memory that fail (a peer would otherwise resend the refused payload forever).
 
-Rejected deltas are logged, counted in ``ApplyResult.rejected`` and skipped when resent.
+Rejected deltas are logged and counted in ``ApplyResult.rejected``, never stored: the version vector
+keeps a gap where they were. Those rejected for themselves are skipped when resent (see
+:meth:`RemoteApply._reject`).
 """
 
 from __future__ import annotations
