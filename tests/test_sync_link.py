@@ -4,7 +4,9 @@ backoff; against real aiohttp servers on loopback (in-process nodes here, to rea
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
+from collections.abc import AsyncIterator
 
 import aiohttp
 import msgpack
@@ -310,10 +312,9 @@ async def _origin_logged_out_of_order() -> tuple[DeltaRecord, list[DeltaRecord],
     return deltas[0], deltas[1:], first.id
 
 
-async def test_a_relay_that_logged_an_origin_out_of_order_still_pushes_every_seq(tmp_path):
-    """Pages of 5 from a relay that logged seqs 2..8 before seq 1: the link must not mark seq 1 sent
-    because a page carried higher ones (it did, and the peer never got 'first')."""
-    first, rest, first_id = await _origin_logged_out_of_order()
+@contextlib.asynccontextmanager
+async def _relay_and_linked_client(tmp_path) -> AsyncIterator[tuple[Node, Node]]:
+    """A relay node and a client node whose link to it is up; pages of 5 deltas."""
     small = LinkSettings(page=5)
     async with (
         Node(Replica(tmp_path / "s.db", replica_id="s", channels=[U1]), settings=small) as relay,
@@ -326,6 +327,14 @@ async def test_a_relay_that_logged_an_origin_out_of_order_still_pushes_every_seq
         async with asyncio.timeout(10):
             while client.peers[0].link is None:
                 await asyncio.sleep(0.02)
+        yield relay, client
+
+
+async def test_a_relay_that_logged_an_origin_out_of_order_still_pushes_every_seq(tmp_path):
+    """Pages of 5 from a relay that logged seqs 2..8 before seq 1: the link must not mark seq 1 sent
+    because a page carried higher ones (it did, and the peer never got 'first')."""
+    first, rest, first_id = await _origin_logged_out_of_order()
+    async with _relay_and_linked_client(tmp_path) as (relay, client):
         await relay.replica.apply(wire.encode(wire.Payload("o", rest)))
         await asyncio.sleep(0.2)
         await relay.replica.apply(wire.encode(wire.Payload("o", [first])))
@@ -402,18 +411,7 @@ async def test_a_link_past_a_gap_that_stays_open_sends_the_rest_once(tmp_path):
     async with Replica(None, replica_id="o2") as more_origin:
         extra = [await more_origin.add(f"fact {i}", user_id="u1") for i in range(14)]
         more = more_origin.store.deltas_since([U1], {})
-    small = LinkSettings(page=5)
-    async with (
-        Node(Replica(tmp_path / "s.db", replica_id="s", channels=[U1]), settings=small) as relay,
-        Node(
-            Replica(tmp_path / "c.db", replica_id="c", channels=[U1]),
-            peers=[PeerConfig(relay.url)],
-            settings=small,
-        ) as client,
-    ):
-        async with asyncio.timeout(10):
-            while client.peers[0].link is None:
-                await asyncio.sleep(0.02)
+    async with _relay_and_linked_client(tmp_path) as (relay, client):
         await relay.replica.apply(wire.encode(wire.Payload("o", rest)))  # seq 1 of "o" never comes
         await relay.replica.apply(wire.encode(wire.Payload("o2", more)))
         async with asyncio.timeout(10):
