@@ -32,9 +32,8 @@ from __future__ import annotations
 
 import functools
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from . import payload as wire
 from .access import AccessDenied
@@ -46,6 +45,7 @@ from .events import MemoryEvent
 from .inbound import ApplyResult, check_clocks, triage
 from .locks import KeyedLocks
 from .memory import MemoryDoc
+from .publish import Publisher
 from .records import Memory
 from .store.base import Commit, DeltaRecord, DocWrite, Store
 from .workset import WorkingSet
@@ -69,20 +69,6 @@ class _Outcome:
         self.rejected += other.rejected
 
 
-class CommitStep(Protocol):
-    """The replica's commit (:meth:`crdtmem.publish.Publisher.commit`)."""
-
-    def __call__(
-        self,
-        work: Commit,
-        docs: dict[str, tuple[MemoryDoc, Memory]],
-        before: dict[str, Memory | None],
-        origins: dict[str, str],
-        *,
-        after: Callable[[], object] | None = None,
-    ) -> Awaitable[list[MemoryEvent]]: ...
-
-
 MayWrite = Callable[[Sequence[str]], bool]
 """Whether the sender may write a memory on these channels."""
 
@@ -98,14 +84,14 @@ class RemoteApply:
         work: WorkingSet,
         locks: KeyedLocks,
         subscribed: Callable[[str], bool],
-        commit: CommitStep,
+        publisher: Publisher,
     ):
         self._clock = clock
         self._store = store
         self._work = work
         self._locks = locks
         self._subscribed = subscribed
-        self._commit = commit
+        self._commit = publisher.commit
         self.pending: dict[str, DeltaRecord] = {}
         """Deltas stored but waiting for their causal dependencies, by uid."""
         self._commits = 0  # applies committed: an apply that waited for its locks re-checks if it moved

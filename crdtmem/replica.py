@@ -117,7 +117,7 @@ class Replica:
             work=self._work,
             locks=self._locks,
             subscribed=self._subscribed,
-            commit=self._publisher.commit,
+            publisher=self._publisher,
         )
         self._id = ""
         self._open = False
