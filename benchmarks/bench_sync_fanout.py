@@ -192,7 +192,7 @@ def install_patches() -> None:
     """
     from collections import OrderedDict
 
-    from crdtmem.feed import FeedOverflow
+    from crdtmem.engine.feed import FeedOverflow
     from crdtmem.server import feed as fm
 
     original_json = fm._event_json

@@ -6,6 +6,11 @@ changes arrive in; concurrent writes that no rule can merge are flagged as confl
 """
 
 from .clock import Hlc, HybridLogicalClock
+from .document.records import Conflict, ConflictValue, HistoryEntry, Memory, Scope, Source
+from .engine.feed import FeedOverflow
+from .engine.inbound import ApplyResult
+from .engine.replica import Replica
+from .engine.sync_api import SyncReplica
 from .errors import (
     ClockSkewError,
     CrdtmemError,
@@ -24,12 +29,7 @@ from .errors import (
     WrongKind,
 )
 from .events import MemoryEvent
-from .feed import FeedOverflow
 from .ids import Channel
-from .inbound import ApplyResult
-from .records import Conflict, ConflictValue, HistoryEntry, Memory, Scope, Source
-from .replica import Replica
-from .sync_api import SyncReplica
 
 __version__ = "0.1.0"
 

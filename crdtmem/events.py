@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .records import Memory, Source
+from .document.records import Memory, Source
 
 EventType = Literal["create", "update", "delete", "conflict", "resolve"]
 

@@ -36,7 +36,7 @@ from crdtmem import (
 )
 from crdtmem import payload as wire
 from crdtmem.clock import Hlc
-from crdtmem.memory import MemoryDoc
+from crdtmem.document.memory import MemoryDoc
 from crdtmem.store.base import DeltaRecord
 
 START_MS = 1_700_000_000_000

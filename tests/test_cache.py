@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from crdtmem import Memory, Replica, Scope, Source
-from crdtmem.cache import LRU, MemoryCache
+from crdtmem.engine.cache import LRU, MemoryCache
 
 
 def memory(memory_id: str, content: str = "x") -> Memory:

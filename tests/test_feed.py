@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from crdtmem import FeedOverflow, Memory, MemoryEvent, Replica, Scope, Source
-from crdtmem.feed import EventFeed
+from crdtmem.engine.feed import EventFeed
 
 
 def event(n: int, channel: str = "user:u1:memories") -> MemoryEvent:

@@ -8,13 +8,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import _pycrdt
 
-from crdtmem.changes import Dots
 from crdtmem.clock import HybridLogicalClock
 from crdtmem.crdt import Conversation
-from crdtmem.memory import MemoryDoc
-from crdtmem.records import Scope, Source
+from crdtmem.document.memory import MemoryDoc
+from crdtmem.document.records import Scope, Source
+from crdtmem.document.yroots import YDoc
+from crdtmem.engine.changes import Dots
 from crdtmem.testing import strategies as cst
-from crdtmem.yroots import YDoc
 
 _ticks = itertools.count(1_700_000_000_000)
 

@@ -27,8 +27,8 @@ from hypothesis import strategies as st
 
 from crdtmem import MemoryDeleted, NoSuchConflict, Replica
 from crdtmem import payload as wire
-from crdtmem.memory import MemoryDoc
-from crdtmem.records import Kind
+from crdtmem.document.memory import MemoryDoc
+from crdtmem.document.records import Kind
 from crdtmem.testing import AcknowledgedWrites, assert_acknowledged_present, assert_converged, canonical_state
 from crdtmem.testing.strategies import (
     AddItems,

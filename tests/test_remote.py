@@ -1,4 +1,4 @@
-"""The remote apply path (crdtmem/remote.py): the channel rules, and deltas that fail their checks
+"""The remote apply path (crdtmem/engine/remote.py): the channel rules, and deltas that fail their checks
 only once they can be applied, which must not hold a memory or a stream back for good."""
 
 from __future__ import annotations

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 
 from crdtmem import InvalidInput, NotFound, Replica, ReplicaClosed, SyncReplica, WrongKind
+from crdtmem.engine.payload import decode
 from crdtmem.index import IndexSettings
 from crdtmem.index.indexer import SearchResult
-from crdtmem.payload import decode
 
 USER_CHANNEL = "user:u1:memories"
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from crdtmem import Memory, MemoryDeleted, Replica
-from crdtmem.memory import FORMAT, MemoryDoc
+from crdtmem.document.memory import FORMAT, MemoryDoc
 
 INTEROP = Path(__file__).parent / "interop"
 CLIENT = INTEROP / "yjs_client.mjs"

@@ -1,7 +1,7 @@
 """The CRDT types a memory document is made of, one module per type.
 
 Each type lives in a Yrs map (or array) inside the memory's pycrdt ``Doc`` and is changed only inside
-a transaction opened by :class:`crdtmem.memory.MemoryDoc`. Merge is Yrs' own ``apply_update``;
+a transaction opened by :class:`crdtmem.document.memory.MemoryDoc`. Merge is Yrs' own ``apply_update``;
 these modules define what is written so that the merged Yrs state reads as the intended CRDT.
 Their docstrings are the specification; ``docs/protocol.md`` gives the byte-level layout.
 """

@@ -18,13 +18,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
-from .base import Embedder, Hit, Point, SearchFilter, VectorEngine
+from .base import Embedder, Hit, Point, RecordSource, SearchFilter, Subscribe, VectorEngine
 from .indexer import Indexer, SearchResult, Verification
-
-if TYPE_CHECKING:
-    from ..replica import Replica
 
 __all__ = [
     "Embedder",
@@ -63,17 +59,20 @@ class IndexSettings:
     collection: str = "crdtmem"
 
 
-def open_indexer(replica: Replica, settings: IndexSettings) -> Indexer:
+def open_indexer(
+    db_path: str | Path | None, source: RecordSource, subscribe: Subscribe, settings: IndexSettings
+) -> Indexer:
+    """An indexer for the replica whose SQLite file is ``db_path`` (None: in memory)."""
     from .embedders import load_embedder
     from .engines import DEFAULT_ENGINE, open_engine
 
-    spec = settings.engine or (DEFAULT_ENGINE if replica.path is not None else "memory")
+    spec = settings.engine or (DEFAULT_ENGINE if db_path is not None else "memory")
     path = settings.path
-    if path is None and replica.path is not None:
-        path = Path(f"{replica.path}.index")
+    if path is None and db_path is not None:
+        path = Path(f"{db_path}.index")
     embedder = load_embedder(settings.embedder) if isinstance(settings.embedder, str) else settings.embedder
     # one collection per vector size: a model of another size starts a fresh collection (and, like
     # any model change, re-embeds everything) instead of failing on the old one
     collection = f"{settings.collection}-{embedder.dim}"
     engine = open_engine(spec, path, collection=collection, api_key=settings.api_key)
-    return Indexer(replica, engine, embedder, batch=settings.batch, name=collection)
+    return Indexer(source, subscribe, engine, embedder, batch=settings.batch, name=collection)

@@ -16,13 +16,13 @@ replaces a point with a higher version (see :meth:`VectorEngine.upsert`).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..document.records import check_kind
 from ..errors import InvalidInput
 from ..ids import check_name, parse_channels
-from ..records import check_kind
 
 
 @runtime_checkable
@@ -138,3 +138,30 @@ class VectorEngine(Protocol):
     def count(self) -> int: ...
 
     def close(self) -> None: ...
+
+
+class RecordSource(Protocol):
+    """What the indexer follows: the store's materialized records, in version order, and its marks.
+
+    A :class:`~crdtmem.store.base.Store` satisfies it; the indexer never sees the replica itself.
+    """
+
+    def get_meta(self, key: str) -> str | None: ...
+
+    def set_meta(self, key: str, value: str) -> None: ...
+
+    def load_record(self, doc_id: str) -> dict[str, Any] | None: ...
+
+    def query_records(
+        self,
+        *,
+        include_deleted: bool = False,
+        limit: int | None = None,
+        since_version: int | None = None,
+        ascending: bool = False,
+    ) -> list[dict[str, Any]]: ...
+
+
+CommitListener = Callable[[Any], None]
+Subscribe = Callable[[CommitListener], Callable[[], None]]
+"""Registers a listener called after every commit; returns the function that unregisters it."""

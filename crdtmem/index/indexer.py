@@ -22,15 +22,12 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..cache import LRU
+from ..document.records import Memory
 from ..errors import InvalidInput
-from ..records import Memory
-from .base import Embedder, Point, SearchFilter, VectorEngine
-
-if TYPE_CHECKING:
-    from ..replica import Replica
+from ..lru import LRU
+from .base import Embedder, Point, RecordSource, SearchFilter, Subscribe, VectorEngine
 
 log = logging.getLogger("crdtmem.index")
 
@@ -84,18 +81,23 @@ def indexable(memory: Memory) -> bool:
 
 
 class Indexer:
-    """Follow ``replica`` into ``engine`` with ``embedder``. ``start()``/``stop()`` or ``async with``."""
+    """Follow ``source`` (woken by ``subscribe``) into ``engine`` with ``embedder``.
+
+    ``start()``/``stop()`` or ``async with``.
+    """
 
     def __init__(
         self,
-        replica: Replica,
+        source: RecordSource,
+        subscribe: Subscribe,
         engine: VectorEngine,
         embedder: Embedder,
         *,
         batch: int = 256,
         name: str = "default",
     ):
-        self.replica = replica
+        self.source = source
+        self._subscribe = subscribe
         self.engine = engine
         self.embedder = embedder
         self.batch = batch
@@ -116,7 +118,7 @@ class Indexer:
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def start(self) -> Indexer:
-        store = self.replica.store
+        store = self.source
         await asyncio.to_thread(self.engine.ensure_collection, self.embedder.dim)
         model = store.get_meta(self._model_key)
         mark = int(store.get_meta(self._mark_key) or 0)
@@ -128,7 +130,7 @@ class Indexer:
             mark = 0
             store.set_meta(self._model_key, self.embedder.model)
         self.indexed_version = mark
-        self._unsubscribe = self.replica.on_commit(lambda deltas: self._wake.set())
+        self._unsubscribe = self._subscribe(lambda deltas: self._wake.set())
         self._wake.set()
         self._task = asyncio.create_task(self._run(), name="crdtmem-indexer")
         return self
@@ -154,7 +156,7 @@ class Indexer:
 
     def current_version(self) -> int:
         """The replica's newest local version (what the index should reach)."""
-        newest = self.replica.store.query_records(include_deleted=True, limit=1)
+        newest = self.source.query_records(include_deleted=True, limit=1)
         return int(newest[0]["version"]) if newest else 0
 
     def lag(self) -> int:
@@ -190,7 +192,7 @@ class Indexer:
             self._idle.set()
 
     async def _index_next_batch(self) -> bool:
-        records = self.replica.store.query_records(
+        records = self.source.query_records(
             include_deleted=True, since_version=self.indexed_version, ascending=True, limit=self.batch
         )
         if not records:
@@ -198,7 +200,7 @@ class Indexer:
         memories = [Memory.from_dict(r) for r in records]
         await self._write(memories)
         self.indexed_version = memories[-1].version
-        self.replica.store.set_meta(self._mark_key, str(self.indexed_version))
+        self.source.set_meta(self._mark_key, str(self.indexed_version))
         self.indexed_at = time.time()
         self.batches += 1
         return len(records) == self.batch
@@ -243,7 +245,7 @@ class Indexer:
         hits = await asyncio.to_thread(self.engine.search, vector, flt, limit)
         results = []
         for hit in hits:
-            record = self.replica.store.load_record(hit.id)
+            record = self.source.load_record(hit.id)
             if record is None:
                 continue  # an orphan point: the next verify/rebuild removes it
             memory = Memory.from_dict(record)
@@ -259,7 +261,7 @@ class Indexer:
     async def verify(self) -> Verification:
         """Compare the engine with the store: no missing, stale or orphan points means ok."""
         expected: dict[str, int] = {}
-        for record in self.replica.store.query_records(include_deleted=True):
+        for record in self.source.query_records(include_deleted=True):
             memory = Memory.from_dict(record)
             if indexable(memory):
                 expected[memory.id] = memory.version
@@ -275,7 +277,7 @@ class Indexer:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        records = self.replica.store.query_records(include_deleted=True, ascending=True)
+        records = self.source.query_records(include_deleted=True, ascending=True)
         total = len(records)
         done = 0
         for start in range(0, total, self.batch):
@@ -291,7 +293,7 @@ class Indexer:
             await asyncio.to_thread(self.engine.delete, orphans)
         if records:
             self.indexed_version = max(int(r["version"]) for r in records)
-            self.replica.store.set_meta(self._mark_key, str(self.indexed_version))
+            self.source.set_meta(self._mark_key, str(self.indexed_version))
         self._wake.set()
         self._task = asyncio.create_task(self._run(), name="crdtmem-indexer")
         return await self.verify()

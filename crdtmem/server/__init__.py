@@ -4,6 +4,8 @@ feed, status and metrics. :class:`~crdtmem.server.node.Node` runs it next to a r
 Layout::
 
     node.py     Node: replica + aiohttp server + peer clients, as an async context manager
+    context.py  NodeContext: what the routes need of a node (they never import node.py)
+    sync_routes.py  /v1/sync/pull, /v1/sync/push, /v1/sync/ws
     app.py      the Application: middlewares (auth, errors, limits) and route tables
     auth.py     bearer tokens -> principals; write rate limits
     errors.py   CrdtmemError -> HTTP status + JSON body, in one place

@@ -15,16 +15,16 @@ from .auth import PRINCIPAL, authenticate
 from .errors import error_response, from_exception
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .context import NodeContext
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = ("/healthz", "/openapi.json", "/dashboard")
 
 
-def build_app(node: Node) -> web.Application:
-    from ..dashboard import routes as dashboard_routes
-    from ..sync import server as sync_routes
+def build_app(node: NodeContext) -> web.Application:
     from . import feed, rest, search, status
+    from . import sync_routes as sync_routes
+    from .dashboard import routes as dashboard_routes
 
     app = web.Application(
         middlewares=[_errors_middleware(node), _auth_middleware(node)],
@@ -39,7 +39,7 @@ def build_app(node: Node) -> web.Application:
     return app
 
 
-def _errors_middleware(node: Node) -> Middleware:
+def _errors_middleware(node: NodeContext) -> Middleware:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
@@ -62,7 +62,7 @@ def _errors_middleware(node: Node) -> Middleware:
     return errors
 
 
-def _auth_middleware(node: Node) -> Middleware:
+def _auth_middleware(node: NodeContext) -> Middleware:
     @web.middleware
     async def auth(request: web.Request, handler: Handler) -> web.StreamResponse:
         if request.path.startswith(PUBLIC_PATHS):

@@ -38,16 +38,16 @@ from aiohttp import WSMsgType, web
 
 from ..access import AccessDenied, Principal, may_read_memory
 from ..clock import Hlc
+from ..document.records import Memory
+from ..engine.feed import FeedOverflow, Subscription
+from ..engine.replica import Replica
 from ..errors import InvalidInput
 from ..events import EventType, MemoryEvent
-from ..feed import FeedOverflow, Subscription
 from ..ids import parse_channels
-from ..records import Memory
-from ..replica import Replica
 from .auth import PRINCIPAL
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .context import NodeContext
 
 HEARTBEAT_SECONDS = 15.0
 MAX_QUEUE = 1_000
@@ -58,7 +58,7 @@ _QUERY = ("channel", "last_event_id", "token")
 _WS_OVERFLOW = 1013  # "try again later"
 
 
-def routes(node: Node) -> list[web.RouteDef]:
+def routes(node: NodeContext) -> list[web.RouteDef]:
     async def events(request: web.Request) -> web.StreamResponse:
         principal: Principal = request[PRINCIPAL]
         unknown = sorted(set(request.query) - set(_QUERY))
@@ -204,7 +204,7 @@ class _EventStream:
             await self._live.aclose()
 
 
-def _gone(request: web.Request, node: Node) -> bool:
+def _gone(request: web.Request, node: NodeContext) -> bool:
     """Whether the client disconnected or the node stopped serving.
 
     aiohttp does not cancel a handler whose client left, and node shutdown waits for open handlers,
@@ -213,8 +213,7 @@ def _gone(request: web.Request, node: Node) -> bool:
     transport = request.transport
     if transport is None or transport.is_closing():
         return True
-    runner = node._runner
-    return runner is None or not runner.sites
+    return not node.serving
 
 
 _JSON: OrderedDict[int, tuple[MemoryEvent, str]] = OrderedDict()
@@ -248,7 +247,7 @@ def _overflow_json(error: FeedOverflow, last_event_id: str | None) -> str:
 # -- Server-Sent Events ------------------------------------------------------------------------
 
 
-async def _serve_sse(request: web.Request, node: Node, stream: _EventStream) -> web.StreamResponse:
+async def _serve_sse(request: web.Request, node: NodeContext, stream: _EventStream) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": "text/event-stream",
@@ -293,7 +292,7 @@ def _sse_message(event: MemoryEvent) -> bytes:
 
 
 async def _serve_websocket(
-    request: web.Request, ws: web.WebSocketResponse, node: Node, stream: _EventStream
+    request: web.Request, ws: web.WebSocketResponse, node: NodeContext, stream: _EventStream
 ) -> web.StreamResponse:
     await ws.prepare(request)
     reader = asyncio.ensure_future(_ignore_until_closed(ws))

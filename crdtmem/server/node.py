@@ -19,10 +19,10 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ..access import Principal, TokenTable
+from ..engine.replica import Replica
 from ..errors import CrdtmemError, InvalidInput
 from ..ids import parse_channels
 from ..metrics import Metrics
-from ..replica import Replica
 from ..sync.link import Link, LinkSettings
 from ..sync.peer import PeerClient
 from .app import build_app
@@ -95,6 +95,11 @@ class Node:
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"
+
+    @property
+    def serving(self) -> bool:
+        runner = self._runner
+        return runner is not None and bool(runner.sites)
 
     async def start(self) -> Node:
         await self.replica.start()

@@ -13,15 +13,15 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from .. import __version__
-from ..records import KINDS
+from ..document.records import KINDS
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .context import NodeContext
 
 Schema = dict[str, Any]
 
 
-def routes(node: Node) -> list[web.RouteDef]:
+def routes(node: NodeContext) -> list[web.RouteDef]:
     async def openapi_json(request: web.Request) -> web.StreamResponse:
         return web.json_response(spec())
 

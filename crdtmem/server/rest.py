@@ -36,21 +36,21 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..access import AccessDenied, Principal, may_read_memory, may_write_memory
+from ..document.records import KINDS, REGISTER_KINDS, HistoryEntry, Kind, Memory, Scope
 from ..errors import InvalidInput, NotFound, WrongKind
 from ..ids import check_name
-from ..records import KINDS, REGISTER_KINDS, HistoryEntry, Kind, Memory, Scope
 from . import openapi
 from .auth import PRINCIPAL
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .context import NodeContext
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
 _AUTH_QUERY = ("token",)  # accepted everywhere: browsers cannot set Authorization on some requests
 
 
-def routes(node: Node) -> list[web.RouteDef]:
+def routes(node: NodeContext) -> list[web.RouteDef]:
     replica = node.replica
 
     async def create(request: web.Request) -> web.StreamResponse:
@@ -198,12 +198,12 @@ def _reads_everything(principal: Principal) -> bool:
     return "*" in principal.read
 
 
-def _hidden(node: Node, memory_id: str) -> NotFound:
+def _hidden(node: NodeContext, memory_id: str) -> NotFound:
     """The error for a memory the caller may not see: word for word a real miss."""
     return NotFound(f"no memory with id {memory_id!r} on replica {node.replica.id}")
 
 
-async def _readable(node: Node, principal: Principal, memory_id: str) -> Memory:
+async def _readable(node: NodeContext, principal: Principal, memory_id: str) -> Memory:
     try:
         memory = await node.replica.get(memory_id)
     except NotFound:
@@ -213,7 +213,7 @@ async def _readable(node: Node, principal: Principal, memory_id: str) -> Memory:
     return memory
 
 
-async def _may_read_id(node: Node, principal: Principal, memory_id: str) -> bool:
+async def _may_read_id(node: NodeContext, principal: Principal, memory_id: str) -> bool:
     try:
         await _readable(node, principal, memory_id)
     except NotFound:
@@ -221,7 +221,7 @@ async def _may_read_id(node: Node, principal: Principal, memory_id: str) -> bool
     return True
 
 
-async def _writable(node: Node, principal: Principal, memory_id: str) -> Memory:
+async def _writable(node: NodeContext, principal: Principal, memory_id: str) -> Memory:
     try:
         memory = await node.replica.get(memory_id)
     except NotFound:

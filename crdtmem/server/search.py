@@ -21,12 +21,12 @@ from ..errors import InvalidInput
 from .auth import PRINCIPAL
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .context import NodeContext
 
 _FIELDS = {"query", "user_id", "tenant_id", "kind", "topic", "tags", "limit", "include_conflicted", "filters"}
 
 
-def routes(node: Node) -> list[web.RouteDef]:
+def routes(node: NodeContext) -> list[web.RouteDef]:
     async def search(request: web.Request) -> web.StreamResponse:
         principal = request[PRINCIPAL]
         try:  # as bytes: JSON is UTF-8 whatever charset the header names

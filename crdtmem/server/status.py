@@ -7,10 +7,10 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from .node import Node
+    from .context import NodeContext
 
 
-def routes(node: Node) -> list[web.RouteDef]:
+def routes(node: NodeContext) -> list[web.RouteDef]:
     async def status(request: web.Request) -> web.StreamResponse:
         return web.json_response(node.status())
 

@@ -20,7 +20,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from ..records import Conflict
+from ..document.records import Conflict
 
 VersionVector = dict[str, int]
 """``{origin replica: highest contiguous seq}`` for one channel."""

@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
-from ..records import Conflict
+from ..document.records import Conflict
 from .base import (
     Commit,
     CommitResult,

@@ -17,8 +17,8 @@ from typing import Any, Literal
 
 import sqlite_utils
 
+from ..document.records import Conflict, ConflictValue
 from ..errors import StorageError
-from ..records import Conflict, ConflictValue
 from .base import (
     Commit,
     CommitResult,

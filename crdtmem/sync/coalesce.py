@@ -19,7 +19,7 @@ from collections.abc import Iterable
 
 import pycrdt
 
-from .. import statevector
+from ..document import statevector
 from ..errors import MalformedPayload
 from ..store.base import DeltaRecord
 

@@ -31,10 +31,10 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
-from .. import payload as wire
+from ..engine import payload as wire
+from ..engine.replica import Replica
 from ..errors import CrdtmemError, PayloadError
 from ..metrics import Metrics
-from ..replica import Replica
 from ..store.base import DeltaRecord, VersionVector, within_bytes
 from .coalesce import coalesce
 from .protocol import Frame, FrameError, decode_frame, encode_frame
@@ -388,7 +388,7 @@ class Link:
         self.status.deltas_received += result.applied
         self.metrics.inc("crdtmem_deltas_received_total", result.applied, peer=self.peer_id)
         vectors = self.replica.version_vectors(sorted(self.accept_channels))
-        if result.rejected:  # applied around them (see crdtmem.remote); the peer learns how many
+        if result.rejected:  # applied around them (see crdtmem.engine.remote); the peer learns how many
             self.metrics.inc("crdtmem_deltas_rejected_total", result.rejected, peer=self.peer_id)
             await self.ws.send_bytes(encode_frame("ack", n=n, vectors=vectors, rejected=result.rejected))
             return

@@ -19,10 +19,10 @@ from typing import Literal
 import aiohttp
 import msgpack
 
-from .. import payload as wire
+from ..engine import payload as wire
+from ..engine.replica import Replica
 from ..errors import CrdtmemError
 from ..metrics import Metrics
-from ..replica import Replica
 from .link import Link, LinkSettings
 from .protocol import FrameError, decode_frame, encode_frame
 

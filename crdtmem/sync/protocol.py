@@ -6,7 +6,7 @@ Every frame is a binary WebSocket message holding one msgpack map with ``"t"`` (
     hello   {replica, channels, mode: "eager"|"lazy", interval_ms, vectors: {channel: {origin: seq}}}
     deltas  {n: frame number, payload: <crdtmem.deltas payload bytes>}
     ack     {n, vectors, rejected?}      receiver's version vectors after applying frame n; rejected:
-                                         how many of its deltas failed their checks (see crdtmem.remote)
+                                         how many of its deltas failed their checks (engine/remote.py)
     error   {n, code, message, retry_after?}   frame n was refused; nothing of it was applied
     mode    {mode: "pull", reason}       sender stops pushing: the receiver must pull to catch up
     resume  {vectors}                    receiver caught up by pulling; push may start again from here

@@ -1,8 +1,8 @@
 """Checks for replicas: convergence, store consistency, and that no acknowledged write was lost.
 
 All checks read through ``replica.store`` and ``replica.version_vectors()``, so they are plain
-functions that work on an open :class:`~crdtmem.replica.Replica` (or a
-:class:`~crdtmem.sync_api.SyncReplica`) from sync or async code alike.
+functions that work on an open :class:`~crdtmem.engine.replica.Replica` (or a
+:class:`~crdtmem.engine.sync_api.SyncReplica`) from sync or async code alike.
 
 :class:`AcknowledgedWrites` is a ledger of the writes a replica acknowledged. Run writes through it
 (``await acked.run(replica, memory_id, op)``) and it records, for each write, which earlier writes the
@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 from ..crdt.dots import encode_value
-from ..memory import MemoryDoc
-from ..records import REGISTER_KINDS, Kind, Memory
+from ..document.memory import MemoryDoc
+from ..document.records import REGISTER_KINDS, Kind, Memory
 from ..store.base import Store, VersionVector
 from .strategies import (
     AddItems,
@@ -40,7 +40,7 @@ from .strategies import (
 )
 
 if TYPE_CHECKING:
-    from ..replica import Replica
+    from ..engine.replica import Replica
 
 __all__ = [
     "AcknowledgedWrites",

@@ -42,9 +42,9 @@ from typing import Any, ClassVar, TypeVar
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition, rule
 
+from ..document.records import KINDS, Kind, Memory
+from ..engine.replica import Replica
 from ..errors import MemoryDeleted, NoSuchConflict, NotFound
-from ..records import KINDS, Kind, Memory
-from ..replica import Replica
 from ..store.sqlite import Synchronous
 from .checks import AcknowledgedWrites, assert_acknowledged_present, assert_converged, assert_store_consistent
 from .network import Faults, SimulatedNetwork

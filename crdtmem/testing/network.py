@@ -28,9 +28,9 @@ from typing import Any
 
 import msgpack
 
+from ..engine.inbound import ApplyResult
+from ..engine.replica import Replica
 from ..errors import PayloadError
-from ..inbound import ApplyResult
-from ..replica import Replica
 from ..store.base import VersionVector
 
 __all__ = ["CORRUPTIONS", "Delivery", "Faults", "Message", "NetworkStats", "SimulatedNetwork"]
@@ -128,7 +128,7 @@ class _Fingerprint:
 
 
 class SimulatedNetwork:
-    """Carries payloads between in-process :class:`~crdtmem.replica.Replica` nodes, with faults.
+    """Carries payloads between in-process :class:`~crdtmem.engine.replica.Replica` nodes, with faults.
 
     Args:
         rng: every random decision comes from here; an int is used as a seed.

@@ -25,10 +25,10 @@ from typing import TYPE_CHECKING, Any
 from hypothesis import strategies as st
 
 from ..crdt.dots import decode_value, encode_value
-from ..records import KINDS, REGISTER_KINDS, Kind, Memory, Scope
+from ..document.records import KINDS, REGISTER_KINDS, Kind, Memory, Scope
 
 if TYPE_CHECKING:
-    from ..replica import Replica
+    from ..engine.replica import Replica
 
 __all__ = [
     "AddItems",

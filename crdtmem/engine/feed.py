@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterable
 
-from .errors import CrdtmemError
-from .events import MemoryEvent
+from ..errors import CrdtmemError
+from ..events import MemoryEvent
 
 
 class FeedOverflow(CrdtmemError):

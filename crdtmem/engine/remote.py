@@ -35,19 +35,19 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from ..access import AccessDenied
+from ..clock import Hlc, HybridLogicalClock
+from ..document.memory import MemoryDoc
+from ..document.records import Memory
+from ..errors import MalformedPayload, PayloadError
+from ..events import MemoryEvent
+from ..store.base import Commit, DeltaRecord, DocWrite, Store
 from . import payload as wire
-from .access import AccessDenied
 from .causal import apply_causally
 from .changes import doc_write
-from .clock import Hlc, HybridLogicalClock
-from .errors import MalformedPayload, PayloadError
-from .events import MemoryEvent
 from .inbound import ApplyResult, check_clocks, triage
 from .locks import KeyedLocks
-from .memory import MemoryDoc
 from .publish import Publisher
-from .records import Memory
-from .store.base import Commit, DeltaRecord, DocWrite, Store
 from .workset import WorkingSet
 
 log = logging.getLogger("crdtmem.remote")

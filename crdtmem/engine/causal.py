@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from . import statevector
-from .memory import MemoryDoc
-from .store.base import DeltaRecord
+from ..document import statevector
+from ..document.memory import MemoryDoc
+from ..store.base import DeltaRecord
 
 
 def apply_causally(

@@ -23,16 +23,16 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from . import statevector
-from .crdt import Conversation, Dot, MessageLog, MVRegister, ORSet, PNCounter, Sibling
-from .crdt.dots import JSONValue, check_text, decode_value, encode_value, is_hlc_text
-from .errors import (
+from ..crdt import Conversation, Dot, MessageLog, MVRegister, ORSet, PNCounter, Sibling
+from ..crdt.dots import JSONValue, check_text, decode_value, encode_value, is_hlc_text
+from ..errors import (
     InvalidInput,
     MalformedPayload,
     MemoryDeleted,
     NoSuchConflict,
     WrongKind,
 )
+from . import statevector
 from .records import KINDS, REGISTER_KINDS, Conflict, ConflictValue, Kind, Memory, Scope, Source, check_kind
 from .yroots import YArray, YDoc, YMap, snapshot
 

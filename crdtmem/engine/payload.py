@@ -19,10 +19,10 @@ from typing import Any, cast
 
 import msgpack
 
-from .errors import InvalidChannel, MalformedPayload, PayloadTooLarge, UnsupportedVersion
-from .ids import Channel
-from .store.base import DeltaRecord, VersionVector
-from .store.codec import delta_from_list, delta_to_list
+from ..errors import InvalidChannel, MalformedPayload, PayloadTooLarge, UnsupportedVersion
+from ..ids import Channel
+from ..store.base import DeltaRecord, VersionVector
+from ..store.codec import delta_from_list, delta_to_list
 
 FORMAT = "crdtmem.deltas"
 VERSION = 1

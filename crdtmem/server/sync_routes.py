@@ -17,23 +17,23 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 from aiohttp import web
 
-from .. import payload as wire
 from ..access import AccessDenied, Principal, may_write_memory
+from ..engine import payload as wire
 from ..errors import CrdtmemError, InvalidInput, MalformedPayload
 from ..ids import parse_channels
-from ..server.auth import PRINCIPAL
 from ..store.base import within_bytes
-from .link import Link
-from .protocol import FrameError, check_vectors, decode_frame, encode_frame
+from ..sync.link import Link
+from ..sync.protocol import FrameError, check_vectors, decode_frame, encode_frame
+from .auth import PRINCIPAL
 
 if TYPE_CHECKING:
-    from ..server.node import Node
+    from .context import NodeContext
 
 MAX_PULL_PAGE = 5_000
 HELLO_TIMEOUT = 10.0
 
 
-def routes(node: Node) -> list[web.RouteDef]:
+def routes(node: NodeContext) -> list[web.RouteDef]:
     async def pull(request: web.Request) -> web.StreamResponse:
         principal = request[PRINCIPAL]
         body = await _msgpack_body(request)

@@ -1,4 +1,4 @@
-"""A thin synchronous wrapper around :class:`~crdtmem.replica.Replica`, for scripts and notebooks.
+"""A thin synchronous wrapper around :class:`~crdtmem.engine.replica.Replica`, for scripts and notebooks.
 
 It runs the replica on a private event loop in a background thread; every method blocks until the
 async call finishes and returns its result (or raises its error)::
@@ -16,7 +16,7 @@ import threading
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
-from .errors import ReplicaClosed
+from ..errors import ReplicaClosed
 from .replica import Replica
 
 T = TypeVar("T")

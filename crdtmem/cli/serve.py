@@ -9,12 +9,12 @@ import sys
 from dataclasses import dataclass, field
 from typing import Literal
 
-from .access import TokenTable
-from .index import IndexSettings
-from .replica import Replica
-from .server.node import Node, PeerConfig
-from .store.sqlite import Synchronous
-from .sync.link import LinkSettings
+from ..access import TokenTable
+from ..engine.replica import Replica
+from ..index import IndexSettings
+from ..server.node import Node, PeerConfig
+from ..store.sqlite import Synchronous
+from ..sync.link import LinkSettings
 
 
 @dataclass

@@ -1,6 +1,6 @@
 """What one change produces, local or remote: fresh dots, and the store row of the changed document.
 
-Shared by the local write path and the remote apply path of :mod:`crdtmem.replica`.
+Shared by the local write path and the remote apply path of :mod:`crdtmem.engine.replica`.
 """
 
 from __future__ import annotations
@@ -8,12 +8,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .clock import HybridLogicalClock
-from .crdt import Dot
-from .errors import CrdtmemError, InvalidInput, MalformedPayload
-from .memory import MemoryDoc
-from .records import Conflict, Memory
-from .store.base import DocWrite
+from ..clock import HybridLogicalClock
+from ..crdt import Dot
+from ..document.memory import MemoryDoc
+from ..document.records import Conflict, Memory
+from ..errors import CrdtmemError, InvalidInput, MalformedPayload
+from ..store.base import DocWrite
 
 
 class Dots:

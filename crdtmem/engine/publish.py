@@ -16,13 +16,13 @@ import asyncio
 import dataclasses
 from collections.abc import Callable
 
-from .clock import Hlc
+from ..clock import Hlc
+from ..document.memory import MemoryDoc
+from ..document.records import Memory
+from ..events import MemoryEvent, classify
+from ..store.base import Commit, CommitResult, DeltaRecord
 from .committer import GroupCommitter
-from .events import MemoryEvent, classify
 from .feed import EventFeed
-from .memory import MemoryDoc
-from .records import Memory
-from .store.base import Commit, CommitResult, DeltaRecord
 from .workset import WorkingSet
 
 CommitListener = Callable[[list[DeltaRecord]], None]

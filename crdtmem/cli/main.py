@@ -10,7 +10,7 @@ from collections.abc import Sequence
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="crdtmem", description="Real-time memory sync for AI agents.")
     commands = parser.add_subparsers(dest="command", required=True)
-    from .cli_client import add_parsers
+    from .client import add_parsers
 
     add_parsers(commands)
     demo = commands.add_parser("demo", help="run replicas that sync, conflict and merge, step by step")
@@ -103,10 +103,10 @@ def _reindex(args: argparse.Namespace) -> int:
     import asyncio
     from pathlib import Path
 
-    from .errors import CrdtmemError
-    from .index import IndexSettings
+    from ..engine.replica import Replica
+    from ..errors import CrdtmemError
+    from ..index import IndexSettings
     from .progress import ProgressBar
-    from .replica import Replica
 
     if not Path(args.db).exists():
         print(f"crdtmem reindex: no such database: {args.db}", file=sys.stderr)
@@ -142,8 +142,8 @@ def _token(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from .access import Principal, TokenTable, check_patterns, check_principal, new_token
-    from .errors import InvalidInput
+    from ..access import Principal, TokenTable, check_patterns, check_principal, new_token
+    from ..errors import InvalidInput
 
     path = Path(args.file)
     try:
@@ -165,7 +165,7 @@ def _token(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    from .cli_client import COMMANDS, run
+    from .client import COMMANDS, run
 
     if args.command in COMMANDS:
         return run(args)
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve":
         import asyncio
 
-        from .errors import CrdtmemError
+        from ..errors import CrdtmemError
         from .serve import ServeOptions, serve
 
         options = ServeOptions(

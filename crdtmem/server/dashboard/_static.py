@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 
 if TYPE_CHECKING:
-    from ..server.node import Node
+    from ..context import NodeContext
 
 _CONTENT_TYPES = {".html": "text/html", ".css": "text/css", ".js": "text/javascript"}
 _ASSETS = ("dashboard.css", "dashboard.js")
@@ -50,7 +50,7 @@ class _File:
         return web.Response(body=self.body, content_type=self.content_type, charset="utf-8", headers=common)
 
 
-def routes(node: Node) -> list[web.RouteDef]:
+def routes(node: NodeContext) -> list[web.RouteDef]:
     """The dashboard's routes. The files are read once, here; ``node`` is not needed by them."""
     folder = resources.files(__package__) / "static"
     assets = {name: _File.of(name, (folder / name).read_bytes()) for name in _ASSETS}

@@ -18,29 +18,29 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import payload as wire
-from .cache import MemoryCache
-from .changes import Dots, as_list, check_metadata, doc_write
-from .clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
-from .committer import GroupCommitter
-from .errors import (
+from ..clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
+from ..document.memory import MemoryDoc
+from ..document.records import Conflict, HistoryEntry, Kind, Memory, Scope, Source, check_kind
+from ..errors import (
     InvalidInput,
     MalformedPayload,
     NotFound,
     ReplicaClosed,
 )
+from ..ids import check_name, new_client_id, new_memory_id, parse_channels
+from ..index import Indexer, IndexSettings, SearchFilter, SearchResult, open_indexer
+from ..store.base import Commit, DeltaRecord, Store, VersionVector
+from ..store.memory import MemoryStore
+from ..store.sqlite import SQLiteStore, Synchronous
+from . import payload as wire
+from .cache import MemoryCache
+from .changes import Dots, as_list, check_metadata, doc_write
+from .committer import GroupCommitter
 from .feed import EventFeed, Subscription
-from .ids import check_name, new_client_id, new_memory_id, parse_channels
 from .inbound import ApplyResult
-from .index import Indexer, IndexSettings, SearchFilter, SearchResult, open_indexer
 from .locks import KeyedLocks
-from .memory import MemoryDoc
 from .publish import Publisher
-from .records import Conflict, HistoryEntry, Kind, Memory, Scope, Source, check_kind
 from .remote import MayWrite, RemoteApply
-from .store.base import Commit, DeltaRecord, Store, VersionVector
-from .store.memory import MemoryStore
-from .store.sqlite import SQLiteStore, Synchronous
 from .workset import WorkingSet
 
 _List = list  # Replica.list shadows the builtin inside the class body
@@ -167,7 +167,8 @@ class Replica:
         self._open = True
         if self._index_settings is not None:
             try:
-                self.index = await open_indexer(self, self._index_settings).start()
+                indexer = open_indexer(self.path, self.store, self.on_commit, self._index_settings)
+                self.index = await indexer.start()
             except BaseException:
                 await self.stop()
                 raise
@@ -604,7 +605,7 @@ class Replica:
     def events(self, channels: Sequence[str] | None = None, *, max_queue: int = 10_000) -> Subscription:
         """MemoryEvents for ``channels`` (None: all) from now on, one per committed change.
 
-        A consumer that falls ``max_queue`` events behind gets :class:`~crdtmem.feed.FeedOverflow`
+        A consumer that falls ``max_queue`` events behind gets :class:`~crdtmem.engine.feed.FeedOverflow`
         instead of unbounded buffering; it can catch up with :meth:`list` or ``export_since``.
         """
         self._check_open()

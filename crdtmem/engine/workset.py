@@ -1,6 +1,6 @@
 """The replica's working set: materialized records and loaded documents, in front of the store.
 
-Both are bounded LRUs (:mod:`crdtmem.cache`). A miss reads the store; a commit updates both, only
+Both are bounded LRUs (:mod:`crdtmem.engine.cache`). A miss reads the store; a commit updates both, only
 after it is durable, so neither is ever ahead of the disk and both can be dropped at any time. The
 store stays the single source of truth.
 """
@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from ..document.memory import MemoryDoc
+from ..document.records import Memory
+from ..store.base import Store
 from .cache import LRU, MemoryCache
-from .memory import MemoryDoc
-from .records import Memory
-from .store.base import Store
 
 
 class WorkingSet:

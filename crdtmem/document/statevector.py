@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pycrdt
 
-from .errors import MalformedPayload
+from ..errors import MalformedPayload
 
 StateVector = dict[int, int]
 

@@ -9,10 +9,10 @@ import dataclasses
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass
 
-from .clock import Hlc, HybridLogicalClock
-from .errors import InvalidInput, MalformedPayload
-from .events import MemoryEvent
-from .store.base import DeltaRecord, Store
+from ..clock import Hlc, HybridLogicalClock
+from ..errors import InvalidInput, MalformedPayload
+from ..events import MemoryEvent
+from ..store.base import DeltaRecord, Store
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +29,7 @@ class ApplyResult:
     """Deltas only for channels this replica does not subscribe to."""
     events: tuple[MemoryEvent, ...] = ()
     rejected: int = 0
-    """Deltas refused on their own while the rest applied (see :mod:`crdtmem.remote`): a link's or a
+    """Deltas refused on their own while the rest applied (see :mod:`crdtmem.engine.remote`): a link's or a
     pull's delta that fails its checks, or one resent after that."""
 
 

@@ -16,10 +16,10 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from .index import IndexSettings
-from .records import Memory
-from .replica import Replica
-from .server.node import Node, PeerConfig
+from ..document.records import Memory
+from ..engine.replica import Replica
+from ..index import IndexSettings
+from ..server.node import Node, PeerConfig
 
 U1 = "user:u1:memories"
 ACME = "tenant:acme:shared"

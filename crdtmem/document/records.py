@@ -9,8 +9,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from .errors import UnknownKind
-from .ids import Channel
+from ..errors import UnknownKind
+from ..ids import Channel
 
 Kind = Literal["fact", "preference", "list", "counter", "conversation"]
 KINDS: tuple[Kind, ...] = ("fact", "preference", "list", "counter", "conversation")

@@ -22,8 +22,8 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .errors import ReplicaClosed, StorageError
-from .store.base import Commit, CommitResult, Store
+from ..errors import ReplicaClosed, StorageError
+from ..store.base import Commit, CommitResult, Store
 
 _STOP = object()
 
