@@ -34,9 +34,9 @@ from crdtmem import (
     UnsupportedVersion,
     WrongKind,
 )
-from crdtmem import payload as wire
 from crdtmem.clock import Hlc
 from crdtmem.document.memory import MemoryDoc
+from crdtmem.engine import payload as wire
 from crdtmem.store.base import DeltaRecord
 
 START_MS = 1_700_000_000_000

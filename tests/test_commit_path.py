@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from crdtmem import Replica
-from crdtmem import payload as wire
+from crdtmem.engine import payload as wire
 
 
 async def test_a_lone_writer_commits_inline_and_concurrent_writers_share_commits(tmp_path: Path) -> None:

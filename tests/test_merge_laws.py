@@ -26,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from crdtmem import MemoryDeleted, NoSuchConflict, Replica
-from crdtmem import payload as wire
 from crdtmem.document.memory import MemoryDoc
 from crdtmem.document.records import Kind
+from crdtmem.engine import payload as wire
 from crdtmem.testing import AcknowledgedWrites, assert_acknowledged_present, assert_converged, canonical_state
 from crdtmem.testing.strategies import (
     AddItems,

@@ -9,8 +9,8 @@ import time
 import pytest
 
 from crdtmem import ClockSkewError, Replica
-from crdtmem import payload as wire
 from crdtmem.clock import Hlc
+from crdtmem.engine import payload as wire
 
 
 async def test_a_parked_delta_that_fails_once_applicable_is_rejected_not_held_against_others(tmp_path):

@@ -25,7 +25,7 @@ from crdtmem import (
     Source,
     WrongKind,
 )
-from crdtmem import payload as wire
+from crdtmem.engine import payload as wire
 
 START_MS = 1_700_000_000_000
 USER_CHANNEL = "user:u1:memories"

@@ -17,7 +17,7 @@ import msgpack
 import pytest
 
 from crdtmem import Replica
-from crdtmem import payload as wire
+from crdtmem.engine import payload as wire
 from crdtmem.sync.protocol import decode_frame, encode_frame
 from tests.support.processes import ServerProcess
 

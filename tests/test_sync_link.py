@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from crdtmem import Replica
-from crdtmem import payload as wire
+from crdtmem.engine import payload as wire
 from crdtmem.metrics import Metrics
 from crdtmem.server import Node, PeerConfig
 from crdtmem.store.base import DeltaRecord
