@@ -7,7 +7,11 @@ A store holds four things, and :meth:`Store.commit` changes them in one atomic t
   channel it belongs to, ``(channel, origin, seq)``;
 - version vectors: per channel, ``{origin: highest contiguous seq stored}``. They never claim a delta
   that was not stored and applied;
-- pending deltas: received but not yet applicable (their causal dependencies have not arrived).
+- pending deltas: received but not yet applicable (their causal dependencies have not arrived);
+- outbox marks: per reader of the log (a *sink*, e.g. the NATS bus publisher) and channel,
+  ``{origin: seq}`` up to which that sink has durably handed the log on. The log is the outbox; a
+  mark only follows it, in its own small transaction, so a crash between a commit and its hand-off
+  leaves the mark behind and the sink hands those entries on again (never skips them).
 
 Stores are used from two threads: :meth:`commit` from the replica's commit thread, everything else from
 the event loop. Implementations make that safe.
@@ -172,6 +176,15 @@ class Store(Protocol):
         ...
 
     def doc_count(self) -> int: ...
+
+    def outbox_marks(self, sink: str) -> dict[str, VersionVector]:
+        """``{channel: {origin: seq}}``: how far ``sink`` has durably handed the log on."""
+        ...
+
+    def raise_outbox_marks(self, sink: str, marks: dict[str, VersionVector]) -> None:
+        """Store ``marks`` for ``sink`` durably, in one transaction; a mark never goes back (a lower
+        seq than the stored one leaves it as it is)."""
+        ...
 
 
 class StagedVectors:

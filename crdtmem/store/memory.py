@@ -37,6 +37,7 @@ class MemoryStore:
         self._beyond: dict[str, dict[str, set[int]]] = {}
         self._pending: dict[str, DeltaRecord] = {}
         self._version = 0
+        self._outbox: dict[str, dict[str, VersionVector]] = {}
 
     def open(self) -> None:
         pass
@@ -204,3 +205,15 @@ class MemoryStore:
 
     def doc_count(self) -> int:
         return len(self._docs)
+
+    def outbox_marks(self, sink: str) -> dict[str, VersionVector]:
+        with self._lock:
+            return {c: dict(v) for c, v in self._outbox.get(sink, {}).items()}
+
+    def raise_outbox_marks(self, sink: str, marks: dict[str, VersionVector]) -> None:
+        with self._lock:
+            stored = self._outbox.setdefault(sink, {})
+            for channel, vector in marks.items():
+                mine = stored.setdefault(channel, {})
+                for origin, seq in vector.items():
+                    mine[origin] = max(mine.get(origin, 0), seq)

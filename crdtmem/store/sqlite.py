@@ -164,6 +164,11 @@ class SQLiteStore:
             )
         if "pending" not in tables:
             db["pending"].create({"uid": str, "doc_id": str, "delta": bytes}, pk="uid")
+        if "outbox" not in tables:
+            db.execute(
+                "CREATE TABLE outbox (sink TEXT, channel TEXT, origin TEXT, seq INTEGER, "
+                "PRIMARY KEY (sink, channel, origin)) WITHOUT ROWID"
+            )
         if "conflicts" not in tables:
             db["conflicts"].create(
                 {"doc_id": str, "field": str, "user_id": str, "tenant_id": str, "vals": str},
@@ -502,6 +507,32 @@ class SQLiteStore:
 
     def doc_count(self) -> int:
         return int(self._r.execute("SELECT count(*) FROM docs").fetchone()[0])
+
+    def outbox_marks(self, sink: str) -> dict[str, VersionVector]:
+        marks: dict[str, VersionVector] = {}
+        rows = self._r.execute("SELECT channel, origin, seq FROM outbox WHERE sink = ?", (sink,))
+        for channel, origin, seq in rows:
+            marks.setdefault(channel, {})[origin] = int(seq)
+        return marks
+
+    def raise_outbox_marks(self, sink: str, marks: dict[str, VersionVector]) -> None:
+        rows = [(sink, c, o, s) for c, vector in marks.items() for o, s in vector.items()]
+        if not rows:
+            return
+        with self._lock:
+            conn = self._w
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                conn.executemany(
+                    "INSERT INTO outbox(sink, channel, origin, seq) VALUES (?, ?, ?, ?) "
+                    "ON CONFLICT(sink, channel, origin) DO UPDATE SET seq = max(seq, excluded.seq)",
+                    rows,
+                )
+                conn.execute("COMMIT")
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StorageError(f"storing outbox marks in {self.path} failed: {exc}") from exc
 
     def integrity_check(self) -> str:
         return str(self._r.execute("PRAGMA integrity_check").fetchone()[0])

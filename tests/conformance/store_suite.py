@@ -492,6 +492,29 @@ class StoreSuite:
         assert store.conflicts(doc_id="b") == []
         assert len(store.conflicts()) == 2
 
+    # -- outbox marks -----------------------------------------------------------------------------
+
+    def test_outbox_marks_per_sink_only_go_up(self, store: Store) -> None:
+        assert store.outbox_marks("bus") == {}
+        store.raise_outbox_marks("bus", {USER: {"o1": 3, "o2": 1}, TOPIC: {"o1": 2}})
+        store.raise_outbox_marks("other", {USER: {"o1": 9}})
+        store.raise_outbox_marks("bus", {USER: {"o1": 2, "o3": 4}})  # o1 stays at 3
+        store.raise_outbox_marks("bus", {})
+        assert store.outbox_marks("bus") == {USER: {"o1": 3, "o2": 1, "o3": 4}, TOPIC: {"o1": 2}}
+        assert store.outbox_marks("other") == {USER: {"o1": 9}}
+        again = self._reopen(store)
+        assert again.outbox_marks("bus") == {USER: {"o1": 3, "o2": 1, "o3": 4}, TOPIC: {"o1": 2}}
+
+    def test_outbox_marks_are_apart_from_the_log(self, store: Store) -> None:
+        store.commit([Commit(deltas=[delta(1), delta(2)], docs=[doc("d1")])])
+        store.raise_outbox_marks("bus", {USER: {"o1": 1}})
+        before = snapshot(store)
+        store.raise_outbox_marks("bus", {USER: {"o1": 2}})
+        assert snapshot(store) == before  # the log, vectors and documents are untouched
+        marks = store.outbox_marks("bus")
+        assert [d.seqs for d in store.deltas_since([USER], {USER: {"o1": 1}})] == [{USER: 2}]
+        assert store.deltas_since([USER], marks) == []
+
     # -- reopen -----------------------------------------------------------------------------------
 
     def test_reopen_restores_state(self, store: Store) -> None:
