@@ -41,7 +41,7 @@ from aiohttp import web
 from bench_sync_common import CH, CountingProxy, Target
 
 from crdtmem import Replica
-from crdtmem import payload as wire
+from crdtmem.engine import payload as wire
 from crdtmem.server import node as node_module
 from crdtmem.server.node import Node
 from crdtmem.store.codec import delta_to_list
