@@ -5,6 +5,10 @@ A tokens file is JSON::
     {"tokens": [
       {"token": "s3cr3t-laptop", "principal": "replica:laptop",
        "read": ["user:u1:memories", "tenant:acme:shared"], "write": ["user:u1:memories"]},
+      {"token": "s3cr3t-hub-b", "principal": "replica:hub-b", "read": ["*"], "write": ["*"],
+       "origins": ["*"]},
+      {"token": "s3cr3t-web", "principal": "user:web", "read": ["user:u1:memories"],
+       "write": ["user:u1:memories"], "origins": ["web-1"], "unsigned": ["web-1"]},
       {"token": "s3cr3t-dash", "principal": "user:admin", "read": ["tenant:acme:*", "user:*:memories"],
        "write": []}
     ]}
@@ -13,12 +17,21 @@ A principal is ``replica:{id}`` (a peer replica: the replica id it claims must b
 ``user:{id}`` (an app, agent or dashboard). Channel patterns are channel names where ``*`` stands for
 one whole id, e.g. ``user:*:memories``; ``*`` alone means every channel.
 
+Every delta names its *origin*, the replica that wrote it, and the version vectors that decide what
+a replica still misses are kept per origin. So a principal may introduce only deltas of the origins
+it is entitled to: ``origins`` lists them (the replica ids a device writes as; for a relay, the
+origins it forwards, or ``*``); a ``replica:{id}`` principal may always introduce its own id.
+``unsigned`` lists the origins whose deltas it may deliver without their origin's signature (a
+foreign client that cannot sign, deltas written before signing existed); each must be one of its
+``origins``.
+
 Without a tokens file the server runs *open*: every request is the principal ``local`` with access to
 every channel, and the server refuses to bind anywhere but loopback.
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import json
 import re
@@ -36,23 +49,69 @@ _PATTERN = re.compile(
 )
 
 
+_ENTRY_FIELDS = {"token", "principal", "read", "write", "origins", "unsigned"}
+
+
 class AccessDenied(InvalidInput):
     """The principal may not do this; nothing was done."""
 
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """An authenticated caller and the channel patterns it may read and write."""
+    """An authenticated caller: the channel patterns it may read and write, and the origins whose
+    deltas it may introduce (signed, or also unsigned)."""
 
     name: str
     read: tuple[str, ...] = ()
     write: tuple[str, ...] = ()
+    origins: tuple[str, ...] = ()
+    unsigned: tuple[str, ...] = ()
 
     @property
     def replica_id(self) -> str | None:
         """The replica id a ``replica:{id}`` principal must claim; None for users."""
         kind, _, ident = self.name.partition(":")
         return ident if kind == "replica" else None
+
+    def may_introduce(self, origin: str) -> bool:
+        """Whether deltas of ``origin`` may arrive from this principal (its own id, or listed)."""
+        return origin == self.replica_id or "*" in self.origins or origin in self.origins
+
+    def may_introduce_unsigned(self, origin: str) -> bool:
+        """Whether deltas of ``origin`` may arrive from this principal without a signature."""
+        return "*" in self.unsigned or origin in self.unsigned
+
+    @property
+    def fingerprint(self) -> str:
+        """Names these rights: a decision taken under them is re-examined when they change."""
+        text = json.dumps([self.name, self.read, self.write, self.origins, self.unsigned])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+    def to_json(self) -> dict[str, Any]:
+        entry: dict[str, Any] = {"principal": self.name, "read": list(self.read), "write": list(self.write)}
+        if self.origins:
+            entry["origins"] = list(self.origins)
+        if self.unsigned:
+            entry["unsigned"] = list(self.unsigned)
+        return entry
+
+    @classmethod
+    def from_json(cls, entry: dict[str, Any], where: str = "principal") -> Principal:
+        """Validate one tokens-file entry's rights (everything but the token)."""
+        name = check_principal(entry.get("principal"), where)
+        read = check_patterns(entry.get("read", []), f"{where}.read")
+        write = check_patterns(entry.get("write", []), f"{where}.write")
+        origins = check_origins(entry.get("origins", []), f"{where}.origins")
+        unsigned = check_origins(entry.get("unsigned", []), f"{where}.unsigned")
+        principal = cls(name, read, write, origins)
+        for origin in unsigned:
+            if not (principal.may_introduce(origin) if origin != "*" else "*" in origins):
+                raise InvalidInput(
+                    f"{where}.unsigned: {origin!r} is not an origin this token may introduce; add it to "
+                    f'"origins" first (they are {list(origins) or "none"}'
+                    + (f", besides its own id {principal.replica_id!r})" if principal.replica_id else ")")
+                )
+        return cls(name, read, write, origins, unsigned)
 
     def may_read(self, channel: str) -> bool:
         return any(matches(pattern, channel) for pattern in self.read)
@@ -64,8 +123,9 @@ class Principal:
         return [c for c in channels if self.may_read(c)]
 
 
-OPEN = Principal("local", ("*",), ("*",))
-"""The principal of every request to a server started without a tokens file (loopback only)."""
+OPEN = Principal("local", ("*",), ("*",), ("*",), ("*",))
+"""The principal of every request to a server started without a tokens file (loopback only), and
+the sender of a payload handed to the engine without one (the caller vouches for it)."""
 
 
 def matches(pattern: str, channel: str) -> bool:
@@ -124,24 +184,43 @@ class TokenTable:
             where = f"{source}: tokens[{i}]"
             if not isinstance(entry, dict):
                 raise InvalidInput(f"{where} must be an object")
-            token, name = entry.get("token"), entry.get("principal")
+            token = entry.get("token")
             if not isinstance(token, str) or len(token) < 16:
                 raise InvalidInput(f"{where}.token must be a string of at least 16 characters")
-            name = check_principal(name, where)
-            read = check_patterns(entry.get("read", []), f"{where}.read")
-            write = check_patterns(entry.get("write", []), f"{where}.write")
+            unknown = sorted(set(entry) - _ENTRY_FIELDS)
+            if unknown:
+                raise InvalidInput(
+                    f"{where}: unknown field(s) {', '.join(map(repr, unknown))}; an entry has "
+                    + ", ".join(sorted(_ENTRY_FIELDS))
+                )
             if token in table.entries:
                 raise InvalidInput(f"{where}: duplicate token")
-            table.entries[token] = Principal(name, read, write)
+            table.entries[token] = Principal.from_json(entry, where)
         return table
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "tokens": [
-                {"token": t, "principal": p.name, "read": list(p.read), "write": list(p.write)}
-                for t, p in self.entries.items()
-            ]
-        }
+        return {"tokens": [{"token": t, **p.to_json()} for t, p in self.entries.items()]}
+
+    def rights_of(self, name: str) -> Principal | None:
+        """The rights of the principal called ``name`` (all its tokens together), or None.
+
+        A node applies what it pulls from a peer, or what a peer pushes on a link the node opened,
+        with the rights of ``replica:{peer id}`` in its own table: the peer's token decides.
+        """
+        found = [p for p in self.entries.values() if p.name == name]
+        if not found:
+            return None
+
+        def union(parts: Iterable[tuple[str, ...]]) -> tuple[str, ...]:
+            return tuple(dict.fromkeys(x for part in parts for x in part))
+
+        return Principal(
+            name,
+            union(p.read for p in found),
+            union(p.write for p in found),
+            union(p.origins for p in found),
+            union(p.unsigned for p in found),
+        )
 
 
 def check_principal(name: object, where: str = "principal") -> str:
@@ -150,6 +229,16 @@ def check_principal(name: object, where: str = "principal") -> str:
         raise InvalidInput(f"{where}: principal must be 'replica:{{id}}' or 'user:{{id}}', got {name!r}")
     check_name(ident, f"{where} id")
     return str(name)
+
+
+def check_origins(origins: object, where: str) -> tuple[str, ...]:
+    """A list of replica ids, or ``["*"]`` for every origin."""
+    if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
+        raise InvalidInput(f"{where} must be a list of replica ids (or \"*\" for every origin)")
+    for origin in origins:
+        if origin != "*":
+            check_name(origin, f"{where}: replica id")
+    return tuple(origins)
 
 
 def check_patterns(patterns: object, where: str) -> tuple[str, ...]:

@@ -107,3 +107,10 @@ def test_token_creates_a_usable_tokens_file(tmp_path: Path) -> None:
     assert tokens.stat().st_mode & 0o777 == 0o600
     assert cli("token", "--file", str(tokens), "--principal", "nobody").returncode == 2
     assert cli("token", "--file", str(tokens), "--principal", "user:x", "--read", "tenant:").returncode == 2
+    bound = cli(
+        "token", "--file", str(tokens), "--principal", "user:web", "--origin", "web-1", "--unsigned", "web-1"
+    )
+    assert bound.returncode == 0
+    assert json.loads(tokens.read_text())["tokens"][1]["origins"] == ["web-1"]
+    refused = cli("token", "--file", str(tokens), "--principal", "user:web", "--unsigned", "laptop")
+    assert refused.returncode == 2 and "not an origin this token may introduce" in refused.stderr

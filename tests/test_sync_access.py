@@ -24,8 +24,20 @@ from tests.support.processes import ServerProcess
 TA, TB = "tenant:acme:shared", "tenant:globex:shared"
 TOKENS = {
     "tokens": [
-        {"token": "acme-replica-token-0001", "principal": "replica:acme-laptop", "read": [TA], "write": [TA]},
-        {"token": "globex-replica-token-01", "principal": "replica:globex-1", "read": [TB], "write": [TB]},
+        {
+            "token": "acme-replica-token-0001",
+            "principal": "replica:acme-laptop",
+            "read": [TA],
+            "write": [TA],
+            "origins": ["maker", "forger"],  # it relays the deltas these tests make
+        },
+        {
+            "token": "globex-replica-token-01",
+            "principal": "replica:globex-1",
+            "read": [TB],
+            "write": [TB],
+            "origins": ["maker", "forger"],
+        },
         {"token": "acme-reader-token-00001", "principal": "user:auditor", "read": [TA], "write": []},
     ]
 }

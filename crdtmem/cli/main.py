@@ -87,6 +87,21 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="PATTERN",
         help="channel or pattern it may write (repeatable)",
     )
+    token.add_argument(
+        "--origin",
+        action="append",
+        default=[],
+        metavar="REPLICA_ID",
+        help="replica id whose deltas it may introduce: a device's own id, or what a relay forwards, "
+        "or '*' (repeatable; a replica:{id} principal always may introduce its own id)",
+    )
+    token.add_argument(
+        "--unsigned",
+        action="append",
+        default=[],
+        metavar="REPLICA_ID",
+        help="one of its origins whose deltas it may deliver unsigned (a foreign client; repeatable)",
+    )
 
     reindex = commands.add_parser(
         "reindex", help="rebuild a replica's search index from its store, then verify it"
@@ -142,24 +157,33 @@ def _token(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
 
-    from ..access import Principal, TokenTable, check_patterns, check_principal, new_token
+    from ..access import Principal, TokenTable, new_token
     from ..errors import InvalidInput
 
     path = Path(args.file)
     try:
         table = TokenTable.load(path) if path.exists() else TokenTable()
-        principal = check_principal(args.principal)
-        read = check_patterns(args.read, "--read")
-        write = check_patterns(args.write, "--write")
+        rights = Principal.from_json(
+            {
+                "principal": args.principal,
+                "read": args.read,
+                "write": args.write,
+                "origins": args.origin,
+                "unsigned": args.unsigned,
+            },
+            "the new token",
+        )
     except InvalidInput as exc:
         print(f"crdtmem token: {exc}", file=sys.stderr)
         return 2
     secret = new_token()
-    table.entries[secret] = Principal(principal, read, write)
+    table.entries[secret] = rights
+
     path.write_text(json.dumps(table.to_json(), indent=2) + "\n")
     path.chmod(0o600)
     print(secret)
-    print(f"added {principal} (read {list(read)}, write {list(write)}) to {path}", file=sys.stderr)
+    granted = ", ".join(f"{k} {v}" for k, v in rights.to_json().items() if k != "principal")
+    print(f"added {rights.name} ({granted}) to {path}", file=sys.stderr)
     return 0
 
 

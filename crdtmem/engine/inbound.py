@@ -30,7 +30,10 @@ class ApplyResult:
     events: tuple[MemoryEvent, ...] = ()
     rejected: int = 0
     """Deltas refused on their own while the rest applied (see :mod:`crdtmem.engine.remote`): a link's or a
-    pull's delta that fails its checks, or one resent after that."""
+    pull's delta that fails its checks, or one resent after that; and every unauthenticated one."""
+    unauthenticated: int = 0
+    """Of those, deltas whose sender may not introduce their origin (:mod:`crdtmem.engine.trust`):
+    never applied, logged or parked."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,7 +35,7 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from ..access import AccessDenied
+from ..access import OPEN, AccessDenied, Principal, may_write_memory
 from ..clock import Hlc, HybridLogicalClock
 from ..document.memory import MemoryDoc
 from ..document.records import Memory
@@ -48,6 +48,7 @@ from .changes import doc_write
 from .inbound import ApplyResult, check_clocks, triage
 from .locks import KeyedLocks
 from .publish import Publisher
+from .trust import authenticate
 from .workset import WorkingSet
 
 log = logging.getLogger("crdtmem.remote")
@@ -85,6 +86,7 @@ class RemoteApply:
         locks: KeyedLocks,
         subscribed: Callable[[str], bool],
         publisher: Publisher,
+        replica_id: Callable[[], str],
     ):
         self._clock = clock
         self._store = store
@@ -92,6 +94,7 @@ class RemoteApply:
         self._locks = locks
         self._subscribed = subscribed
         self._commit = publisher.commit
+        self._replica_id = replica_id
         self.pending: dict[str, DeltaRecord] = {}
         """Deltas stored but waiting for their causal dependencies, by uid."""
         self._commits = 0  # applies committed: an apply that waited for its locks re-checks if it moved
@@ -105,14 +108,26 @@ class RemoteApply:
         self.pending = {d.uid: d for d in self._store.pending()}
 
     async def apply(
-        self, received: wire.Payload, may_write: MayWrite | None = None, *, isolate: bool = False
+        self, received: wire.Payload, sender: Principal | None = None, *, isolate: bool = False
     ) -> ApplyResult:
         newest = check_clocks(self._clock, received.deltas)
         sorted_in = triage(received.deltas, self._store, self.pending, self._subscribed, self.rejected)
-        fresh, relog = sorted_in.fresh, sorted_in.relog
         duplicates, ignored = sorted_in.duplicates, sorted_in.ignored
+        # what is not stored here yet must come from a sender entitled to its origin
+        fresh_in = authenticate(sorted_in.fresh, sender or OPEN, self._replica_id())
+        relog_in = authenticate(sorted_in.relog, sender or OPEN, self._replica_id())
+        fresh, relog = fresh_in.accepted, relog_in.accepted
+        unauthenticated = len(fresh_in.refused) + len(relog_in.refused)
         if not fresh and not relog:
-            return ApplyResult(0, duplicates, 0, ignored, rejected=sorted_in.rejected)
+            return ApplyResult(
+                0,
+                duplicates,
+                0,
+                ignored,
+                rejected=sorted_in.rejected + unauthenticated,
+                unauthenticated=unauthenticated,
+            )
+        may_write = None if sender is None else functools.partial(may_write_memory, sender)
         doc_ids = {d.doc_id for d in fresh}
         commits_seen = self._commits
         async with self._locks.hold(doc_ids):
@@ -139,7 +154,10 @@ class RemoteApply:
             pending=len(self.pending),
             ignored=ignored,
             events=tuple(outcome.events),
-            rejected=sorted_in.rejected + sum(1 for d in outcome.rejected if d.uid in fresh_uids),
+            rejected=sorted_in.rejected
+            + unauthenticated
+            + sum(1 for d in outcome.rejected if d.uid in fresh_uids),
+            unauthenticated=unauthenticated,
         )
 
     async def _apply_once(

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from ..access import Principal
 from ..clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
 from ..document.memory import MemoryDoc
 from ..document.records import Conflict, HistoryEntry, Kind, Memory, Scope, Source, check_kind
@@ -40,7 +41,7 @@ from .feed import EventFeed, Subscription
 from .inbound import ApplyResult
 from .locks import KeyedLocks
 from .publish import Publisher
-from .remote import MayWrite, RemoteApply
+from .remote import RemoteApply
 from .workset import WorkingSet
 
 _List = list  # Replica.list shadows the builtin inside the class body
@@ -118,6 +119,7 @@ class Replica:
             locks=self._locks,
             subscribed=self._subscribed,
             publisher=self._publisher,
+            replica_id=lambda: self._id,
         )
         self._id = ""
         self._open = False
@@ -577,14 +579,20 @@ class Replica:
         return await self.apply_payload(wire.decode(data, max_bytes=self.max_payload_bytes))
 
     async def apply_payload(
-        self, received: wire.Payload, *, may_write: MayWrite | None = None, isolate: bool = False
+        self, received: wire.Payload, *, sender: Principal | None = None, isolate: bool = False
     ) -> ApplyResult:
         """:meth:`apply` for a payload already decoded (and validated) by :func:`payload.decode`.
 
+        This is the entry point of every transport (HTTP push and pull, the replication WebSocket, a
+        message bus): each delta is authenticated and authorized against ``sender``'s rights.
+
         Args:
-            may_write: whether the sender may write a memory on these channels (a server passes its
-                caller's permissions); a payload that changes any memory it may not write is refused
-                with :class:`~crdtmem.access.AccessDenied` and changes nothing.
+            sender: who delivered the payload (a server passes its caller's principal; a node that
+                pulled passes its peer's). Deltas of an origin the sender may not introduce are
+                refused and counted (``ApplyResult.unauthenticated``); a payload that changes a
+                memory the sender may not write is refused with
+                :class:`~crdtmem.access.AccessDenied` and changes nothing. None: the caller vouches
+                for the payload (every origin but this replica's own, every channel).
             isolate: for a stream of payloads (a link, a pull): instead of refusing the whole payload
                 when a memory's deltas fail their checks, apply the others and reject those (counted
                 in ``ApplyResult.rejected``, skipped when resent), so one bad memory cannot hold the
@@ -593,7 +601,7 @@ class Replica:
         self._check_open()
         self._in_flight += 1
         try:
-            return await self._remote.apply(received, may_write, isolate=isolate)
+            return await self._remote.apply(received, sender, isolate=isolate)
         finally:
             self._in_flight -= 1
 

@@ -138,6 +138,7 @@ class Node:
                 interval=config.interval,
                 metrics=self.metrics,
                 settings=dataclasses.replace(self.settings),
+                rights=self._peer_rights if self.tokens is not None else None,
             )
             self.peers.append(await peer.start())
 
@@ -173,6 +174,10 @@ class Node:
                 f"{principal.name} is over its write rate ({self.limiter.rate:g}/s); retry in {wait:.2f} s",
                 wait,
             )
+
+    def _peer_rights(self, peer_id: str) -> Principal | None:
+        """A peer's rights here are those of its replica principal in this node's tokens file."""
+        return self.tokens.rights_of(f"replica:{peer_id}") if self.tokens is not None else None
 
     def link_settings(self, mode: str, interval_ms: int) -> LinkSettings:
         lazy = mode == "lazy"

@@ -6,19 +6,21 @@
     GET  /v1/sync/ws     the replication WebSocket (see protocol.py and link.py)
 
 Every channel named must be readable (pull, ws) or writable (push, ws) by the caller's principal;
-a replica principal must claim its own replica id.
+a replica principal must claim its own replica id. Every delta pushed (over HTTP or the WebSocket)
+is applied with the caller's principal as its sender: only origins it may introduce, only memories
+it may write (crdtmem.engine.trust, crdtmem.engine.remote).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import msgpack
 from aiohttp import web
 
-from ..access import AccessDenied, Principal, may_write_memory
+from ..access import AccessDenied, Principal
 from ..engine import payload as wire
+from ..engine.trust import refusal
 from ..errors import CrdtmemError, InvalidInput, MalformedPayload
 from ..ids import parse_channels
 from ..store.base import within_bytes
@@ -65,7 +67,8 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         node.check_rate(principal)
         received = wire.decode(await request.read(), max_bytes=node.replica.max_payload_bytes)
         _require(principal, sorted({c for d in received.deltas for c in d.seqs}), "write")
-        result = await node.replica.apply_payload(received, may_write=_memory_writer(principal))
+        _require_origins(principal, received, node.replica.id)
+        result = await node.replica.apply_payload(received, sender=principal)
         channels = sorted({c for d in received.deltas for c in d.seqs})
         return web.json_response(
             {
@@ -115,7 +118,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
             peer_vectors=hello.get("vectors", {}),
             settings=settings,
             metrics=node.metrics,
-            may_write=_memory_writer(principal),
+            sender=principal,
         )
         node.links.add(link)
         node.metrics.inc("crdtmem_ws_connections_total", side="server")
@@ -161,9 +164,13 @@ def _channels(raw: Any) -> list[str]:
     return channels
 
 
-def _memory_writer(principal: Principal) -> Callable[[Sequence[str]], bool]:
-    """The check a pushed payload must pass for each memory it changes (all its channels writable)."""
-    return lambda channels: may_write_memory(principal, channels)
+def _require_origins(principal: Principal, received: wire.Payload, own_origin: str) -> None:
+    """A push may only carry deltas of origins the caller may introduce (the engine would refuse
+    them one by one; a client sending them at all gets told, and nothing of the payload applies).
+    Deltas of this replica's own origin are left to the engine: it holds them, or refuses them."""
+    for origin in sorted({d.origin for d in received.deltas}):
+        if not principal.may_introduce(origin):
+            raise AccessDenied(f"{refusal(origin, principal, own_origin)}; nothing of this payload was applied")
 
 
 def _require(principal: Principal, channels: list[str], access: str) -> None:

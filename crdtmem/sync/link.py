@@ -24,13 +24,14 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
 
+from ..access import Principal
 from ..engine import payload as wire
 from ..engine.replica import Replica
 from ..errors import CrdtmemError, PayloadError
@@ -91,7 +92,7 @@ class Link:
         settings: LinkSettings,
         metrics: Metrics,
         on_pull_requested: Callable[[], None] | None = None,
-        may_write: Callable[[Sequence[str]], bool] | None = None,
+        sender: Principal | None = None,
     ):
         self.replica = replica
         self.ws = ws
@@ -117,8 +118,10 @@ class Link:
         """Deltas sent while past a gap in ``_sent`` (so not marked by it), by uid: left out of later
         log reads until a rewind, or a page would resend them for as long as the gap stays open."""
         self._on_pull_requested = on_pull_requested
-        self._may_write = may_write
-        """Whether the peer may write a memory on these channels (server side: its token's rights)."""
+        self._sender = sender
+        """The peer's rights here: which origins it may introduce, which memories it may write
+        (server side: its token's; client side: its entry in this node's tokens table). None: the
+        node runs open and the peer may do anything."""
         self.status = LinkStatus(peer_id, self.mode, push_channels, sorted(accept_channels), 0, 0)
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -377,7 +380,7 @@ class Link:
                 raise AccessDeniedFrame(
                     f"peer {self.peer_id} may not write to {', '.join(forbidden)}; frame refused"
                 )
-            result = await self.replica.apply_payload(received, may_write=self._may_write, isolate=True)
+            result = await self.replica.apply_payload(received, sender=self._sender, isolate=True)
         except CrdtmemError as exc:
             await self._refuse(exc, n)
             return
@@ -388,6 +391,8 @@ class Link:
         self.status.deltas_received += result.applied
         self.metrics.inc("crdtmem_deltas_received_total", result.applied, peer=self.peer_id)
         vectors = self.replica.version_vectors(sorted(self.accept_channels))
+        if result.unauthenticated:
+            self.metrics.inc("crdtmem_deltas_unauthenticated_total", result.unauthenticated, peer=self.peer_id)
         if result.rejected:  # applied around them (see crdtmem.engine.remote); the peer learns how many
             self.metrics.inc("crdtmem_deltas_rejected_total", result.rejected, peer=self.peer_id)
             await self.ws.send_bytes(encode_frame("ack", n=n, vectors=vectors, rejected=result.rejected))

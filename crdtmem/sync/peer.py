@@ -13,12 +13,14 @@ import contextlib
 import logging
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
 import aiohttp
 import msgpack
 
+from ..access import Principal
 from ..engine import payload as wire
 from ..engine.replica import Replica
 from ..errors import CrdtmemError
@@ -76,8 +78,12 @@ class PeerClient:
         metrics: Metrics | None = None,
         backoff: Backoff | None = None,
         settings: LinkSettings | None = None,
+        rights: Callable[[str], Principal | None] | None = None,
     ):
         self.replica = replica
+        self.rights = rights
+        """The rights of the peer here, by its replica id: what it serves (pull) and pushes (link) is
+        applied with them. None: this node runs open and trusts its peers with every origin."""
         self.url = url.rstrip("/")
         self.channels = channels
         self.token = token
@@ -151,7 +157,9 @@ class PeerClient:
                 data = await response.read()
                 more = response.headers.get("X-Crdtmem-More") == "1"
             received = wire.decode(data, max_bytes=self.replica.max_payload_bytes)
-            result = await self.replica.apply_payload(received, isolate=True)
+            result = await self.replica.apply_payload(
+                received, sender=self._sender(received.sender), isolate=True
+            )
             applied += result.applied
             self.state.pulled_deltas += result.applied
             if not more:
@@ -196,6 +204,7 @@ class PeerClient:
                 settings=self.settings,
                 metrics=self.metrics,
                 on_pull_requested=self._pull_and_resume,
+                sender=self._sender(hello["replica"]),
             )
             self.state.connected = True
             self.state.peer_id = hello["replica"]
@@ -204,6 +213,17 @@ class PeerClient:
             self.backoff.reset()
             self.metrics.inc("crdtmem_ws_connections_total", side="client")
             await self.link.run()
+
+    def _sender(self, peer_id: str) -> Principal | None:
+        if self.rights is None:
+            return None
+        principal = self.rights(peer_id)
+        if principal is None:
+            raise PeerRefused(
+                f"peer {peer_id!r} has no entry (principal replica:{peer_id}) in this node's tokens file, "
+                "so nothing it sends is applied here; add one with the origins it may relay"
+            )
+        return principal
 
     def _pull_and_resume(self) -> None:
         async def pull_and_resume() -> None:
