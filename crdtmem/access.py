@@ -234,7 +234,7 @@ def check_principal(name: object, where: str = "principal") -> str:
 def check_origins(origins: object, where: str) -> tuple[str, ...]:
     """A list of replica ids, or ``["*"]`` for every origin."""
     if not isinstance(origins, list) or not all(isinstance(o, str) for o in origins):
-        raise InvalidInput(f"{where} must be a list of replica ids (or \"*\" for every origin)")
+        raise InvalidInput(f'{where} must be a list of replica ids (or "*" for every origin)')
     for origin in origins:
         if origin != "*":
             check_name(origin, f"{where}: replica id")

@@ -45,9 +45,7 @@ async def _forged(origin: str, *, seq: int, also: list[int] | None = None) -> by
     async with Replica(None, replica_id=origin) as forger:
         await forger.add("planted by mallory", user_id="u1")
         payload = wire.decode(await forger.export_since(U1))
-    delta = dataclasses.replace(
-        payload.deltas[0], seqs={U1: seq}, also={U1: tuple(also)} if also else {}
-    )
+    delta = dataclasses.replace(payload.deltas[0], seqs={U1: seq}, also={U1: tuple(also)} if also else {})
     return wire.encode(wire.Payload("mallory-phone", [delta]))
 
 

@@ -144,11 +144,15 @@ def test_no_payload_makes_a_vector_claim_what_was_not_received(tmp_path_factory,
                         also={U1: covered} if covered else {},
                     )
                 )
-            result = await hub.apply_payload(wire.Payload("mallory-phone", forged), sender=DEVICE, isolate=True)
+            result = await hub.apply_payload(
+                wire.Payload("mallory-phone", forged), sender=DEVICE, isolate=True
+            )
             after = hub.version_vector(U1)
             assert {o: s for o, s in after.items() if o != "mallory-phone"} == before
             # refused unless a duplicate of what the hub holds (then nothing new is claimed either)
-            assert result.unauthenticated + result.duplicates >= sum(d.origin != "mallory-phone" for d in forged)
+            assert result.unauthenticated + result.duplicates >= sum(
+                d.origin != "mallory-phone" for d in forged
+            )
         _vectors_claim_only_stored_entries(tmp / "hub.db")
 
     asyncio.run(run())

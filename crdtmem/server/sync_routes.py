@@ -170,7 +170,9 @@ def _require_origins(principal: Principal, received: wire.Payload, own_origin: s
     Deltas of this replica's own origin are left to the engine: it holds them, or refuses them."""
     for origin in sorted({d.origin for d in received.deltas}):
         if not principal.may_introduce(origin):
-            raise AccessDenied(f"{refusal(origin, principal, own_origin)}; nothing of this payload was applied")
+            raise AccessDenied(
+                f"{refusal(origin, principal, own_origin)}; nothing of this payload was applied"
+            )
 
 
 def _require(principal: Principal, channels: list[str], access: str) -> None:

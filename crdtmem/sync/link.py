@@ -392,7 +392,9 @@ class Link:
         self.metrics.inc("crdtmem_deltas_received_total", result.applied, peer=self.peer_id)
         vectors = self.replica.version_vectors(sorted(self.accept_channels))
         if result.unauthenticated:
-            self.metrics.inc("crdtmem_deltas_unauthenticated_total", result.unauthenticated, peer=self.peer_id)
+            self.metrics.inc(
+                "crdtmem_deltas_unauthenticated_total", result.unauthenticated, peer=self.peer_id
+            )
         if result.rejected:  # applied around them (see crdtmem.engine.remote); the peer learns how many
             self.metrics.inc("crdtmem_deltas_rejected_total", result.rejected, peer=self.peer_id)
             await self.ws.send_bytes(encode_frame("ack", n=n, vectors=vectors, rejected=result.rejected))
