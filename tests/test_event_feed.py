@@ -30,7 +30,7 @@ ALICE = "user:alice:memories"
 TOKENS = TokenTable.from_json(
     {
         "tokens": [
-            {"token": ADMIN, "principal": "user:admin", "read": ["*"], "write": ["*"]},
+            {"token": ADMIN, "principal": "user:admin", "read": ["*"], "write": ["*"], "origins": ["*"]},
             {
                 "token": ACME,
                 "principal": "user:acme-agent",

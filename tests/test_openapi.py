@@ -22,7 +22,7 @@ ACME = "acme-token-0123456789"
 TOKENS = TokenTable.from_json(
     {
         "tokens": [
-            {"token": ADMIN, "principal": "user:admin", "read": ["*"], "write": ["*"]},
+            {"token": ADMIN, "principal": "user:admin", "read": ["*"], "write": ["*"], "origins": ["*"]},
             {
                 "token": ACME,
                 "principal": "user:acme-agent",

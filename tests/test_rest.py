@@ -25,7 +25,7 @@ USERS_READER = "users-reader-0123456789"  # reads every user:*:memories channel 
 TOKENS = TokenTable.from_json(
     {
         "tokens": [
-            {"token": ADMIN, "principal": "user:admin", "read": ["*"], "write": ["*"]},
+            {"token": ADMIN, "principal": "user:admin", "read": ["*"], "write": ["*"], "origins": ["*"]},
             {
                 "token": ACME,
                 "principal": "user:acme-agent",
