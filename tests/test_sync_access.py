@@ -44,12 +44,12 @@ TOKENS = {
 ACME, GLOBEX, READER = (t["token"] for t in TOKENS["tokens"])
 
 
-@pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
-    tmp: Path = tmp_path_factory.mktemp("access")
-    tokens = tmp / "tokens.json"
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[ServerProcess]:
+    """A fresh hub per test: no test sees what another pushed, whatever order they run in."""
+    tokens = tmp_path / "tokens.json"
     tokens.write_text(json.dumps(TOKENS))
-    proc = ServerProcess(tmp, "hub", tokens=tokens).start()
+    proc = ServerProcess(tmp_path, "hub", tokens=tokens).start()
     yield proc
     proc.stop()
 
@@ -135,23 +135,25 @@ async def test_bad_frames_get_errors_and_the_link_keeps_serving(session, server)
     async with session.ws_connect(f"{server.url}/v1/sync/ws", headers=_auth(ACME)) as ws:
         answer = await _hello(ws, "acme-laptop", [TA])
         assert answer["type"] == "hello" and answer["accept"] == [TA]
-        bad = [
-            b"\x00\x01garbage",
-            msgpack.packb({"t": "deltas", "v": 1}),
-            msgpack.packb({"t": "teleport", "v": 1}),
-            msgpack.packb({"t": "deltas", "v": 99, "n": 1, "payload": b""}),
-            encode_frame("deltas", n=5, payload=b"not a payload"),
-            encode_frame("deltas", n=6, payload=await _payload(TB, "globex")),
+        bad = [  # each with the error its reply must carry, and the frame number when it has one
+            (b"\x00\x01garbage", "FrameError", None),
+            (msgpack.packb({"t": "deltas", "v": 1}), "FrameError", None),
+            (msgpack.packb({"t": "teleport", "v": 1}), "FrameError", None),
+            (msgpack.packb({"t": "deltas", "v": 99, "n": 1, "payload": b""}), "FrameError", None),
+            (encode_frame("deltas", n=5, payload=b"not a payload"), "MalformedPayload", 5),
+            (encode_frame("deltas", n=6, payload=await _payload(TB, "globex")), "AccessDeniedFrame", 6),
+            (encode_frame("hello", replica="again", channels=[TA]), "FrameError", None),
         ]
-        for frame in bad:
+        for frame, _, _ in bad:
             await ws.send_bytes(frame)
         await ws.send_str("text is not a frame")
-        codes = []
-        for _ in range(len(bad) + 1):
-            reply = decode_frame((await ws.receive(timeout=5)).data)
-            assert reply.type == "error"
-            codes.append(reply.body["code"])
-        assert "AccessDeniedFrame" in codes and "FrameError" in codes
+        replies = [decode_frame((await ws.receive(timeout=5)).data) for _ in range(len(bad) + 1)]
+        assert [r.type for r in replies] == ["error"] * (len(bad) + 1)
+        assert [(r.body["code"], r.body.get("n")) for r in replies] == [
+            *((code, n) for _, code, n in bad),
+            ("FrameError", None),
+        ]
+        assert "unexpected hello" in replies[-2].body["message"]
         # the same link still applies a good frame and acknowledges it
         await ws.send_bytes(encode_frame("deltas", n=7, payload=await _payload(TA, "acme")))
         while True:

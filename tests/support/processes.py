@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -36,7 +37,7 @@ class ServerProcess:
         self.peer_token = peer_token
         self.port = port
         self.extra = list(extra or [])
-        self.proc: subprocess.Popen[str] | None = None
+        self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log = workdir / f"{replica_id}.log"
 
@@ -64,15 +65,18 @@ class ServerProcess:
         return cmd + self.extra
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        """Start the process and wait (at most ``timeout`` seconds) for its "serving" line; a server
+        that exits or hangs before it is killed and reported with the end of its log."""
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         log = self.log.open("a")
-        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=log, text=True, env=env)
+        self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=log, env=env)
         log.close()
-        deadline = time.monotonic() + timeout
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line or time.monotonic() > deadline:
-            raise RuntimeError(f"{self.replica_id} did not start: {self.log.read_text()[-2000:]}")
+        try:
+            line = _read_line(self.proc, timeout)
+        except RuntimeError as exc:
+            self.kill()
+            tail = self.log.read_text()[-2000:]
+            raise RuntimeError(f"{self.replica_id} did not start: {exc}\n{tail}") from None
         info: dict[str, Any] = json.loads(line)
         self.url = info["url"]
         if not self.port:
@@ -108,3 +112,22 @@ class ServerProcess:
     @property
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
+
+
+def _read_line(proc: subprocess.Popen[bytes], timeout: float) -> str:
+    """The first line ``proc`` writes to stdout, waiting at most ``timeout`` seconds for it."""
+    assert proc.stdout is not None
+    fd = proc.stdout.fileno()
+    deadline = time.monotonic() + timeout
+    data = b""
+    while b"\n" not in data:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise RuntimeError(f"no 'serving' line within {timeout} s")
+        readable, _, _ = select.select([fd], [], [], remaining)
+        if readable:
+            chunk = os.read(fd, 4096)
+            if not chunk:
+                raise RuntimeError(f"it exited (status {proc.wait()}) before serving")
+            data += chunk
+    return data.split(b"\n", 1)[0].decode()

@@ -11,6 +11,14 @@ from typing import Any
 import aiohttp
 
 
+class HttpError(AssertionError):
+    """A response with a status >= 400 that the caller did not expect (``status`` says which)."""
+
+    def __init__(self, message: str, status: int):
+        super().__init__(message)
+        self.status = status
+
+
 class Api:
     """Calls one node's REST API with an optional bearer token."""
 
@@ -25,7 +33,7 @@ class Api:
             if expect is not None:
                 assert response.status == expect, f"{method} {path}: {response.status} {text}"
             elif response.status >= 400:
-                raise AssertionError(f"{method} {path}: {response.status} {text}")
+                raise HttpError(f"{method} {path}: {response.status} {text}", response.status)
             return json.loads(text) if text else None
 
     async def add(self, content: Any, **fields: Any) -> dict[str, Any]:
