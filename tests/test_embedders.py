@@ -11,10 +11,10 @@ import hashlib
 import importlib.util
 import json
 import os
+import socket
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from functools import cache
 from pathlib import Path
@@ -173,15 +173,6 @@ def test_hashing_algorithm_is_pinned_to_its_model_name() -> None:
     assert _digest(vectors) == HASHING_V1_DIGEST, "the hashing algorithm changed: bump its model name"
 
 
-def test_hashing_throughput_is_thousands_of_texts_per_second() -> None:
-    words = ["memory", "sync", "agent", "replica", "merges", "conflict", "register", "vector", "index"]
-    texts = [" ".join(words[(i + j) % len(words)] + str(j % 7) for j in range(100)) for i in range(300)]
-    started = time.perf_counter()
-    HashingEmbedder().embed(texts)
-    per_second = len(texts) / (time.perf_counter() - started)
-    assert per_second > 200, f"{per_second:.0f} texts/s"  # measured ~2,500; loose for a busy CI machine
-
-
 # -- MiniLM: semantic similarity -------------------------------------------------------------------
 
 
@@ -338,13 +329,20 @@ def test_importing_crdtmem_loads_no_model_library() -> None:
     assert done.stdout.strip() == "[]"
 
 
-def test_fastembed_never_downloads_a_missing_model(tmp_path: Path) -> None:
-    """With fastembed installed: an empty cache fails at once with how to fill it. Without: the error
-    names the extra. Either way, no hang on a download."""
-    started = time.perf_counter()
+def test_fastembed_never_downloads_a_missing_model(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With fastembed installed: an empty cache fails with how to fill it. Without: the error names
+    the extra. Either way no connection is even attempted (every one is refused and recorded here)."""
+    attempts: list[object] = []
+
+    def refuse(sock: socket.socket, address: object, *rest: object) -> None:
+        attempts.append(address)
+        raise OSError("this test allows no network")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket.socket, "connect_ex", refuse)
     with pytest.raises(InvalidInput) as caught:
         FastEmbedEmbedder("BAAI/bge-small-en-v1.5", cache_dir=tmp_path)
-    assert time.perf_counter() - started < 60
+    assert attempts == [], "a missing model must not be fetched"
     if FASTEMBED_INSTALLED:
         assert "never downloads" in str(caught.value) and str(tmp_path) in str(caught.value)
     else:

@@ -6,7 +6,6 @@ REST API; convergence compares every replica's materialized memories and conflic
 
 from __future__ import annotations
 
-import asyncio
 from pathlib import Path
 
 from crdtmem import Replica
@@ -102,7 +101,10 @@ async def test_partial_replication_only_subscribed_channels(procs, session, tmp_
     private = await api_hub.add("u1's secret", user_id="u1")
     shared = await api_hub.add("u2's note", user_id="u2")
     await eventually(lambda: _has(api_c, shared["id"], "u2's note"), what="u2 memory on c")
-    await asyncio.sleep(0.3)
+    # a barrier, not a pause: had u1 been replicated to c, its delta (committed first) would have
+    # gone out on the same link before this one
+    barrier = await api_hub.add("u2's second note", user_id="u2")
+    await eventually(lambda: _has(api_c, barrier["id"], "u2's second note"), what="the barrier on c")
     assert await api_c.get(private["id"]) is None
     assert U1 not in (await api_c.status())["version_vectors"]
 
