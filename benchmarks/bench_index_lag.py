@@ -6,13 +6,16 @@ returns it (the indexer works off the write path, so this is the index lag a rea
 in the same run: embed + upsert + search of the same text straight on the engine (what the indexer
 cannot beat).
 
-    python benchmarks/bench_index_lag.py [--quick]
+    python benchmarks/bench_index_lag.py [--quick] [--json FILE] [--dir DIR]
+
+Reported: p50 and p99 of both, and their p50 ratio (information, no target).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import statistics
 import sys
 import tempfile
@@ -30,9 +33,9 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-async def main(quick: bool) -> None:
-    base, probes = (500, 50) if quick else (5_000, 200)
-    with tempfile.TemporaryDirectory(prefix="crdtmem-bench-lag-") as tmp:
+async def main(args: argparse.Namespace) -> None:
+    base, probes = (500, 50) if args.quick else (5_000, 200)
+    with tempfile.TemporaryDirectory(prefix="crdtmem-bench-lag-", dir=args.dir) as tmp:
         async with Replica(
             Path(tmp) / "r.db", replica_id="r", synchronous="NORMAL", index=IndexSettings()
         ) as r:
@@ -76,10 +79,36 @@ async def main(quick: bool) -> None:
     print(f"write-to-searchable lag over {probes} writes, {base} memories indexed (edge, hashing)")
     for label, values in (("crdtmem write -> search finds it", lags), ("raw embed + upsert + search", raw)):
         print(f"  {label:<34} p50 {statistics.median(values):7.2f} ms   p99 {pct(values, 0.99):7.2f} ms")
-    print(f"  ratio p50 {statistics.median(lags) / statistics.median(raw):.2f}x")
+    ratio = statistics.median(lags) / statistics.median(raw)
+    print(f"  ratio p50 {ratio:.2f}x")
+    if args.json:
+        from _common import machine
+
+        result = {
+            "benchmark": "index_lag",
+            "quick": bool(args.quick),
+            "machine": machine(),
+            "memories": base,
+            "probes": probes,
+            "lag_ms": {"p50": statistics.median(lags), "p99": pct(lags, 0.99)},
+            "raw_ms": {"p50": statistics.median(raw), "p99": pct(raw, 0.99)},
+            "ratios": [
+                {
+                    "name": "write-to-searchable / raw embed+upsert+search, p50 (info)",
+                    "subject": "crdtmem",
+                    "baseline": "raw",
+                    "value": ratio,
+                    "target": None,
+                    "met": None,
+                }
+            ],
+        }
+        Path(args.json).write_text(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":
     cli = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     cli.add_argument("--quick", action="store_true", help="fewer memories and probes: about 10 s")
-    asyncio.run(main(cli.parse_args().quick))
+    cli.add_argument("--json", default=None, help="also write the results as JSON to this file")
+    cli.add_argument("--dir", default=None, help="where the replica's files go (default: a temp dir)")
+    asyncio.run(main(cli.parse_args()))

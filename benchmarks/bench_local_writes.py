@@ -6,14 +6,16 @@ after its transaction committed:
 - sequential: one ``await replica.add(...)`` after another, vs one sqlite-utils ``insert`` per write
   (sqlite-utils wraps each insert in its own transaction);
 - concurrent: W writer tasks under ``asyncio.gather`` (crdtmem's group commit folds queued writes into
-  one transaction), vs the same rows inserted one transaction per write, and vs a grouped baseline
-  that inserts W rows per transaction (the best any group commit can do).
+  one transaction), vs a grouped baseline that inserts W rows per transaction: the like-for-like
+  comparison, since grouping writes is what crdtmem does too (and the best any group commit can do).
+  The same rows inserted one transaction per write are shown for information.
 
 The baseline row is comparable: id (uuid hex), content, JSON metadata. crdtmem writes more per add (the
 Yrs document state, the materialized record, the delta log, the channel log and version vector), so
 the ratio measures what the CRDT machinery and that bookkeeping cost on top of the durable insert.
 
-Target: crdtmem / sqlite-utils >= 0.5x.
+Targets: crdtmem / sqlite-utils >= 0.5x, sequential (against 1 transaction per write) and concurrent
+(against the grouped baseline).
 
 Run: ``python benchmarks/bench_local_writes.py`` (``--quick`` for about 10 s).
 """
@@ -197,8 +199,8 @@ async def main() -> int:
     )
     ratios = [
         _common.ratio(series, labels[0], labels[1], "sequential, crdtmem / sqlite-utils", TARGET),
-        _common.ratio(series, labels[2], labels[1], "concurrent, crdtmem / sqlite-utils 1 txn/write", TARGET),
-        _common.ratio(series, labels[2], labels[3], "concurrent, crdtmem / sqlite-utils grouped (info)"),
+        _common.ratio(series, labels[2], labels[3], "concurrent, crdtmem / sqlite-utils grouped", TARGET),
+        _common.ratio(series, labels[2], labels[1], "concurrent, crdtmem / sqlite-utils 1 txn/write (info)"),
     ]
     return _common.finish(args, "local_writes", series, ratios, {"avg_group": avg_group})
 

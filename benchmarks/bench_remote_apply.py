@@ -232,7 +232,10 @@ async def main() -> int:
         async def durable_case() -> tuple[int, float]:
             return apply_minimal_durable(fresh("minimal"), workload, args.synchronous)
 
-        await pycrdt_case()  # warm-up, not measured
+        # warm-up of every case (imports, first allocations, page cache, first fsyncs), not measured
+        await crdtmem_case()
+        await pycrdt_case()
+        await durable_case()
         cases = {
             "crdtmem Replica.apply (file, stored)": crdtmem_case,
             "raw pycrdt apply_update (memory)": pycrdt_case,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+import signal
 import subprocess
 import sys
+import urllib.request
 from pathlib import Path
 
 
@@ -41,3 +44,37 @@ def test_demo_with_the_semantic_embedder(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stdout + done.stderr
     assert "sentence-transformers/all-MiniLM-L6-v2 embedder, semantic" in done.stdout
     assert "top hit 'Refund policy" in done.stdout
+
+
+def test_demo_keep_stays_up_with_the_dashboard_until_stopped(tmp_path: Path) -> None:
+    """``crdtmem demo --keep``: after the steps it prints the dashboard's URL, serves it and the API,
+    and stops cleanly on SIGTERM."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "crdtmem", "demo", "--dir", str(tmp_path), "--keep"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        seen = []
+        for line in proc.stdout:  # bounded: the demo ends its steps or exits
+            seen.append(line)
+            if line.startswith("Dashboard: "):
+                break
+        output = "".join(seen)
+        assert "Done: every replica converged, nothing was lost." in output, output
+        url = seen[-1].split()[1]
+        assert url.startswith("http://127.0.0.1:") and url.endswith("/dashboard"), url
+        with urllib.request.urlopen(url, timeout=30) as page:
+            assert page.status == 200 and "<html" in page.read().decode().lower()
+        base = url.removesuffix("/dashboard")
+        with urllib.request.urlopen(f"{base}/v1/status", timeout=30) as status:
+            assert json.loads(status.read())["replica_id"] == "admin"
+        assert proc.poll() is None, "the demo did not stay up"
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=60) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=30)

@@ -6,6 +6,7 @@ REST API; convergence compares every replica's materialized memories and conflic
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from crdtmem import Replica
@@ -117,3 +118,51 @@ async def _has(api: Api, memory_id: str, content: object) -> bool:
 async def _offline_write(proc: ServerProcess, memory_id: str, content: str) -> None:
     async with Replica(proc.db, replica_id=proc.replica_id) as replica:
         await replica.update(memory_id, content=content)
+
+
+async def test_authenticated_replication_between_two_nodes(procs, session, tmp_path):
+    """A hub serving with tokens and a laptop syncing to it with ``--peer-token``
+    (``PeerConfig(token=)``): both directions replicate. A node with a wrong token gets nothing and
+    gives nothing, its status says why, and its own writes go on."""
+    laptop_token = "laptop-replica-token-0001"
+    agent_token = "u1-agent-token-000000001"
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        json.dumps(
+            {
+                "tokens": [
+                    {"token": laptop_token, "principal": "replica:laptop", "read": [U1], "write": [U1]},
+                    {"token": agent_token, "principal": "user:agent", "read": [U1], "write": [U1]},
+                ]
+            }
+        )
+    )
+    hub = spawn(procs, tmp_path, "hub", channels=[U1], tokens=tokens)
+    laptop = spawn(procs, tmp_path, "laptop", channels=[U1], peers=[hub.url], peer_token=laptop_token)
+    api_hub, api_laptop = Api(session, hub.url, agent_token), Api(session, laptop.url)
+
+    from_laptop = await api_laptop.add("written on the laptop", user_id="u1")
+    await eventually(lambda: _has(api_hub, from_laptop["id"], "written on the laptop"), what="laptop -> hub")
+    from_hub = await api_hub.add("written on the hub", user_id="u1")
+    await eventually(lambda: _has(api_laptop, from_hub["id"], "written on the hub"), what="hub -> laptop")
+    peer = (await api_laptop.status())["peers"][0]
+    assert peer["connected"] and peer["peer_id"] == "hub"
+
+    elsewhere = tmp_path / "impostor"
+    elsewhere.mkdir()
+    impostor = spawn(
+        procs, elsewhere, "laptop", channels=[U1], peers=[hub.url], peer_token="not-the-laptop-token-000"
+    )
+    api_impostor = Api(session, impostor.url)
+
+    async def refused() -> bool:
+        peers = (await api_impostor.status())["peers"]
+        return "HTTP 401" in str(peers[0]["last_error"])
+
+    await eventually(refused, what="the wrong token is refused")
+    kept = await api_impostor.add("stays local", user_id="u1")
+    barrier = await api_laptop.add("after the impostor's write", user_id="u1")  # laptop -> hub still flows
+    await eventually(lambda: _has(api_hub, barrier["id"], "after the impostor's write"), what="barrier")
+    assert await api_hub.get(kept["id"]) is None
+    assert [m["id"] for m in await api_impostor.memories()] == [kept["id"]]
+    assert not (await api_impostor.status())["peers"][0]["connected"]

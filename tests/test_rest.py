@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -9,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from crdtmem import Replica
+from crdtmem import InvalidInput, Replica
 from crdtmem.access import TokenTable
 from crdtmem.server import Node
 
@@ -549,6 +551,48 @@ async def test_writes_over_the_rate_get_429_with_retry_after(
         # reads are not limited, and other principals have their own bucket
         assert (await acme.ok("GET", f"/v1/memories/{first['id']}"))["content"] == "2"
         await Client(session, limited.url, ADMIN).ok("POST", "/v1/memories", {"content": "x"}, 201)
+
+
+@pytest.mark.parametrize("host", ["0.0.0.0", "::", "10.1.2.3", "example.com"])
+def test_an_open_node_refuses_to_bind_beyond_loopback(tmp_path: Path, host: str) -> None:
+    """Without tokens, nothing but loopback: refused before anything binds or opens."""
+    with pytest.raises(InvalidInput, match=f"refusing to serve on {host} without a tokens file"):
+        Node(Replica(tmp_path / "o.db", replica_id="o"), host=host)
+    assert not (tmp_path / "o.db").exists()
+    Node(Replica(tmp_path / "t.db", replica_id="t"), host=host, tokens=TOKENS)  # with tokens: allowed
+
+
+@pytest.mark.parametrize("host", ["127.0.0.1", "127.0.0.2", "localhost", "::1"])
+def test_an_open_node_may_bind_to_loopback(tmp_path: Path, host: str) -> None:
+    assert Node(Replica(tmp_path / "o.db", replica_id="o"), host=host).host == host
+
+
+def test_serve_refuses_an_open_non_loopback_bind_with_a_clear_message(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "crdtmem", "serve", "--db", str(tmp_path / "o.db"), "--host", "0.0.0.0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode != 0 and done.stdout == ""  # never printed that it serves
+    assert "refusing to serve on 0.0.0.0 without a tokens file" in done.stderr
+
+
+async def test_a_body_over_the_limit_is_413_and_changes_nothing(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    async with Node(Replica(tmp_path / "s.db", replica_id="s"), tokens=TOKENS, max_body_bytes=4096) as small:
+        admin = Client(session, small.url, ADMIN)
+        fits = await admin.ok("POST", "/v1/memories", {"content": "x" * 3000}, 201)
+        error = await admin.error("POST", "/v1/memories", {"content": "x" * 5000}, status=413)
+        assert "4096" in error["message"] or "too large" in error["message"].lower(), error
+        big_payload = b"\x00" * 5000
+        async with session.post(
+            small.url + "/v1/sync/push", data=big_payload, headers={"Authorization": f"Bearer {ADMIN}"}
+        ) as response:
+            assert response.status == 413 and (await response.json())["message"]
+        assert [m["id"] for m in (await admin.ok("GET", "/v1/memories"))["memories"]] == [fits["id"]]
+        assert await admin.ok("GET", "/healthz")
 
 
 async def test_open_node_without_tokens(tmp_path: Path, session: aiohttp.ClientSession) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import inspect
 import threading
@@ -91,17 +92,53 @@ def test_use_after_close_raises_replica_closed(tmp_path: Path) -> None:
     memory = replica.add("x")
     replica.close()
     raised = []
-    with warnings.catch_warnings():
-        # calling after close currently also leaks a never-awaited coroutine; keep its warning here
-        # rather than let it surface in whichever test runs next
-        warnings.simplefilter("ignore", RuntimeWarning)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
         for call in (lambda: replica.get(memory.id), lambda: replica.add("y")):
             try:
                 call()
             except Exception as exc:
                 raised.append(type(exc))
-            gc.collect()
+            gc.collect()  # a coroutine made and never awaited would warn here
     assert raised == [ReplicaClosed, ReplicaClosed]
+    assert [str(w.message) for w in caught] == [], "a call after close left a coroutine never awaited"
+
+
+def test_a_call_running_in_another_thread_when_closed_gets_replica_closed(tmp_path: Path) -> None:
+    """close() from one thread while another waits on a call: that call ends with ReplicaClosed
+    instead of waiting forever for a loop that stopped."""
+    replica = SyncReplica(tmp_path / "s.db", replica_id="s1")
+    started = threading.Event()
+
+    async def never_finishes() -> None:
+        started.set()
+        await asyncio.Event().wait()
+
+    replica.replica.never_finishes = never_finishes  # type: ignore[attr-defined]
+    outcome: list[object] = []
+
+    def caller() -> None:
+        try:
+            replica.never_finishes()
+        except Exception as exc:
+            outcome.append(type(exc))
+
+    thread = threading.Thread(target=caller)
+    thread.start()
+    assert started.wait(30)
+    replica.close()
+    thread.join(30)
+    assert not thread.is_alive() and outcome == [ReplicaClosed]
+
+
+def test_a_call_after_the_loop_closed_leaves_no_coroutine_behind(tmp_path: Path) -> None:
+    """Even past the closed check (another thread closed it in between), the coroutine is closed."""
+    replica = SyncReplica(tmp_path / "s.db", replica_id="s1")
+    replica.close()
+    coroutine = replica.replica.get("anything")
+    with pytest.raises(ReplicaClosed):
+        replica._run(coroutine)
+    assert coroutine.cr_frame is None, "the coroutine was left unawaited and open"
 
 
 def test_failed_open_leaves_no_thread_behind(tmp_path: Path) -> None:

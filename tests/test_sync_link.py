@@ -69,6 +69,35 @@ async def test_slow_subscriber_is_moved_to_pull_and_told_so(tmp_path):
             assert node.status()["links"][0]["mode"] == "eager"
 
 
+async def test_an_unacknowledged_frame_is_sent_again_after_the_ack_timeout(tmp_path):
+    """A frame (or its ack) lost on the way: after ``ack_timeout`` the link re-exports from what the
+    peer acknowledged, counts it in crdtmem_frames_resent_total, and goes on once acks come."""
+    settings_ = LinkSettings(ack_timeout=0.2, slow_after=3600)
+    async with Node(Replica(tmp_path / "a.db", replica_id="a"), settings=settings_) as node:
+        made = [await node.replica.add(f"fact {i}", user_id="u1") for i in range(3)]
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
+            await ws.send_bytes(
+                encode_frame("hello", replica="lossy", channels=[U1], mode="eager", interval_ms=0, vectors={})
+            )
+            first = (await _frames_until(ws, "deltas"))[-1]  # "lost": never acknowledged
+            again = (await _frames_until(ws, "deltas"))[-1]
+            sent = [wire.decode(f.body["payload"]).deltas for f in (first, again)]
+            assert [d.uid for d in sent[0]] == [d.uid for d in sent[1]], "not the same deltas again"
+            assert len(sent[0]) == 3 and again.body["n"] != first.body["n"]
+            assert node.metrics.value("crdtmem_frames_resent_total", peer="lossy") >= 1
+            await ws.send_bytes(
+                encode_frame("ack", n=again.body["n"], vectors={U1: node.replica.version_vector(U1)})
+            )
+            latest = await node.replica.add("after the ack", user_id="u1")
+            while True:  # a resend may have crossed our ack; then the new write comes on its own
+                frame = (await _frames_until(ws, "deltas"))[-1]
+                ids = [d.doc_id for d in wire.decode(frame.body["payload"]).deltas]
+                if latest.id in ids:
+                    break
+                assert ids == [m.id for m in made]
+            assert ids == [latest.id], "the acknowledged deltas were sent again with the new one"
+
+
 async def test_lazy_mode_batches_and_coalesces_deltas_of_one_memory(tmp_path):
     """201 deltas of one memory written while offline reach the hub as one frame holding one merged
     delta; afterwards every lazy frame still carries one delta for the memory, however many writes

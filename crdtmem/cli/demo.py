@@ -147,7 +147,10 @@ class Demo:
         await laptop.add_items(groceries.id, "bread")
         await self.nodes["phone"].connect_peers()
         await _until(lambda: self._has(phone, counter.id, 5))
+        # the phone reports the list, so wait for it there too: laptop's "bread" may reach the phone
+        # through the admin node after the counter did
         await _until(lambda: self._has(laptop, groceries.id, ["eggs", "bread"]))
+        await _until(lambda: self._has(phone, groceries.id, ["eggs", "bread"]))
         items = await _content(phone, groceries.id)
         self.say(
             f"4. concurrent +2 (phone) and +3 (laptop) merged to {await _content(phone, counter.id)} "

@@ -11,6 +11,7 @@ async call finishes and returns its result (or raises its error)::
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import inspect
 import threading
 from collections.abc import Coroutine
@@ -48,7 +49,16 @@ class SyncReplica:
         return await Replica(*args, **kwargs).start()
 
     def _run(self, coro: Coroutine[Any, Any, T]) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self._loop).result()
+        try:
+            future = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        except RuntimeError:  # the loop closed after the caller looked: never leave coro unawaited
+            coro.close()
+            raise ReplicaClosed("this SyncReplica was closed; open a new one") from None
+        try:
+            return future.result()
+        except concurrent.futures.CancelledError:
+            # close() cancelled it: a call from another thread must not wait for a stopped loop
+            raise ReplicaClosed("this SyncReplica was closed while the call ran") from None
 
     def __getattr__(self, name: str) -> Any:
         if name in _LIFECYCLE:
@@ -82,6 +92,8 @@ class SyncReplica:
         self._shutdown_loop()
 
     def _shutdown_loop(self) -> None:
+        # calls still running (from other threads) are cancelled, not left on a loop that stops
+        asyncio.run_coroutine_threadsafe(_cancel_the_rest(), self._loop).result()
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join()
         self._loop.close()
@@ -91,3 +103,10 @@ class SyncReplica:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+async def _cancel_the_rest() -> None:
+    running = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in running:
+        task.cancel()
+    await asyncio.gather(*running, return_exceptions=True)
