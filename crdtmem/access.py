@@ -3,19 +3,27 @@
 A tokens file is JSON::
 
     {"tokens": [
-      {"token": "s3cr3t-laptop", "principal": "replica:laptop",
+      {"token": "s3cr3t-laptop-0001", "principal": "replica:laptop",
        "read": ["user:u1:memories", "tenant:acme:shared"], "write": ["user:u1:memories"]},
-      {"token": "s3cr3t-hub-b", "principal": "replica:hub-b", "read": ["*"], "write": ["*"],
+      {"token": "s3cr3t-hub-b-000001", "principal": "replica:hub-b", "read": ["*"], "write": ["*"],
        "origins": ["*"]},
-      {"token": "s3cr3t-web", "principal": "user:web", "read": ["user:u1:memories"],
+      {"token": "s3cr3t-web-0000001", "principal": "user:web", "read": ["user:u1:memories"],
        "write": ["user:u1:memories"], "origins": ["web-1"], "unsigned": ["web-1"]},
-      {"token": "s3cr3t-dash", "principal": "user:admin", "read": ["tenant:acme:*", "user:*:memories"],
-       "write": []}
+      {"token": "s3cr3t-dashboard-01", "principal": "user:admin",
+       "read": ["tenant:acme:*", "user:*:memories"], "write": []}
     ]}
 
 A principal is ``replica:{id}`` (a peer replica: the replica id it claims must be this one) or
-``user:{id}`` (an app, agent or dashboard). Channel patterns are channel names where ``*`` stands for
-one whole id, e.g. ``user:*:memories``; ``*`` alone means every channel.
+``user:{id}`` (an app, agent or dashboard). A channel pattern is one of:
+
+    *                   every channel
+    user:u1:memories    that channel (any channel name, system:global included)
+    user:*:memories     that kind of channel, for every id
+    tenant:acme:*       every channel of that id (a kind has one suffix, so: tenant:acme:shared)
+    topic:*:*           every channel of that kind
+
+``*`` always stands for one whole part, never for part of an id (``user:u*:memories`` is refused),
+and a suffix must be the kind's own (``user:*:shared`` is refused: it could match nothing).
 
 Every delta names its *origin*, the replica that wrote it, and the version vectors that decide what
 a replica still misses are kept per origin. So a principal may introduce only deltas of the origins
@@ -45,8 +53,9 @@ from .errors import InvalidInput
 from .ids import Channel, check_name
 
 _PATTERN = re.compile(
-    r"^(\*|system:global|(user|tenant|topic):([A-Za-z0-9_.\-]{1,128}|\*):(memories|shared|updates))$"
+    r"^(\*|system:global|(?P<kind>user|tenant|topic):([A-Za-z0-9_.\-]{1,128}|\*):(?P<suffix>\w+|\*))$"
 )
+_SUFFIX = {"user": "memories", "tenant": "shared", "topic": "updates"}
 
 
 _ENTRY_FIELDS = {"token", "principal", "read", "write", "origins", "unsigned"}
@@ -129,16 +138,16 @@ the sender of a payload handed to the engine without one (the caller vouches for
 
 
 def matches(pattern: str, channel: str) -> bool:
-    """Whether ``channel`` matches ``pattern`` (``*`` = any one id, or alone = any channel)."""
+    """Whether ``channel`` matches ``pattern``: ``*`` alone is every channel; in a part (the id or
+    the suffix) it stands for any whole value of that part."""
     if pattern == "*" or pattern == channel:
         return True
     if "*" not in pattern:
         return False
-    p_kind, _, p_rest = pattern.partition(":")
-    c_kind, _, c_rest = channel.partition(":")
-    p_id, _, p_suffix = p_rest.partition(":")
-    c_id, _, c_suffix = c_rest.partition(":")
-    return p_kind == c_kind and p_suffix == c_suffix and p_id == "*" and bool(c_id)
+    p_parts, c_parts = pattern.split(":"), channel.split(":")
+    if len(p_parts) != 3 or len(c_parts) != 3 or p_parts[0] != c_parts[0]:
+        return False
+    return all(p in ("*", c) and c for p, c in zip(p_parts[1:], c_parts[1:], strict=True))
 
 
 def may_read_memory(principal: Principal, channels: Iterable[str]) -> bool:
@@ -245,8 +254,16 @@ def check_patterns(patterns: object, where: str) -> tuple[str, ...]:
     if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
         raise InvalidInput(f"{where} must be a list of channel patterns")
     for pattern in patterns:
-        if not _PATTERN.match(pattern):
-            raise InvalidInput(f"{where}: {pattern!r} is not a channel or channel pattern")
+        found = _PATTERN.fullmatch(pattern)
+        if not found:
+            raise InvalidInput(
+                f"{where}: {pattern!r} is not a channel or channel pattern (a channel name with '*' for "
+                "its whole id or suffix, e.g. user:*:memories or tenant:acme:*, or '*' alone)"
+            )
+        kind, suffix = found["kind"], found["suffix"]
+        if kind is not None and suffix not in ("*", _SUFFIX[kind]):
+            ending = _SUFFIX[kind]
+            raise InvalidInput(f"{where}: {pattern!r} can match nothing: {kind} channels end in :{ending}")
         if "*" not in pattern:
             Channel.parse(pattern)
     return tuple(patterns)
