@@ -119,6 +119,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
             settings=settings,
             metrics=node.metrics,
             sender=principal,
+            admit=lambda: node.check_rate(principal),  # each deltas frame, as each push
         )
         node.links.add(link)
         node.metrics.inc("crdtmem_ws_connections_total", side="server")

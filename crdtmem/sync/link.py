@@ -93,6 +93,7 @@ class Link:
         metrics: Metrics,
         on_pull_requested: Callable[[], None] | None = None,
         sender: Principal | None = None,
+        admit: Callable[[], None] | None = None,
     ):
         self.replica = replica
         self.ws = ws
@@ -122,6 +123,10 @@ class Link:
         """The peer's rights here: which origins it may introduce, which memories it may write
         (server side: its token's; client side: its entry in this node's tokens table). None: the
         node runs open and the peer may do anything."""
+        self._admit = admit
+        """Called before each inbound deltas frame; raises (e.g. a rate limit) to refuse it."""
+        self._paused_until = 0.0
+        """The peer refused a frame with ``retry_after``: send nothing before this monotonic time."""
         self.status = LinkStatus(peer_id, self.mode, push_channels, sorted(accept_channels), 0, 0)
         self._unsubscribe: Callable[[], None] | None = None
 
@@ -178,6 +183,9 @@ class Link:
             self._wake.clear()
             if self.mode == "pull":
                 continue
+            pause = self._paused_until - time.monotonic()
+            if pause > 0:  # the peer asked us to slow down; the log keeps everything meanwhile
+                await asyncio.sleep(pause)
             self._rewind_lost_frames()
             await self._send_available()
 
@@ -336,6 +344,9 @@ class Link:
         body: dict[str, Any] = {"code": code, "message": str(exc)}
         if n is not None:
             body["n"] = n
+        retry_after = getattr(exc, "retry_after", None)
+        if isinstance(retry_after, (int, float)):
+            body["retry_after"] = round(float(retry_after), 3)
         if not self.ws.closed:
             await self.ws.send_bytes(encode_frame("error", **body))
 
@@ -355,6 +366,8 @@ class Link:
             self._held.clear()
             self._drained = False
             self.metrics.inc("crdtmem_frames_refused_by_peer_total", reason=str(body["code"]))
+            if "retry_after" in body:
+                self._paused_until = time.monotonic() + body["retry_after"]
             self._acks.set()
         elif frame.type == "mode":
             # the peer stops pushing to us until we pull and resume; our own push goes on
@@ -374,6 +387,8 @@ class Link:
 
     async def _receive_deltas(self, n: int, data: bytes) -> None:
         try:
+            if self._admit is not None:
+                self._admit()
             received = wire.decode(data, max_bytes=self.settings.max_frame_bytes)
             forbidden = sorted({c for d in received.deltas for c in d.seqs if c not in self.accept_channels})
             if forbidden:

@@ -7,7 +7,9 @@ Every frame is a binary WebSocket message holding one msgpack map with ``"t"`` (
     deltas  {n: frame number, payload: <crdtmem.deltas payload bytes>}
     ack     {n, vectors, rejected?}      receiver's version vectors after applying frame n; rejected:
                                          how many of its deltas failed their checks (engine/remote.py)
-    error   {n, code, message, retry_after?}   frame n was refused; nothing of it was applied
+    error   {n, code, message, retry_after?}   frame n was refused; nothing of it was applied;
+                                         retry_after: seconds to wait before sending again (a rate
+                                         limit), at most 3600
     mode    {mode: "pull", reason}       sender stops pushing: the receiver must pull to catch up
     resume  {vectors}                    receiver caught up by pulling; push may start again from here
 
@@ -27,6 +29,8 @@ from ..ids import check_name, parse_channels
 from ..store.codec import MAX_SEQ
 
 VERSION = 1
+MAX_RETRY_AFTER = 3600
+"""The longest pause a peer may ask for in an error frame's ``retry_after`` (seconds)."""
 FrameType = Literal["hello", "deltas", "ack", "error", "mode", "resume"]
 MODES = ("eager", "lazy")
 
@@ -114,6 +118,14 @@ def _ack(body: dict[str, Any]) -> None:
 def _error(body: dict[str, Any]) -> None:
     if not isinstance(body.get("code"), str) or not isinstance(body.get("message"), str):
         raise FrameError("error frame needs a code and a message")
+    if "retry_after" in body:
+        retry_after = body["retry_after"]
+        if (
+            not isinstance(retry_after, (int, float))
+            or isinstance(retry_after, bool)
+            or not 0 <= retry_after <= MAX_RETRY_AFTER
+        ):
+            raise FrameError(f"error frame retry_after must be seconds between 0 and {MAX_RETRY_AFTER}")
 
 
 def _mode(body: dict[str, Any]) -> None:
