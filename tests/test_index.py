@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import random
+import subprocess
+import sys
 from pathlib import Path
 
 import aiohttp
@@ -14,35 +15,43 @@ import pytest
 
 from crdtmem import CrdtmemError, InvalidInput, Replica
 from crdtmem.access import TokenTable
-from crdtmem.index import IndexSettings
+from crdtmem.index import IndexSettings, Point
 from crdtmem.index.embedders import HashingEmbedder
+from crdtmem.index.engines import open_engine
+from crdtmem.index.indexer import memory_text, text_hash
 from crdtmem.server import Node
 
 U1, U2 = "user:u1:memories", "user:u2:memories"
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def settings(engine: str = "memory", **kw) -> IndexSettings:
     return IndexSettings(engine=engine, **kw)
 
 
-async def _store_view(replica: Replica) -> dict[str, tuple[int, bool, bool]]:
-    """{id: (version, deleted, conflicted)} of what the index must hold."""
+View = dict[str, tuple[int, bool, bool, str, str]]
+
+
+async def _store_view(replica: Replica) -> View:
+    """{id: (version, deleted, conflicted, model, text hash)}: what the index must hold, from the
+    store and the embedder alone."""
+    assert replica.index is not None
+    model = replica.index.embedder.model
     return {
-        m.id: (m.version, m.deleted, m.conflicted)
+        m.id: (m.version, m.deleted, m.conflicted, model, text_hash(memory_text(m)))
         for m in await replica.list(include_deleted=True)
         if not m.deleted or m.conflicted
     }
 
 
-async def _index_view(replica: Replica) -> dict[str, tuple[int, bool, bool]]:
+async def _index_view(replica: Replica) -> View:
+    """The same, read from what the engine holds (its points' payloads), not from the store."""
     assert replica.index is not None
-    engine = replica.index.engine
-    versions = await asyncio.to_thread(engine.versions)
-    view = {}
-    for memory_id, version in versions.items():
-        memory = await replica.get(memory_id)
-        view[memory_id] = (version, memory.deleted, memory.conflicted)
-    return view
+    stored = await asyncio.to_thread(replica.index.engine.payloads)
+    return {
+        i: (p["version"], p["deleted"], p["conflicted"], p["model"], p["text_hash"])
+        for i, p in stored.items()
+    }
 
 
 async def test_search_respects_every_scope_filter(tmp_path: Path) -> None:
@@ -146,23 +155,93 @@ async def test_restart_keeps_the_index_consistent(tmp_path: Path) -> None:
         assert hits and hits[0].memory.content == "note 7"
 
 
-async def test_crash_between_store_commit_and_index_upsert_is_repaired(tmp_path: Path) -> None:
-    engine = settings("qdrant-local")
-    async with Replica(tmp_path / "a.db", replica_id="a", index=engine) as r:
-        kept = await r.add("indexed before the crash", user_id="u1")
-        assert r.index is not None
-        await r.index.wait_idle()
-    # the "crash": commits reach the store, the indexer never runs for them
-    async with Replica(tmp_path / "a.db", replica_id="a") as r:
-        late = await r.add("committed but never indexed", user_id="u1")
-        await r.delete(kept.id)
-    async with Replica(tmp_path / "a.db", replica_id="a", index=engine) as r:
+CRASHER = Path(__file__).parent / "helpers" / "index_crash.py"
+
+
+@pytest.mark.parametrize("engine", ["edge", "qdrant-local"])
+async def test_a_process_killed_between_store_commit_and_index_upsert_is_repaired(
+    tmp_path: Path, engine: str
+) -> None:
+    """A real process commits writes and is SIGKILLed while its indexer holds them, before the
+    upsert (its embedder blocks on them); on the next start the index catches up from its mark."""
+    db = tmp_path / "a.db"
+    proc = subprocess.Popen(
+        [sys.executable, str(CRASHER), str(db), engine], stdout=subprocess.PIPE, text=True, cwd=ROOT
+    )
+    try:
+        lines = {}
+        assert proc.stdout is not None
+        for line in proc.stdout:
+            word, _, rest = line.strip().partition(" ")
+            lines[word] = rest
+            if word == "embedding":  # the indexer is between the commit and the upsert now
+                break
+        assert {"kept", "late", "deleted", "embedding"} <= set(lines), lines
+    finally:
+        proc.kill()
+        proc.communicate()
+    kept, late = lines["kept"], lines["late"]
+    index = IndexSettings(engine=engine)
+    async with Replica(db, replica_id="a") as plain:  # the crash state, before any repair
+        mark = int(plain.store.get_meta("index:crdtmem-384:version") or 0)
+        assert mark < (await plain.get(late)).version, "the late write was indexed before the kill"
+    held = open_engine(engine, f"{db}.index", collection="crdtmem-384")
+    held.ensure_collection(384)
+    assert late not in held.versions() and kept in held.versions()
+    held.close()
+    async with Replica(db, replica_id="a", index=index) as r:
         assert r.index is not None
         await r.index.wait_idle()
         report = await r.index.verify()
         assert report.ok, report
+        assert await _index_view(r) == await _store_view(r)
         found = {x.memory.id for x in await r.search("never indexed", user_id="u1")}
-        assert late.id in found and kept.id not in found
+        assert late in found and kept not in found
+
+
+async def test_verify_finds_stale_orphan_and_mismatched_points_and_rebuild_repairs_them(
+    tmp_path: Path,
+) -> None:
+    async with Replica(tmp_path / "a.db", replica_id="a", index=settings("qdrant-local")) as r:
+        made = [await r.add(f"item {i}", user_id="u1") for i in range(6)]
+        await r.update(made[0].id, content="item 0, changed")  # version above its first point's
+        gone = await r.add("deleted later", user_id="u1")
+        assert r.index is not None
+        await r.index.wait_idle()
+        assert (await r.index.verify()).ok
+        engine = r.index.engine
+        points = await asyncio.to_thread(engine.payloads)
+        vector = r.index.embedder.embed(["x"])[0]
+
+        def rewrite(point_id: str, **fields: object) -> Point:
+            return Point(point_id, vector, {**points.get(point_id, points[made[1].id]), **fields})
+
+        await r.delete(gone.id)
+        await r.index.wait_idle()  # its point left the index; one written back below is an orphan
+        stale = rewrite(made[0].id, version=points[made[0].id]["version"] - 1)
+        await asyncio.to_thread(engine.delete, [made[0].id])  # an engine never takes a stale upsert
+        await asyncio.to_thread(
+            engine.upsert,
+            [
+                stale,
+                rewrite(gone.id),
+                rewrite("no-such-memory", memory_id="no-such-memory", version=1),
+                rewrite(made[2].id, conflicted=True),
+                rewrite(made[3].id, model="another/model"),
+                rewrite(made[4].id, text_hash="0" * 32),
+            ],
+        )
+        await asyncio.to_thread(engine.delete, [made[5].id])
+        report = await r.index.verify()
+        assert report.missing == (made[5].id,)
+        assert report.stale == (made[0].id,)
+        assert set(report.orphans) == {"no-such-memory", gone.id}
+        assert set(report.mismatched) == {made[2].id, made[3].id, made[4].id}
+        assert not report.ok
+        fixed = await r.index.rebuild()
+        assert fixed.ok, fixed
+        assert "no-such-memory" not in await asyncio.to_thread(engine.versions), "rebuild left an orphan"
+        assert await _index_view(r) == await _store_view(r)
 
 
 async def test_changing_the_model_reembeds_everything(tmp_path: Path) -> None:
@@ -240,5 +319,8 @@ async def test_rest_search_is_scoped_to_the_caller(tmp_path: Path) -> None:
             f"{node.url}/v1/status", headers={"Authorization": "Bearer u1-agent-token-000001"}
         ) as r:
             status_body = await r.json()
-        assert status_body["index"]["lag_versions"] == 0
-        assert json.dumps(status_body["index"])
+        index_status = status_body["index"]
+        assert index_status["lag_versions"] == 0 and index_status["last_error"] is None
+        assert (index_status["engine"], index_status["model"]) == ("memory", "crdtmem/hashing-384-v1")
+        assert index_status["indexed_version"] == max(m.version for m in await replica.list())
+        assert index_status["points_written"] == 2

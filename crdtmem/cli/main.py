@@ -137,9 +137,10 @@ def _reindex(args: argparse.Namespace) -> int:
                 report = await replica.index.rebuild(ProgressBar("reindex"))
         print(
             f"index of {args.db}: {report.expected} memories expected, {report.indexed} points; "
-            f"missing {len(report.missing)}, stale {len(report.stale)}, orphans {len(report.orphans)}"
+            f"missing {len(report.missing)}, stale {len(report.stale)}, orphans {len(report.orphans)}, "
+            f"mismatched {len(report.mismatched)}"
         )
-        for name in ("missing", "stale", "orphans"):
+        for name in ("missing", "stale", "orphans", "mismatched"):
             ids = getattr(report, name)
             if ids:
                 print(f"  {name}: {', '.join(ids[:10])}{' ...' if len(ids) > 10 else ''}")

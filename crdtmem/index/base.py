@@ -131,6 +131,11 @@ class VectorEngine(Protocol):
         """``{id: version}`` of stored points (all of them when ``ids`` is None)."""
         ...
 
+    def payloads(self, ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        """``{id: payload}`` of stored points (all of them when ``ids`` is None), as stored: what
+        :meth:`Indexer.verify` compares with the store, field by field."""
+        ...
+
     def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[Hit]:
         """Nearest points by cosine similarity that pass ``flt``, best first."""
         ...

@@ -44,17 +44,20 @@ class SearchResult:
 @dataclass(frozen=True, slots=True)
 class Verification:
     """What :meth:`Indexer.verify` found: ids missing from the index, stale points (older version
-    than the store), and orphans (points for memories that should not be indexed)."""
+    than the store), orphans (points for memories that should not be indexed), and mismatched points
+    (the store's version, but a payload that disagrees with the store's record: the deleted or
+    conflicted flag, the text that was embedded, or the model that embedded it)."""
 
     expected: int
     indexed: int
     missing: tuple[str, ...]
     stale: tuple[str, ...]
     orphans: tuple[str, ...]
+    mismatched: tuple[str, ...] = ()
 
     @property
     def ok(self) -> bool:
-        return not (self.missing or self.stale or self.orphans)
+        return not (self.missing or self.stale or self.orphans or self.mismatched)
 
 
 def memory_text(memory: Memory) -> str:
@@ -73,6 +76,11 @@ def memory_text(memory: Memory) -> str:
         str(v) for v in memory.metadata.values() if isinstance(v, (str, int, float))
     ]
     return body if not extra else body + "\n" + " ".join(extra)
+
+
+def text_hash(text: str) -> str:
+    """The digest a point records of the text it was embedded from."""
+    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
 
 
 def indexable(memory: Memory) -> bool:
@@ -220,7 +228,7 @@ class Indexer:
             await asyncio.to_thread(self.engine.delete, drop)
 
     async def _embed(self, texts: Sequence[str]) -> list[list[float]]:
-        digests = [hashlib.blake2b(t.encode(), digest_size=16).hexdigest() for t in texts]
+        digests = [text_hash(t) for t in texts]
         vectors: dict[str, list[float]] = {}
         for digest in digests:
             cached = self._vectors.get(digest)
@@ -259,17 +267,22 @@ class Indexer:
     # -- maintenance --------------------------------------------------------------------------
 
     async def verify(self) -> Verification:
-        """Compare the engine with the store: no missing, stale or orphan points means ok."""
-        expected: dict[str, int] = {}
+        """Compare what the engine holds with the store, point by point: no missing, stale, orphan or
+        mismatched points means ok."""
+        expected: dict[str, dict[str, Any]] = {}
         for record in self.source.query_records(include_deleted=True):
             memory = Memory.from_dict(record)
             if indexable(memory):
-                expected[memory.id] = memory.version
-        indexed = await asyncio.to_thread(self.engine.versions)
+                expected[memory.id] = _payload(memory, self.embedder.model, memory_text(memory))
+        indexed = await asyncio.to_thread(self.engine.payloads)
         missing = sorted(set(expected) - set(indexed))
-        stale = sorted(i for i in set(expected) & set(indexed) if indexed[i] < expected[i])
+        both = set(expected) & set(indexed)
+        stale = sorted(i for i in both if indexed[i]["version"] < expected[i]["version"])
+        mismatched = sorted(i for i in both - set(stale) if _disagrees(indexed[i], expected[i]))
         orphans = sorted(set(indexed) - set(expected))
-        return Verification(len(expected), len(indexed), tuple(missing), tuple(stale), tuple(orphans))
+        return Verification(
+            len(expected), len(indexed), tuple(missing), tuple(stale), tuple(orphans), tuple(mismatched)
+        )
 
     async def rebuild(self, progress: Progress | None = None) -> Verification:
         """Re-embed and re-upsert every memory from the store, drop orphans, then verify."""
@@ -324,4 +337,18 @@ def _payload(memory: Memory, model: str, text: str) -> dict[str, Any]:
         "conflicted": memory.conflicted,
         "model": model,
         "content": text[:2000],
+        "text_hash": text_hash(text),
     }
+
+
+_CHECKED = ("version", "deleted", "conflicted", "model", "text_hash")
+"""The payload fields verify() holds to the store's: what search filters and ranks by."""
+
+
+def _disagrees(stored: dict[str, Any], expected: dict[str, Any]) -> bool:
+    if "text_hash" not in stored:  # a point written before points recorded it: compare the text
+        stored = {
+            **stored,
+            "text_hash": expected["text_hash"] if stored.get("content") == expected["content"] else "",
+        }
+    return any(stored.get(field) != expected[field] for field in _CHECKED)

@@ -178,6 +178,8 @@ class EngineSuite:
         with pytest.raises(StorageError):
             engine.versions()
         with pytest.raises(StorageError):
+            engine.payloads()
+        with pytest.raises(StorageError):
             engine.count()
 
     # -- upsert, versions, delete, count ---------------------------------------------------------
@@ -197,6 +199,20 @@ class EngineSuite:
         ready.delete([])
         assert ready.upsert([]) == 0
         assert ready.count() == 2
+
+    def test_payloads_come_back_as_stored(self, ready: VectorEngine) -> None:
+        """What verify() compares with the store: every field, for all points or the ones asked."""
+        ready.upsert(
+            [point("a", unit(0), 3, tags=("x",), conflicted=True, content="hi"), point("b", unit(1))]
+        )
+        expected = {"a": payload("a", 3, tags=("x",), conflicted=True, content="hi"), "b": payload("b")}
+        assert ready.payloads() == expected
+        assert ready.payloads(["b", "missing"]) == {"b": expected["b"]}
+        assert ready.payloads([]) == {}
+        ready.upsert([point("a", unit(0), 4, deleted=True)])
+        assert ready.payloads(["a"])["a"] == payload("a", 4, deleted=True)
+        ready.delete(["a"])
+        assert set(ready.payloads()) == {"b"}
 
     def test_any_string_is_a_memory_id(self, ready: VectorEngine) -> None:
         odd = ["01J9Z3-ULID-like", "with spaces and / slashes", "ünïcode-🙂", "x" * 300]

@@ -77,6 +77,12 @@ class MemoryEngine:
             wanted = self._points.keys() if ids is None else [i for i in ids if i in self._points]
             return {i: int(self._points[i][2]["version"]) for i in wanted}
 
+    def payloads(self, ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        with self._lock:
+            self._ready()
+            wanted = self._points.keys() if ids is None else [i for i in ids if i in self._points]
+            return {i: copy.deepcopy(self._points[i][2]) for i in wanted}
+
     def search(self, vector: Sequence[float], flt: SearchFilter, limit: int) -> list[Hit]:
         check_filter(flt)
         check_limit(limit)

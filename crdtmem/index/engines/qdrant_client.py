@@ -225,19 +225,31 @@ class QdrantClientEngine:
         self._ready()
         if ids is not None:
             return self._stored_versions(ids)
-        found: dict[str, int] = {}
+        return {i: int(p["version"]) for i, p in self._scroll(["memory_id", "version"]).items()}
+
+    def payloads(self, ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        self._ready()
+        if ids is None:
+            return self._scroll(True)
+        found: dict[str, dict[str, Any]] = {}
+        with self._errors("retrieve"):
+            for chunk in chunked(dict.fromkeys(ids), _PAGE):
+                records = self._client.retrieve(
+                    self.collection, ids=[point_uuid(i) for i in chunk], with_payload=True, with_vectors=False
+                )
+                found.update(_by_memory_id(record.payload) for record in records if _is_ours(record.payload))
+        return found
+
+    def _scroll(self, fields: list[str] | bool) -> dict[str, dict[str, Any]]:
+        """Every crdtmem point's payload (only ``fields`` of it, or all), by memory id."""
+        found: dict[str, dict[str, Any]] = {}
         offset: Any = None
         with self._errors("scroll"):
             while True:
                 records, offset = self._client.scroll(
-                    self.collection,
-                    limit=_PAGE,
-                    offset=offset,
-                    with_payload=["memory_id", "version"],
-                    with_vectors=False,
+                    self.collection, limit=_PAGE, offset=offset, with_payload=fields, with_vectors=False
                 )
-                for record in records:
-                    found.update(_version_of(record.payload))
+                found.update(_by_memory_id(record.payload) for record in records if _is_ours(record.payload))
                 if offset is None:
                     return found
 
@@ -319,6 +331,15 @@ class QdrantClientEngine:
         except _QDRANT_ERRORS as exc:
             where = f"collection {self.collection!r}"
             raise StorageError(f"{self.name}: {action} failed on {where}: {exc}") from exc
+
+
+def _is_ours(payload: dict[str, Any] | None) -> bool:
+    return bool(payload) and "memory_id" in (payload or {})  # not a crdtmem point: leave it alone
+
+
+def _by_memory_id(payload: dict[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    held = dict(payload or {})
+    return str(held["memory_id"]), held
 
 
 def _version_of(payload: dict[str, Any] | None) -> dict[str, int]:

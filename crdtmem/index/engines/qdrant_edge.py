@@ -167,16 +167,34 @@ class QdrantEdgeEngine:
         shard, _ = self._ready()
         if ids is not None:
             return self._stored_versions(shard, ids)
-        found: dict[str, int] = {}
+        return {i: int(p["version"]) for i, p in self._scroll(shard, ["memory_id", "version"]).items()}
+
+    def payloads(self, ids: Sequence[str] | None = None) -> dict[str, dict[str, Any]]:
+        shard, _ = self._ready()
+        if ids is None:
+            return self._scroll(shard, True)
+        found: dict[str, dict[str, Any]] = {}
+        with self._errors("retrieve"):
+            for chunk in chunked(dict.fromkeys(ids), _PAGE):
+                point_ids: list[edge.PointId] = [point_uuid(i) for i in chunk]
+                found.update(
+                    _by_memory_id(r.payload)
+                    for r in shard.retrieve(point_ids, True, False)
+                    if _is_ours(r.payload)
+                )
+        return found
+
+    def _scroll(self, shard: edge.EdgeShard, fields: list[str] | bool) -> dict[str, dict[str, Any]]:
+        """Every crdtmem point's payload (only ``fields`` of it, or all), by memory id."""
+        found: dict[str, dict[str, Any]] = {}
         offset: edge.PointId | None = None
         with self._errors("scroll"):
             while True:
                 request = edge.ScrollRequest(
-                    offset=offset, limit=_PAGE, with_payload=["memory_id", "version"], with_vector=False
+                    offset=offset, limit=_PAGE, with_payload=fields, with_vector=False
                 )
                 records, offset = shard.scroll(request)
-                for record in records:
-                    found.update(_version_of(record.payload))
+                found.update(_by_memory_id(r.payload) for r in records if _is_ours(r.payload))
                 if offset is None:
                     return found
 
@@ -274,6 +292,15 @@ class QdrantEdgeEngine:
             raise
         except Exception as exc:
             raise StorageError(f"edge engine at {self.path}: {action} failed: {exc}") from exc
+
+
+def _is_ours(payload: Mapping[str, Any] | None) -> bool:
+    return bool(payload) and "memory_id" in (payload or {})
+
+
+def _by_memory_id(payload: Mapping[str, Any] | None) -> tuple[str, dict[str, Any]]:
+    held = {k: v for k, v in (payload or {}).items() if k != FLAGS_FIELD}  # the adapter's own field
+    return str(held["memory_id"]), held
 
 
 def _version_of(payload: Mapping[str, Any] | None) -> dict[str, int]:
