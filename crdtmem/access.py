@@ -10,11 +10,13 @@ A tokens file is JSON::
       {"token": "s3cr3t-web-0000001", "principal": "user:web", "read": ["user:u1:memories"],
        "write": ["user:u1:memories"], "origins": ["web-1"], "unsigned": ["web-1"]},
       {"token": "s3cr3t-dashboard-01", "principal": "user:admin",
-       "read": ["tenant:acme:*", "user:*:memories"], "write": []}
+       "read": ["tenant:acme:*", "user:*:memories"], "write": []},
+      {"token": "s3cr3t-alice-00001", "principal": "user:alice@example.com",
+       "read": ["user:alice@example.com:memories"], "write": ["user:alice@example.com:memories"]}
     ]}
 
 A principal is ``replica:{id}`` (a peer replica: the replica id it claims must be this one) or
-``user:{id}`` (an app, agent or dashboard). A channel pattern is one of:
+``user:{id}`` (an app, agent or dashboard; any app id). A channel pattern is one of:
 
     *                   every channel
     user:u1:memories    that channel (any channel name, system:global included)
@@ -23,7 +25,10 @@ A principal is ``replica:{id}`` (a peer replica: the replica id it claims must b
     topic:*:*           every channel of that kind
 
 ``*`` always stands for one whole part, never for part of an id (``user:u*:memories`` is refused),
-and a suffix must be the kind's own (``user:*:shared`` is refused: it could match nothing).
+and a suffix must be the kind's own (``user:*:shared`` is refused: it could match nothing). Ids may
+be written as the app has them (``user:alice@example.com:memories``, ``user:org:alice:memories``) or
+escaped as on the wire (``user:org%3Aalice:memories``, see :mod:`crdtmem.ids`); a literal ``*`` in an
+id is written ``%2A``. Patterns are kept in their canonical wire form, which :func:`matches` compares.
 
 Every delta names its *origin*, the replica that wrote it, and the version vectors that decide what
 a replica still misses are kept per origin. So a principal may introduce only deltas of the origins
@@ -42,19 +47,15 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
-import re
 import secrets
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import InvalidInput
-from .ids import Channel, check_name
+from .errors import InvalidChannel, InvalidInput
+from .ids import Channel, check_id, check_replica_id, escape_id
 
-_PATTERN = re.compile(
-    r"^(\*|system:global|(?P<kind>user|tenant|topic):([A-Za-z0-9_.\-]{1,128}|\*):(?P<suffix>\w+|\*))$"
-)
 _SUFFIX = {"user": "memories", "tenant": "shared", "topic": "updates"}
 
 
@@ -139,7 +140,8 @@ the sender of a payload handed to the engine without one (the caller vouches for
 
 def matches(pattern: str, channel: str) -> bool:
     """Whether ``channel`` matches ``pattern``: ``*`` alone is every channel; in a part (the id or
-    the suffix) it stands for any whole value of that part."""
+    the suffix) it stands for any whole value of that part. Both are canonical wire forms, whose ids
+    never contain ``:`` or ``*`` (they are escaped)."""
     if pattern == "*" or pattern == channel:
         return True
     if "*" not in pattern:
@@ -234,9 +236,12 @@ class TokenTable:
 
 def check_principal(name: object, where: str = "principal") -> str:
     kind, _, ident = name.partition(":") if isinstance(name, str) else ("", "", "")
-    if kind not in ("replica", "user"):
-        raise InvalidInput(f"{where}: principal must be 'replica:{{id}}' or 'user:{{id}}', got {name!r}")
-    check_name(ident, f"{where} id")
+    if kind == "replica":
+        check_replica_id(ident, f"{where} id")
+    elif kind == "user":
+        check_id(ident, f"{where} id")
+    else:
+        raise InvalidInput(f"{where}: principal must be 'replica:{{id}}' or 'user:{{id}}', got {name!r:.80}")
     return str(name)
 
 
@@ -246,27 +251,49 @@ def check_origins(origins: object, where: str) -> tuple[str, ...]:
         raise InvalidInput(f'{where} must be a list of replica ids (or "*" for every origin)')
     for origin in origins:
         if origin != "*":
-            check_name(origin, f"{where}: replica id")
+            check_replica_id(origin, f"{where}: replica id")
     return tuple(origins)
 
 
+def canonical_pattern(pattern: object) -> str:
+    """A channel or channel pattern (see the module docstring) in its canonical wire form."""
+    if not isinstance(pattern, str):
+        raise InvalidInput(f"{pattern!r:.80} is not a channel or channel pattern")
+    if pattern in ("*", "system:global"):
+        return pattern
+    kind, _, rest = pattern.partition(":")
+    suffix = _SUFFIX.get(kind)
+    ending = rest.rpartition(":")[2]
+    if suffix is None or ":" not in rest:
+        raise InvalidInput(
+            f"{pattern!r:.300} is not a channel or channel pattern (a channel name with '*' for its whole "
+            "id or suffix, e.g. user:*:memories or tenant:acme:*, or '*' alone)"
+        )
+    if ending not in ("*", suffix):
+        raise InvalidInput(f"{pattern!r:.300} can match nothing: {kind} channels end in :{suffix}")
+    middle = rest[: -len(ending) - 1]
+    if middle == "*":
+        return f"{kind}:*:{ending}"
+    try:
+        channel = Channel.from_text(f"{kind}:{middle}:{suffix}")
+    except InvalidChannel as exc:
+        raise InvalidInput(f"{pattern!r:.300} is not a channel or channel pattern: {exc}") from None
+    return str(channel) if ending == suffix else f"{kind}:{escape_id(channel.name)}:*"
+
+
 def check_patterns(patterns: object, where: str) -> tuple[str, ...]:
+    """Validate channel patterns; returns them in canonical form, without duplicates."""
     if not isinstance(patterns, list) or not all(isinstance(p, str) for p in patterns):
         raise InvalidInput(f"{where} must be a list of channel patterns")
+    found: list[str] = []
     for pattern in patterns:
-        found = _PATTERN.fullmatch(pattern)
-        if not found:
-            raise InvalidInput(
-                f"{where}: {pattern!r} is not a channel or channel pattern (a channel name with '*' for "
-                "its whole id or suffix, e.g. user:*:memories or tenant:acme:*, or '*' alone)"
-            )
-        kind, suffix = found["kind"], found["suffix"]
-        if kind is not None and suffix not in ("*", _SUFFIX[kind]):
-            ending = _SUFFIX[kind]
-            raise InvalidInput(f"{where}: {pattern!r} can match nothing: {kind} channels end in :{ending}")
-        if "*" not in pattern:
-            Channel.parse(pattern)
-    return tuple(patterns)
+        try:
+            canonical = canonical_pattern(pattern)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
+        if canonical not in found:
+            found.append(canonical)
+    return tuple(found)
 
 
 def new_token() -> str:

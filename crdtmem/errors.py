@@ -7,7 +7,8 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     ├── InvalidInput               bad arguments from the caller (unknown kind, bad id, wrong type)
     │   ├── UnknownKind            a memory kind that is not fact|preference|list|counter|conversation
     │   ├── InvalidChannel         a channel name that does not parse
-    │   └── WrongKind              an operation that does not fit the memory's kind
+    │   ├── WrongKind              an operation that does not fit the memory's kind
+    │   └── MemoryExists           a create with the id of a live memory
     ├── NotFound                   no memory with that id on this replica
     ├── MemoryDeleted              the memory is deleted (and not in conflict): write refused
     ├── NoSuchConflict             resolve() on a field that has no conflict
@@ -41,6 +42,10 @@ class InvalidChannel(InvalidInput):
 
 class WrongKind(InvalidInput):
     """The operation does not apply to this memory's kind (e.g. increment on a fact)."""
+
+
+class MemoryExists(InvalidInput):
+    """A create named the id of a live memory (the id of a deleted one takes a new incarnation)."""
 
 
 class NotFound(CrdtmemError, KeyError):

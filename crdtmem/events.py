@@ -1,6 +1,7 @@
 """MemoryEvent: the change feed, in the seed design's schema.
 
-One event per change this replica commits, local or remote: ``create`` when a memory first appears,
+One event per change this replica commits, local or remote: ``create`` when a memory first appears
+(or its id, deleted, takes a new incarnation),
 ``conflict`` when a change leaves it with concurrent differing values, ``resolve`` when a change
 clears its last conflict, ``delete`` when it becomes deleted, ``update`` otherwise. ``event_id`` is
 ``"{replica_id}:{version}"``: unique on this replica, and the same change never yields two events.
@@ -26,6 +27,8 @@ def classify(before: Memory | None, after: Memory) -> EventType:
         return "resolve"
     if after.deleted and not before.deleted:
         return "delete"
+    if before.deleted and not after.deleted:
+        return "create"  # a new incarnation of a deleted memory's id
     return "update"
 
 

@@ -8,8 +8,16 @@ from pathlib import Path
 import aiohttp
 import pytest
 
-from crdtmem import InvalidInput, Replica
-from crdtmem.access import OPEN, Principal, TokenTable, check_patterns, matches, may_write_memory
+from crdtmem import Channel, InvalidInput, Replica
+from crdtmem.access import (
+    OPEN,
+    Principal,
+    TokenTable,
+    check_patterns,
+    check_principal,
+    matches,
+    may_write_memory,
+)
 from crdtmem.server import Node
 
 CHANNELS = [
@@ -103,3 +111,64 @@ async def test_a_node_serves_a_tenant_wildcard_grant(tmp_path: Path) -> None:
                 f"{node.url}/v1/memories", json={"content": "x", "tenant_id": "acme"}
             ) as r:
                 assert r.status == 403
+
+
+# -- ids as apps have them ----------------------------------------------------------------------
+
+
+def test_patterns_are_kept_in_canonical_form() -> None:
+    assert check_patterns(
+        [
+            "user:alice@example.com:memories",
+            "user:org:alice:memories",
+            "user:org%3Aalice:memories",  # the same channel, escaped: kept once
+            "topic:moving house:updates",
+            "user:*:memories",
+            "*",
+        ],
+        "read",
+    ) == (
+        "user:alice@example.com:memories",
+        "user:org%3Aalice:memories",
+        "topic:moving%20house:updates",
+        "user:*:memories",
+        "*",
+    )
+
+
+@pytest.mark.parametrize(
+    "pattern",
+    ["user:a*:memories", "tenant:acme:*", "user:50%:memories", "user:u\n:memories", "group:g:x", ""],
+)
+def test_what_is_neither_a_channel_nor_a_pattern_is_refused(pattern: str) -> None:
+    with pytest.raises(InvalidInput, match="read"):
+        check_patterns([pattern], "read")
+
+
+def test_an_id_that_is_a_star_is_one_id_not_a_wildcard() -> None:
+    star = str(Channel.user("*"))
+    assert star == "user:%2A:memories"
+    principal = Principal("user:x", check_patterns(["user:%2A:memories"], "read"))
+    assert principal.may_read(star)
+    assert not principal.may_read("user:bob:memories")
+    assert matches("user:*:memories", star)  # the wildcard covers it like any id
+
+
+def test_wildcards_match_escaped_ids_of_their_shape_only() -> None:
+    assert matches("user:*:memories", str(Channel.user("org:alice")))
+    assert not matches("user:*:memories", str(Channel.tenant("org:alice")))
+    assert matches("*", "system:global")
+
+
+def test_principals_take_app_ids_and_replica_ids() -> None:
+    assert check_principal("user:alice@example.com") == "user:alice@example.com"
+    assert check_principal("user:org:alice") == "user:org:alice"
+    with pytest.raises(InvalidInput):
+        check_principal("replica:org:alice")  # replica ids keep the narrow alphabet
+    table = TokenTable.from_json(
+        {"tokens": [{"token": "t" * 16, "principal": "user:org:alice", "read": ["user:org:alice:memories"]}]}
+    )
+    principal = table.lookup("t" * 16)
+    assert principal is not None and principal.read == ("user:org%3Aalice:memories",)
+    assert principal.may_read(str(Channel.user("org:alice")))
+    assert table.to_json()["tokens"][0]["read"] == ["user:org%3Aalice:memories"]

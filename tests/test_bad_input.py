@@ -408,10 +408,11 @@ LOCAL_MISUSE: dict[str, tuple[type[CrdtmemError], Call]] = {
     "unknown kind": (UnknownKind, lambda r, ids: r.add("x", kind="note")),  # type: ignore[arg-type]
     "unknown kind, no content": (UnknownKind, lambda r, ids: r.add(kind="")),  # type: ignore[arg-type]
     "list by unknown kind": (UnknownKind, lambda r, ids: r.list(kind="note")),  # type: ignore[arg-type]
-    "fact content int": (InvalidInput, lambda r, ids: r.add(5)),
+    "fact content NaN": (InvalidInput, lambda r, ids: r.add(float("nan"))),
     "fact content missing": (InvalidInput, lambda r, ids: r.add()),
-    "fact content dict": (InvalidInput, lambda r, ids: r.add({"text": "x"})),
-    "preference content list": (InvalidInput, lambda r, ids: r.add(["dark"], kind="preference")),
+    "fact content set": (InvalidInput, lambda r, ids: r.add({"x"})),
+    "preference content bytes": (InvalidInput, lambda r, ids: r.add([b"dark"], kind="preference")),
+    "fact without content": (InvalidInput, lambda r, ids: r.add(kind="fact")),
     "list content string": (InvalidInput, lambda r, ids: r.add("abc", kind="list")),
     "list content int": (InvalidInput, lambda r, ids: r.add(3, kind="list")),
     "counter content string": (InvalidInput, lambda r, ids: r.add("3", kind="counter")),
@@ -436,16 +437,16 @@ LOCAL_MISUSE: dict[str, tuple[type[CrdtmemError], Call]] = {
     "metadata key empty": (InvalidInput, lambda r, ids: r.update(ids["fact"], metadata={"": "v"})),
     "tags a string": (InvalidInput, lambda r, ids: r.add("x", tags="urgent")),
     "topics a string": (InvalidInput, lambda r, ids: r.add("x", topics="t1")),
-    "bad topic": (InvalidInput, lambda r, ids: r.add("x", topics=["a b"])),
-    "bad user id": (InvalidInput, lambda r, ids: r.add("x", user_id="u 1")),
+    "bad topic": (InvalidInput, lambda r, ids: r.add("x", topics=["a\nb"])),
+    "bad user id": (InvalidInput, lambda r, ids: r.add("x", user_id="u\x001")),
     "empty user id": (InvalidInput, lambda r, ids: r.add("x", user_id="")),
-    "bad tenant id": (InvalidInput, lambda r, ids: r.add("x", tenant_id="t/1")),
-    "bad agent id": (InvalidInput, lambda r, ids: r.add("x", agent_id="a:b")),
-    "bad memory id": (InvalidInput, lambda r, ids: r.add("x", memory_id="has space")),
-    "memory id too long": (InvalidInput, lambda r, ids: r.add("x", memory_id="m" * 129)),
+    "bad tenant id": (InvalidInput, lambda r, ids: r.add("x", tenant_id="")),
+    "bad agent id": (InvalidInput, lambda r, ids: r.add("x", agent_id="a\rb")),
+    "bad memory id": (InvalidInput, lambda r, ids: r.add("x", memory_id="..")),
+    "memory id too long": (InvalidInput, lambda r, ids: r.add("x", memory_id="m" * 257)),
     "memory id not a string": (InvalidInput, lambda r, ids: r.update(7)),  # type: ignore[arg-type]
     "memory id taken": (InvalidInput, lambda r, ids: r.add("x", memory_id=ids["fact"])),
-    "update bad id": (InvalidInput, lambda r, ids: r.update("../etc", content="x")),
+    "update bad id": (InvalidInput, lambda r, ids: r.update("a\u2028b", content="x")),
     "update missing": (NotFound, lambda r, ids: r.update("missing", content="x")),
     "delete missing": (NotFound, lambda r, ids: r.delete("missing")),
     "increment missing": (NotFound, lambda r, ids: r.increment("missing")),
@@ -458,7 +459,7 @@ LOCAL_MISUSE: dict[str, tuple[type[CrdtmemError], Call]] = {
     "append_message to a list": (WrongKind, lambda r, ids: r.append_message(ids["list"], role="u", text="t")),
     "update content of a counter": (WrongKind, lambda r, ids: r.update(ids["counter"], content="4")),
     "update content of a list": (WrongKind, lambda r, ids: r.update(ids["list"], content="x")),
-    "fact content wrong type on update": (InvalidInput, lambda r, ids: r.update(ids["fact"], content=5)),
+    "fact content not JSON on update": (InvalidInput, lambda r, ids: r.update(ids["fact"], content=object())),
     "increment by a float": (InvalidInput, lambda r, ids: r.increment(ids["counter"], 1.5)),  # type: ignore[arg-type]
     "increment by a bool": (InvalidInput, lambda r, ids: r.increment(ids["counter"], True)),
     "decrement by a string": (InvalidInput, lambda r, ids: r.decrement(ids["counter"], "1")),  # type: ignore[arg-type]
@@ -491,7 +492,7 @@ LOCAL_MISUSE: dict[str, tuple[type[CrdtmemError], Call]] = {
     "resolve missing": (NotFound, lambda r, ids: r.resolve("missing", field="content", value="x")),
     "list topic and channel": (InvalidInput, lambda r, ids: r.list(topic="t1", channel="topic:t1:updates")),
     "list unknown channel": (InvalidChannel, lambda r, ids: r.list(channel="news")),
-    "list bad topic": (InvalidInput, lambda r, ids: r.list(topic="a b")),
+    "list bad topic": (InvalidInput, lambda r, ids: r.list(topic="a\tb")),
     "export unknown channel": (InvalidChannel, lambda r, ids: r.export_since("user:u1")),
     "export since not a vector": (
         InvalidInput,

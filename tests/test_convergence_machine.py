@@ -10,7 +10,9 @@ import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.stateful import invariant, run_state_machine_as_test
 
+from crdtmem.engine.replica import Replica
 from crdtmem.testing import Faults, ReplicaMachine
+from crdtmem.testing.strategies import Operation, Revive
 
 _FAST = settings(
     max_examples=30,
@@ -68,18 +70,27 @@ class _CountingMachine(ChaosMachine):
         self.seen["restarts"] += 1
         await super()._restart(replica_id)
 
+    def _write(self, replica: Replica, memory_id: str, op: Operation) -> None:
+        before = self.acked.acknowledged
+        super()._write(replica, memory_id, op)
+        if isinstance(op, Revive) and self.acked.acknowledged > before:
+            self.seen["revivals"] += 1
+
     def teardown(self) -> None:
         if self.network is not None:
             stats = self.network.stats
             self.seen["acknowledged writes"] += self.acked.acknowledged
             for fault in ("dropped", "duplicated", "delayed", "truncated", "corrupted", "blocked", "applied"):
                 self.seen[fault] += getattr(stats, fault)
+            channels = {c for i in self.acked.memory_ids for c in self.acked.channels_of(i)}
+            self.seen["memories on escaped channels"] += any("%" in c for c in channels)
         super().teardown()
 
 
 def test_the_machine_exercises_every_fault_and_concurrency() -> None:
-    """Guards the harness itself: a run that never conflicts, never buffers out-of-order deltas or
-    never meets a fault would pass vacuously."""
+    """Guards the harness itself: a run that never conflicts, never buffers out-of-order deltas,
+    never revives a deleted memory, never uses ids that escape in channel names or never meets a
+    fault would pass vacuously."""
     _CountingMachine.seen.clear()
     run_state_machine_as_test(
         _CountingMachine, settings=settings(_FAST, max_examples=12, derandomize=True, database=None)
@@ -90,6 +101,8 @@ def test_the_machine_exercises_every_fault_and_concurrency() -> None:
         "conflicted replica-steps",
         "replica-steps with pending deltas",
         "restarts",
+        "revivals",
+        "memories on escaped channels",
         "dropped",
         "duplicated",
         "delayed",

@@ -201,3 +201,33 @@ def test_changing_a_returned_message_changes_nothing_the_document_keeps():
     with doc.change():
         doc.append_message(role="user", text="second", next_dot=dots)
     assert [m["text"] for m in doc.read()[0].content] == ["hello", "second"]
+
+
+def test_a_document_of_an_unknown_format_is_read_but_never_written():
+    import pytest
+
+    from crdtmem import InvalidInput
+    from crdtmem.document.memory import FORMAT, FORMAT_WIDE_IDS
+
+    clock = HybridLogicalClock(lambda: next(_ticks))
+    formats = []
+    for user in ("u1", "org:alice"):
+        doc = MemoryDoc.empty("m1", 7)
+        with doc.change():
+            doc.create(
+                memory_id="m1",
+                kind="fact",
+                content={"v": 1},
+                source=Source(None, None, user),
+                scope=Scope(user),
+                metadata={},
+                tags=[],
+                next_dot=Dots("phone", clock),
+            )
+        formats.append(doc._header.get("format"))
+    assert formats == [FORMAT, FORMAT_WIDE_IDS]
+    doc._header["format"] = "crdtmem.memory/9"  # a later format, written by a newer build
+    assert doc.materialize().content == {"v": 1}
+    with pytest.raises(InvalidInput, match="format 'crdtmem.memory/9'"):
+        with doc.change():
+            doc.update(next_dot=Dots("phone", clock), content="x")

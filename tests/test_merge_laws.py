@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from crdtmem import MemoryDeleted, NoSuchConflict, Replica
+from crdtmem import MemoryDeleted, MemoryExists, NoSuchConflict, Replica
 from crdtmem.document.memory import MemoryDoc
 from crdtmem.document.records import Kind
 from crdtmem.engine import payload as wire
@@ -39,6 +39,7 @@ from crdtmem.testing.strategies import (
     Operation,
     RemoveItems,
     Resolve,
+    Revive,
     Update,
 )
 
@@ -54,6 +55,8 @@ _values = st.sampled_from(["red", "green", "blue"])
 _keys = st.sampled_from(["lang", "tone"])
 _items = st.sampled_from(["milk", "eggs", "bread", 7])
 _texts = st.text(st.characters(exclude_categories=("Cs",)), max_size=5)  # lone surrogates are not UTF-8
+# JSON values as fact content; the two objects are one value (canonical comparison), 3 and 3.0 are not
+_json = st.sampled_from([{"a": 1, "b": [1, 2]}, {"b": [1, 2], "a": 1}, [1, "x"], 3, 3.0, True, None, "red"])
 
 
 @dataclass(frozen=True)
@@ -95,6 +98,44 @@ CASES: dict[str, CrdtCase] = {
         st.one_of(
             st.builds(lambda t: Update(add_tags=(t,)), _values),
             st.builds(lambda t: Update(remove_tags=(t,)), _values),
+        ),
+    ),
+    "json-register": CrdtCase("fact", {"a": 0}, st.builds(lambda v: Update(content=v), _json)),
+    "revival": CrdtCase(
+        "fact",
+        "initial",
+        st.one_of(
+            st.just(Delete()),
+            st.builds(lambda v, t: Update(content=v, add_tags=(t,)), _values, _values),
+            st.builds(lambda v, k, t: Revive("fact", v, {k: v}, (t,)), _json, _keys, _values),
+        ),
+    ),
+    "revival-list": CrdtCase(
+        "list",
+        ["milk"],
+        st.one_of(
+            st.just(Delete()),
+            st.builds(lambda x: AddItems((x,)), _items),
+            st.builds(lambda x: RemoveItems((x,)), _items),
+            st.builds(lambda x: Revive("list", [x]), _items),
+        ),
+    ),
+    "revival-counter": CrdtCase(
+        "counter",
+        5,
+        st.one_of(
+            st.just(Delete()),
+            st.builds(Increment, st.integers(-20, 20)),
+            st.builds(lambda n: Revive("counter", n), st.integers(-20, 20)),
+        ),
+    ),
+    "revival-conversation": CrdtCase(
+        "conversation",
+        [{"role": "user", "text": "hi"}],
+        st.one_of(
+            st.just(Delete()),
+            st.builds(AppendMessage, st.just("user"), _values),
+            st.builds(lambda t: Revive("conversation", [{"role": "assistant", "text": t}]), _values),
         ),
     ),
     "lifecycle": CrdtCase(
@@ -186,7 +227,7 @@ async def play(case: CrdtCase, steps: Sequence[Step], writers: int = 3) -> Histo
             vector, before = replica.version_vector(CHANNEL), len(replica.store.history(MEMORY_ID))
             try:
                 await write()
-            except (MemoryDeleted, NoSuchConflict):
+            except (MemoryDeleted, MemoryExists, NoSuchConflict):
                 return
             history = replica.store.history(MEMORY_ID)
             if len(history) == before:

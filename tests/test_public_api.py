@@ -23,6 +23,7 @@ EXPECTED = {
     "Memory",
     "MemoryDeleted",
     "MemoryEvent",
+    "MemoryExists",
     "NoSuchConflict",
     "NotFound",
     "PayloadError",

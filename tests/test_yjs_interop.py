@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 
 from crdtmem import Memory, MemoryDeleted, Replica
-from crdtmem.document.memory import FORMAT, MemoryDoc
+from crdtmem.document.memory import FORMAT, FORMAT_WIDE_IDS, MemoryDoc, document_format
 
 INTEROP = Path(__file__).parent / "interop"
 CLIENT = INTEROP / "yjs_client.mjs"
@@ -108,7 +108,7 @@ def view(memory: Memory) -> dict[str, Any]:
     """What the Yjs client's read returns, computed by crdtmem (counters as decimal strings)."""
     data = memory.to_dict()
     return {
-        "format": FORMAT,
+        "format": document_format(memory.scope),
         "id": memory.id,
         "kind": memory.kind,
         "content": str(memory.content) if memory.kind == "counter" else memory.content,
@@ -325,3 +325,31 @@ async def test_yjs_update_racing_a_python_delete_is_a_lifecycle_conflict(node: s
         assert done.returncode == 1 and "is deleted" in done.stderr
         with pytest.raises(MemoryDeleted):
             await py.update(fact.id, content="Has two cats")
+
+
+async def test_yjs_writes_a_memory_of_ids_as_apps_have_them_on_escaped_channels(node: str) -> None:
+    """Revision 2: a user id with ':' and a topic with a space escape into channel names the Yjs client
+    derives by protocol.md alone, and its payload lands on exactly those channels."""
+    wall = Wall(T0)
+    async with Replica(None, replica_id="py", wall_clock=wall) as py:
+        fact = await py.add(
+            {"city": "Lyon", "since": 2019},
+            user_id="org:alice",
+            topics=["moving house"],
+            memory_id="notes/alice:home",
+        )
+        plain = await py.add("plain ids keep format 1", user_id="u1")
+        assert fact.channels == ("topic:moving%20house:updates", "user:org%3Aalice:memories")
+        read = run_js(node, {"docs": [{"id": m.id, "state": state(py, m.id)} for m in (fact, plain)]})
+        assert js_view(read, 0) == view(fact) and js_view(read, 0)["format"] == FORMAT_WIDE_IDS
+        assert js_view(read, 1)["format"] == FORMAT
+
+        write = {"op": "set_content", "value": {"city": "Paris", "since": 2024}}
+        wrote = run_js(node, {"wall_ms": T0 + 1_000, "docs": [doc(fact.id, state(py, fact.id), write)]})
+        assert wrote["seqs"] == {"topic:moving%20house:updates": 1, "user:org%3Aalice:memories": 1}
+        result = await py.apply(unb64(wrote["payload"]))
+        assert (result.applied, result.pending) == (1, 0)
+        got = await py.get(fact.id)
+        assert got.content == {"city": "Paris", "since": 2024} and not got.conflicted
+        assert py.version_vector("user:org%3Aalice:memories")[JS] == 1
+        assert js_view(wrote) == view(got)

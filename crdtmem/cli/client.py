@@ -159,7 +159,7 @@ def _add(args: argparse.Namespace) -> Any:
 
 
 def _get(args: argparse.Namespace) -> Any:
-    return _call(args, "GET", f"/v1/memories/{urllib.parse.quote(args.memory_id)}")
+    return _call(args, "GET", f"/v1/memories/{urllib.parse.quote(args.memory_id, safe='')}")
 
 
 def _list(args: argparse.Namespace) -> Any:
@@ -202,7 +202,7 @@ def _conflicts(args: argparse.Namespace) -> Any:
 
 def _resolve(args: argparse.Namespace) -> Any:
     value = _loose_json(args.value) if args.field != "content" else args.value
-    path = f"/v1/memories/{urllib.parse.quote(args.memory_id)}/resolve"
+    path = f"/v1/memories/{urllib.parse.quote(args.memory_id, safe='')}/resolve"
     return _call(args, "POST", path, {"field": args.field, "value": value})
 
 

@@ -48,6 +48,11 @@ class Conversation:
     def latest_hlc(self) -> str:
         return max((m.hlc for m in self.messages()), default="")
 
+    def clear(self) -> None:
+        """Delete every observed message: only a new incarnation of a deleted memory does this
+        (``docs/protocol.md`` §5.9); a concurrent append survives."""
+        self._array.clear()
+
 
 def _message(raw: object) -> Message | None:
     """``raw`` as a message, or None when it is not one (a foreign client may write anything)."""

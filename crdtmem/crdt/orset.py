@@ -55,5 +55,10 @@ class ORSet:
             del self._map[key]
         return bool(doomed)
 
+    def clear(self) -> None:
+        """Remove every observed add (a concurrent add survives, as for :meth:`remove`)."""
+        for key in list(self._map.keys()):
+            del self._map[key]
+
     def latest_hlc(self) -> str:
         return max((e.dot.hlc for e in self.entries()), default="")

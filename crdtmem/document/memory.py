@@ -12,11 +12,13 @@ Root types of the document (``docs/protocol.md`` is the normative description)::
 
 Every write that changes a live memory also re-asserts ``active`` in ``lifecycle``; an update that races
 a delete therefore leaves two lifecycle siblings, a detected conflict rather than a silent resurrection
-or a silent loss.
+or a silent loss. A cleanly deleted memory takes no update, but its id can be written again
+(:meth:`MemoryDoc.revive`): a new incarnation that observed the delete, hence no conflict.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -29,16 +31,31 @@ from ..errors import (
     InvalidInput,
     MalformedPayload,
     MemoryDeleted,
+    MemoryExists,
     NoSuchConflict,
     WrongKind,
 )
+from ..ids import is_v1_id
 from . import statevector
 from .records import KINDS, REGISTER_KINDS, Conflict, ConflictValue, Kind, Memory, Scope, Source, check_kind
 from .yroots import YArray, YDoc, YMap, snapshot
 
 FORMAT = "crdtmem.memory/1"
+FORMAT_WIDE_IDS = "crdtmem.memory/2"
+"""The format of a memory whose scope has an id outside protocol revision 1's alphabet
+(``docs/protocol.md`` §8): a revision-1 client would derive other channel names for it."""
+FORMATS = (FORMAT, FORMAT_WIDE_IDS)
 ACTIVE, DELETED = "active", "deleted"
 
+
+class Unset(enum.Enum):
+    """The default of an argument whose every value, ``None`` included, means something (a fact's
+    content may be JSON ``null``)."""
+
+    UNSET = "UNSET"
+
+
+UNSET = Unset.UNSET
 
 DotSource = Callable[[], Dot]
 """Returns a fresh dot (replica id + a fresh HLC tick) for each write inside a change."""
@@ -56,9 +73,13 @@ def check_content(kind: str, content: Any) -> Any:
     """Validate initial content for ``kind``; returns it normalized."""
     check_kind(kind)
     if kind in REGISTER_KINDS:
-        if not isinstance(content, str):
-            raise InvalidInput(f"{kind} content must be a string, got {type(content).__name__}")
-        return check_text(content, f"{kind} content")
+        if content is UNSET:
+            raise InvalidInput(f"a {kind} needs content: any JSON value (text, number, object, ...)")
+        if isinstance(content, str):
+            return check_text(content, f"{kind} content")
+        return decode_value(encode_value(content))  # as the register reads it back: plain JSON
+    if content is UNSET:
+        content = None
     if kind == "counter":
         if content is None:
             return 0
@@ -169,7 +190,15 @@ class MemoryDoc:
 
     @contextmanager
     def change(self) -> Iterator[None]:
-        """Group writes into one Yrs transaction; :meth:`last_delta` then holds its update."""
+        """Group writes into one Yrs transaction; :meth:`last_delta` then holds its update.
+
+        A document of a format this build does not implement is refused (protocol.md §5.1)."""
+        written = self._header.get("format")
+        if written is not None and written not in FORMATS:
+            raise InvalidInput(
+                f"memory {self._header.get('id')!r} is in format {written!r}; this build writes "
+                f"{' and '.join(FORMATS)} only (upgrade crdtmem to change it)"
+            )
         before = self.doc.get_state()
         with self.doc.transaction():
             yield
@@ -199,7 +228,7 @@ class MemoryDoc:
         dot = next_dot()
         self._header.update(
             {
-                "format": FORMAT,
+                "format": document_format(scope),
                 "id": memory_id,
                 "kind": kind,
                 "created": dot.hlc,
@@ -257,25 +286,93 @@ class MemoryDoc:
 
     def _live_for_write(self, next_dot: DotSource) -> Dot:
         """Refuse writes to a cleanly deleted memory; re-assert ``active`` (see module docstring)."""
-        lifecycle = self._lifecycle.siblings()
-        if lifecycle and not MVRegister.in_conflict(lifecycle) and lifecycle[0].value == DELETED:
-            raise MemoryDeleted(f"memory {self._header.get('id')} is deleted")
+        if self.cleanly_deleted:
+            memory_id = self._header.get("id")
+            raise MemoryDeleted(
+                f"memory {memory_id!r} is deleted; to write this id again, create it anew "
+                "(add with memory_id=..., or POST /v1/memories with its id): a new incarnation"
+            )
         dot = next_dot()
         self._lifecycle.write(ACTIVE, dot)
         return dot
+
+    def revive(
+        self,
+        *,
+        kind: Kind,
+        content: Any,
+        scope: Scope,
+        metadata: dict[str, JSONValue],
+        tags: Iterable[JSONValue],
+        next_dot: DotSource,
+    ) -> None:
+        """Write a new incarnation over this cleanly deleted memory (a put after a delete).
+
+        The write observed the delete, so it is a clean revival, not a conflict: it re-asserts
+        ``active`` over the ``deleted`` sibling and removes everything of the old incarnation it
+        observed (content, list items, messages, metadata keys, tags, embedding; a counter is
+        brought to the new value), then writes the new content, metadata and tags. A write that
+        did not observe the delete is an update racing it: a lifecycle conflict, as ever. The
+        header stays: kind and scope must be the old ones (they decide the channels), and
+        ``created_at`` and ``source`` keep describing the first incarnation.
+        """
+        memory_id = self._header.get("id")
+        if not self.cleanly_deleted:
+            raise MemoryExists(f"a memory with id {memory_id!r} already exists")
+        if kind != self.kind:
+            raise InvalidInput(
+                f"memory {memory_id!r} was a {self.kind}; its id takes a new {self.kind} only (a new "
+                f"{kind} needs another id)"
+            )
+        if scope != self.scope():
+            raise InvalidInput(
+                f"memory {memory_id!r} had another scope; its id takes a memory of the same scope only "
+                "(the scope decides its channels; use another id)"
+            )
+        content = check_content(kind, content)
+        dot = next_dot()
+        self._lifecycle.write(ACTIVE, dot)
+        self._embedding.clear()
+        for key in MVRegister.fields(self._metadata):
+            MVRegister(self._metadata, key).clear()
+        self._tags.clear()
+        if kind in REGISTER_KINDS:
+            MVRegister(self._content).write(content, dot)
+        elif kind == "list":
+            ORSet(self._content).clear()
+            self._add_items(content, next_dot)
+        elif kind == "counter":
+            counter = PNCounter(self._content)
+            if content != counter.value():
+                counter.add(dot.replica, content - counter.value(), dot.hlc)
+        else:
+            conversation = Conversation(self._messages)
+            conversation.clear()
+            for role, text in content:
+                conversation.append(role, text, next_dot())
+        for key, item in metadata.items():
+            MVRegister(self._metadata, _check_key(key)).write(item, next_dot())
+        for tag in tags:
+            self._tags.add(tag, next_dot())
+
+    @property
+    def cleanly_deleted(self) -> bool:
+        """Deleted, with no update racing the delete (a write here would be a revival)."""
+        lifecycle = self._lifecycle.siblings()
+        return bool(lifecycle) and not MVRegister.in_conflict(lifecycle) and lifecycle[0].value == DELETED
 
     def update(
         self,
         *,
         next_dot: DotSource,
-        content: Any = None,
+        content: Any = UNSET,
         metadata: dict[str, JSONValue] | None = None,
         remove_metadata: Iterable[str] = (),
         add_tags: Iterable[JSONValue] = (),
         remove_tags: Iterable[JSONValue] = (),
     ) -> None:
         dot = self._live_for_write(next_dot)
-        if content is not None:
+        if content is not UNSET:
             if self.kind not in REGISTER_KINDS:
                 raise WrongKind(
                     f"update(content=...) is for facts and preferences; this memory is a {self.kind} "
@@ -471,6 +568,12 @@ class MemoryDoc:
             conflicts=tuple(c.field for c in conflicts),
         )
         return memory, conflicts
+
+
+def document_format(scope: Scope) -> str:
+    """``crdtmem.memory/1``, or ``/2`` when a user, tenant or topic id needs revision 2's ids."""
+    ids = [i for i in (scope.user_id, scope.tenant_id, *scope.topics) if i is not None]
+    return FORMAT if all(is_v1_id(i) for i in ids) else FORMAT_WIDE_IDS
 
 
 def _scope(raw: dict[str, Any]) -> Scope:

@@ -204,6 +204,16 @@ class YArray:
         array = self._array(txn)
         array.insert(txn, array.len(txn), value)
 
+    def clear(self) -> None:
+        """Delete every element (the ones this document holds; concurrent inserts survive)."""
+        txn = _current(self._doc)
+        if txn is None:
+            with self._doc.transaction():
+                self.clear()
+                return
+        array = self._array(txn)
+        array.remove_range(txn, 0, array.len(txn))
+
 
 def _plain(value: object) -> bool:
     """A JSON value as Yrs hands it over (nested values of a plain map or list are plain too)."""

@@ -20,7 +20,7 @@ from typing import Any
 
 from ..access import Principal
 from ..clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
-from ..document.memory import MemoryDoc
+from ..document.memory import UNSET, MemoryDoc
 from ..document.records import Conflict, HistoryEntry, Kind, Memory, Scope, Source, check_kind
 from ..errors import (
     InvalidInput,
@@ -28,7 +28,15 @@ from ..errors import (
     NotFound,
     ReplicaClosed,
 )
-from ..ids import check_name, new_client_id, new_memory_id, parse_channels
+from ..ids import (
+    Channel,
+    check_id,
+    check_memory_id,
+    check_replica_id,
+    new_client_id,
+    new_memory_id,
+    parse_channels,
+)
 from ..index import Indexer, IndexSettings, SearchFilter, SearchResult, open_indexer
 from ..store.base import Commit, DeltaRecord, Store, VersionVector
 from ..store.memory import MemoryStore
@@ -88,7 +96,7 @@ class Replica:
         index: IndexSettings | bool | None = None,
     ):
         if replica_id is not None:
-            check_name(replica_id, "replica_id")
+            check_replica_id(replica_id)
         self._requested_id = replica_id
         self.path = Path(path) if path is not None else None
         self.channels: tuple[str, ...] | None = parse_channels(channels) if channels is not None else None
@@ -203,7 +211,7 @@ class Replica:
 
     async def add(
         self,
-        content: Any = None,
+        content: Any = UNSET,
         *,
         kind: Kind = "fact",
         user_id: str | None = None,
@@ -216,19 +224,26 @@ class Replica:
         tags: Iterable[Any] = (),
         memory_id: str | None = None,
     ) -> Memory:
-        """Create a memory. ``content``: str for fact/preference, list of items for list, int for
-        counter, list of ``{"role", "text"}`` for conversation."""
+        """Create a memory. ``content``: any JSON value for fact/preference (text, number, bool, null,
+        list, object), list of items for list, int for counter, list of ``{"role", "text"}`` for
+        conversation.
+
+        ``memory_id`` chooses the id (any app id; default a random one). An id in use by a live
+        memory is refused; the id of a deleted memory takes a new incarnation of it (same kind and
+        scope): the delete was observed, so this is no conflict (protocol.md §5.9).
+        """
         self._check_open()
         for name, value in (
             ("user_id", user_id),
             ("tenant_id", tenant_id),
             ("agent_id", agent_id),
             ("session_id", session_id),
-            ("memory_id", memory_id),
         ):
             if value is not None:
-                check_name(value, name)
-        topic_list = tuple(check_name(t, "topic") for t in as_list(topics, "topics"))
+                check_id(value, name)
+        if memory_id is not None:
+            check_memory_id(memory_id)
+        topic_list = tuple(check_id(t, "topic") for t in as_list(topics, "topics"))
         chosen = memory_id is not None  # a caller's id may clash; a fresh random one cannot
         memory_id = memory_id or new_memory_id()
         source = Source(agent_id, session_id, user_id)
@@ -241,7 +256,17 @@ class Replica:
         metadata = check_metadata(metadata)
         tag_list = as_list(tags, "tags")
 
-        def create(doc: MemoryDoc, dots: Dots) -> Memory:
+        def create(doc: MemoryDoc, dots: Dots) -> Memory | None:
+            if doc.exists:
+                doc.revive(
+                    kind=kind,
+                    content=content,
+                    scope=scope,
+                    metadata=metadata,
+                    tags=tag_list,
+                    next_dot=dots,
+                )
+                return None
             return doc.create(
                 memory_id=memory_id,
                 kind=kind,
@@ -259,7 +284,7 @@ class Replica:
         self,
         memory_id: str,
         *,
-        content: Any = None,
+        content: Any = UNSET,
         metadata: dict[str, Any] | None = None,
         remove_metadata: Iterable[str] = (),
         add_tags: Iterable[Any] = (),
@@ -281,7 +306,7 @@ class Replica:
         self,
         memory_id: str,
         *,
-        content: Any = None,
+        content: Any = UNSET,
         metadata: dict[str, Any] | None = None,
         remove_metadata: Iterable[str] = (),
         add_tags: Iterable[Any] = (),
@@ -302,7 +327,7 @@ class Replica:
         others = increment is not None or new_items or old_items or append_message is not None
 
         def change(doc: MemoryDoc, dots: Dots) -> None:
-            if content is not None or metadata or removed or added or dropped or not others:
+            if content is not UNSET or metadata or removed or added or dropped or not others:
                 doc.update(
                     next_dot=dots,
                     content=content,
@@ -360,7 +385,7 @@ class Replica:
         check_exists: bool = True,
     ) -> Memory:
         self._check_open()
-        check_name(memory_id, "memory_id")
+        check_memory_id(memory_id)
         self._in_flight += 1
         try:
             return await self._write_locked(memory_id, change, new, check_exists)
@@ -369,13 +394,15 @@ class Replica:
 
     async def _write_locked(self, memory_id: str, change: Change, new: bool, check_exists: bool) -> Memory:
         async with self._locks.hold([memory_id]):
-            if new:
-                if check_exists and self._work.doc(memory_id) is not None:
-                    raise InvalidInput(f"a memory with id {memory_id!r} already exists")
+            # a create of a chosen id may find the id's deleted memory: the change revives it
+            existing = self._work.doc(memory_id) if not new or check_exists else None
+            if existing is not None:
+                doc = existing
+            elif new:
                 doc = self._work.new_doc(memory_id)
             else:
-                doc = self._load_doc(memory_id)
-            before = None if new else self._work.record(memory_id)
+                raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
+            before = None if existing is None else self._work.record(memory_id)
             dots = Dots(self._id, self.clock)
             try:
                 with doc.change():
@@ -430,7 +457,7 @@ class Replica:
         if topic is not None:
             if channel is not None:
                 raise InvalidInput("pass either topic or channel, not both")
-            channel = f"topic:{check_name(topic, 'topic')}:updates"
+            channel = str(Channel.topic(topic))
         if channel is not None:
             channel = parse_channels([channel])[0]
         if kind is not None:
@@ -485,12 +512,6 @@ class Replica:
         if memory is None:
             raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
         return memory
-
-    def _load_doc(self, memory_id: str) -> MemoryDoc:
-        doc = self._work.doc(memory_id)
-        if doc is None:
-            raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
-        return doc
 
     # -- search -------------------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..document.records import check_kind
 from ..errors import InvalidInput
-from ..ids import check_name, parse_channels
+from ..ids import check_id, parse_channels
 
 
 @runtime_checkable
@@ -90,10 +90,10 @@ class SearchFilter:
         if isinstance(tag_list, (str, bytes)):
             raise InvalidInput("tags must be a list, not a single string")
         return cls(
-            user_id=check_name(user_id, "user_id") if user_id is not None else None,
-            tenant_id=check_name(tenant_id, "tenant_id") if tenant_id is not None else None,
+            user_id=check_id(user_id, "user_id") if user_id is not None else None,
+            tenant_id=check_id(tenant_id, "tenant_id") if tenant_id is not None else None,
             kind=check_kind(kind) if kind is not None else None,
-            topic=check_name(topic, "topic") if topic is not None else None,
+            topic=check_id(topic, "topic") if topic is not None else None,
             tags=tuple(str(t) for t in tag_list),
             channels=parse_channels(channels) if channels is not None else None,
             include_conflicted=include_conflicted,

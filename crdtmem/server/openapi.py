@@ -14,6 +14,7 @@ from aiohttp import web
 
 from .. import __version__
 from ..document.records import KINDS
+from ..ids import MAX_ID_LENGTH
 
 if TYPE_CHECKING:
     from .context import NodeContext
@@ -47,13 +48,20 @@ def _array(items: Schema) -> Schema:
 
 
 _ANY: Schema = {}
-_NAME: Schema = {"type": "string", "pattern": r"^[A-Za-z0-9_.\-]{1,128}$"}
+_NAME: Schema = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_ID_LENGTH,
+    "pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$",
+    "description": "an app id: any text without control characters, e.g. alice@example.com or org:alice",
+}
 _HLC: Schema = {"type": "string", "description": "HLC timestamp, e.g. 001732390000000.000003"}
 _KIND: Schema = {"type": "string", "enum": list(KINDS)}
 _MESSAGE = _object({"role": {"type": "string", "minLength": 1}, "text": {"type": "string"}})
 _CHANNEL: Schema = {
     "type": "string",
-    "description": "user:{id}:memories, tenant:{id}:shared, topic:{id}:updates or system:global",
+    "description": "user:{id}:memories, tenant:{id}:shared, topic:{id}:updates or system:global; "
+    "an id's '%', ':', '*', ',' and spaces are written %XX",
 }
 
 _SCHEMAS: dict[str, Schema] = {
@@ -81,8 +89,7 @@ _SCHEMAS: dict[str, Schema] = {
             "id": {"type": "string"},
             "kind": _KIND,
             "content": {
-                "type": ["string", "integer", "array"],
-                "description": "fact/preference: string; list: array of items; counter: integer; "
+                "description": "fact/preference: any JSON value; list: array of items; counter: integer; "
                 "conversation: array of {role, text, ...} messages",
             },
             "metadata": {"type": "object"},
@@ -151,7 +158,12 @@ _SCHEMAS: dict[str, Schema] = {
     ),
     "MemoryCreate": _object(
         {
-            "content": {"description": "required for fact and preference (a string)"},
+            "id": {
+                **_NAME,
+                "description": "the memory id (default: a random one); the id of a live memory is 409, "
+                "the id of a deleted one takes a new incarnation of the same kind and scope",
+            },
+            "content": {"description": "required for fact and preference (any JSON value)"},
             "kind": {**_KIND, "default": "fact"},
             "user_id": _nullable("string"),
             "agent_id": _nullable("string"),
@@ -167,7 +179,7 @@ _SCHEMAS: dict[str, Schema] = {
     ),
     "MemoryPatch": _object(
         {
-            "content": {"type": "string", "description": "fact and preference only"},
+            "content": {"description": "fact and preference only: any JSON value"},
             "metadata": {"type": "object", "description": "keys to set"},
             "remove_metadata": _array({"type": "string"}),
             "add_tags": _array(_ANY),
@@ -264,7 +276,7 @@ _RESPONSES: dict[str, Schema] = {
     "Unauthorized": _error("missing or unknown bearer token"),
     "Forbidden": _error("the principal may not read or write a channel involved"),
     "NotFound": _error("no such memory, or one the principal may not see"),
-    "Conflict": _error("the memory is deleted, or the field is not in conflict"),
+    "Conflict": _error("the memory is deleted, the field is not in conflict, or the id is taken"),
     "RateLimited": _error(
         "over the principal's write rate", **{"Retry-After": {"type": "integer", "description": "seconds"}}
     ),
@@ -330,7 +342,7 @@ def _paths() -> dict[str, Schema]:
                         **_json(_ref("Memory"), "created"),
                         "headers": {"Location": {"schema": {"type": "string"}}},
                     },
-                    **_errors(400, 401, 403, 429, 503),
+                    **_errors(400, 401, 403, 409, 429, 503),
                 },
                 operationId="createMemory",
                 requestBody=_body(_ref("MemoryCreate")),

@@ -36,9 +36,10 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from ..access import AccessDenied, Principal, may_read_memory, may_write_memory
+from ..document.memory import UNSET
 from ..document.records import KINDS, REGISTER_KINDS, HistoryEntry, Kind, Memory, Scope
-from ..errors import InvalidInput, NotFound, WrongKind
-from ..ids import check_name
+from ..errors import InvalidInput, MemoryExists, NotFound, WrongKind
+from ..ids import check_id, check_memory_id
 from . import openapi
 from .auth import PRINCIPAL
 
@@ -65,8 +66,10 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
             body.get("shared", False),
         )
         _require_write(principal, scope.channels())
+        if body.get("id") is not None:
+            await _id_free_or_own(node, principal, body["id"])
         memory = await replica.add(
-            body.get("content"),
+            body.get("content", UNSET),
             kind=body.get("kind", "fact"),
             user_id=scope.user_id,
             agent_id=body.get("agent_id"),
@@ -76,6 +79,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
             shared=scope.shared,
             metadata=body.get("metadata"),
             tags=body.get("tags", ()),
+            memory_id=body.get("id"),
         )
         return web.json_response(
             memory.to_dict(), status=201, headers={"Location": f"/v1/memories/{memory.id}"}
@@ -221,6 +225,17 @@ async def _may_read_id(node: NodeContext, principal: Principal, memory_id: str) 
     return True
 
 
+async def _id_free_or_own(node: NodeContext, principal: Principal, memory_id: str) -> None:
+    """A create with a chosen id: the id's memory, if any, must be one the caller may write (a
+    deleted one takes a new incarnation); of anyone else's, only that the id is taken is said."""
+    try:
+        memory = await node.replica.get(memory_id)
+    except NotFound:
+        return
+    if not may_write_memory(principal, memory.channels):
+        raise MemoryExists(f"the id {memory_id!r} is taken; choose another")
+
+
 async def _writable(node: NodeContext, principal: Principal, memory_id: str) -> Memory:
     try:
         memory = await node.replica.get(memory_id)
@@ -286,7 +301,7 @@ def _string(name: str, value: Any) -> str:
 def _id_or_null(name: str, value: Any) -> str | None:
     if value is None:
         return None
-    return check_name(_string(name, value), name)
+    return check_id(_string(name, value), name)
 
 
 def _boolean(name: str, value: Any) -> bool:
@@ -337,7 +352,12 @@ def _message(name: str, value: Any) -> dict[str, str]:
     return message
 
 
+def _memory_id_or_null(name: str, value: Any) -> str | None:
+    return None if value is None else check_memory_id(_string(name, value), name)
+
+
 _CREATE_FIELDS: dict[str, Check] = {
+    "id": _memory_id_or_null,
     "content": _any,
     "kind": _kind,
     "user_id": _id_or_null,
@@ -350,7 +370,7 @@ _CREATE_FIELDS: dict[str, Check] = {
     "tags": _array,
 }
 _UPDATE_FIELDS: dict[str, Check] = {
-    "content": _string,
+    "content": _any,
     "metadata": _object,
     "remove_metadata": _string_array,
     "add_tags": _array,
@@ -399,7 +419,7 @@ async def _json_body(
 
 
 def _memory_id(request: web.Request) -> str:
-    return check_name(request.match_info["id"], "memory id")
+    return check_memory_id(request.match_info["id"], "memory id")
 
 
 def _query(request: web.Request, allowed: tuple[str, ...]) -> dict[str, str]:
@@ -424,7 +444,7 @@ def _no_query(request: web.Request) -> None:
 
 def _name_param(query: Mapping[str, str], name: str) -> str | None:
     value = query.get(name)
-    return None if value is None else check_name(value, name)
+    return None if value is None else check_id(value, name)
 
 
 def _bool_param(query: Mapping[str, str], name: str) -> bool:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 import msgpack
 
 from ..errors import InvalidInput, MalformedPayload
-from ..ids import check_name, parse_channels
+from ..ids import Channel, check_replica_id, parse_channels
 from ..store.codec import MAX_SEQ
 
 VERSION = 1
@@ -73,7 +73,7 @@ def check_vectors(raw: Any) -> dict[str, dict[str, int]]:
     if not isinstance(raw, dict):
         raise FrameError("vectors must map channels to {origin: seq}")
     for channel, vector in raw.items():
-        parse_channels([channel])
+        Channel.parse(channel)  # vectors are keyed by canonical names, as the log is
         if not isinstance(vector, dict) or not all(
             isinstance(o, str) and isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEQ
             for o, s in vector.items()
@@ -92,7 +92,7 @@ def _hello(body: dict[str, Any]) -> None:
     if not isinstance(body.get("replica"), str):
         raise FrameError("hello needs the sender's replica id")
     try:
-        check_name(body["replica"], "the hello's replica id")  # it names the peer in logs and metrics
+        check_replica_id(body["replica"], "the hello's replica id")  # it names the peer in logs and metrics
     except InvalidInput as exc:
         raise FrameError(str(exc)) from exc
     body["channels"] = list(parse_channels(body.get("channels", [])))

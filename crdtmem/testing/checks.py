@@ -13,7 +13,10 @@ After a full exchange, :func:`assert_acknowledged_present` then knows the *exact
   no later write observed (one value: a clean read; several: a conflict listing exactly them);
 - lists and tags (add-wins OR-sets): every added element whose add no removal observed;
 - counters: the initial value plus every acknowledged increment;
-- conversations: every acknowledged message, no more and no fewer.
+- conversations: every acknowledged message, no more and no fewer;
+- a new incarnation of a deleted memory (:class:`~crdtmem.testing.strategies.Revive`) removes what
+  its write observed of the old one (values, elements, messages; a counter starts from its new
+  value) and nothing it did not observe.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
-from ..crdt.dots import encode_value
-from ..document.memory import MemoryDoc
+from ..crdt.dots import decode_value, encode_value
+from ..document.memory import UNSET, MemoryDoc
 from ..document.records import REGISTER_KINDS, Kind, Memory
 from ..store.base import Store, VersionVector
 from .strategies import (
@@ -36,6 +39,7 @@ from .strategies import (
     Operation,
     RemoveItems,
     Resolve,
+    Revive,
     Update,
 )
 
@@ -201,8 +205,10 @@ class _MemoryLedger:
     registers: dict[str, list[_Entry]] = field(default_factory=dict)
     items: list[_Entry] = field(default_factory=list)
     tags: list[_Entry] = field(default_factory=list)
-    total: int = 0
-    messages: list[tuple[str, str]] = field(default_factory=list)
+    increments: list[tuple[str, int]] = field(default_factory=list)
+    """A counter's changes: (uid of the write, amount)."""
+    messages: list[_Entry] = field(default_factory=list)
+    """Messages as entries whose text is the JSON of ``[role, text]``."""
 
 
 class _Change:
@@ -228,6 +234,32 @@ class _Change:
         for entry in entries:
             if entry.text == text and entry.uid in self.observed:
                 entry.live = False
+
+    def remove_all(self, entries: list[_Entry]) -> None:
+        for entry in entries:
+            if entry.uid in self.observed:
+                entry.live = False
+
+    def increment(self, amount: int) -> None:
+        self.ledger.increments.append((self.uid, amount))
+
+    def append(self, role: str, text: str) -> None:
+        self.ledger.messages.append(_Entry(self.uid, encode_value([role, text])))
+
+    def initial(self, kind: Kind, content: Any) -> None:
+        """The content a create or a revival writes (after a revival's removals)."""
+        ledger = self.ledger
+        if kind in REGISTER_KINDS:
+            self.write("content", content)
+        elif kind == "list":
+            for item in content or ():
+                self.add(ledger.items, item)
+        elif kind == "counter":
+            seen = sum(amount for uid, amount in ledger.increments if uid in self.observed)
+            self.increment((content or 0) - seen)
+        else:
+            for message in content or ():
+                self.append(message["role"], message["text"])
 
 
 class AcknowledgedWrites:
@@ -255,15 +287,7 @@ class AcknowledgedWrites:
         self._memories[memory.id] = ledger
         change = _Change(ledger, delta.uid, set())
         change.write("lifecycle", "active")
-        if spec.kind in REGISTER_KINDS:
-            change.write("content", spec.content)
-        elif spec.kind == "list":
-            for item in spec.content or ():
-                change.add(ledger.items, item)
-        elif spec.kind == "counter":
-            ledger.total += spec.content or 0
-        else:
-            ledger.messages += [(m["role"], m["text"]) for m in spec.content or ()]
+        change.initial(spec.kind, spec.content)
         for key, value in spec.metadata.items():
             change.write(f"metadata.{key}", value)
         for tag in spec.tags:
@@ -298,8 +322,19 @@ class AcknowledgedWrites:
             change.write(op.field, op.value)
             return
         change.write("lifecycle", "active")
-        if isinstance(op, Update):
-            if op.content is not None:
+        if isinstance(op, Revive):
+            for name in ledger.registers:
+                if name != "lifecycle":
+                    change.clear(name)
+            for entries in (ledger.items, ledger.tags, ledger.messages):
+                change.remove_all(entries)
+            change.initial(op.kind, op.content)
+            for key, value in op.metadata.items():
+                change.write(f"metadata.{key}", value)
+            for tag in op.tags:
+                change.add(ledger.tags, tag)
+        elif isinstance(op, Update):
+            if op.content is not UNSET:
                 change.write("content", op.content)
             for key, value in op.metadata.items():
                 change.write(f"metadata.{key}", value)
@@ -310,7 +345,7 @@ class AcknowledgedWrites:
             for tag in op.remove_tags:
                 change.remove(ledger.tags, tag)
         elif isinstance(op, Increment):
-            ledger.total += op.amount
+            change.increment(op.amount)
         elif isinstance(op, AddItems):
             for item in op.items:
                 change.add(ledger.items, item)
@@ -318,7 +353,7 @@ class AcknowledgedWrites:
             for item in op.items:
                 change.remove(ledger.items, item)
         elif isinstance(op, AppendMessage):
-            ledger.messages.append((op.role, op.text))
+            change.append(op.role, op.text)
         else:
             raise TypeError(f"the ledger does not know how to record {op!r}")
 
@@ -331,9 +366,9 @@ class AcknowledgedWrites:
         if ledger.kind == "list":
             found["items"] = sorted({e.text for e in ledger.items if e.live})
         elif ledger.kind == "counter":
-            found["total"] = ledger.total
+            found["total"] = sum(amount for _, amount in ledger.increments)
         elif ledger.kind == "conversation":
-            found["messages"] = sorted(ledger.messages)
+            found["messages"] = sorted(tuple(decode_value(e.text)) for e in ledger.messages if e.live)
         found["tags"] = sorted({e.text for e in ledger.tags if e.live})
         return found
 
@@ -383,8 +418,10 @@ def _check_read_your_write(memory: Memory, op: Operation) -> None:
         problem = "deleted memory does not read as deleted"
     elif isinstance(op, Resolve) and op.field in memory.conflicts:
         problem = f"resolved field {op.field!r} is still in conflict"
+    elif isinstance(op, Revive):
+        problem = _revived_problem(memory, op)
     elif isinstance(op, Update):
-        if op.content is not None and (memory.content != op.content or "content" in memory.conflicts):
+        if op.content is not UNSET and (memory.content != op.content or "content" in memory.conflicts):
             problem = f"content reads {memory.content!r}"
         for key, value in op.metadata.items():
             if key not in op.remove_metadata and memory.metadata.get(key) != value:
@@ -408,6 +445,29 @@ def _check_read_your_write(memory: Memory, op: Operation) -> None:
         problem = "appended message missing"
     if problem:
         raise AssertionError(f"read-your-writes: after {op!r} on {memory.id}: {problem}")
+
+
+def _revived_problem(memory: Memory, op: Revive) -> str:
+    """What the writer's read of a memory it just revived shows of an older incarnation, if anything
+    (nothing of it can be left: the revival observed all of it, and nothing concurrent has arrived)."""
+    if memory.deleted or memory.conflicted:
+        return "a revived memory reads as deleted or conflicted"
+    have: Any = memory.content
+    want: Any = op.content
+    if op.kind == "list":
+        want = [decode_value(t) for t in dict.fromkeys(encode_value(v) for v in op.content)]
+    elif op.kind == "counter":
+        want = op.content or 0
+    elif op.kind == "conversation":
+        have = [[m["role"], m["text"]] for m in memory.content]
+        want = [[m["role"], m["text"]] for m in op.content]
+    if encode_value(have) != encode_value(want):
+        return f"content reads {memory.content!r}, not {want!r}"
+    if encode_value(memory.metadata) != encode_value(dict(op.metadata)):
+        return f"metadata reads {memory.metadata!r}"
+    if {encode_value(t) for t in memory.tags} != {encode_value(t) for t in op.tags}:
+        return f"tags read {memory.tags!r}"
+    return ""
 
 
 def assert_acknowledged_present(replica: ReplicaLike, acked: AcknowledgedWrites) -> None:

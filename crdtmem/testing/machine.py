@@ -44,7 +44,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, precondition,
 
 from ..document.records import KINDS, Kind, Memory
 from ..engine.replica import Replica
-from ..errors import MemoryDeleted, NoSuchConflict, NotFound
+from ..errors import MemoryDeleted, MemoryExists, NoSuchConflict, NotFound
+from ..ids import Channel
 from ..store.sqlite import Synchronous
 from .checks import AcknowledgedWrites, assert_acknowledged_present, assert_converged, assert_store_consistent
 from .network import Faults, SimulatedNetwork
@@ -54,6 +55,7 @@ from .strategies import (
     DEFAULT_USERS,
     Operation,
     Resolve,
+    json_values,
     memory_specs,
     operations,
     texts,
@@ -63,7 +65,7 @@ __all__ = ["ReplicaMachine", "all_channels"]
 
 T = TypeVar("T")
 
-_REJECTED = (MemoryDeleted, NoSuchConflict, NotFound)
+_REJECTED = (MemoryDeleted, MemoryExists, NoSuchConflict, NotFound)
 """Errors a write may legitimately get in a random run; it is then simply not acknowledged."""
 
 
@@ -74,9 +76,9 @@ def all_channels(
 ) -> list[str]:
     """Every channel a memory drawn by :func:`~crdtmem.testing.strategies.memory_specs` can be on."""
     return sorted(
-        [f"user:{u}:memories" for u in users]
-        + [f"tenant:{t}:shared" for t in tenants]
-        + [f"topic:{t}:updates" for t in topics]
+        [str(Channel.user(u)) for u in users]
+        + [str(Channel.tenant(t)) for t in tenants]
+        + [str(Channel.topic(t)) for t in topics]
         + ["system:global"]
     )
 
@@ -266,7 +268,7 @@ class ReplicaMachine(RuleBasedStateMachine):
         if conflict.field == "lifecycle":
             value: Any = data.draw(st.sampled_from(["active", "deleted"]), label="value")
         else:
-            value = data.draw(texts(), label="value")
+            value = data.draw(texts() | json_values(max_leaves=2), label="value")
         op = Resolve(conflict.field, value).uniquify(self._token(replica_id))
         self._write(replica, conflict.memory_id, op)
 

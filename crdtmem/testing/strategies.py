@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 from hypothesis import strategies as st
 
 from ..crdt.dots import decode_value, encode_value
+from ..document.memory import UNSET
 from ..document.records import KINDS, REGISTER_KINDS, Kind, Memory, Scope
 
 if TYPE_CHECKING:
@@ -39,7 +40,9 @@ __all__ = [
     "Operation",
     "RemoveItems",
     "Resolve",
+    "Revive",
     "Update",
+    "app_ids",
     "channel_names",
     "initial_content",
     "json_values",
@@ -52,9 +55,10 @@ __all__ = [
     "unique_value",
 ]
 
-DEFAULT_USERS = ("alice", "bob")
+DEFAULT_USERS = ("alice", "org:bob@example.com")
 DEFAULT_TENANTS = ("acme",)
-DEFAULT_TOPICS = ("travel", "work")
+DEFAULT_TOPICS = ("travel", "work & 50% fun")
+"""Small pools, so that writes collide; some ids are what apps use and escape in channel names."""
 DEFAULT_METADATA_KEYS = ("source", "confidence", "lang")
 DEFAULT_ROLES = ("user", "assistant", "system")
 
@@ -64,8 +68,21 @@ _NAME_ALPHABET = string.ascii_letters + string.digits + "_.-"
 
 
 def names(*, min_size: int = 1, max_size: int = 16) -> st.SearchStrategy[str]:
-    """Valid crdtmem ids (replica, user, tenant, agent, topic): ``[A-Za-z0-9_.-]{1,128}``."""
+    """Ids of the narrow alphabet (replica ids, and every id of protocol revision 1):
+    ``[A-Za-z0-9_.-]{1,128}``."""
     return st.text(_NAME_ALPHABET, min_size=min_size, max_size=max_size)
+
+
+@functools.cache
+def app_ids(*, max_size: int = 24) -> st.SearchStrategy[str]:
+    """App ids (user, tenant, agent, session, topic and memory ids) as apps have them: any text
+    without control characters, often with the characters a channel name escapes
+    (``"org:alice"``, ``"alice@example.com"``, ``"50% off"``)."""
+    special = st.sampled_from("%:*, @./#")
+    other = st.characters(exclude_categories=["Cc", "Cs"], exclude_characters="\u2028\u2029")
+    return st.text(st.one_of(special, other), min_size=1, max_size=max_size).filter(
+        lambda s: s not in (".", "..")
+    )
 
 
 def replica_ids() -> st.SearchStrategy[str]:
@@ -132,7 +149,7 @@ def _messages() -> st.SearchStrategy[dict[str, str]]:
 def initial_content(kind: Kind) -> st.SearchStrategy[Any]:
     """Content ``Replica.add`` accepts for ``kind``."""
     if kind in REGISTER_KINDS:
-        return texts()
+        return texts() | json_values(max_leaves=3)
     if kind == "counter":
         return st.integers(min_value=-1000, max_value=1000)
     if kind == "list":
@@ -249,7 +266,8 @@ class Operation:
 class Update(Operation):
     """``Replica.update``: content (facts and preferences), metadata keys and tags in one change."""
 
-    content: str | None = None
+    content: Any = UNSET
+    """Any JSON value (``None`` too); ``UNSET`` leaves the content alone."""
     metadata: Mapping[str, Any] = field(default_factory=dict)
     remove_metadata: tuple[str, ...] = ()
     add_tags: tuple[Any, ...] = ()
@@ -268,10 +286,39 @@ class Update(Operation):
     def uniquify(self, token: str) -> Update:
         return dataclasses.replace(
             self,
-            content=None if self.content is None else unique_value(self.content, token),
+            content=UNSET if self.content is UNSET else unique_value(self.content, token),
             metadata={k: unique_value(v, f"{token}.{k}") for k, v in self.metadata.items()},
             add_tags=tuple(unique_value(t, f"{token}.t{i}") for i, t in enumerate(self.add_tags)),
         )
+
+
+@dataclass(frozen=True)
+class Revive(Operation):
+    """``Replica.add`` with the id of a deleted memory: a new incarnation of the same kind and scope
+    (refused while the memory is live, or while its delete is in conflict)."""
+
+    kind: Kind
+    content: Any
+    metadata: Mapping[str, Any] = field(default_factory=dict)
+    tags: tuple[Any, ...] = ()
+
+    async def apply(self, replica: Replica, memory_id: str) -> Memory:
+        old = await replica.get(memory_id)
+        return await replica.add(
+            self.content,
+            kind=self.kind,
+            user_id=old.scope.user_id,
+            tenant_id=old.scope.tenant_id,
+            topics=old.scope.topics,
+            shared=old.scope.shared,
+            metadata=dict(self.metadata),
+            tags=self.tags,
+            memory_id=memory_id,
+        )
+
+    def uniquify(self, token: str) -> Revive:
+        spec = MemorySpec(self.kind, self.content, metadata=self.metadata, tags=self.tags).uniquify(token)
+        return Revive(self.kind, spec.content, spec.metadata, spec.tags)
 
 
 @dataclass(frozen=True)
@@ -356,13 +403,14 @@ def operations(
     Args:
         kind: the memory kind; taken from ``memory`` when that is given.
         memory: the memory as the writing replica sees it now. Removals then mostly target items,
-            tags and metadata keys it holds, and resolutions are drawn only for its open conflicts.
+            tags and metadata keys it holds, resolutions are drawn only for its open conflicts, and
+            revivals (:class:`Revive`) only when it is cleanly deleted.
         metadata_keys: the pool metadata keys are drawn from (small, so writes collide).
     """
     if memory is None:
         if kind is None:
             raise ValueError("operations() needs a kind or a memory")
-        return _operations(kind, tuple(metadata_keys), (), (), (), None)
+        return _operations(kind, tuple(metadata_keys), (), (), (), None, False)
     items = memory.content if memory.kind == "list" else ()
     return _operations(
         memory.kind,
@@ -371,6 +419,7 @@ def operations(
         tuple(encode_value(t) for t in memory.tags),
         tuple(encode_value(i) for i in items),
         memory.conflicts,
+        memory.deleted and "lifecycle" not in memory.conflicts,
     )
 
 
@@ -382,10 +431,13 @@ def _operations(
     present_tags: tuple[str, ...],
     present_items: tuple[str, ...],
     conflicts: tuple[str, ...] | None,
+    deleted: bool,
 ) -> st.SearchStrategy[Operation]:
     updates: st.SearchStrategy[Operation] = st.builds(
         Update,
-        content=st.none() | texts() if kind in REGISTER_KINDS else st.none(),
+        content=st.just(UNSET) | texts() | json_values(max_leaves=2)
+        if kind in REGISTER_KINDS
+        else st.just(UNSET),
         metadata=st.dictionaries(st.sampled_from(metadata_keys), json_values(max_leaves=2), max_size=2),
         remove_metadata=st.lists(
             _present_or_fresh(present_keys, st.sampled_from(metadata_keys)), max_size=1
@@ -407,9 +459,19 @@ def _operations(
         ]
     elif kind == "conversation":
         own = [st.builds(AppendMessage, st.sampled_from(DEFAULT_ROLES), texts())]
+    revivals = st.builds(
+        Revive,
+        st.just(kind),
+        initial_content(kind),
+        st.dictionaries(st.sampled_from(metadata_keys), json_values(max_leaves=2), max_size=2),
+        st.lists(json_values(max_leaves=1), max_size=2).map(tuple),
+    )
     # Weighted by repetition: mostly the kind's own writes, sometimes metadata and tags, rarely a
-    # delete (after which most writes are refused), and resolutions only where they can succeed.
+    # delete (after which most writes are refused, and a revival is likely), and resolutions only
+    # where they can succeed.
     choices = [*own, *own, updates, st.just(Delete())]
+    if deleted:
+        choices += [revivals, revivals]
     if conflicts is None:
         fields = ["lifecycle", *(f"metadata.{k}" for k in metadata_keys)]
         choices.append(_resolutions(tuple([*fields, "content"] if kind in REGISTER_KINDS else fields)))
@@ -425,7 +487,7 @@ def _resolutions(fields: tuple[str, ...]) -> st.SearchStrategy[Operation]:
         if name == "lifecycle":
             value: Any = draw(st.sampled_from(["active", "deleted"]))
         elif name == "content":
-            value = draw(texts())
+            value = draw(texts() | json_values(max_leaves=2))
         else:
             value = draw(json_values(max_leaves=2))
         return Resolve(name, value)

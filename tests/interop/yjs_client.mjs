@@ -33,7 +33,7 @@ import { readFileSync } from "node:fs";
 import * as Y from "yjs";
 import { decode as msgpackDecode, encode as msgpackEncode } from "@msgpack/msgpack";
 
-const FORMAT = "crdtmem.memory/1";
+const FORMATS = new Set(["crdtmem.memory/1", "crdtmem.memory/2"]); // protocol.md §8
 const PAYLOAD_FORMAT = "crdtmem.deltas";
 const PAYLOAD_VERSION = 1;
 const REGISTER_KINDS = new Set(["fact", "preference"]);
@@ -253,13 +253,25 @@ function read(doc) {
 
 // -- channels (protocol.md §6) -------------------------------------------------------------------
 
+const RESERVED = new Set(["%", ":", "*", ",", " "]);
+
+function escapeId(id) {
+  // protocol.md §6.1: each reserved character as %XX, the upper-case hex of its UTF-8 bytes
+  let out = "";
+  for (const ch of id) {
+    if (!RESERVED.has(ch)) out += ch;
+    else for (const byte of new TextEncoder().encode(ch)) out += `%${byte.toString(16).toUpperCase().padStart(2, "0")}`;
+  }
+  return out;
+}
+
 function channelsOf(scope) {
   const found = new Set();
-  if (scope.user_id) found.add(`user:${scope.user_id}:memories`);
-  if (scope.tenant_id && (scope.shared || !scope.user_id)) found.add(`tenant:${scope.tenant_id}:shared`);
-  for (const topic of scope.topics ?? []) found.add(`topic:${topic}:updates`);
+  if (scope.user_id) found.add(`user:${escapeId(scope.user_id)}:memories`);
+  if (scope.tenant_id && (scope.shared || !scope.user_id)) found.add(`tenant:${escapeId(scope.tenant_id)}:shared`);
+  for (const topic of scope.topics ?? []) found.add(`topic:${escapeId(topic)}:updates`);
   if (!scope.user_id && !scope.tenant_id) found.add("system:global");
-  return [...found].sort();
+  return [...found].sort(byCodePoint);
 }
 
 // -- writing (protocol.md §5) --------------------------------------------------------------------
@@ -289,8 +301,8 @@ function checkMetadataKey(key) {
 
 function change(doc, ops, replica, clock) {
   const r = roots(doc);
-  if (r.header.get("format") !== FORMAT) {
-    throw new ProtocolError(`refusing to write format ${r.header.get("format")}; this client writes ${FORMAT}`);
+  if (!FORMATS.has(r.header.get("format"))) {
+    throw new ProtocolError(`refusing to write format ${r.header.get("format")}; this client writes ${[...FORMATS]}`);
   }
   const kind = r.header.get("kind");
   observeAll(doc, clock);

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.parse
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -40,11 +41,12 @@ class Api:
         return await self.call("POST", "/v1/memories", {"content": content, **fields}, expect=201)
 
     async def get(self, memory_id: str) -> dict[str, Any] | None:
-        async with self.session.get(f"{self.url}/v1/memories/{memory_id}", headers=self.headers) as r:
+        path = f"/v1/memories/{urllib.parse.quote(memory_id, safe='')}"
+        async with self.session.get(self.url + path, headers=self.headers) as r:
             return await r.json() if r.status == 200 else None
 
     async def patch(self, memory_id: str, **fields: Any) -> dict[str, Any]:
-        return await self.call("PATCH", f"/v1/memories/{memory_id}", fields)
+        return await self.call("PATCH", f"/v1/memories/{urllib.parse.quote(memory_id, safe='')}", fields)
 
     async def memories(self) -> list[dict[str, Any]]:
         body = await self.call("GET", "/v1/memories?include_deleted=true")
