@@ -32,6 +32,7 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -82,7 +83,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
             memory_id=body.get("id"),
         )
         return web.json_response(
-            memory.to_dict(), status=201, headers={"Location": f"/v1/memories/{memory.id}"}
+            memory.to_dict(), status=201, headers={"Location": f"/v1/memories/{quote(memory.id, safe='')}"}
         )
 
     async def get(request: web.Request) -> web.StreamResponse:
