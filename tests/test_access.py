@@ -138,7 +138,7 @@ def test_patterns_are_kept_in_canonical_form() -> None:
 
 @pytest.mark.parametrize(
     "pattern",
-    ["user:a*:memories", "tenant:acme:*", "user:50%:memories", "user:u\n:memories", "group:g:x", ""],
+    ["user:a*:memories", "user:50%:memories", "user:u\n:memories", "group:g:x", ""],
 )
 def test_what_is_neither_a_channel_nor_a_pattern_is_refused(pattern: str) -> None:
     with pytest.raises(InvalidInput, match="read"):
@@ -152,6 +152,13 @@ def test_an_id_that_is_a_star_is_one_id_not_a_wildcard() -> None:
     assert principal.may_read(star)
     assert not principal.may_read("user:bob:memories")
     assert matches("user:*:memories", star)  # the wildcard covers it like any id
+
+
+def test_a_suffix_wildcard_takes_an_id_as_apps_have_it() -> None:
+    (pattern,) = check_patterns(["tenant:org:acme:*"], "read")
+    assert pattern == "tenant:org%3Aacme:*"
+    assert matches(pattern, str(Channel.tenant("org:acme")))
+    assert not matches(pattern, str(Channel.tenant("org")))
 
 
 def test_wildcards_match_escaped_ids_of_their_shape_only() -> None:
