@@ -115,3 +115,177 @@ async def test_a_device_writes_as_its_bound_replica_id(procs, session, tmp_path)
     async with session.post(f"{hub.url}/v1/sync/pull", data=body, headers=_auth(MALLORY_TOKEN)) as r:
         assert r.status == 200
         assert wire.decode(await r.read()).vectors[U1] == {"mallory-phone": 1}
+
+
+# -- every delta authorized against its own memory, by its own sender ---------------------------
+
+ALICE, T1 = "user:alice:memories", "tenant:t1:shared"
+ADMIN_TOKEN = "admin-token-000000000001"
+PAT_TOKEN = "pat-t1-only-token-000001"
+HUB_A_TOKEN, HUB_B_TOKEN = "hub-a-replica-token-0001", "hub-b-replica-token-0001"
+PAT = {"token": PAT_TOKEN, "principal": "user:pat", "read": [T1], "write": [T1], "origins": ["pat-phone"]}
+ADMIN = {"token": ADMIN_TOKEN, "principal": "user:admin", "read": ["*"], "write": ["*"]}
+
+
+def _relay(token: str, replica: str) -> dict[str, Any]:
+    return {
+        "token": token,
+        "principal": f"replica:{replica}",
+        "read": ["*"],
+        "write": ["*"],
+        "origins": ["*"],
+    }
+
+
+async def _pull_into(
+    session: aiohttp.ClientSession, url: str, token: str, replica: Replica, channels: list[str]
+):
+    body = msgpack.packb({"channels": channels, "vectors": replica.version_vectors(channels), "limit": 1000})
+    async with session.post(f"{url}/v1/sync/pull", data=body, headers=_auth(token)) as r:
+        assert r.status == 200, await r.text()
+        await replica.apply(await r.read())
+
+
+async def _push(
+    session: aiohttp.ClientSession, url: str, token: str, data: bytes
+) -> tuple[int, dict[str, Any]]:
+    async with session.post(f"{url}/v1/sync/push", data=data, headers=_auth(token)) as r:
+        return r.status, await r.json()
+
+
+async def test_a_parked_delta_is_authorized_against_its_own_senders_rights(procs, session, tmp_path):
+    """pat may write tenant t1's shared channel only. A change of pat's to a memory also on alice's
+    channel is refused by a hub that knows the memory; pushed to a hub that does not know it yet, it
+    waits, and when the memory arrives from a rightful writer it is denied, not applied, and never
+    replicated on."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    hub_a = _spawn(
+        procs,
+        tmp_path / "a",
+        "hub-a",
+        tokens=_tokens(tmp_path / "a", ADMIN, PAT, _relay(HUB_B_TOKEN, "hub-b")),
+    )
+    tokens_b = _tokens(tmp_path / "b", PAT, _relay(HUB_A_TOKEN, "hub-a"), {**ADMIN, "token": ADMIN_TOKEN})
+    hub_b = _spawn(procs, tmp_path / "b", "hub-b", tokens=tokens_b)
+    admin_a = Api(session, hub_a.url, ADMIN_TOKEN)
+    memory = await admin_a.add("alice's salary review", user_id="alice", tenant_id="t1", shared=True)
+    assert sorted(memory["channels"]) == [T1, ALICE]
+
+    async with Replica(None, replica_id="pat-phone") as phone:
+        await _pull_into(session, hub_a.url, PAT_TOKEN, phone, [T1])
+        await phone.update(memory["id"], content="pat rewrote it")
+        mine = [d for d in wire.decode(await phone.export_since(T1)).deltas if d.origin == "pat-phone"]
+        change = wire.encode(wire.Payload("pat-phone", mine))
+    status, body = await _push(session, hub_a.url, PAT_TOKEN, change)
+    assert status == 200 and (body["applied"], body["refused"]) == (0, 1)
+    status, body = await _push(session, hub_b.url, PAT_TOKEN, change)
+    assert status == 200 and (body["applied"], body["pending"]) == (0, 1)
+
+    # hub-b now syncs with hub-a: the memory arrives from a rightful writer
+    hub_b.stop()
+    hub_b.peers, hub_b.peer_token, hub_b.channels = [hub_a.url], HUB_B_TOKEN, [T1, ALICE]
+    hub_b.start()
+    admin_b = Api(session, hub_b.url, ADMIN_TOKEN)
+
+    async def arrived() -> bool:
+        got = await admin_b.get(memory["id"])
+        return got is not None
+
+    await eventually(arrived, what="the memory on hub-b")
+    await Api(session, hub_a.url, ADMIN_TOKEN).patch(memory["id"], content="alice's review, v2")
+
+    async def both_at_v2() -> bool:
+        return all(
+            [
+                (await api.get(memory["id"]) or {}).get("content") == "alice's review, v2"
+                for api in (admin_a, admin_b)
+            ]
+        )
+
+    await eventually(both_at_v2, what="the rightful change everywhere")
+    status_b = await admin_b.status()
+    assert status_b["pending_deltas"] == 0 and status_b["trust"]["refused"].get("denied", 0) >= 1
+    for api in (admin_a, admin_b):
+        history = await api.call("GET", f"/v1/memories/{memory['id']}/history")
+        assert all(entry["origin"] != "pat-phone" for entry in history["history"])
+
+
+async def test_a_pull_applies_only_what_the_peers_token_may_write(procs, session, tmp_path):
+    """A node pulls from a peer; its tokens file lets that peer write tenant t1 only. What the peer
+    serves of alice's channel is not applied, whatever the peer claims."""
+    (tmp_path / "x").mkdir()
+    (tmp_path / "n").mkdir()
+    peer = _spawn(procs, tmp_path / "x", "peer-x")  # open: it serves everything it holds
+    api_x = Api(session, peer.url)
+    shared = await api_x.add("t1 shared note", tenant_id="t1")
+    private = await api_x.add("alice's private note", user_id="alice")
+    limited = {
+        "token": "peer-x-replica-token-01",
+        "principal": "replica:peer-x",
+        "read": [T1],
+        "write": [T1],
+        "origins": ["*"],
+    }
+    node = _spawn(
+        procs,
+        tmp_path / "n",
+        "node-n",
+        tokens=_tokens(tmp_path / "n", ADMIN, limited),
+        channels=[T1, ALICE],
+        peers=[peer.url],
+    )
+    api_n = Api(session, node.url, ADMIN_TOKEN)
+
+    async def shared_arrived() -> bool:
+        return await api_n.get(shared["id"]) is not None
+
+    await eventually(shared_arrived, what="the t1 memory on the pulling node")
+    await api_x.patch(private["id"], content="alice's private note, edited")
+    await api_x.add("another t1 note", tenant_id="t1")
+
+    async def refused() -> bool:
+        status = await api_n.status()
+        # alice's memory is denied; its edit waits for a creation that will never be applied here
+        refused = status["trust"]["refused"].get("denied", 0) >= 1 and status["pending_deltas"] == 1
+        return refused and len(await api_n.memories()) == 2
+
+    await eventually(refused, what="alice's deltas refused on the pulling node")
+    assert await api_n.get(private["id"]) is None
+    memories = await api_n.memories()
+    assert sorted(m["content"] for m in memories) == ["another t1 note", "t1 shared note"]
+
+
+async def test_a_push_for_a_memory_the_caller_cannot_see_answers_as_for_none(procs, session, tmp_path):
+    """mallory names alice's memory id in a change of her own: the answer is the one for an id the
+    hub has never seen, and nothing in it names alice's channels."""
+    mallory = {
+        "token": MALLORY_TOKEN,
+        "principal": "user:mallory",
+        "read": ["user:mallory:memories"],
+        "write": ["user:mallory:memories"],
+        "origins": ["mallory-phone"],
+    }
+    hub = _spawn(procs, tmp_path, "hub", tokens=_tokens(tmp_path, ADMIN, mallory))
+    alices = await Api(session, hub.url, ADMIN_TOKEN).add("alice's secret", user_id="alice")
+
+    async def probe(memory_id: str) -> tuple[tuple[int, dict[str, Any]], tuple[int, dict[str, Any]]]:
+        async with Replica(None, replica_id="mallory-phone") as phone:
+            await phone.add("probe", user_id="mallory", memory_id=memory_id)
+            creation = await phone.export_since("user:mallory:memories")
+            await phone.update(memory_id, content="probe 2")
+            payload = wire.decode(await phone.export_since("user:mallory:memories"))
+        update = wire.encode(wire.Payload("mallory-phone", payload.deltas[1:]))
+        return await _push(session, hub.url, MALLORY_TOKEN, update), await _push(
+            session, hub.url, MALLORY_TOKEN, creation
+        )
+
+    (foreign_update, foreign_creation) = await probe(alices["id"])
+    (unknown_update, _) = await probe("never-seen-memory-id")
+    assert foreign_update == unknown_update
+    assert foreign_update[0] == 200 and foreign_update[1]["pending"] == 1
+    assert foreign_creation[0] == 200
+    for answer in (foreign_update, foreign_creation):
+        assert "alice" not in json.dumps(answer)
+    # and alice's memory is untouched
+    assert (await Api(session, hub.url, ADMIN_TOKEN).get(alices["id"]))["content"] == "alice's secret"

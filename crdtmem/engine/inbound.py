@@ -24,13 +24,19 @@ class ApplyResult:
     duplicates: int
     """Deltas this replica already had (harmless: apply is idempotent)."""
     pending: int
-    """Deltas stored but waiting for causal dependencies that have not arrived yet."""
+    """Deltas stored here waiting for causal dependencies that have not arrived yet (all senders)."""
     ignored: int
     """Deltas only for channels this replica does not subscribe to."""
     events: tuple[MemoryEvent, ...] = ()
     rejected: int = 0
     """Deltas refused on their own while the rest applied (see :mod:`crdtmem.engine.remote`): a link's or a
     pull's delta that fails its checks, or one resent after that; and every unauthenticated one."""
+    denied: int = 0
+    """Of those, deltas whose sender may not write their memory, decided against durably (their
+    entries are logged without them, so the stream behind flows); see :mod:`crdtmem.engine.remote`."""
+    parked: int = 0
+    """Deltas of this payload now waiting (for their dependencies, or for a memory their sender
+    cannot see here)."""
     unauthenticated: int = 0
     """Of those, deltas whose sender may not introduce their origin (:mod:`crdtmem.engine.trust`):
     never applied, logged or parked."""
@@ -43,8 +49,8 @@ class Triage:
     relog: list[DeltaRecord]
     """Stored, but with sequence numbers in channels not logged yet: to log only."""
     duplicates: int
+    """Already here, or decided against here (a decision is logged, so a resent copy is a duplicate)."""
     ignored: int
-    rejected: int = 0
 
 
 def check_clocks(clock: HybridLogicalClock, deltas: Sequence[DeltaRecord]) -> Hlc | None:
@@ -65,13 +71,12 @@ def triage(
     store: Store,
     pending: Container[str],
     subscribed: Callable[[str], bool],
-    rejected: Container[str] = (),
 ) -> Triage:
     """Split deltas into new ones, known ones with new channel entries, duplicates and ignored
     (only for channels this replica does not subscribe to). Unsubscribed channels are stripped."""
     fresh: list[DeltaRecord] = []
     relog: list[DeltaRecord] = []
-    duplicates = ignored = refused = 0
+    duplicates = ignored = 0
     seen: set[str] = set()
     stored = store.logged_deltas([d.uid for d in deltas])
     for delta in deltas:
@@ -83,9 +88,6 @@ def triage(
         if delta.uid in seen or delta.uid in pending:
             duplicates += 1
             continue
-        if delta.uid in rejected:
-            refused += 1
-            continue
         seen.add(delta.uid)
         if len(seqs) != len(delta.seqs) or len(also) != len(delta.also) or delta.channels != tuple(seqs):
             delta = dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs), also=also)
@@ -96,4 +98,4 @@ def triage(
             fresh.append(delta)
         else:
             relog.append(delta)
-    return Triage(fresh, relog, duplicates, ignored, refused)
+    return Triage(fresh, relog, duplicates, ignored)

@@ -2,53 +2,58 @@
 
 ::
 
-    payload ─▶ clock check + triage (inbound.py) ─▶ lock the memories ─▶ causal apply (causal.py)
-      ─▶ read each touched document back (changes.doc_write) ─▶ one commit (the replica's) ─▶ events
+    payload ─▶ clock check + triage (inbound.py) ─▶ origins authenticated (trust.py)
+      ─▶ lock the memories ─▶ causal apply (causal.py) ─▶ read each touched document back
+      ─▶ channel rules, each delta against its own sender (authorize.py) ─▶ one commit ─▶ events
 
-Deltas whose dependencies have not arrived wait in :attr:`RemoteApply.pending`, mirrored durably in
-the store's pending table, and are applied by the payload that completes them.
+Every delta travels with its sender (:class:`~crdtmem.engine.waiting.Delivered`): the rights of
+whoever delivered it. Deltas whose dependencies have not arrived wait in :attr:`RemoteApply.waiting`
+(mirrored durably in the store's pending table, bounded per sender and origin, dropped when too old)
+and are applied by the payload that completes them, still checked against *their* sender's rights.
+A delta for a memory stored here that its sender may not read waits the same way, exactly as one for
+a memory not stored here (no answer tells the two apart), and is decided once it is applied.
 
-A delta names the channels it is logged on (its ``seqs``); a sender cannot be trusted to name them
-right. So before anything commits, every delta's channels must be channels its memory is on (read
-from the merged document), a memory's channels must not change (its scope is fixed at creation), and,
-when the caller passes ``may_write`` (a server applying what a token holder sent), the writer must
-be allowed to write every channel of every memory it changes: the REST rule. Otherwise the whole
-payload is refused and nothing changes.
+When a unit fails its checks, its deltas are retried in smaller units, each committed alone
+(:meth:`RemoteApply._apply_in_parts`), so that no delta can hold a memory or a stream back for good:
 
-Two cases must not hold a memory or a stream back for good, so there a failed unit is retried in
-parts, each committed alone (:meth:`RemoteApply._apply_in_parts`):
+- a delta that waited for its dependencies and fails once they arrive is decided against, and the
+  payload that completed it applies;
+- a stream (``isolate``: a link, a pull, a push) applies a payload memory by memory, then delta by
+  delta, and decides against the deltas that fail;
+- without ``isolate`` (a payload handed to :meth:`Replica.apply`), the payload's own deltas must
+  pass as a whole, or it is refused and nothing changes.
 
-- a delta that waited for its dependencies was parked unchecked; if it fails once they arrive, it is
-  rejected and dropped, and the payload that completed it applies;
-- a link or a pull (``isolate``) applies a payload memory by memory and rejects the deltas of a
-  memory that fail (a peer would otherwise resend the refused payload forever).
-
-Rejected deltas are logged and counted in ``ApplyResult.rejected``, never stored: the version vector
-keeps a gap where they were. Those rejected for themselves are skipped when resent (see
-:meth:`RemoteApply._reject`).
+A delta decided against (:class:`~crdtmem.store.base.Decision`) is *denied* (its sender may not
+write its memory) or *rejected* (it is wrong in itself). It is recorded durably, its entries logged
+without a delta, so the version vectors move past it and the stream behind it flows; a resent copy
+is a duplicate. A denied delta is examined again when its sender's rights change
+(:meth:`RemoteApply.reexamine`). A delta stamped too far ahead is only refused: it may be fine once
+the clocks agree.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
-from collections.abc import Callable, Sequence
+from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ..access import OPEN, AccessDenied, Principal, may_write_memory
-from ..clock import Hlc, HybridLogicalClock
+from ..access import OPEN, AccessDenied, Principal
+from ..clock import Hlc, HybridLogicalClock, WallClock
 from ..document.memory import MemoryDoc
 from ..document.records import Memory
-from ..errors import MalformedPayload, PayloadError
+from ..errors import ClockSkewError, PayloadError
 from ..events import MemoryEvent
-from ..store.base import Commit, DeltaRecord, DocWrite, Store
+from ..store.base import Commit, Decision, DeltaRecord, Store
 from . import payload as wire
+from .authorize import check_units, unseen
 from .causal import apply_causally
 from .changes import doc_write
 from .inbound import ApplyResult, check_clocks, triage
 from .locks import KeyedLocks
 from .publish import Publisher
 from .trust import authenticate
+from .waiting import Delivered, Resolver, WaitingLimits, WaitingSet
 from .workset import WorkingSet
 
 log = logging.getLogger("crdtmem.remote")
@@ -62,16 +67,16 @@ sender's rights to that memory), as opposed to the payload's form, which is chec
 class _Outcome:
     applied: list[DeltaRecord] = field(default_factory=list)
     events: list[MemoryEvent] = field(default_factory=list)
-    rejected: list[DeltaRecord] = field(default_factory=list)
+    parked: list[str] = field(default_factory=list)
+    refused: list[DeltaRecord] = field(default_factory=list)
+    denied: int = 0
 
     def add(self, other: _Outcome) -> None:
         self.applied += other.applied
         self.events += other.events
-        self.rejected += other.rejected
-
-
-MayWrite = Callable[[Sequence[str]], bool]
-"""Whether the sender may write a memory on these channels."""
+        self.parked += other.parked
+        self.refused += other.refused
+        self.denied += other.denied
 
 
 class RemoteApply:
@@ -87,6 +92,8 @@ class RemoteApply:
         subscribed: Callable[[str], bool],
         publisher: Publisher,
         replica_id: Callable[[], str],
+        wall: WallClock,
+        limits: WaitingLimits | None = None,
     ):
         self._clock = clock
         self._store = store
@@ -95,77 +102,101 @@ class RemoteApply:
         self._subscribed = subscribed
         self._commit = publisher.commit
         self._replica_id = replica_id
-        self.pending: dict[str, DeltaRecord] = {}
-        """Deltas stored but waiting for their causal dependencies, by uid."""
+        self._wall = wall
+        self.waiting = WaitingSet(limits)
+        """Deltas stored but waiting for their causal dependencies, with their senders."""
+        self.counts: Counter[str] = Counter()
+        """Deltas refused since start, by why: ``unauthenticated``, ``denied``, ``rejected``, ``clock``."""
         self._commits = 0  # applies committed: an apply that waited for its locks re-checks if it moved
-        self.rejected: dict[str, str] = {}
-        """Deltas refused on their own after the payload that brought them was accepted (parked, or a
-        link's), by uid, with the reason. Kept in memory: after a restart a resent one is refused again
-        the same way."""
 
-    def load_pending(self) -> None:
-        """Take up the waiting deltas the store kept (on open)."""
-        self.pending = {d.uid: d for d in self._store.pending()}
+    def load_pending(self, resolve: Resolver | None) -> None:
+        """Take up the waiting deltas the store kept (on open), within the bounds."""
+        dropped = self.waiting.load(self._store.pending(), resolve, self._now())
+        if dropped:
+            self._store.commit([Commit(pending_drop=dropped)])
+
+    def _now(self) -> int:
+        return self._wall()
 
     async def apply(
         self, received: wire.Payload, sender: Principal | None = None, *, isolate: bool = False
     ) -> ApplyResult:
+        sender = sender or OPEN
         newest = check_clocks(self._clock, received.deltas)
-        sorted_in = triage(received.deltas, self._store, self.pending, self._subscribed, self.rejected)
+        sorted_in = triage(received.deltas, self._store, self.waiting, self._subscribed)
         duplicates, ignored = sorted_in.duplicates, sorted_in.ignored
         # what is not stored here yet must come from a sender entitled to its origin
-        fresh_in = authenticate(sorted_in.fresh, sender or OPEN, self._replica_id())
-        relog_in = authenticate(sorted_in.relog, sender or OPEN, self._replica_id())
-        fresh, relog = fresh_in.accepted, relog_in.accepted
+        fresh_in = authenticate(sorted_in.fresh, sender, self._replica_id())
+        relog_in = authenticate(sorted_in.relog, sender, self._replica_id())
         unauthenticated = len(fresh_in.refused) + len(relog_in.refused)
+        self.counts["unauthenticated"] += unauthenticated
+        now = self._now()
+        fresh = [Delivered(d, sender, now) for d in fresh_in.accepted]
+        relog = [Delivered(d, sender, now) for d in relog_in.accepted]
         if not fresh and not relog:
+            await self._bound_waiting([], set())
             return ApplyResult(
-                0,
-                duplicates,
-                0,
-                ignored,
-                rejected=sorted_in.rejected + unauthenticated,
-                unauthenticated=unauthenticated,
+                0, duplicates, 0, ignored, rejected=unauthenticated, unauthenticated=unauthenticated
             )
-        may_write = None if sender is None else functools.partial(may_write_memory, sender)
-        doc_ids = {d.doc_id for d in fresh}
+        doc_ids = {item.delta.doc_id for item in fresh}
         commits_seen = self._commits
         async with self._locks.hold(doc_ids):
             # an apply that held these locks before us may have parked or stored some of them
-            taken = {d.uid for d in fresh if d.uid in self.pending}
+            taken = {item.delta.uid for item in fresh if item.delta.uid in self.waiting}
             if self._commits != commits_seen:
-                taken |= self._store.logged_deltas([d.uid for d in fresh])
+                taken |= self._store.logged_deltas([item.delta.uid for item in fresh])
             if taken:
                 duplicates += len(taken)
-                fresh = [d for d in fresh if d.uid not in taken]
-            waiting_before = [d for d in self.pending.values() if d.doc_id in doc_ids]
+                fresh = [item for item in fresh if item.delta.uid not in taken]
+            waiting_before = self.waiting.of_memories(doc_ids)
             if newest is not None:  # its drift was checked; observing it early is harmless
                 self._clock.observe(newest)
             try:
-                outcome = await self._apply_once(fresh, relog, waiting_before, may_write)
+                outcome = await self._apply_once(fresh, relog, waiting_before)
             except FOUND_ONCE_APPLIED:
                 if not (isolate or waiting_before):
                     raise
-                outcome = await self._apply_in_parts(fresh, relog, doc_ids, may_write, isolate)
-        fresh_uids = {d.uid for d in fresh}
+                outcome = await self._apply_in_parts(fresh, relog, doc_ids, isolate)
+        evicted = await self._bound_waiting([sender.name], {item.delta.origin for item in fresh})
+        mine = {item.delta.uid for item in fresh} | {item.delta.uid for item in relog}
+        refused = sum(1 for d in outcome.refused if d.uid in mine)
         return ApplyResult(
-            applied=sum(1 for d in outcome.applied if d.uid in fresh_uids),
+            applied=sum(1 for d in outcome.applied if d.uid in mine),
             duplicates=duplicates,
-            pending=len(self.pending),
+            pending=len(self.waiting),
             ignored=ignored,
             events=tuple(outcome.events),
-            rejected=sorted_in.rejected
-            + unauthenticated
-            + sum(1 for d in outcome.rejected if d.uid in fresh_uids),
+            rejected=unauthenticated + refused,
             unauthenticated=unauthenticated,
+            denied=outcome.denied,
+            parked=sum(1 for uid in outcome.parked if uid in mine and uid not in evicted),
         )
 
+    async def reexamine(self, resolve: Resolver) -> int:
+        """Apply again the deltas denied under rights their senders no longer have (the tokens
+        changed); returns how many applied. The rest are decided again under the new rights."""
+        groups: dict[str, list[DeltaRecord]] = {}
+        rights: dict[str, Principal] = {}
+        for decision in self._store.decisions("denied"):
+            current = resolve(decision.sender)
+            if current is not None and current.fingerprint != decision.rights:
+                groups.setdefault(decision.sender, []).append(decision.delta)
+                rights[decision.sender] = current
+        applied = 0
+        for name, deltas in groups.items():
+            now = self._now()
+            items = [Delivered(d, rights[name], now) for d in deltas]
+            doc_ids = {d.doc_id for d in deltas}
+            async with self._locks.hold(doc_ids):
+                outcome = await self._apply_in_parts(items, [], doc_ids, isolate=True)
+            applied += len(outcome.applied)
+            log.info(
+                "re-examined %d delta(s) denied to %s: %d applied", len(deltas), name, len(outcome.applied)
+            )
+        return applied
+
     async def _apply_once(
-        self,
-        fresh: list[DeltaRecord],
-        relog: list[DeltaRecord],
-        waiting_before: list[DeltaRecord],
-        may_write: MayWrite | None,
+        self, fresh: list[Delivered], relog: list[Delivered], waiting_before: list[Delivered]
     ) -> _Outcome:
         """Apply, check and commit these deltas as one unit; raises (having changed nothing) if any
         check fails."""
@@ -178,153 +209,137 @@ class RemoteApply:
                 docs[doc_id] = self._work.doc_to_merge(doc_id)
             return docs[doc_id]
 
+        hidden = [item for item in fresh if unseen(item, self._stored_channels)]
+        candidates = [item for item in fresh if item not in hidden] + waiting_before
+        by_uid = {item.delta.uid: item for item in candidates}
         try:
-            applied, waiting = apply_causally(fresh + waiting_before, load)
-            touched = {d.doc_id for d in applied}
+            ready, not_ready = apply_causally([item.delta for item in candidates], load)
+            applied = [by_uid[d.uid] for d in ready]
             written = {
                 doc_id: doc_write(docs[doc_id], expected_id=doc_id, before=before[doc_id])
-                for doc_id in sorted(touched)
+                for doc_id in sorted({item.delta.doc_id for item in applied})
             }
             writes = [write for write, _ in written.values()]
             for write in writes:  # stamps inside the updates, not only the deltas' own
                 self._clock.check(Hlc.decode(write.updated_hlc))
-            parked = [d for d in waiting if d.uid not in self.pending]
-            self._check_channels(applied + relog, parked, written, before, may_write)
+            parking = [by_uid[d.uid] for d in not_ready if d.uid not in self.waiting]
+            check_units(applied + relog, parking, written, before, self._stored_channels)
         except BaseException:
             self._work.forget(docs)
             raise
+        parked = parking + hidden
         work = Commit(
-            deltas=applied + relog,
+            deltas=[item.delta for item in applied + relog],
             docs=writes,
-            pending_add=parked,
-            pending_drop=[d.uid for d in applied if d.uid in self.pending],
+            pending_add=[item.to_store() for item in parked],
+            pending_drop=[item.delta.uid for item in applied if item.delta.uid in self.waiting],
         )
         if not (work.deltas or work.pending_add):
             return _Outcome()
-        origins = {d.doc_id: d.origin for d in applied}  # the last delta applied to each memory
+        origins = {item.delta.doc_id: item.delta.origin for item in applied}  # the last applied to each
         changed = {k: (docs[k], memory) for k, (_, memory) in written.items()}
-        events = await self._commit(work, changed, before, origins, after=lambda: self._settle_pending(work))
-        return _Outcome(applied, events)
+        events = await self._commit(
+            work, changed, before, origins, after=lambda: self._settle(work.pending_drop, parked)
+        )
+        return _Outcome([item.delta for item in applied], events, [item.delta.uid for item in parked])
 
     async def _apply_in_parts(
-        self,
-        fresh: list[DeltaRecord],
-        relog: list[DeltaRecord],
-        doc_ids: set[str],
-        may_write: MayWrite | None,
-        isolate: bool,
+        self, fresh: list[Delivered], relog: list[Delivered], doc_ids: set[str], isolate: bool
     ) -> _Outcome:
         """After a unit failed its checks: the same deltas in smaller units, each committed alone.
 
         The payload's own deltas first: one unit (it must pass as a whole, or the payload is refused
-        as before), or with ``isolate`` one unit per memory, a unit that fails being rejected. Then
-        every delta still waiting for these memories, one at a time, until none applies any more: one
-        that fails its checks now that it can be applied is rejected and dropped from the waiting
-        set, so it can never hold back the memory again (it was parked unchecked, before its
-        dependencies arrived).
+        as before), or with ``isolate`` one unit per memory, and a memory's unit that fails delta by
+        delta, deciding against those that fail. Then every delta still waiting for these memories,
+        one at a time, until none applies any more: one that fails its checks now that it can be
+        applied is decided against and leaves the waiting set, so it can never hold back the memory
+        again (it was parked before its memory could be checked).
         """
         total = _Outcome()
-        by_memory = [[d for d in fresh if d.doc_id == doc_id] for doc_id in sorted(doc_ids)]
-        units = by_memory if isolate else [fresh]
-        parts: list[tuple[list[DeltaRecord], list[DeltaRecord]]] = [(unit, []) for unit in units if unit]
-        if relog:
-            parts.append(([], relog))
-        for unit_fresh, unit_relog in parts:
+        by_memory = [[item for item in fresh if item.delta.doc_id == doc_id] for doc_id in sorted(doc_ids)]
+        units = [unit for unit in (by_memory if isolate else [fresh]) if unit]
+        for unit in units:
             try:
-                total.add(await self._apply_once(unit_fresh, unit_relog, [], may_write))
+                total.add(await self._apply_once(unit, [], []))
+            except FOUND_ONCE_APPLIED:
+                if not isolate:
+                    raise
+                for item in unit:
+                    try:
+                        total.add(await self._apply_once([item], [], []))
+                    except FOUND_ONCE_APPLIED as failure:
+                        await self._decide(item, failure, total, waited=False)
+        for item in relog:  # a stored delta with new entries: refused, not decided (it is stored)
+            try:
+                total.add(await self._apply_once([], [item], []))
             except FOUND_ONCE_APPLIED as failure:
                 if not isolate:
                     raise
-                self._reject(unit_fresh + unit_relog, failure, total)
+                self._refused(item, failure, total)
         progress = True
         while progress:
             progress = False
-            for delta in [d for d in self.pending.values() if d.doc_id in doc_ids]:
+            for waiting in self.waiting.of_memories(doc_ids):
                 try:
-                    outcome = await self._apply_once([], [], [delta], may_write)
+                    outcome = await self._apply_once([], [], [waiting])
                 except FOUND_ONCE_APPLIED as failure:
-                    self._reject([delta], failure, total)
-                    drop = Commit(deltas=[], docs=[], pending_drop=[delta.uid])
-                    await self._commit(drop, {}, {}, {}, after=functools.partial(self._settle_pending, drop))
+                    await self._decide(waiting, failure, total, waited=True)
                     progress = True
                     continue
                 progress = progress or bool(outcome.applied)
                 total.add(outcome)
         return total
 
-    def _reject(self, deltas: list[DeltaRecord], failure: Exception, outcome: _Outcome) -> None:
-        """Do not apply these now. A failure of the delta itself (*MalformedPayload*: not this memory's
-        document, a scope that would move, a channel its memory is not on) is remembered and a resent
-        copy skipped. One that depends on the sender's rights or on the clock is not: another sender
-        may deliver the same delta, and a stamp too far ahead today may be fine tomorrow."""
-        for delta in deltas:
-            if isinstance(failure, MalformedPayload):
-                self.rejected[delta.uid] = f"{type(failure).__name__}: {failure}"
-            outcome.rejected.append(delta)
+    async def _decide(self, item: Delivered, failure: Exception, total: _Outcome, *, waited: bool) -> None:
+        """Decide against ``item`` (module docstring): durably, unless only its stamp is too far ahead."""
+        self._refused(item, failure, total)
+        if isinstance(failure, ClockSkewError):
+            decided = []
+        else:
+            kind = "denied" if isinstance(failure, AccessDenied) else "rejected"
+            reason = f"{type(failure).__name__}: {failure}"
+            decided = [Decision(item.delta, kind, item.sender.name, item.sender.fingerprint, reason)]
+            total.denied += kind == "denied"
+        work = Commit(decided=decided, pending_drop=[item.delta.uid] if waited else [])
+        if work:
+            await self._commit(work, {}, {}, {}, after=lambda: self._settle(work.pending_drop, []))
+
+    def _refused(self, item: Delivered, failure: Exception, total: _Outcome) -> None:
+        kind = (
+            "denied"
+            if isinstance(failure, AccessDenied)
+            else "clock"
+            if isinstance(failure, ClockSkewError)
+            else "rejected"
+        )
+        self.counts[kind] += 1
+        total.refused.append(item.delta)
         log.warning(
-            "rejected %d delta(s) of memory %s from %s: %s: %s",
-            len(deltas),
-            deltas[0].doc_id,
-            deltas[0].origin,
+            "%s delta %s of memory %s delivered by %s: %s: %s",
+            kind,
+            item.delta.uid,
+            item.delta.doc_id,
+            item.sender.name,
             type(failure).__name__,
             failure,
         )
 
-    def _settle_pending(self, work: Commit) -> None:
-        """The waiting set after ``work`` committed (the store's pending table changed with it)."""
+    async def _bound_waiting(self, senders: list[str], origins: set[str]) -> set[str]:
+        """Evict what waits past its sender's or origin's bound, or for too long (one commit)."""
+        victims = self.waiting.over_bounds(senders, origins) if senders else []
+        victims += [uid for uid in self.waiting.expired(self._now()) if uid not in victims]
+        if not victims:
+            return set()
+        work = Commit(pending_drop=victims)
+        await self._commit(work, {}, {}, {}, after=lambda: self._settle(victims, [], evicted=len(victims)))
+        log.warning("evicted %d waiting delta(s) (over a bound or too old)", len(victims))
+        return set(victims)
+
+    def _settle(self, dropped: list[str], added: list[Delivered], *, evicted: int = 0) -> None:
+        """The waiting set after a commit (the store's pending table changed with it)."""
         self._commits += 1
-        for uid in work.pending_drop:
-            self.pending.pop(uid, None)
-        for delta in work.pending_add:
-            self.pending[delta.uid] = delta
+        self.waiting.settle(added, dropped, evicted=evicted)
 
-    def _check_channels(
-        self,
-        logged: list[DeltaRecord],
-        parked: list[DeltaRecord],
-        written: dict[str, tuple[DocWrite, Memory]],
-        before: dict[str, Memory | None],
-        may_write: MayWrite | None,
-    ) -> None:
-        """The channel rules (module docstring), before anything commits. Deltas about to wait for
-        their dependencies are checked too when their memory is known here (else when applied)."""
-        channels: dict[str, tuple[str, ...] | None] = {d: m.channels for d, (_, m) in written.items()}
-        for doc_id, memory in before.items():
-            now = channels.get(doc_id)
-            if memory is not None and now is not None and set(now) != set(memory.channels):
-                raise MalformedPayload(
-                    f"a delta moves memory {doc_id} from {list(memory.channels)} to {list(now)}; "
-                    "a memory's scope is fixed when it is created"
-                )
-
-        def channels_of(doc_id: str) -> tuple[str, ...] | None:
-            if doc_id not in channels:
-                stored = self._work.record(doc_id)
-                channels[doc_id] = stored.channels if stored is not None else None
-            return channels[doc_id]
-
-        checked: dict[str, tuple[str, ...]] = {}
-        for delta in logged:
-            checked[delta.doc_id] = _logged_on_its_memory(delta, channels_of(delta.doc_id) or ())
-        for delta in parked:
-            on = channels_of(delta.doc_id)
-            if on is not None:
-                checked[delta.doc_id] = _logged_on_its_memory(delta, on)
-        if may_write is not None:
-            for doc_id, on in sorted(checked.items()):
-                if not may_write(on):
-                    raise AccessDenied(
-                        f"the sender may not write memory {doc_id}: it is on {', '.join(on)} "
-                        "(writing needs every one)"
-                    )
-
-
-def _logged_on_its_memory(delta: DeltaRecord, channels: tuple[str, ...]) -> tuple[str, ...]:
-    """``channels`` (the memory's), if every channel ``delta`` is logged on is one of them."""
-    stray = sorted(set(delta.seqs) - set(channels))
-    if stray:
-        raise MalformedPayload(
-            f"delta {delta.uid} is logged on {', '.join(stray)}, but memory {delta.doc_id} is on "
-            f"{', '.join(channels) or 'no channel here'}"
-        )
-    return channels
+    def _stored_channels(self, doc_id: str) -> tuple[str, ...] | None:
+        stored = self._work.record(doc_id)
+        return stored.channels if stored is not None else None

@@ -50,6 +50,7 @@ from .inbound import ApplyResult
 from .locks import KeyedLocks
 from .publish import Publisher
 from .remote import RemoteApply
+from .waiting import Resolver, WaitingLimits
 from .workset import WorkingSet
 
 _List = list  # Replica.list shadows the builtin inside the class body
@@ -75,6 +76,8 @@ class Replica:
         cache_size: bound of the materialized-memory cache; ``warm`` memories are loaded on open.
         synchronous: SQLite ``synchronous`` mode; FULL survives power loss, NORMAL a killed process.
         index: index merged memories for :meth:`search` (True: embedded defaults; or IndexSettings).
+        waiting_limits: bounds of the deltas waiting for their dependencies (per sender, per
+            origin, age); see :mod:`crdtmem.engine.waiting`.
 
     Use as ``async with Replica(...) as r`` or call :meth:`start` and :meth:`stop`.
     """
@@ -94,6 +97,7 @@ class Replica:
         warm: int = 1_000,
         synchronous: Synchronous = "FULL",
         index: IndexSettings | bool | None = None,
+        waiting_limits: WaitingLimits | None = None,
     ):
         if replica_id is not None:
             check_replica_id(replica_id)
@@ -128,7 +132,13 @@ class Replica:
             subscribed=self._subscribed,
             publisher=self._publisher,
             replica_id=lambda: self._id,
+            wall=wall_clock,
+            limits=waiting_limits,
         )
+        self.resolve_rights: Resolver | None = None
+        """The current rights of a principal by name, where a tokens table knows them (a node sets
+        it): deltas waiting since before a restart are checked against them, and
+        :meth:`reexamine` applies what was denied under rights that changed since."""
         self._id = ""
         self._open = False
         self._index_settings = IndexSettings() if index is True else (index or None)
@@ -148,7 +158,17 @@ class Replica:
     @property
     def pending_count(self) -> int:
         """Remote deltas stored but waiting for causal dependencies that have not arrived yet."""
-        return len(self._remote.pending)
+        return len(self._remote.waiting)
+
+    def trust_status(self) -> dict[str, Any]:
+        """What the trust checks refused and evicted since start, and who has deltas waiting."""
+        waiting = self._remote.waiting
+        return {
+            "pending": len(waiting),
+            "pending_by_sender": waiting.by_sender(),
+            "pending_evicted": waiting.evicted,
+            "refused": dict(self._remote.counts),
+        }
 
     async def start(self) -> Replica:
         if self._open:
@@ -168,7 +188,7 @@ class Replica:
             last = self._store.last_hlc()
             if last:
                 self.clock.restore(Hlc.decode(last))
-            self._remote.load_pending()
+            self._remote.load_pending(self.resolve_rights)
             self._work.warm(self.channels, self._warm)
             self._committer.start()
         except BaseException:
@@ -623,6 +643,18 @@ class Replica:
         self._in_flight += 1
         try:
             return await self._remote.apply(received, sender, isolate=isolate)
+        finally:
+            self._in_flight -= 1
+
+    async def reexamine(self) -> int:
+        """Apply again the deltas denied to senders whose rights have changed since (their current
+        rights from :attr:`resolve_rights`); returns how many applied. A node runs it on start."""
+        self._check_open()
+        if self.resolve_rights is None:
+            return 0
+        self._in_flight += 1
+        try:
+            return await self._remote.reexamine(self.resolve_rights)
         finally:
             self._in_flight -= 1
 

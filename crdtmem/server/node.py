@@ -86,6 +86,26 @@ class Node:
         self.peers: list[PeerClient] = []
         self.extensions: dict[str, Any] = {}
         self._runner: web.AppRunner | None = None
+        if tokens is not None:
+            replica.resolve_rights = tokens.rights_of
+        self.metrics.gauge(
+            "crdtmem_pending_deltas",
+            "deltas waiting for their causal dependencies, by the principal that delivered them",
+            lambda: [
+                ((("sender", name),), float(n))
+                for name, n in replica.trust_status()["pending_by_sender"].items()
+            ],
+        )
+        self.metrics.gauge(
+            "crdtmem_pending_evicted",
+            "waiting deltas evicted since start, over a per-sender or per-origin bound or too old",
+            lambda: [((), float(replica.trust_status()["pending_evicted"]))],
+        )
+        self.metrics.gauge(
+            "crdtmem_deltas_refused",
+            "deltas refused since start, by why: unauthenticated, denied, rejected, clock",
+            lambda: [((("reason", k),), float(v)) for k, v in replica.trust_status()["refused"].items()],
+        )
         self.metrics.gauge(
             "crdtmem_index_lag_versions",
             "versions committed to the store but not yet in the search index",
@@ -103,6 +123,7 @@ class Node:
 
     async def start(self) -> Node:
         await self.replica.start()
+        await self.replica.reexamine()  # deltas denied under rights that changed since
         if self.tokens is None:
             log.warning("no tokens file: serving open on loopback %s only", self.host)
         # on stop, requests in flight get SHUTDOWN_GRACE_S to finish (aiohttp's default, 60 s, lets
@@ -198,6 +219,7 @@ class Node:
             "version_vectors": replica.version_vectors(channels),
             "memories": replica.store.doc_count(),
             "pending_deltas": replica.pending_count,
+            "trust": {k: v for k, v in replica.trust_status().items() if k != "pending_by_sender"},
             "event_subscribers": len(replica.feed),
             "peers": [
                 {

@@ -252,9 +252,14 @@ _SCHEMAS: dict[str, Schema] = {
     "SyncPushResult": _object(
         {
             "applied": {"type": "integer"},
-            "duplicates": {"type": "integer"},
-            "pending": {"type": "integer"},
-            "ignored": {"type": "integer"},
+            "duplicates": {"type": "integer", "description": "held already, or decided against before"},
+            "pending": {"type": "integer", "description": "deltas of this payload now waiting"},
+            "ignored": {"type": "integer", "description": "only for channels this node does not sync"},
+            "refused": {
+                "type": "integer",
+                "description": "deltas not applied: the caller may not write their memory, or they are "
+                "wrong in themselves (decided against for good), or stamped too far ahead",
+            },
             "vectors": {"type": "object"},
         }
     ),
@@ -593,7 +598,9 @@ def _paths() -> dict[str, Schema]:
         },
         "/v1/sync/push": {
             "post": _operation(
-                "Push a crdtmem.deltas payload; every channel in it must be writable",
+                "Push a crdtmem.deltas payload: every channel it names must be writable and every "
+                "origin one the caller may introduce (else 403, nothing applied); each delta is then "
+                "authorized against its memory's channels",
                 "sync",
                 {
                     "200": _json(_ref("SyncPushResult"), "what was applied"),

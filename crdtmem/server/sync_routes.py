@@ -68,14 +68,16 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         received = wire.decode(await request.read(), max_bytes=node.replica.max_payload_bytes)
         _require(principal, sorted({c for d in received.deltas for c in d.seqs}), "write")
         _require_origins(principal, received, node.replica.id)
-        result = await node.replica.apply_payload(received, sender=principal)
+        # delta by delta: what the caller may not do is decided against and counted, the rest applies
+        result = await node.replica.apply_payload(received, sender=principal, isolate=True)
         channels = sorted({c for d in received.deltas for c in d.seqs})
         return web.json_response(
             {
                 "applied": result.applied,
                 "duplicates": result.duplicates,
-                "pending": result.pending,
+                "pending": result.parked,
                 "ignored": result.ignored,
+                "refused": result.rejected,
                 "vectors": node.replica.version_vectors(channels),
             }
         )

@@ -8,6 +8,7 @@ A store holds four things, and :meth:`Store.commit` changes them in one atomic t
 - version vectors: per channel, ``{origin: highest contiguous seq stored}``. They never claim a delta
   that was not stored and applied;
 - pending deltas: received but not yet applicable (their causal dependencies have not arrived);
+- decisions: deltas received and refused for good (see :class:`Decision`), logged without a delta;
 - outbox marks: per reader of the log (a *sink*, e.g. the NATS bus publisher) and channel,
   ``{origin: seq}`` up to which that sink has durably handed the log on. The log is the outbox; a
   mark only follows it, in its own small transaction, so a crash between a commit and its hand-off
@@ -78,17 +79,65 @@ class DocWrite:
     """The stored version may have conflict rows to clear."""
 
 
+@dataclass(frozen=True, slots=True)
+class PendingDelta:
+    """A delta waiting for its causal dependencies, with who delivered it and when.
+
+    ``sender`` is opaque to stores (the engine keeps the deliverer's rights in it, so the delta is
+    authorized against them, not against whoever completes it)."""
+
+    delta: DeltaRecord
+    sender: str
+    received_ms: int
+
+    @property
+    def uid(self) -> str:
+        return self.delta.uid
+
+    @property
+    def doc_id(self) -> str:
+        return self.delta.doc_id
+
+    @property
+    def origin(self) -> str:
+        return self.delta.origin
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A delta received and decided against: denied (its sender may not write its memory) or
+    rejected (it is wrong in itself). Its entries are logged *without* a delta: the version vectors
+    move past them, so the stream behind keeps flowing, but nothing exports them (a relay never
+    passes on what it refused). ``sender`` and ``rights`` name whose rights decided it, so it can be
+    examined again when they change."""
+
+    delta: DeltaRecord
+    kind: str
+    """``denied`` or ``rejected``."""
+    sender: str
+    rights: str
+    reason: str
+
+    @property
+    def uid(self) -> str:
+        return self.delta.uid
+
+
 @dataclass(slots=True)
 class Commit:
-    """One atomic unit of work: deltas to log, documents to write, pending deltas to add/drop."""
+    """One atomic unit of work: deltas to log, documents to write, pending deltas to add/drop,
+    decisions to record."""
 
     deltas: list[DeltaRecord] = field(default_factory=list)
     docs: list[DocWrite] = field(default_factory=list)
-    pending_add: list[DeltaRecord] = field(default_factory=list)
+    pending_add: list[PendingDelta] = field(default_factory=list)
     pending_drop: list[str] = field(default_factory=list)
+    decided: list[Decision] = field(default_factory=list)
+    """A delta decided against before and stored now (its sender's rights changed) takes its
+    logged entries back, and its decision goes."""
 
     def __bool__(self) -> bool:
-        return bool(self.deltas or self.docs or self.pending_add or self.pending_drop)
+        return bool(self.deltas or self.docs or self.pending_add or self.pending_drop or self.decided)
 
 
 @dataclass(slots=True)
@@ -165,7 +214,11 @@ class Store(Protocol):
         are not: the replica keeps those in memory too.)"""
         ...
 
-    def pending(self) -> list[DeltaRecord]: ...
+    def pending(self) -> list[PendingDelta]: ...
+
+    def decisions(self, kind: str | None = None) -> list[Decision]:
+        """The recorded decisions (of one ``kind``), in the order they were taken."""
+        ...
 
     def history(self, doc_id: str) -> list[DeltaRecord]:
         """Every delta of one document in the order this replica applied them."""

@@ -15,8 +15,10 @@ from ..document.records import Conflict
 from .base import (
     Commit,
     CommitResult,
+    Decision,
     DeltaRecord,
     DocWrite,
+    PendingDelta,
     StagedVectors,
     VersionVector,
     merge_streams,
@@ -35,7 +37,8 @@ class MemoryStore:
         self._log: dict[tuple[str, str, int], int] = {}
         self._vectors: dict[str, VersionVector] = {}
         self._beyond: dict[str, dict[str, set[int]]] = {}
-        self._pending: dict[str, DeltaRecord] = {}
+        self._pending: dict[str, PendingDelta] = {}
+        self._decided: dict[str, Decision] = {}
         self._version = 0
         self._outbox: dict[str, dict[str, VersionVector]] = {}
 
@@ -60,6 +63,7 @@ class MemoryStore:
             staged_log: dict[tuple[str, str, int], int] = {}
             version = self._version
             docs: dict[str, tuple[DocWrite, int]] = {}
+            undecided: set[str] = set()
             for unit in work:
                 result = CommitResult()
                 for delta in unit.deltas:
@@ -75,11 +79,22 @@ class MemoryStore:
                         staged_index[delta.uid] = index
                     for channel, last in seqs.items():
                         for seq in (*delta.also.get(channel, ()), last):
-                            if staged.is_logged(channel, delta.origin, seq):
+                            key = (channel, delta.origin, seq)
+                            if staged.is_logged(*key):
+                                if staged_log.get(key, self._log.get(key)) == -1:  # decided, until now
+                                    staged_log[key] = index
+                                    undecided.add(delta.uid)
                                 continue
-                            staged.advance(channel, delta.origin, seq)
-                            staged_log[(channel, delta.origin, seq)] = index
+                            staged.advance(*key)
+                            staged_log[key] = index
                     result.seqs[delta.uid] = seqs
+                for decision in unit.decided:  # logged without a delta (-1): vectors move past it
+                    refused = decision.delta
+                    for channel in refused.seqs:
+                        for seq in refused.all_seqs(channel):
+                            if not staged.is_logged(channel, refused.origin, seq):
+                                staged.advance(channel, refused.origin, seq)
+                                staged_log[(channel, refused.origin, seq)] = -1
                 for doc in unit.docs:
                     version += 1
                     docs[doc.doc_id] = (doc, version)
@@ -94,8 +109,13 @@ class MemoryStore:
             for unit in work:
                 for uid in unit.pending_drop:
                     self._pending.pop(uid, None)
-                for delta in unit.pending_add:
-                    self._pending.setdefault(delta.uid, delta)
+                for waiting in unit.pending_add:
+                    self._pending.setdefault(waiting.uid, waiting)
+                for decision in unit.decided:
+                    self._decided.pop(decision.uid, None)  # a later decision goes to the end
+                    self._decided[decision.uid] = decision
+            for uid in undecided:
+                self._decided.pop(uid, None)
             staged.publish()
             self._version = version
             return results
@@ -178,6 +198,8 @@ class MemoryStore:
         channel_set = set(channels)
         with self._lock:
             for (channel, origin, seq), index in self._log.items():
+                if index < 0:  # decided against: nothing to export
+                    continue
                 if channel in channel_set and seq > vectors.get(channel, {}).get(origin, 0):
                     wanted.setdefault(index, {}).setdefault(channel, []).append(seq)
                     streams.setdefault((channel, origin), []).append((index, seq))
@@ -194,8 +216,12 @@ class MemoryStore:
     def logged_deltas(self, uids: Sequence[str]) -> set[str]:
         return {uid for uid in uids if uid in self._uids}
 
-    def pending(self) -> list[DeltaRecord]:
-        return list(self._pending.values())
+    def pending(self) -> list[PendingDelta]:
+        return sorted(self._pending.values(), key=lambda p: (p.received_ms, p.uid))
+
+    def decisions(self, kind: str | None = None) -> list[Decision]:
+        with self._lock:
+            return [d for d in self._decided.values() if kind is None or d.kind == kind]
 
     def history(self, doc_id: str) -> list[DeltaRecord]:
         return [d for d in self._deltas if d.doc_id == doc_id]

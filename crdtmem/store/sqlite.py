@@ -19,17 +19,19 @@ import sqlite_utils
 
 from ..document.records import Conflict, ConflictValue
 from ..errors import StorageError
+from . import sqlite_trust
 from .base import (
     Commit,
     CommitResult,
+    Decision,
     DeltaRecord,
+    PendingDelta,
     StagedVectors,
     VersionVector,
     merge_streams,
     split_covered,
 )
 from .checkpoint import Checkpointer
-from .codec import decode_delta, encode_delta
 
 SCHEMA_VERSION = "1"
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -175,6 +177,7 @@ class SQLiteStore:
                 pk=("doc_id", "field"),
             )
             db["conflicts"].create_index(["user_id"])
+        sqlite_trust.create(db, tables)
 
     def _load_sync_state(self) -> None:
         conn = self._r
@@ -252,10 +255,13 @@ class SQLiteStore:
         next_id: int,
     ) -> tuple[CommitResult, int, int]:
         result = CommitResult()
-        log_rows: list[tuple[str, str, int, int]] = []
+        log_rows: list[tuple[str, str, int, int | None]] = []
         new_rows: list[tuple[int, str, str, str, str, bytes, bytes]] = []
+        relinked: list[tuple[int, str, str, int]] = []
+        undecided: set[str] = set()
         for delta in unit.deltas:
             delta_id = known.get(delta.uid)
+            new = delta_id is None
             if delta_id is None:  # known deltas are only logged under channels they lack
                 delta_id = known[delta.uid] = next_id
                 next_id += 1
@@ -268,10 +274,20 @@ class SQLiteStore:
             for channel, last in seqs.items():
                 for seq in (*delta.also.get(channel, ()), last):
                     if staged.is_logged(channel, delta.origin, seq):
+                        if new and delta.seqs:  # logged before the delta: decided against, until now
+                            relinked.append((delta_id, channel, delta.origin, seq))
+                            undecided.add(delta.uid)
                         continue
                     staged.advance(channel, delta.origin, seq)
                     log_rows.append((channel, delta.origin, seq, delta_id))
             result.seqs[delta.uid] = seqs
+        for decision in unit.decided:  # logged without a delta: the vectors move past it
+            refused = decision.delta
+            for channel in refused.seqs:
+                for seq in refused.all_seqs(channel):
+                    if not staged.is_logged(channel, refused.origin, seq):
+                        staged.advance(channel, refused.origin, seq)
+                        log_rows.append((channel, refused.origin, seq, None))
         if new_rows:
             conn.executemany(
                 "INSERT INTO deltas(id, uid, origin, doc_id, hlc, deps, [update]) "
@@ -291,10 +307,11 @@ class SQLiteStore:
         if unit.pending_drop:
             conn.executemany("DELETE FROM pending WHERE uid = ?", [(u,) for u in unit.pending_drop])
         if unit.pending_add:
-            conn.executemany(
-                "INSERT OR IGNORE INTO pending(uid, doc_id, delta) VALUES (?, ?, ?)",
-                [(d.uid, d.doc_id, encode_delta(d)) for d in unit.pending_add],
-            )
+            sqlite_trust.add_pending(conn, unit.pending_add)
+        if unit.decided:
+            sqlite_trust.record(conn, unit.decided)
+        if undecided:
+            sqlite_trust.relink(conn, relinked, list(undecided))
         doc_rows = []
         for doc in unit.docs:
             version += 1
@@ -456,8 +473,9 @@ class SQLiteStore:
         """``(delta_id, seq)`` of one channel and origin past ``after``, in seq order: enough rows for
         ``limit`` deltas (a page takes no more from one stream), which is more rows than ``limit``
         when a coalesced delta covers several seqs."""
-        query = (
-            "SELECT delta_id, seq FROM log WHERE channel = ? AND origin = ? AND seq > ? ORDER BY seq LIMIT ?"
+        query = (  # entries decided against have no delta: nothing to export
+            "SELECT delta_id, seq FROM log WHERE channel = ? AND origin = ? AND seq > ? "
+            "AND delta_id IS NOT NULL ORDER BY seq LIMIT ?"
         )
         if limit is None:
             return conn.execute(query, (channel, origin, after, -1)).fetchall()
@@ -488,8 +506,11 @@ class SQLiteStore:
             found.update(uid for (uid,) in rows)
         return found
 
-    def pending(self) -> list[DeltaRecord]:
-        return [decode_delta(bytes(blob)) for (blob,) in self._r.execute("SELECT delta FROM pending")]
+    def pending(self) -> list[PendingDelta]:
+        return sqlite_trust.read_pending(self._r)
+
+    def decisions(self, kind: str | None = None) -> list[Decision]:
+        return sqlite_trust.read_decisions(self._r, kind)
 
     def history(self, doc_id: str) -> list[DeltaRecord]:
         rows = self._r.execute(

@@ -17,6 +17,7 @@ import pytest
 
 from crdtmem import Conflict, ConflictValue, Hlc, StorageError
 from crdtmem.store import Commit, DeltaRecord, DocWrite, Store
+from crdtmem.store.base import Decision, PendingDelta
 
 USER = "user:u1:memories"
 TOPIC = "topic:t1:updates"
@@ -43,6 +44,10 @@ def delta(
     if seqs is None:
         return DeltaRecord(f"{origin}:{stamp}", origin, doc_id, stamp, deps, update, channels)
     return DeltaRecord(f"{origin}:{stamp}", origin, doc_id, stamp, deps, update, tuple(seqs), dict(seqs))
+
+
+def parked(waiting: DeltaRecord, sender: str = "{}", at: int = 0) -> PendingDelta:
+    return PendingDelta(waiting, sender, at)
 
 
 def doc(
@@ -275,13 +280,15 @@ class StoreSuite:
     # -- atomicity ------------------------------------------------------------------------------
 
     def test_a_failing_unit_leaves_nothing(self, store: Store) -> None:
-        store.commit([Commit(deltas=[delta(1)], docs=[doc("d1")], pending_add=[delta(9, seqs={USER: 9})])])
+        store.commit(
+            [Commit(deltas=[delta(1)], docs=[doc("d1")], pending_add=[parked(delta(9, seqs={USER: 9}))])]
+        )
         (probe,) = store.commit([Commit(docs=[doc("probe")])])
         before = snapshot(store)
         good = Commit(
             deltas=[delta(2), delta(3, origin="o2", seqs={TOPIC: 1})],
             docs=[doc("d1", content="changed", conflicts=(conflict("d1"),)), doc("d2")],
-            pending_add=[delta(4, origin="o3", seqs={USER: 5})],
+            pending_add=[parked(delta(4, origin="o3", seqs={USER: 5}))],
             pending_drop=[delta(9).uid],
         )
         bad = Commit(deltas=[delta(5, seqs={USER: "not a seq"})])  # type: ignore[dict-item]
@@ -389,8 +396,10 @@ class StoreSuite:
 
     def test_pending_add_and_drop(self, store: Store) -> None:
         waiting = delta(3, origin="o2", seqs={USER: 3, TOPIC: 1}, deps=b"\x01\x05\x02")
-        store.commit([Commit(pending_add=[waiting])])
-        (stored,) = store.pending()
+        store.commit([Commit(pending_add=[parked(waiting, sender='{"principal": "user:p"}', at=1234)])])
+        (row,) = store.pending()
+        assert (row.sender, row.received_ms) == ('{"principal": "user:p"}', 1234)
+        stored = row.delta
         assert (stored.uid, stored.origin, stored.doc_id, stored.hlc) == (
             waiting.uid,
             waiting.origin,
@@ -401,7 +410,7 @@ class StoreSuite:
         assert store.has_delta(waiting.uid)
         assert store.version_vector(USER) == {}  # waiting is not stored-and-applied
         assert store.deltas_since([USER, TOPIC], {}) == []
-        store.commit([Commit(pending_add=[waiting])])
+        store.commit([Commit(pending_add=[parked(waiting)])])
         assert len(store.pending()) == 1
         store.commit([Commit(deltas=[waiting], pending_drop=[waiting.uid, "o9:never-pending"])])
         assert store.pending() == []
@@ -517,6 +526,33 @@ class StoreSuite:
 
     # -- reopen -----------------------------------------------------------------------------------
 
+    # -- decisions ------------------------------------------------------------------------------
+
+    def test_a_decision_moves_the_vector_past_a_delta_it_does_not_export(self, store: Store) -> None:
+        refused = dataclasses.replace(delta(2, origin="o2", seqs={USER: 2}), also={USER: (1,)})
+        store.commit([Commit(deltas=[delta(3, origin="o2", seqs={USER: 3})])])
+        assert store.version_vector(USER) == {}
+        denied = Decision(refused, "denied", "user:p", "f1", "AccessDenied: no")
+        store.commit([Commit(decided=[denied])])
+        assert store.version_vector(USER) == {"o2": 3}
+        assert [d.uid for d in store.deltas_since([USER], {})] == [delta(3, origin="o2").uid]
+        assert not store.has_delta(refused.uid) and store.history(refused.doc_id)[0].uid != refused.uid
+        (kept,) = store.decisions("denied")
+        assert (kept.uid, kept.sender, kept.rights, kept.reason) == (
+            refused.uid,
+            "user:p",
+            "f1",
+            "AccessDenied: no",
+        )
+        assert kept.delta.also == {USER: (1,)} and store.decisions("rejected") == []
+        again = Decision(refused, "denied", "user:p", "f2", "AccessDenied: still no")
+        store.commit([Commit(decided=[again])])
+        assert [d.rights for d in store.decisions()] == ["f2"]
+        # its sender's rights changed and it applies now: the entries get it, the decision goes
+        store.commit([Commit(deltas=[refused])])
+        assert store.decisions() == [] and store.version_vector(USER) == {"o2": 3}
+        assert [d.uid for d in store.deltas_since([USER], {})] == [refused.uid, delta(3, origin="o2").uid]
+
     def test_reopen_restores_state(self, store: Store) -> None:
         store.set_meta("replica_id", "r1")
         store.commit(
@@ -528,7 +564,7 @@ class StoreSuite:
                         delta(4, origin="o2", seqs={USER: 3}),  # past a gap
                     ],
                     docs=[doc("d1", conflicts=(conflict("d1"),)), doc("d2", deleted=True)],
-                    pending_add=[delta(8, origin="o3", seqs={USER: 2})],
+                    pending_add=[parked(delta(8, origin="o3", seqs={USER: 2}))],
                 )
             ]
         )

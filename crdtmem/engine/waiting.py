@@ -1,0 +1,163 @@
+"""The deltas waiting for their causal dependencies, each with the rights of whoever delivered it.
+
+A waiting delta is authorized, once it can be applied, against its *deliverer's* rights, never
+against those of the sender whose payload completes it (``DESIGN.md``, trust model). So each keeps
+its sender, durably (the store's ``pending`` table holds the sender's rights as JSON).
+
+Waiting costs memory and disk before anything is checked, so the set is bounded:
+
+- per sender and per origin (``WaitingLimits``): past a bound, the oldest waiting deltas of that
+  sender or origin are evicted (right after the commit that parked the newcomers);
+- by age: a delta that waited longer than ``max_age_s`` is dropped.
+
+An evicted or expired delta was never logged, so no version vector claims it: its sender sends it
+again with the next catch-up (every pull starts from the receiver's vectors). The bounds hold across
+restarts: what the store kept is loaded within them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+from ..access import OPEN, Principal
+from ..errors import InvalidInput
+from ..store.base import DeltaRecord, PendingDelta
+
+Resolver = Callable[[str], Principal | None]
+"""The current rights of a principal, by name (None: it has none any more)."""
+
+
+@dataclass(frozen=True, slots=True)
+class WaitingLimits:
+    per_sender: int = 10_000
+    """Deltas one sender may have waiting."""
+    per_origin: int = 10_000
+    """Deltas of one origin that may be waiting, whoever delivered them."""
+    max_age_s: float = 3_600.0
+    """Seconds a delta may wait before it is dropped."""
+
+
+@dataclass(frozen=True, slots=True)
+class Delivered:
+    """A delta with who delivered it (whose rights it is checked against) and when (ms)."""
+
+    delta: DeltaRecord
+    sender: Principal
+    received_ms: int
+
+    @property
+    def uid(self) -> str:
+        return self.delta.uid
+
+    def to_store(self) -> PendingDelta:
+        return PendingDelta(self.delta, json.dumps(self.sender.to_json()), self.received_ms)
+
+
+class WaitingSet:
+    """In arrival order (the oldest first), indexed by sender and by origin."""
+
+    def __init__(self, limits: WaitingLimits | None = None):
+        self.limits = limits or WaitingLimits()
+        self._items: dict[str, Delivered] = {}
+        self._senders: dict[str, dict[str, None]] = {}  # insertion-ordered: the oldest first
+        self._origins: dict[str, dict[str, None]] = {}
+        self.evicted = 0
+        """Deltas evicted over a bound or dropped for their age, since start."""
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self._items
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[Delivered]:
+        return iter(list(self._items.values()))
+
+    def get(self, uid: str) -> Delivered | None:
+        return self._items.get(uid)
+
+    def of_memories(self, doc_ids: set[str]) -> list[Delivered]:
+        return [w for w in self._items.values() if w.delta.doc_id in doc_ids]
+
+    def count(self, sender: str) -> int:
+        return len(self._senders.get(sender, ()))
+
+    def by_sender(self) -> dict[str, int]:
+        return {name: len(uids) for name, uids in self._senders.items()}
+
+    def expired(self, now_ms: int) -> list[str]:
+        """Uids that waited longer than the limit (the oldest come first, so this stops early)."""
+        horizon = now_ms - int(self.limits.max_age_s * 1000)
+        old = []
+        for waiting in self._items.values():
+            if waiting.received_ms > horizon:
+                break
+            old.append(waiting.uid)
+        return old
+
+    def over_bounds(self, senders: Iterable[str], origins: Iterable[str]) -> list[str]:
+        """The oldest uids to evict so that these senders and origins are within their bounds."""
+        victims: dict[str, None] = {}
+        for index, names, bound in (
+            (self._senders, senders, self.limits.per_sender),
+            (self._origins, origins, self.limits.per_origin),
+        ):
+            for name in set(names):
+                uids = [u for u in index.get(name, {}) if u not in victims]
+                victims.update(dict.fromkeys(uids[: max(0, len(uids) - bound)]))
+        return list(victims)
+
+    def settle(self, added: Iterable[Delivered], dropped: Iterable[str], *, evicted: int = 0) -> None:
+        """The set after a commit that stored ``added`` and removed ``dropped``."""
+        for uid in dropped:
+            waiting = self._items.pop(uid, None)
+            if waiting is not None:
+                for index, key in (
+                    (self._senders, waiting.sender.name),
+                    (self._origins, waiting.delta.origin),
+                ):
+                    uids = index[key]
+                    del uids[uid]
+                    if not uids:
+                        del index[key]
+        for waiting in added:
+            if waiting.uid not in self._items:
+                self._items[waiting.uid] = waiting
+                self._senders.setdefault(waiting.sender.name, {})[waiting.uid] = None
+                self._origins.setdefault(waiting.delta.origin, {})[waiting.uid] = None
+        self.evicted += evicted
+
+    def load(self, stored: list[PendingDelta], resolve: Resolver | None, now_ms: int) -> list[str]:
+        """Take up what the store kept (oldest first), within the bounds and the age limit, each
+        with its sender's current rights where ``resolve`` knows them. Returns the uids to drop."""
+        dropped: list[str] = []
+        horizon = now_ms - int(self.limits.max_age_s * 1000)
+        kept: list[Delivered] = []
+        for row in stored:
+            sender = _sender(row.sender, resolve)
+            if sender is None or row.received_ms <= horizon:
+                dropped.append(row.uid)
+            else:
+                kept.append(Delivered(row.delta, sender, row.received_ms))
+        self.settle(kept, [])
+        over = self.over_bounds(self._senders, self._origins)
+        self.settle([], over)
+        dropped += over
+        self.evicted += len(dropped)
+        return dropped
+
+
+def _sender(stored: str, resolve: Resolver | None) -> Principal | None:
+    """The rights a waiting delta is checked against: its sender's current ones where known."""
+    try:
+        entry = json.loads(stored)
+        principal = (
+            OPEN if entry == OPEN.to_json() else Principal.from_json(entry, "a waiting delta's sender")
+        )
+    except (ValueError, TypeError, InvalidInput):
+        return None
+    if resolve is None or principal == OPEN:
+        return principal
+    return resolve(principal.name)
