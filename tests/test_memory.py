@@ -230,3 +230,44 @@ def test_a_document_of_an_unknown_format_is_read_but_never_written():
     assert doc.materialize().content == {"v": 1}
     with pytest.raises(InvalidInput, match=r"format 'crdtmem\.memory/9'"), doc.change():
         doc.update(next_dot=Dots("phone", clock), content="x")
+
+
+def _append_deltas(count: int) -> tuple[MemoryDoc, list[bytes]]:
+    """A conversation created and appended to ``count`` times; every change's update, in order."""
+    clock = HybridLogicalClock(lambda: next(_ticks))
+    doc, dots = MemoryDoc.empty("m1", 1), Dots("r0", clock)
+    _conversation(doc, dots)
+    updates = [doc.last_delta.update]
+    for i in range(count):
+        with doc.change():
+            doc.append_message(role="user", text=f"turn {i}", next_dot=dots)
+        updates.append(doc.last_delta.update)
+    return doc, updates
+
+
+def test_a_delta_carries_its_own_transaction_not_the_documents_delete_set():
+    # every append re-asserts `active`, deleting the previous lifecycle entry: a delta taken as
+    # get_update(state before) carried all those deletions (199 B at the start, 3.1 KB at 1,000)
+    doc, updates = _append_deltas(1_000)
+    early, late = sum(map(len, updates[5:15])) / 10, sum(map(len, updates[-10:])) / 10
+    assert late <= 1.2 * early, f"append delta {early:.0f} B early, {late:.0f} B after 1,000 appends"
+
+
+def test_the_deltas_of_the_changes_replayed_in_order_rebuild_the_document():
+    doc, updates = _append_deltas(50)
+    with doc.change():
+        doc.delete(Dots("r0", HybridLogicalClock(lambda: next(_ticks))))
+    replay = MemoryDoc.empty("m1", 2)
+    for update in [*updates, doc.last_delta.update]:
+        replay.apply(update)
+    assert replay.read() == doc.read()
+    assert replay.state_vector() == doc.state_vector()
+    assert replay.read()[0].deleted
+
+
+def test_a_change_that_writes_nothing_has_an_empty_update():
+    doc, _ = _fact()
+    with doc.change():
+        pass
+    assert doc.last_delta.update == b"\x00\x00"
+    assert doc.last_delta.deps == doc.doc.get_state()

@@ -45,6 +45,8 @@ FORMAT_WIDE_IDS = "crdtmem.memory/2"
 """The format of a memory whose scope has an id outside protocol revision 1's alphabet
 (``docs/protocol.md`` §8): a revision-1 client would derive other channel names for it."""
 FORMATS = (FORMAT, FORMAT_WIDE_IDS)
+EMPTY_UPDATE = b"\x00\x00"
+"""A Yrs v1 update with no structs and no deletions."""
 ACTIVE, DELETED = "active", "deleted"
 
 
@@ -190,7 +192,9 @@ class MemoryDoc:
 
     @contextmanager
     def change(self) -> Iterator[None]:
-        """Group writes into one Yrs transaction; :meth:`last_delta` then holds its update.
+        """Group writes into one Yrs transaction; :meth:`last_delta` then holds its update: the
+        transaction's own insertions and deletions (``docs/protocol.md`` §5.1), never the document's
+        whole delete set, so a delta is the size of the change however long the history.
 
         A document of a format this build does not implement is refused (protocol.md §5.1)."""
         written = self._header.get("format")
@@ -200,9 +204,10 @@ class MemoryDoc:
                 f"{' and '.join(FORMATS)} only (upgrade crdtmem to change it)"
             )
         before = self.doc.get_state()
-        with self.doc.transaction():
+        with self.doc.transact_capturing() as captured:
             yield
-        self.last_delta = Delta(bytes(self.doc.get_update(before)), bytes(before))
+        update = captured.update if captured.update is not None else EMPTY_UPDATE
+        self.last_delta = Delta(update, bytes(before))
 
     last_delta: Delta
 

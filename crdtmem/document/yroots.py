@@ -30,12 +30,15 @@ ARRAY_ROOTS = ("messages",)
 class YDoc:
     """One Yrs document: transactions, state vector, updates. Use it from one thread."""
 
-    __slots__ = ("raw", "txn")
+    __slots__ = ("_captured", "_capturing", "_subscription", "raw", "txn")
 
     def __init__(self, client_id: int | None = None, guid: str | None = None):
         self.raw: Any = _pycrdt.Doc(client_id, None, guid)
         self.txn: Any = None
         """The open transaction, inside :meth:`transaction`."""
+        self._subscription: Any = None
+        self._capturing = False
+        self._captured: bytes | None = None
 
     @contextmanager
     def transaction(self) -> Iterator[Any]:
@@ -52,6 +55,24 @@ class YDoc:
             txn.commit()
             txn.drop()
 
+    def transact_capturing(self) -> _Captured:
+        """One Yrs transaction whose own update (v1) is kept: ``with doc.transact_capturing() as
+        captured: ...``, then ``captured.update``.
+
+        The update is what Yrs reports for the transaction when it commits: the structs it inserted
+        and the items it deleted, nothing else (``get_update(state before)`` would also carry every
+        deletion the document ever had). None if the transaction changed nothing.
+        """
+        if self.txn is not None:
+            raise RuntimeError("a capturing transaction cannot run inside another transaction")
+        if self._subscription is None:  # subscribed once per document, on its first local change
+            self._subscription = self.raw.observe(self._on_transaction)
+        return _Captured(self)
+
+    def _on_transaction(self, event: Any) -> None:
+        if self._capturing:
+            self._captured = bytes(event.update)
+
     def get_state(self) -> bytes:
         """The state vector (v1 encoding)."""
         with self.transaction() as txn:
@@ -65,6 +86,30 @@ class YDoc:
     def apply_update(self, update: bytes) -> None:
         with self.transaction() as txn:
             self.raw.apply_update(txn, update)
+
+
+class _Captured:
+    """The context :meth:`YDoc.transact_capturing` returns."""
+
+    __slots__ = ("_doc", "_outer", "update")
+
+    def __init__(self, doc: YDoc):
+        self._doc = doc
+        self.update: bytes | None = None
+
+    def __enter__(self) -> _Captured:
+        doc = self._doc
+        doc._capturing, doc._captured = True, None
+        self._outer = doc.transaction()
+        self._outer.__enter__()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        doc = self._doc
+        try:
+            self._outer.__exit__(*exc)  # commits: the observer runs here
+        finally:
+            self.update, doc._captured, doc._capturing = doc._captured, None, False
 
 
 def _current(doc: YDoc) -> Any:
