@@ -42,12 +42,21 @@ class MemoryEvent:
     channels: tuple[str, ...]
     origin: str
     """The replica whose write caused the change."""
+    content_from: int | None = None
+    """For a conversation whose change only added messages at the end: how many messages it had
+    before (``memory.content[content_from:]`` are the new ones). None otherwise."""
 
     def to_dict(self) -> dict[str, Any]:
-        """The seed schema as JSON: ``memory.type`` is the kind; extra fields are additive."""
+        """The seed schema as JSON: ``memory.type`` is the kind; extra fields are additive.
+
+        An event for messages added at the end of a conversation carries only those messages as
+        ``memory.content``, with ``content_from``, the number of messages before them: a consumer
+        appends them to what it holds (a long conversation is not sent whole at every turn). Without
+        ``content_from``, ``memory.content`` is the whole content.
+        """
         memory = self.memory.to_dict()
         memory["type"] = self.memory.kind
-        return {
+        data = {
             "event_id": self.event_id,
             "event_type": self.event_type,
             "timestamp": self.timestamp,
@@ -56,3 +65,7 @@ class MemoryEvent:
             "channels": list(self.channels),
             "origin": self.origin,
         }
+        if self.content_from is not None:
+            memory["content"] = self.memory.content[self.content_from :]
+            data["content_from"] = self.content_from
+        return data

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pycrdt import _pycrdt
@@ -197,7 +198,14 @@ def test_changing_a_returned_message_changes_nothing_the_document_keeps():
     clock = HybridLogicalClock(lambda: next(_ticks))
     doc, dots = MemoryDoc.empty("m1", 1), Dots("r0", clock)
     _conversation(doc, dots)
-    doc.read()[0].content[0]["text"] = "edited by a caller"
+    content = doc.read()[0].content
+    # records of one conversation share their messages, so a record's messages refuse changes
+    with pytest.raises(TypeError):
+        content[0]["text"] = "edited by a caller"
+    with pytest.raises(TypeError):
+        content.append({"role": "user", "text": "slipped in"})
+    copy = [dict(m) for m in content]
+    copy[0]["text"] = "a copy is the caller's own"
     with doc.change():
         doc.append_message(role="user", text="second", next_dot=dots)
     assert [m["text"] for m in doc.read()[0].content] == ["hello", "second"]
@@ -248,7 +256,7 @@ def _append_deltas(count: int) -> tuple[MemoryDoc, list[bytes]]:
 def test_a_delta_carries_its_own_transaction_not_the_documents_delete_set():
     # every append re-asserts `active`, deleting the previous lifecycle entry: a delta taken as
     # get_update(state before) carried all those deletions (199 B at the start, 3.1 KB at 1,000)
-    doc, updates = _append_deltas(1_000)
+    _doc, updates = _append_deltas(1_000)
     early, late = sum(map(len, updates[5:15])) / 10, sum(map(len, updates[-10:])) / 10
     assert late <= 1.2 * early, f"append delta {early:.0f} B early, {late:.0f} B after 1,000 appends"
 
@@ -271,3 +279,30 @@ def test_a_change_that_writes_nothing_has_an_empty_update():
         pass
     assert doc.last_delta.update == b"\x00\x00"
     assert doc.last_delta.deps == doc.doc.get_state()
+
+
+def test_an_append_is_known_as_one_and_shares_the_earlier_messages():
+    clock = HybridLogicalClock(lambda: next(_ticks))
+    doc, dots = MemoryDoc.empty("m1", 1), Dots("r0", clock)
+    _conversation(doc, dots)
+    first = doc.read()[0].content
+    for text in ("two", "three"):
+        with doc.change():
+            doc.append_message(role="user", text=text, next_dot=dots)
+    after = doc.read()[0].content
+    assert doc.messages_added_since(first) == 1
+    assert [m["text"] for m in after[1:]] == ["two", "three"] and after[0] is first[0]
+    # a message inserted before the end (a concurrent append merged in) is not an append
+    other = MemoryDoc.from_state("m1", doc.state(), 9)
+    with other.change():
+        other.append_message(role="user", text="elsewhere", next_dot=Dots("r9", clock))
+    with doc.change():
+        doc.append_message(role="user", text="four", next_dot=dots)
+    latest = doc.read()[0].content
+    doc.apply(other.last_delta.update)
+    merged = doc.read()[0].content
+    if [m["text"] for m in merged][-1] == "elsewhere":
+        assert doc.messages_added_since(latest) == len(latest)
+    else:
+        assert doc.messages_added_since(latest) is None
+    assert doc.messages_added_since([dict(m) for m in merged]) is None

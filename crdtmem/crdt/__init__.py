@@ -6,7 +6,7 @@ these modules define what is written so that the merged Yrs state reads as the i
 Their docstrings are the specification; ``docs/protocol.md`` gives the byte-level layout.
 """
 
-from .conversation import Conversation, Message, MessageLog
+from .conversation import Conversation, FrozenMessage, Message, MessageList, MessageLog, frozen
 from .counter import PNCounter
 from .dots import Dot, DotEntry
 from .orset import ORSet
@@ -16,10 +16,13 @@ __all__ = [
     "Conversation",
     "Dot",
     "DotEntry",
+    "FrozenMessage",
     "MVRegister",
     "Message",
+    "MessageList",
     "MessageLog",
     "ORSet",
     "PNCounter",
     "Sibling",
+    "frozen",
 ]

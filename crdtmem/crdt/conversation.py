@@ -64,29 +64,96 @@ def _message(raw: object) -> Message | None:
     return Message(*values)  # type: ignore[arg-type]  # every value is a str (checked above)
 
 
+class FrozenMessage(dict[str, str]):
+    """A message in record form (``{"id", "role", "text", "hlc", "by"}``) that refuses changes.
+
+    Records of one conversation share their message objects (a record after an append holds the
+    previous record's messages plus the new ones), so a caller's edit must not be able to reach
+    another record: it raises TypeError instead. ``dict(message)`` gives an editable copy.
+    """
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("a message of a memory record is read-only; copy it with dict(message)")
+
+    __setitem__ = __delitem__ = _refuse
+    clear = pop = popitem = setdefault = update = __ior__ = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[type[FrozenMessage], tuple[dict[str, str]]]:
+        return FrozenMessage, (dict(self),)
+
+
+class MessageList(list[FrozenMessage]):
+    """A conversation's messages as a record holds them: read-only (records share them, see
+    :class:`FrozenMessage`). ``list(messages)`` gives an editable copy."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> None:
+        raise TypeError("the messages of a memory record are read-only; copy them with list(messages)")
+
+    __setitem__ = __delitem__ = __iadd__ = __imul__ = _refuse  # type: ignore[assignment]
+    append = extend = insert = pop = remove = clear = sort = reverse = _refuse  # type: ignore[assignment]
+
+    def __reduce__(self) -> tuple[type[MessageList], tuple[list[FrozenMessage]]]:
+        return MessageList, (list(self),)
+
+    @staticmethod
+    def of(messages: Iterable[FrozenMessage]) -> MessageList:
+        made = MessageList()
+        list.extend(made, messages)
+        return made
+
+    def plus(self, more: Iterable[FrozenMessage]) -> MessageList:
+        """A new list: these messages, then ``more`` (references copied, nothing converted)."""
+        made = MessageList()
+        list.__setitem__(made, slice(None), self)  # a memcpy; list(self) would iterate a subclass
+        list.extend(made, more)
+        return made
+
+
+def frozen(message: Message) -> FrozenMessage:
+    return FrozenMessage(message.to_dict())
+
+
 class MessageLog:
     """The messages of one conversation array, kept in step with it by its change deltas.
 
     Built from the array's items, then fed every change as Yrs reports it (``[{"retain": n},
     {"insert": [...]}, {"delete": n}]``, positions in the array) through :meth:`follow`. Items that
     are not messages keep their position (as None) so later positions still line up. Messages are
-    held in their record form (:meth:`Message.to_dict`), converted and checked once.
+    held in their record form (:class:`FrozenMessage`), converted and checked once.
+
+    :meth:`content` hands out the messages as a :class:`MessageList`, the same object until the next
+    change; a change never edits a list handed out, it makes a new one (an append: the old messages
+    plus the new, which copies references only). :meth:`added_since` tells, for a list handed out
+    earlier, which messages came after it when every change since only added messages at the end:
+    that is what an event for an append carries.
 
     A change it cannot follow (``None``: e.g. a foreign client's nested shared type) puts it out of
     step (:attr:`in_step` False) until :meth:`reset` rebuilds it from the array.
     """
 
-    __slots__ = ("_latest", "_slots", "in_step")
+    __slots__ = ("_content", "_epoch", "_handed", "_latest", "_slots", "in_step")
+
+    _KEEP = 4
+    """Lists handed out that :meth:`added_since` still recognises."""
 
     def __init__(self, items: Iterable[object]):
-        self._slots: list[dict[str, str] | None] = []
+        self._slots: list[FrozenMessage | None] = []
         self._latest: str | None = None
+        self._content: MessageList | None = None
+        self._epoch = 0
+        self._handed: dict[int, tuple[MessageList, int, int]] = {}
         self.in_step = True
         self.reset(items)
 
     def reset(self, items: Iterable[object]) -> None:
         self._slots = [_record(raw) for raw in items]
         self._latest = None
+        self._content = None
+        self._epoch += 1
         self.in_step = True
 
     def follow(self, delta: Sequence[dict[str, Any]] | None) -> None:
@@ -103,23 +170,47 @@ class MessageLog:
 
     def _apply(self, delta: Sequence[dict[str, Any]]) -> None:
         at = 0
+        appended: list[FrozenMessage] = []
+        only_appends = True
         for step in delta:
             if "retain" in step:
                 at += step["retain"]
             elif "insert" in step:
                 added = [_record(raw) for raw in step["insert"]]
+                only_appends = only_appends and at == len(self._slots)
                 self._slots[at:at] = added
                 at += len(added)
+                appended += [m for m in added if m is not None]
                 if self._latest is not None:
-                    self._latest = max([self._latest, *(m["hlc"] for m in added if m is not None)])
+                    self._latest = max([self._latest, *(m["hlc"] for m in appended)])
             elif "delete" in step:
                 del self._slots[at : at + step["delete"]]
                 self._latest = None
+                only_appends = False
+        if only_appends and self._content is not None:
+            self._content = self._content.plus(appended) if appended else self._content
+        else:
+            self._content = None
+            self._epoch += 1
 
-    def records(self) -> list[dict[str, str]]:
-        """Every message in array order, as fresh ``{"id", "role", "text", "hlc", "by"}`` dicts (a
-        caller may change them without touching the log)."""
-        return [dict(m) for m in self._slots if m is not None]
+    def content(self) -> MessageList:
+        """Every message in array order (read-only; the same list until the next change)."""
+        content = self._content
+        if content is None:
+            content = self._content = MessageList.of(m for m in self._slots if m is not None)
+        if id(content) not in self._handed:
+            self._handed[id(content)] = (content, self._epoch, len(content))
+            while len(self._handed) > self._KEEP:
+                del self._handed[next(iter(self._handed))]
+        return content
+
+    def added_since(self, earlier: object) -> int | None:
+        """If ``earlier`` is a list :meth:`content` handed out and every change since only added
+        messages at the end: how many messages it held (the new ones follow). Else None."""
+        handed = self._handed.get(id(earlier))
+        if handed is None or handed[0] is not earlier or handed[1] != self._epoch or not self.in_step:
+            return None
+        return handed[2]
 
     def latest_hlc(self) -> str:
         if self._latest is None:
@@ -127,6 +218,6 @@ class MessageLog:
         return self._latest
 
 
-def _record(raw: object) -> dict[str, str] | None:
+def _record(raw: object) -> FrozenMessage | None:
     message = _message(raw)
-    return None if message is None else message.to_dict()
+    return None if message is None else frozen(message)

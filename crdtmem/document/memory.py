@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from functools import cached_property
 from typing import Any
 
-from ..crdt import Conversation, Dot, MessageLog, MVRegister, ORSet, PNCounter, Sibling
+from ..crdt import Conversation, Dot, MessageList, MessageLog, MVRegister, ORSet, PNCounter, Sibling, frozen
 from ..crdt.dots import JSONValue, check_text, decode_value, encode_value, is_hlc_text
 from ..errors import (
     InvalidInput,
@@ -120,6 +120,17 @@ class MemoryDoc:
     """A conversation's messages, kept in step with its array (built on the first read)."""
     _log_subscription: Any = None
 
+    # The store's copy of this document is a snapshot plus a tail of deltas (docs/architecture.md
+    # §4); the engine keeps these figures about it to decide when to take a new snapshot.
+    stored_upto = 0
+    """The highest delta row id (the store's) whose update is in this document."""
+    tail_deltas = 0
+    """Deltas stored after the store's snapshot of this document."""
+    tail_bytes = 0
+    """Their bytes."""
+    snapshot_bytes = 0
+    """The size of the store's snapshot."""
+
     def __init__(self, doc: YDoc):
         self.doc = doc
 
@@ -162,6 +173,23 @@ class MemoryDoc:
     def from_state(cls, memory_id: str, state: bytes, client_id: int) -> MemoryDoc:
         memory = cls.empty(memory_id, client_id)
         memory.apply(state)
+        return memory
+
+    @classmethod
+    def from_parts(
+        cls, memory_id: str, snapshot: bytes | None, tail: Iterable[tuple[int, bytes]], client_id: int
+    ) -> MemoryDoc:
+        """The document from the store's snapshot and the deltas stored after it, ``(row id,
+        update)`` in row order (which is a causal order), with the figures kept about that copy."""
+        memory = cls.empty(memory_id, client_id)
+        if snapshot:
+            memory.apply(snapshot)
+            memory.snapshot_bytes = len(snapshot)
+        for row, update in tail:
+            memory.apply(update)
+            memory.stored_upto = row
+            memory.tail_deltas += 1
+            memory.tail_bytes += len(update)
         return memory
 
     def apply(self, update: bytes) -> None:
@@ -258,10 +286,11 @@ class MemoryDoc:
                 PNCounter(self._content).add(dot.replica, content, dot.hlc)
             value = content
         else:
-            value = []
+            messages = []
             for role, text in content:
                 last = next_dot()
-                value.append(Conversation(self._messages).append(role, text, last).to_dict())
+                messages.append(frozen(Conversation(self._messages).append(role, text, last)))
+            value = MessageList.of(messages)
         for key, item in metadata.items():
             last = next_dot()
             MVRegister(self._metadata, _check_key(key)).write(item, last)
@@ -461,6 +490,16 @@ class MemoryDoc:
             log.reset(self._messages.to_py())
         return log
 
+    def messages(self) -> MessageList:
+        """A conversation's messages in array order, as its record holds them (read-only)."""
+        return self._message_log().content()
+
+    def messages_added_since(self, earlier: object) -> int | None:
+        """For ``earlier``, the content of an earlier record of this conversation: when every change
+        since only added messages at the end, how many it held (the messages after that are new).
+        None when that is not known (another change, or a record this document did not make)."""
+        return self._log.added_since(earlier) if self._log is not None else None
+
     def _register(self, field: str) -> MVRegister | None:
         if field == "content":
             return MVRegister(self._content) if self.kind in REGISTER_KINDS else None
@@ -528,7 +567,7 @@ class MemoryDoc:
             stamps.append(counter.latest_hlc())
         else:
             log = self._message_log()
-            content = log.records()
+            content = log.content()
             stamps.append(log.latest_hlc())
         metadata: dict[str, Any] = {}
         for key, siblings in sorted(MVRegister.grouped(metadata_raw).items()):

@@ -55,7 +55,8 @@ class YDoc:
             txn.commit()
             txn.drop()
 
-    def transact_capturing(self) -> _Captured:
+    @contextmanager
+    def transact_capturing(self) -> Iterator[Captured]:
         """One Yrs transaction whose own update (v1) is kept: ``with doc.transact_capturing() as
         captured: ...``, then ``captured.update``.
 
@@ -67,7 +68,13 @@ class YDoc:
             raise RuntimeError("a capturing transaction cannot run inside another transaction")
         if self._subscription is None:  # subscribed once per document, on its first local change
             self._subscription = self.raw.observe(self._on_transaction)
-        return _Captured(self)
+        captured = Captured()
+        self._capturing, self._captured = True, None
+        try:
+            with self.transaction():  # commits on exit: the observer runs then
+                yield captured
+        finally:
+            captured.update, self._captured, self._capturing = self._captured, None, False
 
     def _on_transaction(self, event: Any) -> None:
         if self._capturing:
@@ -88,28 +95,13 @@ class YDoc:
             self.raw.apply_update(txn, update)
 
 
-class _Captured:
-    """The context :meth:`YDoc.transact_capturing` returns."""
+class Captured:
+    """What :meth:`YDoc.transact_capturing` yields: ``update`` once the transaction committed."""
 
-    __slots__ = ("_doc", "_outer", "update")
+    __slots__ = ("update",)
 
-    def __init__(self, doc: YDoc):
-        self._doc = doc
+    def __init__(self) -> None:
         self.update: bytes | None = None
-
-    def __enter__(self) -> _Captured:
-        doc = self._doc
-        doc._capturing, doc._captured = True, None
-        self._outer = doc.transaction()
-        self._outer.__enter__()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        doc = self._doc
-        try:
-            self._outer.__exit__(*exc)  # commits: the observer runs here
-        finally:
-            self.update, doc._captured, doc._capturing = doc._captured, None, False
 
 
 def _current(doc: YDoc) -> Any:
@@ -199,12 +191,15 @@ class YMap:
 class YArray:
     """A root array of JSON values (what :class:`~crdtmem.crdt.Conversation` uses)."""
 
-    __slots__ = ("_doc", "_name", "_ref")
+    __slots__ = ("_doc", "_local", "_name", "_observed", "_ref")
 
     def __init__(self, doc: YDoc, name: str):
         self._doc = doc
         self._name = name
         self._ref: Any = None
+        self._observed = False
+        self._local: list[tuple[int, JSON]] = []
+        """Appends made through this object in the open transaction, while observed."""
 
     def _array(self, txn: Any) -> Any:
         if self._ref is None:
@@ -229,6 +224,19 @@ class YArray:
         """
 
         def on_events(events: list[Any]) -> None:
+            local, self._local = self._local, []
+            if local:
+                # A transaction of this replica's own appends (crdtmem's writes to the array are
+                # only ever those): the delta is known. Asking Yrs for it walks the whole array.
+                known: list[dict[str, Any]] = []
+                at = 0
+                for position, value in local:
+                    if position > at:
+                        known.append({"retain": position - at})
+                    known.append({"insert": [value]})
+                    at = position + 1
+                callback(known)
+                return
             for event in events:  # the binding's event classes declare no attributes: Any
                 own: Any = event if isinstance(event, _pycrdt.ArrayEvent) else None
                 delta = own.delta if own is not None and not own.path else None
@@ -238,6 +246,7 @@ class YArray:
 
         with self._doc.transaction() as txn:
             array = self._array(txn)
+        self._observed = True
         return array.observe_deep(on_events)
 
     def append(self, value: JSON) -> None:
@@ -247,7 +256,10 @@ class YArray:
                 self.append(value)
                 return
         array = self._array(txn)
-        array.insert(txn, array.len(txn), value)
+        end = array.len(txn)
+        array.insert(txn, end, value)
+        if self._observed:
+            self._local.append((end, value))
 
     def clear(self) -> None:
         """Delete every element (the ones this document holds; concurrent inserts survive)."""

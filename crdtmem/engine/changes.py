@@ -5,6 +5,7 @@ Shared by the local write path and the remote apply path of :mod:`crdtmem.engine
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
 from typing import Any
 
@@ -50,6 +51,8 @@ def doc_write(
     conflicts: list[Conflict] = []
     if created is not None:
         memory = created
+        if memory.kind == "conversation":  # the document's own list, which later appends extend
+            memory = dataclasses.replace(memory, content=doc.messages())
     else:
         try:
             memory, conflicts = doc.read()
@@ -64,7 +67,6 @@ def doc_write(
     write = DocWrite(
         doc_id=memory.id,
         kind=memory.kind,
-        state=doc.state(),
         record=record,
         channels=memory.channels,
         user_id=memory.scope.user_id,

@@ -23,6 +23,7 @@ from ..events import MemoryEvent, classify
 from ..store.base import Commit, CommitResult, DeltaRecord
 from .committer import GroupCommitter
 from .feed import EventFeed
+from .snapshots import Snapshots
 from .workset import WorkingSet
 
 CommitListener = Callable[[list[DeltaRecord]], None]
@@ -39,6 +40,8 @@ class Publisher:
         self._feed = feed
         self._alone = alone
         self.listeners: list[CommitListener] = []
+        self.snapshots: Snapshots | None = None
+        """Told about every document a commit changed (it snapshots long tails)."""
         self.replica_id = ""
         """Names the events (``{replica}:{version}``); set when the replica opens."""
 
@@ -80,23 +83,39 @@ class Publisher:
         origins: dict[str, str],
         result: CommitResult,
     ) -> list[MemoryEvent]:
+        for delta in work.deltas:  # the store's copy of each document: its snapshot, and this tail
+            entry = docs.get(delta.doc_id)
+            row = result.rows.get(delta.uid, 0)
+            if entry is not None and row > entry[0].stored_upto:
+                doc = entry[0]
+                doc.stored_upto = row
+                doc.tail_deltas += 1
+                doc.tail_bytes += len(delta.update)
         events = []
         for write in work.docs:
             version = result.versions[write.doc_id]
             doc, materialized = docs[write.doc_id]
             memory = dataclasses.replace(materialized, version=version)
             self._work.committed(write.doc_id, doc, memory)
+            prior = before.get(write.doc_id)
             events.append(
                 MemoryEvent(
                     event_id=f"{self.replica_id}:{version}",
-                    event_type=classify(before.get(write.doc_id), memory),
+                    event_type=classify(prior, memory),
                     timestamp=Hlc.decode(write.updated_hlc).isoformat(),
                     memory=memory,
                     source=memory.source,
                     channels=memory.channels,
                     origin=origins.get(write.doc_id, self.replica_id),
+                    content_from=(
+                        doc.messages_added_since(prior.content)
+                        if prior is not None and memory.kind == "conversation"
+                        else None
+                    ),
                 )
             )
+            if self.snapshots is not None:
+                self.snapshots.committed(write.doc_id, doc)
         if self.listeners:
             committed = [  # local deltas with the sequence numbers the store gave them
                 d

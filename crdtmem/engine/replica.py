@@ -50,6 +50,8 @@ from .inbound import ApplyResult
 from .locks import KeyedLocks
 from .publish import Publisher
 from .remote import RemoteApply
+from .snapshots import EVERY_DELTAS as SNAPSHOT_EVERY
+from .snapshots import Snapshots
 from .waiting import Resolver, WaitingLimits
 from .workset import WorkingSet
 
@@ -78,6 +80,9 @@ class Replica:
         index: index merged memories for :meth:`search` (True: embedded defaults; or IndexSettings).
         waiting_limits: bounds of the deltas waiting for their dependencies (per sender, per
             origin, age); see :mod:`crdtmem.engine.waiting`.
+        snapshot_every: a document's state is stored as a snapshot plus the deltas after it; a new
+            snapshot is written (off the acknowledgement path) once that tail holds this many
+            deltas, or as many bytes as the snapshot.
 
     Use as ``async with Replica(...) as r`` or call :meth:`start` and :meth:`stop`.
     """
@@ -98,6 +103,7 @@ class Replica:
         synchronous: Synchronous = "FULL",
         index: IndexSettings | bool | None = None,
         waiting_limits: WaitingLimits | None = None,
+        snapshot_every: int = SNAPSHOT_EVERY,
     ):
         if replica_id is not None:
             check_replica_id(replica_id)
@@ -124,6 +130,10 @@ class Replica:
         self._publisher = Publisher(
             self._committer, self._work, self.feed, alone=lambda: self._in_flight == 1
         )
+        self.snapshots = self._publisher.snapshots = Snapshots(
+            self._committer, self._work, self._locks, every_deltas=snapshot_every
+        )
+        """Writes a document's snapshot when its tail of deltas has grown (off the acknowledgement path)."""
         self._remote = RemoteApply(
             clock=self.clock,
             store=self._store,
@@ -212,6 +222,7 @@ class Replica:
             await self.index.stop()
             self.index = None
         self.feed.close()
+        await self.snapshots.stop()
         self._committer.stop()
         self._store.close()
 

@@ -55,10 +55,11 @@ class WorkingSet:
         """The memory's document (the same object until it is evicted); None if it is not stored."""
         doc = self.docs.get(memory_id)
         if doc is None:
-            state = self._store.load_state(memory_id)
-            if state is None:
+            stored = self._store.load_doc(memory_id)
+            if stored is None:
                 return None
-            doc = MemoryDoc.from_state(memory_id, state, self.client_id)
+            doc = MemoryDoc.from_parts(memory_id, stored.snapshot, stored.tail, self.client_id)
+            doc.stored_upto = max(doc.stored_upto, stored.upto)
             self.docs.put(memory_id, doc)
         return doc
 

@@ -2,7 +2,11 @@
 
 A store holds four things, and :meth:`Store.commit` changes them in one atomic transaction:
 
-- documents: a memory's Yrs state, its materialized record, its conflicts, and a local version;
+- documents: a memory's materialized record, its conflicts and a local version, and its Yrs state
+  as a **snapshot plus a tail**: the snapshot folds the document's deltas up to some delta row, the
+  tail is the document's deltas stored after it (the log holds them anyway). A commit never
+  rewrites a document's state; a snapshot is written now and then, off the acknowledgement path
+  (:class:`Snapshot`);
 - the delta log: every delta (origin replica, hlc, deps, Yrs update) with its sequence number in each
   channel it belongs to, ``(channel, origin, seq)``;
 - version vectors: per channel, ``{origin: highest contiguous seq stored}``. They never claim a delta
@@ -14,6 +18,9 @@ A store holds four things, and :meth:`Store.commit` changes them in one atomic t
   mark only follows it, in its own small transaction, so a crash between a commit and its hand-off
   leaves the mark behind and the sink hands those entries on again (never skips them).
 
+Records are derived from the state: a conversation's stored record does not hold its messages (a
+record rewritten whole at every append would cost the length of the conversation); the store reads
+them from the document's state when it hands the record out, so readers always get whole records.
 Stores are used from two threads: :meth:`commit` from the replica's commit thread, everything else from
 the event loop. Implementations make that safe.
 """
@@ -26,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from ..document.records import Conflict
+from ..document.yroots import YDoc
 
 VersionVector = dict[str, int]
 """``{origin replica: highest contiguous seq}`` for one channel."""
@@ -60,11 +68,11 @@ class DeltaRecord:
 
 @dataclass(frozen=True, slots=True)
 class DocWrite:
-    """The new state of one document after a change, with what queries filter on."""
+    """The new record of one document after a change, with what queries filter on. (Its state is
+    the deltas committed with it: see :class:`Snapshot`.)"""
 
     doc_id: str
     kind: str
-    state: bytes
     record: dict[str, Any]
     channels: tuple[str, ...]
     user_id: str | None
@@ -123,10 +131,33 @@ class Decision:
         return self.delta.uid
 
 
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A document's whole Yrs state, folding every delta of it whose row id is ``upto`` or less.
+
+    Written for a document the store already has a record of; one older than the stored snapshot
+    is ignored. Loading the document is then this state plus the deltas stored after ``upto``.
+    """
+
+    doc_id: str
+    state: bytes
+    upto: int
+
+
+@dataclass(frozen=True, slots=True)
+class StoredDoc:
+    """A document as the store holds it: the snapshot (None: none yet) and the tail after it, as
+    ``(delta row id, update)`` in row order, which is a causal order."""
+
+    snapshot: bytes | None
+    upto: int
+    tail: list[tuple[int, bytes]]
+
+
 @dataclass(slots=True)
 class Commit:
     """One atomic unit of work: deltas to log, documents to write, pending deltas to add/drop,
-    decisions to record."""
+    decisions to record, snapshots to keep."""
 
     deltas: list[DeltaRecord] = field(default_factory=list)
     docs: list[DocWrite] = field(default_factory=list)
@@ -135,17 +166,28 @@ class Commit:
     decided: list[Decision] = field(default_factory=list)
     """A delta decided against before and stored now (its sender's rights changed) takes its
     logged entries back, and its decision goes."""
+    snapshots: list[Snapshot] = field(default_factory=list)
 
     def __bool__(self) -> bool:
-        return bool(self.deltas or self.docs or self.pending_add or self.pending_drop or self.decided)
+        return bool(
+            self.deltas
+            or self.docs
+            or self.pending_add
+            or self.pending_drop
+            or self.decided
+            or self.snapshots
+        )
 
 
 @dataclass(slots=True)
 class CommitResult:
-    """What a commit assigned: doc versions and, for local deltas, their sequence numbers."""
+    """What a commit assigned: doc versions, the delta row ids, and for local deltas their sequence
+    numbers."""
 
     versions: dict[str, int] = field(default_factory=dict)
     seqs: dict[str, dict[str, int]] = field(default_factory=dict)
+    rows: dict[str, int] = field(default_factory=dict)
+    """Each delta's row id (by uid): the order of the log here, and what snapshots count by."""
 
 
 class Store(Protocol):
@@ -164,7 +206,13 @@ class Store(Protocol):
         on failure. Returns one result per unit."""
         ...
 
-    def load_state(self, doc_id: str) -> bytes | None: ...
+    def load_doc(self, doc_id: str) -> StoredDoc | None:
+        """The document's snapshot and tail, None if nothing of it is stored."""
+        ...
+
+    def load_state(self, doc_id: str) -> bytes | None:
+        """The document's whole state (its snapshot and tail folded into one update), or None."""
+        ...
 
     def load_record(self, doc_id: str) -> dict[str, Any] | None:
         """The materialized record with its ``version``, or None."""
@@ -238,6 +286,17 @@ class Store(Protocol):
         """Store ``marks`` for ``sink`` durably, in one transaction; a mark never goes back (a lower
         seq than the stored one leaves it as it is)."""
         ...
+
+
+def fold(stored: StoredDoc) -> bytes:
+    """A stored document's snapshot and tail as one Yrs update: its whole state."""
+    parts = ([stored.snapshot] if stored.snapshot else []) + [update for _, update in stored.tail]
+    if len(parts) == 1:
+        return parts[0]
+    doc = YDoc()
+    for part in parts:
+        doc.apply_update(part)
+    return doc.get_update()
 
 
 class StagedVectors:

@@ -20,7 +20,9 @@ from .base import (
     DocWrite,
     PendingDelta,
     StagedVectors,
+    StoredDoc,
     VersionVector,
+    fold,
     merge_streams,
     split_covered,
 )
@@ -41,6 +43,9 @@ class MemoryStore:
         self._decided: dict[str, Decision] = {}
         self._version = 0
         self._outbox: dict[str, dict[str, VersionVector]] = {}
+        self._by_doc: dict[str, list[int]] = {}
+        """Each document's deltas (indexes into ``_deltas``; a delta's row id is its index + 1)."""
+        self._snapshots: dict[str, tuple[bytes, int]] = {}
 
     def open(self) -> None:
         pass
@@ -77,6 +82,7 @@ class MemoryStore:
                         index = len(self._deltas) + len(staged_deltas)
                         staged_deltas.append(replace(delta, seqs=dict(seqs), channels=tuple(seqs)))
                         staged_index[delta.uid] = index
+                    result.rows[delta.uid] = index + 1
                     for channel, last in seqs.items():
                         for seq in (*delta.also.get(channel, ()), last):
                             key = (channel, delta.origin, seq)
@@ -101,6 +107,8 @@ class MemoryStore:
                     result.versions[doc.doc_id] = version
                 results.append(result)
             # nothing above can fail half-way; publish everything at once
+            for offset, delta in enumerate(staged_deltas, start=len(self._deltas)):
+                self._by_doc.setdefault(delta.doc_id, []).append(offset)
             self._deltas.extend(staged_deltas)
             self._index.update(staged_index)
             self._log.update(staged_log)
@@ -114,15 +122,27 @@ class MemoryStore:
                 for decision in unit.decided:
                     self._decided.pop(decision.uid, None)  # a later decision goes to the end
                     self._decided[decision.uid] = decision
+                for snap in unit.snapshots:
+                    held = self._snapshots.get(snap.doc_id, (b"", 0))[1]
+                    if snap.doc_id in self._docs and snap.upto > held:
+                        self._snapshots[snap.doc_id] = (snap.state, snap.upto)
             for uid in undecided:
                 self._decided.pop(uid, None)
             staged.publish()
             self._version = version
             return results
 
+    def load_doc(self, doc_id: str) -> StoredDoc | None:
+        with self._lock:
+            snapshot, upto = self._snapshots.get(doc_id, (None, 0))
+            tail = [(i + 1, self._deltas[i].update) for i in self._by_doc.get(doc_id, ()) if i + 1 > upto]
+        if snapshot is None and not tail:
+            return None
+        return StoredDoc(snapshot, upto, tail)
+
     def load_state(self, doc_id: str) -> bytes | None:
-        entry = self._docs.get(doc_id)
-        return None if entry is None else entry[0].state
+        stored = self.load_doc(doc_id)
+        return None if stored is None else fold(stored)
 
     def load_record(self, doc_id: str) -> dict[str, Any] | None:
         entry = self._docs.get(doc_id)
@@ -224,7 +244,7 @@ class MemoryStore:
             return [d for d in self._decided.values() if kind is None or d.kind == kind]
 
     def history(self, doc_id: str) -> list[DeltaRecord]:
-        return [d for d in self._deltas if d.doc_id == doc_id]
+        return [self._deltas[i] for i in self._by_doc.get(doc_id, ())]
 
     def last_hlc(self) -> str:
         return max((d.hlc for d in self._deltas), default="")

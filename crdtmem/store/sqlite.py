@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 import sqlite_utils
 
+from ..document.memory import MemoryDoc
 from ..document.records import Conflict, ConflictValue
 from ..errors import StorageError
 from . import sqlite_trust
@@ -27,13 +28,15 @@ from .base import (
     DeltaRecord,
     PendingDelta,
     StagedVectors,
+    StoredDoc,
     VersionVector,
+    fold,
     merge_streams,
     split_covered,
 )
 from .checkpoint import Checkpointer
+from .schema import create_or_migrate
 
-SCHEMA_VERSION = "1"
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
 
@@ -62,7 +65,7 @@ class SQLiteStore:
     def open(self) -> None:
         try:
             self._writer = self._connect()
-            self._create_schema(sqlite_utils.Database(self._writer))
+            create_or_migrate(sqlite_utils.Database(self._writer))
             self._writer.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does it
             self._reader = self._connect()
             self._load_sync_state()
@@ -97,87 +100,6 @@ class SQLiteStore:
         if self._writer is None:
             raise StorageError("store is closed")
         return self._writer
-
-    @staticmethod
-    def _create_schema(db: Any) -> None:
-        tables = set(db.table_names())
-        if "meta" not in tables:
-            db["meta"].create({"key": str, "value": str}, pk="key")
-            db["meta"].insert({"key": "schema_version", "value": SCHEMA_VERSION})
-            db["meta"].insert({"key": "version_counter", "value": "0"})
-        if "docs" not in tables:
-            db["docs"].create(
-                {
-                    "id": str,
-                    "kind": str,
-                    "state": bytes,
-                    "record": str,
-                    "user_id": str,
-                    "tenant_id": str,
-                    "deleted": int,
-                    "conflicted": int,
-                    "version": int,
-                    "updated_hlc": str,
-                },
-                pk="id",
-            )
-            # partial: a memory without a user (or tenant) costs its commit no page in that index,
-            # and `user_id = ?` implies the index's condition, so queries still use it
-            db.execute(
-                "CREATE INDEX idx_docs_user_id_version ON docs(user_id, version) WHERE user_id IS NOT NULL"
-            )
-            db.execute(
-                "CREATE INDEX idx_docs_tenant_id_version ON docs(tenant_id, version) "
-                "WHERE tenant_id IS NOT NULL"
-            )
-            db["docs"].create_index(["version"])
-        # small tables keyed by their primary key: WITHOUT ROWID stores each row once, in the key's
-        # B-tree, so a commit dirties one page per table instead of two (the table and its key index)
-        if "doc_channels" not in tables:
-            db.execute(
-                "CREATE TABLE doc_channels (channel TEXT, doc_id TEXT, PRIMARY KEY (channel, doc_id)) "
-                "WITHOUT ROWID"
-            )
-        if "deltas" not in tables:
-            db["deltas"].create(
-                {
-                    "id": int,
-                    "uid": str,
-                    "origin": str,
-                    "doc_id": str,
-                    "hlc": str,
-                    "deps": bytes,
-                    "update": bytes,
-                },
-                pk="id",
-            )
-            db["deltas"].create_index(["uid"], unique=True)
-            db["deltas"].create_index(["doc_id", "id"])
-            db["deltas"].create_index(["hlc"])
-        if "log" not in tables:
-            db.execute(
-                "CREATE TABLE log (channel TEXT, origin TEXT, seq INTEGER, delta_id INTEGER, "
-                "PRIMARY KEY (channel, origin, seq)) WITHOUT ROWID"
-            )
-        if "vv" not in tables:
-            db.execute(
-                "CREATE TABLE vv (channel TEXT, origin TEXT, seq INTEGER, PRIMARY KEY (channel, origin)) "
-                "WITHOUT ROWID"
-            )
-        if "pending" not in tables:
-            db["pending"].create({"uid": str, "doc_id": str, "delta": bytes}, pk="uid")
-        if "outbox" not in tables:
-            db.execute(
-                "CREATE TABLE outbox (sink TEXT, channel TEXT, origin TEXT, seq INTEGER, "
-                "PRIMARY KEY (sink, channel, origin)) WITHOUT ROWID"
-            )
-        if "conflicts" not in tables:
-            db["conflicts"].create(
-                {"doc_id": str, "field": str, "user_id": str, "tenant_id": str, "vals": str},
-                pk=("doc_id", "field"),
-            )
-            db["conflicts"].create_index(["user_id"])
-        sqlite_trust.create(db, tables)
 
     def _load_sync_state(self) -> None:
         conn = self._r
@@ -281,6 +203,7 @@ class SQLiteStore:
                     staged.advance(channel, delta.origin, seq)
                     log_rows.append((channel, delta.origin, seq, delta_id))
             result.seqs[delta.uid] = seqs
+            result.rows[delta.uid] = delta_id
         for decision in unit.decided:  # logged without a delta: the vectors move past it
             refused = decision.delta
             for channel in refused.seqs:
@@ -316,12 +239,14 @@ class SQLiteStore:
         for doc in unit.docs:
             version += 1
             result.versions[doc.doc_id] = version
+            record = doc.record
+            if doc.kind == "conversation":  # its messages are read from its state (see _record)
+                record = {**record, "content": None}
             doc_rows.append(
                 (
                     doc.doc_id,
                     doc.kind,
-                    doc.state,
-                    _COMPACT.encode(doc.record),
+                    _COMPACT.encode(record),
                     doc.user_id,
                     doc.tenant_id,
                     int(doc.deleted),
@@ -331,10 +256,12 @@ class SQLiteStore:
                 )
             )
         if doc_rows:
-            conn.executemany(  # an upsert keeps the row where it is (REPLACE would move it)
-                "INSERT INTO docs(id, kind, state, record, user_id, tenant_id, deleted, conflicted, "
-                "version, updated_hlc) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE SET "
-                "kind = excluded.kind, state = excluded.state, record = excluded.record, "
+            # an upsert keeps the row where it is (REPLACE would move it); the state is not touched:
+            # it is the snapshot, and the deltas of this commit are its tail
+            conn.executemany(
+                "INSERT INTO docs(id, kind, state, snap_id, record, user_id, tenant_id, deleted, conflicted, "
+                "version, updated_hlc) VALUES (?, ?, NULL, 0, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+                "SET kind = excluded.kind, record = excluded.record, "
                 "user_id = excluded.user_id, tenant_id = excluded.tenant_id, deleted = excluded.deleted, "
                 "conflicted = excluded.conflicted, version = excluded.version, "
                 "updated_hlc = excluded.updated_hlc",
@@ -358,17 +285,49 @@ class SQLiteStore:
                     "VALUES (?, ?, ?, ?, ?)",
                     flagged,
                 )
+        if unit.snapshots:
+            conn.executemany(
+                "UPDATE docs SET state = ?, snap_id = ? WHERE id = ? AND snap_id < ?",
+                [(snap.state, snap.upto, snap.doc_id, snap.upto) for snap in unit.snapshots],
+            )
         return result, version, next_id
 
     # -- reads --------------------------------------------------------------------------------
 
+    def load_doc(self, doc_id: str) -> StoredDoc | None:
+        conn = self._r
+        row = conn.execute("SELECT state, snap_id FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        snapshot, upto = (None, 0) if row is None else (row[0], int(row[1]))
+        tail = [
+            (delta_id, bytes(update))
+            for delta_id, update in conn.execute(
+                "SELECT id, [update] FROM deltas WHERE doc_id = ? AND id > ? ORDER BY id", (doc_id, upto)
+            )
+        ]
+        if snapshot is None and not tail:
+            return None
+        return StoredDoc(bytes(snapshot) if snapshot is not None else None, upto, tail)
+
     def load_state(self, doc_id: str) -> bytes | None:
-        row = self._r.execute("SELECT state FROM docs WHERE id = ?", (doc_id,)).fetchone()
-        return None if row is None else bytes(row[0])
+        stored = self.load_doc(doc_id)
+        return None if stored is None else fold(stored)
 
     def load_record(self, doc_id: str) -> dict[str, Any] | None:
-        row = self._r.execute("SELECT record, version FROM docs WHERE id = ?", (doc_id,)).fetchone()
-        return None if row is None else _record(row)
+        row = self._r.execute("SELECT id, kind, record, version FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        return None if row is None else self._record(row)
+
+    def _record(self, row: tuple[str, str, str, int]) -> dict[str, Any]:
+        """A stored record, whole: a conversation's messages come from its state (the stored record
+        leaves them out; records written by a version-1 store still hold them, and are current)."""
+        doc_id, kind, text, version = row
+        record: dict[str, Any] = json.loads(text)
+        record["version"] = version
+        if kind == "conversation" and record.get("content") is None:
+            stored = self.load_doc(doc_id)
+            parts = stored.tail if stored is not None else []
+            doc = MemoryDoc.from_parts(doc_id, stored.snapshot if stored else None, parts, 0)
+            record["content"] = doc.messages()
+        return record
 
     def query_records(
         self,
@@ -396,13 +355,13 @@ class SQLiteStore:
         if since_version is not None:
             where.append("d.version > ?")
             args.append(since_version)
-        sql = "SELECT d.record, d.version FROM docs d"
+        sql = "SELECT d.id, d.kind, d.record, d.version FROM docs d"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY d.version " + ("ASC" if ascending else "DESC")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [_record(row) for row in self._r.execute(sql, args)]
+        return [self._record(row) for row in self._r.execute(sql, args).fetchall()]
 
     def conflicts(
         self, *, user_id: str | None = None, tenant_id: str | None = None, doc_id: str | None = None
@@ -557,12 +516,6 @@ class SQLiteStore:
 
     def integrity_check(self) -> str:
         return str(self._r.execute("PRAGMA integrity_check").fetchone()[0])
-
-
-def _record(row: tuple[str, int]) -> dict[str, Any]:
-    record: dict[str, Any] = json.loads(row[0])
-    record["version"] = row[1]
-    return record
 
 
 def _encode_values(values: tuple[ConflictValue, ...]) -> str:

@@ -143,8 +143,10 @@ def assert_converged(
 def assert_store_consistent(replica: ReplicaLike) -> None:
     """Assert what the store promises about itself:
 
-    - every stored record and conflict set is what the stored Yrs state materializes to;
-    - every logged delta of a memory is contained in its stored state (re-applying changes nothing);
+    - every stored record and conflict set is what the stored Yrs state (its snapshot and the tail
+      of deltas after it) materializes to;
+    - every logged delta of a memory is contained in its stored state (re-applying changes nothing),
+      and replaying its whole history alone gives the same document as its snapshot and tail;
     - version vectors claim only logged deltas: for each channel and origin, seqs 1..vv are logged.
     """
     store = replica.store
@@ -165,13 +167,20 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
         if [c.to_dict() for c in doc.conflicts()] != [c.to_dict() for c in store.conflicts(doc_id=memory_id)]:
             problems.append(f"{memory_id}: stored conflicts differ from the state's")
         state_vector, reading = doc.doc.get_state(), _canonical(expected)
-        for delta in store.history(memory_id):
+        history = store.history(memory_id)
+        for delta in history:
             doc.apply(delta.update)
         if (
             doc.doc.get_state() != state_vector
             or _canonical({k: v for k, v in doc.materialize().to_dict().items() if k != "version"}) != reading
         ):
             problems.append(f"{memory_id}: its logged deltas are not all in its stored state")
+        replayed = MemoryDoc.empty(memory_id, 0)  # the whole history alone, without the snapshot
+        for delta in history:
+            replayed.apply(delta.update)
+        replayed_reading = {k: v for k, v in replayed.materialize().to_dict().items() if k != "version"}
+        if replayed.state_vector() != doc.state_vector() or _canonical(replayed_reading) != reading:
+            problems.append(f"{memory_id}: its snapshot and tail differ from its whole history replayed")
     for channel, vector in replica.version_vectors().items():
         logged: dict[str, set[int]] = {}
         for delta in store.deltas_since([channel], {}):

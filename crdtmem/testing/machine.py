@@ -111,6 +111,8 @@ class ReplicaMachine(RuleBasedStateMachine):
         "disturb": 1,
     }
     """The actions :meth:`step` chooses from, with their relative weights (0 switches one off)."""
+    SNAPSHOT_EVERY = 3
+    """Documents get a new snapshot after this many deltas: often, so runs mix snapshots and tails."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -142,6 +144,7 @@ class ReplicaMachine(RuleBasedStateMachine):
             channels=self.subscriptions[replica_id],
             wall_clock=lambda: self._wall(replica_id),
             synchronous=self.SYNCHRONOUS,
+            snapshot_every=self.SNAPSHOT_EVERY,
         )
         await replica.start()
         self.replicas[replica_id] = replica

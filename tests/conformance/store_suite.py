@@ -15,8 +15,11 @@ from typing import Any
 
 import pytest
 
-from crdtmem import Conflict, ConflictValue, Hlc, StorageError
-from crdtmem.store import Commit, DeltaRecord, DocWrite, Store
+from crdtmem import Conflict, ConflictValue, Hlc, HybridLogicalClock, StorageError
+from crdtmem.document.memory import MemoryDoc
+from crdtmem.document.records import Scope, Source
+from crdtmem.engine.changes import Dots, doc_write
+from crdtmem.store import Commit, DeltaRecord, DocWrite, Snapshot, Store
 from crdtmem.store.base import Decision, PendingDelta
 
 USER = "user:u1:memories"
@@ -66,7 +69,6 @@ def doc(
     return DocWrite(
         doc_id=doc_id,
         kind=kind,
-        state=f"state of {doc_id} {content}".encode(),
         record=record,
         channels=channels,
         user_id=user_id,
@@ -97,6 +99,54 @@ def snapshot(store: Store, channels: tuple[str, ...] = (USER, TOPIC, TENANT)) ->
         store.doc_count(),
         store.last_hlc(),
     )
+
+
+class Writer:
+    """A real memory document and its changes as the replica commits them (real Yrs updates)."""
+
+    def __init__(self, doc_id: str, kind: str = "fact"):
+        ticks = iter(range(START_MS, START_MS + 10**6))
+        self.doc_id = doc_id
+        self.doc = MemoryDoc.empty(doc_id, 5)
+        self.dots = Dots("w", HybridLogicalClock(lambda: next(ticks)))
+        content: Any = [{"role": "user", "text": "hi"}] if kind == "conversation" else "v0"
+        self.commit = self._change(
+            lambda: self.doc.create(
+                memory_id=doc_id,
+                kind=kind,  # type: ignore[arg-type]
+                content=content,
+                source=Source(None, None, "u1"),
+                scope=Scope("u1", None, (), False),
+                metadata={},
+                tags=[],
+                next_dot=self.dots,
+            ),
+            new=True,
+        )
+
+    def _change(self, change: Any, new: bool = False) -> Commit:
+        with self.doc.change():
+            change()
+        assert self.dots.last is not None
+        stamp = self.dots.last.hlc
+        write, _ = doc_write(self.doc, before=None if new else self.doc.materialize())
+        delta = DeltaRecord(
+            f"w:{stamp}",
+            "w",
+            self.doc_id,
+            stamp,
+            self.doc.last_delta.deps,
+            self.doc.last_delta.update,
+            (USER,),
+        )
+        return Commit(deltas=[delta], docs=[write])
+
+    def update(self, n: int) -> Commit:
+        if self.doc.kind == "conversation":
+            return self._change(
+                lambda: self.doc.append_message(role="user", text=f"m{n}", next_dot=self.dots)
+            )
+        return self._change(lambda: self.doc.update(next_dot=self.dots, content=f"v{n}"))
 
 
 def ids(records: list[dict[str, Any]]) -> list[str]:
@@ -163,15 +213,50 @@ class StoreSuite:
         (result,) = store.commit([Commit(docs=[write])])
         version = result.versions["d1"]
         assert version > 0
-        assert store.load_state("d1") == write.state
         assert store.load_record("d1") == {**write.record, "version": version}
         assert store.doc_count() == 1
         rewrite = doc("d1", content="second")
         (again,) = store.commit([Commit(docs=[rewrite])])
         assert again.versions["d1"] > version
-        assert store.load_state("d1") == rewrite.state
         assert store.load_record("d1") == {**rewrite.record, "version": again.versions["d1"]}
         assert store.doc_count() == 1
+
+    def test_a_document_is_its_snapshot_and_the_deltas_after_it(self, store: Store) -> None:
+        writer = Writer("d1")
+        rows = [store.commit([writer.commit])[0].rows]
+        rows += [store.commit([writer.update(n)])[0].rows for n in range(1, 4)]
+        row_ids = [r for found in rows for r in found.values()]
+        assert row_ids == sorted(row_ids)
+        stored = store.load_doc("d1")
+        assert stored is not None and stored.snapshot is None and stored.upto == 0
+        assert [row for row, _ in stored.tail] == row_ids
+        assert MemoryDoc.from_parts("d1", None, stored.tail, 1).read() == writer.doc.read()
+        assert MemoryDoc.from_state("d1", store.load_state("d1") or b"", 1).read() == writer.doc.read()
+        # a snapshot folding the first three deltas: the tail is what came after
+        folded = MemoryDoc.from_parts("d1", None, stored.tail[:3], 1)
+        store.commit([Commit(snapshots=[Snapshot("d1", folded.state(), row_ids[2])])])
+        stored = store.load_doc("d1")
+        assert stored is not None and stored.snapshot == folded.state() and stored.upto == row_ids[2]
+        assert [row for row, _ in stored.tail] == row_ids[3:]
+        assert MemoryDoc.from_parts("d1", stored.snapshot, stored.tail, 1).read() == writer.doc.read()
+        # an older snapshot changes nothing; one of a document without a record is not kept
+        store.commit([Commit(snapshots=[Snapshot("d1", b"older", row_ids[1]), Snapshot("nobody", b"x", 9)])])
+        assert store.load_doc("d1") == stored
+        assert store.load_doc("nobody") is None
+        again = self._reopen(store)
+        assert again.load_doc("d1") == stored
+        assert MemoryDoc.from_state("d1", again.load_state("d1") or b"", 1).read() == writer.doc.read()
+
+    def test_a_conversation_record_comes_back_whole(self, store: Store) -> None:
+        writer = Writer("c1", "conversation")
+        store.commit([writer.commit])
+        for n in range(5):
+            store.commit([writer.update(n)])
+        record = writer.doc.materialize().to_dict()
+        loaded = store.load_record("c1")
+        assert loaded is not None
+        assert loaded["content"] == record["content"] and len(loaded["content"]) == 6
+        assert [r["content"] for r in store.query_records(kind="conversation")] == [record["content"]]
 
     def test_versions_increase_within_and_across_commits(self, store: Store) -> None:
         results = store.commit([Commit(docs=[doc("a"), doc("b")]), Commit(docs=[doc("c")])])
@@ -570,11 +655,13 @@ class StoreSuite:
         )
         (last,) = store.commit([Commit(docs=[doc("d3")])])
         before = snapshot(store)
+        store_doc_before = store.load_doc("d1")
+        assert store_doc_before is not None and len(store_doc_before.tail) == 3  # d1: deltas 1, 2, 4
         again = self._reopen(store)
         assert snapshot(again) == before
         assert again.get_meta("replica_id") == "r1"
         assert again.is_logged(USER, "o2", 3) and not again.is_logged(USER, "o2", 2)
-        assert again.load_state("d1") == doc("d1").state
+        assert again.load_doc("d1") == store_doc_before
         (local,) = again.commit([Commit(deltas=[delta(10)], docs=[doc("d4")])])
         assert local.seqs[delta(10).uid] == {USER: 2}  # seqs continue, never reused
         assert local.versions["d4"] > last.versions["d3"]  # so does the version counter

@@ -62,7 +62,7 @@ def test_sqlite_error_is_a_storage_error_and_writes_nothing(sqlite_store: SQLite
     sqlite_store.commit([Commit(deltas=[delta(1)], docs=[doc("d1")])])
     before = snapshot(sqlite_store)
     unbindable = doc("d2")
-    object.__setattr__(unbindable, "state", {"not": "bytes"})  # sqlite3 cannot bind a dict
+    object.__setattr__(unbindable, "user_id", {"not": "text"})  # sqlite3 cannot bind a dict
     with pytest.raises(StorageError, match="nothing was written"):
         sqlite_store.commit([Commit(deltas=[delta(2)], docs=[doc("d3")]), Commit(docs=[unbindable])])
     assert snapshot(sqlite_store) == before

@@ -201,7 +201,7 @@ function upsertMemory(memory, highlight) {
   if (known && known.version >= memory.version) return; // a replayed or repeated event
   const row = memoryRow(memory);
   known?.row.remove();
-  shown.set(memory.id, { version: memory.version, row });
+  shown.set(memory.id, { version: memory.version, row, content: memory.content });
   const list = $("memories");
   if (highlight) {
     list.prepend(row);
@@ -259,6 +259,18 @@ function openFeed() {
     lastEventId = message.lastEventId || lastEventId;
     const event = JSON.parse(message.data);
     const memory = event.memory;
+    if (event.content_from != null) {
+      // messages added at the end of a conversation: the event carries only those
+      const held = shown.get(memory.id)?.content;
+      if (!Array.isArray(held) || held.length !== event.content_from) {
+        // not the conversation this event follows on from (not shown, or older): read it whole
+        tracked("memories", "GET", `v1/memories/${encodeURIComponent(memory.id)}`)
+          .then((whole) => upsertMemory(whole, true))
+          .catch(() => {});
+        return;
+      }
+      memory.content = held.concat(memory.content);
+    }
     const conflictRelated =
       event.event_type === "conflict" || event.event_type === "resolve" || memory.conflicted;
     upsertMemory(memory, true);

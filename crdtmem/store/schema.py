@@ -1,0 +1,113 @@
+"""The SQLite store's schema: created on a new file, brought forward on an old one.
+
+Version 2 (storage v2): a document's ``state`` is a snapshot that folds its deltas up to row
+``snap_id``; the deltas after it are its tail (``deltas`` by ``doc_id, id``), and commits no longer
+rewrite the state. A version-1 store kept every document's whole state, written with each of its
+deltas, so on opening one every row's snapshot holds every delta stored so far: ``snap_id`` starts
+at the highest delta row (one ALTER TABLE with that default, however many documents).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from . import sqlite_trust
+
+SCHEMA_VERSION = "2"
+
+
+def create_or_migrate(db: Any) -> None:
+    """Create the tables a new store lacks; migrate a version-1 store (sqlite_utils ``Database``)."""
+    tables = set(db.table_names())
+    if "docs" in tables and "snap_id" not in db["docs"].columns_dict:
+        _migrate_from_1(db)
+    if "meta" not in tables:
+        db["meta"].create({"key": str, "value": str}, pk="key")
+        db["meta"].insert({"key": "schema_version", "value": SCHEMA_VERSION})
+        db["meta"].insert({"key": "version_counter", "value": "0"})
+    if "docs" not in tables:
+        db["docs"].create(
+            {
+                "id": str,
+                "kind": str,
+                "state": bytes,
+                "snap_id": int,
+                "record": str,
+                "user_id": str,
+                "tenant_id": str,
+                "deleted": int,
+                "conflicted": int,
+                "version": int,
+                "updated_hlc": str,
+            },
+            pk="id",
+        )
+        # partial: a memory without a user (or tenant) costs its commit no page in that index,
+        # and `user_id = ?` implies the index's condition, so queries still use it
+        db.execute(
+            "CREATE INDEX idx_docs_user_id_version ON docs(user_id, version) WHERE user_id IS NOT NULL"
+        )
+        db.execute(
+            "CREATE INDEX idx_docs_tenant_id_version ON docs(tenant_id, version) WHERE tenant_id IS NOT NULL"
+        )
+        db["docs"].create_index(["version"])
+    # small tables keyed by their primary key: WITHOUT ROWID stores each row once, in the key's
+    # B-tree, so a commit dirties one page per table instead of two (the table and its key index)
+    if "doc_channels" not in tables:
+        db.execute(
+            "CREATE TABLE doc_channels (channel TEXT, doc_id TEXT, PRIMARY KEY (channel, doc_id)) "
+            "WITHOUT ROWID"
+        )
+    if "deltas" not in tables:
+        db["deltas"].create(
+            {
+                "id": int,
+                "uid": str,
+                "origin": str,
+                "doc_id": str,
+                "hlc": str,
+                "deps": bytes,
+                "update": bytes,
+            },
+            pk="id",
+        )
+        db["deltas"].create_index(["uid"], unique=True)
+        db["deltas"].create_index(["doc_id", "id"])
+        db["deltas"].create_index(["hlc"])
+    if "log" not in tables:
+        db.execute(
+            "CREATE TABLE log (channel TEXT, origin TEXT, seq INTEGER, delta_id INTEGER, "
+            "PRIMARY KEY (channel, origin, seq)) WITHOUT ROWID"
+        )
+    if "vv" not in tables:
+        db.execute(
+            "CREATE TABLE vv (channel TEXT, origin TEXT, seq INTEGER, PRIMARY KEY (channel, origin)) "
+            "WITHOUT ROWID"
+        )
+    if "pending" not in tables:
+        db["pending"].create({"uid": str, "doc_id": str, "delta": bytes}, pk="uid")
+    if "outbox" not in tables:
+        db.execute(
+            "CREATE TABLE outbox (sink TEXT, channel TEXT, origin TEXT, seq INTEGER, "
+            "PRIMARY KEY (sink, channel, origin)) WITHOUT ROWID"
+        )
+    if "conflicts" not in tables:
+        db["conflicts"].create(
+            {"doc_id": str, "field": str, "user_id": str, "tenant_id": str, "vals": str},
+            pk=("doc_id", "field"),
+        )
+        db["conflicts"].create_index(["user_id"])
+    sqlite_trust.create(db, tables)
+
+
+def _migrate_from_1(db: Any) -> None:
+    conn = db.conn
+    conn.execute("BEGIN IMMEDIATE")  # one transaction: the column and the version move together
+    try:
+        (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM deltas").fetchone()
+        conn.execute(f"ALTER TABLE docs ADD COLUMN snap_id INTEGER NOT NULL DEFAULT {int(top)}")
+        conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (SCHEMA_VERSION,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
