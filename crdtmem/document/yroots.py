@@ -191,7 +191,7 @@ class YMap:
 class YArray:
     """A root array of JSON values (what :class:`~crdtmem.crdt.Conversation` uses)."""
 
-    __slots__ = ("_doc", "_local", "_name", "_observed", "_ref")
+    __slots__ = ("_doc", "_local", "_local_other", "_name", "_observed", "_ref")
 
     def __init__(self, doc: YDoc, name: str):
         self._doc = doc
@@ -200,6 +200,8 @@ class YArray:
         self._observed = False
         self._local: list[tuple[int, JSON]] = []
         """Appends made through this object in the open transaction, while observed."""
+        self._local_other = False
+        """... and whether it made any other change in it (then Yrs tells the delta)."""
 
     def _array(self, txn: Any) -> Any:
         if self._ref is None:
@@ -225,7 +227,8 @@ class YArray:
 
         def on_events(events: list[Any]) -> None:
             local, self._local = self._local, []
-            if local:
+            other, self._local_other = self._local_other, False
+            if local and not other:
                 # A transaction of this replica's own appends (crdtmem's writes to the array are
                 # only ever those): the delta is known. Asking Yrs for it walks the whole array.
                 known: list[dict[str, Any]] = []
@@ -270,6 +273,7 @@ class YArray:
                 return
         array = self._array(txn)
         array.remove_range(txn, 0, array.len(txn))
+        self._local_other = True
 
 
 def _plain(value: object) -> bool:
