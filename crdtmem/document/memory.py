@@ -526,6 +526,20 @@ class MemoryDoc:
     def scope(self) -> Scope:
         return _scope(self._header.get("scope") or {})
 
+    def header_channels(self) -> tuple[str, tuple[str, ...]]:
+        """``(memory id, channels)`` from the header alone, checked as :meth:`read` checks it (an
+        id, a known kind, a creation stamp, a scope that names channels); raises MalformedPayload.
+        For a batch of remote deltas, whose documents are read back later."""
+        header = snapshot(self.doc, maps=("header",), arrays=())["header"] or {}
+        if "id" not in header:
+            raise MalformedPayload("memory document has no header (was it created?)")
+        if header.get("kind") not in KINDS:
+            raise MalformedPayload(f"memory document has no valid kind: {header.get('kind')!r}")
+        memory_id = str(header["id"])
+        if not is_hlc_text(header.get("created")):
+            raise MalformedPayload(f"memory {memory_id!r} has no valid creation stamp")
+        return memory_id, _scope(header.get("scope") or {}).channels()
+
     def materialize(self, version: int = 0) -> Memory:
         """The plain record for the current merged state."""
         return self.read(version)[0]

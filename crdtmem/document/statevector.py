@@ -14,32 +14,34 @@ from ..errors import MalformedPayload
 StateVector = dict[int, int]
 
 
-def _read_varuint(data: bytes, pos: int) -> tuple[int, int]:
+def _varuints(data: bytes, count: int | None = None) -> list[int]:
+    """The leading varuints of ``data`` (all of them, or the first ``count``), in one pass."""
+    values: list[int] = []
     value = shift = 0
-    while True:
-        if pos >= len(data):
-            raise MalformedPayload("truncated state vector")
-        byte = data[pos]
-        pos += 1
+    for byte in data:
         value |= (byte & 0x7F) << shift
         if byte < 0x80:
-            return value, pos
-        shift += 7
-        if shift > 63:
-            raise MalformedPayload("state vector integer is too long")
+            values.append(value)
+            if count is not None and len(values) == count:
+                return values
+            value = shift = 0
+        else:
+            shift += 7
+            if shift > 63:
+                raise MalformedPayload("state vector integer is too long")
+    if shift:
+        raise MalformedPayload("truncated state vector")
+    return values
 
 
 def decode(data: bytes) -> StateVector:
     """Decode Yrs' v1 state-vector encoding."""
-    count, pos = _read_varuint(data, 0)
-    vector: StateVector = {}
-    for _ in range(count):
-        client, pos = _read_varuint(data, pos)
-        clock, pos = _read_varuint(data, pos)
-        vector[client] = clock
-    if pos != len(data):
+    values = _varuints(data)
+    if not values or len(values) < 1 + 2 * values[0]:
+        raise MalformedPayload("truncated state vector")
+    if len(values) > 1 + 2 * values[0]:
         raise MalformedPayload("trailing bytes after state vector")
-    return vector
+    return dict(zip(values[1::2], values[2::2], strict=True))
 
 
 def first_block(update: bytes) -> tuple[int, int, int] | None:
@@ -48,13 +50,14 @@ def first_block(update: bytes) -> tuple[int, int, int] | None:
     Only the header is read: enough to know which client wrote a single-writer update and where
     its structs start, without decoding the structs.
     """
-    blocks, pos = _read_varuint(update, 0)
-    if blocks == 0:
+    head = _varuints(update[:40], 4)
+    if not head:
+        raise MalformedPayload("truncated update")
+    if head[0] == 0:
         return None
-    _structs, pos = _read_varuint(update, pos)
-    client, pos = _read_varuint(update, pos)
-    clock, _ = _read_varuint(update, pos)
-    return blocks, client, clock
+    if len(head) < 4:
+        raise MalformedPayload("truncated update")
+    return head[0], head[2], head[3]
 
 
 def dependencies(deps: bytes, update: bytes) -> StateVector:

@@ -82,8 +82,14 @@ class YDoc:
 
     def get_state(self) -> bytes:
         """The state vector (v1 encoding)."""
-        with self.transaction() as txn:
+        if self.txn is not None:
+            return bytes(self.raw.get_state(self.txn))
+        txn = self.raw.create_transaction()  # without the context manager: on every delta applied
+        try:
             return bytes(self.raw.get_state(txn))
+        finally:
+            txn.commit()
+            txn.drop()
 
     def get_update(self, state: bytes | None = None) -> bytes:
         """The update from ``state`` (a state vector; None: from the beginning)."""
@@ -91,8 +97,16 @@ class YDoc:
             return bytes(self.raw.get_update(txn, b"\x00" if state is None else state))
 
     def apply_update(self, update: bytes) -> None:
-        with self.transaction() as txn:
+        if self.txn is not None:
+            self.raw.apply_update(self.txn, update)
+            return
+        txn = self.txn = self.raw.create_transaction()
+        try:
             self.raw.apply_update(txn, update)
+        finally:
+            self.txn = None
+            txn.commit()
+            txn.drop()
 
 
 class Captured:

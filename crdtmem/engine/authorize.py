@@ -25,7 +25,6 @@ from collections.abc import Callable, Iterable
 from ..access import AccessDenied, may_read_memory, may_write_memory
 from ..document.records import Memory
 from ..errors import MalformedPayload
-from ..store.base import DocWrite
 from .waiting import Delivered
 
 ChannelsOf = Callable[[str], tuple[str, ...] | None]
@@ -35,12 +34,13 @@ ChannelsOf = Callable[[str], tuple[str, ...] | None]
 def check_units(
     logged: Iterable[Delivered],
     parked: Iterable[Delivered],
-    written: dict[str, tuple[DocWrite, Memory]],
+    changed: dict[str, tuple[str, ...]],
     before: dict[str, Memory | None],
     stored_channels: ChannelsOf,
 ) -> None:
-    """Raise if any delta of a unit breaks a channel rule (module docstring)."""
-    channels: dict[str, tuple[str, ...] | None] = {d: m.channels for d, (_, m) in written.items()}
+    """Raise if any delta of a unit breaks a channel rule (module docstring). ``changed``: the
+    channels of each memory the unit changes, read from its merged document."""
+    channels: dict[str, tuple[str, ...] | None] = dict(changed)
     for doc_id, memory in before.items():
         now = channels.get(doc_id)
         if memory is not None and now is not None and set(now) != set(memory.channels):

@@ -81,6 +81,20 @@ def doc_write(
     return write, memory
 
 
+def header_channels(doc: MemoryDoc, expected_id: str) -> tuple[str, ...]:
+    """The channels of a changed document, from its header (checked as :func:`doc_write` checks
+    it): for a batch whose documents are read back later (:mod:`crdtmem.engine.materialize`)."""
+    try:
+        memory_id, channels = doc.header_channels()
+    except CrdtmemError:
+        raise
+    except Exception as exc:
+        raise MalformedPayload(f"memory {expected_id!r} does not read as a crdtmem memory: {exc}") from exc
+    if memory_id != expected_id:
+        raise MalformedPayload(f"a delta for memory {expected_id!r} carries the document of {memory_id!r}")
+    return channels
+
+
 def as_list(values: Iterable[Any], what: str) -> list[Any]:
     if isinstance(values, (str, bytes)):
         raise InvalidInput(f"{what} must be a list, not a single string")

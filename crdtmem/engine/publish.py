@@ -53,13 +53,16 @@ class Publisher:
         origins: dict[str, str],
         *,
         after: Callable[[], object] | None = None,
+        stale: dict[str, MemoryDoc] | None = None,
     ) -> list[MemoryEvent]:
         """Commit ``work`` (``docs``: each changed document with its record; ``before``: the records
         before; ``origins``: whose change each memory's is) and return the events it published.
-        ``after`` runs once the commit landed, after the events (also under a cancelled caller)."""
+        ``after`` runs once the commit landed, after the events (also under a cancelled caller).
+        ``stale``: documents the commit changes without their records (``work.stale``; their events
+        come when they are materialized)."""
 
         def landed(result: CommitResult) -> list[MemoryEvent]:
-            events = self._committed(work, docs, before, origins, result)
+            events = self._committed(work, docs, before, origins, result, stale or {})
             if after is not None:
                 after()
             return events
@@ -71,7 +74,7 @@ class Publisher:
             alone = self._alone() and not _others_ready()
             result: CommitResult = await self._committer.submit(work, alone=alone, on_landed=landed)
         except BaseException:  # failed, or cancelled (if it landed anyway, `landed` ran): the store
-            self._work.forget(docs)  # has the truth
+            self._work.forget([*docs, *(stale or {})])  # has the truth
             raise
         return landed(result)
 
@@ -82,12 +85,13 @@ class Publisher:
         before: dict[str, Memory | None],
         origins: dict[str, str],
         result: CommitResult,
+        stale: dict[str, MemoryDoc],
     ) -> list[MemoryEvent]:
         for delta in work.deltas:  # the store's copy of each document: its snapshot, and this tail
             entry = docs.get(delta.doc_id)
+            doc = entry[0] if entry is not None else stale.get(delta.doc_id)
             row = result.rows.get(delta.uid, 0)
-            if entry is not None and row > entry[0].stored_upto:
-                doc = entry[0]
+            if doc is not None and row > doc.stored_upto:
                 doc.stored_upto = row
                 doc.tail_deltas += 1
                 doc.tail_bytes += len(delta.update)
@@ -116,6 +120,8 @@ class Publisher:
             )
             if self.snapshots is not None:
                 self.snapshots.committed(write.doc_id, doc)
+        for doc_id, doc in stale.items():
+            self._work.docs.put(doc_id, doc)
         if self.listeners:
             committed = [  # local deltas with the sequence numbers the store gave them
                 d

@@ -6,6 +6,13 @@
       ─▶ lock the memories ─▶ causal apply (causal.py) ─▶ read each touched document back
       ─▶ channel rules, each delta against its own sender (authorize.py) ─▶ one commit ─▶ events
 
+A batch (more than :data:`READ_BACK_AT_MOST` memories) is not read back before its commit: each
+touched document's header is checked (its id, kind and channels), the deltas are stored with the
+memories marked stale, and :mod:`crdtmem.engine.materialize` reads them back afterwards, once for all
+the payloads that touched them, and publishes their events then. What that defers: the check of the
+newest stamp inside each memory (reported then, not refused), and the refusal of a memory a foreign
+writer made unreadable (it keeps its last record; see ``docs/protocol.md`` §10).
+
 Every delta travels with its sender (:class:`~crdtmem.engine.waiting.Delivered`): the rights of
 whoever delivered it. Deltas whose dependencies have not arrived wait in :attr:`RemoteApply.waiting`
 (mirrored durably in the store's pending table, bounded per sender and origin, dropped when too old)
@@ -44,19 +51,24 @@ from ..document.memory import MemoryDoc
 from ..document.records import Memory
 from ..errors import ClockSkewError, PayloadError
 from ..events import MemoryEvent
-from ..store.base import Commit, Decision, DeltaRecord, Store
+from ..store.base import Commit, Decision, DeltaRecord, DocWrite, Store
 from . import payload as wire
 from .authorize import check_units, unseen
 from .causal import apply_causally
-from .changes import doc_write
+from .changes import doc_write, header_channels
 from .inbound import ApplyResult, check_clocks, triage
 from .locks import KeyedLocks
+from .materialize import Materializer
 from .publish import Publisher
 from .trust import authenticate
 from .waiting import Delivered, Resolver, WaitingLimits, WaitingSet
 from .workset import WorkingSet
 
 log = logging.getLogger("crdtmem.remote")
+
+READ_BACK_AT_MOST = 4
+"""A payload touching more memories than this is a batch: its memories are read back after the
+commit (:mod:`crdtmem.engine.materialize`), not before."""
 
 FOUND_ONCE_APPLIED = (PayloadError, AccessDenied)
 """Checks that can only fail once a delta is applied (its stamps, its memory's id and channels, the
@@ -103,6 +115,9 @@ class RemoteApply:
         self._commit = publisher.commit
         self._replica_id = replica_id
         self._wall = wall
+        self.materializer: Materializer | None = None
+        """Reads back the memories of a batch after its commit (None: always read back at once)."""
+        self.read_back_at_most = READ_BACK_AT_MOST
         self.waiting = WaitingSet(limits)
         """Deltas stored but waiting for their causal dependencies, with their senders."""
         self.counts: Counter[str] = Counter()
@@ -202,10 +217,11 @@ class RemoteApply:
         check fails."""
         docs: dict[str, MemoryDoc] = {}
         before: dict[str, Memory | None] = {}
+        materializer = self.materializer
 
         def load(doc_id: str) -> MemoryDoc:
             if doc_id not in docs:
-                before[doc_id] = self._work.record(doc_id)
+                before[doc_id] = materializer.before(doc_id) if materializer else self._work.record(doc_id)
                 docs[doc_id] = self._work.doc_to_merge(doc_id)
             return docs[doc_id]
 
@@ -215,32 +231,48 @@ class RemoteApply:
         try:
             ready, not_ready = apply_causally([item.delta for item in candidates], load)
             applied = [by_uid[d.uid] for d in ready]
-            written = {
-                doc_id: doc_write(docs[doc_id], expected_id=doc_id, before=before[doc_id])
-                for doc_id in sorted({item.delta.doc_id for item in applied})
-            }
-            writes = [write for write, _ in written.values()]
-            for write in writes:  # stamps inside the updates, not only the deltas' own
-                self._clock.check(Hlc.decode(write.updated_hlc))
+            touched = sorted({item.delta.doc_id for item in applied})
+            later = materializer is not None and len(touched) > self.read_back_at_most
+            written: dict[str, tuple[DocWrite, Memory]] = {}
+            if later:  # a batch: stored now, read back later (materialize.py); headers checked here
+                channels = {doc_id: header_channels(docs[doc_id], doc_id) for doc_id in touched}
+            else:
+                written = {
+                    doc_id: doc_write(docs[doc_id], expected_id=doc_id, before=before[doc_id])
+                    for doc_id in touched
+                }
+                for write, _ in written.values():  # stamps inside the updates, not only the deltas' own
+                    self._clock.check(Hlc.decode(write.updated_hlc))
+                channels = {doc_id: memory.channels for doc_id, (_, memory) in written.items()}
             parking = [by_uid[d.uid] for d in not_ready if d.uid not in self.waiting]
-            check_units(applied + relog, parking, written, before, self._stored_channels)
+            check_units(applied + relog, parking, channels, before, self._stored_channels)
         except BaseException:
             self._work.forget(docs)
             raise
         parked = parking + hidden
         work = Commit(
             deltas=[item.delta for item in applied + relog],
-            docs=writes,
+            docs=[write for write, _ in written.values()],
             pending_add=[item.to_store() for item in parked],
             pending_drop=[item.delta.uid for item in applied if item.delta.uid in self.waiting],
+            stale=touched if later else [],
+            fresh=[d for d in written if materializer is not None and d in materializer],
         )
         if not (work.deltas or work.pending_add):
             return _Outcome()
         origins = {item.delta.doc_id: item.delta.origin for item in applied}  # the last applied to each
         changed = {k: (docs[k], memory) for k, (_, memory) in written.items()}
-        events = await self._commit(
-            work, changed, before, origins, after=lambda: self._settle(work.pending_drop, parked)
-        )
+        stale = {doc_id: docs[doc_id] for doc_id in work.stale}
+
+        def landed() -> None:
+            self._settle(work.pending_drop, parked)
+            if materializer is not None:
+                for doc_id in work.fresh:
+                    materializer.taken(doc_id)
+                if stale:
+                    materializer.mark({d: origins[d] for d in stale}, before)
+
+        events = await self._commit(work, changed, before, origins, after=landed, stale=stale)
         return _Outcome([item.delta for item in applied], events, [item.delta.uid for item in parked])
 
     async def _apply_in_parts(

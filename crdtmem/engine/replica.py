@@ -14,6 +14,7 @@ and of a remote payload::
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,6 +24,7 @@ from ..clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, sy
 from ..document.memory import UNSET, MemoryDoc
 from ..document.records import Conflict, HistoryEntry, Kind, Memory, Scope, Source, check_kind
 from ..errors import (
+    CrdtmemError,
     InvalidInput,
     MalformedPayload,
     NotFound,
@@ -48,6 +50,7 @@ from .committer import GroupCommitter
 from .feed import EventFeed, Subscription
 from .inbound import ApplyResult
 from .locks import KeyedLocks
+from .materialize import Materializer
 from .publish import Publisher
 from .remote import RemoteApply
 from .snapshots import EVERY_DELTAS as SNAPSHOT_EVERY
@@ -149,6 +152,10 @@ class Replica:
         """The current rights of a principal by name, where a tokens table knows them (a node sets
         it): deltas waiting since before a restart are checked against them, and
         :meth:`reexamine` applies what was denied under rights that changed since."""
+        self._applying = 0
+        self._materializer = self._remote.materializer = Materializer(
+            self._work, self._locks, self._publisher, self.clock, busy=lambda: self._applying > 0
+        )
         self._id = ""
         self._open = False
         self._index_settings = IndexSettings() if index is True else (index or None)
@@ -201,6 +208,7 @@ class Replica:
             self._remote.load_pending(self.resolve_rights)
             self._work.warm(self.channels, self._warm)
             self._committer.start()
+            self._materializer.load(self._store.stale())  # records a crash left behind their deltas
         except BaseException:
             self._store.close()
             raise
@@ -221,12 +229,22 @@ class Replica:
         if self.index is not None:
             await self.index.stop()
             self.index = None
+        with contextlib.suppress(CrdtmemError):  # the stale marks are durable: done on the next open
+            await self._materializer.settle()
+        await self._materializer.stop()
         self.feed.close()
         await self.snapshots.stop()
         self._committer.stop()
         self._store.close()
 
     close = stop
+
+    async def settle(self) -> None:
+        """Finish what follows acknowledged changes off their path: read back the memories of
+        applied batches (their records and events) and write the snapshots that are due."""
+        self._check_open()
+        await self._materializer.settle()
+        await self.snapshots.settle()
 
     async def __aenter__(self) -> Replica:
         return await self.start()
@@ -433,7 +451,8 @@ class Replica:
                 doc = self._work.new_doc(memory_id)
             else:
                 raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
-            before = None if existing is None else self._work.record(memory_id)
+            stale = memory_id in self._materializer  # a batch changed it; its record is behind
+            before = None if existing is None else self._materializer.before(memory_id)
             dots = Dots(self._id, self.clock)
             try:
                 with doc.change():
@@ -441,24 +460,29 @@ class Replica:
             except BaseException:
                 self._work.forget([memory_id])  # a failed change may have left partial edits
                 raise
-            if dots.last is None:  # nothing was written (e.g. an empty add_items)
+            if dots.last is None and not stale:  # nothing was written (e.g. an empty add_items)
                 return before or doc.materialize()
-            hlc = dots.last.hlc
             write, memory = doc_write(doc, before=before, created=created)
-            delta = DeltaRecord(
-                f"{self._id}:{hlc}",
-                self._id,
-                memory_id,
-                hlc,
-                doc.last_delta.deps,
-                doc.last_delta.update,
-                memory.channels,
-            )
+            deltas = []
+            if dots.last is not None:
+                hlc = dots.last.hlc
+                deltas.append(
+                    DeltaRecord(
+                        f"{self._id}:{hlc}",
+                        self._id,
+                        memory_id,
+                        hlc,
+                        doc.last_delta.deps,
+                        doc.last_delta.update,
+                        memory.channels,
+                    )
+                )
             events = await self._publisher.commit(
-                Commit(deltas=[delta], docs=[write]),
+                Commit(deltas=deltas, docs=[write], fresh=[memory_id] if stale else []),
                 {memory_id: (doc, memory)},
                 {memory_id: before},
                 {memory_id: self._id},
+                after=lambda: self._materializer.taken(memory_id),
             )
             return events[0].memory
 
@@ -467,6 +491,8 @@ class Replica:
     async def get(self, memory_id: str) -> Memory:
         """The memory with this id (deleted ones too, with ``deleted=True``); raises NotFound."""
         self._check_open()
+        if memory_id in self._materializer:
+            await self._materializer.flush([memory_id])
         return self._record_or_raise(memory_id)
 
     async def list(
@@ -493,6 +519,7 @@ class Replica:
             channel = parse_channels([channel])[0]
         if kind is not None:
             check_kind(kind)
+        await self._materializer.settle()
         records = self._store.query_records(
             user_id=user_id,
             tenant_id=tenant_id,
@@ -536,6 +563,7 @@ class Replica:
     ) -> _List[Conflict]:
         """Open conflicts, sorted by memory id and field."""
         self._check_open()
+        await self._materializer.settle()
         return self._store.conflicts(user_id=user_id, tenant_id=tenant_id, doc_id=memory_id)
 
     def _record_or_raise(self, memory_id: str) -> Memory:
@@ -568,6 +596,7 @@ class Replica:
                 "this replica has no index: open it with Replica(..., index=True) "
                 "(a node: crdtmem serve --index)"
             )
+        await self._materializer.settle()  # results are read from the store's records
         flt = SearchFilter.build(
             user_id=user_id,
             tenant_id=tenant_id,
@@ -652,10 +681,14 @@ class Replica:
         """
         self._check_open()
         self._in_flight += 1
+        self._applying += 1
         try:
             return await self._remote.apply(received, sender, isolate=isolate)
         finally:
             self._in_flight -= 1
+            self._applying -= 1
+            if self._materializer.waiting:
+                self._materializer.kick()
 
     async def reexamine(self) -> int:
         """Apply again the deltas denied to senders whose rights have changed since (their current

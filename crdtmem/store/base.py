@@ -167,6 +167,10 @@ class Commit:
     """A delta decided against before and stored now (its sender's rights changed) takes its
     logged entries back, and its decision goes."""
     snapshots: list[Snapshot] = field(default_factory=list)
+    stale: list[str] = field(default_factory=list)
+    """Documents whose record this commit leaves behind their deltas (materialized later)."""
+    fresh: list[str] = field(default_factory=list)
+    """Documents whose record this commit brings up to date (no longer stale)."""
 
     def __bool__(self) -> bool:
         return bool(
@@ -176,6 +180,8 @@ class Commit:
             or self.pending_drop
             or self.decided
             or self.snapshots
+            or self.stale
+            or self.fresh
         )
 
 
@@ -266,6 +272,11 @@ class Store(Protocol):
 
     def decisions(self, kind: str | None = None) -> list[Decision]:
         """The recorded decisions (of one ``kind``), in the order they were taken."""
+        ...
+
+    def stale(self) -> list[str]:
+        """Documents whose stored record is behind their deltas (``Commit.stale``, not yet
+        ``Commit.fresh``): the engine materializes them again after a crash."""
         ...
 
     def history(self, doc_id: str) -> list[DeltaRecord]:

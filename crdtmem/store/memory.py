@@ -46,6 +46,7 @@ class MemoryStore:
         self._by_doc: dict[str, list[int]] = {}
         """Each document's deltas (indexes into ``_deltas``; a delta's row id is its index + 1)."""
         self._snapshots: dict[str, tuple[bytes, int]] = {}
+        self._stale: set[str] = set()
 
     def open(self) -> None:
         pass
@@ -122,6 +123,8 @@ class MemoryStore:
                 for decision in unit.decided:
                     self._decided.pop(decision.uid, None)  # a later decision goes to the end
                     self._decided[decision.uid] = decision
+                self._stale.difference_update(unit.fresh)
+                self._stale.update(unit.stale)
                 for snap in unit.snapshots:
                     held = self._snapshots.get(snap.doc_id, (b"", 0))[1]
                     if snap.doc_id in self._docs and snap.upto > held:
@@ -235,6 +238,10 @@ class MemoryStore:
 
     def logged_deltas(self, uids: Sequence[str]) -> set[str]:
         return {uid for uid in uids if uid in self._uids}
+
+    def stale(self) -> list[str]:
+        with self._lock:
+            return sorted(self._stale)
 
     def pending(self) -> list[PendingDelta]:
         return sorted(self._pending.values(), key=lambda p: (p.received_ms, p.uid))

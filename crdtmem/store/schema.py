@@ -91,6 +91,8 @@ def create_or_migrate(db: Any) -> None:
             "CREATE TABLE outbox (sink TEXT, channel TEXT, origin TEXT, seq INTEGER, "
             "PRIMARY KEY (sink, channel, origin)) WITHOUT ROWID"
         )
+    if "stale" not in tables:  # records behind their deltas (materialized after the commit)
+        db.execute("CREATE TABLE stale (doc_id TEXT PRIMARY KEY) WITHOUT ROWID")
     if "conflicts" not in tables:
         db["conflicts"].create(
             {"doc_id": str, "field": str, "user_id": str, "tenant_id": str, "vals": str},

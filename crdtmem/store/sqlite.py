@@ -285,6 +285,10 @@ class SQLiteStore:
                     "VALUES (?, ?, ?, ?, ?)",
                     flagged,
                 )
+        if unit.fresh:
+            conn.executemany("DELETE FROM stale WHERE doc_id = ?", [(d,) for d in unit.fresh])
+        if unit.stale:
+            conn.executemany("INSERT OR IGNORE INTO stale(doc_id) VALUES (?)", [(d,) for d in unit.stale])
         if unit.snapshots:
             conn.executemany(
                 "UPDATE docs SET state = ?, snap_id = ? WHERE id = ? AND snap_id < ?",
@@ -464,6 +468,9 @@ class SQLiteStore:
             rows = conn.execute(f"SELECT uid FROM deltas WHERE uid IN ({marks})", chunk)
             found.update(uid for (uid,) in rows)
         return found
+
+    def stale(self) -> list[str]:
+        return [doc_id for (doc_id,) in self._r.execute("SELECT doc_id FROM stale ORDER BY doc_id")]
 
     def pending(self) -> list[PendingDelta]:
         return sqlite_trust.read_pending(self._r)

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from ..crdt.dots import decode_value, encode_value
 from ..document.memory import UNSET, MemoryDoc
-from ..document.records import REGISTER_KINDS, Kind, Memory
+from ..document.records import REGISTER_KINDS, Conflict, Kind, Memory
 from ..store.base import Store, VersionVector
 from .strategies import (
     AddItems,
@@ -78,20 +78,40 @@ def _in_channels(memory_channels: Iterable[str], channels: Sequence[str] | None)
     return channels is None or bool(set(memory_channels) & set(channels))
 
 
+def current_records(store: Store) -> dict[str, tuple[dict[str, Any], list[Conflict]]]:
+    """``{memory id: (record, conflicts)}`` as reads see them, straight from the store.
+
+    A memory whose stored record is behind its deltas (``Store.stale``: a batch applied and not yet
+    read back, see ``crdtmem.engine.materialize``) is read from its state here, so the checks do
+    not depend on when the replica materializes.
+    """
+    stale = set(store.stale())
+    found: dict[str, tuple[dict[str, Any], list[Conflict]]] = {}
+    for record in store.query_records(include_deleted=True):
+        memory_id = record["id"]
+        if memory_id not in stale:
+            found[memory_id] = (record, store.conflicts(doc_id=memory_id))
+    for memory_id in stale:
+        state = store.load_state(memory_id)
+        if state is not None:
+            memory, conflicts = MemoryDoc.from_state(memory_id, state, 0).read()
+            found[memory_id] = (memory.to_dict(), conflicts)
+    return found
+
+
 def canonical_state(replica: ReplicaLike, channels: Sequence[str] | None = None) -> dict[str, str]:
     """``{memory id: canonical JSON}`` of every memory (deleted ones too) in ``channels`` (None: all).
 
     The JSON holds the materialized record without its local ``version``, plus the full conflict
     sets (every concurrent value with its hlc and replica); object keys are sorted.
     """
-    store = replica.store
     state: dict[str, str] = {}
-    for record in store.query_records(include_deleted=True):
+    for memory_id, (record, conflicts) in current_records(replica.store).items():
         if not _in_channels(record["channels"], channels):
             continue
         data = {k: v for k, v in record.items() if k != "version"}
-        data["conflict_sets"] = [c.to_dict() for c in store.conflicts(doc_id=record["id"])]
-        state[record["id"]] = _canonical(data)
+        data["conflict_sets"] = [c.to_dict() for c in conflicts]
+        state[memory_id] = _canonical(data)
     return state
 
 
@@ -151,8 +171,7 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
     """
     store = replica.store
     problems: list[str] = []
-    for record in store.query_records(include_deleted=True):
-        memory_id = record["id"]
+    for memory_id, (record, conflicts) in current_records(store).items():
         state = store.load_state(memory_id)
         if state is None:
             problems.append(f"{memory_id}: record without state")
@@ -164,7 +183,7 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
             problems.append(
                 f"{memory_id}: record {_canonical(stored)} but state reads {_canonical(expected)}"
             )
-        if [c.to_dict() for c in doc.conflicts()] != [c.to_dict() for c in store.conflicts(doc_id=memory_id)]:
+        if [c.to_dict() for c in doc.conflicts()] != [c.to_dict() for c in conflicts]:
             problems.append(f"{memory_id}: stored conflicts differ from the state's")
         state_vector, reading = doc.doc.get_state(), _canonical(expected)
         history = store.history(memory_id)
@@ -384,12 +403,11 @@ class AcknowledgedWrites:
     def observed(self, replica: ReplicaLike, memory_id: str) -> dict[str, Any]:
         """The same view as :meth:`expected`, read from ``replica``'s store."""
         ledger = self._memories[memory_id]
-        store = replica.store
-        record = store.load_record(memory_id)
-        if record is None:
+        current = current_records(replica.store).get(memory_id)
+        if current is None:
             return {}
-        memory = Memory.from_dict(record)
-        conflicts = {c.field: c for c in store.conflicts(doc_id=memory_id)}
+        memory = Memory.from_dict(current[0])
+        conflicts = {c.field: c for c in current[1]}
 
         def register(name: str, winner: Any, present: bool) -> list[str]:
             if name in conflicts:
