@@ -22,6 +22,7 @@ BENCHMARKS = (
     "bench_remote_apply",
     "bench_reads",
     "bench_hot_memory",
+    "bench_store_scaling",
     "bench_sync_latency",
     "bench_sync_catchup",
     "bench_sync_fanout",
