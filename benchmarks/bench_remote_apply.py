@@ -196,7 +196,7 @@ def apply_minimal_durable(path: Path, workload: Workload, synchronous: str) -> t
             body = msgpack.unpackb(payload, raw=False)
             touched = set()
             rows = []
-            for uid, _origin, doc_id, hlc, _deps, update, _seqs in body["deltas"]:
+            for uid, _origin, doc_id, hlc, _deps, update, *_seqs_also_sig in body["deltas"]:
                 doc = docs.get(doc_id)
                 if doc is None:
                     doc = docs[doc_id] = Doc()

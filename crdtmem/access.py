@@ -44,6 +44,7 @@ every channel, and the server refuses to bind anywhere but loopback.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import json
@@ -168,6 +169,11 @@ class TokenTable:
     """Bearer token -> principal. Lookups compare in constant time."""
 
     entries: dict[str, Principal] = field(default_factory=dict)
+    keys: dict[str, tuple[bytes, ...]] = field(default_factory=dict)
+    """Origins' Ed25519 public keys (raw 32 bytes) listed in the file: authoritative for them."""
+    strict_keys: bool = False
+    """``"trust": "listed"``: only deltas signed by a listed key are taken as signed (no trust on
+    first use)."""
 
     def lookup(self, token: str | None) -> Principal | None:
         if not token:
@@ -190,7 +196,17 @@ class TokenTable:
     def from_json(cls, raw: Any, *, source: str = "tokens") -> TokenTable:
         if not isinstance(raw, dict) or not isinstance(raw.get("tokens"), list):
             raise InvalidInput(f'{source}: expected {{"tokens": [...]}}')
-        table = cls()
+        unknown = sorted(set(raw) - {"tokens", "keys", "trust"})
+        if unknown:
+            raise InvalidInput(
+                f"{source}: unknown field(s) {', '.join(map(repr, unknown))}; it has tokens, keys, trust"
+            )
+        trust = raw.get("trust", "first-use")
+        if trust not in ("first-use", "listed"):
+            raise InvalidInput(
+                f'{source}: trust must be "first-use" (the default) or "listed", got {trust!r}'
+            )
+        table = cls(keys=check_keys(raw.get("keys", {}), f"{source}: keys"), strict_keys=trust == "listed")
         for i, entry in enumerate(raw["tokens"]):
             where = f"{source}: tokens[{i}]"
             if not isinstance(entry, dict):
@@ -210,7 +226,12 @@ class TokenTable:
         return table
 
     def to_json(self) -> dict[str, Any]:
-        return {"tokens": [{"token": t, **p.to_json()} for t, p in self.entries.items()]}
+        out: dict[str, Any] = {"tokens": [{"token": t, **p.to_json()} for t, p in self.entries.items()]}
+        if self.keys:
+            out["keys"] = {o: [base64.b64encode(k).decode() for k in keys] for o, keys in self.keys.items()}
+        if self.strict_keys:
+            out["trust"] = "listed"
+        return out
 
     def rights_of(self, name: str) -> Principal | None:
         """The rights of the principal called ``name`` (all its tokens together), or None.
@@ -243,6 +264,33 @@ def check_principal(name: object, where: str = "principal") -> str:
     else:
         raise InvalidInput(f"{where}: principal must be 'replica:{{id}}' or 'user:{{id}}', got {name!r:.80}")
     return str(name)
+
+
+def check_keys(raw: object, where: str) -> dict[str, tuple[bytes, ...]]:
+    """``{origin: key or [keys]}``, each key the base64 of a raw 32-byte Ed25519 public key (as
+    ``crdtmem key --db FILE`` prints it); several during a rotation."""
+    if not isinstance(raw, dict):
+        raise InvalidInput(f"{where} must map replica ids to public keys")
+    keys: dict[str, tuple[bytes, ...]] = {}
+    for origin, listed in raw.items():
+        check_replica_id(origin, f"{where}: replica id")
+        texts = [listed] if isinstance(listed, str) else listed
+        if not isinstance(texts, list) or not texts:
+            raise InvalidInput(f"{where}.{origin} must be a public key or a list of them")
+        decoded = []
+        for text in texts:
+            try:
+                key = base64.b64decode(text, validate=True) if isinstance(text, str) else b""
+            except ValueError:
+                key = b""
+            if len(key) != 32:
+                raise InvalidInput(
+                    f"{where}.{origin}: {text!r:.60} is not the base64 of a 32-byte Ed25519 public key "
+                    "(crdtmem key --db FILE prints a replica's)"
+                )
+            decoded.append(key)
+        keys[origin] = tuple(decoded)
+    return keys
 
 
 def check_origins(origins: object, where: str) -> tuple[str, ...]:

@@ -6,6 +6,7 @@ hostile-input review, and checks that the honest replicas lose nothing and nobod
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 from pathlib import Path
@@ -41,11 +42,14 @@ def _auth(token: str) -> dict[str, str]:
 
 
 async def _forged(origin: str, *, seq: int, also: list[int] | None = None) -> bytes:
-    """A payload that creates a memory of user u1, claiming ``origin`` and ``seq`` (and ``also``)."""
+    """A payload that creates a memory of user u1, claiming ``origin`` and ``seq`` (and ``also``),
+    unsigned (its writer has no key of ``origin``'s)."""
     async with Replica(None, replica_id=origin) as forger:
         await forger.add("planted by mallory", user_id="u1")
         payload = wire.decode(await forger.export_since(U1))
-    delta = dataclasses.replace(payload.deltas[0], seqs={U1: seq}, also={U1: tuple(also)} if also else {})
+    delta = dataclasses.replace(
+        payload.deltas[0], seqs={U1: seq}, also={U1: tuple(also)} if also else {}, signature=None
+    )
     return wire.encode(wire.Payload("mallory-phone", [delta]))
 
 
@@ -105,9 +109,11 @@ async def test_a_forged_plain_origin_cannot_take_a_replicas_next_seq(procs, sess
 
 
 async def test_a_device_writes_as_its_bound_replica_id(procs, session, tmp_path):
-    """The same token may introduce deltas of the replica id it is bound to."""
+    """The same token may introduce deltas of the replica id it is bound to (signed by it)."""
     hub, _ = _hub_and_laptop(procs, tmp_path)
-    own = await _forged("mallory-phone", seq=1)
+    async with Replica(None, replica_id="mallory-phone") as phone:
+        await phone.add("mallory's own note", user_id="u1")
+        own = await phone.export_since(U1)
     async with session.post(f"{hub.url}/v1/sync/push", data=own, headers=_auth(MALLORY_TOKEN)) as r:
         assert r.status == 200, await r.text()
         assert (await r.json())["applied"] == 1
@@ -176,7 +182,7 @@ async def test_a_parked_delta_is_authorized_against_its_own_senders_rights(procs
         await _pull_into(session, hub_a.url, PAT_TOKEN, phone, [T1])
         await phone.update(memory["id"], content="pat rewrote it")
         mine = [d for d in wire.decode(await phone.export_since(T1)).deltas if d.origin == "pat-phone"]
-        change = wire.encode(wire.Payload("pat-phone", mine))
+        change = wire.encode(wire.Payload("pat-phone", mine, {}, phone.keys_for(mine)))
     status, body = await _push(session, hub_a.url, PAT_TOKEN, change)
     assert status == 200 and (body["applied"], body["refused"]) == (0, 1)
     status, body = await _push(session, hub_b.url, PAT_TOKEN, change)
@@ -269,19 +275,21 @@ async def test_a_push_for_a_memory_the_caller_cannot_see_answers_as_for_none(pro
     hub = _spawn(procs, tmp_path, "hub", tokens=_tokens(tmp_path, ADMIN, mallory))
     alices = await Api(session, hub.url, ADMIN_TOKEN).add("alice's secret", user_id="alice")
 
-    async def probe(memory_id: str) -> tuple[tuple[int, dict[str, Any]], tuple[int, dict[str, Any]]]:
-        async with Replica(None, replica_id="mallory-phone") as phone:
-            await phone.add("probe", user_id="mallory", memory_id=memory_id)
-            creation = await phone.export_since("user:mallory:memories")
-            await phone.update(memory_id, content="probe 2")
-            payload = wire.decode(await phone.export_since("user:mallory:memories"))
-        update = wire.encode(wire.Payload("mallory-phone", payload.deltas[1:]))
+    async def probe(phone: Replica, memory_id: str) -> tuple[tuple[int, dict[str, Any]], ...]:
+        mine = "user:mallory:memories"
+        since = phone.version_vectors([mine])
+        await phone.add("probe", user_id="mallory", memory_id=memory_id)
+        created = phone.version_vectors([mine])
+        creation = await phone.export_since(mine, since)
+        await phone.update(memory_id, content="probe 2")
+        update = await phone.export_since(mine, created)
         return await _push(session, hub.url, MALLORY_TOKEN, update), await _push(
             session, hub.url, MALLORY_TOKEN, creation
         )
 
-    (foreign_update, foreign_creation) = await probe(alices["id"])
-    (unknown_update, _) = await probe("never-seen-memory-id")
+    async with Replica(None, replica_id="mallory-phone") as phone:
+        (foreign_update, foreign_creation) = await probe(phone, alices["id"])
+        (unknown_update, _) = await probe(phone, "never-seen-memory-id")
     assert foreign_update == unknown_update
     assert foreign_update[0] == 200 and foreign_update[1]["pending"] == 1
     assert foreign_creation[0] == 200
@@ -289,3 +297,112 @@ async def test_a_push_for_a_memory_the_caller_cannot_see_answers_as_for_none(pro
         assert "alice" not in json.dumps(answer)
     # and alice's memory is untouched
     assert (await Api(session, hub.url, ADMIN_TOKEN).get(alices["id"]))["content"] == "alice's secret"
+
+
+# -- signatures: a relay forwards, it cannot forge ------------------------------------------------
+
+RELAY_TOKEN = "relay-replica-token-00001"
+RELAY = {"token": RELAY_TOKEN, "principal": "replica:relay", "read": [U1], "write": [U1], "origins": ["*"]}
+
+
+def _retouched(data: bytes, change: Any) -> bytes:
+    body = msgpack.unpackb(data, raw=False)
+    for delta in body["deltas"]:
+        change(delta)
+    return bytes(msgpack.packb(body, use_bin_type=True))
+
+
+async def _laptop_writes(laptop: Replica, *contents: str) -> bytes:
+    since = laptop.version_vectors([U1])
+    for content in contents:
+        await laptop.add(content, user_id="u1")
+    return await laptop.export_since(U1, since)
+
+
+async def test_a_relay_cannot_change_what_an_origin_signed(procs, session, tmp_path):
+    """A relay may forward the laptop's deltas; changed in any signed field, or stripped of their
+    signature, they are refused and nothing of the laptop's moves on the hub."""
+    hub = _spawn(procs, tmp_path, "hub", tokens=_tokens(tmp_path, RELAY, ADMIN))
+    async with Replica(None, replica_id="laptop") as laptop:
+        genuine = await _laptop_writes(laptop, "laptop note 1", "laptop note 2")
+        tampered = {
+            "update": _retouched(genuine, lambda d: d.__setitem__(5, d[5].replace(b"note", b"NOTE"))),
+            "claim": _retouched(genuine, lambda d: d[6].update({U1: d[6][U1] + 20})),
+            "coalesced claim": _retouched(
+                genuine,
+                lambda d: (d[6].update({U1: d[6][U1] + 20}), d[7].update({U1: list(range(1, d[6][U1]))})),
+            ),
+            "origin": _retouched(genuine, lambda d: d.__setitem__(1, "relay-made")),
+        }
+        for what, data in tampered.items():
+            status, body = await _push(session, hub.url, RELAY_TOKEN, data)
+            assert status in (200, 400), (what, body)
+            assert status == 400 or (body["applied"], body["refused"]) == (0, 2), (what, body)
+        stripped = _retouched(genuine, lambda d: d.__setitem__(8, None))
+        status, body = await _push(session, hub.url, RELAY_TOKEN, stripped)
+        assert status == 403 and "unsigned" in body["message"]
+        admin = Api(session, hub.url, ADMIN_TOKEN)
+        assert (await admin.status())["version_vectors"].get(U1, {}) == {}
+        assert await admin.memories() == []
+        status, body = await _push(session, hub.url, RELAY_TOKEN, genuine)
+        assert (status, body["applied"]) == (200, 2)
+        assert sorted(m["content"] for m in await admin.memories()) == ["laptop note 1", "laptop note 2"]
+
+
+async def test_a_pinned_key_refuses_an_impostor_of_the_same_replica_id(procs, session, tmp_path):
+    """The hub pinned the laptop's key on first use; a replica calling itself laptop with another key
+    cannot take the laptop's next sequence number, and the real next write still arrives."""
+    hub = _spawn(procs, tmp_path, "hub", tokens=_tokens(tmp_path, RELAY, ADMIN))
+    async with Replica(None, replica_id="laptop") as laptop, Replica(None, replica_id="laptop") as impostor:
+        status, body = await _push(session, hub.url, RELAY_TOKEN, await _laptop_writes(laptop, "first"))
+        assert (status, body["applied"]) == (200, 1)
+        # the impostor numbers its own deltas 1, 2: it sends 2, the laptop's next one
+        forged = wire.decode(await _laptop_writes(impostor, "impostor 1", "impostor 2"))
+        assert [d.seqs[U1] for d in forged.deltas] == [1, 2]
+        data = wire.encode(dataclasses.replace(forged, deltas=forged.deltas[1:]))
+        status, body = await _push(session, hub.url, RELAY_TOKEN, data)
+        assert (status, body["applied"], body["refused"]) == (200, 0, 1)
+        status, body = await _push(session, hub.url, RELAY_TOKEN, await _laptop_writes(laptop, "second"))
+        assert (status, body["applied"]) == (200, 1)
+    admin = Api(session, hub.url, ADMIN_TOKEN)
+    assert sorted(m["content"] for m in await admin.memories()) == ["first", "second"]
+    assert (await admin.status())["trust"]["refused"]["unauthenticated"] == 1
+
+
+async def test_a_strict_node_takes_signatures_of_listed_keys_only(procs, session, tmp_path):
+    async with Replica(None, replica_id="laptop") as laptop, Replica(None, replica_id="ghost") as ghost:
+        listed = {"keys": {"laptop": base64.b64encode(laptop.signer.public).decode()}, "trust": "listed"}
+        path = _tokens(tmp_path, RELAY, ADMIN)
+        path.write_text(json.dumps({**json.loads(path.read_text()), **listed}))
+        hub = _spawn(procs, tmp_path, "hub", tokens=path)
+        status, body = await _push(session, hub.url, RELAY_TOKEN, await _laptop_writes(ghost, "from nowhere"))
+        assert (status, body["applied"], body["refused"]) == (200, 0, 1)
+        status, body = await _push(session, hub.url, RELAY_TOKEN, await _laptop_writes(laptop, "listed"))
+        assert (status, body["applied"]) == (200, 1)
+
+
+async def test_signatures_survive_two_lazy_hops_into_a_node_that_takes_no_unsigned_delta(
+    procs, session, tmp_path
+):
+    """laptop -> relay -> hub, both hops lazy (coalescing): the relay forwards the laptop's signed
+    deltas untouched (it cannot sign for them), and the hub, which takes no unsigned delta from the
+    relay, gets every write."""
+    hub = _spawn(procs, tmp_path, "hub", tokens=_tokens(tmp_path, RELAY, ADMIN))
+    lazy = ["--mode", "lazy", "--interval", "0.2"]
+    relay = _spawn(
+        procs, tmp_path, "relay", channels=[U1], peers=[hub.url], peer_token=RELAY_TOKEN, extra=lazy
+    )
+    laptop = _spawn(procs, tmp_path, "laptop", channels=[U1], peers=[relay.url], extra=lazy)
+    api = Api(session, laptop.url)
+    first = await api.add("coalesce me", user_id="u1")
+    for i in range(5):
+        await api.patch(first["id"], content=f"coalesce me {i}")
+    await Api(session, relay.url).add("the relay's own", user_id="u1")
+    admin = Api(session, hub.url, ADMIN_TOKEN)
+
+    async def arrived() -> bool:
+        got = await admin.get(first["id"])
+        return got is not None and got["content"] == "coalesce me 4" and len(await admin.memories()) == 2
+
+    await eventually(arrived, timeout=30, what="the laptop's writes on the hub, through the relay")
+    assert (await admin.status())["trust"]["refused"] == {}

@@ -30,6 +30,7 @@ TOKENS = {
             "read": [TA],
             "write": [TA],
             "origins": ["maker", "forger"],  # it relays the deltas these tests make
+            "unsigned": ["forger"],  # and delivers forged ones unsigned
         },
         {
             "token": "globex-replica-token-01",
@@ -37,6 +38,7 @@ TOKENS = {
             "read": [TB],
             "write": [TB],
             "origins": ["maker", "forger"],
+            "unsigned": ["forger"],
         },
         {"token": "acme-reader-token-00001", "principal": "user:auditor", "read": [TA], "write": []},
     ]
@@ -171,7 +173,7 @@ async def _relabelled(tenant: str, *, shared_topic: str | None = None, claim: st
         topics = [shared_topic] if shared_topic else []
         memory = await forger.add("planted", tenant_id=tenant, shared=True, topics=topics)
         payload = wire.decode(await forger.export_since(list(memory.channels)))
-    deltas = [dataclasses.replace(d, seqs={claim: seq}) for d in payload.deltas]
+    deltas = [dataclasses.replace(d, seqs={claim: seq}, signature=None) for d in payload.deltas]
     return wire.encode(wire.Payload("forger", deltas))
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import random
 from collections.abc import AsyncIterator
 
@@ -197,7 +198,16 @@ async def _coalesce_script(script):
         await b.apply(await a.export_since(U1, b.version_vector(U1)))
         deltas = b.store.deltas_since([U1], {}, None)
         await plain.apply(wire.encode(wire.Payload("b", deltas, {})))
-        await merged.apply(wire.encode(wire.Payload("b", coalesce(deltas), {})))
+        # b merges (and signs again) its own signed runs; a's signed deltas pass through as they are
+        ours = coalesce(deltas, b.id, b.signer)
+        await merged.apply(wire.encode(wire.Payload("b", ours, {}, b.keys_for(ours))))
+        # unsigned (written before signing, or by a foreign client): every origin's runs merge
+        unsigned = [dataclasses.replace(d, signature=None) for d in deltas]
+        async with Replica(None, replica_id="merged-unsigned") as other:
+            await other.apply(wire.encode(wire.Payload("b", coalesce(unsigned), {})))
+            for memory_id in (counter.id, items.id):
+                assert (await other.get(memory_id)).content == (await plain.get(memory_id)).content
+            assert other.version_vector(U1) == plain.version_vector(U1)
         for memory_id in (counter.id, items.id):
             assert (await merged.get(memory_id)).content == (await plain.get(memory_id)).content
         assert merged.version_vector(U1) == plain.version_vector(U1) == b.version_vector(U1)
@@ -430,7 +440,7 @@ async def test_members_of_a_coalesced_delta_arriving_later_are_duplicates(tmp_pa
         memory = await a.add("v0", user_id="u1")
         for i in range(1, 4):
             await a.update(memory.id, content=f"v{i}")
-        merged = coalesce(a.store.deltas_since([U1], {}))
+        merged = coalesce(a.store.deltas_since([U1], {}), a.id, a.signer)  # signed again by a
         assert len(merged) == 1
         await b.apply(wire.encode(wire.Payload("relay", merged)))
         assert b.version_vector(U1) == {"a": 4}

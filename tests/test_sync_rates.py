@@ -38,7 +38,7 @@ async def _payloads(count: int, origin: str) -> list[tuple[str, bytes]]:
         for i in range(count):
             memory = await source.add(f"{origin} {i}", user_id="u1")
             deltas = [d for d in source.store.deltas_since([U1], {}) if d.doc_id == memory.id]
-            made.append((memory.id, wire.encode(wire.Payload(origin, deltas))))
+            made.append((memory.id, wire.encode(wire.Payload(origin, deltas, {}, source.keys_for(deltas)))))
     return made
 
 

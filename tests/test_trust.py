@@ -24,7 +24,7 @@ from crdtmem.store.base import DeltaRecord
 
 U1 = "user:u1:memories"
 T1 = "tenant:t1:shared"
-DEVICE = Principal("user:mallory", (U1,), (U1,), ("mallory-phone",))
+DEVICE = Principal("user:mallory", (U1,), (U1,), ("mallory-phone",), ("mallory-phone",))
 
 
 def _entry(**fields: object) -> dict[str, object]:

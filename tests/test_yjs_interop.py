@@ -353,3 +353,39 @@ async def test_yjs_writes_a_memory_of_ids_as_apps_have_them_on_escaped_channels(
         assert got.content == {"city": "Paris", "since": 2024} and not got.conflicted
         assert py.version_vector("user:org%3Aalice:memories")[JS] == 1
         assert js_view(wrote) == view(got)
+
+
+async def test_a_node_takes_yjs_deltas_unsigned_only_where_the_operator_allows(node: str, tmp_path) -> None:
+    """A foreign client cannot sign. Its unsigned deltas reach a node through a token bound to its
+    replica id and allowed to deliver them unsigned; the same push through a token bound to it but
+    not allowed unsigned deltas is refused, and nothing of it applies."""
+    import aiohttp
+
+    from crdtmem.access import TokenTable
+    from crdtmem.server import Node
+
+    allowed, strict = "web-unsigned-token-0001", "web-signed-only-token-1"
+    rights = {"read": [USER_CHANNEL], "write": [USER_CHANNEL], "origins": [JS]}
+    tokens = TokenTable.from_json(
+        {
+            "tokens": [
+                {"token": allowed, "principal": "user:web", **rights, "unsigned": [JS]},
+                {"token": strict, "principal": "user:web-strict", **rights},
+            ]
+        }
+    )
+    replica = Replica(tmp_path / "n.db", replica_id="py", wall_clock=Wall(T0))
+    async with Node(replica, tokens=tokens) as running, aiohttp.ClientSession() as session:
+        fact = await running.replica.add("Favourite colour is blue", user_id="u1")
+        step = {"op": "set_content", "value": "Favourite colour is green"}
+        wrote = run_js(
+            node, {"wall_ms": T0 + 1_000, "docs": [doc(fact.id, state(running.replica, fact.id), step)]}
+        )
+        payload = unb64(wrote["payload"])
+        url = f"{running.url}/v1/sync/push"
+        async with session.post(url, data=payload, headers={"Authorization": f"Bearer {strict}"}) as r:
+            assert r.status == 403 and "unsigned" in (await r.json())["message"]
+        assert (await running.replica.get(fact.id)).content == BLUE
+        async with session.post(url, data=payload, headers={"Authorization": f"Bearer {allowed}"}) as r:
+            assert r.status == 200 and (await r.json())["applied"] == 1
+        assert (await running.replica.get(fact.id)).content == "Favourite colour is green"

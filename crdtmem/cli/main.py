@@ -103,6 +103,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="one of its origins whose deltas it may deliver unsigned (a foreign client; repeatable)",
     )
 
+    key = commands.add_parser(
+        "key", help="print a replica's public signing key (to list it under \"keys\" in a tokens file)"
+    )
+    key.add_argument("--db", required=True, help="the replica's SQLite file")
+
     reindex = commands.add_parser(
         "reindex", help="rebuild a replica's search index from its store, then verify it"
     )
@@ -154,6 +159,34 @@ def _reindex(args: argparse.Namespace) -> int:
         return 2
 
 
+def _key(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from ..engine.signing import KeyPolicy, encode_key, open_keyring
+    from ..errors import CrdtmemError
+    from ..store.sqlite import SQLiteStore
+
+    if not Path(args.db).exists():
+        print(f"crdtmem key: no such database: {args.db}", file=sys.stderr)
+        return 2
+    store = SQLiteStore(args.db)
+    try:
+        store.open()
+        replica_id = store.get_meta("replica_id")
+        if not replica_id:
+            print(f"crdtmem key: {args.db} has no replica yet; serve it once first", file=sys.stderr)
+            return 2
+        signer, _ = open_keyring(store, replica_id, KeyPolicy())
+    except CrdtmemError as exc:
+        print(f"crdtmem key: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    print(json.dumps({"replica_id": replica_id, "public_key": encode_key(signer.public)}))
+    return 0
+
+
 def _token(args: argparse.Namespace) -> int:
     import json
     from pathlib import Path
@@ -200,6 +233,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return demo_main(args.dir, keep=args.keep, embedder=args.embedder)
     if args.command == "reindex":
         return _reindex(args)
+    if args.command == "key":
+        return _key(args)
     if args.command == "token":
         return _token(args)
     if args.command == "serve":

@@ -2,9 +2,13 @@
 
 A payload is one msgpack map (``docs/protocol.md`` has the normative form)::
 
-    {"format": "crdtmem.deltas", "v": 1, "from": <replica id>,
+    {"format": "crdtmem.deltas", "v": 2, "from": <replica id>,
      "vectors": {channel: {origin: seq}},   # the sender's version vectors for these channels
-     "deltas": [[uid, origin, doc_id, hlc, deps, update, {channel: seq}], ...]}
+     "keys": {origin: <32-byte Ed25519 public key>},   # version 2: keys of the signed deltas' origins
+     "deltas": [[uid, origin, doc_id, hlc, deps, update, {channel: seq}, {channel: [seq]}, sig], ...]}
+
+Version 1 deltas have 7 or 8 elements and no signature; receivers read both versions, and senders
+send version 1 to a peer that does not announce version 2 (it then loses the signatures).
 
 Payloads come from peers and are untrusted: :func:`decode` checks size, format, version and the shape of
 every field before anything is applied, and raises a :class:`~crdtmem.errors.PayloadError` subclass
@@ -13,7 +17,8 @@ that says what was wrong.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -25,8 +30,11 @@ from ..store.base import DeltaRecord, VersionVector
 from ..store.codec import delta_from_list, delta_to_list
 
 FORMAT = "crdtmem.deltas"
-VERSION = 1
+VERSION = 2
+"""The version this build writes; it reads every one of :data:`VERSIONS`."""
+VERSIONS = (1, 2)
 DEFAULT_MAX_PAYLOAD_BYTES = 32 * 1024 * 1024
+KEY_BYTES = 32
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,16 +42,24 @@ class Payload:
     sender: str
     deltas: list[DeltaRecord]
     vectors: dict[str, VersionVector] = field(default_factory=dict)
+    keys: dict[str, bytes] = field(default_factory=dict)
+    """Public keys of the signed deltas' origins, as the sender knows them (receivers may pin one
+    they do not know yet, trust on first use)."""
 
 
-def encode(payload: Payload) -> bytes:
-    body = {
+def encode(payload: Payload, version: int = VERSION) -> bytes:
+    """The payload in ``version`` (1 drops signatures and keys: for peers that speak only 1)."""
+    if version not in VERSIONS:
+        raise UnsupportedVersion(f"cannot write payload version {version}; this build writes {VERSIONS}")
+    body: dict[str, object] = {
         "format": FORMAT,
-        "v": VERSION,
+        "v": version,
         "from": payload.sender,
         "vectors": payload.vectors,
-        "deltas": [delta_to_list(d) for d in payload.deltas],
+        "deltas": [delta_to_list(d, version) for d in payload.deltas],
     }
+    if version >= 2:
+        body["keys"] = payload.keys
     return bytes(msgpack.packb(body, use_bin_type=True))
 
 
@@ -64,9 +80,10 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
         raise MalformedPayload(f"payload is not valid msgpack (truncated or garbage): {exc}") from exc
     if not isinstance(body, dict) or body.get("format") != FORMAT:
         raise MalformedPayload(f"not a crdtmem payload (expected format {FORMAT!r})")
-    if type(body.get("v")) is not int or body["v"] != VERSION:  # not True, not 1.0
+    version = body.get("v")
+    if type(version) is not int or version not in VERSIONS:  # not True, not 1.0
         raise UnsupportedVersion(
-            f"payload format version {body.get('v')!r}; this build speaks version {VERSION}"
+            f"payload format version {version!r}; this build speaks versions {', '.join(map(str, VERSIONS))}"
         )
     sender, raw_deltas, raw_vectors = body.get("from"), body.get("deltas"), body.get("vectors", {})
     if not isinstance(sender, str) or not sender:
@@ -75,7 +92,7 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
         raise MalformedPayload("payload 'deltas' must be a list")
     deltas = []
     for raw in raw_deltas:
-        delta = delta_from_list(raw)
+        delta = delta_from_list(raw, version)
         single = f"{delta.origin}:{delta.hlc}"
         # a coalesced delta's uid goes on with "/"; a page may carry only some of its seqs (no `also`)
         if delta.uid != single and not delta.uid.startswith(single + "/"):
@@ -86,7 +103,15 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
             except InvalidChannel as exc:
                 raise MalformedPayload(f"delta {delta.uid!r}: {exc}") from exc
         deltas.append(delta)
-    return Payload(sender, deltas, _vectors(raw_vectors))
+    return Payload(sender, deltas, _vectors(raw_vectors), _keys(body.get("keys", {})))
+
+
+def _keys(raw: Any) -> dict[str, bytes]:
+    if not isinstance(raw, dict) or not all(
+        isinstance(o, str) and isinstance(k, bytes) and len(k) == KEY_BYTES for o, k in raw.items()
+    ):
+        raise MalformedPayload(f"payload 'keys' must map origins to {KEY_BYTES}-byte public keys")
+    return dict(raw)
 
 
 def _vectors(raw: Any) -> dict[str, VersionVector]:
@@ -115,3 +140,18 @@ def normalize_since(
     if not all(isinstance(v, int) for v in since.values()):
         raise MalformedPayload("a version vector maps origin replica ids to ints")
     return {channels[0]: dict(since)}  # type: ignore[arg-type]
+
+
+def restrict(payload: Payload, keep: Callable[[str], bool]) -> Payload:
+    """Each delta logged only on the channels ``keep`` accepts (those a sender may write, or a link
+    accepts from its peer). A signed delta carries its origin's claim on every channel of its memory
+    (``crdtmem.engine.signing``); the signature still covers what is kept. A delta may be left with
+    no channel: the caller decides what that means."""
+    if all(keep(c) for d in payload.deltas for c in d.seqs):
+        return payload
+    deltas = []
+    for delta in payload.deltas:
+        seqs = {c: s for c, s in delta.seqs.items() if keep(c)}
+        also = {c: s for c, s in delta.also.items() if c in seqs}
+        deltas.append(dataclasses.replace(delta, seqs=seqs, channels=tuple(seqs), also=also))
+    return dataclasses.replace(payload, deltas=deltas)

@@ -123,10 +123,15 @@ class Publisher:
         for doc_id, doc in stale.items():
             self._work.docs.put(doc_id, doc)
         if self.listeners:
-            committed = [  # local deltas with the sequence numbers the store gave them
+            committed = [  # local deltas with the sequence numbers (and signatures) the store gave them
                 d
                 if d.seqs
-                else dataclasses.replace(d, seqs=result.seqs[d.uid], channels=tuple(result.seqs[d.uid]))
+                else dataclasses.replace(
+                    d,
+                    seqs=result.seqs[d.uid],
+                    channels=tuple(result.seqs[d.uid]),
+                    signature=result.signatures.get(d.uid),
+                )
                 for d in work.deltas
             ]
             for listener in self.listeners:

@@ -44,6 +44,7 @@ import logging
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from ..access import OPEN, AccessDenied, Principal
 from ..clock import Hlc, HybridLogicalClock, WallClock
@@ -60,6 +61,7 @@ from .inbound import ApplyResult, check_clocks, triage
 from .locks import KeyedLocks
 from .materialize import Materializer
 from .publish import Publisher
+from .signing import Keyring
 from .trust import authenticate
 from .waiting import Delivered, Resolver, WaitingLimits, WaitingSet
 from .workset import WorkingSet
@@ -105,6 +107,7 @@ class RemoteApply:
         publisher: Publisher,
         replica_id: Callable[[], str],
         wall: WallClock,
+        keyring: Callable[[], Keyring | None],
         limits: WaitingLimits | None = None,
     ):
         self._clock = clock
@@ -118,11 +121,20 @@ class RemoteApply:
         self.materializer: Materializer | None = None
         """Reads back the memories of a batch after its commit (None: always read back at once)."""
         self.read_back_at_most = READ_BACK_AT_MOST
+        self._keyring = keyring
         self.waiting = WaitingSet(limits)
         """Deltas stored but waiting for their causal dependencies, with their senders."""
         self.counts: Counter[str] = Counter()
         """Deltas refused since start, by why: ``unauthenticated``, ``denied``, ``rejected``, ``clock``."""
         self._commits = 0  # applies committed: an apply that waited for its locks re-checks if it moved
+
+    def status(self) -> dict[str, Any]:
+        return {
+            "pending": len(self.waiting),
+            "pending_by_sender": self.waiting.by_sender(),
+            "pending_evicted": self.waiting.evicted,
+            "refused": dict(self.counts),
+        }
 
     def load_pending(self, resolve: Resolver | None) -> None:
         """Take up the waiting deltas the store kept (on open), within the bounds."""
@@ -141,10 +153,12 @@ class RemoteApply:
         sorted_in = triage(received.deltas, self._store, self.waiting, self._subscribed)
         duplicates, ignored = sorted_in.duplicates, sorted_in.ignored
         # what is not stored here yet must come from a sender entitled to its origin
-        fresh_in = authenticate(sorted_in.fresh, sender, self._replica_id())
-        relog_in = authenticate(sorted_in.relog, sender, self._replica_id())
+        keyring, own = self._keyring(), self._replica_id()
+        fresh_in = authenticate(sorted_in.fresh, sender, own, keyring, received.keys)
+        relog_in = authenticate(sorted_in.relog, sender, own, keyring, received.keys)
         unauthenticated = len(fresh_in.refused) + len(relog_in.refused)
-        self.counts["unauthenticated"] += unauthenticated
+        if unauthenticated:
+            self.counts["unauthenticated"] += unauthenticated
         now = self._now()
         fresh = [Delivered(d, sender, now) for d in fresh_in.accepted]
         relog = [Delivered(d, sender, now) for d in relog_in.accepted]

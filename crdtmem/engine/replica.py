@@ -53,6 +53,7 @@ from .locks import KeyedLocks
 from .materialize import Materializer
 from .publish import Publisher
 from .remote import RemoteApply
+from .signing import KeyPolicy, Keyring, Signer, open_keyring
 from .snapshots import EVERY_DELTAS as SNAPSHOT_EVERY
 from .snapshots import Snapshots
 from .waiting import Resolver, WaitingLimits
@@ -146,6 +147,7 @@ class Replica:
             publisher=self._publisher,
             replica_id=lambda: self._id,
             wall=wall_clock,
+            keyring=lambda: self.keyring,
             limits=waiting_limits,
         )
         self.resolve_rights: Resolver | None = None
@@ -156,6 +158,12 @@ class Replica:
         self._materializer = self._remote.materializer = Materializer(
             self._work, self._locks, self._publisher, self.clock, busy=lambda: self._applying > 0
         )
+        self.key_policy = KeyPolicy()
+        """Which origins' keys to trust (a node sets it from its tokens file before start)."""
+        self.keyring: Keyring | None = None
+        """The keys this replica verifies remote deltas with, and its own (once started)."""
+        self.signer: Signer | None = None
+        """This replica's signing key (once started)."""
         self._id = ""
         self._open = False
         self._index_settings = IndexSettings() if index is True else (index or None)
@@ -179,13 +187,7 @@ class Replica:
 
     def trust_status(self) -> dict[str, Any]:
         """What the trust checks refused and evicted since start, and who has deltas waiting."""
-        waiting = self._remote.waiting
-        return {
-            "pending": len(waiting),
-            "pending_by_sender": waiting.by_sender(),
-            "pending_evicted": waiting.evicted,
-            "refused": dict(self._remote.counts),
-        }
+        return self._remote.status()
 
     async def start(self) -> Replica:
         if self._open:
@@ -205,6 +207,7 @@ class Replica:
             last = self._store.last_hlc()
             if last:
                 self.clock.restore(Hlc.decode(last))
+            self.signer, self.keyring = open_keyring(self._store, self._id, self.key_policy)
             self._remote.load_pending(self.resolve_rights)
             self._work.warm(self.channels, self._warm)
             self._committer.start()
@@ -630,6 +633,7 @@ class Replica:
         since: VersionVector | dict[str, VersionVector] | None = None,
         *,
         limit: int | None = None,
+        version: int = wire.VERSION,
     ) -> bytes:
         """The deltas of ``channels`` that a peer at ``since`` is missing, as a payload.
 
@@ -638,6 +642,7 @@ class Replica:
             since: the peer's version vector (``{origin: seq}`` for one channel, or
                 ``{channel: {origin: seq}}``); None or empty exports everything.
             limit: at most this many deltas (the peer asks again with its new vector for more).
+            version: the payload version (1 for a reader that speaks only 1: no signatures).
         """
         self._check_open()
         names = parse_channels([channels] if isinstance(channels, str) else channels)
@@ -647,7 +652,11 @@ class Replica:
             raise InvalidInput(str(exc)) from exc
         deltas = self._store.deltas_since(names, vectors, limit)
         mine = {c: self._store.version_vector(c) for c in names}
-        return wire.encode(wire.Payload(self._id, deltas, mine))
+        return wire.encode(wire.Payload(self._id, deltas, mine, self.keys_for(deltas)), version)
+
+    def keys_for(self, deltas: Sequence[DeltaRecord]) -> dict[str, bytes]:
+        """The public keys to send along with these deltas (receivers pin them on first use)."""
+        return self.keyring.keys_for(deltas) if self.keyring is not None else {}
 
     async def apply(self, data: bytes) -> ApplyResult:
         """Merge a payload from :meth:`export_since` (any replica, any order, any number of times).

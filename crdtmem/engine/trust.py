@@ -1,10 +1,16 @@
-"""Which inbound deltas are authentic: the sender is entitled to introduce each delta's origin.
+"""Which inbound deltas are authentic: the sender is entitled to introduce each delta's origin,
+and the origin signed it (or the sender may vouch for it unsigned).
 
 A delta's origin and its sequence numbers decide what every receiver's version vector claims, so a
 delta whose origin its sender may not speak for is never applied, logged or parked: it is refused
 and counted, and nothing about that origin changes here (``DESIGN.md``, trust model). The rights
-come from the sender (:class:`~crdtmem.access.Principal`: a token's ``origins``); a payload handed to
-the engine without one is vouched for by its caller (:data:`~crdtmem.access.OPEN`).
+come from the sender (:class:`~crdtmem.access.Principal`: a token's ``origins`` and ``unsigned``); a
+payload handed to the engine without one is vouched for by its caller (:data:`~crdtmem.access.OPEN`).
+
+A signed delta must verify against its origin's key (:class:`~crdtmem.engine.signing.Keyring`), and
+the sequence numbers it is delivered with must be among those its origin signed: a relay forwards
+signed deltas but cannot change them. An unsigned one is taken only from a sender whose
+``unsigned`` covers its origin.
 
 A replica never takes a delta of its own origin that it does not hold: it assigns its own sequence
 numbers, and a foreign delta under its name would take one of them.
@@ -13,11 +19,12 @@ numbers, and a foreign delta under its name would take one of them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..access import Principal
 from ..store.base import DeltaRecord
+from .signing import Keyring, encode_key, verify
 
 log = logging.getLogger("crdtmem.trust")
 
@@ -31,11 +38,21 @@ class Authenticated:
     """With the reason, for the log and for the sender."""
 
 
-def authenticate(deltas: Sequence[DeltaRecord], sender: Principal, own_origin: str) -> Authenticated:
-    """Split ``deltas`` (none of them stored here yet, or only some of their entries) by origin."""
+def authenticate(
+    deltas: Sequence[DeltaRecord],
+    sender: Principal,
+    own_origin: str,
+    keyring: Keyring | None = None,
+    presented: Mapping[str, bytes] | None = None,
+) -> Authenticated:
+    """Split ``deltas`` (none of them stored here yet, or only some of their entries) into those
+    whose sender may introduce them, with a signature of their origin where one is needed, and the
+    rest. ``presented``: the public keys the payload carried (a key is pinned on first use)."""
     out = Authenticated()
     for delta in deltas:
         reason = refusal(delta.origin, sender, own_origin)
+        if reason is None:
+            reason = _signature_refusal(delta, sender, keyring, presented or {})
         if reason is None:
             out.accepted.append(delta)
         else:
@@ -59,3 +76,44 @@ def refusal(origin: str, sender: Principal, own_origin: str) -> str | None:
     if origin == own_origin:
         return f"a delta of this replica's own origin {origin!r} that it does not hold"
     return None
+
+
+def unsigned_refusal(origin: str, sender: Principal) -> str | None:
+    """Why ``sender`` may not deliver an unsigned delta of ``origin``, or None if it may."""
+    if sender.may_introduce_unsigned(origin):
+        return None
+    return (
+        f"{sender.name} delivered an unsigned delta of origin {origin!r}; it may deliver only deltas "
+        "signed by their origin (its tokens entry lists no 'unsigned' for that origin)"
+    )
+
+
+def _signature_refusal(
+    delta: DeltaRecord, sender: Principal, keyring: Keyring | None, presented: Mapping[str, bytes]
+) -> str | None:
+    signed, origin = delta.signature, delta.origin
+    if signed is None or keyring is None:
+        return unsigned_refusal(origin, sender)
+    stray = [c for c in delta.seqs if not signed.covers(c, delta.all_seqs(c))]
+    if stray:
+        return f"delta {delta.uid} claims sequence numbers in {', '.join(stray)} its origin did not sign"
+    keys = keyring.known(origin)
+    if keys:
+        if any(verify(key, delta) for key in keys):
+            return None
+        return f"delta {delta.uid} is not signed by the key of origin {origin!r} known here"
+    if keyring.strict:
+        return f"no key of origin {origin!r} is listed here, and this node trusts listed keys only"
+    offered = presented.get(origin)
+    if offered is not None and verify(offered, delta):
+        keyring.pin(origin, offered)
+        log.info(
+            "pinned the public key %s of origin %s (first use, from %s)",
+            encode_key(offered),
+            origin,
+            sender.name,
+        )
+        return None
+    if sender.may_introduce_unsigned(origin):
+        return None  # taken as if unsigned: this sender may vouch for the origin
+    return f"delta {delta.uid} is signed by origin {origin!r}, whose key is neither known here nor presented"

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from ..access import Principal, TokenTable
 from ..engine.replica import Replica
+from ..engine.signing import KeyPolicy, encode_key
 from ..errors import CrdtmemError, InvalidInput
 from ..ids import parse_channels
 from ..metrics import Metrics
@@ -88,6 +89,7 @@ class Node:
         self._runner: web.AppRunner | None = None
         if tokens is not None:
             replica.resolve_rights = tokens.rights_of
+            replica.key_policy = KeyPolicy(dict(tokens.keys), tokens.strict_keys)
         self.metrics.gauge(
             "crdtmem_pending_deltas",
             "deltas waiting for their causal dependencies, by the principal that delivered them",
@@ -213,6 +215,7 @@ class Node:
         channels = list(replica.channels) if replica.channels is not None else replica.store.channels()
         return {
             "replica_id": replica.id,
+            "public_key": encode_key(replica.signer.public) if replica.signer is not None else None,
             "url": self.url,
             "channels": channels,
             "subscribed": list(replica.channels) if replica.channels is not None else None,

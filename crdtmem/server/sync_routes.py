@@ -20,12 +20,12 @@ from aiohttp import web
 
 from ..access import AccessDenied, Principal
 from ..engine import payload as wire
-from ..engine.trust import refusal
-from ..errors import CrdtmemError, InvalidInput, MalformedPayload
+from ..engine.trust import refusal, unsigned_refusal
+from ..errors import CrdtmemError, InvalidInput, MalformedPayload, UnsupportedVersion
 from ..ids import parse_channels
-from ..store.base import within_bytes
+from ..store.base import DeltaRecord, within_bytes
 from ..sync.link import Link
-from ..sync.protocol import FrameError, check_vectors, decode_frame, encode_frame
+from ..sync.protocol import FrameError, check_vectors, decode_frame, encode_frame, payload_version
 from .auth import PRINCIPAL
 
 if TYPE_CHECKING:
@@ -48,11 +48,17 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         limit = body.get("limit", 1000)
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PULL_PAGE:
             raise InvalidInput(f"limit must be an int between 1 and {MAX_PULL_PAGE}")
+        version = body.get("v", 1)  # the payload version the puller reads (absent: 1, unsigned)
+        if version not in wire.VERSIONS or isinstance(version, bool):
+            raise UnsupportedVersion(
+                f"pull asks for payload version {version!r}; this node writes {wire.VERSIONS}"
+            )
         replica = node.replica
         mine = replica.version_vectors(channels)
         page = replica.store.deltas_since(channels, vectors, limit)
         deltas = within_bytes(page, replica.max_payload_bytes // 2)  # the peer's limit is as big, or bigger
-        data = wire.encode(wire.Payload(replica.id, deltas, mine))
+        keys = replica.keys_for(deltas) if version >= 2 else {}
+        data = wire.encode(wire.Payload(replica.id, deltas, mine, keys), version)
         node.metrics.inc("crdtmem_pull_deltas_total", len(deltas))
         more = "1" if len(page) >= limit or len(deltas) < len(page) else "0"
         response = web.Response(
@@ -66,7 +72,8 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         principal = request[PRINCIPAL]
         node.check_rate(principal)
         received = wire.decode(await request.read(), max_bytes=node.replica.max_payload_bytes)
-        _require(principal, sorted({c for d in received.deltas for c in d.seqs}), "write")
+        received = wire.restrict(received, principal.may_write)  # a signed claim names every channel
+        _require(principal, sorted({c for d in received.deltas if not d.seqs for c in _claimed(d)}), "write")
         _require_origins(principal, received, node.replica.id)
         # delta by delta: what the caller may not do is decided against and counted, the rest applies
         result = await node.replica.apply_payload(received, sender=principal, isolate=True)
@@ -108,6 +115,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
                 mode=hello.get("mode", "eager"),
                 interval_ms=hello.get("interval_ms", 0),
                 vectors=node.replica.version_vectors(accept),
+                versions=list(wire.VERSIONS),
             )
         )
         settings = node.link_settings(hello.get("mode", "eager"), hello.get("interval_ms", 0))
@@ -122,6 +130,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
             metrics=node.metrics,
             sender=principal,
             admit=lambda: node.check_rate(principal),  # each deltas frame, as each push
+            version=payload_version(hello),
         )
         node.links.add(link)
         node.metrics.inc("crdtmem_ws_connections_total", side="server")
@@ -167,6 +176,10 @@ def _channels(raw: Any) -> list[str]:
     return channels
 
 
+def _claimed(delta: DeltaRecord) -> dict[str, int]:
+    return delta.signature.seqs if delta.signature is not None else delta.seqs
+
+
 def _require_origins(principal: Principal, received: wire.Payload, own_origin: str) -> None:
     """A push may only carry deltas of origins the caller may introduce (the engine would refuse
     them one by one; a client sending them at all gets told, and nothing of the payload applies).
@@ -176,6 +189,10 @@ def _require_origins(principal: Principal, received: wire.Payload, own_origin: s
             raise AccessDenied(
                 f"{refusal(origin, principal, own_origin)}; nothing of this payload was applied"
             )
+    for origin in sorted({d.origin for d in received.deltas if d.signature is None}):
+        reason = unsigned_refusal(origin, principal)
+        if reason is not None:
+            raise AccessDenied(f"{reason}; nothing of this payload was applied")
 
 
 def _require(principal: Principal, channels: list[str], access: str) -> None:

@@ -28,7 +28,7 @@ the event loop. Implementations make that safe.
 from __future__ import annotations
 
 import heapq
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +37,24 @@ from ..document.yroots import YDoc
 
 VersionVector = dict[str, int]
 """``{origin replica: highest contiguous seq}`` for one channel."""
+
+
+@dataclass(frozen=True, slots=True)
+class Signature:
+    """An origin's Ed25519 signature of a delta and of its *claim*: its sequence numbers in every
+    channel of the memory (``seqs``, and ``also`` for a coalesced delta), which relays forward
+    verbatim (``crdtmem.engine.signing``)."""
+
+    sig: bytes
+    seqs: dict[str, int]
+    also: dict[str, tuple[int, ...]] = field(default_factory=dict)
+
+    def covers(self, channel: str, seqs: tuple[int, ...]) -> bool:
+        """Whether the claim holds every one of ``seqs`` in ``channel``."""
+        if channel not in self.seqs:
+            return False
+        claimed = {self.seqs[channel], *self.also.get(channel, ())}
+        return all(seq in claimed for seq in seqs)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +78,8 @@ class DeltaRecord:
     channels: tuple[str, ...]
     seqs: dict[str, int] = field(default_factory=dict)
     also: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    signature: Signature | None = None
+    """Its origin's signature (None: unsigned, e.g. a foreign client's, or stored before signing)."""
 
     def all_seqs(self, channel: str) -> tuple[int, ...]:
         """Every sequence number this delta covers in ``channel``, ascending."""
@@ -194,10 +214,19 @@ class CommitResult:
     seqs: dict[str, dict[str, int]] = field(default_factory=dict)
     rows: dict[str, int] = field(default_factory=dict)
     """Each delta's row id (by uid): the order of the log here, and what snapshots count by."""
+    signatures: dict[str, Signature] = field(default_factory=dict)
+    """For local deltas, when the store has a signer: their signatures (made once seqs are known)."""
+
+
+LocalSigner = Callable[["DeltaRecord", dict[str, int]], Signature]
+"""Signs a local delta with the sequence numbers the store gives it, inside the commit."""
 
 
 class Store(Protocol):
     """The storage port. See the module docstring for the data model."""
+
+    signer: LocalSigner | None
+    """Set by the replica: local deltas are signed with it, in the commit that numbers them."""
 
     def open(self) -> None: ...
 

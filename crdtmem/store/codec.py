@@ -2,26 +2,48 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import msgpack
 
 from ..errors import MalformedPayload
-from .base import DeltaRecord
+from .base import DeltaRecord, Signature
 
 MAX_COVERED = 10_000
 MAX_SEQ = 2**63 - 1  # the largest SQLite INTEGER
+SIGNATURE_BYTES = 64
 
 
-def delta_to_list(delta: DeltaRecord) -> list[Any]:
-    fields = [delta.uid, delta.origin, delta.doc_id, delta.hlc, delta.deps, delta.update, delta.seqs]
-    if delta.also:
-        fields.append({c: list(s) for c, s in delta.also.items()})
+def delta_to_list(delta: DeltaRecord, version: int = 1) -> list[Any]:
+    """The wire form: version 1 ``[uid, origin, doc_id, hlc, deps, update, seqs, also?]``; version 2
+    ``[uid, origin, doc_id, hlc, deps, update, seqs, also, sig]``, where a signed delta carries its
+    origin's whole claim as ``seqs``/``also`` (relays restrict nothing of it) and ``sig`` is nil for
+    an unsigned one."""
+    signed = delta.signature if version >= 2 else None
+    seqs, also = (signed.seqs, signed.also) if signed is not None else (delta.seqs, delta.also)
+    fields: list[Any] = [delta.uid, delta.origin, delta.doc_id, delta.hlc, delta.deps, delta.update, seqs]
+    if also or version >= 2:
+        fields.append({c: list(s) for c, s in also.items()})
+    if version >= 2:
+        fields.append(signed.sig if signed is not None else None)
     return fields
 
 
-def delta_from_list(raw: Any) -> DeltaRecord:
+def delta_from_list(raw: Any, version: int = 1) -> DeltaRecord:
     """Validate the shape of one wire delta; raises MalformedPayload with what is wrong."""
+    if version >= 2:
+        if not isinstance(raw, list) or len(raw) != 9:
+            raise MalformedPayload(
+                "a version 2 delta is [uid, origin, doc_id, hlc, deps, update, seqs, also, sig]"
+            )
+        delta = delta_from_list(raw[:8])
+        sig = raw[8]
+        if sig is None:
+            return delta
+        if not isinstance(sig, bytes) or len(sig) != SIGNATURE_BYTES:
+            raise MalformedPayload(f"delta {delta.uid!r}: sig must be nil or {SIGNATURE_BYTES} bytes")
+        return dataclasses.replace(delta, signature=Signature(sig, dict(delta.seqs), dict(delta.also)))
     if not isinstance(raw, list) or len(raw) not in (7, 8):
         raise MalformedPayload("a delta is [uid, origin, doc_id, hlc, deps, update, seqs, also?]")
     uid, origin, doc_id, hlc, deps, update, seqs = raw[:7]
@@ -59,8 +81,33 @@ def _also(raw: Any, seqs: dict[str, int]) -> dict[str, tuple[int, ...]]:
 
 
 def encode_delta(delta: DeltaRecord) -> bytes:
-    return bytes(msgpack.packb(delta_to_list(delta), use_bin_type=True))
+    """The stored form (waiting and decided deltas): the version 1 fields with the seqs this replica
+    logs, then ``[sig, claim seqs, claim also]`` of a signed delta."""
+    fields = delta_to_list(delta)
+    if delta.signature is not None:
+        if len(fields) == 7:
+            fields.append({})
+        signed = delta.signature
+        fields += [signed.sig, signed.seqs, {c: list(s) for c, s in signed.also.items()}]
+    return bytes(msgpack.packb(fields, use_bin_type=True))
 
 
 def decode_delta(blob: bytes) -> DeltaRecord:
-    return delta_from_list(msgpack.unpackb(blob, raw=False))
+    raw = msgpack.unpackb(blob, raw=False)
+    if isinstance(raw, list) and len(raw) == 11:
+        delta = delta_from_list(raw[:8])
+        sig, seqs, also = raw[8:]
+        return dataclasses.replace(
+            delta, signature=Signature(sig, seqs, {c: tuple(s) for c, s in also.items()})
+        )
+    return delta_from_list(raw)
+
+
+def encode_claim(signature: Signature) -> bytes:
+    """A signature's claim as the store keeps it beside the delta (``deltas.claim``)."""
+    return bytes(msgpack.packb([signature.seqs, {c: list(s) for c, s in signature.also.items()}]))
+
+
+def decode_claim(sig: bytes, blob: bytes) -> Signature:
+    seqs, also = msgpack.unpackb(blob, raw=False)
+    return Signature(sig, seqs, {c: tuple(s) for c, s in also.items()})

@@ -18,6 +18,7 @@ from .base import (
     Decision,
     DeltaRecord,
     DocWrite,
+    LocalSigner,
     PendingDelta,
     StagedVectors,
     StoredDoc,
@@ -30,6 +31,7 @@ from .base import (
 
 class MemoryStore:
     def __init__(self) -> None:
+        self.signer: LocalSigner | None = None
         self._lock = threading.RLock()
         self._meta: dict[str, str] = {}
         self._docs: dict[str, tuple[DocWrite, int]] = {}
@@ -81,7 +83,12 @@ class MemoryStore:
                         index = known
                     else:
                         index = len(self._deltas) + len(staged_deltas)
-                        staged_deltas.append(replace(delta, seqs=dict(seqs), channels=tuple(seqs)))
+                        signed = delta.signature
+                        if not delta.seqs and self.signer is not None:  # local: signed as it is numbered
+                            signed = result.signatures[delta.uid] = self.signer(delta, seqs)
+                        staged_deltas.append(
+                            replace(delta, seqs=dict(seqs), channels=tuple(seqs), signature=signed)
+                        )
                         staged_index[delta.uid] = index
                     result.rows[delta.uid] = index + 1
                     for channel, last in seqs.items():

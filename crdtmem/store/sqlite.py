@@ -26,6 +26,7 @@ from .base import (
     CommitResult,
     Decision,
     DeltaRecord,
+    LocalSigner,
     PendingDelta,
     StagedVectors,
     StoredDoc,
@@ -35,6 +36,7 @@ from .base import (
     split_covered,
 )
 from .checkpoint import Checkpointer
+from .codec import decode_claim, encode_claim
 from .schema import create_or_migrate
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
@@ -45,6 +47,7 @@ class SQLiteStore:
     """A :class:`~crdtmem.store.base.Store` in one SQLite file."""
 
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL"):
+        self.signer: LocalSigner | None = None
         self.path = Path(path)
         self.synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
@@ -178,21 +181,34 @@ class SQLiteStore:
     ) -> tuple[CommitResult, int, int]:
         result = CommitResult()
         log_rows: list[tuple[str, str, int, int | None]] = []
-        new_rows: list[tuple[int, str, str, str, str, bytes, bytes]] = []
+        new_rows: list[tuple[int, str, str, str, str, bytes, bytes, bytes | None, bytes | None]] = []
         relinked: list[tuple[int, str, str, int]] = []
         undecided: set[str] = set()
         for delta in unit.deltas:
             delta_id = known.get(delta.uid)
             new = delta_id is None
-            if delta_id is None:  # known deltas are only logged under channels they lack
-                delta_id = known[delta.uid] = next_id
-                next_id += 1
-                new_rows.append(
-                    (delta_id, delta.uid, delta.origin, delta.doc_id, delta.hlc, delta.deps, delta.update)
-                )
             seqs = delta.seqs or {
                 channel: staged.vector(channel).get(delta.origin, 0) + 1 for channel in delta.channels
             }
+            if delta_id is None:  # known deltas are only logged under channels they lack
+                delta_id = known[delta.uid] = next_id
+                next_id += 1
+                signed = delta.signature
+                if not delta.seqs and self.signer is not None:  # a local delta: signed as it is numbered
+                    signed = result.signatures[delta.uid] = self.signer(delta, seqs)
+                new_rows.append(
+                    (
+                        delta_id,
+                        delta.uid,
+                        delta.origin,
+                        delta.doc_id,
+                        delta.hlc,
+                        delta.deps,
+                        delta.update,
+                        signed.sig if signed is not None else None,
+                        encode_claim(signed) if signed is not None else None,
+                    )
+                )
             for channel, last in seqs.items():
                 for seq in (*delta.also.get(channel, ()), last):
                     if staged.is_logged(channel, delta.origin, seq):
@@ -213,8 +229,8 @@ class SQLiteStore:
                         log_rows.append((channel, refused.origin, seq, None))
         if new_rows:
             conn.executemany(
-                "INSERT INTO deltas(id, uid, origin, doc_id, hlc, deps, [update]) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                "INSERT INTO deltas(id, uid, origin, doc_id, hlc, deps, [update], sig, claim) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 new_rows,
             )
         if log_rows:
@@ -419,13 +435,15 @@ class SQLiteStore:
             chunk = ids[start : start + 500]
             marks = ",".join("?" * len(chunk))
             rows = conn.execute(
-                f"SELECT id, uid, origin, doc_id, hlc, deps, [update] FROM deltas WHERE id IN ({marks})",
+                f"SELECT id, uid, origin, doc_id, hlc, deps, [update], sig, claim FROM deltas "
+                f"WHERE id IN ({marks})",
                 chunk,
             )
-            for delta_id, uid, origin, doc_id, hlc, deps, update in rows:
+            for delta_id, uid, origin, doc_id, hlc, deps, update, sig, claim in rows:
                 seqs, also = split_covered(wanted[delta_id])
+                signed = decode_claim(bytes(sig), bytes(claim)) if sig is not None else None
                 found[delta_id] = DeltaRecord(
-                    uid, origin, doc_id, hlc, bytes(deps), bytes(update), tuple(seqs), seqs, also
+                    uid, origin, doc_id, hlc, bytes(deps), bytes(update), tuple(seqs), seqs, also, signed
                 )
         return [found[delta_id] for delta_id in ids]
 

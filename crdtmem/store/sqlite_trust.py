@@ -3,6 +3,8 @@
 - ``pending`` keeps, with each waiting delta, who delivered it (``sender``) and when (``received``);
   rows written before these columns existed have no sender and are dropped on open: they were never
   claimed by a version vector, so their senders send them again.
+- ``deltas.sig`` and ``deltas.claim`` keep a signed delta's origin signature and claim (NULL for
+  deltas stored unsigned, or before signing existed: they keep working as they are);
 - ``decided`` keeps the deltas decided against (:class:`~crdtmem.store.base.Decision`); their
   ``log`` rows have no ``delta_id``.
 """
@@ -23,6 +25,10 @@ def create(db: Any, tables: set[str]) -> None:
         if name not in columns:
             db.execute(f"ALTER TABLE pending ADD COLUMN {name} {kind}")
     db.execute("DELETE FROM pending WHERE sender IS NULL")
+    columns = {row[1] for row in db.execute("PRAGMA table_info(deltas)").fetchall()}
+    for name in ("sig", "claim"):  # a delta's origin signature and its claim (NULL: unsigned)
+        if name not in columns:
+            db.execute(f"ALTER TABLE deltas ADD COLUMN {name} BLOB")
     if "decided" not in tables:
         db.execute(
             "CREATE TABLE decided (id INTEGER PRIMARY KEY, uid TEXT UNIQUE, origin TEXT, doc_id TEXT, "

@@ -15,11 +15,12 @@ header; an update with structs of several clients never starts or extends a run.
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 import pycrdt
 
 from ..document import statevector
+from ..engine.signing import Signer
 from ..errors import MalformedPayload
 from ..store.base import DeltaRecord
 
@@ -50,20 +51,30 @@ def _follows(previous: DeltaRecord, following: DeltaRecord) -> bool:
     return all(before.get(c, 0) == after.get(c, 0) for c in clients)
 
 
-def coalesce(deltas: Iterable[DeltaRecord]) -> list[DeltaRecord]:
+def coalesce(
+    deltas: Iterable[DeltaRecord], own_origin: str = "", signer: Signer | None = None
+) -> list[DeltaRecord]:
     """Merge runs of same-document, same-origin deltas; other deltas pass through unchanged.
 
     A merged delta takes the position of its first member, which is causally safe: every member
     depends only on what the first depended on plus the earlier members.
+
+    Only merges whose signature survives: runs of unsigned deltas (the result is unsigned), and runs
+    of this replica's own signed deltas (``own_origin``, signed again with ``signer`` over the merged
+    claim). Another origin's signed deltas pass through as they are: a relay cannot sign for them.
     """
     out: list[DeltaRecord | list[DeltaRecord]] = []
     open_runs: dict[tuple[str, str], list[DeltaRecord]] = {}
     for delta in deltas:
         key = (delta.doc_id, delta.origin)
         run = open_runs.get(key)
+        signed = delta.signature is not None
+        mergeable = not signed or (signer is not None and delta.origin == own_origin)
         if (
             run is not None
+            and mergeable
             and len(run) < MAX_RUN
+            and (run[-1].signature is not None) == signed
             and set(run[-1].seqs) == set(delta.seqs)
             and _follows(run[-1], delta)
         ):
@@ -72,21 +83,41 @@ def coalesce(deltas: Iterable[DeltaRecord]) -> list[DeltaRecord]:
         run = [delta]
         open_runs[key] = run
         out.append(run)
-    return [_merge(item) if isinstance(item, list) else item for item in out]
+    return [_merge(item, signer) if isinstance(item, list) else item for item in out]
 
 
-def _merge(run: list[DeltaRecord]) -> DeltaRecord:
+def _merge(run: list[DeltaRecord], signer: Signer | None) -> DeltaRecord:
     if len(run) == 1:
         return run[0]
     first, last = run[0], run[-1]
-    also: dict[str, tuple[int, ...]] = {}
-    for channel in last.seqs:
-        covered = sorted({s for d in run for s in d.all_seqs(channel)})
-        also[channel] = tuple(covered[:-1])
-    return dataclasses.replace(
+    merged = dataclasses.replace(
         last,
         uid=f"{last.origin}:{last.hlc}/{first.hlc}",
         deps=first.deps,
         update=bytes(pycrdt.merge_updates(*(d.update for d in run))),
-        also=also,
+        also=_covered(run, last.seqs, lambda d: (d.seqs, d.also)),
     )
+    if last.signature is None or signer is None:
+        return merged
+    claim = {c: max(d.signature.seqs[c] for d in run if d.signature) for c in last.signature.seqs}
+    claim_also = _covered(
+        run, claim, lambda d: (d.signature.seqs, d.signature.also) if d.signature else ({}, {})
+    )
+    return dataclasses.replace(merged, signature=signer.sign(merged, claim, claim_also))
+
+
+def _covered(
+    run: list[DeltaRecord],
+    seqs: dict[str, int],
+    view: Callable[[DeltaRecord], tuple[dict[str, int], dict[str, tuple[int, ...]]]],
+) -> dict[str, tuple[int, ...]]:
+    """Every member's seqs in each channel of ``seqs``, but the highest: the merged ``also``."""
+    also: dict[str, tuple[int, ...]] = {}
+    for channel in seqs:
+        covered: set[int] = set()
+        for delta in run:
+            member_seqs, member_also = view(delta)
+            if channel in member_seqs:
+                covered.update((*member_also.get(channel, ()), member_seqs[channel]))
+        also[channel] = tuple(sorted(covered)[:-1])
+    return also

@@ -94,6 +94,7 @@ class Link:
         on_pull_requested: Callable[[], None] | None = None,
         sender: Principal | None = None,
         admit: Callable[[], None] | None = None,
+        version: int = 1,
     ):
         self.replica = replica
         self.ws = ws
@@ -123,6 +124,8 @@ class Link:
         """The peer's rights here: which origins it may introduce, which memories it may write
         (server side: its token's; client side: its entry in this node's tokens table). None: the
         node runs open and the peer may do anything."""
+        self.version = version
+        """The payload version this link sends (the highest both ends read, from the hellos)."""
         self._admit = admit
         """Called before each inbound deltas frame; raises (e.g. a rate limit) to refuse it."""
         self._paused_until = 0.0
@@ -226,8 +229,11 @@ class Link:
                 )
             if not deltas:
                 return
-            outgoing = coalesce(deltas) if self.mode == "lazy" else deltas
-            body = wire.encode(wire.Payload(self.replica.id, outgoing, mine))
+            outgoing = (
+                coalesce(deltas, self.replica.id, self.replica.signer) if self.mode == "lazy" else deltas
+            )
+            keys = self.replica.keys_for(outgoing) if self.version >= 2 else {}
+            body = wire.encode(wire.Payload(self.replica.id, outgoing, mine, keys), self.version)
             n = self._next_frame
             self._next_frame += 1
             self._in_flight[n] = time.monotonic()
@@ -389,8 +395,10 @@ class Link:
         try:
             if self._admit is not None:
                 self._admit()
-            received = wire.decode(data, max_bytes=self.settings.max_frame_bytes)
-            forbidden = sorted({c for d in received.deltas for c in d.seqs if c not in self.accept_channels})
+            received = wire.restrict(
+                wire.decode(data, max_bytes=self.settings.max_frame_bytes), self.accept_channels.__contains__
+            )
+            forbidden = sorted({c for d in received.deltas if not d.seqs for c in _claimed(d)})
             if forbidden:
                 raise AccessDeniedFrame(
                     f"peer {self.peer_id} may not write to {', '.join(forbidden)}; frame refused"
@@ -419,6 +427,10 @@ class Link:
     async def send_resume(self, vectors: Vectors) -> None:
         """Tell the peer this side caught up by pulling; it may push again from ``vectors``."""
         await self.ws.send_bytes(encode_frame("resume", vectors=vectors))
+
+
+def _claimed(delta: DeltaRecord) -> dict[str, int]:
+    return delta.signature.seqs if delta.signature is not None else delta.seqs
 
 
 class AccessDeniedFrame(PayloadError):

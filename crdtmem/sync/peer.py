@@ -26,7 +26,7 @@ from ..engine.replica import Replica
 from ..errors import CrdtmemError
 from ..metrics import Metrics
 from .link import Link, LinkSettings
-from .protocol import FrameError, decode_frame, encode_frame
+from .protocol import FrameError, decode_frame, encode_frame, payload_version
 
 log = logging.getLogger("crdtmem.peer")
 
@@ -149,7 +149,8 @@ class PeerClient:
         while True:
             vectors = self.replica.version_vectors(self.channels)
             body = msgpack.packb(
-                {"channels": self.channels, "vectors": vectors, "limit": self.page}, use_bin_type=True
+                {"channels": self.channels, "vectors": vectors, "limit": self.page, "v": wire.VERSION},
+                use_bin_type=True,
             )
             async with self._session.post(f"{self.url}/v1/sync/pull", data=body) as response:
                 if response.status != 200:
@@ -183,6 +184,7 @@ class PeerClient:
                     mode=self.settings.mode,
                     interval_ms=int(self.settings.interval * 1000),
                     vectors=self.replica.version_vectors(self.channels),
+                    versions=list(wire.VERSIONS),
                 )
             )
             message = await ws.receive(timeout=10.0)
@@ -205,6 +207,7 @@ class PeerClient:
                 metrics=self.metrics,
                 on_pull_requested=self._pull_and_resume,
                 sender=self._sender(hello["replica"]),
+                version=payload_version(hello),
             )
             self.state.connected = True
             self.state.peer_id = hello["replica"]

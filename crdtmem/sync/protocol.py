@@ -3,7 +3,8 @@
 Every frame is a binary WebSocket message holding one msgpack map with ``"t"`` (type) and ``"v"``
 (protocol version)::
 
-    hello   {replica, channels, mode: "eager"|"lazy", interval_ms, vectors: {channel: {origin: seq}}}
+    hello   {replica, channels, mode: "eager"|"lazy", interval_ms, vectors: {channel: {origin: seq}},
+             versions?: [payload versions it reads]}   absent: [1]; each side sends the highest common
     deltas  {n: frame number, payload: <crdtmem.deltas payload bytes>}
     ack     {n, vectors, rejected?}      receiver's version vectors after applying frame n; rejected:
                                          how many of its deltas failed their checks (engine/remote.py)
@@ -24,6 +25,7 @@ from typing import Any, Literal
 
 import msgpack
 
+from ..engine import payload as wire
 from ..errors import InvalidInput, MalformedPayload
 from ..ids import Channel, check_replica_id, parse_channels
 from ..store.codec import MAX_SEQ
@@ -102,6 +104,19 @@ def _hello(body: dict[str, Any]) -> None:
     if not isinstance(interval, int) or isinstance(interval, bool) or not 0 <= interval <= 3_600_000:
         raise FrameError("hello interval_ms must be an int between 0 and 3600000")
     check_vectors(body.get("vectors", {}))
+    versions = body.get("versions", [1])
+    if (
+        not isinstance(versions, list)
+        or not 0 < len(versions) <= 16
+        or not all(isinstance(v, int) and not isinstance(v, bool) for v in versions)
+    ):
+        raise FrameError("hello versions must list the payload versions the sender reads")
+
+
+def payload_version(hello: dict[str, Any]) -> int:
+    """The payload version to send a peer: the highest both read (1 if it announces none)."""
+    common = set(hello.get("versions", [1])) & set(wire.VERSIONS)
+    return max(common) if common else 1
 
 
 def _deltas(body: dict[str, Any]) -> None:

@@ -35,7 +35,8 @@ import { decode as msgpackDecode, encode as msgpackEncode } from "@msgpack/msgpa
 
 const FORMATS = new Set(["crdtmem.memory/1", "crdtmem.memory/2"]); // protocol.md §8
 const PAYLOAD_FORMAT = "crdtmem.deltas";
-const PAYLOAD_VERSION = 1;
+const PAYLOAD_VERSION = 1; // what this client writes (unsigned deltas)
+const PAYLOAD_VERSIONS_READ = [1, 2]; // version 2 adds the origin's signature, which a reader may ignore
 const REGISTER_KINDS = new Set(["fact", "preference"]);
 const WALL_DIGITS = 15;
 const LOGICAL_DIGITS = 6;
@@ -403,7 +404,7 @@ function change(doc, ops, replica, clock) {
 function decodePayload(bytes) {
   const body = msgpackDecode(bytes);
   if (!body || body.format !== PAYLOAD_FORMAT) throw new ProtocolError("not a crdtmem.deltas payload");
-  if (body.v !== PAYLOAD_VERSION) throw new ProtocolError(`unsupported payload version ${body.v}`);
+  if (!PAYLOAD_VERSIONS_READ.includes(body.v)) throw new ProtocolError(`unsupported payload version ${body.v}`);
   return body.deltas.map(([uid, origin, docId, hlc, deps, update, seqs]) => ({
     uid,
     origin,
