@@ -23,7 +23,8 @@ Targets (docs/benchmarks.md): a write at N <= 1.5x the cost at 10, local and rem
 at N <= 1.2x its size at 10; the file <= 10x the text it holds.
 
 Run: ``python benchmarks/bench_hot_memory.py`` (10,000 writes per memory, 3 rounds: several minutes),
-``--quick`` (1,000, about 1 minute), ``--at 10 1000 3000`` to choose the lengths.
+``--quick`` (1,000, about 1 minute), ``--at 10 1000 3000`` to choose the lengths, ``--profile`` to
+cProfile appends at the last length.
 """
 
 from __future__ import annotations
@@ -130,6 +131,20 @@ async def run_kind(root: Path, kind: str, at: list[int], window: int, synchronou
     return run
 
 
+async def profile_appends(path: Path, length: int, window: int, synchronous: Synchronous) -> None:
+    """cProfile ``window`` appends to a conversation that already holds ``length`` messages."""
+    async with Replica(path, replica_id="a", synchronous=synchronous) as replica:
+        memory = await replica.add([], kind="conversation", user_id="u1")
+        for i in range(length):
+            await replica.append_message(memory.id, role="user", text=text_of(i))
+
+        async def appends() -> None:
+            for i in range(window):
+                await replica.append_message(memory.id, role="user", text=text_of(length + i))
+
+        await _common.profile_async(f"{window} appends at {length} messages", appends)
+
+
 def plain_inserts(path: Path, count: int, synchronous: str) -> float:
     """Rows/s of a plain SQLite insert, one transaction per row (for scale)."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -186,6 +201,9 @@ async def main() -> int:
                     figures.setdefault(f"{kind} text bytes", []).append(run.text_bytes)
             add("plain SQLite insert", "rows/s", plain_inserts(fresh("plain"), args.window, sync))
             print(f"  round {number + 1}/{rounds} done", flush=True)
+
+        if args.profile:
+            await profile_appends(fresh("profile"), at[-1], args.window, sync)
 
     _common.print_table(f"Writes to one memory at {at} earlier writes (windows of {args.window})", series)
     print("\nsizes (median over rounds):")

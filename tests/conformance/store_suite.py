@@ -247,6 +247,20 @@ class StoreSuite:
         assert again.load_doc("d1") == stored
         assert MemoryDoc.from_state("d1", again.load_state("d1") or b"", 1).read() == writer.doc.read()
 
+    def test_stale_marks_come_and_go_with_their_commits_and_survive_reopening(self, store: Store) -> None:
+        assert store.stale() == []
+        store.commit([Commit(deltas=[delta(1, doc_id="a")], stale=["a"]), Commit(stale=["b", "a"])])
+        assert store.stale() == ["a", "b"]
+        bad = Commit(deltas=[delta(2, seqs={USER: "not a seq"})], fresh=["a"])  # type: ignore[dict-item]
+        with pytest.raises((TypeError, StorageError)):
+            store.commit([bad])
+        assert store.stale() == ["a", "b"]  # a failed commit clears nothing
+        store.commit([Commit(docs=[doc("a")], fresh=["a"])])
+        again = self._reopen(store)
+        assert again.stale() == ["b"]
+        again.commit([Commit(fresh=["b"]), Commit(stale=["b"])])  # in order: the later unit wins
+        assert again.stale() == ["b"]
+
     def test_a_conversation_record_comes_back_whole(self, store: Store) -> None:
         writer = Writer("c1", "conversation")
         store.commit([writer.commit])
