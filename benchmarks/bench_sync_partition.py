@@ -124,8 +124,16 @@ async def child_node(index: int, work: str, synchronous: str, page: int, ack_tim
 
     replica.on_commit(check_watches)
 
+    baseline: dict[str, float] = {}  # counters at the last reset (prometheus counters only go up)
+    counted = (
+        "crdtmem_deltas_sent_total",
+        "crdtmem_pull_deltas_total",
+        "crdtmem_frames_resent_total",
+        "crdtmem_peers_moved_to_pull_total",
+    )
+
     def metric(name: str) -> float:
-        return sum(node.metrics._counters.get(name, {}).values())
+        return node.metrics.total(name) - baseline.get(name, 0.0)
 
     def snapshot() -> dict[str, Any]:
         return {
@@ -193,7 +201,8 @@ async def child_node(index: int, work: str, synchronous: str, page: int, ack_tim
             elif cmd == "reset":
                 for key in list(counts):
                     counts[key] = 0
-                node.metrics._counters.clear()
+                for name in counted:
+                    baseline[name] = node.metrics.total(name)
                 for p in peers.values():
                     p.state.pulled_deltas = 0
                 emit(event="reset")

@@ -8,7 +8,8 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     │   ├── UnknownKind            a memory kind that is not fact|preference|list|counter|conversation
     │   ├── InvalidChannel         a channel name that does not parse
     │   ├── WrongKind              an operation that does not fit the memory's kind
-    │   └── MemoryExists           a create with the id of a live memory
+    │   ├── MemoryExists           a create with the id of a live memory
+    │   └── MissingExtra           an optional dependency is not installed (also an ImportError)
     ├── NotFound                   no memory with that id on this replica
     ├── MemoryDeleted              the memory is deleted (and not in conflict): write refused
     ├── NoSuchConflict             resolve() on a field that has no conflict
@@ -46,6 +47,11 @@ class WrongKind(InvalidInput):
 
 class MemoryExists(InvalidInput):
     """A create named the id of a live memory (the id of a deleted one takes a new incarnation)."""
+
+
+class MissingExtra(InvalidInput, ImportError):
+    """A feature needs an optional dependency that is not installed; the message names the extra
+    (``pip install 'crdtmem[EXTRA]'``)."""
 
 
 class NotFound(CrdtmemError, KeyError):

@@ -1,53 +1,185 @@
-"""Counters and gauges rendered in the Prometheus text format (``GET /metrics``)."""
+"""A node's metrics: counters, latency histograms and gauges in a ``prometheus_client`` registry of
+the node's own, exposed at ``GET /metrics``.
+
+Every metric is declared here, with its help text and label names, so ``/metrics`` describes itself
+and ``docs/operating.md`` can list what exists. Each :class:`Metrics` has its own
+:class:`~prometheus_client.CollectorRegistry` (never the library's global one), so two nodes in one
+process count separately.
+
+    metrics = Metrics(process=True)           # with process_* and python_* metrics
+    metrics.inc("crdtmem_frames_resent_total", peer="laptop")
+    with metrics.timer("crdtmem_apply_seconds", source="push"):
+        ...
+    body, content_type = metrics.exposition(request.headers.get("Accept"))
+
+Hazard: a label value becomes a separate time series. Label only with bounded values (status codes,
+error classes, replica ids that passed validation), never with paths, memory ids or user input.
+"""
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
+
+from prometheus_client import (
+    GC_COLLECTOR,
+    CollectorRegistry,
+    Counter,
+    GCCollector,
+    Histogram,
+    PlatformCollector,
+    ProcessCollector,
+)
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.exposition import choose_encoder
+from prometheus_client.registry import Collector
 
 Labels = tuple[tuple[str, str], ...]
 
+COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "crdtmem_http_requests_total": ("HTTP responses, by status code", ("status",)),
+    "crdtmem_http_errors_total": ("HTTP requests refused with a crdtmem error, by error class", ("code",)),
+    "crdtmem_auth_failures_total": ("requests without a valid bearer token", ()),
+    "crdtmem_rate_limited_total": ("writes refused with 429, by principal", ("principal",)),
+    "crdtmem_deltas_sent_total": ("deltas pushed to a peer over a replication link", ("peer",)),
+    "crdtmem_deltas_received_total": ("deltas received from a peer's link and applied", ("peer",)),
+    "crdtmem_frames_sent_total": (
+        "deltas frames pushed; source=commit: straight from committed deltas, log: read from the log",
+        ("peer", "source"),
+    ),
+    "crdtmem_pull_deltas_total": ("deltas served to pull requests", ()),
+    "crdtmem_frames_rejected_total": ("inbound frames refused, by error class", ("reason",)),
+    "crdtmem_deltas_rejected_total": (
+        "deltas of a link's frame that failed their checks and were rejected while the rest applied",
+        ("peer",),
+    ),
+    "crdtmem_frames_resent_total": ("frames re-exported after an acknowledgement timeout", ("peer",)),
+    "crdtmem_frames_refused_by_peer_total": ("our frames the peer answered with an error", ("reason",)),
+    "crdtmem_peers_moved_to_pull_total": ("slow peers switched to pull mode", ("peer",)),
+    "crdtmem_told_to_pull_total": ("times a peer told this node to catch up by pulling", ("peer",)),
+    "crdtmem_peer_errors_total": ("outbound peer connection failures, by error class", ("peer", "kind")),
+    "crdtmem_ws_connections_total": ("replication WebSockets opened, as server or client", ("side",)),
+    "crdtmem_event_streams_total": ("event feed streams opened, by transport (sse, ws)", ("transport",)),
+    "crdtmem_event_overflows_total": ("event feed streams dropped for falling behind", ("transport",)),
+}
+
+HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "crdtmem_write_seconds": (
+        "REST writes (create, update, delete, resolve) from request to durable acknowledgement; "
+        "successful ones only",
+        ("op",),
+    ),
+    "crdtmem_apply_seconds": (
+        "applying a remote payload and committing it; source=link (pushed frame), pull, push (HTTP)",
+        ("source",),
+    ),
+    "crdtmem_push_seconds": (
+        "a pushed deltas frame from sending to the peer's acknowledgement (its durable apply included)",
+        ("peer",),
+    ),
+    "crdtmem_search_seconds": ("REST searches, from request to response; successful ones only", ()),
+}
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
 
 class Metrics:
-    def __init__(self) -> None:
-        self._counters: dict[str, dict[Labels, float]] = defaultdict(lambda: defaultdict(float))
-        self._help: dict[str, tuple[str, str]] = {}
-        self._gauges: dict[str, Callable[[], list[tuple[Labels, float]]]] = {}
+    """The metrics of one node, in a registry of its own.
 
-    def describe(self, name: str, kind: str, text: str) -> None:
-        self._help[name] = (kind, text)
+    Args:
+        process: also collect the process's CPU, memory and file descriptors (``process_*``), the
+            Python version (``python_info``) and garbage collection (``python_gc_*``), as
+            ``prometheus_client`` defines them.
+    """
+
+    def __init__(self, *, process: bool = False) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._counters: dict[str, Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
+        for name, (_, labels) in COUNTERS.items():
+            self._counter(name, labels)
+        for name, (_, labels) in HISTOGRAMS.items():
+            self._histogram(name, labels)
+        if process:
+            ProcessCollector(registry=self.registry)
+            PlatformCollector(registry=self.registry)
+            if GC_COLLECTOR is not None:
+                GCCollector(registry=self.registry)
+
+    # -- counting ------------------------------------------------------------------------------
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
-        self._counters[name][tuple(sorted(labels.items()))] += amount
+        """Add ``amount`` to the counter ``name`` (declared in :data:`COUNTERS`)."""
+        counter = self._counters.get(name) or self._counter(name, tuple(sorted(labels)))
+        (counter.labels(**labels) if labels else counter).inc(amount)
+
+    def observe(self, name: str, seconds: float, **labels: str) -> None:
+        """Record one duration in the histogram ``name`` (declared in :data:`HISTOGRAMS`)."""
+        histogram = self._histograms.get(name) or self._histogram(name, tuple(sorted(labels)))
+        (histogram.labels(**labels) if labels else histogram).observe(seconds)
+
+    @contextmanager
+    def timer(self, name: str, **labels: str) -> Iterator[None]:
+        """Observe how long the block took, if it finished without an exception."""
+        started = time.perf_counter()
+        yield
+        self.observe(name, time.perf_counter() - started, **labels)
+
+    def gauge(self, name: str, text: str, read: Callable[[], Iterable[tuple[Labels, float]]]) -> None:
+        """A gauge read at every scrape: ``read()`` yields ``(labels, value)`` pairs."""
+        self.registry.register(_GaugeCollector(name, text, read))
+
+    # -- reading -------------------------------------------------------------------------------
 
     def value(self, name: str, **labels: str) -> float:
-        return self._counters.get(name, {}).get(tuple(sorted(labels.items())), 0)
+        """The current value of one sample (0 if it was never counted)."""
+        found = self.registry.get_sample_value(name, labels)
+        return 0.0 if found is None else found
 
-    def gauge(self, name: str, text: str, read: Callable[[], list[tuple[Labels, float]]]) -> None:
-        self._help[name] = ("gauge", text)
-        self._gauges[name] = read
+    def total(self, name: str) -> float:
+        """The sum of a counter's samples over every label value."""
+        return sum(
+            sample.value
+            for family in self.registry.collect()
+            for sample in family.samples
+            if sample.name == name
+        )
 
-    def render(self) -> str:
-        lines: list[str] = []
-        names = sorted(set(self._counters) | set(self._gauges) | set(self._help))
-        for name in names:
-            kind, text = self._help.get(name, ("counter", name))
-            lines.append(f"# HELP {name} {text}")
-            lines.append(f"# TYPE {name} {kind}")
-            samples = list(self._counters.get(name, {}).items())
-            if name in self._gauges:
-                samples += self._gauges[name]()
-            for labels, value in samples:
-                lines.append(f"{name}{_labels(labels)} {value:g}")
-        return "\n".join(lines) + "\n"
+    def exposition(self, accept: str | None = None) -> tuple[bytes, str]:
+        """The registry in the format ``accept`` asks for (OpenMetrics or the Prometheus text
+        format), and its content type."""
+        encoder, content_type = choose_encoder(accept or "")
+        return encoder(self.registry), content_type
+
+    # -- declaring -----------------------------------------------------------------------------
+
+    def _counter(self, name: str, labels: tuple[str, ...]) -> Counter:
+        text, declared = COUNTERS.get(name, (f"{name} (undeclared)", labels))
+        counter = Counter(name, text, declared, registry=self.registry)
+        self._counters[name] = counter
+        return counter
+
+    def _histogram(self, name: str, labels: tuple[str, ...]) -> Histogram:
+        text, declared = HISTOGRAMS.get(name, (f"{name} (undeclared)", labels))
+        histogram = Histogram(name, text, declared, registry=self.registry, buckets=LATENCY_BUCKETS)
+        self._histograms[name] = histogram
+        return histogram
 
 
-def _labels(labels: Labels) -> str:
-    if not labels:
-        return ""
-    inner = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-    return "{" + inner + "}"
+class _GaugeCollector(Collector):
+    def __init__(self, name: str, text: str, read: Callable[[], Iterable[tuple[Labels, float]]]):
+        self.name = name
+        self.text = text
+        self.read = read
 
+    def describe(self) -> list[Metric]:
+        return [GaugeMetricFamily(self.name, self.text)]
 
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+    def collect(self) -> list[Metric]:
+        samples = list(self.read())
+        names = [key for key, _ in samples[0][0]] if samples else []
+        family = GaugeMetricFamily(self.name, self.text, labels=names)
+        for labels, value in samples:
+            family.add_metric([v for _, v in labels], value)
+        return [family]

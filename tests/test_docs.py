@@ -21,15 +21,17 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
-FENCE = re.compile(r"^```(\w+)[^\n]*\n(.*?)^```", re.S | re.M)
+FENCE = re.compile(r"^```(\w+)([^\n]*)\n(.*?)^```", re.S | re.M)
 
 
-def blocks(language: str) -> list[tuple[str, str]]:
+def blocks(language: str, tag: str = "") -> list[tuple[str, str]]:
+    """Fenced blocks of ``language`` whose info string is ``tag`` (```bash session: a shell session
+    run whole, by bash, against a node)."""
     found = []
     for path in DOCS:
         for number, match in enumerate(FENCE.finditer(path.read_text())):
-            if match.group(1) == language:
-                found.append((f"{path.name}#{number}", match.group(2)))
+            if match.group(1) == language and match.group(2).strip() == tag:
+                found.append((f"{path.name}#{number}", match.group(3)))
     return found
 
 
@@ -146,6 +148,8 @@ def _local(arg: str, ports: dict[str, str]) -> str:
 
 
 def _serve(where: str, command: str, argv: list[str], cwd: Path, secrets: list[str]) -> subprocess.Popen[str]:
+    if "--peer-token-file" in argv and not (cwd / argv[argv.index("--peer-token-file") + 1]).exists():
+        (cwd / argv[argv.index("--peer-token-file") + 1]).write_text("t" * 24 + "\n")
     proc = subprocess.Popen(
         [sys.executable, "-m", "crdtmem", *argv],
         cwd=cwd,
@@ -209,3 +213,28 @@ def test_the_testing_harness_example_runs_as_an_apps_pytest_test(tmp_path: Path)
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "1 passed" in done.stdout
+
+
+SESSIONS = blocks("bash", "session")
+
+
+@pytest.mark.parametrize(("where", "code"), SESSIONS, ids=[w for w, _ in SESSIONS])
+def test_cli_session_runs(where: str, code: str, tmp_path: Path) -> None:
+    """A documented CLI session, run by bash as written, against a real node."""
+    from tests.support.processes import ServerProcess
+
+    node = ServerProcess(tmp_path, "docs", extra=["--index"]).start()
+    try:
+        script = code.replace("http://127.0.0.1:8700", node.url)
+        env = dict(_env(), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+        done = subprocess.run(
+            ["bash", "-euo", "pipefail", "-c", script],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
+    finally:
+        node.stop()
+    assert done.returncode == 0, f"{where} failed:\n{done.stdout}\n{done.stderr}"

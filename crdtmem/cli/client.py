@@ -1,8 +1,10 @@
-"""The CLI commands that talk to a running node over its REST API: add, get, list, search,
-conflicts, resolve, status.
+"""The CLI commands that talk to a running node over its REST API: add, get, list, update, delete,
+history, search, conflicts, resolve, status.
 
-Every command takes ``--url`` (default ``$CRDTMEM_URL`` or http://127.0.0.1:8700) and ``--token``
-(default ``$CRDTMEM_TOKEN``), prints a readable summary or, with ``--json``, the server's JSON.
+Every command takes ``--url`` (default ``$CRDTMEM_URL`` or http://127.0.0.1:8700) and a bearer token
+from ``--token``, ``--token-file`` or ``$CRDTMEM_TOKEN`` (in that order; a token on the command line
+is visible to other users in ``ps``), and prints a readable summary or, with ``--json``, the server's
+JSON on stdout (and errors as one JSON object on stderr: ``{"error", "message", "status"}``).
 Exit codes scripts can trust: 0 done, 1 the server refused (the message says why), 2 bad usage,
 3 the node could not be reached.
 """
@@ -16,16 +18,11 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 from typing import Any
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
-COMMANDS = ("add", "get", "list", "search", "conflicts", "resolve", "status")
-
-
-class Refused(Exception):
-    def __init__(self, status: int, message: str):
-        super().__init__(message)
-        self.status = status
+COMMANDS = ("add", "get", "list", "update", "delete", "history", "search", "conflicts", "resolve", "status")
 
 
 def add_parsers(commands: Any) -> None:
@@ -36,13 +33,17 @@ def add_parsers(commands: Any) -> None:
             help="the node (default $CRDTMEM_URL or http://127.0.0.1:8700)",
         )
         parser.add_argument(
-            "--token", default=os.environ.get("CRDTMEM_TOKEN"), help="bearer token (default $CRDTMEM_TOKEN)"
+            "--token", help="bearer token (default $CRDTMEM_TOKEN; on the command line it shows in ps)"
         )
-        parser.add_argument("--json", action="store_true", help="print the server's JSON")
+        parser.add_argument("--token-file", metavar="FILE", help="read the bearer token from this file")
+        parser.add_argument("--json", action="store_true", help="print the server's JSON (errors too)")
         return parser
 
     add = common(commands.add_parser("add", help="add a memory on a running node"))
     add.add_argument("content", help="text; for --kind list a JSON list, for counter an int")
+    add.add_argument(
+        "--json-content", action="store_true", help="the content is JSON (a fact may hold any JSON value)"
+    )
     add.add_argument(
         "--kind", default="fact", choices=["fact", "preference", "list", "counter", "conversation"]
     )
@@ -61,6 +62,26 @@ def add_parsers(commands: Any) -> None:
         listing.add_argument(f"--{name}")
     listing.add_argument("--include-deleted", action="store_true")
     listing.add_argument("--limit", type=int, default=20)
+
+    update = common(commands.add_parser("update", help="change a memory (every change lands, or none)"))
+    update.add_argument("memory_id")
+    content = update.add_mutually_exclusive_group()
+    content.add_argument("--content", help="new content (fact and preference)")
+    content.add_argument("--content-json", metavar="JSON", help="new content as a JSON value")
+    update.add_argument("--meta", action="append", default=[], metavar="KEY=VALUE", help="set metadata")
+    update.add_argument("--remove-meta", action="append", default=[], metavar="KEY", help="remove metadata")
+    update.add_argument("--add-tag", action="append", default=[], metavar="TAG")
+    update.add_argument("--remove-tag", action="append", default=[], metavar="TAG")
+    update.add_argument("--increment", type=int, metavar="N", help="counter: add N (negative subtracts)")
+    update.add_argument("--add-item", action="append", default=[], metavar="ITEM", help="list: add (JSON)")
+    update.add_argument("--remove-item", action="append", default=[], metavar="ITEM", help="list: remove")
+    update.add_argument("--append", nargs=2, metavar=("ROLE", "TEXT"), help="conversation: add a message")
+
+    delete = common(commands.add_parser("delete", help="mark a memory deleted (it replicates)"))
+    delete.add_argument("memory_id")
+
+    history = common(commands.add_parser("history", help="every change of a memory, oldest first"))
+    history.add_argument("memory_id")
 
     search = common(commands.add_parser("search", help="search memories by meaning"))
     search.add_argument("query")
@@ -83,17 +104,15 @@ def add_parsers(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
+        args.token = _token(args)
         body = _COMMANDS[args.command](args)
     except Refused as exc:
-        print(f"crdtmem {args.command}: {exc} (HTTP {exc.status})", file=sys.stderr)
-        return REFUSED
+        return _fail(args, REFUSED, exc.code, f"{exc} (HTTP {exc.status})", str(exc), exc.status)
     except UsageError as exc:
-        print(f"crdtmem {args.command}: {exc}", file=sys.stderr)
-        return USAGE
+        return _fail(args, USAGE, "Usage", str(exc), str(exc))
     except (urllib.error.URLError, OSError) as exc:
-        reason = getattr(exc, "reason", exc)
-        print(f"crdtmem {args.command}: cannot reach {args.url}: {reason}", file=sys.stderr)
-        return UNREACHABLE
+        reason = f"cannot reach {args.url}: {getattr(exc, 'reason', exc)}"
+        return _fail(args, UNREACHABLE, "Unreachable", reason, reason)
     if args.json:
         print(json.dumps(body, indent=2, ensure_ascii=False))
     else:
@@ -101,8 +120,44 @@ def run(args: argparse.Namespace) -> int:
     return OK
 
 
+def _fail(
+    args: argparse.Namespace, exit_code: int, code: str, text: str, message: str, status: int = 0
+) -> int:
+    if args.json:
+        error: dict[str, Any] = {"error": code, "message": message}
+        if status:
+            error["status"] = status
+        print(json.dumps(error, ensure_ascii=False), file=sys.stderr)
+    else:
+        print(f"crdtmem {args.command}: {text}", file=sys.stderr)
+    return exit_code
+
+
+class Refused(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
 class UsageError(Exception):
     pass
+
+
+def _token(args: argparse.Namespace) -> str | None:
+    if args.token is not None and args.token_file is not None:
+        raise UsageError("give --token or --token-file, not both")
+    if args.token is not None:
+        return str(args.token)
+    if args.token_file is not None:
+        try:
+            token = Path(args.token_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(f"cannot read --token-file {args.token_file}: {exc}") from None
+        if not token or "\n" in token:
+            raise UsageError(f"--token-file {args.token_file} must hold one token on one line")
+        return token
+    return os.environ.get("CRDTMEM_TOKEN") or None
 
 
 def _call(
@@ -120,10 +175,18 @@ def _call(
             return json.loads(response.read() or b"null")
     except urllib.error.HTTPError as exc:
         try:
-            message = json.loads(exc.read()).get("message", exc.reason)
-        except ValueError:
-            message = exc.reason
-        raise Refused(exc.code, str(message)) from exc
+            error = json.loads(exc.read())
+            code, message = str(error.get("error", "HTTPError")), str(error.get("message", exc.reason))
+        except (ValueError, AttributeError):
+            code, message = "HTTPError", str(exc.reason)
+        raise Refused(exc.code, code, message) from exc
+
+
+def _strict_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"{what} is not valid JSON: {exc}") from None
 
 
 def _loose_json(text: str) -> Any:
@@ -133,18 +196,28 @@ def _loose_json(text: str) -> Any:
         return text
 
 
-def _add(args: argparse.Namespace) -> Any:
-    content: Any = args.content
-    if args.kind in ("list", "counter", "conversation"):
-        content = _loose_json(args.content)
+def _metadata(items: list[str]) -> dict[str, Any]:
     metadata = {}
-    for item in args.meta:
+    for item in items:
         key, sep, value = item.partition("=")
         if not sep:
             raise UsageError(f"--meta takes KEY=VALUE, got {item!r}")
         metadata[key] = _loose_json(value)
+    return metadata
+
+
+def _memory_path(memory_id: str, tail: str = "") -> str:
+    return f"/v1/memories/{urllib.parse.quote(memory_id, safe='')}{tail}"
+
+
+def _add(args: argparse.Namespace) -> Any:
+    content: Any = args.content
+    if args.json_content:
+        content = _strict_json(args.content, "the content")
+    elif args.kind in ("list", "counter", "conversation"):
+        content = _loose_json(args.content)
+    metadata = _metadata(args.meta)
     body = {
-        "content": content,
         "kind": args.kind,
         "user_id": args.user_id,
         "agent_id": args.agent_id,
@@ -155,11 +228,44 @@ def _add(args: argparse.Namespace) -> Any:
         "shared": args.shared,
         "metadata": metadata,
     }
-    return _call(args, "POST", "/v1/memories", {k: v for k, v in body.items() if v not in (None, [], {})})
+    given = {k: v for k, v in body.items() if v not in (None, [], {})}
+    return _call(args, "POST", "/v1/memories", {"content": content, **given})
 
 
 def _get(args: argparse.Namespace) -> Any:
-    return _call(args, "GET", f"/v1/memories/{urllib.parse.quote(args.memory_id, safe='')}")
+    return _call(args, "GET", _memory_path(args.memory_id))
+
+
+def _update(args: argparse.Namespace) -> Any:
+    body: dict[str, Any] = {
+        "metadata": _metadata(args.meta),
+        "remove_metadata": args.remove_meta,
+        "add_tags": args.add_tag,
+        "remove_tags": args.remove_tag,
+        "increment": args.increment,
+        "add_items": [_loose_json(item) for item in args.add_item],
+        "remove_items": [_loose_json(item) for item in args.remove_item],
+        "append_message": {"role": args.append[0], "text": args.append[1]} if args.append else None,
+    }
+    body = {k: v for k, v in body.items() if v not in (None, [], {})}
+    if args.content_json is not None:  # any JSON value, null and {} included
+        body["content"] = _strict_json(args.content_json, "--content-json")
+    elif args.content is not None:
+        body["content"] = args.content
+    if not body:
+        raise UsageError(
+            "nothing to change: give --content, --content-json, --meta, --remove-meta, --add-tag, "
+            "--remove-tag, --increment, --add-item, --remove-item or --append"
+        )
+    return _call(args, "PATCH", _memory_path(args.memory_id), body)
+
+
+def _delete(args: argparse.Namespace) -> Any:
+    return _call(args, "DELETE", _memory_path(args.memory_id))
+
+
+def _history(args: argparse.Namespace) -> Any:
+    return _call(args, "GET", _memory_path(args.memory_id, "/history"))
 
 
 def _list(args: argparse.Namespace) -> Any:
@@ -202,8 +308,9 @@ def _conflicts(args: argparse.Namespace) -> Any:
 
 def _resolve(args: argparse.Namespace) -> Any:
     value = _loose_json(args.value) if args.field != "content" else args.value
-    path = f"/v1/memories/{urllib.parse.quote(args.memory_id, safe='')}/resolve"
-    return _call(args, "POST", path, {"field": args.field, "value": value})
+    return _call(
+        args, "POST", _memory_path(args.memory_id, "/resolve"), {"field": args.field, "value": value}
+    )
 
 
 def _status(args: argparse.Namespace) -> Any:
@@ -226,6 +333,14 @@ def _print_list(body: Any) -> None:
     for memory in body["memories"]:
         print(_line(memory))
     print(f"({body['count']} memories)")
+
+
+def _print_history(body: Any) -> None:
+    for entry in body["history"]:
+        flags = "".join(f" [{f}]" for f in ("deleted", "conflicted") if entry.get(f))
+        content = json.dumps(entry["content"], ensure_ascii=False)
+        print(f"{entry['hlc']}  {entry['origin']:<12} {content}{flags}")
+    print(f"({len(body['history'])} changes)")
 
 
 def _print_search(body: Any) -> None:
@@ -262,6 +377,9 @@ _COMMANDS = {
     "add": _add,
     "get": _get,
     "list": _list,
+    "update": _update,
+    "delete": _delete,
+    "history": _history,
     "search": _search,
     "conflicts": _conflicts,
     "resolve": _resolve,
@@ -271,6 +389,9 @@ _PRINT = {
     "add": _print_memory,
     "get": _print_memory,
     "list": _print_list,
+    "update": _print_memory,
+    "delete": _print_memory,
+    "history": _print_history,
     "search": _print_search,
     "conflicts": _print_conflicts,
     "resolve": _print_memory,

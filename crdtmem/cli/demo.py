@@ -241,8 +241,17 @@ async def run_demo(
 
 def main(directory: str | None = None, keep: bool = False, embedder: str = "hashing") -> int:
     import logging
+    import sys
+
+    from ..errors import CrdtmemError
+    from ..index.embedders import load_embedder
 
     logging.getLogger("crdtmem.node").setLevel(logging.ERROR)  # open loopback servers: expected here
+    try:
+        load_embedder(embedder)  # a missing extra is one line here, before any replica starts
+    except CrdtmemError as exc:
+        print(f"crdtmem demo: {exc}", file=sys.stderr)
+        return 2
     if directory is not None:
         Path(directory).mkdir(parents=True, exist_ok=True)
         return asyncio.run(run_demo(Path(directory), keep=keep, embedder=embedder))

@@ -6,9 +6,14 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+LEVELS = ("debug", "info", "warning", "error")
+
 
 def build_parser() -> argparse.ArgumentParser:
+    from .. import __version__
+
     parser = argparse.ArgumentParser(prog="crdtmem", description="Real-time memory sync for AI agents.")
+    parser.add_argument("--version", action="version", version=f"crdtmem {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     from .client import add_parsers
 
@@ -28,7 +33,16 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--peer", action="append", default=[], metavar="URL", help="a node to keep in sync with (repeatable)"
     )
-    serve.add_argument("--peer-token", help="bearer token this node presents to its peers")
+    serve.add_argument(
+        "--peer-token",
+        help="bearer token this node presents to its peers (visible to other users in ps: prefer "
+        "--peer-token-file or $CRDTMEM_PEER_TOKEN)",
+    )
+    serve.add_argument(
+        "--peer-token-file",
+        metavar="FILE",
+        help="read the peer token from this file (default $CRDTMEM_PEER_TOKEN)",
+    )
     serve.add_argument(
         "--channel",
         action="append",
@@ -67,6 +81,15 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--index", action="store_true", help="index memories for search (embedded engine)")
     serve.add_argument("--engine", help="index engine: edge (default), qdrant-local, or a Qdrant URL")
     serve.add_argument("--embedder", default="hashing", help="hashing (default), minilm, fastembed:MODEL")
+    serve.add_argument(
+        "--log-level", choices=LEVELS, default="info", help="log records at this level and above"
+    )
+    serve.add_argument(
+        "--log-format", choices=["text", "json"], default="text", help="stderr log lines as text or JSON"
+    )
+    serve.add_argument(
+        "--no-access-log", action="store_true", help="leave out the per-request access log lines"
+    )
 
     token = commands.add_parser(
         "token", help="create a bearer token for a principal in a tokens file (printed once)"
@@ -102,9 +125,10 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REPLICA_ID",
         help="one of its origins whose deltas it may deliver unsigned (a foreign client; repeatable)",
     )
+    token.add_argument("--json", action="store_true", help="print the new entry as JSON")
 
     key = commands.add_parser(
-        "key", help="print a replica's public signing key (to list it under \"keys\" in a tokens file)"
+        "key", help='print a replica\'s public signing key (to list it under "keys" in a tokens file)'
     )
     key.add_argument("--db", required=True, help="the replica's SQLite file")
 
@@ -116,11 +140,14 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--index-path", help="where the embedded engine keeps its files (default DB.index)")
     reindex.add_argument("--embedder", default="hashing", help="hashing (default), minilm, fastembed:MODEL")
     reindex.add_argument("--verify-only", action="store_true", help="only compare index and store")
+    reindex.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
 
 
 def _reindex(args: argparse.Namespace) -> int:
     import asyncio
+    import dataclasses
+    import json
     from pathlib import Path
 
     from ..engine.replica import Replica
@@ -140,6 +167,9 @@ def _reindex(args: argparse.Namespace) -> int:
                 report = await replica.index.verify()
             else:
                 report = await replica.index.rebuild(ProgressBar("reindex"))
+        if args.json:
+            print(json.dumps({"db": args.db, "ok": report.ok, **dataclasses.asdict(report)}))
+            return 0 if report.ok else 1
         print(
             f"index of {args.db}: {report.expected} memories expected, {report.indexed} points; "
             f"missing {len(report.missing)}, stale {len(report.stale)}, orphans {len(report.orphans)}, "
@@ -215,6 +245,9 @@ def _token(args: argparse.Namespace) -> int:
 
     path.write_text(json.dumps(table.to_json(), indent=2) + "\n")
     path.chmod(0o600)
+    if args.json:
+        print(json.dumps({"token": secret, **rights.to_json(), "file": str(path)}))
+        return 0
     print(secret)
     granted = ", ".join(f"{k} {v}" for k, v in rights.to_json().items() if k != "principal")
     print(f"added {rights.name} ({granted}) to {path}", file=sys.stderr)
@@ -223,6 +256,16 @@ def _token(args: argparse.Namespace) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from ..errors import MissingExtra
+
+    try:
+        return _run(args)
+    except MissingExtra as exc:  # one line naming the extra, never a traceback
+        print(f"crdtmem {args.command}: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(args: argparse.Namespace) -> int:
     from .client import COMMANDS, run
 
     if args.command in COMMANDS:
@@ -238,40 +281,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "token":
         return _token(args)
     if args.command == "serve":
-        import asyncio
+        from .serve import main as serve_main
 
-        from ..errors import CrdtmemError
-        from .serve import ServeOptions, serve
-
-        options = ServeOptions(
-            db=args.db,
-            replica_id=args.replica_id,
-            host=args.host,
-            port=args.port,
-            peers=args.peer,
-            peer_token=args.peer_token,
-            channels=args.channel,
-            tokens=args.tokens,
-            mode=args.mode,
-            interval=args.interval,
-            write_rate=args.write_rate,
-            write_burst=args.write_burst,
-            synchronous=args.synchronous,
-            slow_after=args.slow_after,
-            ack_timeout=args.ack_timeout,
-            index=args.index,
-            engine=args.engine,
-            embedder=args.embedder,
-        )
-        try:
-            asyncio.run(serve(options))
-        except CrdtmemError as exc:
-            print(f"crdtmem serve: {exc}", file=sys.stderr)
-            return 2
-        except OSError as exc:
-            print(f"crdtmem serve: cannot serve: {exc}", file=sys.stderr)
-            return 1
-        return 0
+        return serve_main(args)
     return 2  # pragma: no cover - argparse rejects unknown commands first
 
 

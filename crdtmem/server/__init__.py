@@ -12,6 +12,7 @@ Layout::
     rest.py     /v1/memories..., /v1/conflicts, /v1/search
     feed.py     /v1/events as Server-Sent Events and as a WebSocket
     status.py   /v1/status and /metrics
+    observe.py  the access log; latency of writes and searches
 """
 
 from .node import Node, PeerConfig

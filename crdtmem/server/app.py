@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ from aiohttp.web_protocol import RequestPayloadError
 from ..errors import CrdtmemError
 from .auth import PRINCIPAL, authenticate
 from .errors import error_response, from_exception
+from .observe import observe_latency
 
 if TYPE_CHECKING:
     from .context import NodeContext
@@ -42,6 +44,7 @@ def build_app(node: NodeContext) -> web.Application:
 def _errors_middleware(node: NodeContext) -> Middleware:
     @web.middleware
     async def errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+        started = time.perf_counter()
         try:
             response = await handler(request)
         except CrdtmemError as exc:
@@ -57,6 +60,7 @@ def _errors_middleware(node: NodeContext) -> Middleware:
                 if name in exc.headers:
                     response.headers[name] = exc.headers[name]
         node.metrics.inc("crdtmem_http_requests_total", status=str(response.status))
+        observe_latency(node.metrics, request, response.status, time.perf_counter() - started)
         return response
 
     return errors

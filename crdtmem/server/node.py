@@ -28,6 +28,7 @@ from ..sync.link import Link, LinkSettings
 from ..sync.peer import PeerClient
 from .app import build_app
 from .auth import RateLimiter
+from .observe import ACCESS_LOG, AccessLogger
 
 log = logging.getLogger("crdtmem.node")
 
@@ -82,7 +83,7 @@ class Node:
         self.limiter = RateLimiter(write_rate, write_burst)
         self.max_body_bytes = max_body_bytes
         self.settings = settings or LinkSettings()
-        self.metrics = Metrics()
+        self.metrics = Metrics(process=True)
         self.links: set[Link] = set()
         self.peers: list[PeerClient] = []
         self.extensions: dict[str, Any] = {}
@@ -90,29 +91,7 @@ class Node:
         if tokens is not None:
             replica.resolve_rights = tokens.rights_of
             replica.key_policy = KeyPolicy(dict(tokens.keys), tokens.strict_keys)
-        self.metrics.gauge(
-            "crdtmem_pending_deltas",
-            "deltas waiting for their causal dependencies, by the principal that delivered them",
-            lambda: [
-                ((("sender", name),), float(n))
-                for name, n in replica.trust_status()["pending_by_sender"].items()
-            ],
-        )
-        self.metrics.gauge(
-            "crdtmem_pending_evicted",
-            "waiting deltas evicted since start, over a per-sender or per-origin bound or too old",
-            lambda: [((), float(replica.trust_status()["pending_evicted"]))],
-        )
-        self.metrics.gauge(
-            "crdtmem_deltas_refused",
-            "deltas refused since start, by why: unauthenticated, denied, rejected, clock",
-            lambda: [((("reason", k),), float(v)) for k, v in replica.trust_status()["refused"].items()],
-        )
-        self.metrics.gauge(
-            "crdtmem_index_lag_versions",
-            "versions committed to the store but not yet in the search index",
-            lambda: [((), float(replica.index.lag()))] if replica.index is not None else [],
-        )
+        self._gauges()
 
     @property
     def url(self) -> str:
@@ -131,7 +110,11 @@ class Node:
         # on stop, requests in flight get SHUTDOWN_GRACE_S to finish (aiohttp's default, 60 s, lets
         # one client that never finishes its body hold a SIGTERM for a minute)
         self._runner = web.AppRunner(
-            build_app(self), access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_GRACE_S
+            build_app(self),
+            access_log=ACCESS_LOG,
+            access_log_class=AccessLogger,
+            handle_signals=False,
+            shutdown_timeout=SHUTDOWN_GRACE_S,
         )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
@@ -186,6 +169,51 @@ class Node:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def _gauges(self) -> None:
+        replica = self.replica
+        gauge = self.metrics.gauge
+        gauge(
+            "crdtmem_pending_deltas",
+            "deltas waiting for their causal dependencies, by the principal that delivered them",
+            lambda: [
+                ((("sender", name),), float(n))
+                for name, n in replica.trust_status()["pending_by_sender"].items()
+            ],
+        )
+        gauge(
+            "crdtmem_pending_evicted",
+            "waiting deltas evicted since start, over a per-sender or per-origin bound or too old",
+            lambda: [((), float(replica.trust_status()["pending_evicted"]))],
+        )
+        gauge(
+            "crdtmem_deltas_refused",
+            "deltas refused since start, by why: unauthenticated, denied, rejected, clock",
+            lambda: [((("reason", k),), float(v)) for k, v in replica.trust_status()["refused"].items()],
+        )
+        gauge(
+            "crdtmem_index_lag_versions",
+            "versions committed to the store but not yet in the search index",
+            lambda: [((), float(replica.index.lag()))] if replica.index is not None else [],
+        )
+        gauge(
+            "crdtmem_memories", "memories in this replica's store", lambda: [((), replica.store.doc_count())]
+        )
+        gauge(
+            "crdtmem_event_subscribers",
+            "in-process event feed subscribers",
+            lambda: [((), len(replica.feed))],
+        )
+        gauge(
+            "crdtmem_peers_connected",
+            "outbound peer links that are up",
+            lambda: [((), sum(p.state.connected for p in self.peers))],
+        )
+        gauge(
+            "crdtmem_links",
+            "inbound replication links (peers connected to this node)",
+            lambda: [((), len(self.links))],
+        )
 
     # -- policy hooks used by the routes ------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""``GET /v1/status`` (JSON) and ``GET /metrics`` (Prometheus text), plus ``GET /healthz``."""
+"""``GET /v1/status`` (JSON) and ``GET /metrics`` (Prometheus text, or OpenMetrics if the scraper asks
+for it), plus ``GET /healthz``."""
 
 from __future__ import annotations
 
@@ -15,11 +16,9 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         return web.json_response(node.status())
 
     async def metrics(request: web.Request) -> web.StreamResponse:
+        body, content_type = node.metrics.exposition(request.headers.get("Accept"))
         return web.Response(
-            text=node.metrics.render(),
-            content_type="text/plain",
-            charset="utf-8",
-            headers={"X-Content-Type-Options": "nosniff"},
+            body=body, headers={"Content-Type": content_type, "X-Content-Type-Options": "nosniff"}
         )
 
     async def healthz(request: web.Request) -> web.StreamResponse:

@@ -13,6 +13,7 @@ it may write (crdtmem.engine.trust, crdtmem.engine.remote).
 
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING, Any
 
 import msgpack
@@ -30,6 +31,8 @@ from .auth import PRINCIPAL
 
 if TYPE_CHECKING:
     from .context import NodeContext
+
+log = logging.getLogger("crdtmem.link")
 
 MAX_PULL_PAGE = 5_000
 HELLO_TIMEOUT = 10.0
@@ -76,7 +79,8 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         _require(principal, sorted({c for d in received.deltas if not d.seqs for c in _claimed(d)}), "write")
         _require_origins(principal, received, node.replica.id)
         # delta by delta: what the caller may not do is decided against and counted, the rest applies
-        result = await node.replica.apply_payload(received, sender=principal, isolate=True)
+        with node.metrics.timer("crdtmem_apply_seconds", source="push"):
+            result = await node.replica.apply_payload(received, sender=principal, isolate=True)
         channels = sorted({c for d in received.deltas for c in d.seqs})
         return web.json_response(
             {
@@ -134,10 +138,22 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         )
         node.links.add(link)
         node.metrics.inc("crdtmem_ws_connections_total", side="server")
+        fields = {"peer_id": claimed, "principal": principal.name, "mode": settings.mode}
+        log.info(
+            "link from replica %s connected (%s mode, accepting %d of %d channels)",
+            claimed,
+            settings.mode,
+            len(accept),
+            len(requested),
+            extra={"event": "link_connected", **fields, "channels": requested},
+        )
         try:
             await link.run()
         finally:
             node.links.discard(link)
+            log.info(
+                "link from replica %s disconnected", claimed, extra={"event": "link_disconnected", **fields}
+            )
         return ws
 
     return [

@@ -180,9 +180,12 @@ class Link:
             if self.mode == "lazy":
                 await asyncio.sleep(self.settings.interval)
             else:
+                # the periodic wake also re-sends what a refused or lost frame carried. Hazard:
+                # not wait_for, which on Python 3.11 swallows a cancellation that arrives as the
+                # event is set, and the loop would go on after the link was told to stop
                 with contextlib.suppress(TimeoutError):
-                    # the periodic wake also re-sends what a refused or lost frame carried
-                    await asyncio.wait_for(self._wake.wait(), timeout=1.0)
+                    async with asyncio.timeout(1.0):
+                        await self._wake.wait()
             self._wake.clear()
             if self.mode == "pull":
                 continue
@@ -315,7 +318,8 @@ class Link:
                 await self._switch_to_pull("peer did not acknowledge in time")
                 return False
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._acks.wait(), timeout=remaining)
+                async with asyncio.timeout(remaining):  # not wait_for: see _send_loop
+                    await self._acks.wait()
         return True
 
     async def _switch_to_pull(self, reason: str) -> None:
@@ -361,7 +365,9 @@ class Link:
         if frame.type == "deltas":
             await self._receive_deltas(body["n"], body["payload"])
         elif frame.type == "ack":
-            self._in_flight.pop(body["n"], None)
+            sent_at = self._in_flight.pop(body["n"], None)
+            if sent_at is not None:
+                self.metrics.observe("crdtmem_push_seconds", time.monotonic() - sent_at, peer=self.peer_id)
             _merge_max(self._acked, body["vectors"], self.push_channels)
             _merge_max(self._sent, body["vectors"], self.push_channels)
             self._acks.set()
@@ -403,7 +409,8 @@ class Link:
                 raise AccessDeniedFrame(
                     f"peer {self.peer_id} may not write to {', '.join(forbidden)}; frame refused"
                 )
-            result = await self.replica.apply_payload(received, sender=self._sender, isolate=True)
+            with self.metrics.timer("crdtmem_apply_seconds", source="link"):
+                result = await self.replica.apply_payload(received, sender=self._sender, isolate=True)
         except CrdtmemError as exc:
             await self._refuse(exc, n)
             return

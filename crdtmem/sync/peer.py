@@ -126,18 +126,27 @@ class PeerClient:
     # -- the loop -----------------------------------------------------------------------------
 
     async def _run(self) -> None:
+        failures = 0
         while True:
             self.state.attempts += 1
+            reason = "stopped"
             try:
-                await self.pull()
-                await self._push_link()
+                pulled = await self.pull()
+                await self._push_link(pulled)
+                reason = "the link closed"
             except asyncio.CancelledError:
                 raise
             except (TimeoutError, aiohttp.ClientError, OSError, CrdtmemError) as exc:
-                self.state.last_error = f"{type(exc).__name__}: {exc}"
+                reason = self.state.last_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.inc("crdtmem_peer_errors_total", peer=self.url, kind=type(exc).__name__)
-                log.info("peer %s: %s", self.url, self.state.last_error)
             finally:
+                if self.state.connected:
+                    failures = 0
+                    _log_peer(logging.INFO, "peer %s disconnected: %s", self, reason, "peer_disconnected")
+                elif reason != "stopped":
+                    failures += 1  # the first failure in a row is a warning; retries are debug
+                    level = logging.WARNING if failures == 1 else logging.DEBUG
+                    _log_peer(level, "peer %s unreachable, retrying: %s", self, reason, "peer_unreachable")
                 self.state.connected = False
                 self.link = None
             await asyncio.sleep(self.backoff.next())
@@ -158,9 +167,10 @@ class PeerClient:
                 data = await response.read()
                 more = response.headers.get("X-Crdtmem-More") == "1"
             received = wire.decode(data, max_bytes=self.replica.max_payload_bytes)
-            result = await self.replica.apply_payload(
-                received, sender=self._sender(received.sender), isolate=True
-            )
+            with self.metrics.timer("crdtmem_apply_seconds", source="pull"):
+                result = await self.replica.apply_payload(
+                    received, sender=self._sender(received.sender), isolate=True
+                )
             applied += result.applied
             self.state.pulled_deltas += result.applied
             if not more:
@@ -171,7 +181,7 @@ class PeerClient:
                 # is missing waits for dependencies this peer has not logged; the link goes on
                 return applied
 
-    async def _push_link(self) -> None:
+    async def _push_link(self, pulled: int) -> None:
         assert self._session is not None
         async with self._session.ws_connect(
             f"{self.url}/v1/sync/ws", max_msg_size=self.settings.max_frame_bytes, heartbeat=20.0
@@ -215,6 +225,21 @@ class PeerClient:
             self.state.last_error = None
             self.backoff.reset()
             self.metrics.inc("crdtmem_ws_connections_total", side="client")
+            log.info(
+                "peer %s connected: replica %s, %s mode, %d deltas pulled on the way",
+                self.url,
+                self.state.peer_id,
+                self.settings.mode,
+                pulled,
+                extra={
+                    "event": "peer_connected",
+                    "peer": self.url,
+                    "peer_id": self.state.peer_id,
+                    "mode": self.settings.mode,
+                    "pulled": pulled,
+                    "channels": self.channels,
+                },
+            )
             await self.link.run()
 
     def _sender(self, peer_id: str) -> Principal | None:
@@ -245,3 +270,8 @@ class PeerClient:
 
 class PeerRefused(CrdtmemError):
     """The remote server refused this peer (bad token, forbidden channel, wrong replica id)."""
+
+
+def _log_peer(level: int, message: str, peer: PeerClient, reason: str, event: str) -> None:
+    extra = {"event": event, "peer": peer.url, "peer_id": peer.state.peer_id, "reason": reason}
+    log.log(level, message, peer.url, reason, extra=extra)

@@ -1,6 +1,6 @@
 """crdtmem's property-based test harness, for crdtmem itself and for apps that embed it.
 
-Four parts (hypothesis is required: ``pip install crdtmem[test]``):
+Four parts (they need hypothesis: ``pip install 'crdtmem[testing]'``):
 
 - :mod:`~crdtmem.testing.strategies`: hypothesis strategies for names, channels, memories
   (:func:`memory_specs`) and operations on them (:func:`operations`), each a small dataclass with
@@ -15,7 +15,7 @@ Four parts (hypothesis is required: ``pip install crdtmem[test]``):
   running replicas on SQLite files under all of the above plus restarts; subclass it to add rules.
 
 An app checks that its own agents' memories survive a bad network like this (a pytest test; the
-``asyncio`` mark comes from pytest-asyncio, which ``crdtmem[test]`` installs)::
+``asyncio`` mark comes from pytest-asyncio, installed separately)::
 
     import random
 
@@ -43,16 +43,20 @@ An app checks that its own agents' memories survive a bad network like this (a p
                 assert_acknowledged_present(replica, acked)
 """
 
-from .checks import (
+from ..extras import require
+
+require("hypothesis", "testing", "hypothesis, which crdtmem.testing needs,")
+
+from .checks import (  # noqa: E402
     AcknowledgedWrites,
     assert_acknowledged_present,
     assert_converged,
     assert_store_consistent,
     canonical_state,
 )
-from .machine import ReplicaMachine, all_channels
-from .network import Delivery, Faults, Message, NetworkStats, SimulatedNetwork
-from .strategies import MemorySpec, Operation, memory_specs, operations
+from .machine import ReplicaMachine, all_channels  # noqa: E402
+from .network import Delivery, Faults, Message, NetworkStats, SimulatedNetwork  # noqa: E402
+from .strategies import MemorySpec, Operation, memory_specs, operations  # noqa: E402
 
 __all__ = [
     "AcknowledgedWrites",

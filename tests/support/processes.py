@@ -27,6 +27,7 @@ class ServerProcess:
         peer_token: str | None = None,
         port: int = 0,
         extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ):
         self.workdir = workdir
         self.replica_id = replica_id
@@ -37,6 +38,7 @@ class ServerProcess:
         self.peer_token = peer_token
         self.port = port
         self.extra = list(extra or [])
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.url = ""
         self.log = workdir / f"{replica_id}.log"
@@ -67,7 +69,7 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         """Start the process and wait (at most ``timeout`` seconds) for its "serving" line; a server
         that exits or hangs before it is killed and reported with the end of its log."""
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
         log = self.log.open("a")
         self.proc = subprocess.Popen(self.command(), stdout=subprocess.PIPE, stderr=log, env=env)
         log.close()
