@@ -54,6 +54,10 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
         "deltas of a link's frame that failed their checks and were rejected while the rest applied",
         ("peer",),
     ),
+    "crdtmem_deltas_unauthenticated_total": (
+        "deltas of a link's frame refused because the peer may not introduce their origin",
+        ("peer",),
+    ),
     "crdtmem_frames_resent_total": ("frames re-exported after an acknowledgement timeout", ("peer",)),
     "crdtmem_frames_refused_by_peer_total": ("our frames the peer answered with an error", ("reason",)),
     "crdtmem_peers_moved_to_pull_total": ("slow peers switched to pull mode", ("peer",)),

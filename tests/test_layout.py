@@ -15,8 +15,8 @@ PACKAGE = Path(crdtmem.__file__).parent
 
 # Bottom to top. A module may import its own room or any room on a lower level.
 LEVELS: list[set[str]] = [
-    {"errors", "extras", "lru", "metrics"},
-    {"ids", "clock"},
+    {"errors", "lru", "metrics"},
+    {"ids", "clock", "extras"},
     {"crdt"},
     {"document"},
     {"events", "access"},
