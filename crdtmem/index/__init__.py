@@ -16,7 +16,9 @@ Layout::
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .base import Embedder, Hit, Point, RecordSource, SearchFilter, Subscribe, VectorEngine
@@ -36,6 +38,11 @@ __all__ = [
 ]
 
 
+ENV_QDRANT_URL = "CRDTMEM_QDRANT_URL"
+ENV_QDRANT_API_KEY = "CRDTMEM_QDRANT_API_KEY"
+ENV_QDRANT_COLLECTION = "CRDTMEM_QDRANT_COLLECTION"
+
+
 @dataclass
 class IndexSettings:
     """How a replica indexes its memories.
@@ -49,6 +56,12 @@ class IndexSettings:
             the ``minilm`` extra), "fastembed:<model>", or an Embedder object.
         api_key: for a Qdrant server.
         batch: memories per embedding/upsert batch.
+        collection: the collection's name, used as given; None: ``crdtmem-{dim}`` (one collection per
+            vector size, so another embedder starts a fresh one).
+        shared: whether other nodes index into the same collection: points then carry revisions,
+            comparable across nodes, and deleted memories leave tombstones (see
+            ``docs/scale-out.md``). None: shared when ``engine`` is a server URL. Every node of a
+            shared collection must use the same embedder.
     """
 
     engine: str | None = None
@@ -56,7 +69,28 @@ class IndexSettings:
     embedder: str | Embedder = "hashing"
     api_key: str | None = None
     batch: int = 256
-    collection: str = "crdtmem"
+    collection: str | None = None
+    shared: bool | None = None
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **given: object) -> IndexSettings:
+        """Settings from ``given`` (keyword arguments of this class), with a Qdrant server's URL,
+        API key and collection taken from ``$CRDTMEM_QDRANT_URL``, ``$CRDTMEM_QDRANT_API_KEY`` and
+        ``$CRDTMEM_QDRANT_COLLECTION`` where ``given`` leaves them None."""
+        env = os.environ if environ is None else environ
+        settings = cls(**given)  # type: ignore[arg-type]
+        return replace(
+            settings,
+            engine=settings.engine or env.get(ENV_QDRANT_URL) or None,
+            api_key=settings.api_key or env.get(ENV_QDRANT_API_KEY) or None,
+            collection=settings.collection or env.get(ENV_QDRANT_COLLECTION) or None,
+        )
+
+    @property
+    def is_shared(self) -> bool:
+        if self.shared is not None:
+            return self.shared
+        return self.engine is not None and self.engine.startswith(("http://", "https://"))
 
 
 def open_indexer(
@@ -71,8 +105,10 @@ def open_indexer(
     if path is None and db_path is not None:
         path = Path(f"{db_path}.index")
     embedder = load_embedder(settings.embedder) if isinstance(settings.embedder, str) else settings.embedder
-    # one collection per vector size: a model of another size starts a fresh collection (and, like
-    # any model change, re-embeds everything) instead of failing on the old one
-    collection = f"{settings.collection}-{embedder.dim}"
+    # by default one collection per vector size: a model of another size starts a fresh collection
+    # (and, like any model change, re-embeds everything) instead of failing on the old one
+    collection = settings.collection or f"crdtmem-{embedder.dim}"
     engine = open_engine(spec, path, collection=collection, api_key=settings.api_key)
-    return Indexer(source, subscribe, engine, embedder, batch=settings.batch, name=collection)
+    return Indexer(
+        source, subscribe, engine, embedder, batch=settings.batch, name=collection, shared=settings.is_shared
+    )

@@ -10,8 +10,9 @@ A *point* is one memory: its id, its vector, and a payload the engine can filter
      "topics": [str], "channels": [str], "tags": [str], "deleted": bool, "conflicted": bool,
      "model": str, "content": str}
 
-``version`` is the replica-local version of the memory the point was built from; an upsert never
-replaces a point with a higher version (see :meth:`VectorEngine.upsert`).
+``version`` is the replica-local version of the memory the point was built from, or, in a collection
+shared by several nodes, its revision (``document/revision.py``), which every node computes alike;
+an upsert never replaces a point with a higher version (see :meth:`VectorEngine.upsert`).
 """
 
 from __future__ import annotations
@@ -156,6 +157,8 @@ class RecordSource(Protocol):
     def set_meta(self, key: str, value: str) -> None: ...
 
     def load_record(self, doc_id: str) -> dict[str, Any] | None: ...
+
+    def load_state(self, doc_id: str) -> bytes | None: ...
 
     def query_records(
         self,

@@ -11,6 +11,18 @@ never overwrites a newer point (each engine enforces it).
 
 Vectors record the model that made them; if the embedder's model differs from the one the index was
 built with, the indexer starts over from version 0 and re-embeds everything.
+
+**Shared mode** (``shared=True``: several nodes indexing into one Qdrant server collection). A local
+version means nothing to another node, so points carry the document's *revision* instead
+(``document/revision.py``: computed from the merged state alone, equal on every node that holds the
+same state, higher for a state that has seen more). The indexer reads each changed memory's state
+from the store and materializes the point from that very state, so the point's content and its
+revision always belong together. Deleted memories are written as tombstones (their point stays,
+flagged ``deleted``, which every search excludes unless asked) instead of being removed, because a
+removed point could not refuse a slower node's older upsert. ``verify()`` and ``rebuild()`` look only
+at the memories this node holds: the collection also holds the rest of the fleet's, which are not
+orphans. Points refused because the collection already holds a newer revision are counted
+(``points_refused``).
 """
 
 from __future__ import annotations
@@ -24,7 +36,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ..document.memory import MemoryDoc
 from ..document.records import Memory
+from ..document.revision import revision_of
 from ..errors import InvalidInput
 from ..lru import LRU
 from .base import Embedder, Point, RecordSource, SearchFilter, Subscribe, VectorEngine
@@ -54,6 +68,9 @@ class Verification:
     stale: tuple[str, ...]
     orphans: tuple[str, ...]
     mismatched: tuple[str, ...] = ()
+    ahead: tuple[str, ...] = ()
+    """Shared mode: points another node wrote from a state this node has not merged yet (a higher
+    revision). Not a fault: this node's own upserts of them are refused until it catches up."""
 
     @property
     def ok(self) -> bool:
@@ -103,6 +120,7 @@ class Indexer:
         *,
         batch: int = 256,
         name: str = "default",
+        shared: bool = False,
     ):
         self.source = source
         self._subscribe = subscribe
@@ -113,7 +131,9 @@ class Indexer:
         self._model_key = f"index:{name}:model"
         self.indexed_version = 0
         self.indexed_at = time.time()
+        self.shared = shared
         self.points_written = 0
+        self.points_refused = 0
         self.batches = 0
         self.last_error: str | None = None
         self._wake = asyncio.Event()
@@ -205,17 +225,36 @@ class Indexer:
         )
         if not records:
             return False
-        memories = [Memory.from_dict(r) for r in records]
+        memories = self._memories(records)
         await self._write(memories)
-        self.indexed_version = memories[-1].version
+        self.indexed_version = int(records[-1]["version"])
         self.source.set_meta(self._mark_key, str(self.indexed_version))
         self.indexed_at = time.time()
         self.batches += 1
         return len(records) == self.batch
 
+    def _memories(self, records: Sequence[dict[str, Any]]) -> list[Memory]:
+        """The memories to index from store records: as they are, or (shared mode) materialized from
+        the stored state with its revision as their version. A memory whose state is gone is left
+        out (nothing to index; verify() reports a point that lingers)."""
+        if not self.shared:
+            return [Memory.from_dict(r) for r in records]
+        memories = []
+        for record in records:
+            state = self.source.load_state(record["id"])
+            if state is None:
+                continue
+            doc = MemoryDoc.from_state(record["id"], state, _READ_ONLY_CLIENT)
+            memories.append(doc.materialize(revision_of(doc.doc)))
+        return memories
+
+    def _keeps(self, memory: Memory) -> bool:
+        """Whether the memory has a point: an indexable one, or (shared mode) any, as a tombstone."""
+        return self.shared or indexable(memory)
+
     async def _write(self, memories: Sequence[Memory]) -> None:
-        keep = [m for m in memories if indexable(m)]
-        drop = [m.id for m in memories if not indexable(m)]
+        keep = [m for m in memories if self._keeps(m)]
+        drop = [m.id for m in memories if not self._keeps(m)]
         texts = [memory_text(m) for m in keep]
         vectors = await self._embed(texts)
         points = [
@@ -223,7 +262,9 @@ class Indexer:
             for m, vector, text in zip(keep, vectors, texts, strict=True)
         ]
         if points:
-            self.points_written += await asyncio.to_thread(self.engine.upsert, points)
+            written = await asyncio.to_thread(self.engine.upsert, points)
+            self.points_written += written
+            self.points_refused += len(points) - written
         if drop:
             await asyncio.to_thread(self.engine.delete, drop)
 
@@ -270,18 +311,27 @@ class Indexer:
         """Compare what the engine holds with the store, point by point: no missing, stale, orphan or
         mismatched points means ok."""
         expected: dict[str, dict[str, Any]] = {}
-        for record in self.source.query_records(include_deleted=True):
-            memory = Memory.from_dict(record)
-            if indexable(memory):
+        for memory in self._memories(self.source.query_records(include_deleted=True)):
+            if self._keeps(memory):
                 expected[memory.id] = _payload(memory, self.embedder.model, memory_text(memory))
-        indexed = await asyncio.to_thread(self.engine.payloads)
+        if self.shared:  # the fleet's other memories are not this node's to judge
+            indexed = await asyncio.to_thread(self.engine.payloads, list(expected))
+        else:
+            indexed = await asyncio.to_thread(self.engine.payloads)
         missing = sorted(set(expected) - set(indexed))
         both = set(expected) & set(indexed)
         stale = sorted(i for i in both if indexed[i]["version"] < expected[i]["version"])
-        mismatched = sorted(i for i in both - set(stale) if _disagrees(indexed[i], expected[i]))
+        ahead = sorted(i for i in both if indexed[i]["version"] > expected[i]["version"])
+        mismatched = sorted(i for i in both - set(stale) - set(ahead) if _disagrees(indexed[i], expected[i]))
         orphans = sorted(set(indexed) - set(expected))
         return Verification(
-            len(expected), len(indexed), tuple(missing), tuple(stale), tuple(orphans), tuple(mismatched)
+            len(expected),
+            len(indexed),
+            tuple(missing),
+            tuple(stale),
+            tuple(orphans),
+            tuple(mismatched),
+            tuple(ahead),
         )
 
     async def rebuild(self, progress: Progress | None = None) -> Verification:
@@ -294,16 +344,17 @@ class Indexer:
         total = len(records)
         done = 0
         for start in range(0, total, self.batch):
-            chunk = [Memory.from_dict(r) for r in records[start : start + self.batch]]
-            await self._write(chunk)
+            chunk = records[start : start + self.batch]
+            await self._write(self._memories(chunk))
             done += len(chunk)
             if progress:
                 progress(done, total)
-        present = {m.id for m in map(Memory.from_dict, records) if indexable(m)}
-        indexed = await asyncio.to_thread(self.engine.versions)
-        orphans = sorted(set(indexed) - present)
-        if orphans:
-            await asyncio.to_thread(self.engine.delete, orphans)
+        if not self.shared:  # a shared collection's other points belong to the rest of the fleet
+            present = {m.id for m in map(Memory.from_dict, records) if indexable(m)}
+            indexed = await asyncio.to_thread(self.engine.versions)
+            orphans = sorted(set(indexed) - present)
+            if orphans:
+                await asyncio.to_thread(self.engine.delete, orphans)
         if records:
             self.indexed_version = max(int(r["version"]) for r in records)
             self.source.set_meta(self._mark_key, str(self.indexed_version))
@@ -318,9 +369,15 @@ class Indexer:
             "indexed_version": self.indexed_version,
             "lag_versions": self.lag(),
             "seconds_since_indexed": round(time.time() - self.indexed_at, 3),
+            "shared": self.shared,
             "points_written": self.points_written,
+            "points_refused": self.points_refused,
             "last_error": self.last_error,
         }
+
+
+_READ_ONLY_CLIENT = 1
+"""The Yrs client id of documents the indexer only reads (shared mode); nothing is written with it."""
 
 
 def _payload(memory: Memory, model: str, text: str) -> dict[str, Any]:

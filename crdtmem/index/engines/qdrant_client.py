@@ -4,18 +4,22 @@
 ``QdrantClientEngine.remote(url, api_key=...)`` talks to a Qdrant server or cluster. Both go through
 the same methods: the same collection (cosine distance), the same payload indexes (keyword indexes on
 ``user_id`` (the tenant field), ``tenant_id``, ``kind``, ``topics``, ``channels``, ``tags``; bool
-indexes on ``deleted`` and ``conflicted``; local mode accepts and ignores them), the same filters.
+indexes on ``deleted`` and ``conflicted``; an integer index on ``version``; local mode accepts and
+ignores them), the same filters.
 
 Point ids are uuid5 of the memory id (Qdrant takes only ints and UUIDs); the memory id travels in the
 payload as ``memory_id`` and is what :class:`Hit` carries.
 
 Stale upserts: ``upsert`` first reads the stored ``version`` of every id in the batch and drops the
-points whose stored version is higher, then writes the rest. That read-then-write is not atomic on
-the server. It is safe under crdtmem's model of one writer per collection (the replica's indexer; this
-object also serialises its own upserts with a lock), and local mode is single-process by its file
-lock. Two indexers writing the same server collection could interleave between the read and the write
-and let an older version land last; give each replica its own collection, or have ``verify()`` /
-``rebuild()`` repair it.
+points whose stored version is higher (they are counted as refused), then writes the rest as a
+*conditional* upsert: ``update_filter`` makes Qdrant replace an existing point only if its stored
+``version`` is not higher than the new one (new points are inserted regardless). Qdrant evaluates
+that filter when it applies the operation to the shard, under the shard's update lock, so a point
+written by another node between our read and our write still wins if it is newer: with several
+nodes indexing into one server collection, a slower node never overwrites a newer point (the rule
+and its limits: ``docs/scale-out.md``, "A search index shared by the fleet"). The read is only a
+shortcut that saves sending vectors that would be refused. ``update_filter`` needs Qdrant 1.16 or
+later on the server; local mode implements it too, which is how the tests exercise it.
 
 Every error from qdrant-client, httpx or local mode's storage becomes a :class:`StorageError`.
 """
@@ -56,6 +60,11 @@ from ._common import (
 
 DEFAULT_COLLECTION = "crdtmem"
 _PAGE = 1024
+VERSION_FIELD = "version"
+"""Indexed as an integer: every conditional upsert filters on it."""
+_CONDITIONAL_CHUNK = 32
+"""Points per conditional upsert: the condition lists one clause per point and is checked against
+every replaced point, so a request costs O(chunk^2) filter checks."""
 _QDRANT_ERRORS = (
     ApiException,
     QdrantException,
@@ -95,7 +104,26 @@ def to_qdrant_filter(flt: SearchFilter) -> models.Filter | None:
     return models.Filter(must=must or None, must_not=must_not or None)
 
 
+def not_newer_than(points: Sequence[tuple[Point, list[float]]]) -> models.Filter:
+    """The condition under which Qdrant may replace a stored point with one of ``points``: its
+    stored ``version`` is not higher than the new point's. One clause per point (its id and its
+    version), so one request carries points of different versions."""
+    return models.Filter(
+        should=[
+            models.Filter(
+                must=[
+                    models.HasIdCondition(has_id=[point_uuid(p.id)]),
+                    models.FieldCondition(key=VERSION_FIELD, range=models.Range(lte=p.version)),
+                ]
+            )
+            for p, _ in points
+        ]
+    )
+
+
 def _payload_schema(field: str) -> models.PayloadSchemaType | models.KeywordIndexParams:
+    if field == VERSION_FIELD:
+        return models.PayloadSchemaType.INTEGER
     if field in BOOL_FIELDS:
         return models.PayloadSchemaType.BOOL
     return models.KeywordIndexParams(type=models.KeywordIndexType.KEYWORD, is_tenant=field == TENANT_FIELD)
@@ -190,7 +218,7 @@ class QdrantClientEngine:
         with self._errors("create payload indexes", writes=True), warnings.catch_warnings():
             # Local mode warns that payload indexes have no effect there; they matter on a server.
             warnings.filterwarnings("ignore", "Payload indexes have no effect", UserWarning)
-            for field in (*KEYWORD_FIELDS, *BOOL_FIELDS):
+            for field in (*KEYWORD_FIELDS, *BOOL_FIELDS, VERSION_FIELD):
                 if field not in (info.payload_schema or {}):
                     self._client.create_payload_index(
                         self.collection, field, field_schema=_payload_schema(field), wait=True
@@ -204,14 +232,16 @@ class QdrantClientEngine:
                 return 0
             stored = self._stored_versions([p.id for p, _ in batch])
             fresh = fresh_points(batch, stored)
-            structs = [
-                models.PointStruct(id=point_uuid(p.id), vector=vector, payload=stored_payload(p))
-                for p, vector in fresh
-            ]
             with self._errors("upsert", writes=True):
-                if structs:
-                    self._client.upsert(self.collection, structs, wait=True)
-            return len(structs)
+                for chunk in chunked(fresh, _CONDITIONAL_CHUNK):
+                    structs = [
+                        models.PointStruct(id=point_uuid(p.id), vector=vector, payload=stored_payload(p))
+                        for p, vector in chunk
+                    ]
+                    self._client.upsert(
+                        self.collection, structs, wait=True, update_filter=not_newer_than(chunk)
+                    )
+            return len(fresh)
 
     def delete(self, ids: Sequence[str]) -> None:
         with self._write_lock:
