@@ -82,6 +82,11 @@ class SyncReplica:
     def id(self) -> str:
         return self.replica.id
 
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The private event loop the replica runs on (adapters schedule the replica's coroutines on it)."""
+        return self._loop
+
     def version_vector(self, channel: str) -> dict[str, int]:
         return self.replica.version_vector(channel)
 

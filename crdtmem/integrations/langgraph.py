@@ -1,0 +1,400 @@
+"""A LangGraph store on a crdtmem replica: :class:`CrdtmemStore`, a ``langgraph.store.base.BaseStore``.
+
+LangGraph keeps long-term memory in a store: JSON objects under a namespace (a tuple of labels) and
+a key. Here each item is a crdtmem ``fact`` whose content is the object, so an item put on one replica
+reaches every replica that shares its scope, and two puts of one item that did not see each other
+are flagged as a conflict instead of one silently overwriting the other::
+
+    (namespace, key)      one memory, id langgraph/{channels}/{label}/.../{key}: the same on every
+                          replica, so puts of one item anywhere land on one memory
+    value                 the fact's content (a register: concurrent puts are a conflict listed by
+                          replica.conflicts(); reads return the value with the highest timestamp)
+    namespace -> scope    the memory's scope (user, tenant, topics), hence its channels: who it syncs
+                          to and which tokens may read and write it; ``scope=`` decides, e.g.
+                          namespace_scope(user=1) puts ("memories", "alice@example.com") in
+                          alice@example.com's user scope
+    delete                deletes the memory; a later put of the key revives it (a new incarnation)
+    search                namespace prefix and filters on the value's fields; with a query, by
+                          meaning through the replica's index (Replica(..., index=...)), best first,
+                          each item with its score
+    list_namespaces       prefix/suffix (with "*" labels), max_depth, limit, offset
+
+Ids are escaped parts joined by ``/`` (``%`` and ``/`` inside a part written as ``%25``, ``%2F``);
+one longer than an app id may be (256 characters) is ``langgraph#`` and the SHA-256 of its parts.
+
+The store runs its operations on the replica's event loop: pass an async :class:`Replica` and use
+the async methods (``aput``, ``aget``, ``asearch``, ...) on its loop and the blocking ones from other
+threads, or pass a :class:`SyncReplica` and use either from anywhere. A batch runs like LangGraph's
+own ``InMemoryStore`` runs one: reads see the state before the batch's puts, and of several puts of
+one item the last counts.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from ..extras import require
+
+require("langgraph", "langgraph", "langgraph (for crdtmem.integrations.langgraph)")
+
+from langgraph.store.base import (  # noqa: E402
+    BaseStore,
+    GetOp,
+    Item,
+    ListNamespacesOp,
+    MatchCondition,
+    Op,
+    PutOp,
+    Result,
+    SearchItem,
+    SearchOp,
+    validate_op_namespace,
+)
+
+from ..clock import Hlc  # noqa: E402
+from ..document.records import Memory, Scope  # noqa: E402
+from ..engine.replica import Replica  # noqa: E402
+from ..engine.sync_api import SyncReplica  # noqa: E402
+from ..errors import InvalidInput, MemoryExists, NotFound  # noqa: E402
+from ..ids import MAX_ID_LENGTH, escape_id  # noqa: E402
+
+__all__ = ["CrdtmemStore", "Namespace", "ScopeOf", "namespace_scope"]
+
+Namespace = tuple[str, ...]
+ScopeOf = Callable[[Namespace], Scope]
+"""Decides the scope (and so the channels) of an item from its namespace."""
+
+PREFIX = "langgraph"
+"""First part of every item's memory id, and the metadata key that records its namespace and key."""
+
+_MAX_SEARCH = 1000
+"""Most hits one index query may return (the index's own bound)."""
+
+
+def namespace_scope(
+    *, user: int | None = None, tenant: int | None = None, topics: Sequence[int] = (), shared: bool = False
+) -> ScopeOf:
+    """A scope read from an item's namespace labels: ``user``, ``tenant`` and ``topics`` are
+    positions in the namespace. ``namespace_scope(user=1)`` puts ``("memories", "alice")`` in user
+    ``alice``'s scope (channel ``user:alice:memories``); a namespace too short for a position is
+    refused."""
+
+    def label(namespace: Namespace, at: int, what: str) -> str:
+        if not -len(namespace) <= at < len(namespace):
+            raise InvalidInput(f"namespace {namespace!r:.200} has no label at position {at} for the {what}")
+        return namespace[at]
+
+    def scope(namespace: Namespace) -> Scope:
+        return Scope(
+            user_id=label(namespace, user, "user id") if user is not None else None,
+            tenant_id=label(namespace, tenant, "tenant id") if tenant is not None else None,
+            topics=tuple(label(namespace, at, "topic") for at in topics),
+            shared=shared,
+        )
+
+    return scope
+
+
+class CrdtmemStore(BaseStore):
+    """LangGraph's ``BaseStore`` on a replica (see the module docstring for the mapping).
+
+    Args:
+        replica: an async :class:`Replica` (operations run on the loop it runs on) or a
+            :class:`SyncReplica` (on its private loop).
+        scope: the scope of every item (a :class:`Scope`; default: no user or tenant, the
+            ``system:global`` channel), or a function of the item's namespace that returns it
+            (:func:`namespace_scope`).
+
+    TTLs are not supported (``supports_ttl`` is False: a put with a ``ttl`` is refused by
+    ``BaseStore``). A put's ``index`` argument is not used: the replica's index embeds the whole
+    value of every item.
+    """
+
+    supports_ttl = False
+
+    def __init__(self, replica: Replica | SyncReplica, *, scope: Scope | ScopeOf | None = None):
+        if isinstance(replica, SyncReplica):
+            self.replica: Replica = replica.replica
+            self._loop: asyncio.AbstractEventLoop | None = replica.loop
+        else:
+            self.replica = replica
+            try:
+                self._loop = asyncio.get_running_loop()
+            except RuntimeError:
+                self._loop = None  # taken from the first async call
+        self._scope_of: ScopeOf
+        self._channel: str | None = None
+        """The one channel every item is on, when that is known (lists read only that channel)."""
+        if callable(scope):
+            self._scope_of = scope
+        else:
+            fixed = scope or Scope()
+            self._scope_of = lambda _namespace: fixed
+            if len(fixed.channels()) == 1:
+                self._channel = fixed.channels()[0]
+
+    # -- BaseStore ----------------------------------------------------------------------------
+
+    def batch(self, ops: Iterable[Op]) -> list[Result]:
+        loop = self._loop
+        if loop is None:
+            raise InvalidInput(
+                "this store's replica runs on an event loop it has not seen yet: create the store on "
+                "that loop, or call an async method (aput, aget, asearch, ...) there first"
+            )
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            raise InvalidInput(
+                "a blocking store method was called on the replica's own event loop, where it would "
+                "wait for itself: use the async methods (aput, aget, asearch, alist_namespaces)"
+            )
+        return asyncio.run_coroutine_threadsafe(self._run(list(ops)), loop).result()
+
+    async def abatch(self, ops: Iterable[Op]) -> list[Result]:
+        running = asyncio.get_running_loop()
+        if self._loop is None:
+            self._loop = running
+        if running is not self._loop:  # e.g. a SyncReplica's loop, called from an app's loop
+            future = asyncio.run_coroutine_threadsafe(self._run(list(ops)), self._loop)
+            return await asyncio.wrap_future(future)
+        return await self._run(list(ops))
+
+    # -- operations ---------------------------------------------------------------------------
+
+    async def _run(self, ops: list[Op]) -> list[Result]:
+        for op in ops:
+            if not isinstance(op, (GetOp, SearchOp, ListNamespacesOp, PutOp)):
+                raise ValueError(f"Unknown operation type: {type(op)}")
+            validate_op_namespace(op)
+        results: list[Result] = []
+        puts: dict[tuple[Namespace, str], PutOp] = {}
+        listed: list[Memory] | None = None
+        for op in ops:
+            if isinstance(op, GetOp):
+                results.append(await self._get(op.namespace, op.key))
+                continue
+            if isinstance(op, PutOp):
+                puts[(tuple(op.namespace), op.key)] = op
+                results.append(None)
+                continue
+            if listed is None:
+                listed = await self._items()
+            if isinstance(op, SearchOp):
+                results.append(await self._search(op, listed))
+            else:
+                results.append(_list_namespaces(op, [_namespace_of(m) for m in listed]))
+        for op in puts.values():
+            await self._put(op)
+        return results
+
+    async def _get(self, namespace: Namespace, key: str) -> Item | None:
+        try:
+            memory = await self.replica.get(self.memory_id(namespace, key))
+        except NotFound:
+            return None
+        if memory.deleted or not self._owns(memory):
+            return None
+        return Item(**_fields(memory))
+
+    async def _put(self, op: PutOp) -> None:
+        namespace = tuple(op.namespace)
+        memory_id = self.memory_id(namespace, op.key)
+        try:
+            current: Memory | None = await self.replica.get(memory_id)
+        except NotFound:
+            current = None
+        live = current is not None and not current.deleted
+        if op.value is None:
+            if live:
+                await self.replica.delete(memory_id)
+            return
+        if not isinstance(op.value, Mapping):
+            raise InvalidInput(f"a store value must be a dict, got {type(op.value).__name__}")
+        value = dict(op.value)
+        if live:
+            await self.replica.update(memory_id, content=value)
+            return
+        scope = self._scope_of(namespace)
+        try:
+            await self.replica.add(
+                value,
+                memory_id=memory_id,
+                user_id=scope.user_id,
+                tenant_id=scope.tenant_id,
+                topics=scope.topics,
+                shared=scope.shared,
+                metadata={PREFIX: {"namespace": list(namespace), "key": op.key}},
+                tags=[_prefix_tag(namespace[:depth]) for depth in range(1, len(namespace) + 1)],
+            )
+        except MemoryExists:  # created since we looked (a remote apply)
+            await self.replica.update(memory_id, content=value)
+
+    async def _items(self) -> list[Memory]:
+        """Every live item of this store, most recently updated first."""
+        memories = await self.replica.list(kind="fact", channel=self._channel)
+        mine = [m for m in memories if not m.deleted and self._owns(m)]
+        mine.sort(key=lambda m: m.id)
+        mine.sort(key=lambda m: m.updated_at, reverse=True)
+        return mine
+
+    async def _search(self, op: SearchOp, listed: list[Memory]) -> list[SearchItem]:
+        prefix = tuple(op.namespace_prefix)
+        _check_filter(op.filter or {})
+        found = [
+            m
+            for m in listed
+            if _namespace_of(m)[: len(prefix)] == prefix and _matches(_value(m), op.filter or {})
+        ]
+        end = op.offset + op.limit
+        if not op.query or self.replica.index is None or not found:
+            return [_item(m) for m in found[op.offset : end]]
+        wanted = {m.id: m for m in found}
+        tags = [_prefix_tag(prefix)] if prefix else []
+        asked = min(_MAX_SEARCH, max(end, 1) * 4)
+        while True:
+            hits = await self.replica.search(op.query, tags=tags, limit=asked)
+            ranked = [(wanted[h.memory.id], h.score) for h in hits if h.memory.id in wanted]
+            if len(ranked) >= end or len(hits) < asked or asked >= _MAX_SEARCH:
+                break
+            asked = min(_MAX_SEARCH, asked * 4)
+        return [_item(m, score) for m, score in ranked[op.offset : end]]
+
+    # -- mapping ------------------------------------------------------------------------------
+
+    def memory_id(self, namespace: Namespace, key: str) -> str:
+        """The id of the memory that holds ``key`` in ``namespace`` (the same on every replica)."""
+        parts = [PREFIX, ",".join(self._scope_of(tuple(namespace)).channels()), *namespace, key]
+        text = "/".join(escape_id(part, "/") for part in parts)
+        if len(text) <= MAX_ID_LENGTH:
+            return text
+        return f"{PREFIX}#" + hashlib.sha256(json.dumps(parts).encode()).hexdigest()
+
+    def _owns(self, memory: Memory) -> bool:
+        """Whether ``memory`` is an item of this store: what it records as its namespace and key
+        gives its id under this store's scopes."""
+        mark = memory.metadata.get(PREFIX)
+        if not isinstance(mark, dict):
+            return False
+        namespace, key = mark.get("namespace"), mark.get("key")
+        if not isinstance(key, str) or not isinstance(namespace, list):
+            return False
+        if not all(isinstance(label, str) for label in namespace):
+            return False
+        try:
+            return self.memory_id(tuple(namespace), key) == memory.id
+        except InvalidInput:  # a namespace this store's scope function refuses
+            return False
+
+
+def _namespace_of(memory: Memory) -> Namespace:
+    return tuple(memory.metadata[PREFIX]["namespace"])
+
+
+def _value(memory: Memory) -> dict[str, Any]:
+    """The item's value: the fact's content (a resolution may have written any JSON value there,
+    which reads as ``{"value": ...}``)."""
+    content = memory.content
+    return content if isinstance(content, dict) else {"value": content}
+
+
+def _time(hlc: str) -> datetime:
+    return datetime.fromtimestamp(Hlc.decode(hlc).wall_ms / 1000, tz=UTC)
+
+
+def _fields(memory: Memory) -> dict[str, Any]:
+    return {
+        "namespace": _namespace_of(memory),
+        "key": memory.metadata[PREFIX]["key"],
+        "value": _value(memory),
+        "created_at": _time(memory.created_at),
+        "updated_at": _time(memory.updated_at),
+    }
+
+
+def _item(memory: Memory, score: float | None = None) -> SearchItem:
+    return SearchItem(**_fields(memory), score=score)
+
+
+def _prefix_tag(namespace: Namespace) -> str:
+    """The tag an item carries for each prefix of its namespace (``langgraph:{label}/{label}...``), so
+    a search within a prefix asks the index for items carrying that prefix's tag."""
+    return f"{PREFIX}:" + "/".join(escape_id(label, "/") for label in namespace)
+
+
+def _list_namespaces(op: ListNamespacesOp, namespaces: list[Namespace]) -> list[Namespace]:
+    """The namespaces (of live items) matching every condition, cut to ``max_depth``, sorted."""
+    found = {ns for ns in namespaces if all(_namespace_matches(c, ns) for c in op.match_conditions or ())}
+    if op.max_depth is not None:
+        found = {ns[: op.max_depth] for ns in found}
+    return sorted(found)[op.offset : op.offset + op.limit]
+
+
+def _namespace_matches(condition: MatchCondition, namespace: Namespace) -> bool:
+    path = tuple(condition.path)
+    if len(namespace) < len(path):
+        return False
+    if condition.match_type == "prefix":
+        part = namespace[: len(path)]
+    elif condition.match_type == "suffix":
+        part = namespace[len(namespace) - len(path) :]
+    else:
+        raise ValueError(f"Unsupported match type: {condition.match_type}")
+    return all(p == "*" or p == label for p, label in zip(path, part, strict=True))
+
+
+def _matches(value: dict[str, Any], flt: dict[str, Any]) -> bool:
+    """LangGraph's filter: every top-level field equal to the filter's, compared as JSON (nested
+    objects field by field, lists item by item), or meeting its operators ($eq, $ne, $gt, $gte,
+    $lt, $lte)."""
+    return all(_compare(value.get(field), wanted) for field, wanted in flt.items())
+
+
+_OPERATORS = ("$eq", "$ne", "$gt", "$gte", "$lt", "$lte")
+
+
+def _check_filter(flt: Any) -> None:
+    """Refuse operators the filter does not know, whether or not any item would reach them."""
+    if isinstance(flt, dict):
+        for key, wanted in flt.items():
+            if isinstance(key, str) and key.startswith("$") and key not in _OPERATORS:
+                raise InvalidInput(
+                    f"unsupported filter operator {key!r:.40}; use $eq, $ne, $gt, $gte, $lt or $lte"
+                )
+            _check_filter(wanted)
+    elif isinstance(flt, (list, tuple)):
+        for wanted in flt:
+            _check_filter(wanted)
+
+
+def _compare(value: Any, wanted: Any) -> bool:
+    if isinstance(wanted, dict):
+        if any(k.startswith("$") for k in wanted):
+            return all(_operator(value, op, operand) for op, operand in wanted.items())
+        return isinstance(value, dict) and all(_compare(value.get(k), v) for k, v in wanted.items())
+    if isinstance(wanted, (list, tuple)):
+        return (
+            isinstance(value, (list, tuple))
+            and len(value) == len(wanted)
+            and all(_compare(v, w) for v, w in zip(value, wanted, strict=True))
+        )
+    return bool(value == wanted)
+
+
+def _operator(value: Any, operator: str, operand: Any) -> bool:
+    if operator == "$eq":
+        return bool(value == operand)
+    if operator == "$ne":
+        return bool(value != operand)
+    try:
+        left, right = float(value), float(operand)
+    except (TypeError, ValueError):
+        return False  # a missing or non-numeric field meets no comparison
+    return {"$gt": left > right, "$gte": left >= right, "$lt": left < right, "$lte": left <= right}[operator]
