@@ -19,6 +19,7 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     │   ├── UnsupportedVersion     a payload format version this build does not speak
     │   └── ClockSkewError         a remote timestamp is further ahead than the allowed drift
     ├── StorageError               the durable store failed; the write was not acknowledged
+    ├── BusError                   the NATS bus refused a stream or consumer (misconfigured)
     └── ReplicaClosed              the replica was used after stop() (a SyncReplica after close())
 """
 
@@ -95,3 +96,8 @@ class StorageError(CrdtmemError):
 
 class ReplicaClosed(CrdtmemError):
     """The replica was closed; open a new one."""
+
+
+class BusError(CrdtmemError):
+    """The NATS bus refused what the node asked of it (a stream bound to other subjects, a
+    consumer it cannot create); the message says what to change."""

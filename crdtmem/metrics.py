@@ -66,6 +66,20 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "crdtmem_ws_connections_total": ("replication WebSockets opened, as server or client", ("side",)),
     "crdtmem_event_streams_total": ("event feed streams opened, by transport (sse, ws)", ("transport",)),
     "crdtmem_event_overflows_total": ("event feed streams dropped for falling behind", ("transport",)),
+    "crdtmem_bus_published_total": ("log entries published to the NATS bus and acknowledged by it", ()),
+    "crdtmem_bus_publish_duplicates_total": (
+        "log entries published to the bus that it already held (deduplicated by message id)",
+        (),
+    ),
+    "crdtmem_bus_publish_errors_total": ("publishes the bus did not acknowledge, by error class", ("kind",)),
+    "crdtmem_bus_deltas_applied_total": ("deltas received from the bus and applied", ()),
+    "crdtmem_bus_duplicates_total": ("deltas received from the bus that were stored here already", ()),
+    "crdtmem_bus_messages_refused_total": (
+        "bus messages not applied (malformed, wrong subject, refused), by error class",
+        ("reason",),
+    ),
+    "crdtmem_bus_connects_total": ("connections to the bus established", ()),
+    "crdtmem_bus_errors_total": ("bus sessions that ended in an error, by error class", ("kind",)),
 }
 
 HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
@@ -75,7 +89,7 @@ HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
         ("op",),
     ),
     "crdtmem_apply_seconds": (
-        "applying a remote payload and committing it; source=link (pushed frame), pull, push (HTTP)",
+        "applying a remote payload and committing it; source=link (pushed frame), pull, push (HTTP), bus",
         ("source",),
     ),
     "crdtmem_push_seconds": (

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterator
 import aiohttp
 import pytest
 
+from tests.support.nats import NatsCluster, NatsServer
 from tests.support.processes import ServerProcess
 
 
@@ -24,3 +25,20 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
     """An HTTP client; reads time out after 20 s (event streams send a heartbeat every 15 s)."""
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(sock_connect=10, sock_read=20)) as client:
         yield client
+
+
+@pytest.fixture
+def nats_server(tmp_path) -> Iterator[NatsServer]:
+    """One NATS server with JetStream on loopback, stopped afterwards."""
+    server = NatsServer(tmp_path).start()
+    yield server
+    server.kill()
+
+
+@pytest.fixture
+def nats_cluster(tmp_path) -> Iterator[NatsCluster]:
+    """Three NATS servers with JetStream, clustered on loopback (R3 streams), stopped afterwards."""
+    cluster = NatsCluster(tmp_path).start()
+    yield cluster
+    for server in cluster.servers:
+        server.kill()

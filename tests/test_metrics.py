@@ -95,6 +95,8 @@ def test_every_metric_the_docs_name_exists() -> None:
     gauges = {"crdtmem_index_lag_versions", "crdtmem_memories", "crdtmem_pending_deltas"}
     gauges |= {"crdtmem_event_subscribers", "crdtmem_peers_connected", "crdtmem_links"}
     gauges |= {"crdtmem_pending_evicted", "crdtmem_deltas_refused"}
+    gauges |= {"crdtmem_bus_connected", "crdtmem_bus_publish_lag_entries"}
+    gauges |= {"crdtmem_bus_consumer_lag_messages"}
     assert set(COUNTERS) | set(HISTOGRAMS) <= documented
     assert documented <= set(COUNTERS) | set(HISTOGRAMS) | gauges
 

@@ -78,6 +78,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         help="seconds after which an unacknowledged frame is sent again (default 10)",
     )
+    serve.add_argument(
+        "--bus",
+        metavar="URLS",
+        help="NATS JetStream servers of a fleet, comma-separated (nats://h1:4222,nats://h2:4222); "
+        "see docs/scale-out.md",
+    )
+    serve.add_argument(
+        "--bus-replicas",
+        type=int,
+        default=1,
+        help="replicas of each stream the node creates (1; 3 in a cluster)",
+    )
+    serve.add_argument(
+        "--bus-principal",
+        default="user:bus",
+        help="tokens-file principal whose rights apply to what arrives from the bus (default user:bus)",
+    )
+    serve.add_argument("--bus-creds", metavar="FILE", help="NATS credentials file (accounts with JWTs)")
     serve.add_argument("--index", action="store_true", help="index memories for search (embedded engine)")
     serve.add_argument("--engine", help="index engine: edge (default), qdrant-local, or a Qdrant URL")
     serve.add_argument("--embedder", default="hashing", help="hashing (default), minilm, fastembed:MODEL")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..access import TokenTable
+from ..bus import BusSettings, Layout
 from ..engine.replica import Replica
 from ..errors import CrdtmemError, InvalidInput
 from ..index import IndexSettings
@@ -53,6 +54,10 @@ class ServeOptions:
     log_level: str = "info"
     log_format: LogFormat = "text"
     access_log: bool = True
+    bus: list[str] = field(default_factory=list)
+    bus_replicas: int = 1
+    bus_principal: str = "user:bus"
+    bus_creds: str | None = None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -87,6 +92,10 @@ def main(args: argparse.Namespace) -> int:
         log_level=args.log_level,
         log_format=args.log_format,
         access_log=not args.no_access_log,
+        bus=[url.strip() for url in (args.bus or "").split(",") if url.strip()],
+        bus_replicas=args.bus_replicas,
+        bus_principal=args.bus_principal,
+        bus_creds=args.bus_creds,
     )
     try:
         asyncio.run(serve(options))
@@ -142,6 +151,10 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
         write_rate=options.write_rate,
         write_burst=options.write_burst,
         settings=LinkSettings(slow_after=options.slow_after, ack_timeout=options.ack_timeout),
+        bus=BusSettings(options.bus, layout=Layout.of(replicas=options.bus_replicas), creds=options.bus_creds)
+        if options.bus
+        else None,
+        bus_principal=options.bus_principal,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

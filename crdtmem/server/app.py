@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from .context import NodeContext
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-PUBLIC_PATHS = ("/healthz", "/openapi.json", "/dashboard")
+PUBLIC_PATHS = ("/healthz", "/readyz", "/openapi.json", "/dashboard")
 
 
 def build_app(node: NodeContext) -> web.Application:

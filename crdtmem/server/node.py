@@ -1,8 +1,12 @@
-"""A node: a replica served over HTTP, with peer clients that keep it in sync with other nodes.
+"""A node: a replica served over HTTP, with peer clients that keep it in sync with other nodes, and
+optionally a NATS JetStream bus shared by a fleet of nodes (``docs/scale-out.md``).
 
     async with Node(Replica("laptop.db", replica_id="laptop"), port=8701,
                     peers=[PeerConfig("http://127.0.0.1:8700", token="...")]) as node:
         ...   # node.url, node.replica, node.status()
+
+    async with Node(Replica("n1.db", replica_id="n1"), bus=BusSettings(["nats://h1:4222"])) as node:
+        ...   # node.bus.ready, node.readiness()
 
 Without a tokens table the node runs open (every request may read and write every channel) and
 refuses to bind to anything but loopback.
@@ -19,6 +23,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from ..access import Principal, TokenTable
+from ..bus import BusClient, BusSettings
 from ..engine.replica import Replica
 from ..engine.signing import KeyPolicy, encode_key
 from ..errors import CrdtmemError, InvalidInput
@@ -55,6 +60,9 @@ class PeerConfig:
 
 SHUTDOWN_GRACE_S = 5.0
 
+BUS_PRINCIPAL = "user:bus"
+"""The tokens-file principal whose rights apply to whatever arrives from the bus."""
+
 
 class Node:
     def __init__(
@@ -69,6 +77,8 @@ class Node:
         write_burst: float = 400.0,
         max_body_bytes: int = 8 * 1024 * 1024,
         settings: LinkSettings | None = None,
+        bus: BusSettings | None = None,
+        bus_principal: str = BUS_PRINCIPAL,
     ):
         if tokens is None and not _is_loopback(host):
             raise InvalidInput(
@@ -87,6 +97,9 @@ class Node:
         self.links: set[Link] = set()
         self.peers: list[PeerClient] = []
         self.extensions: dict[str, Any] = {}
+        self.bus_settings = bus
+        self.bus_principal = bus_principal
+        self.bus: BusClient | None = None
         self._runner: web.AppRunner | None = None
         if tokens is not None:
             replica.resolve_rights = tokens.rights_of
@@ -123,7 +136,40 @@ class Node:
         if server is not None and server.sockets:
             self.port = server.sockets[0].getsockname()[1]
         await self.connect_peers()
+        await self.connect_bus()
         return self
+
+    async def connect_bus(self) -> None:
+        """Start publishing to and consuming from the bus, if one is configured."""
+        settings = self.bus_settings
+        if settings is None or self.bus is not None:
+            return
+        if self.tokens is not None:
+            rights = self.tokens.rights_of(self.bus_principal)
+            if rights is None:
+                raise InvalidInput(
+                    f"--bus: the tokens file has no entry for principal {self.bus_principal!r}, so nothing "
+                    "from the bus could be applied here; add one with the channels it may write and the "
+                    "origins it may introduce (docs/scale-out.md)"
+                )
+            settings = dataclasses.replace(settings, principal=rights)
+        self.bus = await BusClient(self.replica, settings, self.metrics).start()
+        self.extensions["bus"] = self.bus
+
+    async def disconnect_bus(self) -> None:
+        if self.bus is not None:
+            await self.bus.stop()
+            self.extensions.pop("bus", None)
+            self.bus = None
+
+    def readiness(self) -> dict[str, Any]:
+        bus = self.bus
+        if bus is None:
+            return {"ready": self.serving, "bus": None}
+        return {
+            "ready": self.serving and bus.ready,
+            "bus": {"connected": bus.connected, "ready": bus.ready, "last_error": bus.last_error},
+        }
 
     async def connect_peers(self) -> None:
         """Start syncing with every configured peer (pull first, then push)."""
@@ -155,6 +201,7 @@ class Node:
         self.peers.clear()
 
     async def stop(self) -> None:
+        await self.disconnect_bus()
         await self.disconnect_peers()
         self.replica.feed.close()  # event streams end now instead of at their next poll
         for link in list(self.links):
@@ -208,6 +255,29 @@ class Node:
             "crdtmem_peers_connected",
             "outbound peer links that are up",
             lambda: [((), sum(p.state.connected for p in self.peers))],
+        )
+        gauge(
+            "crdtmem_bus_connected",
+            "1 while the NATS bus is connected with its streams and consumers (absent without a bus)",
+            lambda: [((), float(self.bus.ready))] if self.bus is not None else [],
+        )
+        gauge(
+            "crdtmem_bus_publish_lag_entries",
+            "log entries committed here but not yet acknowledged by the bus",
+            lambda: (
+                [((), float(self.bus.outbox.lag()))]
+                if self.bus is not None and self.bus.outbox is not None
+                else []
+            ),
+        )
+        gauge(
+            "crdtmem_bus_consumer_lag_messages",
+            "messages of a stream not yet delivered to this node's consumer, by stream",
+            lambda: (
+                [((("stream", name),), float(c.lag)) for name, c in self.bus.consumers.items()]
+                if self.bus is not None
+                else []
+            ),
         )
         gauge(
             "crdtmem_links",

@@ -236,7 +236,14 @@ _SCHEMAS: dict[str, Schema] = {
             "links": _array({"type": "object"}),
         }
     ),
-    "Health": _object({"ok": {"type": "boolean"}, "replica_id": {"type": "string"}}),
+    "Health": _object(
+        {
+            "ok": {"type": "boolean"},
+            "replica_id": {"type": "string"},
+            "ready": {"type": "boolean"},
+            "bus": _nullable("object"),
+        }
+    ),
     "SyncPullRequest": _object(
         {
             "channels": _array(_CHANNEL),
@@ -561,6 +568,18 @@ def _paths() -> dict[str, Schema]:
                 "operations",
                 {"200": _json(_ref("Health"), "alive")},
                 operationId="healthz",
+                security=_PUBLIC,
+            ),
+        },
+        "/readyz": {
+            "get": _operation(
+                "Readiness: 503 while a configured NATS bus is not connected",
+                "operations",
+                {
+                    "200": _json(_ref("Health"), "ready"),
+                    "503": _json(_ref("Health"), "not ready (the bus is not connected)"),
+                },
+                operationId="readyz",
                 security=_PUBLIC,
             ),
         },

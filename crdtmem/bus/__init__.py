@@ -1,0 +1,23 @@
+"""Replication between nodes through NATS JetStream (``docs/scale-out.md``).
+
+Layout::
+
+    subjects.py  channels as subjects, the stream layout, the message id of a log entry
+    outbox.py    the log as the outbox: publish past the durable marks, raise them after the PubAck
+    consumer.py  one stream's messages into the replica, through the peers' apply path
+    client.py    the connection: streams, consumers, publisher, reconnects; BusSettings
+"""
+
+from .client import BusClient, BusSettings, consumer_name
+from .subjects import Layout, StreamSpec, channel_of, default_streams, message_id
+
+__all__ = [
+    "BusClient",
+    "BusSettings",
+    "Layout",
+    "StreamSpec",
+    "channel_of",
+    "consumer_name",
+    "default_streams",
+    "message_id",
+]

@@ -1,0 +1,344 @@
+"""A node's connection to the NATS JetStream bus: streams, the outbox publisher and the consumers.
+
+    async with BusClient(replica, BusSettings(["nats://127.0.0.1:4222"])) as bus:
+        ...   # bus.ready, bus.status()
+
+In the background it connects (retrying with full-jitter backoff while no server answers; once
+connected, nats-py reconnects across the cluster's servers by itself), makes sure every stream of
+the layout exists with the subjects the layout gives it, binds one durable pull consumer per stream
+filtered to the replica's channels, and runs the publisher (:mod:`crdtmem.bus.outbox`) and the
+consumers (:mod:`crdtmem.bus.consumer`). Whatever ends a session (a server gone for longer than a
+request, a stream refused) is logged, counted, and the session starts over; local writes never wait
+for the bus: they are acknowledged once durable and published when the bus is back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import logging
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.js import api
+
+from ..access import OPEN, Principal
+from ..engine.replica import Replica
+from ..errors import BusError, CrdtmemError
+from ..metrics import Metrics
+from .consumer import StreamConsumer
+from .outbox import Outbox
+from .subjects import Layout, StreamSpec
+
+log = logging.getLogger("crdtmem.bus")
+
+
+@dataclass
+class BusSettings:
+    """How a node uses the bus. Every node of a fleet must give the same ``layout``."""
+
+    servers: list[str]
+    layout: Layout = field(default_factory=Layout.of)
+    principal: Principal = OPEN
+    """The rights of whatever arrives from the bus (a node sets it from its tokens file)."""
+    batch: int = 256
+    """Messages fetched (and applied in one commit) at a time."""
+    publish_timeout: float = 5.0
+    duplicate_window_s: float = 120.0
+    """How long a stream remembers message ids (JetStream deduplication)."""
+    connect_timeout: float = 2.0
+    retry_base: float = 0.2
+    retry_cap: float = 5.0
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    creds: str | None = None
+    """A NATS credentials file (accounts with JWTs)."""
+
+
+def consumer_name(replica_id: str) -> str:
+    """The durable consumer of a replica (consumer names cannot hold '.')."""
+    if "." not in replica_id:
+        return f"crdtmem-{replica_id}"
+    digest = hashlib.sha256(replica_id.encode()).hexdigest()[:8]
+    return f"crdtmem-{replica_id.replace('.', '_')}-{digest}"
+
+
+class BusClient:
+    """Keeps ``replica`` connected to the bus (module docstring). ``start()``/``stop()`` or ``async with``."""
+
+    def __init__(self, replica: Replica, settings: BusSettings, metrics: Metrics | None = None):
+        self.replica = replica
+        self.settings = settings
+        self.metrics = metrics or Metrics()
+        self.outbox: Outbox | None = None
+        self.consumers: dict[str, StreamConsumer] = {}
+        self.connected = False
+        self.ready = False
+        """Connected, streams checked, consumers bound: messages flow both ways."""
+        self.last_error: str | None = None
+        self.attempts = 0
+        self.caught_up = asyncio.Event()
+        """Set whenever every consumer has drained its stream (cleared when messages arrive)."""
+        self._task: asyncio.Task[None] | None = None
+        self._unlisten: Callable[[], None] | None = None
+        self._nc: Any = None
+        self._rng = random.Random()
+
+    async def start(self) -> BusClient:
+        if self._task is not None:
+            return self
+        self.outbox = Outbox(self.replica, self.settings.layout, self.metrics)
+        self._unlisten = self.replica.on_commit(self.outbox.on_commit)
+        self._task = asyncio.create_task(self._run(), name="crdtmem-bus")
+        return self
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        if self._unlisten is not None:
+            self._unlisten()
+            self._unlisten = None
+
+    async def __aenter__(self) -> BusClient:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    def status(self) -> dict[str, Any]:
+        outbox = self.outbox
+        return {
+            "servers": list(self.settings.servers),
+            "connected": self.connected,
+            "ready": self.ready,
+            "connected_url": self._server(),
+            "attempts": self.attempts,
+            "last_error": self.last_error,
+            "publish_lag": outbox.lag() if outbox is not None else None,
+            "published": outbox.published if outbox is not None else 0,
+            "consumers": {
+                name: {"lag": c.lag, "consumed": c.consumed} for name, c in sorted(self.consumers.items())
+            },
+        }
+
+    def _server(self) -> str | None:
+        url = getattr(self._nc, "connected_url", None)
+        return f"nats://{url.netloc}" if url is not None else None
+
+    # -- the session loop ---------------------------------------------------------------------
+
+    async def _run(self) -> None:
+        failures = 0
+        while True:
+            self.attempts += 1
+            try:
+                await self._session()
+            except asyncio.CancelledError:
+                raise
+            except (CrdtmemError, nats.errors.Error, OSError, TimeoutError) as exc:
+                self.last_error = f"{type(exc).__name__}: {exc}"
+                self.metrics.inc("crdtmem_bus_errors_total", kind=type(exc).__name__)
+                failures += 1
+                level = logging.WARNING if failures == 1 or isinstance(exc, BusError) else logging.DEBUG
+                log.log(level, "bus session ended, retrying: %s", self.last_error)
+            else:
+                failures = 0
+            finally:
+                self.connected = self.ready = False
+                self.caught_up.clear()
+            cap = min(self.settings.retry_cap, self.settings.retry_base * 2 ** min(failures, 16))
+            await asyncio.sleep(self._rng.uniform(0, cap))
+
+    async def _session(self) -> None:
+        settings = self.settings
+        options: dict[str, Any] = {}
+        if settings.user is not None:
+            options.update(user=settings.user, password=settings.password)
+        if settings.token is not None:
+            options["token"] = settings.token
+        if settings.creds is not None:
+            options["user_credentials"] = settings.creds
+
+        async def quiet(exc: Exception) -> None:  # nats-py reports every failed reconnect here
+            log.debug("nats: %s", exc)
+
+        async def on_disconnect() -> None:
+            self.connected = False
+            log.info("bus disconnected; reconnecting", extra={"event": "bus_disconnected"})
+
+        async def on_reconnect() -> None:
+            self.connected = True
+            log.info("bus reconnected to %s", self._server(), extra={"event": "bus_reconnected"})
+
+        nc = await nats.connect(
+            servers=settings.servers,
+            name=f"crdtmem-{self.replica.id}",
+            connect_timeout=max(1, int(settings.connect_timeout)),
+            allow_reconnect=True,
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=0.5,
+            error_cb=quiet,
+            disconnected_cb=on_disconnect,
+            reconnected_cb=on_reconnect,
+            **options,
+        )
+        self._nc = nc
+        try:
+            self.connected = True
+            self.metrics.inc("crdtmem_bus_connects_total")
+            js = nc.jetstream(timeout=settings.publish_timeout)
+            for spec in settings.layout.streams:
+                await self._ensure_stream(js, spec)
+            subs = await self._bind_consumers(js)
+            self.ready = True
+            self.last_error = None
+            log.info(
+                "bus connected: %s, %d stream(s), consuming %s",
+                self._server(),
+                len(settings.layout.streams),
+                ", ".join(sorted(subs)),
+                extra={"event": "bus_connected"},
+            )
+            tasks = [asyncio.create_task(self._publish_loop(js), name="crdtmem-bus-publish")]
+            tasks += [asyncio.create_task(self._consume(name, sub)) for name, sub in subs.items()]
+            try:
+                done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+                for task in done:
+                    task.result()
+            finally:
+                for task in tasks:
+                    task.cancel()
+                await asyncio.gather(*tasks, return_exceptions=True)
+        finally:
+            self._nc = None
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.close(), 2.0)
+
+    async def _ensure_stream(self, js: Any, spec: StreamSpec) -> None:
+        subjects = self.settings.layout.stream_subjects(spec)
+        try:
+            info = await js.stream_info(spec.name)
+        except nats.js.errors.NotFoundError:
+            config = api.StreamConfig(
+                name=spec.name,
+                subjects=subjects,
+                retention=api.RetentionPolicy.LIMITS,
+                storage=api.StorageType.FILE,
+                num_replicas=spec.replicas,
+                duplicate_window=self.settings.duplicate_window_s,
+                max_age=spec.max_age_s,
+                max_bytes=spec.max_bytes,
+            )
+            try:
+                await js.add_stream(config)
+            except nats.js.errors.BadRequestError as exc:
+                raise BusError(f"the bus refused stream {spec.name} ({', '.join(subjects)}): {exc}") from exc
+            log.info("created stream %s (%s, %d replica(s))", spec.name, ", ".join(subjects), spec.replicas)
+            return
+        if sorted(info.config.subjects or []) != sorted(subjects):
+            raise BusError(
+                f"stream {spec.name} holds subjects {info.config.subjects}, but this node's bus layout "
+                f"gives it {subjects}: every node of a fleet needs the same layout (docs/scale-out.md)"
+            )
+
+    async def _bind_consumers(self, js: Any) -> dict[str, Any]:
+        assert self.outbox is not None
+        durable = consumer_name(self.replica.id)
+        filters = self.settings.layout.filters(self.replica.channels)
+        subs: dict[str, Any] = {}
+        for stream, subjects in filters.items():
+            config = api.ConsumerConfig(
+                durable_name=durable,
+                name=durable,
+                deliver_policy=api.DeliverPolicy.ALL,
+                ack_policy=api.AckPolicy.EXPLICIT,
+                ack_wait=30.0,
+                max_deliver=-1,
+                max_ack_pending=20_000,
+                filter_subjects=subjects if len(subjects) > 1 else None,
+                filter_subject=subjects[0] if len(subjects) == 1 else None,
+            )
+            try:
+                info = await js.consumer_info(stream, durable)
+            except nats.js.errors.NotFoundError:
+                info = None
+            if info is not None:
+                had = sorted(info.config.filter_subjects or [info.config.filter_subject or ""])
+                if had != subjects:
+                    # channels changed: read the stream from its start again (what was applied
+                    # already is a duplicate), so a newly subscribed channel misses nothing
+                    log.info("consumer %s on %s: channels changed, re-reading the stream", durable, stream)
+                    await js.delete_consumer(stream, durable)
+                    info = None
+            if info is None:
+                try:
+                    await js.add_consumer(stream, config)
+                except nats.js.errors.BadRequestError as exc:
+                    raise BusError(f"the bus refused consumer {durable} on {stream}: {exc}") from exc
+            subs[stream] = await js.pull_subscribe_bind(durable=durable, stream=stream)
+            self.consumers[stream] = StreamConsumer(
+                self.replica,
+                self.outbox,
+                self.settings.principal,
+                self.metrics,
+                stream=stream,
+                prefix=self.settings.layout.prefix,
+            )
+        return subs
+
+    async def _publish_loop(self, js: Any) -> None:
+        assert self.outbox is not None
+        outbox = self.outbox
+        timeout = self.settings.publish_timeout
+
+        async def publish(subject: str, data: bytes, msg_id: str, stream: str) -> bool:
+            future = await js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id}, stream=stream)
+            ack = await asyncio.wait_for(future, timeout)
+            return bool(ack.duplicate)
+
+        failures = 0
+        while True:
+            await outbox.wake.wait()
+            outbox.wake.clear()
+            try:
+                await outbox.publish_pending(publish)
+                failures = 0
+            except (nats.errors.Error, TimeoutError, OSError) as exc:
+                # the marks stayed behind: publish again (the stream drops what it already has)
+                failures += 1
+                self.metrics.inc("crdtmem_bus_publish_errors_total", kind=type(exc).__name__)
+                log.log(
+                    logging.WARNING if failures == 1 else logging.DEBUG,
+                    "publishing to the bus failed, retrying: %s: %s",
+                    type(exc).__name__,
+                    exc,
+                )
+                await asyncio.sleep(self._rng.uniform(0, min(self.settings.retry_cap, 0.1 * 2**failures)))
+                outbox.wake.set()
+
+    async def _consume(self, stream: str, sub: Any) -> None:
+        consumer = self.consumers[stream]
+        while True:
+            try:
+                batch = await sub.fetch(self.settings.batch, timeout=1.0)
+            except nats.errors.TimeoutError:
+                consumer.lag = 0
+                if all(c.lag == 0 for c in self.consumers.values()):
+                    self.caught_up.set()
+                continue
+            self.caught_up.clear()
+            started = time.perf_counter()
+            await consumer.handle(batch)
+            elapsed = (time.perf_counter() - started) * 1e3
+            log.debug("applied %d message(s) from %s in %.1f ms", len(batch), stream, elapsed)

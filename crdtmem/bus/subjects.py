@@ -1,0 +1,164 @@
+"""Channels as NATS subjects, the stream layout, and the message id of a log entry.
+
+A channel's subject is ``{prefix}.{stream}.{kind}.{id}``::
+
+    user:alice@example.com:memories  ->  crdtmem.users.user.alice@example%2Ecom
+    tenant:acme:shared               ->  crdtmem.tenants.tenant.acme
+    topic:q3 plans:updates           ->  crdtmem.topics.topic.q3%20plans
+    system:global                    ->  crdtmem.system.system.global
+
+``{stream}`` is the placement token of the stream that holds the channel (the first
+:class:`StreamSpec` of the :class:`Layout` whose patterns match it), so streams never share a subject
+and a tenant or a user can be given a stream of its own (its own limits, retention, replicas, or
+placement in the cluster) by adding a spec ahead of the defaults. ``{id}`` is the channel's app id
+with every byte outside ``[A-Za-z0-9_-@+=~]`` written as ``%XX`` (upper-case hex of its UTF-8 bytes):
+NATS subjects split on ``.``, treat ``*`` and ``>`` as wildcards and refuse spaces, and ids are any
+text without control characters (:mod:`crdtmem.ids`). The mapping is one to one and the same on
+every node; :func:`channel_of` reverses it.
+
+A log entry ``(origin, channel, seq)`` is published with the message id :func:`message_id`, so a
+stream keeps one copy of it whichever node publishes it, however often, within the stream's
+duplicate window.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ..access import canonical_pattern, matches
+from ..errors import InvalidInput
+from ..ids import Channel, unescape_id
+
+SUBJECT_SAFE = re.compile(r"[A-Za-z0-9_\-@+=~]")
+"""Characters an id keeps in a subject token; every other one is escaped."""
+_TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
+_STREAM_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+
+
+def escape_token(value: str) -> str:
+    """``value`` as one subject token: bytes outside :data:`SUBJECT_SAFE` as ``%XX``."""
+    if all(SUBJECT_SAFE.fullmatch(c) for c in value):
+        return value
+    return "".join(c if SUBJECT_SAFE.fullmatch(c) else _hex(c) for c in value)
+
+
+def _hex(char: str) -> str:
+    return "".join(f"%{b:02X}" for b in char.encode())
+
+
+@dataclass(frozen=True, slots=True)
+class StreamSpec:
+    """One JetStream stream: the channels it holds (access patterns, see :mod:`crdtmem.access`) and
+    its limits. ``token`` is its place in the subject; ``name`` the stream's name in JetStream."""
+
+    name: str
+    token: str
+    patterns: tuple[str, ...]
+    replicas: int = 1
+    max_age_s: float = 0.0
+    """Drop messages older than this (0: keep them). See ``docs/scale-out.md`` on retention."""
+    max_bytes: int = -1
+
+    def __post_init__(self) -> None:
+        if not _STREAM_NAME.fullmatch(self.name):
+            raise InvalidInput(f"stream name {self.name!r}: 1-64 of letters, digits, '_', '-'")
+        if not _TOKEN.fullmatch(self.token):
+            raise InvalidInput(f"stream token {self.token!r}: 1-32 of letters, digits, '_', '-'")
+        if not 1 <= self.replicas <= 5:
+            raise InvalidInput(f"stream {self.name}: replicas must be 1 to 5, got {self.replicas}")
+        object.__setattr__(self, "patterns", tuple(canonical_pattern(p) for p in self.patterns))
+
+    def holds(self, channel: str) -> bool:
+        return any(matches(pattern, channel) for pattern in self.patterns)
+
+
+def default_streams(replicas: int = 1, prefix: str = "CRDTMEM") -> list[StreamSpec]:
+    """One stream per channel kind."""
+    return [
+        StreamSpec(f"{prefix}_USERS", "users", ("user:*:memories",), replicas),
+        StreamSpec(f"{prefix}_TENANTS", "tenants", ("tenant:*:shared",), replicas),
+        StreamSpec(f"{prefix}_TOPICS", "topics", ("topic:*:updates",), replicas),
+        StreamSpec(f"{prefix}_SYSTEM", "system", ("system:global",), replicas),
+    ]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every channel goes: ``streams`` in order, the first that holds a channel takes it.
+
+    Every node of a fleet must use the same layout (it decides the subjects). The defaults hold
+    every channel, so a layout is the operator's specs followed by :func:`default_streams`.
+    """
+
+    streams: tuple[StreamSpec, ...]
+    prefix: str = "crdtmem"
+
+    @classmethod
+    def of(cls, extra: Sequence[StreamSpec] = (), *, replicas: int = 1, prefix: str = "crdtmem") -> Layout:
+        return cls((*extra, *default_streams(replicas)), prefix)
+
+    def __post_init__(self) -> None:
+        if not _TOKEN.fullmatch(self.prefix):
+            raise InvalidInput(f"subject prefix {self.prefix!r}: 1-32 of letters, digits, '_', '-'")
+        for attr in ("name", "token"):
+            seen = [getattr(s, attr) for s in self.streams]
+            twice = sorted({v for v in seen if seen.count(v) > 1})
+            if twice:
+                raise InvalidInput(f"stream {attr}s must differ; {', '.join(twice)} appear(s) twice")
+
+    def stream_of(self, channel: str) -> StreamSpec:
+        for spec in self.streams:
+            if spec.holds(channel):
+                return spec
+        raise InvalidInput(f"no stream of the bus layout holds channel {channel!r}")
+
+    def subject(self, channel: str) -> str:
+        """The subject of ``channel`` (a canonical channel name)."""
+        parsed = Channel.parse(channel)
+        token = self.stream_of(channel).token
+        return f"{self.prefix}.{token}.{parsed.kind}.{escape_token(parsed.name)}"
+
+    def stream_subjects(self, spec: StreamSpec) -> list[str]:
+        """The subjects ``spec`` binds: everything under its token."""
+        return [f"{self.prefix}.{spec.token}.>"]
+
+    def filters(self, channels: Iterable[str] | None) -> dict[str, list[str]]:
+        """``{stream name: filter subjects}`` for a node subscribed to ``channels`` (None: all)."""
+        if channels is None:
+            return {spec.name: self.stream_subjects(spec) for spec in self.streams}
+        out: dict[str, list[str]] = {}
+        for channel in channels:
+            out.setdefault(self.stream_of(channel).name, []).append(self.subject(channel))
+        return {name: sorted(set(subjects)) for name, subjects in out.items()}
+
+    def spec(self, name: str) -> StreamSpec:
+        return next(s for s in self.streams if s.name == name)
+
+
+def channel_of(subject: str, prefix: str = "crdtmem") -> str:
+    """The canonical channel name a subject stands for; raises InvalidInput if it is not one."""
+    parts = subject.split(".")
+    if len(parts) != 4 or parts[0] != prefix:
+        raise InvalidInput(f"subject {subject!r:.200} is not {prefix}.<stream>.<kind>.<id>")
+    kind, token = parts[2], parts[3]
+    name = unescape_id(token)
+    if kind == "system":
+        return str(Channel.system())
+    builders = {"user": Channel.user, "tenant": Channel.tenant, "topic": Channel.topic}
+    if kind not in builders:
+        raise InvalidInput(f"subject {subject!r:.200}: unknown channel kind {kind!r}")
+    channel = str(builders[kind](name))
+    if escape_token(name) != token:
+        raise InvalidInput(f"subject {subject!r:.200}: its id is not escaped canonically")
+    return channel
+
+
+def message_id(origin: str, channel: str, seq: int) -> str:
+    """The ``Nats-Msg-Id`` of log entry ``(origin, channel, seq)``: ``{origin}:{seq}:{digest}``
+    where ``digest`` is 24 hex digits of the SHA-256 of the channel name (header values are ASCII;
+    channel names need not be)."""
+    digest = hashlib.sha256(channel.encode()).hexdigest()[:24]
+    return f"{origin}:{seq}:{digest}"

@@ -1,0 +1,187 @@
+"""The NATS JetStream bus: subjects, and `crdtmem serve --bus` nodes replicating through a real
+JetStream server (tests/support/nats.py starts it)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdtmem.bus import Layout, StreamSpec, channel_of, message_id
+from crdtmem.errors import InvalidInput
+from crdtmem.ids import Channel
+from tests.support.processes import ServerProcess
+from tests.support.rest import Api, converged, eventually
+
+U1 = "user:u1:memories"
+
+app_ids = st.text(
+    st.characters(blacklist_categories=("Cc", "Cs"), blacklist_characters="\u2028\u2029"),
+    min_size=1,
+    max_size=40,
+)
+
+
+# -- subjects ------------------------------------------------------------------------------------
+
+
+@given(app_ids, st.sampled_from(["user", "tenant", "topic"]))
+def test_every_channel_has_one_subject_and_back(name: str, kind: str) -> None:
+    channel = str(getattr(Channel, kind)(name))
+    layout = Layout.of()
+    subject = layout.subject(channel)
+    tokens = subject.split(".")
+    assert len(tokens) == 4 and all(tokens), subject
+    assert not any(c.isspace() or c in "*>" for c in subject), subject
+    assert subject.isascii()
+    assert channel_of(subject) == channel
+
+
+def test_subjects_as_documented() -> None:
+    layout = Layout.of()
+    assert layout.subject("user:alice@example.com:memories") == "crdtmem.users.user.alice@example%2Ecom"
+    assert layout.subject(str(Channel.topic("q3 plans"))) == "crdtmem.topics.topic.q3%20plans"
+    assert layout.subject("tenant:acme:shared") == "crdtmem.tenants.tenant.acme"
+    assert layout.subject("system:global") == "crdtmem.system.system.global"
+    assert layout.subject(str(Channel.user("org:a.b>*"))) == "crdtmem.users.user.org%3Aa%2Eb%3E%2A"
+
+
+def test_a_tenant_gets_a_stream_of_its_own() -> None:
+    acme = StreamSpec("CRDTMEM_ACME", "acme", ("tenant:acme:*",), replicas=3, max_age_s=86400)
+    layout = Layout.of([acme])
+    assert layout.stream_of("tenant:acme:shared") is acme
+    assert layout.subject("tenant:acme:shared") == "crdtmem.acme.tenant.acme"
+    assert layout.stream_of("tenant:other:shared").name == "CRDTMEM_TENANTS"
+    assert layout.filters(["tenant:acme:shared", U1]) == {
+        "CRDTMEM_ACME": ["crdtmem.acme.tenant.acme"],
+        "CRDTMEM_USERS": ["crdtmem.users.user.u1"],
+    }
+    assert layout.filters(None)["CRDTMEM_ACME"] == ["crdtmem.acme.>"]
+    with pytest.raises(InvalidInput, match="twice"):
+        Layout.of([StreamSpec("CRDTMEM_USERS", "x", ("user:u1:memories",))])
+
+
+def test_subjects_that_are_not_channels_are_refused() -> None:
+    for subject in [
+        "crdtmem.users.user",
+        "other.users.user.u1",
+        "crdtmem.users.bogus.u1",
+        "crdtmem.users.user.a%2",
+        "crdtmem.users.user.a.b",
+        "crdtmem.users.user.%41",  # 'A' escaped: not the canonical subject of user A
+    ]:
+        with pytest.raises(InvalidInput):
+            channel_of(subject)
+
+
+def test_message_ids_tell_entries_apart() -> None:
+    ids = {message_id(o, c, s) for o in ("a", "b") for c in (U1, "user:u2:memories") for s in (1, 2)}
+    assert len(ids) == 8
+    assert all(i.isascii() and "\n" not in i for i in ids)
+    assert message_id("a", U1, 1) == message_id("a", U1, 1)
+
+
+# -- nodes through one JetStream server ----------------------------------------------------------
+
+
+def bus_node(workdir: Path, name: str, urls: list[str], *extra: str, **kwargs: object) -> ServerProcess:
+    return ServerProcess(workdir, name, extra=["--bus", ",".join(urls), *extra], **kwargs)  # type: ignore[arg-type]
+
+
+async def ready(api: Api) -> None:
+    async def check() -> bool:
+        async with api.session.get(api.url + "/readyz") as r:
+            return r.status == 200
+
+    await eventually(check, timeout=30, what=f"{api.url} ready with its bus")
+
+
+async def has(api: Api, memory_id: str, content: object = None) -> bool:
+    found = await api.get(memory_id)
+    return found is not None and (content is None or found["content"] == content)
+
+
+async def test_writes_on_either_node_reach_the_other_and_a_new_node_catches_up(
+    procs, session, tmp_path, nats_server
+):
+    a = bus_node(tmp_path, "a", [nats_server.url]).start()
+    b = bus_node(tmp_path, "b", [nats_server.url]).start()
+    procs += [a, b]
+    api_a, api_b = Api(session, a.url), Api(session, b.url)
+    await ready(api_a)
+    await ready(api_b)
+
+    fact = await api_a.add("from a", user_id="u1", id="f1")
+    await eventually(lambda: has(api_b, fact["id"], "from a"), what="a's write on b")
+    counter = await api_b.add(0, kind="counter", user_id="u1", id="c1")
+    await eventually(lambda: has(api_a, counter["id"]), what="b's write on a")
+    for _ in range(5):
+        await api_a.patch("c1", increment=1)
+        await api_b.patch("c1", increment=2)
+    await eventually(lambda: has(api_a, "c1", 15), what="counter on a")
+    await eventually(lambda: has(api_b, "c1", 15), what="counter on b")
+    await eventually(lambda: converged([api_a, api_b]), what="a and b converge")
+
+    # b stops; a writes; b comes back and catches up from its durable consumer
+    b.stop()
+    await api_a.patch("f1", content="while b was away")
+    await api_a.add("new while b was away", user_id="u1", id="f2")
+    b.start()
+    await eventually(lambda: has(api_b, "f2"), what="b catches up after its restart")
+    await eventually(lambda: has(api_b, "f1", "while b was away"), what="b has the update")
+
+    # a brand-new node reads the stream from its start
+    c = bus_node(tmp_path, "c", [nats_server.url]).start()
+    procs.append(c)
+    api_c = Api(session, c.url)
+    await eventually(lambda: converged([api_a, api_b, api_c]), what="a new node catches up")
+    assert (await api_c.get("c1"))["content"] == 15
+
+    status = await api_a.status()
+    assert status["bus"]["ready"] is True
+    assert status["bus"]["publish_lag"] == 0
+    metrics = await (await session.get(a.url + "/metrics")).text()
+    assert "crdtmem_bus_published_total" in metrics
+    assert "crdtmem_bus_consumer_lag_messages" in metrics
+
+
+async def test_local_writes_are_acknowledged_without_the_bus_and_published_when_it_comes(
+    procs, session, tmp_path, nats_server
+):
+    nats_server.kill()
+    a = bus_node(tmp_path, "a", [nats_server.url]).start()
+    procs.append(a)
+    api_a = Api(session, a.url)
+    async with session.get(a.url + "/readyz") as r:
+        assert r.status == 503
+        body = await r.json()
+        assert body["bus"]["connected"] is False
+    async with session.get(a.url + "/healthz") as r:
+        assert r.status == 200
+    for i in range(10):
+        await api_a.add(f"offline {i}", user_id="u1", id=f"o{i}")
+    assert (await api_a.status())["bus"]["publish_lag"] == 10
+
+    nats_server.start()
+    b = bus_node(tmp_path, "b", [nats_server.url]).start()
+    procs.append(b)
+    api_b = Api(session, b.url)
+    await ready(api_a)
+    await eventually(lambda: converged([api_a, api_b]), what="b gets what a wrote while the bus was down")
+    assert len(await api_b.memories()) == 10
+    await eventually(lambda: _lag(api_a, 0), what="a's outbox drained")
+
+
+async def _lag(api: Api, expected: int) -> bool:
+    return (await api.status())["bus"]["publish_lag"] == expected
+
+
+async def test_the_bus_principal_needs_an_entry_in_the_tokens_file(procs, tmp_path, nats_server):
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(json.dumps({"tokens": [{"token": "t" * 24, "principal": "user:app", "read": ["*"]}]}))
+    node = bus_node(tmp_path, "a", [nats_server.url], tokens=tokens)
+    with pytest.raises(RuntimeError, match="user:bus"):
+        node.start()
