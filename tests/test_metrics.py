@@ -97,6 +97,7 @@ def test_every_metric_the_docs_name_exists() -> None:
     gauges |= {"crdtmem_pending_evicted", "crdtmem_deltas_refused"}
     gauges |= {"crdtmem_bus_connected", "crdtmem_bus_publish_lag_entries"}
     gauges |= {"crdtmem_bus_consumer_lag_messages"}
+    gauges |= {"crdtmem_index_points_written", "crdtmem_index_points_refused"}
     assert set(COUNTERS) | set(HISTOGRAMS) <= documented
     assert documented <= set(COUNTERS) | set(HISTOGRAMS) | gauges
 

@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -220,3 +224,43 @@ async def test_a_server_url_opens_a_shared_indexer_on_the_named_collection() -> 
         assert isinstance(indexer.engine, QdrantClientEngine)
         assert (indexer.engine.name, indexer.engine.collection) == ("qdrant-server", "fleet")
         indexer.engine.close()
+
+
+def test_serve_takes_the_server_collection_from_flags_and_environment(tmp_path: Path) -> None:
+    """``crdtmem serve --index`` with ``$CRDTMEM_QDRANT_URL`` indexes into that server's collection:
+    with no server listening there, it says which collection it could not create, and exits 2."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    key = tmp_path / "qdrant.key"
+    key.write_text("k3y\n")
+    env = {
+        **os.environ,
+        "CRDTMEM_QDRANT_URL": f"http://127.0.0.1:{port}",
+        "CRDTMEM_QDRANT_COLLECTION": "fleet",
+    }
+    command = [
+        sys.executable,
+        "-m",
+        "crdtmem",
+        "serve",
+        "--db",
+        str(tmp_path / "n.db"),
+        "--index",
+        "--port",
+        "0",
+    ]
+    done = subprocess.run(
+        [*command, "--qdrant-api-key-file", str(key)], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 2, done.stderr
+    assert "qdrant-server" in done.stderr and "'fleet'" in done.stderr
+    flagged = subprocess.run(
+        [*command, "--index-collection", "other", "--qdrant-api-key-file", str(tmp_path / "missing")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert flagged.returncode == 2
+    assert "cannot read --qdrant-api-key-file" in flagged.stderr

@@ -97,8 +97,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--bus-creds", metavar="FILE", help="NATS credentials file (accounts with JWTs)")
     serve.add_argument("--index", action="store_true", help="index memories for search (embedded engine)")
-    serve.add_argument("--engine", help="index engine: edge (default), qdrant-local, or a Qdrant URL")
+    serve.add_argument(
+        "--engine",
+        help="index engine: edge (default), qdrant-local, or a Qdrant server URL (default "
+        "$CRDTMEM_QDRANT_URL); a server collection is shared: every node may index into it",
+    )
     serve.add_argument("--embedder", default="hashing", help="hashing (default), minilm, fastembed:MODEL")
+    _index_server_arguments(serve)
     serve.add_argument(
         "--log-level", choices=LEVELS, default="info", help="log records at this level and above"
     )
@@ -157,9 +162,23 @@ def build_parser() -> argparse.ArgumentParser:
     reindex.add_argument("--engine", help="edge (default), qdrant-local, memory, or a Qdrant URL")
     reindex.add_argument("--index-path", help="where the embedded engine keeps its files (default DB.index)")
     reindex.add_argument("--embedder", default="hashing", help="hashing (default), minilm, fastembed:MODEL")
+    _index_server_arguments(reindex)
     reindex.add_argument("--verify-only", action="store_true", help="only compare index and store")
     reindex.add_argument("--json", action="store_true", help="print the report as JSON")
     return parser
+
+
+def _index_server_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--index-collection",
+        metavar="NAME",
+        help="the index collection, used as named (default $CRDTMEM_QDRANT_COLLECTION, else crdtmem-DIM)",
+    )
+    parser.add_argument(
+        "--qdrant-api-key-file",
+        metavar="FILE",
+        help="file holding the Qdrant server's API key (default $CRDTMEM_QDRANT_API_KEY)",
+    )
 
 
 def _reindex(args: argparse.Namespace) -> int:
@@ -177,8 +196,22 @@ def _reindex(args: argparse.Namespace) -> int:
         print(f"crdtmem reindex: no such database: {args.db}", file=sys.stderr)
         return 2
 
+    from .serve import read_secret_file
+
+    try:
+        api_key = read_secret_file(args.qdrant_api_key_file, "--qdrant-api-key-file")
+    except CrdtmemError as exc:
+        print(f"crdtmem reindex: {exc}", file=sys.stderr)
+        return 2
+
     async def run() -> int:
-        settings = IndexSettings(engine=args.engine, path=args.index_path, embedder=args.embedder)
+        settings = IndexSettings.from_env(
+            engine=args.engine,
+            path=args.index_path,
+            embedder=args.embedder,
+            collection=args.index_collection,
+            api_key=api_key,
+        )
         async with Replica(args.db, index=settings) as replica:
             assert replica.index is not None
             if args.verify_only:
@@ -192,6 +225,7 @@ def _reindex(args: argparse.Namespace) -> int:
             f"index of {args.db}: {report.expected} memories expected, {report.indexed} points; "
             f"missing {len(report.missing)}, stale {len(report.stale)}, orphans {len(report.orphans)}, "
             f"mismatched {len(report.mismatched)}"
+            + (f"; ahead (newer points from other nodes) {len(report.ahead)}" if report.ahead else "")
         )
         for name in ("missing", "stale", "orphans", "mismatched"):
             ids = getattr(report, name)

@@ -51,6 +51,8 @@ class ServeOptions:
     index: bool = False
     engine: str | None = None
     embedder: str = "hashing"
+    index_collection: str | None = None
+    qdrant_api_key: str | None = None
     log_level: str = "info"
     log_format: LogFormat = "text"
     access_log: bool = True
@@ -67,6 +69,7 @@ def main(args: argparse.Namespace) -> int:
         logging.getLogger("crdtmem.access").setLevel(logging.WARNING)
     try:
         peer_token = resolve_peer_token(args.peer_token, args.peer_token_file)
+        qdrant_api_key = read_secret_file(args.qdrant_api_key_file, "--qdrant-api-key-file")
     except InvalidInput as exc:
         print(f"crdtmem serve: {exc}", file=sys.stderr)
         return 2
@@ -89,6 +92,8 @@ def main(args: argparse.Namespace) -> int:
         index=args.index,
         engine=args.engine,
         embedder=args.embedder,
+        index_collection=args.index_collection,
+        qdrant_api_key=qdrant_api_key,
         log_level=args.log_level,
         log_format=args.log_format,
         access_log=not args.no_access_log,
@@ -131,13 +136,40 @@ def resolve_peer_token(given: str | None, file: str | None) -> str | None:
     return os.environ.get("CRDTMEM_PEER_TOKEN") or None
 
 
+def read_secret_file(file: str | None, flag: str) -> str | None:
+    """The one-line secret in ``file`` (None: no file given)."""
+    if file is None:
+        return None
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"cannot read {flag} {file}: {exc}") from None
+    secret = text.strip()
+    if not secret or "\n" in secret:
+        raise InvalidInput(f"{flag} {file} must hold one line")
+    return secret
+
+
+def index_settings(options: ServeOptions) -> IndexSettings | None:
+    """The node's index settings; a Qdrant server's URL, API key and collection default to
+    ``$CRDTMEM_QDRANT_URL``, ``$CRDTMEM_QDRANT_API_KEY`` and ``$CRDTMEM_QDRANT_COLLECTION``."""
+    if not options.index:
+        return None
+    return IndexSettings.from_env(
+        engine=options.engine,
+        embedder=options.embedder,
+        collection=options.index_collection,
+        api_key=options.qdrant_api_key,
+    )
+
+
 async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) -> None:
     replica = Replica(
         options.db if options.db not in (None, ":memory:") else None,
         replica_id=options.replica_id,
         channels=options.channels or None,
         synchronous=options.synchronous,
-        index=IndexSettings(engine=options.engine, embedder=options.embedder) if options.index else None,
+        index=index_settings(options),
     )
     node = Node(
         replica,

@@ -244,6 +244,17 @@ class Node:
             lambda: [((), float(replica.index.lag()))] if replica.index is not None else [],
         )
         gauge(
+            "crdtmem_index_points_written",
+            "points the search index accepted since start",
+            lambda: [((), float(replica.index.points_written))] if replica.index is not None else [],
+        )
+        gauge(
+            "crdtmem_index_points_refused",
+            "points the search index refused since start because it held a newer version (a shared "
+            "collection: another node wrote a state this node has not merged yet)",
+            lambda: [((), float(replica.index.points_refused))] if replica.index is not None else [],
+        )
+        gauge(
             "crdtmem_memories", "memories in this replica's store", lambda: [((), replica.store.doc_count())]
         )
         gauge(
