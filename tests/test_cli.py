@@ -107,6 +107,7 @@ def test_reindex_with_progress(tmp_path: Path) -> None:
         "stale": [],
         "orphans": [],
         "mismatched": [],
+        "ahead": [],
     }
 
 
