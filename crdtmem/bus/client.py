@@ -51,6 +51,9 @@ class BusSettings:
     batch: int = 256
     """Messages fetched (and applied in one commit) at a time."""
     publish_timeout: float = 5.0
+    ack_wait_s: float = 10.0
+    """A message delivered but not acknowledged (its node died mid-batch) is delivered again after
+    this long."""
     duplicate_window_s: float = 120.0
     """How long a stream remembers message ids (JetStream deduplication)."""
     connect_timeout: float = 2.0
@@ -263,7 +266,7 @@ class BusClient:
                 name=durable,
                 deliver_policy=api.DeliverPolicy.ALL,
                 ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=30.0,
+                ack_wait=self.settings.ack_wait_s,
                 max_deliver=-1,
                 max_ack_pending=20_000,
                 filter_subjects=subjects if len(subjects) > 1 else None,
