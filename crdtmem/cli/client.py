@@ -104,7 +104,7 @@ def add_parsers(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        args.token = _token(args)
+        args.token = bearer_token(args)
         body = _COMMANDS[args.command](args)
     except Refused as exc:
         return _fail(args, REFUSED, exc.code, f"{exc} (HTTP {exc.status})", str(exc), exc.status)
@@ -144,7 +144,8 @@ class UsageError(Exception):
     pass
 
 
-def _token(args: argparse.Namespace) -> str | None:
+def bearer_token(args: argparse.Namespace) -> str | None:
+    """The token from --token, --token-file or $CRDTMEM_TOKEN (in that order), or None."""
     if args.token is not None and args.token_file is not None:
         raise UsageError("give --token or --token-file, not both")
     if args.token is not None:

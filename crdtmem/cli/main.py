@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Sequence
 
@@ -24,6 +25,19 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--embedder", default="hashing", help="hashing (default, offline, lexical) or minilm (semantic)"
     )
+
+    mcp = commands.add_parser("mcp", help="serve a node's memories as MCP tools (stdio or streamable HTTP)")
+    mcp.add_argument(
+        "--url",
+        default=os.environ.get("CRDTMEM_URL", "http://127.0.0.1:8700"),
+        help="the node (default $CRDTMEM_URL or http://127.0.0.1:8700)",
+    )
+    mcp.add_argument("--token-file", metavar="FILE", help="stdio: the node token (default $CRDTMEM_TOKEN)")
+    mcp.add_argument(
+        "--transport", choices=["stdio", "http"], default="stdio", help="stdio (default) or streamable HTTP"
+    )
+    mcp.add_argument("--host", default="127.0.0.1", help="http: address to bind (default 127.0.0.1)")
+    mcp.add_argument("--port", type=int, default=8710, help="http: port (0 picks a free one; default 8710)")
 
     serve = commands.add_parser("serve", help="serve one replica over HTTP and sync it with peers")
     serve.add_argument("--db", required=True, help="SQLite file of this replica (':memory:' for none)")
@@ -332,6 +346,10 @@ def _run(args: argparse.Namespace) -> int:
         return _key(args)
     if args.command == "token":
         return _token(args)
+    if args.command == "mcp":
+        from .mcp import main as mcp_main
+
+        return mcp_main(args)
     if args.command == "serve":
         from .serve import main as serve_main
 
