@@ -58,9 +58,10 @@ async def converge(a: Replica, b: Replica, timeout: float = 120.0) -> float:
 
 
 def full_state_bytes(a: Replica) -> tuple[int, int]:
+    """Bytes of every document's whole state (snapshot and tail merged, as a state sync would send)."""
     conn = a.store._r  # type: ignore[attr-defined]
-    total, count = conn.execute("SELECT sum(length(state)), count(*) FROM docs").fetchone()
-    return int(total), int(count)
+    ids = [row[0] for row in conn.execute("SELECT id FROM docs")]
+    return sum(len(a.store.load_state(doc_id) or b"") for doc_id in ids), len(ids)
 
 
 async def catch_up(

@@ -30,6 +30,7 @@ BENCHMARKS = (
     "bench_search",
     "bench_index_lag",
     "bench_embedders",
+    "bench_verify",
 )
 """Every benchmark script; a new one is added here and gets a section in docs/benchmarks.md."""
 NO_ROUNDS = {"bench_search", "bench_index_lag"}

@@ -218,7 +218,13 @@ class Replica:
         self._open = True
         if self._index_settings is not None:
             try:
-                indexer = open_indexer(self.path, self.store, self.on_commit, self._index_settings)
+                indexer = open_indexer(
+                    self.path,
+                    self.store,
+                    self.on_commit,
+                    self._index_settings,
+                    settle=self._materializer.settle,
+                )
                 self.index = await indexer.start()
             except BaseException:
                 await self.stop()

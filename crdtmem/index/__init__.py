@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .base import Embedder, Hit, Point, RecordSource, SearchFilter, Subscribe, VectorEngine
+from .base import Embedder, Hit, Point, RecordSource, SearchFilter, Settle, Subscribe, VectorEngine
 from .indexer import Indexer, SearchResult, Verification
 
 __all__ = [
@@ -94,9 +94,15 @@ class IndexSettings:
 
 
 def open_indexer(
-    db_path: str | Path | None, source: RecordSource, subscribe: Subscribe, settings: IndexSettings
+    db_path: str | Path | None,
+    source: RecordSource,
+    subscribe: Subscribe,
+    settings: IndexSettings,
+    *,
+    settle: Settle | None = None,
 ) -> Indexer:
-    """An indexer for the replica whose SQLite file is ``db_path`` (None: in memory)."""
+    """An indexer for the replica whose SQLite file is ``db_path`` (None: in memory); ``settle``
+    brings the source's records up to date with what it committed (see :meth:`Indexer.wait_idle`)."""
     from .embedders import load_embedder
     from .engines import DEFAULT_ENGINE, open_engine
 
@@ -110,5 +116,12 @@ def open_indexer(
     collection = settings.collection or f"crdtmem-{embedder.dim}"
     engine = open_engine(spec, path, collection=collection, api_key=settings.api_key)
     return Indexer(
-        source, subscribe, engine, embedder, batch=settings.batch, name=collection, shared=settings.is_shared
+        source,
+        subscribe,
+        engine,
+        embedder,
+        batch=settings.batch,
+        name=collection,
+        shared=settings.is_shared,
+        settle=settle,
     )

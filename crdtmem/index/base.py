@@ -17,7 +17,7 @@ an upsert never replaces a point with a higher version (see :meth:`VectorEngine.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -173,3 +173,7 @@ class RecordSource(Protocol):
 CommitListener = Callable[[Any], None]
 Subscribe = Callable[[CommitListener], Callable[[], None]]
 """Registers a listener called after every commit; returns the function that unregisters it."""
+
+Settle = Callable[[], Awaitable[None]]
+"""Brings the source's records up to date with the deltas it has committed (an applied batch's
+memories are read back after their commit): until then their records, and so the index, lag."""

@@ -41,7 +41,7 @@ from ..document.records import Memory
 from ..document.revision import revision_of
 from ..errors import InvalidInput
 from ..lru import LRU
-from .base import Embedder, Point, RecordSource, SearchFilter, Subscribe, VectorEngine
+from .base import Embedder, Point, RecordSource, SearchFilter, Settle, Subscribe, VectorEngine
 
 log = logging.getLogger("crdtmem.index")
 
@@ -121,8 +121,10 @@ class Indexer:
         batch: int = 256,
         name: str = "default",
         shared: bool = False,
+        settle: Settle | None = None,
     ):
         self.source = source
+        self._settle = settle
         self._subscribe = subscribe
         self.engine = engine
         self.embedder = embedder
@@ -192,8 +194,11 @@ class Indexer:
         return max(0, self.current_version() - self.indexed_version)
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
-        """Wait until everything committed so far is indexed (tests, reindex, the demo)."""
+        """Wait until everything committed so far is indexed (tests, reindex, the demo): the records
+        of applied batches are read back first, so their memories are indexed as they now read."""
         deadline = time.monotonic() + timeout
+        if self._settle is not None:
+            await self._settle()
         while self.indexed_version < self.current_version():
             if time.monotonic() > deadline:
                 raise TimeoutError(f"index still {self.lag()} versions behind after {timeout} s")
