@@ -15,7 +15,7 @@ import os
 import socket
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -190,6 +190,43 @@ async def test_two_indexers_never_let_an_older_state_win(kind: str, tmp_path: Pa
             assert (await index_a.verify()).orphans == ()
             await index_a.stop()
             await index_b.stop()
+
+
+class CountingEmbedder(HashingEmbedder):
+    """The hashing embedder, counting the texts it embeds."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embedded = 0
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        self.embedded += len(texts)
+        return super().embed(texts)
+
+
+@pytest.mark.parametrize("kind", ["qdrant-client", "edge"])
+async def test_a_state_another_node_indexed_is_not_embedded_again(kind: str, tmp_path: Path) -> None:
+    with _shared_engines(kind, tmp_path) as (engine_a, engine_b):
+        async with _node("a") as a, _node("b") as b:
+            for n in range(20):
+                await a.add(f"fact number {n}", user_id="u1")
+            await _sync(a, b)
+            first, second = CountingEmbedder(), CountingEmbedder()
+            async with Indexer(a.store, a.on_commit, engine_a, first, shared=True) as index_a:
+                await index_a.wait_idle()
+                assert (first.embedded, index_a.points_written) == (20, 20)
+                async with Indexer(b.store, b.on_commit, engine_b, second, shared=True) as index_b:
+                    await index_b.wait_idle()
+                    assert (second.embedded, index_b.points_skipped, index_b.points_written) == (0, 20, 0)
+                    assert (await index_b.verify()).ok
+                    # a change only b has: b embeds that one memory, and a, behind, is refused
+                    changed = (await b.list(limit=1))[0]
+                    await b.update(changed.id, content="fact number 99")
+                    await index_b.wait_idle()
+                    assert second.embedded == 1
+                    await index_a.rebuild()
+                    assert index_a.points_refused == 1 and first.embedded == 20, "nothing re-embedded"
+                    assert index_a.points_skipped == 19
 
 
 def test_settings_for_a_server_collection_come_from_the_environment() -> None:

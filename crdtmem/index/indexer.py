@@ -21,8 +21,10 @@ revision always belong together. Deleted memories are written as tombstones (the
 flagged ``deleted``, which every search excludes unless asked) instead of being removed, because a
 removed point could not refuse a slower node's older upsert. ``verify()`` and ``rebuild()`` look only
 at the memories this node holds: the collection also holds the rest of the fleet's, which are not
-orphans. Points refused because the collection already holds a newer revision are counted
-(``points_refused``).
+orphans. Before embedding, a shared indexer reads the stored points of its batch and leaves out the
+memories the collection already holds at a newer revision (counted in ``points_refused``: this node
+is behind) or at the same revision, model and text (``points_skipped``: another node indexed that
+state first), so of the nodes holding a memory, usually only the first to index a change embeds it.
 """
 
 from __future__ import annotations
@@ -136,6 +138,7 @@ class Indexer:
         self.shared = shared
         self.points_written = 0
         self.points_refused = 0
+        self.points_skipped = 0
         self.batches = 0
         self.last_error: str | None = None
         self._wake = asyncio.Event()
@@ -261,6 +264,8 @@ class Indexer:
         keep = [m for m in memories if self._keeps(m)]
         drop = [m.id for m in memories if not self._keeps(m)]
         texts = [memory_text(m) for m in keep]
+        if self.shared and keep:
+            keep, texts = await self._not_yet_indexed(keep, texts)
         vectors = await self._embed(texts)
         points = [
             Point(m.id, vector, _payload(m, self.embedder.model, text))
@@ -272,6 +277,31 @@ class Indexer:
             self.points_refused += len(points) - written
         if drop:
             await asyncio.to_thread(self.engine.delete, drop)
+
+    async def _not_yet_indexed(
+        self, memories: Sequence[Memory], texts: Sequence[str]
+    ) -> tuple[list[Memory], list[str]]:
+        """The memories (and their texts) the shared collection does not hold yet at their revision:
+        embedding the others would only be refused (a newer revision) or repeat another node's work
+        (the same revision, model and text). The engine's conditional upsert still decides."""
+        stored = await asyncio.to_thread(self.engine.payloads, [m.id for m in memories])
+        keep: list[Memory] = []
+        kept_texts: list[str] = []
+        for memory, text in zip(memories, texts, strict=True):
+            held = stored.get(memory.id)
+            if held is not None and int(held["version"]) > memory.version:
+                self.points_refused += 1
+            elif (
+                held is not None
+                and int(held["version"]) == memory.version
+                and held.get("model") == self.embedder.model
+                and held.get("text_hash") == text_hash(text)
+            ):
+                self.points_skipped += 1
+            else:
+                keep.append(memory)
+                kept_texts.append(text)
+        return keep, kept_texts
 
     async def _embed(self, texts: Sequence[str]) -> list[list[float]]:
         digests = [text_hash(t) for t in texts]
@@ -377,6 +407,7 @@ class Indexer:
             "shared": self.shared,
             "points_written": self.points_written,
             "points_refused": self.points_refused,
+            "points_skipped": self.points_skipped,
             "last_error": self.last_error,
         }
 

@@ -255,6 +255,12 @@ class Node:
             lambda: [((), float(replica.index.points_refused))] if replica.index is not None else [],
         )
         gauge(
+            "crdtmem_index_points_skipped",
+            "points a shared search collection already held at the same revision (another node "
+            "indexed that state first), left out before embedding",
+            lambda: [((), float(replica.index.points_skipped))] if replica.index is not None else [],
+        )
+        gauge(
             "crdtmem_memories", "memories in this replica's store", lambda: [((), replica.store.doc_count())]
         )
         gauge(
