@@ -10,9 +10,10 @@ Three parts:
 - ``measure()``: per-operation figures from real parts in this process: the Yrs delta of a fact
   update, the bus message the outbox publishes for it (the same ``payload.encode`` call) and its
   JetStream file-store record, durable local writes/s (16 concurrent writers, SQLite FULL), remote
-  deltas applied and acknowledged/s, SQLite bytes per memory, a search point's payload, points
-  indexed/s (Qdrant Edge, hashing embedder), and bare JetStream publishes/s on one stream of a local
-  ``nats-server`` (64 in flight).
+  deltas applied and acknowledged/s, SQLite bytes per memory, a search point's payload, memories/s
+  a shared-mode indexer embeds and writes (Qdrant Edge, hashing embedder) and, on a second node
+  holding the same states, checks and leaves out, and bare JetStream publishes/s on one stream of a
+  local ``nats-server`` (64 in flight).
 - ``model()``: the paper arithmetic: subjects, streams, consumers, write rates, stream bytes, fan-out
   per write, nodes needed per resource, index shards, and, for a starting fleet, the number of users
   at which each limit bites.
@@ -87,6 +88,9 @@ class Measured:
     store_bytes_per_memory: float
     point_payload_bytes: float
     index_points_per_s: float
+    """Memories a shared-mode indexer embeds and writes per second (the first node to index them)."""
+    index_skips_per_s: float
+    """Memories a shared-mode indexer checks and leaves out per second (another node indexed them)."""
     publishes_per_s: float
     subject_bytes: float
 
@@ -123,7 +127,8 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
     nodes_apply = math.ceil(peak * (k - 1) / (m.applies_per_s * w.utilization))
     nodes_local = math.ceil(peak / (m.local_writes_per_s * w.utilization))
     nodes_disk = math.ceil(memories * k * m.store_bytes_per_memory / (w.node_disk_gb * GB))
-    nodes_index = math.ceil(peak * k / (m.index_points_per_s * w.utilization))
+    index_work = 1 / m.index_points_per_s + (k - 1) / m.index_skips_per_s  # seconds per write
+    nodes_index = math.ceil(peak * index_work / w.utilization)
     nodes = max(nodes_apply, nodes_local, nodes_disk, nodes_index, k)
     filter_bytes = users * k / nodes * (m.subject_bytes + 3)
     vector_ram = memories * (4 * w.vector_dim + 128)  # float32 vector + HNSW links (m=16)
@@ -149,11 +154,17 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
             "",
             "the writer's other devices x fraction online",
         ),
-        Row("fan-out: index upserts per write", k, "", "every holder indexes; k-1 refused as stale"),
+        Row("fan-out: index embeds per write", 1, "", "the first holder to index it"),
+        Row("fan-out: index point reads per write", k, "", "every holder; k-1 skip the embedding"),
         Row("nodes for remote applies", nodes_apply, "", "peak x (k-1) / (applies/s x utilization)"),
         Row("nodes for local writes", nodes_local, "", "peak / (local writes/s x utilization)"),
         Row("nodes for disk", nodes_disk, "", "memories x k x store bytes / node disk"),
-        Row("nodes for indexing", nodes_index, "", "peak x k / (points indexed/s x utilization)"),
+        Row(
+            "nodes for indexing",
+            nodes_index,
+            "",
+            "peak x (1/indexed/s + (k-1)/skipped/s) / utilization",
+        ),
         Row("nodes (partitioned)", nodes, "", "the largest of the four, at least k"),
         Row("consumers", nodes * 4, "", "one durable pull consumer per node per stream"),
         Row(
@@ -200,7 +211,8 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
         ),
         Limit(
             "every node indexes every write",
-            m.index_points_per_s * util / per_user_peak,
+            util
+            / (per_user_peak * (1 / (n0 * m.index_points_per_s) + (n0 - 1) / (n0 * m.index_skips_per_s))),
             "partition nodes by user: only a user's k holders index it",
         ),
         Limit(
@@ -313,8 +325,7 @@ async def measure(memories: int = 2_000, publishes: int = 3_000) -> Measured:
     from crdtmem.bus.subjects import Layout, message_id
     from crdtmem.engine import payload as wire
     from crdtmem.index.embedders import HashingEmbedder
-    from crdtmem.index.engines import QdrantEdgeEngine
-    from crdtmem.index.indexer import Indexer, _payload, memory_text
+    from crdtmem.index.indexer import _payload, memory_text
 
     rng = random.Random(1)
     words = [
@@ -374,18 +385,13 @@ async def measure(memories: int = 2_000, publishes: int = 3_000) -> Measured:
                 len(json.dumps(_payload(m, embedder.model, memory_text(m))).encode())
                 for m in (await a.list(limit=200))
             ]
-            engine = QdrantEdgeEngine(Path(tmp) / "edge")
-            engine.ensure_collection(embedder.dim)  # not timed: once per engine
-            indexer = Indexer(a.store, a.on_commit, engine, embedder, shared=True)
-            started = time.perf_counter()
-            async with indexer:
-                await indexer.wait_idle(timeout=600)
-                indexed = memories / (time.perf_counter() - started)
+            indexed = await _index_rate(a, Path(tmp) / "edge", embedder)
         store_bytes = sum(p.stat().st_size for p in Path(tmp).glob("a.db*"))  # closed: checkpointed
         async with Replica(Path(tmp) / "b.db", replica_id="node-b") as b:
             started = time.perf_counter()
             applied = sum([(await b.apply(page)).applied for page in pages])
             applies = applied / (time.perf_counter() - started)
+            skipped = await _index_rate(b, Path(tmp) / "edge", embedder)  # a indexed these states
         publish_rate = await _bare_publishes(Path(tmp), messages, publishes)
     return Measured(
         delta_bytes=statistics.fmean(len(r.update) for r in updates),
@@ -396,9 +402,25 @@ async def measure(memories: int = 2_000, publishes: int = 3_000) -> Measured:
         store_bytes_per_memory=store_bytes / memories,
         point_payload_bytes=statistics.fmean(payloads),
         index_points_per_s=indexed,
+        index_skips_per_s=skipped,
         publishes_per_s=publish_rate,
         subject_bytes=statistics.fmean(s for _, s in records),
     )
+
+
+async def _index_rate(replica: Any, path: Path, embedder: Any) -> float:
+    """Memories/s a shared-mode indexer on ``replica`` gets through, into the Edge shard at ``path``."""
+    from crdtmem.index.engines import QdrantEdgeEngine
+    from crdtmem.index.indexer import Indexer
+
+    engine = QdrantEdgeEngine(path)
+    engine.ensure_collection(embedder.dim)  # not timed: once per engine
+    await replica.settle()  # applied batches' records are written off the apply path
+    count = replica.store.doc_count()
+    started = time.perf_counter()
+    async with Indexer(replica.store, replica.on_commit, engine, embedder, shared=True) as indexer:
+        await indexer.wait_idle(timeout=600)
+        return float(count / (time.perf_counter() - started))
 
 
 async def _bare_publishes(tmp: Path, messages: list[bytes], count: int) -> float:

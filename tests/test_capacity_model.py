@@ -65,6 +65,7 @@ def test_the_arithmetic_on_a_workload_checked_by_hand(sim: ModuleType) -> None:
         store_bytes_per_memory=1_000,
         point_payload_bytes=100,
         index_points_per_s=4,
+        index_skips_per_s=8,
         publishes_per_s=10,
         subject_bytes=17,
     )
@@ -75,10 +76,11 @@ def test_the_arithmetic_on_a_workload_checked_by_hand(sim: ModuleType) -> None:
     assert got["stream bytes per day"] == pytest.approx(172_800 * 250 / 1e9)
     assert got["stream bytes retained, all replicas"] == pytest.approx(172_800 * 250 * 2 * 3 / 1e9)
     assert got["fan-out: device pushes per write"] == 2  # 4 other devices, half online
+    assert (got["fan-out: index embeds per write"], got["fan-out: index point reads per write"]) == (1, 2)
     assert got["nodes for remote applies"] == 12  # 6/s x (2-1) copies / (1/s x 0.5)
     assert got["nodes for local writes"] == 6  # 6/s / (2/s x 0.5)
     assert got["nodes for disk"] == math.ceil(864_000 * 2 * 1_000 / 1e9)
-    assert got["nodes for indexing"] == 6  # 6/s x 2 / (4/s x 0.5)
+    assert got["nodes for indexing"] == 5  # 6/s x (1/4 + 1/8) s / 0.5
     assert got["nodes (partitioned)"] == 12
     assert got["consumers"] == 48
     assert got["filter subjects per users consumer"] == 14_400  # 86,400 x 2 / 12
@@ -90,7 +92,10 @@ def test_the_arithmetic_on_a_workload_checked_by_hand(sim: ModuleType) -> None:
     assert reached["every node applies every other node's writes"] == pytest.approx(
         1 * 0.5 * 4 / 3 / per_user_peak
     )
-    assert reached["every node indexes every write"] == pytest.approx(4 * 0.5 / per_user_peak)
+    # each of 4 nodes embeds a quarter of the writes and skips the rest
+    assert reached["every node indexes every write"] == pytest.approx(
+        0.5 / (per_user_peak * (1 / 16 + 3 / 32))
+    )
     assert reached["one node's disk holds every memory"] == pytest.approx(1e9 / (10 * 1_000))
     assert [limit.users_at_start for limit in limits] == sorted(reached.values())
 
