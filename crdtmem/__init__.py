@@ -16,6 +16,7 @@ from .errors import (
     CrdtmemError,
     InvalidChannel,
     InvalidInput,
+    LimitExceeded,
     MalformedPayload,
     MemoryDeleted,
     MemoryExists,
@@ -31,6 +32,7 @@ from .errors import (
 )
 from .events import MemoryEvent
 from .ids import Channel
+from .limits import Limits
 
 __version__ = "0.1.0"
 
@@ -47,6 +49,8 @@ __all__ = [
     "HybridLogicalClock",
     "InvalidChannel",
     "InvalidInput",
+    "LimitExceeded",
+    "Limits",
     "MalformedPayload",
     "Memory",
     "MemoryDeleted",

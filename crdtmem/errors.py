@@ -9,6 +9,7 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     │   ├── InvalidChannel         a channel name that does not parse
     │   ├── WrongKind              an operation that does not fit the memory's kind
     │   ├── MemoryExists           a create with the id of a live memory
+    │   ├── LimitExceeded          past one of the bounds of crdtmem.limits (names it)
     │   └── MissingExtra           an optional dependency is not installed (also an ImportError)
     ├── NotFound                   no memory with that id on this replica
     ├── MemoryDeleted              the memory is deleted (and not in conflict): write refused
@@ -48,6 +49,16 @@ class WrongKind(InvalidInput):
 
 class MemoryExists(InvalidInput):
     """A create named the id of a live memory (the id of a deleted one takes a new incarnation)."""
+
+
+class LimitExceeded(InvalidInput):
+    """A request goes past one of the bounds of :class:`crdtmem.limits.Limits`; nothing was changed.
+    ``limit`` names the bound (a field of ``Limits``), ``maximum`` is its value."""
+
+    def __init__(self, limit: str, maximum: int, message: str):
+        super().__init__(message)
+        self.limit = limit
+        self.maximum = maximum
 
 
 class MissingExtra(InvalidInput, ImportError):

@@ -19,6 +19,8 @@ EXPECTED = {
     "HybridLogicalClock",
     "InvalidChannel",
     "InvalidInput",
+    "LimitExceeded",
+    "Limits",
     "MalformedPayload",
     "Memory",
     "MemoryDeleted",
@@ -70,7 +72,7 @@ def test_error_tree() -> None:
     payload_errors = {crdtmem.MalformedPayload, crdtmem.PayloadTooLarge, crdtmem.UnsupportedVersion}
     assert all(issubclass(e, crdtmem.PayloadError) for e in payload_errors)
     assert issubclass(crdtmem.ClockSkewError, crdtmem.PayloadError)
-    for invalid in (crdtmem.UnknownKind, crdtmem.InvalidChannel, crdtmem.WrongKind):
+    for invalid in (crdtmem.UnknownKind, crdtmem.InvalidChannel, crdtmem.WrongKind, crdtmem.LimitExceeded):
         assert issubclass(invalid, crdtmem.InvalidInput)
     assert issubclass(crdtmem.InvalidInput, ValueError)
     assert issubclass(crdtmem.NotFound, KeyError)

@@ -75,6 +75,14 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--write-rate", type=float, default=200.0, help="writes/s allowed per token")
     serve.add_argument("--write-burst", type=float, default=400.0, help="write burst per token")
     serve.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=N",
+        help="change one bound of crdtmem.limits.Limits, e.g. metadata_keys=200 (repeatable; see "
+        "docs/operating.md, Security model)",
+    )
+    serve.add_argument(
         "--synchronous",
         choices=["FULL", "NORMAL"],
         default="FULL",

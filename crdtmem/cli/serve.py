@@ -23,6 +23,7 @@ from ..bus import BusSettings, Layout
 from ..engine.replica import Replica
 from ..errors import CrdtmemError, InvalidInput
 from ..index import IndexSettings
+from ..limits import Limits
 from ..server.node import Node, PeerConfig
 from ..store.sqlite import Synchronous
 from ..sync.link import LinkSettings
@@ -60,6 +61,7 @@ class ServeOptions:
     bus_replicas: int = 1
     bus_principal: str = "user:bus"
     bus_creds: str | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -70,6 +72,7 @@ def main(args: argparse.Namespace) -> int:
     try:
         peer_token = resolve_peer_token(args.peer_token, args.peer_token_file)
         qdrant_api_key = read_secret_file(args.qdrant_api_key_file, "--qdrant-api-key-file")
+        limits = Limits.parse(args.limit)
     except InvalidInput as exc:
         print(f"crdtmem serve: {exc}", file=sys.stderr)
         return 2
@@ -101,6 +104,7 @@ def main(args: argparse.Namespace) -> int:
         bus_replicas=args.bus_replicas,
         bus_principal=args.bus_principal,
         bus_creds=args.bus_creds,
+        limits=limits,
     )
     try:
         asyncio.run(serve(options))
@@ -170,6 +174,7 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
         channels=options.channels or None,
         synchronous=options.synchronous,
         index=index_settings(options),
+        limits=options.limits,
     )
     node = Node(
         replica,
@@ -182,7 +187,11 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
         tokens=TokenTable.load(options.tokens) if options.tokens else None,
         write_rate=options.write_rate,
         write_burst=options.write_burst,
-        settings=LinkSettings(slow_after=options.slow_after, ack_timeout=options.ack_timeout),
+        settings=LinkSettings(
+            slow_after=options.slow_after,
+            ack_timeout=options.ack_timeout,
+            max_frame_bytes=options.limits.payload_bytes,
+        ),
         bus=BusSettings(options.bus, layout=Layout.of(replicas=options.bus_replicas), creds=options.bus_creds)
         if options.bus
         else None,

@@ -25,6 +25,7 @@ until then every concurrent value stays readable through :meth:`MVRegister.sibli
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from .dots import Dot, DotEntry, JSONValue, encode_value
@@ -85,6 +86,32 @@ class MVRegister:
         for siblings in found.values():
             siblings.sort(key=lambda e: e.dot, reverse=True)
         return found
+
+    @staticmethod
+    def write_fields(
+        ymap: Any, writes: Iterable[tuple[str, JSONValue, Dot]], clears: Iterable[str] = ()
+    ) -> None:
+        """Write many registers of one map, then clear others, in one pass over its keys.
+
+        The same as :meth:`write` per ``(field, value, dot)`` followed by :meth:`clear` per cleared
+        field, but linear in the map's size plus the changes: one register at a time scans every key
+        of the map per field (20,000 metadata keys in one request took the event loop for seconds).
+        """
+        keys: dict[str, list[str]] = {}
+        for key in list(ymap):
+            field, sep, _ = key.rpartition("#")
+            if sep:
+                keys.setdefault(field, []).append(key)
+        for field, value, dot in writes:
+            for key in keys.pop(field, ()):
+                del ymap[key]
+            entry = DotEntry(dot, encode_value(value))
+            key = f"{field}#{dot.replica}"
+            ymap[key] = entry.to_yrs()
+            keys[field] = [key]
+        for field in clears:
+            for key in keys.pop(field, ()):
+                del ymap[key]
 
     @staticmethod
     def fields(ymap: Any) -> set[str]:

@@ -291,9 +291,10 @@ class MemoryDoc:
                 last = next_dot()
                 messages.append(frozen(Conversation(self._messages).append(role, text, last)))
             value = MessageList.of(messages)
-        for key, item in metadata.items():
-            last = next_dot()
-            MVRegister(self._metadata, _check_key(key)).write(item, last)
+        writes = [(_check_key(key), item, next_dot()) for key, item in metadata.items()]
+        MVRegister.write_fields(self._metadata, writes)
+        if writes:
+            last = writes[-1][2]
         tag_list = list(tags)
         for tag in tag_list:
             last = next_dot()
@@ -367,8 +368,7 @@ class MemoryDoc:
         dot = next_dot()
         self._lifecycle.write(ACTIVE, dot)
         self._embedding.clear()
-        for key in MVRegister.fields(self._metadata):
-            MVRegister(self._metadata, key).clear()
+        MVRegister.write_fields(self._metadata, [], MVRegister.fields(self._metadata))
         self._tags.clear()
         if kind in REGISTER_KINDS:
             MVRegister(self._content).write(content, dot)
@@ -384,8 +384,9 @@ class MemoryDoc:
             conversation.clear()
             for role, text in content:
                 conversation.append(role, text, next_dot())
-        for key, item in metadata.items():
-            MVRegister(self._metadata, _check_key(key)).write(item, next_dot())
+        MVRegister.write_fields(
+            self._metadata, [(_check_key(key), item, next_dot()) for key, item in metadata.items()]
+        )
         for tag in tags:
             self._tags.add(tag, next_dot())
 
@@ -413,14 +414,13 @@ class MemoryDoc:
                     "(use increment, add_items/remove_items or append_message)"
                 )
             MVRegister(self._content).write(check_content(self.kind, content), dot)
-        for key, value in (metadata or {}).items():
-            MVRegister(self._metadata, _check_key(key)).write(value, next_dot())
-        for key in remove_metadata:
-            MVRegister(self._metadata, _check_key(key)).clear()
+        writes = [(_check_key(key), value, next_dot()) for key, value in (metadata or {}).items()]
+        clears = [_check_key(key) for key in remove_metadata]
+        if writes or clears:
+            MVRegister.write_fields(self._metadata, writes, clears)
         for tag in add_tags:
             self._tags.add(tag, next_dot())
-        for tag in remove_tags:
-            self._tags.remove(tag)
+        self._tags.remove_all(remove_tags)
 
     def delete(self, next_dot: DotSource) -> None:
         self._lifecycle.write(DELETED, next_dot())
@@ -448,9 +448,7 @@ class MemoryDoc:
     def remove_items(self, items: Iterable[JSONValue], next_dot: DotSource) -> None:
         self._require("list", "remove_items")
         self._live_for_write(next_dot)
-        content = ORSet(self._content)
-        for item in items:
-            content.remove(item)
+        ORSet(self._content).remove_all(items)
 
     def append_message(self, role: str, text: str, next_dot: DotSource) -> None:
         self._require("conversation", "append_message")

@@ -15,7 +15,7 @@ and of a remote payload::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
@@ -40,6 +40,7 @@ from ..ids import (
     parse_channels,
 )
 from ..index import Indexer, IndexSettings, SearchFilter, SearchResult, open_indexer
+from ..limits import DEFAULT_LIMITS, Limits
 from ..store.base import Commit, DeltaRecord, Store, VersionVector
 from ..store.memory import MemoryStore
 from ..store.sqlite import SQLiteStore, Synchronous
@@ -78,12 +79,14 @@ class Replica:
         store: use this store instead of ``path`` (e.g. a custom adapter).
         wall_clock: injected wall clock in milliseconds (tests make it deterministic).
         max_drift_ms: refuse remote timestamps further ahead than this.
-        max_payload_bytes: refuse larger payloads in :meth:`apply`.
+        max_payload_bytes: refuse larger payloads in :meth:`apply` (default ``limits.payload_bytes``).
         cache_size: bound of the materialized-memory cache; ``warm`` memories are loaded on open.
         synchronous: SQLite ``synchronous`` mode; FULL survives power loss, NORMAL a killed process.
         index: index merged memories for :meth:`search` (True: embedded defaults; or IndexSettings).
         waiting_limits: bounds of the deltas waiting for their dependencies (per sender, per
             origin, age); see :mod:`crdtmem.engine.waiting`.
+        limits: the bounds of what one write may carry and a memory may hold, and the node's
+            request bounds (:class:`crdtmem.limits.Limits`; its defaults by default).
         snapshot_every: a document's state is stored as a snapshot plus the deltas after it; a new
             snapshot is written (off the acknowledgement path) once that tail holds this many
             deltas, or as many bytes as the snapshot.
@@ -100,7 +103,7 @@ class Replica:
         store: Store | None = None,
         wall_clock: WallClock = system_wall_ms,
         max_drift_ms: int = DEFAULT_MAX_DRIFT_MS,
-        max_payload_bytes: int = wire.DEFAULT_MAX_PAYLOAD_BYTES,
+        max_payload_bytes: int | None = None,
         cache_size: int = 10_000,
         doc_cache_size: int = 1_024,
         warm: int = 1_000,
@@ -108,6 +111,7 @@ class Replica:
         index: IndexSettings | bool | None = None,
         waiting_limits: WaitingLimits | None = None,
         snapshot_every: int = SNAPSHOT_EVERY,
+        limits: Limits | None = None,
     ):
         if replica_id is not None:
             check_replica_id(replica_id)
@@ -118,7 +122,8 @@ class Replica:
             SQLiteStore(self.path, synchronous=synchronous) if self.path else MemoryStore()
         )
         self.clock = HybridLogicalClock(wall_clock, max_drift_ms)
-        self.max_payload_bytes = max_payload_bytes
+        self.limits = limits or DEFAULT_LIMITS
+        self.max_payload_bytes = max_payload_bytes or self.limits.payload_bytes
         self._client_id = new_client_id()
         self._work = WorkingSet(
             self._store, self._client_id, cache_size=cache_size, doc_cache_size=doc_cache_size
@@ -313,6 +318,14 @@ class Replica:
             )
         metadata = check_metadata(metadata)
         tag_list = as_list(tags, "tags")
+        self.limits.check_write(
+            content=content if kind in ("fact", "preference") else None,
+            items=content if kind == "list" and isinstance(content, (list, tuple)) else (),
+            messages=content if kind == "conversation" and isinstance(content, (list, tuple)) else (),
+            metadata=metadata,
+            tags=tag_list,
+            topics=topic_list,
+        )
 
         def create(doc: MemoryDoc, dots: Dots) -> Memory | None:
             if doc.exists:
@@ -383,6 +396,14 @@ class Replica:
         new_items, old_items = as_list(add_items, "add_items"), as_list(remove_items, "remove_items")
 
         others = increment is not None or new_items or old_items or append_message is not None
+        self.limits.check_write(
+            content=None if content is UNSET else content,
+            metadata=metadata,
+            remove_metadata=removed,
+            tags=added + dropped,
+            items=new_items + old_items,
+            message=append_message,
+        )
 
         def change(doc: MemoryDoc, dots: Dots) -> None:
             if content is not UNSET or metadata or removed or added or dropped or not others:
@@ -418,12 +439,15 @@ class Replica:
         return await self.increment(memory_id, -amount)
 
     async def add_items(self, memory_id: str, *items: Any) -> Memory:
+        self.limits.check_write(items=items)
         return await self._write(memory_id, lambda doc, dots: doc.add_items(items, dots))
 
     async def remove_items(self, memory_id: str, *items: Any) -> Memory:
+        self.limits.check_write(items=items)
         return await self._write(memory_id, lambda doc, dots: doc.remove_items(items, dots))
 
     async def append_message(self, memory_id: str, *, role: str, text: str) -> Memory:
+        self.limits.check_write(message=(role, text))
         return await self._write(memory_id, lambda doc, dots: doc.append_message(role, text, dots))
 
     async def set_embedding(self, memory_id: str, vector: Sequence[float], model: str) -> Memory:
@@ -471,7 +495,12 @@ class Replica:
                 raise
             if dots.last is None and not stale:  # nothing was written (e.g. an empty add_items)
                 return before or doc.materialize()
-            write, memory = doc_write(doc, before=before, created=created)
+            try:
+                write, memory = doc_write(doc, before=before, created=created)
+                self._check_holds(memory, before)
+            except BaseException:
+                self._work.forget([memory_id])
+                raise
             deltas = []
             if dots.last is not None:
                 hlc = dots.last.hlc
@@ -494,6 +523,13 @@ class Replica:
                 after=lambda: self._materializer.taken(memory_id),
             )
             return events[0].memory
+
+    def _check_holds(self, memory: Memory, before: Memory | None) -> None:
+        """A local write may not take a memory past the bounds of what it holds; a memory already
+        past them (merged from a replica with larger bounds) may still shrink or stay as it is."""
+        counts = _holds(memory)
+        earlier = _holds(before) if before is not None else (0, 0, 0, 0)
+        self.limits.check_memory(*(n if n > e else 0 for n, e in zip(counts, earlier, strict=True)))
 
     # -- reads --------------------------------------------------------------------------------
 
@@ -737,3 +773,12 @@ class Replica:
         layer pushes from here)."""
         self._publisher.listeners.append(listener)
         return lambda: self._publisher.listeners.remove(listener)
+
+
+def _holds(memory: Memory) -> tuple[int, int, int, int]:
+    """(metadata keys, tags, list items, messages) of a memory."""
+    content = memory.content
+    sized = isinstance(content, Sized) and not isinstance(content, str)
+    items = len(content) if memory.kind == "list" and sized else 0
+    messages = len(content) if memory.kind == "conversation" and sized else 0
+    return len(memory.metadata), len(memory.tags), items, messages

@@ -13,7 +13,7 @@ from aiohttp.web_protocol import RequestPayloadError
 
 from ..errors import CrdtmemError
 from .auth import PRINCIPAL, authenticate
-from .errors import error_response, from_exception
+from .errors import error_response, from_exception, limit_response
 from .observe import observe_latency
 
 if TYPE_CHECKING:
@@ -52,6 +52,12 @@ def _errors_middleware(node: NodeContext) -> Middleware:
             node.metrics.inc("crdtmem_http_errors_total", code=type(exc).__name__)
         except (RequestPayloadError, HttpProcessingError) as exc:  # a body that does not decode (bad gzip)
             response = error_response(400, "MalformedBody", f"the request body could not be read: {exc}")
+        except web.HTTPRequestEntityTooLarge:
+            response = limit_response(
+                "body_bytes",
+                node.max_body_bytes,
+                f"the request body is larger than {node.max_body_bytes} bytes (limit body_bytes)",
+            )
         except web.HTTPException as exc:
             if exc.content_type == "application/json":
                 raise

@@ -9,6 +9,7 @@ from ..errors import (
     ClockSkewError,
     CrdtmemError,
     InvalidInput,
+    LimitExceeded,
     MemoryDeleted,
     MemoryExists,
     NoSuchConflict,
@@ -26,6 +27,7 @@ _STATUS: list[tuple[type[CrdtmemError], int]] = [
     (NoSuchConflict, 409),
     (MemoryExists, 409),
     (PayloadTooLarge, 413),
+    (LimitExceeded, 413),
     (ClockSkewError, 422),
     (PayloadError, 400),
     (InvalidInput, 400),
@@ -45,9 +47,17 @@ def error_response(status: int, code: str, message: str, **headers: str) -> web.
     return web.json_response({"error": code, "message": message}, status=status, headers=headers)
 
 
+def limit_response(limit: str, maximum: int, message: str) -> web.Response:
+    """413 for a request past one of the bounds of crdtmem.limits, naming it (``limit``, ``max``)."""
+    body = {"error": "LimitExceeded", "message": message, "limit": limit, "max": maximum}
+    return web.json_response(body, status=413)
+
+
 def from_exception(error: CrdtmemError) -> web.Response:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         seconds = str(max(1, int(retry_after + 0.999)))
         return error_response(429, type(error).__name__, str(error), **{"Retry-After": seconds})
+    if isinstance(error, LimitExceeded):
+        return limit_response(error.limit, error.maximum, str(error))
     return error_response(status_for(error), type(error).__name__, str(error))

@@ -75,7 +75,7 @@ class Node:
         tokens: TokenTable | None = None,
         write_rate: float = 200.0,
         write_burst: float = 400.0,
-        max_body_bytes: int = 8 * 1024 * 1024,
+        max_body_bytes: int | None = None,
         settings: LinkSettings | None = None,
         bus: BusSettings | None = None,
         bus_principal: str = BUS_PRINCIPAL,
@@ -91,8 +91,8 @@ class Node:
         self.peer_configs = list(peers or [])
         self.tokens = tokens
         self.limiter = RateLimiter(write_rate, write_burst)
-        self.max_body_bytes = max_body_bytes
-        self.settings = settings or LinkSettings()
+        self.max_body_bytes = max_body_bytes or replica.limits.body_bytes
+        self.settings = settings or LinkSettings(max_frame_bytes=replica.limits.payload_bytes)
         self.metrics = Metrics(process=True)
         self.links: set[Link] = set()
         self.peers: list[PeerClient] = []

@@ -60,6 +60,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         node.check_rate(principal)
         _no_query(request)
         body = await _json_body(request, _CREATE_FIELDS)
+        replica.limits.check_count("topics", len(body.get("topics", ())), "topics of a memory")
         scope = Scope(
             body.get("user_id"),
             body.get("tenant_id"),

@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("crdtmem.link")
 
-MAX_PULL_PAGE = 5_000
 HELLO_TIMEOUT = 10.0
 
 
@@ -49,8 +48,9 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         except FrameError as exc:
             raise MalformedPayload(str(exc)) from exc
         limit = body.get("limit", 1000)
-        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= MAX_PULL_PAGE:
-            raise InvalidInput(f"limit must be an int between 1 and {MAX_PULL_PAGE}")
+        most = node.replica.limits.pull_page
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= most:
+            raise InvalidInput(f"limit must be an int between 1 and {most} (limit pull_page)")
         version = body.get("v", 1)  # the payload version the puller reads (absent: 1, unsigned)
         if version not in wire.VERSIONS or isinstance(version, bool):
             raise UnsupportedVersion(
