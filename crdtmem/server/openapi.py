@@ -222,6 +222,7 @@ _SCHEMAS: dict[str, Schema] = {
     "Status": _object(
         {
             "replica_id": {"type": "string"},
+            "public_key": _nullable("string"),
             "url": {"type": "string"},
             "channels": _array(_CHANNEL),
             "subscribed": _nullable("array", items=_CHANNEL),
@@ -234,7 +235,10 @@ _SCHEMAS: dict[str, Schema] = {
             "event_subscribers": {"type": "integer"},
             "peers": _array({"type": "object"}),
             "links": _array({"type": "object"}),
-        }
+        },
+        required=["replica_id", "url", "channels", "subscribed", "version_vectors"],
+        description="A token that reads every channel sees everything; any other token sees the "
+        "replica's identity and only the channels it may read, with their vectors.",
     ),
     "Health": _object(
         {
@@ -542,7 +546,8 @@ def _paths() -> dict[str, Schema]:
         },
         "/v1/status": {
             "get": _operation(
-                "Replica, channels, version vectors, peers and links",
+                "Replica, channels, version vectors, peers and links (a principal's own channels only, "
+                "unless it reads every channel)",
                 "operations",
                 {"200": _json(_ref("Status"), "status"), **_errors(401)},
                 operationId="status",

@@ -349,8 +349,9 @@ function renderStatus(status) {
     ["channels", status.subscribed ? status.subscribed.join(", ") : "all"],
   ];
   if (status.index) facts.push(["index lag", `${status.index.lag_versions} versions`]);
-  else facts.push(["search index", "none"]);
-  $("status-summary").replaceChildren(...facts.flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
+  else if ("index" in status) facts.push(["search index", "none"]);
+  // a token that does not read every channel sees only its own channels, not the node's counts
+  $("status-summary").replaceChildren(...facts.filter(([, v]) => v !== undefined).flatMap(([k, v]) => [el("dt", {}, k), el("dd", {}, String(v))]));
 
   const rows = peerRows(status);
   $("peers").replaceChildren(...rows);
