@@ -46,6 +46,12 @@ class Limits:
     a message's text."""
     pull_page: int = 5_000
     """Deltas in one page of ``/v1/sync/pull`` (a puller asks for at most this many)."""
+    pending_per_sender: int = 10_000
+    """Deltas one principal may have waiting for their dependencies (the oldest are evicted)."""
+    pending_per_origin: int = 10_000
+    """Deltas of one origin that may be waiting, whoever delivered them."""
+    pending_age_s: int = 3_600
+    """Seconds a delta may wait for its dependencies before it is dropped."""
     feed_page: int = 200
     """Memories read (and sent) at a time when an event stream replays state (a resume)."""
 

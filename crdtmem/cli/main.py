@@ -75,6 +75,18 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--write-rate", type=float, default=200.0, help="writes/s allowed per token")
     serve.add_argument("--write-burst", type=float, default=400.0, help="write burst per token")
     serve.add_argument(
+        "--delta-rate",
+        type=float,
+        default=10_000.0,
+        help="deltas/s a token may push (HTTP and WebSocket), on average; bursts of 5 s (0: no limit)",
+    )
+    serve.add_argument(
+        "--byte-rate",
+        type=float,
+        default=32.0 * 1024 * 1024,
+        help="bytes/s of pushes and frames a token may send, on average; bursts of 5 s (0: no limit)",
+    )
+    serve.add_argument(
         "--limit",
         action="append",
         default=[],

@@ -46,6 +46,8 @@ class ServeOptions:
     interval: float = 1.0
     write_rate: float = 200.0
     write_burst: float = 400.0
+    delta_rate: float = 10_000.0
+    byte_rate: float = 32.0 * 1024 * 1024
     synchronous: Synchronous = "FULL"
     slow_after: float = 10.0
     ack_timeout: float = 10.0
@@ -89,6 +91,8 @@ def main(args: argparse.Namespace) -> int:
         interval=args.interval,
         write_rate=args.write_rate,
         write_burst=args.write_burst,
+        delta_rate=args.delta_rate,
+        byte_rate=args.byte_rate,
         synchronous=args.synchronous,
         slow_after=args.slow_after,
         ack_timeout=args.ack_timeout,
@@ -187,6 +191,8 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
         tokens=TokenTable.load(options.tokens) if options.tokens else None,
         write_rate=options.write_rate,
         write_burst=options.write_burst,
+        delta_rate=options.delta_rate,
+        byte_rate=options.byte_rate,
         settings=LinkSettings(
             slow_after=options.slow_after,
             ack_timeout=options.ack_timeout,

@@ -153,7 +153,10 @@ class Replica:
             replica_id=lambda: self._id,
             wall=wall_clock,
             keyring=lambda: self.keyring,
-            limits=waiting_limits,
+            limits=waiting_limits
+            or WaitingLimits(
+                self.limits.pending_per_sender, self.limits.pending_per_origin, self.limits.pending_age_s
+            ),
         )
         self.resolve_rights: Resolver | None = None
         """The current rights of a principal by name, where a tokens table knows them (a node sets

@@ -32,7 +32,7 @@ from ..metrics import Metrics
 from ..sync.link import Link, LinkSettings
 from ..sync.peer import PeerClient
 from .app import build_app
-from .auth import RateLimiter
+from .auth import RateLimiter, VolumeLimiter
 from .observe import ACCESS_LOG, AccessLogger
 
 log = logging.getLogger("crdtmem.node")
@@ -59,6 +59,13 @@ class PeerConfig:
 
 
 SHUTDOWN_GRACE_S = 5.0
+DELTA_RATE = 10_000.0
+"""Deltas a second a principal may push (over HTTP and WebSocket frames together), on average."""
+BYTE_RATE = 32.0 * 1024 * 1024
+"""Bytes a second a principal may push, on average."""
+VOLUME_BURST_S = 5.0
+"""Bursts of deltas and bytes of up to this many seconds of their rate."""
+RETRY_AFTER_MAX_S = 3_600.0
 
 BUS_PRINCIPAL = "user:bus"
 """The tokens-file principal whose rights apply to whatever arrives from the bus."""
@@ -75,6 +82,8 @@ class Node:
         tokens: TokenTable | None = None,
         write_rate: float = 200.0,
         write_burst: float = 400.0,
+        delta_rate: float = DELTA_RATE,
+        byte_rate: float = BYTE_RATE,
         max_body_bytes: int | None = None,
         settings: LinkSettings | None = None,
         bus: BusSettings | None = None,
@@ -91,6 +100,10 @@ class Node:
         self.peer_configs = list(peers or [])
         self.tokens = tokens
         self.limiter = RateLimiter(write_rate, write_burst)
+        self.deltas = VolumeLimiter(delta_rate, delta_rate * VOLUME_BURST_S)
+        """Deltas per principal, pushed or in WebSocket frames."""
+        self.bytes = VolumeLimiter(byte_rate, byte_rate * VOLUME_BURST_S)
+        """Bytes of pushes and WebSocket frames per principal."""
         self.max_body_bytes = max_body_bytes or replica.limits.body_bytes
         self.settings = settings or LinkSettings(max_frame_bytes=replica.limits.payload_bytes)
         self.metrics = Metrics(process=True)
@@ -312,6 +325,22 @@ class Node:
                 f"{principal.name} is over its write rate ({self.limiter.rate:g}/s); retry in {wait:.2f} s",
                 wait,
             )
+
+    def check_volume(self, principal: Principal, *, deltas: int = 0, size: int = 0) -> None:
+        """Charge what a push or a frame carries to its principal's delta and byte buckets; over
+        either (still in debt from earlier ones), RateLimited and nothing of it is applied."""
+        for limiter, amount, what in ((self.bytes, size, "bytes"), (self.deltas, deltas, "deltas")):
+            if not amount:
+                continue
+            wait = limiter.wait(principal.name)
+            if wait > 0:
+                self.metrics.inc("crdtmem_rate_limited_total", principal=principal.name)
+                raise RateLimited(
+                    f"{principal.name} is over its rate of {what} ({limiter.rate:g}/s on average); "
+                    f"retry in {wait:.2f} s",
+                    min(wait, RETRY_AFTER_MAX_S),
+                )
+            limiter.charge(principal.name, amount)
 
     def _peer_rights(self, peer_id: str) -> Principal | None:
         """A peer's rights here are those of its replica principal in this node's tokens file."""

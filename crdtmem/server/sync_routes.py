@@ -74,7 +74,10 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
     async def push(request: web.Request) -> web.StreamResponse:
         principal = request[PRINCIPAL]
         node.check_rate(principal)
-        received = wire.decode(await request.read(), max_bytes=node.replica.max_payload_bytes)
+        raw = await request.read()
+        node.check_volume(principal, size=len(raw))
+        received = wire.decode(raw, max_bytes=node.replica.max_payload_bytes)
+        node.check_volume(principal, deltas=len(received.deltas))
         received = wire.restrict(received, principal.may_write)  # a signed claim names every channel
         _require(principal, sorted({c for d in received.deltas if not d.seqs for c in _claimed(d)}), "write")
         _require_origins(principal, received, node.replica.id)
@@ -134,6 +137,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
             metrics=node.metrics,
             sender=principal,
             admit=lambda: node.check_rate(principal),  # each deltas frame, as each push
+            admit_volume=lambda deltas, size: node.check_volume(principal, deltas=deltas, size=size),
             version=payload_version(hello),
         )
         node.links.add(link)

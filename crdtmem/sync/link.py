@@ -94,6 +94,7 @@ class Link:
         on_pull_requested: Callable[[], None] | None = None,
         sender: Principal | None = None,
         admit: Callable[[], None] | None = None,
+        admit_volume: Callable[[int, int], None] | None = None,
         version: int = 1,
     ):
         self.replica = replica
@@ -127,6 +128,7 @@ class Link:
         self.version = version
         """The payload version this link sends (the highest both ends read, from the hellos)."""
         self._admit = admit
+        self._admit_volume = admit_volume
         """Called before each inbound deltas frame; raises (e.g. a rate limit) to refuse it."""
         self._paused_until = 0.0
         """The peer refused a frame with ``retry_after``: send nothing before this monotonic time."""
@@ -401,9 +403,12 @@ class Link:
         try:
             if self._admit is not None:
                 self._admit()
-            received = wire.restrict(
-                wire.decode(data, max_bytes=self.settings.max_frame_bytes), self.accept_channels.__contains__
-            )
+            if self._admit_volume is not None:
+                self._admit_volume(0, len(data))
+            decoded = wire.decode(data, max_bytes=self.settings.max_frame_bytes)
+            if self._admit_volume is not None:
+                self._admit_volume(len(decoded.deltas), 0)
+            received = wire.restrict(decoded, self.accept_channels.__contains__)
             forbidden = sorted({c for d in received.deltas if not d.seqs for c in _claimed(d)})
             if forbidden:
                 raise AccessDeniedFrame(
