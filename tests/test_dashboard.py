@@ -183,6 +183,12 @@ async def test_tokens_no_index_and_static_files(procs, session, tmp_path, browse
         assert "immutable" in response.headers["Cache-Control"]
     async with session.get(f"{node.url}/dashboard/", allow_redirects=False) as response:
         assert response.status == 308 and response.headers["Location"] == "../dashboard"
+    # the query is kept as it was sent, percent-encoded: a %0A cannot break the Location header
+    async with session.get(
+        f"{node.url}/dashboard/?token=%0Ax%0D&n=%C3%A9", allow_redirects=False
+    ) as response:
+        assert response.status == 308
+        assert response.headers["Location"] == "../dashboard?token=%0Ax%0D&n=%C3%A9"
 
 
 async def _has(api: Api, memory_id: str) -> bool:

@@ -354,9 +354,12 @@ async def test_event_stream_messages_match_the_memory_event_schema(
     node: Node, session: aiohttp.ClientSession, spec: dict[str, Any]
 ) -> None:
     validator = Validator(spec)
-    event_schema = spec["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"][
-        "schema"
-    ]
+    message_schema = validator.resolve(
+        spec["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]["text/event-stream"]["schema"][
+            "$ref"
+        ]
+    )
+    event_schema = message_schema["properties"]["data"]["contentSchema"]
     async with session.get(node.url + "/v1/events", headers={"Authorization": f"Bearer {ADMIN}"}) as response:
         memory = await node.replica.add("x", user_id="alice")
         await node.replica.update(memory.id, content="y", metadata={"k": [1]})

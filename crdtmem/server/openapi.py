@@ -55,6 +55,12 @@ _NAME: Schema = {
     "pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]+$",
     "description": "an app id: any text without control characters, e.g. alice@example.com or org:alice",
 }
+_NULLABLE_NAME: Schema = {
+    **_NAME,
+    "type": ["string", "null"],
+    "description": _NAME["description"] + "; null: none",
+}
+_MEMORY_ID: Schema = {**_NAME, "not": {"enum": [".", ".."]}}
 _HLC: Schema = {"type": "string", "description": "HLC timestamp, e.g. 001732390000000.000003"}
 _KIND: Schema = {"type": "string", "enum": list(KINDS)}
 _MESSAGE = _object({"role": {"type": "string", "minLength": 1}, "text": {"type": "string"}})
@@ -159,16 +165,17 @@ _SCHEMAS: dict[str, Schema] = {
     "MemoryCreate": _object(
         {
             "id": {
-                **_NAME,
-                "description": "the memory id (default: a random one); the id of a live memory is 409, "
-                "the id of a deleted one takes a new incarnation of the same kind and scope",
+                **_MEMORY_ID,
+                "type": ["string", "null"],
+                "description": "the memory id (default, or null: a random one); the id of a live memory is "
+                "409, the id of a deleted one takes a new incarnation of the same kind and scope",
             },
             "content": {"description": "required for fact and preference (any JSON value)"},
             "kind": {**_KIND, "default": "fact"},
-            "user_id": _nullable("string"),
-            "agent_id": _nullable("string"),
-            "session_id": _nullable("string"),
-            "tenant_id": _nullable("string"),
+            "user_id": _NULLABLE_NAME,
+            "agent_id": _NULLABLE_NAME,
+            "session_id": _NULLABLE_NAME,
+            "tenant_id": _NULLABLE_NAME,
             "topics": _array(_NAME),
             "shared": {"type": "boolean", "default": False},
             "metadata": {"type": "object"},
@@ -218,6 +225,19 @@ _SCHEMAS: dict[str, Schema] = {
             "last_event_id": _nullable("string"),
         },
         description="sent as the last SSE message (event: overflow) when the subscriber fell behind",
+    ),
+    "FeedMessage": _object(
+        {
+            "id": {"type": "string", "description": "the event_id (resume with it)"},
+            "event": {"type": "string", "description": "the event_type, or overflow"},
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": {"anyOf": [_ref("MemoryEvent"), _ref("FeedOverflow")]},
+            },
+        },
+        required=["data"],
+        description="one Server-Sent Events message of the feed, as OpenAPI describes event streams",
     ),
     "Status": _object(
         {
@@ -332,7 +352,7 @@ def _query(name: str, schema: Schema, description: str, **extra: Any) -> Schema:
     }
 
 
-_ID_PARAM: Schema = {"name": "id", "in": "path", "required": True, "schema": _NAME}
+_ID_PARAM: Schema = {"name": "id", "in": "path", "required": True, "schema": _MEMORY_ID}
 _READ_ERRORS = (400, 401, 404, 503)
 _WRITE_ERRORS = (400, 401, 403, 404, 409, 429, 503)
 _PUBLIC: list[dict[str, list[str]]] = []
@@ -512,7 +532,7 @@ def _paths() -> dict[str, Schema]:
                         "description": "an SSE stream: id = event_id, event = event_type, data = "
                         "MemoryEvent JSON; ': heartbeat' comments every 15 s; a final 'event: overflow' "
                         "(data: FeedOverflow) if the client fell behind; resume with Last-Event-ID",
-                        "content": {"text/event-stream": {"schema": _ref("MemoryEvent")}},
+                        "content": {"text/event-stream": {"schema": _ref("FeedMessage")}},
                     },
                     "101": {
                         "description": "WebSocket: each text message is MemoryEvent JSON; closes with "

@@ -67,7 +67,10 @@ def decode_frame(data: bytes | str) -> Frame:
     checker = _CHECKS.get(frame_type) if isinstance(frame_type, str) else None
     if checker is None:
         raise FrameError(f"unknown frame type {frame_type!r}")
-    checker(body)
+    try:
+        checker(body)
+    except InvalidInput as exc:  # a channel name that does not parse, say
+        raise FrameError(str(exc)) from exc
     return Frame(frame_type, body)
 
 
@@ -75,7 +78,10 @@ def check_vectors(raw: Any) -> dict[str, dict[str, int]]:
     if not isinstance(raw, dict):
         raise FrameError("vectors must map channels to {origin: seq}")
     for channel, vector in raw.items():
-        Channel.parse(channel)  # vectors are keyed by canonical names, as the log is
+        try:
+            Channel.parse(channel)  # vectors are keyed by canonical names, as the log is
+        except InvalidInput as exc:
+            raise FrameError(f"vectors: {exc}") from exc
         if not isinstance(vector, dict) or not all(
             isinstance(o, str) and isinstance(s, int) and not isinstance(s, bool) and 0 <= s <= MAX_SEQ
             for o, s in vector.items()
@@ -97,7 +103,7 @@ def _hello(body: dict[str, Any]) -> None:
         check_replica_id(body["replica"], "the hello's replica id")  # it names the peer in logs and metrics
     except InvalidInput as exc:
         raise FrameError(str(exc)) from exc
-    body["channels"] = list(parse_channels(body.get("channels", [])))
+    body["channels"] = list(parse_channels(body.get("channels", [])))  # decode_frame maps its errors
     if body.get("mode", "eager") not in MODES:
         raise FrameError(f"hello mode must be one of {MODES}")
     interval = body.get("interval_ms", 0)

@@ -63,7 +63,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
 
     async def slash(request: web.Request) -> web.StreamResponse:
         # Returned, not raised: the errors middleware turns raised HTTP errors into JSON bodies.
-        query = request.query_string
+        query = request.rel_url.raw_query_string  # still percent-encoded: no header injection
         location = "../dashboard" + (f"?{query}" if query else "")
         return web.Response(status=308, headers={**_COMMON_HEADERS, "Location": location})
 
