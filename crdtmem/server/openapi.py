@@ -575,14 +575,14 @@ def _paths() -> dict[str, Schema]:
         },
         "/metrics": {
             "get": _operation(
-                "Prometheus metrics",
+                "Prometheus metrics (for a token reading every channel: labels name principals and peers)",
                 "operations",
                 {
                     "200": {
                         "description": "Prometheus text format",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     },
-                    **_errors(401),
+                    **_errors(401, 403),
                 },
                 operationId="metrics",
             ),
