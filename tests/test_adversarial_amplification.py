@@ -4,6 +4,7 @@ across restarts."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ from tests.support.processes import ServerProcess
 MALLORY = "mallory-device-token-001"
 BOB = "bob-device-token-0000001"
 OPERATOR = "operator-token-000000001"
+SEEDER = "seeder-replica-token-0001"
 U1, U2 = "user:u1:memories", "user:u2:memories"
 
 
@@ -32,6 +34,7 @@ def _tokens(tmp: Path) -> Path:
         },
         {"token": BOB, "principal": "user:bob", "read": [U2], "write": [U2], "origins": ["bob-phone"]},
         {"token": OPERATOR, "principal": "user:ops", "read": ["*"], "write": []},
+        {"token": SEEDER, "principal": "replica:seeder", "read": [U1], "write": [U1]},
     ]
     path.write_text(json.dumps({"tokens": entries}))
     return path
@@ -112,3 +115,62 @@ async def test_bytes_are_charged_too(procs, session, tmp_path):
     assert first[0] == 200 and second[0] == 429 and "bytes" in second[1]["message"], (first[:2], second[:2])
     (small,) = await _orphans("bob-phone", "u2", 2, 2)
     assert (await _push(session, hub.url, BOB, small))[0] == 200
+
+
+async def _seed(session: aiohttp.ClientSession, url: str, count: int) -> None:
+    """``count`` memories of user u1 on the node, pushed by a replica in pages."""
+    async with Replica(None, replica_id="seeder") as seeder:
+        for i in range(count):
+            await seeder.add(f"memory {i}", user_id="u1", metadata={"i": i})
+        deltas = seeder.store.deltas_since([U1], {})
+        keys = seeder.keys_for(deltas)
+    for start in range(0, len(deltas), 500):
+        page = wire.encode(wire.Payload("seeder", deltas[start : start + 500], {}, keys))
+        status, body, _ = await _push(session, url, SEEDER, page)
+        assert status == 200 and body["applied"] == len(deltas[start : start + 500]), body
+
+
+async def _read_events(response: aiohttp.ClientResponse, count: int) -> list[tuple[str, Any]]:
+    """The next ``count`` SSE messages as (event, data), comments skipped."""
+    found: list[tuple[str, Any]] = []
+    event, data = "", ""
+    while len(found) < count:
+        line = (await asyncio.wait_for(response.content.readline(), 20)).decode().rstrip("\n")
+        if line.startswith("event: "):
+            event = line[7:]
+        elif line.startswith("data: "):
+            data = line[6:]
+        elif not line and event:
+            found.append((event, json.loads(data)))
+            event, data = "", ""
+    return found
+
+
+async def test_twenty_feed_clients_with_an_unknown_last_event_id_get_a_reset_and_the_state_in_order(
+    procs, session, tmp_path
+):
+    """The review's replay storm: twenty streams resume from an event id of another replica. Each
+    gets a ``reset`` event and then every memory once, in version order, read in pages of 50; a
+    bystander is served while all twenty are open and none of them reads."""
+    hub = ServerProcess(tmp_path, "hub", tokens=_tokens(tmp_path), extra=["--limit", "feed_page=50"])
+    procs.append(hub.start())
+    await _seed(session, hub.url, 600)
+    headers = {"Authorization": f"Bearer {MALLORY}", "Last-Event-ID": "some-other-replica:4242"}
+    streams = [await session.get(f"{hub.url}/v1/events", headers=headers) for _ in range(20)]
+    try:
+        for response in streams:
+            assert response.status == 200
+            ((kind, reset),) = await _read_events(response, 1)
+            assert kind == "reset" and reset["last_event_id"] == "some-other-replica:4242", reset
+        # twenty streams open, none read: others are served meanwhile
+        for _ in range(20):
+            async with session.get(f"{hub.url}/v1/status", headers={"Authorization": f"Bearer {BOB}"}) as r:
+                assert r.status == 200
+        for response in streams:
+            replayed = await _read_events(response, 600)
+            assert {kind for kind, _ in replayed} == {"create"}
+            versions = [data["memory"]["version"] for _, data in replayed]
+            assert versions == sorted(versions) and len({d["memory"]["id"] for _, d in replayed}) == 600
+    finally:
+        for response in streams:
+            response.close()

@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from crdtmem import MemoryEvent, Replica
+from crdtmem import Limits, Memory, MemoryEvent, Replica
 from crdtmem.access import TokenTable
 from crdtmem.server import Node
 from crdtmem.server import feed as feed_module
@@ -343,11 +343,44 @@ async def test_resume_from_zero_or_another_replica_replays_everything(
     second = await api.add("second", user_id="alice")
     for last_id in ("a:0", "some-other-replica:12345", "a:999999"):
         async with open_sse(session, node, ACME, last_event_id=last_id) as response:
-            replay = await Sse(response).events(2)
+            sse = Sse(response)
+            if last_id != "a:0":  # an id this replica cannot place: drop what you hold, first
+                reset = await sse.event()
+                assert reset["event"] == "reset" and "id" not in reset, reset
+                assert reset["data"]["event_type"] == "reset" and reset["data"]["last_event_id"] == last_id
+                assert reset["data"]["replica_id"] == "a" and "drop what you hold" in reset["data"]["reason"]
+            replay = await sse.events(2)
             assert [(m["data"]["memory"]["id"], m["event"]) for m in replay] == [
                 (first["id"], "create"),
                 (second["id"], "create"),
             ]
+
+
+async def test_a_replay_is_read_page_by_page_in_version_order_across_channels(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """Pages of two memories, two subscribed channels, a memory on both: every memory once, in
+    version order, and the live feed after."""
+    replica = Replica(tmp_path / "p.db", replica_id="a", limits=Limits(feed_page=2))
+    async with Node(replica, tokens=TOKENS) as paged:
+        api = Api(session, paged, ADMIN)
+        made = []
+        for i in range(7):
+            made.append(await api.add(f"alice {i}", user_id="alice"))
+            made.append(await api.add(f"acme {i}", tenant_id="acme", shared=True))
+        both = await api.add("on both", user_id="alice", tenant_id="acme", shared=True)
+        query = "?channel=tenant:acme:shared&channel=user:alice:memories"
+        async with open_sse(session, paged, ACME, query, last_event_id="elsewhere:1") as response:
+            sse = Sse(response)
+            assert (await sse.event())["event"] == "reset"
+            replayed = [check_seed_schema(await sse.event()) for _ in range(len(made) + 1)]
+            ids = [e["memory"]["id"] for e in replayed]
+            assert ids == [m["id"] for m in [*made, both]]
+            versions = [e["memory"]["version"] for e in replayed]
+            assert versions == sorted(versions)
+            await sse.quiet()
+            later = await api.add("after the replay", user_id="alice")
+            assert check_seed_schema(await sse.event())["memory"]["id"] == later["id"]
 
 
 async def test_resume_during_concurrent_writes_has_no_gaps_or_duplicates(
@@ -408,14 +441,15 @@ async def test_a_write_between_subscribing_and_the_replay_comes_once(
     """The live subscription opens before the replay is read: a change committed in between is in
     both, and the client gets it exactly once."""
     memory = await api.add("v1", user_id="alice")
-    read_replay = feed_module._EventStream._read_replay
+    read_replay = feed_module._EventStream._changed_since
 
-    async def write_then_read(stream: Any, after: int) -> list[MemoryEvent]:
+    async def write_then_read(stream: Any, after: int) -> AsyncIterator[Memory]:
         await node.replica.update(memory["id"], content="v2")  # committed and published: queued live
         await node.replica.add("new", user_id="alice")
-        return await read_replay(stream, after)
+        async for changed in read_replay(stream, after):
+            yield changed
 
-    monkeypatch.setattr(feed_module._EventStream, "_read_replay", write_then_read)
+    monkeypatch.setattr(feed_module._EventStream, "_changed_since", write_then_read)
     async with open_sse(session, node, ACME, last_event_id=f"a:{memory['version']}") as response:
         sse = Sse(response)
         replay = await sse.events(2)

@@ -12,11 +12,18 @@ Resuming: ``event_id`` is ``"{replica_id}:{version}"``, the replica's local vers
 that reconnects with ``Last-Event-ID`` (header, or ``?last_event_id=`` where it cannot set headers) first
 gets the current state of every memory in its channels changed since that version, in version order
 (``delete`` if deleted, else ``update``), then the live feed. An id of another replica, or one beyond
-this replica's newest version, cannot be compared: everything is replayed, as ``create`` (like a
-resume from version 0). The live subscription is opened *before* the replay is read and live events
-at or below the last replayed version are dropped, so nothing falls between the two and nothing comes
-twice. A replayed event carries the memory's current state: intermediate states are folded, as in
-any state-based catch-up, and its ``origin`` is this replica (the last writer is not recorded).
+this replica's newest version, cannot be compared: the stream starts with a ``reset`` event (SSE
+``event: reset``; on a WebSocket a JSON message with ``"event_type": "reset"``), which tells the
+client to drop what it holds, and then replays everything, as ``create`` (like a resume from version
+0). The live subscription is opened *before* the replay is read and live events at or below the last
+replayed version are dropped, so nothing falls between the two and nothing comes twice. A replayed
+event carries the memory's current state: intermediate states are folded, as in any state-based
+catch-up, and its ``origin`` is this replica (the last writer is not recorded).
+
+A replay is never held in memory at once: it is read ``Limits.feed_page`` memories at a time (per
+subscribed channel, merged in version order) and each page is written before the next is read, so
+a slow reader holds back only its own stream (the socket's buffer fills, the write waits). Twenty
+clients replaying a large node cost twenty pages, not twenty copies of the node.
 
 Backpressure: each stream has a bounded queue (MAX_QUEUE events). A client that falls that far behind
 gets ``event: overflow`` (SSE; data names the ``last_event_id`` to resume from) or a final JSON
@@ -29,8 +36,8 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections import OrderedDict
-from collections.abc import Iterable
+from collections import OrderedDict, deque
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -70,9 +77,9 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         after = _resume_after(request, node.replica.id)
         websocket = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
         transport = "ws" if websocket.can_prepare(request).ok else "sse"
-        stream = _EventStream(node.replica, selection, after)
+        stream = _EventStream(node.replica, selection, after, node.replica.limits.feed_page)
         try:
-            await stream.open()
+            await stream.open(_given_id(request))
             node.metrics.inc("crdtmem_event_streams_total", transport=transport)
             if transport == "ws":
                 return await _serve_websocket(request, websocket, node, stream)
@@ -125,6 +132,19 @@ def _resume_after(request: web.Request, replica_id: str) -> int | None:
     return int(version) if origin == replica_id else 0
 
 
+def _given_id(request: web.Request) -> str | None:
+    return request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
+
+
+def _reset(replica_id: str, given: str | None, reason: str) -> dict[str, Any]:
+    return {
+        "event_type": "reset",
+        "replica_id": replica_id,
+        "last_event_id": given,
+        "reason": f"{reason}: drop what you hold; the current state of every memory follows",
+    }
+
+
 def _replayed(replica_id: str, memory: Memory, after: int) -> MemoryEvent:
     kind: EventType = "delete" if memory.deleted else "create" if after == 0 else "update"
     return MemoryEvent(
@@ -139,47 +159,74 @@ def _replayed(replica_id: str, memory: Memory, after: int) -> MemoryEvent:
 
 
 class _EventStream:
-    """Replay since a version, then live events, with no gap and no duplicate between the two."""
+    """Replay since a version, page by page, then live events, with no gap and no duplicate."""
 
-    def __init__(self, replica: Replica, selection: _Selection, after: int | None):
+    def __init__(self, replica: Replica, selection: _Selection, after: int | None, page: int):
         self.replica = replica
         self.selection = selection
         self.after = after
-        self.replay: list[MemoryEvent] = []
+        self.page = page
+        self.reset: dict[str, Any] | None = None
+        """Why the resume point could not be used (sent as a ``reset`` event before the replay)."""
         self.last_version = 0
         self._live: Subscription | None = None
 
-    async def open(self) -> None:
+    async def open(self, given: str | None = None) -> None:
         feed = self.replica.feed
         subscribers = len(feed)
         # registered before the replay is read, so a change committed in between is in one of them
         self._live = self.replica.events(self.selection.channels, max_queue=MAX_QUEUE)
         assert len(feed) > subscribers
         if self.after is None:
-            self.last_version = 0
             return
-        newest = await self.replica.list(include_deleted=True, limit=1)
-        if self.after > (newest[0].version if newest else 0):
-            # An id from the future (a replica rebuilt under the same id): resuming from it would
-            # drop every live event until the versions caught up, so replay everything instead.
-            self.after = 0
-        self.replay = await self._read_replay(self.after)
-        self.last_version = max([self.after, *(e.memory.version for e in self.replay)])
-
-    async def _read_replay(self, after: int) -> list[MemoryEvent]:
-        if self.selection.channels is None:
-            memories = await self.replica.list(include_deleted=True, since_version=after, ascending=True)
+        if given is not None and given.strip().rpartition(":")[0] != self.replica.id:
+            self.reset = _reset(self.replica.id, given, "the event id is of another replica")
         else:
-            by_id: dict[str, Memory] = {}
-            for channel in self.selection.channels:
-                for memory in await self.replica.list(
-                    channel=channel, include_deleted=True, since_version=after, ascending=True
-                ):
-                    by_id[memory.id] = memory
-            memories = list(by_id.values())
-        changed = [m for m in memories if m.version > after and self.selection.wants(m.channels)]
-        changed.sort(key=lambda m: m.version)
-        return [_replayed(self.replica.id, m, after) for m in changed]
+            newest = await self.replica.list(include_deleted=True, limit=1)
+            if self.after > (newest[0].version if newest else 0):
+                # An id from the future (a replica rebuilt under the same id): resuming from it would
+                # drop every live event until the versions caught up, so replay everything instead.
+                self.after = 0
+                self.reset = _reset(self.replica.id, given, "the event id is ahead of this replica")
+        self.last_version = self.after
+
+    async def replay(self) -> AsyncIterator[MemoryEvent]:
+        """The replayed events, read one page at a time (module docstring)."""
+        if self.after is None:
+            return
+        after = self.after
+        async for memory in self._changed_since(after):
+            if memory.version <= self.last_version or not self.selection.wants(memory.channels):
+                continue  # on two subscribed channels, or not readable
+            self.last_version = memory.version
+            yield _replayed(self.replica.id, memory, after)
+
+    async def _changed_since(self, after: int) -> AsyncIterator[Memory]:
+        """Memories changed since ``after`` in version order: one query per page and channel, the
+        channels' pages merged; at most a page per channel is held."""
+        channels: tuple[str | None, ...] = self.selection.channels or (None,)
+        cursors = dict.fromkeys(channels, after)
+        pages: dict[str | None, deque[Memory]] = {c: deque() for c in channels}
+        done: set[str | None] = set()
+        while True:
+            for channel in channels:
+                if not pages[channel] and channel not in done:
+                    page = await self.replica.list(
+                        channel=channel,
+                        include_deleted=True,
+                        since_version=cursors[channel],
+                        ascending=True,
+                        limit=self.page,
+                    )
+                    pages[channel].extend(page)
+                    if page:
+                        cursors[channel] = page[-1].version
+                    if len(page) < self.page:
+                        done.add(channel)
+            ready = [c for c in channels if pages[c]]
+            if not ready:
+                return
+            yield pages[min(ready, key=lambda c: pages[c][0].version)].popleft()
 
     async def next(self, timeout: float) -> MemoryEvent | None:
         """The next live event not already replayed; None if none came within ``timeout``.
@@ -259,8 +306,10 @@ async def _serve_sse(request: web.Request, node: NodeContext, stream: _EventStre
     last_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     try:
         await response.write(b": crdtmem event feed\n\n")
-        for event in stream.replay:
-            await response.write(_sse_message(event))
+        if stream.reset is not None:
+            await response.write(f"event: reset\ndata: {json.dumps(stream.reset)}\n\n".encode())
+        async for event in stream.replay():
+            await response.write(_sse_message(event))  # waits while the client's socket is full
             last_id = event.event_id
         quiet_since = time.monotonic()
         while not _gone(request, node):
@@ -298,7 +347,9 @@ async def _serve_websocket(
     reader = asyncio.ensure_future(_ignore_until_closed(ws))
     last_id = request.headers.get("Last-Event-ID") or request.query.get("last_event_id")
     try:
-        for event in stream.replay:
+        if stream.reset is not None:
+            await ws.send_str(json.dumps(stream.reset))
+        async for event in stream.replay():
             await ws.send_str(_event_json(event))
             last_id = event.event_id
         while not ws.closed and not reader.done() and not _gone(request, node):

@@ -277,6 +277,13 @@ function openFeed() {
     if (conflictRelated || conflictIds.has(memory.id)) scheduleConflicts();
   };
   for (const type of EVENT_TYPES) source.addEventListener(type, onEvent);
+  // "reset": the node could not place our Last-Event-ID (another replica, or one rebuilt): what we
+  // show may be stale, and the current state of every memory follows as create events.
+  source.addEventListener("reset", () => {
+    $("memories").replaceChildren();
+    shown.clear();
+    updateMemoryCount();
+  });
   // On "overflow" the server ends the stream; EventSource reconnects by itself with Last-Event-ID.
   source.addEventListener("overflow", () => feedState("connecting", "catching up"));
   source.onerror = () => {
