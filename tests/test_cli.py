@@ -205,6 +205,12 @@ def test_update_delete_and_history(node: ServerProcess) -> None:
         "status": 404,
     }
 
+    forgot = cli("forget", fact["id"], url=node.url)
+    assert forgot.returncode == 0 and forgot.stdout.strip() == f"forgot {fact['id']}"
+    assert cli("get", fact["id"], url=node.url).returncode == 1
+    assert cli("history", fact["id"], url=node.url).returncode == 1
+    assert json.loads(cli("forget", fact["id"], "--json", url=node.url).stderr)["status"] == 404
+
 
 def test_version() -> None:
     import crdtmem

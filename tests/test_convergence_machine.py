@@ -84,6 +84,9 @@ class _CountingMachine(ChaosMachine):
                 self.seen[fault] += getattr(stats, fault)
             channels = {c for i in self.acked.memory_ids for c in self.acked.channels_of(i)}
             self.seen["memories on escaped channels"] += any("%" in c for c in channels)
+            self.seen["forgotten memories"] += len(self.acked.forgotten)
+            erased = sum(r.store.is_erased(m) for r in self.replicas.values() for m in self.acked.forgotten)
+            self.seen["erasures taken from a peer"] += erased - len(self.acked.forgotten)
         super().teardown()
 
 
@@ -103,6 +106,8 @@ def test_the_machine_exercises_every_fault_and_concurrency() -> None:
         "restarts",
         "revivals",
         "memories on escaped channels",
+        "forgotten memories",
+        "erasures taken from a peer",
         "dropped",
         "duplicated",
         "delayed",

@@ -289,7 +289,7 @@ async def test_real_responses_match_the_declared_schemas(
         },
     )
     memory_id = created["id"]
-    await api.call("POST", "/v1/memories", status=201, body={"kind": "counter", "content": 3})
+    counter = await api.call("POST", "/v1/memories", status=201, body={"kind": "counter", "content": 3})
     await api.call("POST", "/v1/memories", status=201, body={"kind": "list", "content": [1, {"a": 2}]})
     chat = await api.call("POST", "/v1/memories", status=201, body={"kind": "conversation"})
     await api.call("PATCH", one, id=chat["id"], body={"append_message": {"role": "user", "text": "hi"}})
@@ -323,6 +323,8 @@ async def test_real_responses_match_the_declared_schemas(
     )
     await api.call("GET", "/v1/memories/{id}/history", id=memory_id)
     await api.call("DELETE", one, id=memory_id)
+    forgotten = await api.call("DELETE", one, id=counter["id"], query="?purge=true")
+    assert forgotten == {"id": counter["id"], "forgotten": True}
     await api.call("GET", "/v1/status")
     await api.call("GET", "/metrics")
     await api.call("GET", "/healthz", token=None)

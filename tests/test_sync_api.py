@@ -39,8 +39,10 @@ def test_write_read_and_reopen(tmp_path: Path) -> None:
         assert {m.id for m in replica.list(user_id="u1")} == {memory.id, counter.id, items.id, chat.id}
         assert len(replica.history(memory.id)) == 3
         assert replica.delete(chat.id).deleted
-        assert replica.version_vector(USER_CHANNEL) == {"s1": 12}  # one per write above
-        assert replica.version_vectors() == {USER_CHANNEL: {"s1": 12}}  # passed through
+        replica.forget(items.id)
+        assert replica.forgotten(items.id)
+        assert replica.version_vector(USER_CHANNEL) == {"s1": 13}  # one per write above, and the marker
+        assert replica.version_vectors() == {USER_CHANNEL: {"s1": 13}}  # passed through
         assert replica.conflicts() == []
     with SyncReplica(tmp_path / "s.db") as again:
         assert again.id == "s1"

@@ -22,7 +22,19 @@ from pathlib import Path
 from typing import Any
 
 OK, REFUSED, USAGE, UNREACHABLE = 0, 1, 2, 3
-COMMANDS = ("add", "get", "list", "update", "delete", "history", "search", "conflicts", "resolve", "status")
+COMMANDS = (
+    "add",
+    "get",
+    "list",
+    "update",
+    "delete",
+    "forget",
+    "history",
+    "search",
+    "conflicts",
+    "resolve",
+    "status",
+)
 
 
 def add_parsers(commands: Any) -> None:
@@ -79,6 +91,14 @@ def add_parsers(commands: Any) -> None:
 
     delete = common(commands.add_parser("delete", help="mark a memory deleted (it replicates)"))
     delete.add_argument("memory_id")
+
+    forget = common(
+        commands.add_parser(
+            "forget",
+            help="erase a memory: its content leaves this node and every replica that syncs it (no undo)",
+        )
+    )
+    forget.add_argument("memory_id")
 
     history = common(commands.add_parser("history", help="every change of a memory, oldest first"))
     history.add_argument("memory_id")
@@ -265,6 +285,14 @@ def _delete(args: argparse.Namespace) -> Any:
     return _call(args, "DELETE", _memory_path(args.memory_id))
 
 
+def _forget(args: argparse.Namespace) -> Any:
+    return _call(args, "DELETE", _memory_path(args.memory_id) + "?purge=true")
+
+
+def _print_forgotten(body: Any) -> None:
+    print(f"forgot {body['id']}")
+
+
 def _history(args: argparse.Namespace) -> Any:
     return _call(args, "GET", _memory_path(args.memory_id, "/history"))
 
@@ -380,6 +408,7 @@ _COMMANDS = {
     "list": _list,
     "update": _update,
     "delete": _delete,
+    "forget": _forget,
     "history": _history,
     "search": _search,
     "conflicts": _conflicts,
@@ -392,6 +421,7 @@ _PRINT = {
     "list": _print_list,
     "update": _print_memory,
     "delete": _print_memory,
+    "forget": _print_forgotten,
     "history": _print_history,
     "search": _print_search,
     "conflicts": _print_conflicts,

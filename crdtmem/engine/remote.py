@@ -57,6 +57,7 @@ from . import payload as wire
 from .authorize import check_units, unseen
 from .causal import apply_causally
 from .changes import doc_write, header_channels
+from .erasure import Erasure
 from .inbound import ApplyResult, check_clocks, triage
 from .locks import KeyedLocks
 from .materialize import Materializer
@@ -118,6 +119,8 @@ class RemoteApply:
         self._commit = publisher.commit
         self._replica_id = replica_id
         self._wall = wall
+        self.erasure: Erasure | None = None
+        """Takes erase markers and deltas of forgotten memories out of each payload first."""
         self.materializer: Materializer | None = None
         """Reads back the memories of a batch after its commit (None: always read back at once)."""
         self.read_back_at_most = READ_BACK_AT_MOST
@@ -154,22 +157,40 @@ class RemoteApply:
         duplicates, ignored = sorted_in.duplicates, sorted_in.ignored
         # what is not stored here yet must come from a sender entitled to its origin
         keyring, own = self._keyring(), self._replica_id()
-        fresh_in = authenticate(sorted_in.fresh, sender, own, keyring, received.keys)
-        relog_in = authenticate(sorted_in.relog, sender, own, keyring, received.keys)
+        incoming, relogged, erased = sorted_in.fresh, sorted_in.relog, None
+        if self.erasure is not None:  # erase markers, and deltas of memories forgotten here
+            erased = await self.erasure.take(incoming, relogged, sender, keyring, received.keys)
+            incoming, relogged = erased.fresh, erased.relog
+        fresh_in = authenticate(incoming, sender, own, keyring, received.keys)
+        relog_in = authenticate(relogged, sender, own, keyring, received.keys)
         unauthenticated = len(fresh_in.refused) + len(relog_in.refused)
+        if erased is not None:
+            unauthenticated += erased.unauthenticated
         if unauthenticated:
             self.counts["unauthenticated"] += unauthenticated
+        erasing = erased.taken if erased is not None else 0
+        refused_erasing = len(erased.refused) - erased.unauthenticated if erased is not None else 0
         now = self._now()
         fresh = [Delivered(d, sender, now) for d in fresh_in.accepted]
         relog = [Delivered(d, sender, now) for d in relog_in.accepted]
         if not fresh and not relog:
             await self._bound_waiting([], set())
             return ApplyResult(
-                0, duplicates, 0, ignored, rejected=unauthenticated, unauthenticated=unauthenticated
+                erasing,
+                duplicates,
+                len(self.waiting),
+                ignored,
+                rejected=unauthenticated + refused_erasing,
+                unauthenticated=unauthenticated,
             )
         doc_ids = {item.delta.doc_id for item in fresh}
         commits_seen = self._commits
         async with self._locks.hold(doc_ids):
+            if self.erasure is not None:  # a marker may have landed while this apply waited
+                fresh, relog, late = self.erasure.split_late(fresh, relog)
+                if late:
+                    await self.erasure.take_late(late)
+                    erasing += len(late)
             # an apply that held these locks before us may have parked or stored some of them
             taken = {item.delta.uid for item in fresh if item.delta.uid in self.waiting}
             if self._commits != commits_seen:
@@ -190,12 +211,12 @@ class RemoteApply:
         mine = {item.delta.uid for item in fresh} | {item.delta.uid for item in relog}
         refused = sum(1 for d in outcome.refused if d.uid in mine)
         return ApplyResult(
-            applied=sum(1 for d in outcome.applied if d.uid in mine),
+            applied=erasing + sum(1 for d in outcome.applied if d.uid in mine),
             duplicates=duplicates,
             pending=len(self.waiting),
             ignored=ignored,
             events=tuple(outcome.events),
-            rejected=unauthenticated + refused,
+            rejected=unauthenticated + refused + refused_erasing,
             unauthenticated=unauthenticated,
             denied=outcome.denied,
             parked=sum(1 for uid in outcome.parked if uid in mine and uid not in evicted),

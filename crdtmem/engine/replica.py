@@ -48,6 +48,7 @@ from . import payload as wire
 from .cache import MemoryCache
 from .changes import Dots, as_list, check_metadata, doc_write
 from .committer import GroupCommitter
+from .erasure import Erasure
 from .feed import EventFeed, Subscription
 from .inbound import ApplyResult
 from .locks import KeyedLocks
@@ -166,6 +167,18 @@ class Replica:
         self._materializer = self._remote.materializer = Materializer(
             self._work, self._locks, self._publisher, self.clock, busy=lambda: self._applying > 0
         )
+        self.erasure = self._remote.erasure = Erasure(
+            store=self._store,
+            work=self._work,
+            locks=self._locks,
+            publisher=self._publisher,
+            materializer=self._materializer,
+            snapshots=self.snapshots,
+            waiting=self._remote.waiting,
+            clock=self.clock,
+            replica_id=lambda: self._id,
+        )
+        """Forgets memories here and takes erase markers from peers (:meth:`forget`)."""
         self.key_policy = KeyPolicy()
         """Which origins' keys to trust (a node sets it from its tokens file before start)."""
         self.keyring: Keyring | None = None
@@ -433,6 +446,26 @@ class Replica:
         """Mark a memory deleted. A concurrent update elsewhere makes this a lifecycle conflict."""
         return await self._write(memory_id, lambda doc, dots: doc.delete(dots))
 
+    async def forget(self, memory_id: str) -> None:
+        """Erase a memory: its content leaves this replica's state, log, history, index and file,
+        and an erase marker on its channels takes it from every replica that syncs them (and keeps
+        it from coming back from a peer that still has it). Unlike :meth:`delete`, this cannot be
+        undone, and the id cannot be used again. Raises NotFound if the memory is not here."""
+        self._check_open()
+        check_memory_id(memory_id)
+        if memory_id in self._materializer:
+            await self._materializer.flush([memory_id])
+        self._in_flight += 1
+        try:
+            await self.erasure.forget(memory_id)
+        finally:
+            self._in_flight -= 1
+
+    def forgotten(self, memory_id: str) -> bool:
+        """Whether the memory was forgotten here (by :meth:`forget`, here or on a peer)."""
+        self._check_open()
+        return self._store.is_erased(memory_id)
+
     async def increment(self, memory_id: str, amount: int = 1) -> Memory:
         return await self._write(memory_id, lambda doc, dots: doc.increment(amount, dots))
 
@@ -479,6 +512,8 @@ class Replica:
 
     async def _write_locked(self, memory_id: str, change: Change, new: bool, check_exists: bool) -> Memory:
         async with self._locks.hold([memory_id]):
+            if self._store.is_erased(memory_id):
+                raise NotFound(f"memory {memory_id!r} was forgotten here; its id cannot be used again")
             # a create of a chosen id may find the id's deleted memory: the change revives it
             existing = self._work.doc(memory_id) if not new or check_exists else None
             if existing is not None:
@@ -583,7 +618,7 @@ class Replica:
     async def history(self, memory_id: str) -> _List[HistoryEntry]:
         """Every change this replica applied to the memory, oldest first, with the state after it."""
         self._check_open()
-        deltas = self._store.history(memory_id)
+        deltas = [] if self._store.is_erased(memory_id) else self._store.history(memory_id)
         if not deltas:
             raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
         doc = self._work.new_doc(memory_id)

@@ -68,6 +68,10 @@ class Snapshots:
             if self._task is None or self._task.done():
                 self._task = asyncio.get_running_loop().create_task(self._run(), name="crdtmem-snapshots")
 
+    def discard(self, doc_id: str) -> None:
+        """``doc_id`` is gone (forgotten): no snapshot of it."""
+        self._wanted.discard(doc_id)
+
     async def settle(self) -> None:
         """Wait until every snapshot asked for so far is written (or given up)."""
         while self._task is not None and not self._task.done():

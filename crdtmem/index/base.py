@@ -169,6 +169,10 @@ class RecordSource(Protocol):
         ascending: bool = False,
     ) -> list[dict[str, Any]]: ...
 
+    def erased_since(self, version: int, limit: int | None = None) -> list[tuple[str, int]]:
+        """``(memory id, version)`` of the memories forgotten after ``version``, oldest first."""
+        ...
+
 
 CommitListener = Callable[[Any], None]
 Subscribe = Callable[[CommitListener], Callable[[], None]]

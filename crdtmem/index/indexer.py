@@ -190,7 +190,9 @@ class Indexer:
     def current_version(self) -> int:
         """The replica's newest local version (what the index should reach)."""
         newest = self.source.query_records(include_deleted=True, limit=1)
-        return int(newest[0]["version"]) if newest else 0
+        version = int(newest[0]["version"]) if newest else 0
+        gone = self.source.erased_since(version)
+        return gone[-1][1] if gone else version
 
     def lag(self) -> int:
         """How many versions the index is behind the store."""
@@ -231,15 +233,28 @@ class Indexer:
         records = self.source.query_records(
             include_deleted=True, since_version=self.indexed_version, ascending=True, limit=self.batch
         )
-        if not records:
+        # forgotten memories leave the store's records: their erasures are a version stream beside
+        # them, and their points go
+        gone = self.source.erased_since(self.indexed_version, self.batch)
+        if not records and not gone:
             return False
-        memories = self._memories(records)
-        await self._write(memories)
-        self.indexed_version = int(records[-1]["version"])
+        full = len(records) == self.batch or len(gone) == self.batch
+        changes = sorted(
+            [(int(r["version"]), r["id"], r) for r in records] + [(v, d, None) for d, v in gone],
+            key=lambda change: change[0],
+        )[: self.batch]
+        upto = changes[-1][0]
+        memories = self._memories([r for _, _, r in changes if r is not None])
+        if memories:
+            await self._write(memories)
+        forgotten = [doc_id for _, doc_id, r in changes if r is None]
+        if forgotten:
+            await asyncio.to_thread(self.engine.delete, forgotten)
+        self.indexed_version = upto
         self.source.set_meta(self._mark_key, str(self.indexed_version))
         self.indexed_at = time.time()
         self.batches += 1
-        return len(records) == self.batch
+        return full
 
     def _memories(self, records: Sequence[dict[str, Any]]) -> list[Memory]:
         """The memories to index from store records: as they are, or (shared mode) materialized from

@@ -125,6 +125,7 @@ _SCHEMAS: dict[str, Schema] = {
             "tags": _array(_ANY),
         }
     ),
+    "Forgotten": _object({"id": {"type": "string"}, "forgotten": {"type": "boolean", "const": True}}),
     "History": _object({"memory_id": {"type": "string"}, "history": _array(_ref("HistoryEntry"))}),
     "ConflictValue": _object({"value": _ANY, "hlc": _HLC, "replica": {"type": "string"}}),
     "Conflict": _object(
@@ -423,10 +424,25 @@ def _paths() -> dict[str, Schema]:
                 requestBody=_body(_ref("MemoryPatch")),
             ),
             "delete": _operation(
-                "Mark a memory deleted",
+                "Mark a memory deleted; with purge=true, forget it: its content is erased here and, "
+                "by a replicated erase marker, on every replica that syncs it (needs what deleting "
+                "needs: write access to every channel of the memory; cannot be undone)",
                 "memories",
-                {"200": memory, **_errors(*_WRITE_ERRORS)},
+                {
+                    "200": _json(
+                        {"oneOf": [_ref("Memory"), _ref("Forgotten")]},
+                        "the deleted memory, or {id, forgotten: true} with purge=true",
+                    ),
+                    **_errors(*_WRITE_ERRORS),
+                },
                 operationId="deleteMemory",
+                parameters=[
+                    _query(
+                        "purge",
+                        {"type": "boolean", "default": False},
+                        "forget the memory instead of marking it deleted",
+                    )
+                ],
             ),
         },
         "/v1/memories/{id}/history": {

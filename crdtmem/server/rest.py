@@ -5,6 +5,7 @@
     GET    /v1/memories/{id}           one memory             -> Memory
     PATCH  /v1/memories/{id}           change it              -> Memory
     DELETE /v1/memories/{id}           mark it deleted        -> Memory
+    DELETE /v1/memories/{id}?purge=true  forget it (erase)    -> {"id", "forgotten": true}
     GET    /v1/memories/{id}/history   its changes            -> {"memory_id", "history": [HistoryEntry]}
     POST   /v1/memories/{id}/resolve   settle a conflict      -> Memory
     GET    /v1/conflicts               open conflicts         -> {"conflicts": [Conflict]}
@@ -117,8 +118,11 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         principal = _principal(request)
         node.check_rate(principal)
         memory_id = _memory_id(request)
-        _no_query(request)
-        await _writable(node, principal, memory_id)
+        purge = _bool_param(_query(request, ("purge",)), "purge")
+        await _writable(node, principal, memory_id)  # forgetting needs what deleting needs
+        if purge:
+            await replica.forget(memory_id)
+            return web.json_response({"id": memory_id, "forgotten": True})
         return web.json_response((await replica.delete(memory_id)).to_dict())
 
     async def list_memories(request: web.Request) -> web.StreamResponse:

@@ -13,6 +13,11 @@ A store holds four things, and :meth:`Store.commit` changes them in one atomic t
   that was not stored and applied;
 - pending deltas: received but not yet applicable (their causal dependencies have not arrived);
 - decisions: deltas received and refused for good (see :class:`Decision`), logged without a delta;
+- erasures: the memories forgotten here (:attr:`Commit.erase`), each with the local version its
+  erasure took. Forgetting removes the memory's record, state, conflicts, pending and decided
+  deltas, and turns each of its logged deltas into a *stub* (``crdtmem.document.erasure``): same
+  uid, origin, stamp and log entries, no content. :meth:`Store.scrub` then makes the file keep no
+  copy of the removed bytes;
 - outbox marks: per reader of the log (a *sink*, e.g. the NATS bus publisher) and channel,
   ``{origin: seq}`` up to which that sink has durably handed the log on. The log is the outbox; a
   mark only follows it, in its own small transaction, so a crash between a commit and its hand-off
@@ -191,10 +196,14 @@ class Commit:
     """Documents whose record this commit leaves behind their deltas (materialized later)."""
     fresh: list[str] = field(default_factory=list)
     """Documents whose record this commit brings up to date (no longer stale)."""
+    erase: list[str] = field(default_factory=list)
+    """Documents to forget (module docstring), before this commit's deltas are logged: a unit that
+    forgets a memory logs its erase marker in ``deltas``, which stays whole."""
 
     def __bool__(self) -> bool:
         return bool(
-            self.deltas
+            self.erase
+            or self.deltas
             or self.docs
             or self.pending_add
             or self.pending_drop
@@ -317,6 +326,19 @@ class Store(Protocol):
         ...
 
     def doc_count(self) -> int: ...
+
+    def is_erased(self, doc_id: str) -> bool:
+        """Whether the document was forgotten here (``Commit.erase``)."""
+        ...
+
+    def erased_since(self, version: int, limit: int | None = None) -> list[tuple[str, int]]:
+        """``(doc_id, version)`` of the documents forgotten after local ``version``, oldest first."""
+        ...
+
+    def scrub(self) -> None:
+        """Make the storage keep no copy of what commits removed (e.g. flush a write-ahead log and
+        zero free space); called after a memory is forgotten."""
+        ...
 
     def outbox_marks(self, sink: str) -> dict[str, VersionVector]:
         """``{channel: {origin: seq}}``: how far ``sink`` has durably handed the log on."""

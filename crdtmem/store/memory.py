@@ -11,6 +11,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from ..document.erasure import EMPTY_DEPS, EMPTY_UPDATE
 from ..document.records import Conflict
 from .base import (
     Commit,
@@ -49,6 +50,7 @@ class MemoryStore:
         """Each document's deltas (indexes into ``_deltas``; a delta's row id is its index + 1)."""
         self._snapshots: dict[str, tuple[bytes, int]] = {}
         self._stale: set[str] = set()
+        self._erased: dict[str, int] = {}
 
     def open(self) -> None:
         pass
@@ -72,8 +74,13 @@ class MemoryStore:
             version = self._version
             docs: dict[str, tuple[DocWrite, int]] = {}
             undecided: set[str] = set()
+            erasing: dict[str, int] = {}
             for unit in work:
                 result = CommitResult()
+                for doc_id in unit.erase:
+                    version += 1
+                    erasing[doc_id] = result.versions[doc_id] = version
+                    docs.pop(doc_id, None)
                 for delta in unit.deltas:
                     seqs = delta.seqs or {
                         c: staged.vector(c).get(delta.origin, 0) + 1 for c in delta.channels
@@ -115,6 +122,9 @@ class MemoryStore:
                     result.versions[doc.doc_id] = version
                 results.append(result)
             # nothing above can fail half-way; publish everything at once
+            for doc_id in erasing:
+                self._erase(doc_id)
+            self._erased.update(erasing)
             for offset, delta in enumerate(staged_deltas, start=len(self._deltas)):
                 self._by_doc.setdefault(delta.doc_id, []).append(offset)
             self._deltas.extend(staged_deltas)
@@ -141,6 +151,28 @@ class MemoryStore:
             staged.publish()
             self._version = version
             return results
+
+    def _erase(self, doc_id: str) -> None:
+        for i in self._by_doc.get(doc_id, ()):
+            self._deltas[i] = replace(self._deltas[i], deps=EMPTY_DEPS, update=EMPTY_UPDATE, signature=None)
+        self._docs.pop(doc_id, None)
+        self._snapshots.pop(doc_id, None)
+        self._stale.discard(doc_id)
+        for uid in [uid for uid, p in self._pending.items() if p.doc_id == doc_id]:
+            del self._pending[uid]
+        for uid in [uid for uid, d in self._decided.items() if d.delta.doc_id == doc_id]:
+            del self._decided[uid]
+
+    def is_erased(self, doc_id: str) -> bool:
+        return doc_id in self._erased
+
+    def erased_since(self, version: int, limit: int | None = None) -> list[tuple[str, int]]:
+        with self._lock:
+            found = sorted((v, d) for d, v in self._erased.items() if v > version)
+        return [(d, v) for v, d in found[:limit]]
+
+    def scrub(self) -> None:
+        pass  # nothing outlives the process
 
     def load_doc(self, doc_id: str) -> StoredDoc | None:
         with self._lock:

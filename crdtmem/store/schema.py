@@ -93,6 +93,9 @@ def create_or_migrate(db: Any) -> None:
         )
     if "stale" not in tables:  # records behind their deltas (materialized after the commit)
         db.execute("CREATE TABLE stale (doc_id TEXT PRIMARY KEY) WITHOUT ROWID")
+    if "erased" not in tables:  # forgotten memories, with the local version their erasure took
+        db.execute("CREATE TABLE erased (doc_id TEXT PRIMARY KEY, version INTEGER) WITHOUT ROWID")
+        db.execute("CREATE INDEX idx_erased_version ON erased(version)")
     if "conflicts" not in tables:
         db["conflicts"].create(
             {"doc_id": str, "field": str, "user_id": str, "tenant_id": str, "vals": str},

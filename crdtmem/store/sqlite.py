@@ -38,6 +38,7 @@ from .base import (
 from .checkpoint import Checkpointer
 from .codec import decode_claim, encode_claim
 from .schema import create_or_migrate
+from .sqlite_erase import erase
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
@@ -55,6 +56,7 @@ class SQLiteStore:
         self._vectors: dict[str, VersionVector] = {}
         self._beyond: dict[str, dict[str, set[int]]] = {}
         self._version = 0
+        self._erased: set[str] = set()
         self._next_delta_id = 1
         self._lock = threading.Lock()
         """The writer lock: one commit (or log restart, see Checkpointer) at a time."""
@@ -83,6 +85,9 @@ class SQLiteStore:
         conn.execute(f"PRAGMA synchronous={self.synchronous}")
         conn.execute("PRAGMA busy_timeout=10000")
         conn.execute("PRAGMA foreign_keys=OFF")
+        # what a commit deletes or overwrites is zeroed, not left in free pages: a forgotten
+        # memory's bytes (and the snapshots it had before) must leave the file
+        conn.execute("PRAGMA secure_delete=ON")
         return conn
 
     def close(self) -> None:
@@ -117,7 +122,9 @@ class SQLiteStore:
         # versions only grow and a document row is only ever replaced by a higher one, so the
         # highest stored version is the counter (no separate row to update on every commit)
         (highest,) = conn.execute("SELECT coalesce(max(version), 0) FROM docs").fetchone()
-        self._version = max(int(highest), int(self.get_meta("version_counter") or 0))
+        self._erased = {doc_id for (doc_id,) in conn.execute("SELECT doc_id FROM erased")}
+        (gone,) = conn.execute("SELECT coalesce(max(version), 0) FROM erased").fetchone()
+        self._version = max(int(highest), int(gone), int(self.get_meta("version_counter") or 0))
         (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM deltas").fetchone()
         self._next_delta_id = int(top) + 1
 
@@ -157,6 +164,7 @@ class SQLiteStore:
                 raise
             with self._state:
                 staged.publish()
+                self._erased.update(doc_id for unit in work for doc_id in unit.erase)
             self._version, self._next_delta_id = version, next_id
             self._checkpointer.committed()
             return results
@@ -180,6 +188,10 @@ class SQLiteStore:
         next_id: int,
     ) -> tuple[CommitResult, int, int]:
         result = CommitResult()
+        for doc_id in unit.erase:
+            version += 1
+            result.versions[doc_id] = version
+            erase(conn, doc_id, version)
         log_rows: list[tuple[str, str, int, int | None]] = []
         new_rows: list[tuple[int, str, str, str, str, bytes, bytes, bytes | None, bytes | None]] = []
         relinked: list[tuple[int, str, str, int]] = []
@@ -311,6 +323,29 @@ class SQLiteStore:
                 [(snap.state, snap.upto, snap.doc_id, snap.upto) for snap in unit.snapshots],
             )
         return result, version, next_id
+
+    def is_erased(self, doc_id: str) -> bool:
+        with self._state:
+            return doc_id in self._erased
+
+    def erased_since(self, version: int, limit: int | None = None) -> list[tuple[str, int]]:
+        rows = self._r.execute(
+            "SELECT doc_id, version FROM erased WHERE version > ? ORDER BY version LIMIT ?",
+            (version, -1 if limit is None else int(limit)),
+        )
+        return [(doc_id, int(v)) for doc_id, v in rows]
+
+    def scrub(self) -> None:
+        """Copy the write-ahead log into the file and truncate it to nothing, so the old page
+        images it holds (a forgotten memory's among them) leave the disk; commits zero what they
+        free (``secure_delete``). Waits for readers to leave the log (a few tries)."""
+        for _ in range(50):
+            with self._lock:
+                ((busy, _, _),) = self._w.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
+            if not busy:
+                return
+            threading.Event().wait(0.02)
+        raise StorageError(f"could not truncate the write-ahead log of {self.path}: readers kept it busy")
 
     # -- reads --------------------------------------------------------------------------------
 

@@ -51,6 +51,7 @@ from .checks import (  # noqa: E402
     AcknowledgedWrites,
     assert_acknowledged_present,
     assert_converged,
+    assert_forgotten_absent,
     assert_store_consistent,
     canonical_state,
 )
@@ -71,6 +72,7 @@ __all__ = [
     "all_channels",
     "assert_acknowledged_present",
     "assert_converged",
+    "assert_forgotten_absent",
     "assert_store_consistent",
     "canonical_state",
     "memory_specs",

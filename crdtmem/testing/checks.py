@@ -51,6 +51,7 @@ __all__ = [
     "ReplicaLike",
     "assert_acknowledged_present",
     "assert_converged",
+    "assert_forgotten_absent",
     "assert_store_consistent",
     "canonical_state",
 ]
@@ -302,6 +303,12 @@ class AcknowledgedWrites:
     def __init__(self) -> None:
         self._memories: dict[str, _MemoryLedger] = {}
         self.acknowledged = 0
+        self.forgotten: set[str] = set()
+        """Memories forgotten (``Replica.forget``): every write to them is gone, by design."""
+
+    def forget(self, memory_id: str) -> None:
+        """``memory_id`` was forgotten: nothing written to it is expected anywhere any more."""
+        self.forgotten.add(memory_id)
 
     @property
     def memory_ids(self) -> list[str]:
@@ -506,6 +513,8 @@ def assert_acknowledged_present(replica: ReplicaLike, acked: AcknowledgedWrites)
     for memory_id in acked.memory_ids:
         if replica.channels is not None and not _in_channels(acked.channels_of(memory_id), replica.channels):
             continue
+        if memory_id in acked.forgotten:
+            continue
         observed = acked.observed(replica, memory_id)
         if not observed:
             problems.append(f"acknowledged memory {memory_id} is missing")
@@ -519,3 +528,45 @@ def assert_acknowledged_present(replica: ReplicaLike, acked: AcknowledgedWrites)
         raise AssertionError(
             f"replica {replica.id} lost or invented acknowledged writes:\n" + "\n".join(problems)
         )
+
+
+def assert_forgotten_absent(
+    replica: ReplicaLike, memory_id: str, channels: Sequence[str], secrets: Iterable[str] = ()
+) -> None:
+    """Assert that a forgotten memory left nothing behind on ``replica``: no record, state, pending
+    or decided delta, every logged delta of it a stub without content, the memory marked forgotten
+    (if the replica syncs one of its ``channels``), and none of ``secrets`` (text written to it) in
+    the bytes of the replica's files (its SQLite file and write-ahead log)."""
+    from ..document.erasure import EMPTY_UPDATE, is_marker
+
+    store = replica.store
+    problems: list[str] = []
+    if store.load_record(memory_id) is not None:
+        problems.append("its record is still stored")
+    if replica.channels is None or _in_channels(channels, replica.channels):
+        if not store.is_erased(memory_id):
+            problems.append("it is not marked forgotten")
+        kept = [
+            d.uid
+            for d in store.history(memory_id)
+            if d.update != EMPTY_UPDATE and not is_marker(d.deps, d.update)
+        ]
+        if kept:
+            problems.append(f"deltas with content are still logged: {kept}")
+    if any(p.doc_id == memory_id for p in store.pending()):
+        problems.append("deltas of it are still pending")
+    if any(d.delta.doc_id == memory_id for d in store.decisions()):
+        problems.append("deltas of it are still kept as decided")
+    path = getattr(replica, "path", None)
+    if path is not None:
+        for name in (str(path), f"{path}-wal"):
+            try:
+                with open(name, "rb") as file:
+                    data = file.read()
+            except FileNotFoundError:
+                continue
+            for secret in secrets:
+                if secret.encode() in data:
+                    problems.append(f"{secret!r} is still in the bytes of {name}")
+    if problems:
+        raise AssertionError(f"forgotten memory {memory_id} on replica {replica.id}: " + "; ".join(problems))

@@ -47,7 +47,13 @@ from ..engine.replica import Replica
 from ..errors import MemoryDeleted, MemoryExists, NoSuchConflict, NotFound
 from ..ids import Channel
 from ..store.sqlite import Synchronous
-from .checks import AcknowledgedWrites, assert_acknowledged_present, assert_converged, assert_store_consistent
+from .checks import (
+    AcknowledgedWrites,
+    assert_acknowledged_present,
+    assert_converged,
+    assert_forgotten_absent,
+    assert_store_consistent,
+)
 from .network import Faults, SimulatedNetwork
 from .strategies import (
     DEFAULT_TENANTS,
@@ -109,6 +115,7 @@ class ReplicaMachine(RuleBasedStateMachine):
         "add_memory": 1,
         "resolve_conflict": 1,
         "disturb": 1,
+        "forget": 1,
     }
     """The actions :meth:`step` chooses from, with their relative weights (0 switches one off)."""
     SNAPSHOT_EVERY = 3
@@ -127,6 +134,8 @@ class ReplicaMachine(RuleBasedStateMachine):
         self.now_ms = self.START_MS
         self.rejected_writes = 0
         self._tokens = 0
+        self.secrets: dict[str, list[str]] = {}
+        """Text written to each forgotten memory just before it was forgotten (shared or not)."""
 
     # -- plumbing -----------------------------------------------------------------------------
 
@@ -281,6 +290,28 @@ class ReplicaMachine(RuleBasedStateMachine):
         except _REJECTED:
             self.rejected_writes += 1
 
+    def forget(self, data: st.DataObject) -> None:
+        """Write a secret into a memory, maybe push it to a peer, then forget the memory: once the
+        network settles, the secret must be in no replica's files (:func:`assert_forgotten_absent`)."""
+        replica_id = self._draw_replica(data)
+        known = [m for m in self._known_memories(replica_id) if m not in self.acked.forgotten]
+        if not known:
+            return
+        memory_id = data.draw(st.sampled_from(known), label="memory")
+        replica = self.replicas[replica_id]
+        secret = f"forget-secret-{memory_id}-{self._token(replica_id)}-end"
+        try:
+            self.run(replica.update(memory_id, metadata={"secret": secret}))
+            self.secrets.setdefault(memory_id, []).append(secret)
+            if data.draw(st.booleans(), label="share the secret"):
+                self.run(self._net.push(replica_id, self._draw_replica(data, "to")))
+                self.run(self._net.deliver(1))
+        except _REJECTED:  # e.g. a deleted memory takes no update: forget it all the same
+            pass
+        self.run(replica.forget(memory_id))
+        self.acked.forget(memory_id)
+        self.secrets.setdefault(memory_id, [])
+
     # -- the network --------------------------------------------------------------------------
 
     def sync(self, data: st.DataObject) -> None:
@@ -348,6 +379,8 @@ class ReplicaMachine(RuleBasedStateMachine):
         for replica in replicas:
             assert_acknowledged_present(replica, self.acked)
             assert_store_consistent(replica)
+            for memory_id, secrets in self.secrets.items():
+                assert_forgotten_absent(replica, memory_id, self.acked.channels_of(memory_id), secrets)
 
     def close(self) -> None:
         """Close every replica, the event loop and the temporary directory (idempotent)."""

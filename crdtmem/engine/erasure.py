@@ -1,0 +1,227 @@
+"""Forgetting a memory: its content leaves this replica, and an erase marker takes it from the others.
+
+::
+
+    forget(id) ─▶ erase marker (a delta on the memory's channels, signed like any) + Commit.erase
+      ─▶ one commit: record, state, conflicts, pending and decided deltas go; logged deltas become
+         stubs (crdtmem.document.erasure) ─▶ caches dropped ─▶ the file scrubbed (Store.scrub)
+      ─▶ the marker is pushed and pulled like any delta; the indexer deletes the point
+
+A remote marker is authenticated like any delta (its origin signed it) and authorized like a
+delete: its sender must be allowed to write every channel of the memory, the channels the memory
+has here, or, for a memory not stored here, the channels the marker is logged on. A marker that
+fails is decided against (it holds no content, so the decision may keep it).
+
+Once a memory is forgotten here, every later delta of it (a copy from a peer that has not heard of
+the marker yet, or a stub) is taken as a stub: its entries are logged with no content, so the
+version vectors move past it and it cannot bring the content back. Taking one needs only that its
+sender may introduce its origin (a stub has no signature; it carries nothing but its log entries).
+A stub of a memory not forgotten here yet is left for later (its marker comes after it in every
+log; the stub is sent again).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from ..access import Principal, may_write_memory
+from ..clock import HybridLogicalClock
+from ..document.erasure import EMPTY_DEPS, EMPTY_UPDATE, is_marker, is_stub, marker_update
+from ..errors import CrdtmemError, NotFound
+from ..store.base import Commit, Decision, DeltaRecord, Store
+from .locks import KeyedLocks
+from .materialize import Materializer
+from .publish import Publisher
+from .signing import Keyring
+from .snapshots import Snapshots
+from .trust import authenticate, refusal
+from .waiting import Delivered, WaitingSet
+from .workset import WorkingSet
+
+log = logging.getLogger("crdtmem.erasure")
+
+
+def stub_of(delta: DeltaRecord) -> DeltaRecord:
+    """The delta with its content removed (what a forgotten memory's deltas become)."""
+    return dataclasses.replace(delta, deps=EMPTY_DEPS, update=EMPTY_UPDATE, signature=None)
+
+
+@dataclass
+class Sorted:
+    """An inbound payload's deltas after erasures took theirs."""
+
+    fresh: list[DeltaRecord]
+    relog: list[DeltaRecord]
+    taken: int = 0
+    """Markers applied, and deltas of forgotten memories logged as stubs."""
+    refused: list[DeltaRecord] = field(default_factory=list)
+    unauthenticated: int = 0
+
+
+class Erasure:
+    """Local and remote forgetting for one replica. Use it from the replica's loop."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        work: WorkingSet,
+        locks: KeyedLocks,
+        publisher: Publisher,
+        materializer: Materializer,
+        snapshots: Snapshots,
+        waiting: WaitingSet,
+        clock: HybridLogicalClock,
+        replica_id: Callable[[], str],
+    ):
+        self._store = store
+        self._work = work
+        self._locks = locks
+        self._publisher = publisher
+        self._materializer = materializer
+        self._snapshots = snapshots
+        self._waiting = waiting
+        self._clock = clock
+        self._replica_id = replica_id
+        self.counts: Counter[str] = Counter()
+        """``forgotten`` (here or by a marker), ``dropped`` (deltas of forgotten memories taken as
+        stubs), ``early`` (stubs left for their marker), ``refused`` (markers decided against)."""
+
+    async def forget(self, memory_id: str) -> None:
+        """Forget a memory stored here (raises NotFound if it is not, or was forgotten)."""
+        async with self._locks.hold([memory_id]):
+            record = self._work.record(memory_id)
+            if record is None or self._store.is_erased(memory_id):
+                raise NotFound(f"no memory with id {memory_id!r} on replica {self._replica_id()}")
+            origin, hlc = self._replica_id(), self._clock.now().encode()
+            marker = DeltaRecord(
+                f"{origin}:{hlc}",
+                origin,
+                memory_id,
+                hlc,
+                EMPTY_DEPS,
+                marker_update(origin, hlc),
+                record.channels,
+            )
+            await self._erase(memory_id, marker)
+        await self.scrub()
+
+    async def take(
+        self,
+        fresh: Sequence[DeltaRecord],
+        relog: Sequence[DeltaRecord],
+        sender: Principal,
+        keyring: Keyring | None,
+        presented: Mapping[str, bytes],
+    ) -> Sorted:
+        """Apply the erase markers among ``fresh``, log the deltas of forgotten memories as stubs,
+        and return the rest for the ordinary path."""
+        markers = [d for d in fresh if is_marker(d.deps, d.update)]
+        erased = self._store.is_erased
+        if not markers and not any(erased(d.doc_id) or is_stub(d.deps, d.update) for d in (*fresh, *relog)):
+            return Sorted(list(fresh), list(relog))
+        out = Sorted([], [])
+        own = self._replica_id()
+        checked = authenticate(markers, sender, own, keyring, presented)
+        out.unauthenticated += len(checked.refused)
+        out.refused += [d for d, _ in checked.refused]
+        scrub = False
+        for marker in checked.accepted:
+            if await self._take_marker(marker, sender):
+                out.taken += 1
+                scrub = True
+            else:
+                out.refused.append(marker)
+        stubs: list[DeltaRecord] = []
+        uids = {m.uid for m in markers}
+        stored = {d.uid for d in relog}
+        for delta in (*fresh, *relog):
+            if delta.uid in uids:
+                continue
+            if erased(delta.doc_id):
+                if refusal(delta.origin, sender, own) is None:
+                    stubs.append(stub_of(delta))
+                else:
+                    out.unauthenticated += 1
+                    out.refused.append(delta)
+            elif is_stub(delta.deps, delta.update):
+                self.counts["early"] += 1
+            elif delta.uid in stored:
+                out.relog.append(delta)
+            else:
+                out.fresh.append(delta)
+        if stubs:
+            self.counts["dropped"] += len(stubs)
+            out.taken += len(stubs)
+            await self._publisher.commit(Commit(deltas=stubs), {}, {}, {})
+        if scrub:
+            await self.scrub()
+        return out
+
+    def split_late(
+        self, fresh: list[Delivered], relog: list[Delivered]
+    ) -> tuple[list[Delivered], list[Delivered], list[DeltaRecord]]:
+        """Take out the deltas of memories forgotten since the payload was sorted (their locks held)."""
+        erased = self._store.is_erased
+        late = [item.delta for item in (*fresh, *relog) if erased(item.delta.doc_id)]
+        if not late:
+            return fresh, relog, []
+        return (
+            [item for item in fresh if not erased(item.delta.doc_id)],
+            [item for item in relog if not erased(item.delta.doc_id)],
+            late,
+        )
+
+    async def take_late(self, late: list[DeltaRecord]) -> None:
+        """Log authenticated deltas of forgotten memories as stubs."""
+        self.counts["dropped"] += len(late)
+        await self._publisher.commit(Commit(deltas=[stub_of(d) for d in late]), {}, {}, {})
+
+    async def _take_marker(self, marker: DeltaRecord, sender: Principal) -> bool:
+        doc_id = marker.doc_id
+        async with self._locks.hold([doc_id]):
+            stored = self._work.record(doc_id)
+            channels = stored.channels if stored is not None else tuple(marker.seqs)
+            reason = None
+            if not set(marker.seqs) <= set(channels):
+                reason = f"erase marker {marker.uid} is logged on channels memory {doc_id} is not on"
+            elif not may_write_memory(sender, channels):
+                reason = f"{sender.name} may not forget memory {doc_id}, or there is no such memory"
+            if reason is not None:
+                self.counts["refused"] += 1
+                log.warning("refused erase marker %s from %s: %s", marker.uid, sender.name, reason)
+                decision = Decision(marker, "denied", sender.name, sender.fingerprint, reason)
+                await self._publisher.commit(Commit(decided=[decision]), {}, {}, {})
+                return False
+            if self._store.is_erased(doc_id):  # forgotten here already: the marker is only logged
+                await self._publisher.commit(Commit(deltas=[marker]), {}, {}, {})
+                return True
+            await self._erase(doc_id, marker)
+            return True
+
+    async def _erase(self, doc_id: str, marker: DeltaRecord) -> None:
+        """Commit the erasure of ``doc_id`` with its marker (the memory's lock held)."""
+        waiting = [item.delta.uid for item in self._waiting.of_memories({doc_id})]
+        work = Commit(deltas=[marker], erase=[doc_id], pending_drop=waiting)
+
+        def landed() -> None:
+            self._waiting.settle([], waiting)
+            self._work.forget([doc_id])
+            self._materializer.taken(doc_id)
+            self._snapshots.discard(doc_id)
+            self.counts["forgotten"] += 1
+
+        await self._publisher.commit(work, {}, {}, {}, after=landed)
+        log.info("forgot memory %s (marker %s)", doc_id, marker.uid)
+
+    async def scrub(self) -> None:
+        """Make the store's file keep no copy of what was erased (off the loop)."""
+        try:
+            await asyncio.to_thread(self._store.scrub)
+        except CrdtmemError as exc:  # the next erasure (or the next open) scrubs again
+            log.warning("scrubbing after an erasure failed: %s", exc)

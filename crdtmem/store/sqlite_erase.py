@@ -1,0 +1,34 @@
+"""Forgetting a document in the SQLite store (``Commit.erase``; see :mod:`crdtmem.store.base`).
+
+The document's deltas become stubs: each row keeps its uid, origin, stamp and log entries, its deps
+become the empty state vector and its update the empty update, unsigned. Its record, snapshot,
+channel rows, conflicts, stale mark, pending and decided deltas are deleted, and the ``erased`` table
+keeps the id with the local version of the erasure. The connections run with ``secure_delete``, so
+the freed bytes are zeroed; :meth:`SQLiteStore.scrub` then truncates the write-ahead log.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+
+from ..document.erasure import EMPTY_DEPS, EMPTY_UPDATE
+
+_GONE = (
+    ("docs", "id"),
+    ("doc_channels", "doc_id"),
+    ("conflicts", "doc_id"),
+    ("stale", "doc_id"),
+    ("pending", "doc_id"),
+    ("decided", "doc_id"),
+)
+
+
+def erase(conn: sqlite3.Connection, doc_id: str, version: int) -> None:
+    """Forget ``doc_id`` inside the caller's transaction."""
+    conn.execute(
+        "UPDATE deltas SET deps = ?, [update] = ?, sig = NULL, claim = NULL WHERE doc_id = ?",
+        (EMPTY_DEPS, EMPTY_UPDATE, doc_id),
+    )
+    for table, column in _GONE:
+        conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (doc_id,))
+    conn.execute("INSERT OR REPLACE INTO erased(doc_id, version) VALUES (?, ?)", (doc_id, version))
