@@ -238,3 +238,30 @@ def test_cli_session_runs(where: str, code: str, tmp_path: Path) -> None:
     finally:
         node.stop()
     assert done.returncode == 0, f"{where} failed:\n{done.stdout}\n{done.stderr}"
+
+
+FLEETS = blocks("bash", "fleet")
+FLEET_PORT = re.compile(r"(?<=[: ])([468]\d{3})\b")
+
+
+@pytest.mark.parametrize(("where", "code"), FLEETS, ids=[w for w, _ in FLEETS])
+def test_fleet_session_runs(where: str, code: str, tmp_path: Path) -> None:
+    """A documented fleet (NATS servers and crdtmem nodes started in the background), run by bash as
+    written, with every fixed port (NATS clients, routes and monitoring, crdtmem nodes) moved to a
+    free one. The block cleans up after itself (a trap on EXIT)."""
+    ports: dict[str, str] = {}
+    script = FLEET_PORT.sub(lambda m: ports.setdefault(m[1], str(_free_port())), code)
+    env = dict(_env(), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
+    done = subprocess.run(
+        ["bash", "-euo", "pipefail", "-c", script],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    logs = "\n".join(f"--- {p.name}\n{p.read_text()[-1500:]}" for p in sorted(tmp_path.glob("*.log")))
+    assert done.returncode == 0, f"{where} failed:\n{done.stdout}\n{done.stderr}\n{logs}"
+    assert len(ports) >= 12, ports  # every server and node got its own port
+    assert "green tea" in done.stdout
+    assert "'ready': True" in done.stdout

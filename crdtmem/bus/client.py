@@ -109,6 +109,8 @@ class BusClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+        if self.outbox is not None:
+            await self.outbox.settle()
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
@@ -225,8 +227,11 @@ class BusClient:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self._nc = None
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(nc.close(), 2.0)
+            # bounded, and never waiting on a close that ignores its cancellation
+            closing = asyncio.ensure_future(nc.close())
+            _, late = await asyncio.wait({closing}, timeout=2.0)
+            if late:
+                log.warning("closing the bus connection took over 2 s; left behind")
 
     async def _ensure_stream(self, js: Any, spec: StreamSpec) -> None:
         subjects = self.settings.layout.stream_subjects(spec)

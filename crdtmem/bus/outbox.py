@@ -16,6 +16,7 @@ is in the stream already), or that the log holds without a delta (decided agains
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
@@ -62,6 +63,13 @@ class Outbox:
         self.wake.set()  # publish what the log holds past the marks on the first connect
         self.published = 0
         self.duplicates = 0
+        self._writing: asyncio.Future[None] | None = None
+
+    async def settle(self) -> None:
+        """Wait for a mark being written (the store must not close under it)."""
+        if self._writing is not None and not self._writing.done():
+            with contextlib.suppress(Exception):
+                await self._writing
 
     def on_commit(self, deltas: list[DeltaRecord]) -> None:
         self.wake.set()
@@ -99,7 +107,10 @@ class Outbox:
                 total += sum(len(p.entries) for p in todo)
             raised = self._advance(page, held, complete=len(page) < self.page)
             if raised:
-                await asyncio.to_thread(store.raise_outbox_marks, SINK, raised)
+                # shielded: a cancelled publisher leaves the write to finish, and stop() waits for it
+                writing = asyncio.to_thread(store.raise_outbox_marks, SINK, raised)
+                self._writing = asyncio.ensure_future(writing)
+                await asyncio.shield(self._writing)
                 for channel, vector in raised.items():
                     self.marks.setdefault(channel, {}).update(vector)
             if not todo:
