@@ -152,6 +152,7 @@ class BusClient:
             except asyncio.CancelledError:
                 raise
             except (CrdtmemError, nats.errors.Error, OSError, TimeoutError) as exc:
+                _reraise_if_cancelled()
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.inc("crdtmem_bus_errors_total", kind=type(exc).__name__)
                 failures += 1
@@ -323,6 +324,7 @@ class BusClient:
                 await outbox.publish_pending(publish)
                 failures = 0
             except (nats.errors.Error, TimeoutError, OSError) as exc:
+                _reraise_if_cancelled()
                 # the marks stayed behind: publish again (the stream drops what it already has)
                 failures += 1
                 self.metrics.inc("crdtmem_bus_publish_errors_total", kind=type(exc).__name__)
@@ -341,6 +343,7 @@ class BusClient:
             try:
                 batch = await sub.fetch(self.settings.batch, timeout=1.0)
             except nats.errors.TimeoutError:
+                _reraise_if_cancelled()
                 consumer.lag = 0
                 if all(c.lag == 0 for c in self.consumers.values()):
                     self.caught_up.set()
@@ -350,3 +353,12 @@ class BusClient:
             await consumer.handle(batch)
             elapsed = (time.perf_counter() - started) * 1e3
             log.debug("applied %d message(s) from %s in %.1f ms", len(batch), stream, elapsed)
+
+
+def _reraise_if_cancelled() -> None:
+    """nats-py turns a cancellation inside some calls into its own errors (a stalled publish_async
+    raises TooManyStalledMsgsError, a fetch on a closed connection ConnectionClosedError): a task
+    being cancelled must stop, not take that for a failure to retry."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
