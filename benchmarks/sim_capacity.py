@@ -12,8 +12,9 @@ Three parts:
   JetStream file-store record, durable local writes/s (16 concurrent writers, SQLite FULL), remote
   deltas applied and acknowledged/s, SQLite bytes per memory, a search point's payload, memories/s
   a shared-mode indexer embeds and writes (Qdrant Edge, hashing embedder) and, on a second node
-  holding the same states, checks and leaves out, and bare JetStream publishes/s on one stream of a
-  local ``nats-server`` (64 in flight).
+  holding the same states, checks and leaves out, bare JetStream publishes/s on one stream of a
+  local ``nats-server`` (64 in flight), and a ``crdtmem serve`` process's memory per idle device
+  link and CPU per WebSocket heartbeat.
 - ``model()``: the paper arithmetic: subjects, streams, consumers, write rates, stream bytes, fan-out
   per write, nodes needed per resource, index shards, and, for a starting fleet, the number of users
   at which each limit bites.
@@ -74,6 +75,9 @@ class Workload:
     """NATS max_payload: bounds a consumer's configuration (its filter subjects) in one request."""
     vector_dim: int = 384
     qdrant_node_ram_gb: float = 64
+    node_ram_gb: float = 64
+    heartbeat_s: float = 20
+    """A device link's WebSocket heartbeat interval (the peer client's)."""
 
 
 @dataclass(frozen=True)
@@ -93,6 +97,10 @@ class Measured:
     """Memories a shared-mode indexer checks and leaves out per second (another node indexed them)."""
     publishes_per_s: float
     subject_bytes: float
+    link_bytes: float
+    """Server memory (RSS) per idle device link (a replication WebSocket after its hello)."""
+    heartbeat_us: float
+    """Server CPU per WebSocket heartbeat (a ping and its pong), in microseconds."""
 
 
 # -- the model -------------------------------------------------------------------------------------
@@ -129,7 +137,13 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
     nodes_disk = math.ceil(memories * k * m.store_bytes_per_memory / (w.node_disk_gb * GB))
     index_work = 1 / m.index_points_per_s + (k - 1) / m.index_skips_per_s  # seconds per write
     nodes_index = math.ceil(peak * index_work / w.utilization)
-    nodes = max(nodes_apply, nodes_local, nodes_disk, nodes_index, k)
+    links = users * w.devices_per_user * w.devices_online
+    links_per_node = min(
+        w.utilization * w.heartbeat_s / (m.heartbeat_us / 1e6),
+        w.utilization * w.node_ram_gb * GB / m.link_bytes,
+    )
+    nodes_links = math.ceil(links / links_per_node)
+    nodes = max(nodes_apply, nodes_local, nodes_disk, nodes_index, nodes_links, k)
     filter_bytes = users * k / nodes * (m.subject_bytes + 3)
     vector_ram = memories * (4 * w.vector_dim + 128)  # float32 vector + HNSW links (m=16)
     rows = [
@@ -165,14 +179,16 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
             "",
             "peak x (1/indexed/s + (k-1)/skipped/s) / utilization",
         ),
-        Row("nodes (partitioned)", nodes, "", "the largest of the four, at least k"),
-        Row("consumers", nodes * 4, "", "one durable pull consumer per node per stream"),
+        Row("device links at peak", links, "", "users x devices x fraction online"),
         Row(
-            "device WebSockets per node at peak",
-            users * w.devices_per_user * w.devices_online / nodes,
+            "device links per node",
+            links_per_node,
             "",
-            "users x devices x fraction online / nodes (not measured)",
+            "utilization x the lower of heartbeat s / CPU per heartbeat, RAM / bytes per link",
         ),
+        Row("nodes for device links", nodes_links, "", "device links / links per node"),
+        Row("nodes (partitioned)", nodes, "", "the largest of the five, at least k"),
+        Row("consumers", nodes * 4, "", "one durable pull consumer per node per stream"),
         Row("filter subjects per users consumer", users * k / nodes, "", "users x k / nodes"),
         Row("users consumer config", filter_bytes / 1e6, "MB", "x (subject bytes + 3), JSON"),
         Row(
@@ -214,6 +230,11 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
             util
             / (per_user_peak * (1 / (n0 * m.index_points_per_s) + (n0 - 1) / (n0 * m.index_skips_per_s))),
             "partition nodes by user: only a user's k holders index it",
+        ),
+        Limit(
+            "device links on each node",
+            links_per_node * n0 / (w.devices_per_user * w.devices_online),
+            "add nodes (a device links to any node that holds its user)",
         ),
         Limit(
             "local writes spread over the fleet",
@@ -318,7 +339,9 @@ def simulate(w: Workload, nodes: int, users: int, seed: int = 7) -> Simulated:
 # -- the measurement ----------------------------------------------------------------------------------
 
 
-async def measure(memories: int = 2_000, publishes: int = 3_000) -> Measured:
+async def measure(
+    memories: int = 2_000, publishes: int = 3_000, links: int = 1_000, heartbeat_window: float = 10.0
+) -> Measured:
     """Figures from real parts (see the module docstring); ``memories`` bounds the run."""
     sys.path.insert(0, str(ROOT))
     from crdtmem import Replica
@@ -393,6 +416,7 @@ async def measure(memories: int = 2_000, publishes: int = 3_000) -> Measured:
             applies = applied / (time.perf_counter() - started)
             skipped = await _index_rate(b, Path(tmp) / "edge", embedder)  # a indexed these states
         publish_rate = await _bare_publishes(Path(tmp), messages, publishes)
+        link_bytes, heartbeat_us = await _device_links(Path(tmp), links, heartbeat_window)
     return Measured(
         delta_bytes=statistics.fmean(len(r.update) for r in updates),
         message_bytes=statistics.fmean(len(d) for d in messages),
@@ -405,6 +429,8 @@ async def measure(memories: int = 2_000, publishes: int = 3_000) -> Measured:
         index_skips_per_s=skipped,
         publishes_per_s=publish_rate,
         subject_bytes=statistics.fmean(s for _, s in records),
+        link_bytes=link_bytes,
+        heartbeat_us=heartbeat_us,
     )
 
 
@@ -421,6 +447,74 @@ async def _index_rate(replica: Any, path: Path, embedder: Any) -> float:
     async with Indexer(replica.store, replica.on_commit, engine, embedder, shared=True) as indexer:
         await indexer.wait_idle(timeout=600)
         return float(count / (time.perf_counter() - started))
+
+
+async def _device_links(tmp: Path, links: int, window: float) -> tuple[float, float]:
+    """A ``crdtmem serve`` process with ``links`` idle device links (replication WebSockets, hello
+    exchanged, one user channel each): its RSS growth per link, and its CPU per heartbeat while every
+    link pings once a second for ``window`` seconds."""
+    import aiohttp
+
+    from crdtmem.engine import payload as wire
+    from crdtmem.sync.protocol import decode_frame, encode_frame
+    from tests.support.processes import ServerProcess
+
+    server = ServerProcess(tmp, "node", extra=["--synchronous", "NORMAL"]).start()
+    assert server.proc is not None
+    pid = server.proc.pid
+    try:
+        # no connector limit: every link holds its connection
+        async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as session:
+            held = []
+
+            async def link(i: int) -> None:
+                ws = await session.ws_connect(f"{server.url}/v1/sync/ws", heartbeat=1.0)
+                hello = encode_frame(
+                    "hello",
+                    replica=f"device-{i}",
+                    channels=[f"user:user-{i // 10}@example.com:memories"],
+                    mode="eager",
+                    interval_ms=1000,
+                    vectors={},
+                    versions=list(wire.VERSIONS),
+                )
+                await ws.send_bytes(hello)
+                answer = await ws.receive(timeout=30)
+                if decode_frame(answer.data).type != "hello":
+                    raise RuntimeError(f"device link {i} refused: {answer.data!r:.200}")
+                held.append(ws)
+
+            warm = 20  # the first links allocate what every later one shares
+            for i in range(warm):
+                await link(i)
+            await asyncio.sleep(0.5)
+            before = _rss(pid)
+            for start in range(warm, warm + links, 100):
+                await asyncio.gather(*(link(i) for i in range(start, min(start + 100, warm + links))))
+            await asyncio.sleep(0.5)
+            per_link = (_rss(pid) - before) / links
+            cpu, started = _cpu_seconds(pid), time.perf_counter()
+            await asyncio.sleep(window)
+            elapsed = time.perf_counter() - started
+            heartbeats = (warm + links) * elapsed
+            per_heartbeat = (_cpu_seconds(pid) - cpu) / heartbeats * 1e6
+            for ws in held:
+                await ws.close()
+        return per_link, per_heartbeat
+    finally:
+        server.stop()
+
+
+def _rss(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc (Linux only)")
+
+
+def _cpu_seconds(pid: int) -> float:
+    fields_ = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields_[11]) + int(fields_[12])) / 100  # utime + stime, in clock ticks of 1/100 s
 
 
 async def _bare_publishes(tmp: Path, messages: list[bytes], count: int) -> float:
@@ -480,7 +574,8 @@ def main() -> int:
     if args.from_doc and recorded is not None:
         print(render(workload, recorded))
         return 1 if problems else 0
-    measured = asyncio.run(measure(500 if args.quick else 2_000, 1_000 if args.quick else 3_000))
+    sizes = (500, 1_000, 300, 3.0) if args.quick else (2_000, 3_000, 1_000, 10.0)
+    measured = asyncio.run(measure(*sizes))
     if args.json:
         print(json.dumps(asdict(measured)))
     print(render_inputs(workload, measured))

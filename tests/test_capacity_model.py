@@ -55,6 +55,8 @@ def test_the_arithmetic_on_a_workload_checked_by_hand(sim: ModuleType) -> None:
         api_max_bytes=1_000,
         vector_dim=4,
         qdrant_node_ram_gb=0.001,
+        node_ram_gb=0.001,
+        heartbeat_s=20.0,
     )
     m = sim.Measured(
         delta_bytes=100,
@@ -68,6 +70,8 @@ def test_the_arithmetic_on_a_workload_checked_by_hand(sim: ModuleType) -> None:
         index_skips_per_s=8,
         publishes_per_s=10,
         subject_bytes=17,
+        link_bytes=100_000,
+        heartbeat_us=1_000,
     )
     rows, limits = sim.model(w, m)
     got = {row.name: row.value for row in rows}
@@ -81,10 +85,14 @@ def test_the_arithmetic_on_a_workload_checked_by_hand(sim: ModuleType) -> None:
     assert got["nodes for local writes"] == 6  # 6/s / (2/s x 0.5)
     assert got["nodes for disk"] == math.ceil(864_000 * 2 * 1_000 / 1e9)
     assert got["nodes for indexing"] == 5  # 6/s x (1/4 + 1/8) s / 0.5
-    assert got["nodes (partitioned)"] == 12
-    assert got["consumers"] == 48
-    assert got["filter subjects per users consumer"] == 14_400  # 86,400 x 2 / 12
-    assert got["users consumer config / NATS max payload"] == pytest.approx(14_400 * 20 / 1_000)
+    # device links: 86,400 x 5 x 0.5 = 216,000; per node the lower of 0.5 x 20 s / 1 ms = 10,000
+    # (CPU) and 0.5 x 1 MB / 100 kB = 5 (memory)
+    assert (got["device links at peak"], got["device links per node"]) == (216_000, 5)
+    assert got["nodes for device links"] == 43_200
+    assert got["nodes (partitioned)"] == 43_200
+    assert got["consumers"] == 4 * 43_200
+    assert got["filter subjects per users consumer"] == 4  # 86,400 x 2 / 43,200
+    assert got["users consumer config / NATS max payload"] == pytest.approx(4 * 20 / 1_000)
     assert got["index vector RAM"] == pytest.approx(864_000 * (16 + 128) / 1e9)
     assert got["index shards (Qdrant nodes)"] == math.ceil(864_000 * 144 / 1e6)
     per_user_peak = 2 * 3 / 86_400
@@ -97,13 +105,15 @@ def test_the_arithmetic_on_a_workload_checked_by_hand(sim: ModuleType) -> None:
         0.5 / (per_user_peak * (1 / 16 + 3 / 32))
     )
     assert reached["one node's disk holds every memory"] == pytest.approx(1e9 / (10 * 1_000))
+    assert reached["device links on each node"] == pytest.approx(5 * 4 / (5 * 0.5))
     assert [limit.users_at_start for limit in limits] == sorted(reached.values())
 
 
 async def test_a_bounded_measurement_and_simulation(sim: ModuleType) -> None:
-    measured = await sim.measure(memories=120, publishes=300)
+    measured = await sim.measure(memories=120, publishes=300, links=200, heartbeat_window=1.0)
     for name, value in vars(measured).items():
-        assert value > 0, name
+        # a second of 200 links' heartbeats may fall within one CPU clock tick of the server
+        assert value >= 0 if name == "heartbeat_us" else value > 0, name
     assert measured.message_bytes > measured.delta_bytes, "a message carries the delta and its envelope"
     assert measured.stream_record_bytes > measured.message_bytes + measured.subject_bytes
     workload = sim.Workload()
