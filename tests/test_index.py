@@ -84,7 +84,7 @@ async def test_search_respects_every_scope_filter(tmp_path: Path) -> None:
         with pytest.raises(InvalidInput):
             await r.search("", user_id="u1")
         with pytest.raises(InvalidInput):
-            await r.search("x", filters={"colour": "red"})
+            await r.search("x", filters={"colour": {"redder": "red"}})
 
 
 async def test_search_without_index_is_a_clear_error() -> None:

@@ -6,6 +6,7 @@ Shared by the local write path and the remote apply path of :mod:`crdtmem.engine
 from __future__ import annotations
 
 import dataclasses
+import math
 from collections.abc import Iterable
 from typing import Any
 
@@ -107,3 +108,23 @@ def check_metadata(metadata: dict[str, Any] | None) -> dict[str, Any]:
     if not isinstance(metadata, dict):
         raise InvalidInput(f"metadata must be a dict, got {type(metadata).__name__}")
     return metadata
+
+
+MAX_EMBEDDING_DIM = 8192
+
+
+def check_embedding(vector: Any, model: Any) -> list[float]:
+    """A caller's vector as floats: finite numbers, 1 to 8192 of them, with the model's name."""
+    if not isinstance(model, str) or not model or len(model) > 256:
+        raise InvalidInput("an embedding needs the name of the model that made it (1-256 characters)")
+    if isinstance(vector, (str, bytes)) or not isinstance(vector, Iterable):
+        raise InvalidInput("an embedding is a list of numbers")
+    values = list(vector)
+    if not 1 <= len(values) <= MAX_EMBEDDING_DIM:
+        raise InvalidInput(f"an embedding has 1 to {MAX_EMBEDDING_DIM} numbers, not {len(values)}")
+    if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in values):
+        raise InvalidInput("an embedding is a list of numbers")
+    floats = [float(x) for x in values]
+    if not math.isfinite(math.fsum(floats)):
+        raise InvalidInput("an embedding contains NaN or infinity")
+    return floats

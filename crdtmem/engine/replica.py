@@ -15,13 +15,15 @@ and of a remote payload::
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterable, Sequence, Sized
+import dataclasses
+from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Any
 
 from ..access import Principal
 from ..clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
 from ..document.memory import UNSET, MemoryDoc
+from ..document.query import parse as parse_filters
 from ..document.records import Conflict, HistoryEntry, Kind, Memory, Scope, Source, check_kind
 from ..errors import (
     CrdtmemError,
@@ -46,7 +48,7 @@ from ..store.memory import MemoryStore
 from ..store.sqlite import SQLiteStore, Synchronous
 from . import payload as wire
 from .cache import MemoryCache
-from .changes import Dots, as_list, check_metadata, doc_write
+from .changes import Dots, as_list, check_embedding, check_metadata, doc_write
 from .committer import GroupCommitter
 from .erasure import Erasure
 from .feed import EventFeed, Subscription
@@ -302,6 +304,8 @@ class Replica:
         metadata: dict[str, Any] | None = None,
         tags: Iterable[Any] = (),
         memory_id: str | None = None,
+        embedding: Sequence[float] | None = None,
+        embedding_model: str | None = None,
     ) -> Memory:
         """Create a memory. ``content``: any JSON value for fact/preference (text, number, bool, null,
         list, object), list of items for list, int for counter, list of ``{"role", "text"}`` for
@@ -310,8 +314,12 @@ class Replica:
         ``memory_id`` chooses the id (any app id; default a random one). An id in use by a live
         memory is refused; the id of a deleted memory takes a new incarnation of it (same kind and
         scope): the delete was observed, so this is no conflict (protocol.md §5.9).
+
+        ``embedding`` (with ``embedding_model``, the model that made it) is the caller's vector for
+        the memory; search uses it instead of embedding the text when the index's model is the same.
         """
         self._check_open()
+        vector = None if embedding is None else check_embedding(embedding, embedding_model)
         for name, value in (
             ("user_id", user_id),
             ("tenant_id", tenant_id),
@@ -353,6 +361,30 @@ class Replica:
                     tags=tag_list,
                     next_dot=dots,
                 )
+            if vector is not None:
+                created = (
+                    None
+                    if doc.exists
+                    else doc.create(
+                        memory_id=memory_id,
+                        kind=kind,
+                        content=content,
+                        source=source,
+                        scope=scope,
+                        metadata=metadata,
+                        tags=tag_list,
+                        next_dot=dots,
+                    )
+                )
+                doc.set_embedding(vector, str(embedding_model), dots)
+                return (
+                    None
+                    if created is None
+                    else dataclasses.replace(
+                        created, embedding=tuple(vector), embedding_model=embedding_model
+                    )
+                )
+            if doc.exists:
                 return None
             return doc.create(
                 memory_id=memory_id,
@@ -487,7 +519,10 @@ class Replica:
         return await self._write(memory_id, lambda doc, dots: doc.append_message(role, text, dots))
 
     async def set_embedding(self, memory_id: str, vector: Sequence[float], model: str) -> Memory:
-        return await self._write(memory_id, lambda doc, dots: doc.set_embedding(list(vector), model, dots))
+        """Give a memory the caller's vector, made by ``model``: search uses it instead of embedding
+        the memory's text when the index's model is ``model`` (and the sizes agree)."""
+        values = check_embedding(vector, model)
+        return await self._write(memory_id, lambda doc, dots: doc.set_embedding(values, model, dots))
 
     async def resolve(self, memory_id: str, *, field: str, value: Any) -> Memory:
         """Settle a conflicted ``field`` (``content``, ``lifecycle`` or ``metadata.{key}``) to
@@ -590,10 +625,57 @@ class Replica:
         limit: int | None = None,
         since_version: int | None = None,
         ascending: bool = False,
+        filters: Mapping[str, Any] | None = None,
+        before_version: int | None = None,
     ) -> _List[Memory]:
         """Memories matching every given filter, most recently changed first. Deleted memories are
-        left out unless ``include_deleted``, except those in a delete conflict."""
+        left out unless ``include_deleted``, except those in a delete conflict.
+
+        ``filters`` is a filter in mem0's form on any field, metadata included (operators, AND, OR,
+        NOT: :mod:`crdtmem.document.query`); the store evaluates it. ``before_version`` keeps the
+        memories changed before that local version: the next page after a memory is
+        ``before_version=memory.version``."""
         self._check_open()
+        scope = self._scope_args(user_id, tenant_id, topic, kind, channel, include_deleted)
+        where = parse_filters(filters)
+        await self._materializer.settle()
+        records = self._store.query_records(
+            **scope,
+            where=where,
+            limit=limit,
+            since_version=since_version,
+            before_version=before_version,
+            ascending=ascending,
+        )
+        return [Memory.from_dict(r) for r in records]
+
+    async def count(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        topic: str | None = None,
+        kind: Kind | None = None,
+        channel: str | None = None,
+        include_deleted: bool = False,
+        filters: Mapping[str, Any] | None = None,
+    ) -> int:
+        """How many memories :meth:`list` would return with these filters and no limit."""
+        self._check_open()
+        scope = self._scope_args(user_id, tenant_id, topic, kind, channel, include_deleted)
+        where = parse_filters(filters)
+        await self._materializer.settle()
+        return self._store.count_records(**scope, where=where)
+
+    def _scope_args(
+        self,
+        user_id: str | None,
+        tenant_id: str | None,
+        topic: str | None,
+        kind: Kind | None,
+        channel: str | None,
+        include_deleted: bool,
+    ) -> dict[str, Any]:
         if topic is not None:
             if channel is not None:
                 raise InvalidInput("pass either topic or channel, not both")
@@ -602,18 +684,13 @@ class Replica:
             channel = parse_channels([channel])[0]
         if kind is not None:
             check_kind(kind)
-        await self._materializer.settle()
-        records = self._store.query_records(
-            user_id=user_id,
-            tenant_id=tenant_id,
-            channel=channel,
-            kind=kind,
-            include_deleted=include_deleted,
-            limit=limit,
-            since_version=since_version,
-            ascending=ascending,
-        )
-        return [Memory.from_dict(r) for r in records]
+        return {
+            "user_id": user_id,
+            "tenant_id": tenant_id,
+            "channel": channel,
+            "kind": kind,
+            "include_deleted": include_deleted,
+        }
 
     async def history(self, memory_id: str) -> _List[HistoryEntry]:
         """Every change this replica applied to the memory, oldest first, with the state after it."""
@@ -668,16 +745,19 @@ class Replica:
         topic: str | None = None,
         limit: int = 10,
         include_conflicted: bool = True,
-        filters: dict[str, Any] | None = None,
+        filters: Mapping[str, Any] | None = None,
         channels: Sequence[str] | None = None,
+        threshold: float | None = None,
     ) -> _List[SearchResult]:
-        """Memories by meaning, best first, each with its score, restricted by every given scope
-        filter. ``filters={"user_id": ...}`` (mem0's form) is accepted too. Needs ``index=``."""
+        """Memories by meaning, best first, each with its score (cosine similarity: 1 is the same
+        text, 0 or less unrelated, and never returned), restricted by every given scope filter and
+        by ``filters`` (mem0's form, as in :meth:`list`). ``threshold`` drops results that score
+        lower. Needs ``index=``."""
         self._check_open()
         if self.index is None:
             raise InvalidInput(
                 "this replica has no index: open it with Replica(..., index=True) "
-                "(a node: crdtmem serve --index)"
+                "(a node indexes unless started with --no-index)"
             )
         await self._materializer.settle()  # results are read from the store's records
         flt = SearchFilter.build(
@@ -688,9 +768,8 @@ class Replica:
             tags=tags,
             channels=channels,
             include_conflicted=include_conflicted,
-            filters=filters,
         )
-        return await self.index.search(query, flt, limit)
+        return await self.index.search(query, flt, limit, where=parse_filters(filters), threshold=threshold)
 
     # -- exchange -----------------------------------------------------------------------------
 

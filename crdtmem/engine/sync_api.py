@@ -60,6 +60,13 @@ class SyncReplica:
             # close() cancelled it: a call from another thread must not wait for a stopped loop
             raise ReplicaClosed("this SyncReplica was closed while the call ran") from None
 
+    def run(self, coro: Coroutine[Any, Any, T]) -> T:
+        """Run a coroutine that uses :attr:`replica` on the replica's loop; block until it finishes."""
+        if self._loop.is_closed():
+            coro.close()
+            raise ReplicaClosed("this SyncReplica was closed; open a new one")
+        return self._run(coro)
+
     def __getattr__(self, name: str) -> Any:
         if name in _LIFECYCLE:
             raise AttributeError(

@@ -21,9 +21,13 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
+from ..document.query import Where
 from ..document.records import check_kind
 from ..errors import InvalidInput
 from ..ids import check_id, parse_channels
+
+LEXICAL_PREFIX = "crdtmem/hashing"
+"""Models named so score by shared words and pieces of words, not by meaning."""
 
 
 @runtime_checkable
@@ -63,6 +67,8 @@ class SearchFilter:
     """At least one of these channels (the caller's readable channels); None: no restriction."""
     include_deleted: bool = False
     include_conflicted: bool = True
+    ids: tuple[str, ...] | None = None
+    """One of these memory ids (the ids a record filter selected in the store); None: any."""
 
     @classmethod
     def build(
@@ -75,27 +81,16 @@ class SearchFilter:
         tags: Sequence[str] = (),
         channels: Sequence[str] | None = None,
         include_conflicted: bool = True,
-        filters: dict[str, Any] | None = None,
     ) -> SearchFilter:
-        """A validated filter from search arguments; ``filters`` is mem0's dict form of the same
-        keys (explicit arguments win)."""
-        given = dict(filters or {})
-        unknown = set(given) - {"user_id", "tenant_id", "kind", "tags", "topic"}
-        if unknown:
-            raise InvalidInput(f"unknown search filters {sorted(unknown)}")
-        user_id = user_id or given.get("user_id")
-        tenant_id = tenant_id or given.get("tenant_id")
-        topic = topic or given.get("topic")
-        kind = kind or given.get("kind")
-        tag_list = tags or given.get("tags") or ()
-        if isinstance(tag_list, (str, bytes)):
+        """A validated filter from search arguments."""
+        if isinstance(tags, (str, bytes)):
             raise InvalidInput("tags must be a list, not a single string")
         return cls(
             user_id=check_id(user_id, "user_id") if user_id is not None else None,
             tenant_id=check_id(tenant_id, "tenant_id") if tenant_id is not None else None,
             kind=check_kind(kind) if kind is not None else None,
             topic=check_id(topic, "topic") if topic is not None else None,
-            tags=tuple(str(t) for t in tag_list),
+            tags=tuple(str(t) for t in tags),
             channels=parse_channels(channels) if channels is not None else None,
             include_conflicted=include_conflicted,
         )
@@ -163,15 +158,30 @@ class RecordSource(Protocol):
     def query_records(
         self,
         *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        kind: str | None = None,
         include_deleted: bool = False,
         limit: int | None = None,
         since_version: int | None = None,
         ascending: bool = False,
+        where: Where | None = None,
     ) -> list[dict[str, Any]]: ...
 
     def erased_since(self, version: int, limit: int | None = None) -> list[tuple[str, int]]:
         """``(memory id, version)`` of the memories forgotten after ``version``, oldest first."""
         ...
+
+    def query_ids(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+        where: Where | None = None,
+        limit: int | None = None,
+    ) -> list[str]: ...
 
 
 CommitListener = Callable[[Any], None]

@@ -238,6 +238,9 @@ class HashingEmbedder:
 
     model: str = "crdtmem/hashing-384-v1"
     dim: int = _HASH_DIM
+    min_score: float = 0.1
+    """Search's default cut-off for this embedder: texts that share no word score below it (hash
+    collisions and shared letters: +-0.1 on everyday sentences), texts that share one score above."""
 
     def embed(self, texts: Sequence[str]) -> list[list[float]]:
         """One L2-normalised 384-dimensional vector per text, in order."""

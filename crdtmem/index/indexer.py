@@ -31,19 +31,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import hashlib
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from ..document.memory import MemoryDoc
+from ..document.query import Where, matches
 from ..document.records import Memory
 from ..document.revision import revision_of
 from ..errors import InvalidInput
 from ..lru import LRU
-from .base import Embedder, Point, RecordSource, SearchFilter, Settle, Subscribe, VectorEngine
+from .base import LEXICAL_PREFIX, Embedder, Point, RecordSource, SearchFilter, Settle, Subscribe, VectorEngine
 
 log = logging.getLogger("crdtmem.index")
 
@@ -51,10 +54,25 @@ Progress = Callable[[int, int], None]
 """Called with (done, total) while rebuilding."""
 
 
+FILTER_IDS = 4096
+"""A record filter that admits at most this many memories restricts the engine to their ids."""
+FILTER_SCAN = 1000
+"""Otherwise the engine's nearest points are read up to this many and filtered one by one."""
+
+
 @dataclass(frozen=True, slots=True)
 class SearchResult:
+    """A memory that matched a search, its cosine similarity to the query, and the model that
+    scored it (``crdtmem/hashing-...``: lexical, shared words; any other: by meaning)."""
+
     memory: Memory
     score: float
+    model: str = ""
+
+    @property
+    def lexical(self) -> bool:
+        """Scored by shared words (the offline default embedder), not by meaning."""
+        return self.model.startswith(LEXICAL_PREFIX)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,7 +299,9 @@ class Indexer:
         texts = [memory_text(m) for m in keep]
         if self.shared and keep:
             keep, texts = await self._not_yet_indexed(keep, texts)
-        vectors = await self._embed(texts)
+        own = [self._caller_vector(m) for m in keep]
+        embedded = iter(await self._embed([t for t, v in zip(texts, own, strict=True) if v is None]))
+        vectors = [v if v is not None else next(embedded) for v in own]
         points = [
             Point(m.id, vector, _payload(m, self.embedder.model, text))
             for m, vector, text in zip(keep, vectors, texts, strict=True)
@@ -318,6 +338,19 @@ class Indexer:
                 kept_texts.append(text)
         return keep, kept_texts
 
+    def _caller_vector(self, memory: Memory) -> list[float] | None:
+        """The memory's own vector (``set_embedding``, ``add(embedding=)``) when the index's model
+        made it: used as it is, normalised, instead of embedding the text."""
+        vector = memory.embedding
+        if (
+            vector is None
+            or memory.embedding_model != self.embedder.model
+            or len(vector) != self.embedder.dim
+        ):
+            return None
+        norm = math.sqrt(math.fsum(x * x for x in vector))
+        return [x / norm for x in vector] if norm > 0.0 else None
+
     async def _embed(self, texts: Sequence[str]) -> list[list[float]]:
         digests = [text_hash(t) for t in texts]
         vectors: dict[str, list[float]] = {}
@@ -335,24 +368,64 @@ class Indexer:
 
     # -- search -------------------------------------------------------------------------------
 
-    async def search(self, query: str, flt: SearchFilter, limit: int = 10) -> list[SearchResult]:
+    async def search(
+        self,
+        query: str,
+        flt: SearchFilter,
+        limit: int = 10,
+        *,
+        where: Where | None = None,
+        threshold: float | None = None,
+    ) -> list[SearchResult]:
+        """The ``limit`` memories nearest to ``query`` that pass ``flt`` and the record filter
+        ``where``, best first, scoring above 0 and at least ``threshold`` (by default the embedder's
+        ``min_score``, if it has one: the lexical default's noise floor).
+
+        The store selects the memories ``where`` admits (at most :data:`FILTER_IDS` of them; the
+        engine then ranks only those); past that, the engine's nearest points are read in pages
+        and filtered, up to :data:`FILTER_SCAN` of them."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("search needs a non-empty query string")
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise InvalidInput("limit must be an int between 1 and 1000")
+        if threshold is not None and (
+            isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1
+        ):
+            raise InvalidInput("threshold must be a number between -1 and 1 (a cosine similarity)")
+        fetch = limit
+        if where is not None:
+            ids = self.source.query_ids(
+                user_id=flt.user_id,
+                tenant_id=flt.tenant_id,
+                kind=flt.kind,
+                include_deleted=flt.include_deleted,
+                where=where,
+                limit=FILTER_IDS + 1,
+            )
+            if len(ids) <= FILTER_IDS:
+                flt = dataclasses.replace(flt, ids=tuple(ids))
+            else:
+                fetch = FILTER_SCAN
         (vector,) = await asyncio.to_thread(self.embedder.embed, [query])
-        hits = await asyncio.to_thread(self.engine.search, vector, flt, limit)
+        hits = await asyncio.to_thread(self.engine.search, vector, flt, fetch)
+        floor = float(threshold) if threshold is not None else float(getattr(self.embedder, "min_score", 0.0))
         results = []
         for hit in hits:
+            if hit.score <= 0.0 or hit.score < floor:
+                break  # best first: the rest score lower
             record = self.source.load_record(hit.id)
             if record is None:
                 continue  # an orphan point: the next verify/rebuild removes it
+            if not matches(where, record):
+                continue
             memory = Memory.from_dict(record)
             if not flt.include_conflicted and memory.conflicted:
                 continue
             if not indexable(memory) and not flt.include_deleted:
                 continue
-            results.append(SearchResult(memory, hit.score))
+            results.append(SearchResult(memory, hit.score, self.embedder.model))
+            if len(results) == limit:
+                break
         return results
 
     # -- maintenance --------------------------------------------------------------------------

@@ -37,6 +37,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..document.query import Where
 from ..document.records import Conflict
 from ..document.yroots import YDoc
 
@@ -273,9 +274,40 @@ class Store(Protocol):
         limit: int | None = None,
         since_version: int | None = None,
         ascending: bool = False,
+        where: Where | None = None,
+        before_version: int | None = None,
     ) -> list[dict[str, Any]]:
         """Records matching every given filter, most recently changed first (``ascending``: oldest
-        first); ``since_version`` keeps only records changed after that local version."""
+        first); ``since_version`` keeps only records changed after that local version,
+        ``before_version`` only those changed before it (a page's cursor); ``where`` is a record
+        filter (:mod:`crdtmem.document.query`), with the meaning of its ``matches``."""
+        ...
+
+    def count_records(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        channel: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+        where: Where | None = None,
+    ) -> int:
+        """How many records :meth:`query_records` would return with these filters and no limit."""
+        ...
+
+    def query_ids(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        channel: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+        where: Where | None = None,
+        limit: int | None = None,
+    ) -> list[str]:
+        """The ids of the records :meth:`query_records` would return (without reading them)."""
         ...
 
     def conflicts(

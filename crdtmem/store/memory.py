@@ -12,6 +12,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..document.erasure import EMPTY_DEPS, EMPTY_UPDATE
+from ..document.query import Where, matches
 from ..document.records import Conflict
 from .base import (
     Commit,
@@ -201,27 +202,57 @@ class MemoryStore:
         limit: int | None = None,
         since_version: int | None = None,
         ascending: bool = False,
+        where: Where | None = None,
+        before_version: int | None = None,
     ) -> list[dict[str, Any]]:
         with self._lock:
             entries = sorted(self._docs.values(), key=lambda e: e[1], reverse=not ascending)
         found: list[dict[str, Any]] = []
         for doc, version in entries:
-            if user_id is not None and doc.user_id != user_id:
-                continue
-            if tenant_id is not None and doc.tenant_id != tenant_id:
-                continue
-            if kind is not None and doc.kind != kind:
-                continue
-            if channel is not None and channel not in doc.channels:
-                continue
-            if doc.deleted and not doc.conflicted and not include_deleted:
-                continue
             if since_version is not None and version <= since_version:
+                continue
+            if before_version is not None and version >= before_version:
+                continue
+            if not _passes(doc, user_id, tenant_id, channel, kind, include_deleted, where):
                 continue
             if limit is not None and len(found) >= limit:
                 break
             found.append({**copy.deepcopy(doc.record), "version": version})
         return found
+
+    def count_records(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        channel: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+        where: Where | None = None,
+    ) -> int:
+        with self._lock:
+            docs = [doc for doc, _ in self._docs.values()]
+        return sum(_passes(doc, user_id, tenant_id, channel, kind, include_deleted, where) for doc in docs)
+
+    def query_ids(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        channel: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+        where: Where | None = None,
+        limit: int | None = None,
+    ) -> list[str]:
+        with self._lock:
+            docs = [doc for doc, _ in self._docs.values()]
+        found = [
+            doc.doc_id
+            for doc in docs
+            if _passes(doc, user_id, tenant_id, channel, kind, include_deleted, where)
+        ]
+        return found if limit is None else found[:limit]
 
     def conflicts(
         self, *, user_id: str | None = None, tenant_id: str | None = None, doc_id: str | None = None
@@ -309,3 +340,25 @@ class MemoryStore:
                 mine = stored.setdefault(channel, {})
                 for origin, seq in vector.items():
                     mine[origin] = max(mine.get(origin, 0), seq)
+
+
+def _passes(
+    doc: Any,
+    user_id: str | None,
+    tenant_id: str | None,
+    channel: str | None,
+    kind: str | None,
+    include_deleted: bool,
+    where: Where | None,
+) -> bool:
+    if user_id is not None and doc.user_id != user_id:
+        return False
+    if tenant_id is not None and doc.tenant_id != tenant_id:
+        return False
+    if kind is not None and doc.kind != kind:
+        return False
+    if channel is not None and channel not in doc.channels:
+        return False
+    if doc.deleted and not doc.conflicted and not include_deleted:
+        return False
+    return matches(where, doc.record)

@@ -18,6 +18,7 @@ from typing import Any, Literal
 import sqlite_utils
 
 from ..document.memory import MemoryDoc
+from ..document.query import Where
 from ..document.records import Conflict, ConflictValue
 from ..errors import StorageError
 from . import sqlite_trust
@@ -39,6 +40,7 @@ from .checkpoint import Checkpointer
 from .codec import decode_claim, encode_claim
 from .schema import create_or_migrate
 from .sqlite_erase import erase
+from .sqlite_query import to_sql
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
@@ -395,28 +397,59 @@ class SQLiteStore:
         limit: int | None = None,
         since_version: int | None = None,
         ascending: bool = False,
+        where: Where | None = None,
+        before_version: int | None = None,
     ) -> list[dict[str, Any]]:
-        where: list[str] = []
-        args: list[object] = []
-        for column, value in (("user_id", user_id), ("tenant_id", tenant_id), ("kind", kind)):
-            if value is not None:
-                where.append(f"d.{column} = ?")
-                args.append(value)
-        if channel is not None:
-            where.append("d.id IN (SELECT doc_id FROM doc_channels WHERE channel = ?)")
-            args.append(channel)
-        if not include_deleted:
-            where.append("(d.deleted = 0 OR d.conflicted = 1)")
+        conditions, args = _conditions(user_id, tenant_id, channel, kind, include_deleted, where)
         if since_version is not None:
-            where.append("d.version > ?")
+            conditions.append("d.version > ?")
             args.append(since_version)
+        if before_version is not None:
+            conditions.append("d.version < ?")
+            args.append(before_version)
         sql = "SELECT d.id, d.kind, d.record, d.version FROM docs d"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
         sql += " ORDER BY d.version " + ("ASC" if ascending else "DESC")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
         return [self._record(row) for row in self._r.execute(sql, args).fetchall()]
+
+    def count_records(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        channel: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+        where: Where | None = None,
+    ) -> int:
+        conditions, args = _conditions(user_id, tenant_id, channel, kind, include_deleted, where)
+        sql = "SELECT count(*) FROM docs d"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        (count,) = self._r.execute(sql, args).fetchone()
+        return int(count)
+
+    def query_ids(
+        self,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        channel: str | None = None,
+        kind: str | None = None,
+        include_deleted: bool = False,
+        where: Where | None = None,
+        limit: int | None = None,
+    ) -> list[str]:
+        conditions, args = _conditions(user_id, tenant_id, channel, kind, include_deleted, where)
+        sql = "SELECT d.id FROM docs d"
+        if conditions:
+            sql += " WHERE " + " AND ".join(conditions)
+        if limit is not None:
+            sql += f" LIMIT {int(limit)}"
+        return [row[0] for row in self._r.execute(sql, args)]
 
     def conflicts(
         self, *, user_id: str | None = None, tenant_id: str | None = None, doc_id: str | None = None
@@ -576,6 +609,32 @@ class SQLiteStore:
 
     def integrity_check(self) -> str:
         return str(self._r.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _conditions(
+    user_id: str | None,
+    tenant_id: str | None,
+    channel: str | None,
+    kind: str | None,
+    include_deleted: bool,
+    where: Where | None,
+) -> tuple[list[str], list[object]]:
+    conditions: list[str] = []
+    args: list[object] = []
+    for column, value in (("user_id", user_id), ("tenant_id", tenant_id), ("kind", kind)):
+        if value is not None:
+            conditions.append(f"d.{column} = ?")
+            args.append(value)
+    if channel is not None:
+        conditions.append("d.id IN (SELECT doc_id FROM doc_channels WHERE channel = ?)")
+        args.append(channel)
+    if not include_deleted:
+        conditions.append("(d.deleted = 0 OR d.conflicted = 1)")
+    if where is not None:
+        condition, more = to_sql(where)
+        conditions.append(condition)
+        args.extend(more)
+    return conditions, args
 
 
 def _encode_values(values: tuple[ConflictValue, ...]) -> str:

@@ -104,8 +104,9 @@ def check_filter(flt: object) -> SearchFilter:
 
 
 def matches_nothing(flt: SearchFilter) -> bool:
-    """An empty ``channels`` tuple means "readable channels: none", so no point can pass."""
-    return flt.channels is not None and len(flt.channels) == 0
+    """An empty ``channels`` tuple means "readable channels: none", and an empty ``ids`` tuple "no
+    memory passed the record filter": no point can pass either."""
+    return (flt.channels is not None and len(flt.channels) == 0) or (flt.ids is not None and not flt.ids)
 
 
 def passes(payload: Mapping[str, Any], flt: SearchFilter) -> bool:
@@ -113,7 +114,8 @@ def passes(payload: Mapping[str, Any], flt: SearchFilter) -> bool:
 
     A point passes when every given condition holds: ``user_id``/``tenant_id``/``kind`` equal,
     ``topic`` among its topics, every one of ``tags`` among its tags, at least one of ``channels``
-    among its channels, and, unless included, it is not ``deleted`` / not ``conflicted``.
+    among its channels, its ``memory_id`` among ``ids``, and, unless included, it is not ``deleted``
+    / not ``conflicted``.
     """
     if flt.user_id is not None and payload.get("user_id") != flt.user_id:
         return False
@@ -126,6 +128,8 @@ def passes(payload: Mapping[str, Any], flt: SearchFilter) -> bool:
     if flt.tags and not set(flt.tags) <= set(_values(payload.get("tags"))):
         return False
     if flt.channels is not None and set(flt.channels).isdisjoint(_values(payload.get("channels"))):
+        return False
+    if flt.ids is not None and payload.get("memory_id") not in flt.ids:
         return False
     if not flt.include_deleted and payload.get("deleted") is True:
         return False

@@ -94,6 +94,8 @@ def to_qdrant_filter(flt: SearchFilter) -> models.Filter | None:
     must.extend(equals("tags", tag) for tag in flt.tags)
     if flt.channels is not None:
         must.append(models.FieldCondition(key="channels", match=models.MatchAny(any=list(flt.channels))))
+    if flt.ids is not None:
+        must.append(models.FieldCondition(key="memory_id", match=models.MatchAny(any=list(flt.ids))))
     # must_not, not must == False: a point without the flag is neither deleted nor conflicted.
     if not flt.include_deleted:
         must_not.append(equals("deleted", True))

@@ -85,6 +85,8 @@ def to_edge_filter(flt: SearchFilter) -> edge.Filter | None:
     must.extend(equals("tags", tag) for tag in flt.tags)
     if flt.channels is not None:
         must.append(any_of("channels", flt.channels))
+    if flt.ids is not None:
+        must.append(any_of("memory_id", flt.ids))
     allowed = ["live"]
     if flt.include_conflicted:
         allowed.append("conflicted")
