@@ -750,9 +750,10 @@ class Replica:
         threshold: float | None = None,
     ) -> _List[SearchResult]:
         """Memories by meaning, best first, each with its score (cosine similarity: 1 is the same
-        text, 0 or less unrelated, and never returned), restricted by every given scope filter and
-        by ``filters`` (mem0's form, as in :meth:`list`). ``threshold`` drops results that score
-        lower. Needs ``index=``."""
+        text, 0 or less unrelated), restricted by every given scope filter and by ``filters``
+        (mem0's form, as in :meth:`list`). ``threshold`` drops results that score lower; without
+        one, unrelated results are dropped (0 or less, or under the embedder's noise floor: 0.1 for
+        the lexical default). Needs ``index=``."""
         self._check_open()
         if self.index is None:
             raise InvalidInput(

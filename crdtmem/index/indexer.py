@@ -378,8 +378,8 @@ class Indexer:
         threshold: float | None = None,
     ) -> list[SearchResult]:
         """The ``limit`` memories nearest to ``query`` that pass ``flt`` and the record filter
-        ``where``, best first, scoring above 0 and at least ``threshold`` (by default the embedder's
-        ``min_score``, if it has one: the lexical default's noise floor).
+        ``where``, best first, scoring at least ``threshold`` (by default: above 0 and at least the
+        embedder's ``min_score``, if it has one, the lexical default's noise floor; -1 keeps all).
 
         The store selects the memories ``where`` admits (at most :data:`FILTER_IDS` of them; the
         engine then ranks only those); past that, the engine's nearest points are read in pages
@@ -408,10 +408,13 @@ class Indexer:
                 fetch = FILTER_SCAN
         (vector,) = await asyncio.to_thread(self.embedder.embed, [query])
         hits = await asyncio.to_thread(self.engine.search, vector, flt, fetch)
-        floor = float(threshold) if threshold is not None else float(getattr(self.embedder, "min_score", 0.0))
+        if threshold is None:  # nothing unrelated: above 0, and above the embedder's noise floor
+            floor = max(float(getattr(self.embedder, "min_score", 0.0)), math.nextafter(0.0, 1.0))
+        else:
+            floor = float(threshold)
         results = []
         for hit in hits:
-            if hit.score <= 0.0 or hit.score < floor:
+            if hit.score < floor:
                 break  # best first: the rest score lower
             record = self.source.load_record(hit.id)
             if record is None:

@@ -260,7 +260,7 @@ class CrdtmemStore(BaseStore):
         tags = [_prefix_tag(prefix)] if prefix else []
         asked = min(_MAX_SEARCH, max(end, 1) * 4)
         while True:
-            hits = await self.replica.search(op.query, tags=tags, limit=asked)
+            hits = await self.replica.search(op.query, tags=tags, limit=asked, threshold=-1.0)
             ranked = [(wanted[h.memory.id], h.score) for h in hits if h.memory.id in wanted]
             if len(ranked) >= end or len(hits) < asked or asked >= _MAX_SEARCH:
                 break
