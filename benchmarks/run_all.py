@@ -31,6 +31,7 @@ BENCHMARKS = (
     "bench_index_lag",
     "bench_embedders",
     "bench_verify",
+    "bench_erasure",
 )
 """Every benchmark script; a new one is added here and gets a section in docs/benchmarks.md."""
 NO_ROUNDS = {"bench_search", "bench_index_lag"}
