@@ -158,7 +158,8 @@ async def test_forget_removes_the_point_from_the_index(tmp_path: Path) -> None:
         await a.forget(memory.id)
         await a.index.wait_idle()
         assert memory.id not in a.index.engine.versions()
-        assert [r.memory.id for r in await a.search("purple octopus cave", user_id="u1")] == [other.id]
+        assert await a.search("purple octopus cave", user_id="u1") == []  # the unrelated one is no hit
+        assert [r.memory.id for r in await a.search("mild weather", user_id="u1")] == [other.id]
         assert (await a.index.verify()).ok
 
 
