@@ -28,7 +28,7 @@ from crdtmem.document.revision import revision_of
 from crdtmem.index import IndexSettings, Point, SearchFilter, open_indexer
 from crdtmem.index.embedders import HashingEmbedder
 from crdtmem.index.engines import QdrantClientEngine, QdrantEdgeEngine
-from crdtmem.index.indexer import Indexer
+from crdtmem.index.indexer import ERASED_VERSION, Indexer
 from tests.conformance.engine_suite import DIM, payload, unit
 
 U1 = "user:u1:memories"
@@ -227,6 +227,39 @@ async def test_a_state_another_node_indexed_is_not_embedded_again(kind: str, tmp
                     await index_a.rebuild()
                     assert index_a.points_refused == 1 and first.embedded == 20, "nothing re-embedded"
                     assert index_a.points_skipped == 19
+
+
+@pytest.mark.parametrize("kind", ["qdrant-client", "edge"])
+async def test_a_forgotten_memory_stays_erased_whatever_others_write(kind: str, tmp_path: Path) -> None:
+    with _shared_engines(kind, tmp_path) as (engine_a, engine_b):
+        async with _node("a") as a, _node("b") as b:
+            secret = await a.add("the user's door code is 4711", user_id="u1")
+            await a.add("the user likes jazz", user_id="u1")
+            await _sync(a, b)
+            async with (
+                _indexer(a, engine_a) as index_a,
+                _indexer(b, engine_b) as index_b,
+            ):
+                await asyncio.gather(index_a.wait_idle(), index_b.wait_idle())
+                await a.forget(secret.id)
+                await index_a.wait_idle()
+                point = engine_a.payloads([secret.id])[secret.id]
+                assert (point["version"], point["content"], point["erased"]) == (ERASED_VERSION, "", True)
+                # b has not heard of the erasure: its update, and a rebuild from its state, are refused
+                await b.update(secret.id, content="the user's door code is 4712")
+                await index_b.wait_idle()
+                await index_b.rebuild()
+                assert engine_b.payloads([secret.id])[secret.id]["content"] == ""
+                query = HashingEmbedder().embed(["door code"])[0]
+                for flt in (SearchFilter(user_id="u1"), SearchFilter(include_deleted=True)):
+                    assert all("door" not in h.payload["content"] for h in engine_a.search(query, flt, 10))
+                # once b forgets it too, nothing changes, and both verify clean
+                await _sync(a, b)
+                assert b.forgotten(secret.id)
+                await index_b.wait_idle()
+                assert engine_b.payloads([secret.id])[secret.id]["version"] == ERASED_VERSION
+                for index in (index_a, index_b):
+                    assert (await index.verify()).ok
 
 
 def test_settings_for_a_server_collection_come_from_the_environment() -> None:

@@ -19,12 +19,14 @@ same state, higher for a state that has seen more). The indexer reads each chang
 from the store and materializes the point from that very state, so the point's content and its
 revision always belong together. Deleted memories are written as tombstones (their point stays,
 flagged ``deleted``, which every search excludes unless asked) instead of being removed, because a
-removed point could not refuse a slower node's older upsert. ``verify()`` and ``rebuild()`` look only
-at the memories this node holds: the collection also holds the rest of the fleet's, which are not
-orphans. Before embedding, a shared indexer reads the stored points of its batch and leaves out the
-memories the collection already holds at a newer revision (counted in ``points_refused``: this node
-is behind) or at the same revision, model and text (``points_skipped``: another node indexed that
-state first), so of the nodes holding a memory, usually only the first to index a change embeds it.
+removed point could not refuse a slower node's older upsert. A forgotten memory's point becomes an
+erased one (no content, no scope, a fixed vector, :data:`ERASED_VERSION`): nothing replaces it.
+``verify()`` and ``rebuild()`` look only at the memories this node holds: the collection also holds
+the rest of the fleet's, which are not orphans. Before embedding, a shared indexer reads the stored
+points of its batch and leaves out the memories the collection already holds at a newer revision
+(counted in ``points_refused``: this node is behind) or at the same revision, model and text
+(``points_skipped``: another node indexed that state first), so of the nodes holding a memory,
+usually only the first to index a change embeds it.
 """
 
 from __future__ import annotations
@@ -266,7 +268,10 @@ class Indexer:
         if memories:
             await self._write(memories)
         forgotten = [doc_id for _, doc_id, r in changes if r is None]
-        if forgotten:
+        if forgotten and self.shared:  # a removed point could not refuse a slower node's old state
+            erased = [self._erased_point(doc_id) for doc_id in forgotten]
+            self.points_written += await asyncio.to_thread(self.engine.upsert, erased)
+        elif forgotten:
             await asyncio.to_thread(self.engine.delete, forgotten)
         self.indexed_version = upto
         self.source.set_meta(self._mark_key, str(self.indexed_version))
@@ -288,6 +293,13 @@ class Indexer:
             doc = MemoryDoc.from_state(record["id"], state, _READ_ONLY_CLIENT)
             memories.append(doc.materialize(revision_of(doc.doc)))
         return memories
+
+    def _erased_point(self, memory_id: str) -> Point:
+        """Shared mode: what stands for a forgotten memory. No content, a fixed vector, deleted, and
+        :data:`ERASED_VERSION`, above every revision: no node's upsert of the memory's content,
+        whatever state it still holds, can replace it, and the id is never used again."""
+        vector = [1.0] + [0.0] * (self.embedder.dim - 1)
+        return Point(memory_id, vector, _erased_payload(memory_id, self.embedder.model))
 
     def _keeps(self, memory: Memory) -> bool:
         """Whether the memory has a point: an indexable one, or (shared mode) any, as a tombstone."""
@@ -503,6 +515,10 @@ class Indexer:
         }
 
 
+ERASED_VERSION = 2**53 - 1
+"""The version of a forgotten memory's point in a shared collection: above every revision (which
+stay below 2**53), so nothing replaces it."""
+
 _READ_ONLY_CLIENT = 1
 """The Yrs client id of documents the indexer only reads (shared mode); nothing is written with it."""
 
@@ -522,6 +538,25 @@ def _payload(memory: Memory, model: str, text: str) -> dict[str, Any]:
         "model": model,
         "content": text[:2000],
         "text_hash": text_hash(text),
+    }
+
+
+def _erased_payload(memory_id: str, model: str) -> dict[str, Any]:
+    return {
+        "memory_id": memory_id,
+        "version": ERASED_VERSION,
+        "kind": None,
+        "user_id": None,
+        "tenant_id": None,
+        "topics": [],
+        "channels": [],
+        "tags": [],
+        "deleted": True,
+        "conflicted": False,
+        "erased": True,
+        "model": model,
+        "content": "",
+        "text_hash": "",
     }
 
 
