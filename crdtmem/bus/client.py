@@ -342,7 +342,7 @@ class BusClient:
         while True:
             try:
                 batch = await sub.fetch(self.settings.batch, timeout=1.0)
-            except nats.errors.TimeoutError:
+            except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
                 _reraise_if_cancelled()
                 consumer.lag = 0
                 if all(c.lag == 0 for c in self.consumers.values()):

