@@ -289,6 +289,7 @@ async def test_rest_search_is_scoped_to_the_caller(tmp_path: Path) -> None:
                     "read": ["user:*:memories"],
                     "write": [],
                 },
+                {"token": "operator-token-000004", "principal": "user:ops", "read": ["*"], "write": []},
             ]
         }
     )
@@ -317,6 +318,10 @@ async def test_rest_search_is_scoped_to_the_caller(tmp_path: Path) -> None:
         assert status == 400
         async with session.get(
             f"{node.url}/v1/status", headers={"Authorization": "Bearer u1-agent-token-000001"}
+        ) as r:
+            assert "index" not in await r.json()  # node-wide state is for tokens that read everything
+        async with session.get(
+            f"{node.url}/v1/status", headers={"Authorization": "Bearer operator-token-000004"}
         ) as r:
             status_body = await r.json()
         index_status = status_body["index"]
