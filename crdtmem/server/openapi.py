@@ -489,6 +489,7 @@ def _paths() -> dict[str, Schema]:
                     "304": {"description": "not modified (If-None-Match)"},
                 },
                 operationId="dashboard",
+                security=_PUBLIC,
                 parameters=[
                     _query("token", {"type": "string"}, "bearer token the page uses for its API calls")
                 ],
@@ -500,6 +501,7 @@ def _paths() -> dict[str, Schema]:
                 "dashboard",
                 {"308": {"description": "permanent redirect to ../dashboard"}},
                 operationId="dashboardSlash",
+                security=_PUBLIC,
             ),
         },
         "/dashboard/{name}": {
@@ -527,6 +529,7 @@ def _paths() -> dict[str, Schema]:
                     "404": {"description": "no such file"},
                 },
                 operationId="dashboardAsset",
+                security=_PUBLIC,
             ),
         },
         "/v1/search": {
