@@ -32,6 +32,7 @@ BENCHMARKS = (
     "bench_embedders",
     "bench_verify",
     "bench_erasure",
+    "bench_bus",
 )
 """Every benchmark script; a new one is added here and gets a section in docs/benchmarks.md."""
 NO_ROUNDS = {"bench_search", "bench_index_lag"}
