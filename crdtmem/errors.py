@@ -20,6 +20,9 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     │   ├── UnsupportedVersion     a payload format version this build does not speak
     │   └── ClockSkewError         a remote timestamp is further ahead than the allowed drift
     ├── StorageError               the durable store failed; the write was not acknowledged
+    │   ├── StoreLocked            the database file is in use by another running replica
+    │   ├── DamagedMemory          a memory's stored rows do not read back (found by the store)
+    │   └── MemoryQuarantined      a memory found damaged is set aside; the others are served
     ├── BusError                   the NATS bus refused a stream or consumer (misconfigured)
     └── ReplicaClosed              the replica was used after stop() (a SyncReplica after close())
 """
@@ -103,6 +106,35 @@ class ClockSkewError(PayloadError):
 
 class StorageError(CrdtmemError):
     """The durable store failed; the operation was not acknowledged."""
+
+
+class StoreLocked(StorageError):
+    """Another process (or another store in this one) has the database file open; nothing was
+    touched. One file belongs to one running replica."""
+
+
+class DamagedMemory(StorageError):
+    """A memory's stored rows do not read back (garbage in its record, its state or its deltas, or
+    an unreadable page under them). ``memory_id`` names it."""
+
+    def __init__(self, memory_id: str, reason: str):
+        super().__init__(f"memory {memory_id!r} is damaged in storage: {reason}")
+        self.memory_id = memory_id
+        self.reason = reason
+
+
+class MemoryQuarantined(StorageError):
+    """The memory was found damaged in storage and is quarantined: every call on it fails with this
+    until it is repaired (see docs/operating.md, "When storage is damaged"); every other memory is
+    served as usual."""
+
+    def __init__(self, memory_id: str, reason: str):
+        super().__init__(
+            f"memory {memory_id!r} is quarantined: its stored data does not read back ({reason}); "
+            "the node serves every other memory (docs/operating.md: 'When storage is damaged')"
+        )
+        self.memory_id = memory_id
+        self.reason = reason
 
 
 class ReplicaClosed(CrdtmemError):

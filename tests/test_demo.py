@@ -9,6 +9,8 @@ import sys
 import urllib.request
 from pathlib import Path
 
+import pytest
+
 
 def test_demo_runs_every_step_and_exits_zero(tmp_path: Path) -> None:
     done = subprocess.run(
@@ -32,6 +34,33 @@ def test_demo_runs_every_step_and_exits_zero(tmp_path: Path) -> None:
     assert "top hit 'Refund policy" in out
     assert out.rstrip().endswith("Done: every replica converged, nothing was lost.")
     assert {p.name for p in tmp_path.glob("*.db")} == {"admin.db", "phone.db", "laptop.db", "support.db"}
+
+
+def _consecutive_demos(tmp_path: Path, runs: int) -> None:
+    """``runs`` demos one after another, each in a fresh directory: every one exits 0 and prints no
+    traceback (a link that a peer closes mid-frame, or at shutdown, ends quietly)."""
+    for run in range(runs):
+        directory = tmp_path / f"run{run}"
+        done = subprocess.run(
+            [sys.executable, "-m", "crdtmem", "demo", "--dir", str(directory)],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        output = done.stdout + done.stderr
+        assert done.returncode == 0, f"run {run} exited {done.returncode}:\n{output}"
+        assert "Traceback" not in output, f"run {run} printed a traceback:\n{output}"
+        assert "Error handling request" not in output, f"run {run}:\n{output}"
+        assert done.stdout.rstrip().endswith("Done: every replica converged, nothing was lost."), output
+
+
+def test_three_demos_in_a_row_exit_zero_without_a_traceback(tmp_path: Path) -> None:
+    _consecutive_demos(tmp_path, 3)
+
+
+@pytest.mark.soak
+def test_a_hundred_demos_in_a_row_exit_zero_without_a_traceback(tmp_path: Path) -> None:
+    _consecutive_demos(tmp_path, 100)
 
 
 def test_demo_with_the_semantic_embedder(tmp_path: Path) -> None:

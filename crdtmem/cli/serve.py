@@ -21,7 +21,7 @@ from typing import Literal
 from ..access import TokenTable
 from ..bus import BusSettings, Layout
 from ..engine.replica import Replica
-from ..errors import CrdtmemError, InvalidInput
+from ..errors import CrdtmemError, InvalidInput, StorageError, StoreLocked
 from ..index import IndexSettings
 from ..limits import Limits
 from ..server.node import Node, PeerConfig
@@ -30,6 +30,15 @@ from ..sync.link import LinkSettings
 from .logs import LogFormat, configure_logging
 
 log = logging.getLogger("crdtmem.serve")
+
+EXIT_CANNOT_SERVE = 1
+"""The address cannot be bound (in use, not allowed)."""
+EXIT_INVALID = 2
+"""The arguments, the tokens file or the database's replica id are wrong."""
+EXIT_DB_IN_USE = 3
+"""Another running replica has the database file open (its lock is held)."""
+EXIT_DB_UNREADABLE = 4
+"""The database file cannot be opened (not an SQLite file, or damaged where the schema lives)."""
 
 
 @dataclass
@@ -77,7 +86,7 @@ def main(args: argparse.Namespace) -> int:
         limits = Limits.parse(args.limit)
     except InvalidInput as exc:
         print(f"crdtmem serve: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     options = ServeOptions(
         db=args.db,
         replica_id=args.replica_id,
@@ -112,12 +121,18 @@ def main(args: argparse.Namespace) -> int:
     )
     try:
         asyncio.run(serve(options))
+    except StoreLocked as exc:
+        print(f"crdtmem serve: {exc}", file=sys.stderr)
+        return EXIT_DB_IN_USE
+    except StorageError as exc:
+        print(f"crdtmem serve: {exc}", file=sys.stderr)
+        return EXIT_DB_UNREADABLE
     except CrdtmemError as exc:
         print(f"crdtmem serve: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_INVALID
     except OSError as exc:
         print(f"crdtmem serve: cannot serve: {exc}", file=sys.stderr)
-        return 1
+        return EXIT_CANNOT_SERVE
     return 0
 
 

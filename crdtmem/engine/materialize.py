@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from ..clock import Hlc, HybridLogicalClock
 from ..document.memory import MemoryDoc
 from ..document.records import Memory
-from ..errors import ClockSkewError, CrdtmemError
+from ..errors import ClockSkewError, CrdtmemError, MemoryQuarantined
 from ..store.base import Commit, DocWrite
 from .changes import doc_write
 from .locks import KeyedLocks
@@ -84,7 +84,11 @@ class Materializer:
     def load(self, doc_ids: Iterable[str]) -> None:
         """Take up what the store marked stale (on open): materialized soon after."""
         for doc_id in doc_ids:
-            self.waiting[doc_id] = _Stale(self._work.record(doc_id), "")
+            try:
+                before = self._work.record(doc_id)
+            except MemoryQuarantined:  # its stale mark stays in the store until it is repaired
+                continue
+            self.waiting[doc_id] = _Stale(before, "")
         if self.waiting:
             self.kick()
 
@@ -145,9 +149,14 @@ class Materializer:
             changed: dict[str, tuple[MemoryDoc, Memory]] = {}
             before: dict[str, Memory | None] = {}
             origins: dict[str, str] = {}
+            aside: list[str] = []
             for doc_id in batch:
                 stale = self.waiting[doc_id]
-                doc = self._work.doc(doc_id)
+                try:
+                    doc = self._work.doc(doc_id)
+                except MemoryQuarantined:  # set aside; its stale mark stays until it is repaired
+                    aside.append(doc_id)
+                    continue
                 if doc is None:
                     continue
                 try:
@@ -167,7 +176,7 @@ class Materializer:
                 before[doc_id] = stale.before
                 if stale.origin:
                     origins[doc_id] = stale.origin
-            work = Commit(docs=writes, fresh=batch)
+            work = Commit(docs=writes, fresh=[doc_id for doc_id in batch if doc_id not in aside])
             await self._publisher.commit(work, changed, before, origins)
             for doc_id in batch:
                 self.waiting.pop(doc_id, None)

@@ -260,8 +260,14 @@ class RemoteApply:
                 docs[doc_id] = self._work.doc_to_merge(doc_id)
             return docs[doc_id]
 
-        hidden = [item for item in fresh if unseen(item, self._stored_channels)]
-        candidates = [item for item in fresh if item not in hidden] + waiting_before
+        # a quarantined memory (its stored data does not read back) cannot take deltas: they wait,
+        # like those for a memory not seen yet, and the rest of the payload applies
+        aside = {d for d in {i.delta.doc_id for i in fresh + waiting_before} if not self._work.readable(d)}
+        held = [item for item in fresh if item.delta.doc_id in aside]
+        hidden = [item for item in fresh if item not in held and unseen(item, self._stored_channels)]
+        candidates = [item for item in fresh if item not in hidden and item not in held] + [
+            item for item in waiting_before if item.delta.doc_id not in aside
+        ]
         by_uid = {item.delta.uid: item for item in candidates}
         try:
             ready, not_ready = apply_causally([item.delta for item in candidates], load)
@@ -284,7 +290,7 @@ class RemoteApply:
         except BaseException:
             self._work.forget(docs)
             raise
-        parked = parking + hidden
+        parked = parking + hidden + held
         work = Commit(
             deltas=[item.delta for item in applied + relog],
             docs=[write for write, _ in written.values()],

@@ -27,6 +27,7 @@ from ..document.query import parse as parse_filters
 from ..document.records import Conflict, HistoryEntry, Kind, Memory, Scope, Source, check_kind
 from ..errors import (
     CrdtmemError,
+    DamagedMemory,
     InvalidInput,
     MalformedPayload,
     NotFound,
@@ -56,6 +57,7 @@ from .inbound import ApplyResult
 from .locks import KeyedLocks
 from .materialize import Materializer
 from .publish import Publisher
+from .quarantine import Quarantine, report_integrity
 from .remote import RemoteApply
 from .signing import KeyPolicy, Keyring, Signer, open_keyring
 from .snapshots import EVERY_DELTAS as SNAPSHOT_EVERY
@@ -128,8 +130,15 @@ class Replica:
         self.limits = limits or DEFAULT_LIMITS
         self.max_payload_bytes = max_payload_bytes or self.limits.payload_bytes
         self._client_id = new_client_id()
+        self.quarantine = Quarantine()
+        """Memories whose stored data does not read back, set aside (see :mod:`.quarantine`)."""
+        self._store.on_damaged = self.quarantine.add
         self._work = WorkingSet(
-            self._store, self._client_id, cache_size=cache_size, doc_cache_size=doc_cache_size
+            self._store,
+            self._client_id,
+            cache_size=cache_size,
+            doc_cache_size=doc_cache_size,
+            quarantine=self.quarantine,
         )
         self.cache: MemoryCache = self._work.records
         """Materialized memories by id (a bounded LRU, never ahead of the store)."""
@@ -208,6 +217,12 @@ class Replica:
         """Remote deltas stored but waiting for causal dependencies that have not arrived yet."""
         return len(self._remote.waiting)
 
+    def storage_status(self) -> dict[str, Any]:
+        """What the integrity check on open found (``["ok"]``, the problems, or None when the
+        store has no check) and the quarantined memories, with why."""
+        integrity = getattr(self._store, "integrity", None)
+        return {"integrity": list(integrity) if integrity else None, "quarantined": self.quarantine.listing()}
+
     def trust_status(self) -> dict[str, Any]:
         """What the trust checks refused and evicted since start, and who has deltas waiting."""
         return self._remote.status()
@@ -216,6 +231,7 @@ class Replica:
         if self._open:
             return self
         self._store.open()
+        report_integrity(self.path, getattr(self._store, "integrity", None))
         try:
             stored = self._store.get_meta("replica_id")
             if stored and self._requested_id and stored != self._requested_id:
@@ -647,7 +663,7 @@ class Replica:
             before_version=before_version,
             ascending=ascending,
         )
-        return [Memory.from_dict(r) for r in records]
+        return self._work.memories(records)
 
     async def count(
         self,
@@ -695,13 +711,17 @@ class Replica:
     async def history(self, memory_id: str) -> _List[HistoryEntry]:
         """Every change this replica applied to the memory, oldest first, with the state after it."""
         self._check_open()
+        self.quarantine.check(memory_id)
         deltas = [] if self._store.is_erased(memory_id) else self._store.history(memory_id)
         if not deltas:
             raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
         doc = self._work.new_doc(memory_id)
         entries = []
         for delta in deltas:
-            doc.apply(delta.update)
+            try:
+                doc.apply(delta.update)
+            except MalformedPayload as exc:
+                raise self.quarantine.add(DamagedMemory(memory_id, f"delta {delta.uid}: {exc}")) from exc
             if not doc.exists:
                 continue
             memory = doc.materialize()

@@ -18,7 +18,7 @@ import contextlib
 import logging
 
 from ..document.memory import MemoryDoc
-from ..errors import CrdtmemError
+from ..errors import CrdtmemError, MemoryQuarantined
 from ..store.base import Commit, Snapshot
 from .committer import GroupCommitter
 from .locks import KeyedLocks
@@ -95,7 +95,10 @@ class Snapshots:
                 for doc_id in batch:
                     # under the lock a document holds exactly what is committed (a failed change
                     # evicts it before the lock is released)
-                    doc = self._work.doc(doc_id)
+                    try:
+                        doc = self._work.doc(doc_id)
+                    except MemoryQuarantined:  # reported where it was found; nothing to fold
+                        continue
                     if doc is None or not doc.tail_deltas:
                         continue
                     snap = Snapshot(doc_id, doc.state(), doc.stored_upto)

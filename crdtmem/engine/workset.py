@@ -8,18 +8,32 @@ store stays the single source of truth.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from ..document.memory import MemoryDoc
 from ..document.records import Memory
+from ..errors import DamagedMemory, MalformedPayload, MemoryQuarantined
 from ..store.base import Store
 from .cache import LRU, MemoryCache
+from .quarantine import Quarantine
 
 
 class WorkingSet:
     """Records (``records``) and documents (``docs``) by memory id. Use it from the replica's loop."""
 
-    def __init__(self, store: Store, client_id: int, *, cache_size: int, doc_cache_size: int):
+    def __init__(
+        self,
+        store: Store,
+        client_id: int,
+        *,
+        cache_size: int,
+        doc_cache_size: int,
+        quarantine: Quarantine | None = None,
+    ):
         self.records = MemoryCache(cache_size)
+        self.quarantine = quarantine if quarantine is not None else Quarantine()
+        """Memories whose stored data does not read back: :meth:`record` and :meth:`doc` raise
+        MemoryQuarantined for them."""
         self.docs: LRU[MemoryDoc] = LRU(doc_cache_size)
         self.client_id = client_id
         """The Yrs client id of this process's writes (unique per process start)."""
@@ -37,31 +51,68 @@ class WorkingSet:
                 records += self._store.query_records(channel=channel, include_deleted=True, limit=limit)
             records.sort(key=lambda r: r["version"], reverse=True)
             records = records[:limit]
-        self.records.warm(Memory.from_dict(r) for r in records)
+        self.records.warm(self.memories(records))
+
+    def memories(self, records: Iterable[dict[str, Any]]) -> list[Memory]:
+        """The memories of stored records, leaving out (and quarantining) those that do not read
+        and those already quarantined."""
+        memories = []
+        for record in records:
+            memory_id = str(record.get("id"))
+            if memory_id in self.quarantine:
+                continue
+            try:
+                memories.append(Memory.from_dict(record))
+            except (KeyError, TypeError, ValueError) as exc:  # JSON, but not a record's
+                self.quarantine.add(DamagedMemory(memory_id, f"its record does not read: {exc!r}"))
+        return memories
 
     def record(self, memory_id: str) -> Memory | None:
-        """The materialized memory, None if this replica does not hold it."""
+        """The materialized memory, None if this replica does not hold it; raises MemoryQuarantined
+        for a memory whose stored data does not read back."""
+        self.quarantine.check(memory_id)
         cached = self.records.get(memory_id)
         if cached is not None:
             return cached
-        stored = self._store.load_record(memory_id)
-        if stored is None:
-            return None
-        memory = Memory.from_dict(stored)
+        try:
+            stored = self._store.load_record(memory_id)
+            if stored is None:
+                return None
+            memory = Memory.from_dict(stored)
+        except DamagedMemory as exc:
+            raise self.quarantine.add(exc) from exc
+        except (KeyError, TypeError, ValueError) as exc:  # JSON, but not a record's
+            raise self.quarantine.add(DamagedMemory(memory_id, f"its record does not read: {exc!r}")) from exc
         self.records.put(memory_id, memory)
         return memory
 
     def doc(self, memory_id: str) -> MemoryDoc | None:
-        """The memory's document (the same object until it is evicted); None if it is not stored."""
+        """The memory's document (the same object until it is evicted); None if it is not stored;
+        raises MemoryQuarantined for one whose stored state does not read back."""
+        self.quarantine.check(memory_id)
         doc = self.docs.get(memory_id)
         if doc is None:
-            stored = self._store.load_doc(memory_id)
-            if stored is None:
-                return None
-            doc = MemoryDoc.from_parts(memory_id, stored.snapshot, stored.tail, self.client_id)
+            try:
+                stored = self._store.load_doc(memory_id)
+                if stored is None:
+                    return None
+                doc = MemoryDoc.from_parts(memory_id, stored.snapshot, stored.tail, self.client_id)
+            except DamagedMemory as exc:
+                raise self.quarantine.add(exc) from exc
+            except MalformedPayload as exc:
+                raise self.quarantine.add(DamagedMemory(memory_id, str(exc))) from exc
             doc.stored_upto = max(doc.stored_upto, stored.upto)
             self.docs.put(memory_id, doc)
         return doc
+
+    def readable(self, memory_id: str) -> bool:
+        """Whether the memory reads back (or is not stored): False once it is quarantined."""
+        try:
+            self.doc(memory_id)
+            self.record(memory_id)
+        except MemoryQuarantined:
+            return False
+        return True
 
     def doc_to_merge(self, memory_id: str) -> MemoryDoc:
         """:meth:`doc`, or an empty document to merge remote deltas into (kept like a loaded one)."""

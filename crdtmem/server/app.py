@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
@@ -19,6 +21,7 @@ from .observe import observe_latency
 if TYPE_CHECKING:
     from .context import NodeContext
 
+log = logging.getLogger("crdtmem.node")
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 PUBLIC_PATHS = ("/healthz", "/readyz", "/openapi.json", "/dashboard")
 
@@ -65,6 +68,17 @@ def _errors_middleware(node: NodeContext) -> Middleware:
             for name in ("Retry-After", "Allow"):
                 if name in exc.headers:
                     response.headers[name] = exc.headers[name]
+        except UnicodeError as exc:  # a path or query that is not UTF-8 once percent-decoded
+            response = error_response(400, "BadEncoding", f"the request is not valid UTF-8: {exc}")
+        except (asyncio.CancelledError, ConnectionError):
+            raise  # the client went away: there is no one to answer
+        except Exception as exc:
+            if request.writer.output_size > 0:  # a stream (WebSocket, SSE) already answered
+                raise
+            log.exception("%s %s failed", request.method, request.path)
+            response = error_response(
+                500, "InternalError", f"the node failed to handle this request ({type(exc).__name__})"
+            )
         node.metrics.inc("crdtmem_http_requests_total", status=str(response.status))
         observe_latency(node.metrics, request, response.status, time.perf_counter() - started)
         return response

@@ -34,6 +34,7 @@ from ..sync.peer import PeerClient
 from .app import build_app
 from .auth import RateLimiter, VolumeLimiter
 from .observe import ACCESS_LOG, AccessLogger
+from .runner import NodeRunner
 
 log = logging.getLogger("crdtmem.node")
 
@@ -135,7 +136,7 @@ class Node:
             log.warning("no tokens file: serving open on loopback %s only", self.host)
         # on stop, requests in flight get SHUTDOWN_GRACE_S to finish (aiohttp's default, 60 s, lets
         # one client that never finishes its body hold a SIGTERM for a minute)
-        self._runner = web.AppRunner(
+        self._runner = NodeRunner(
             build_app(self),
             access_log=ACCESS_LOG,
             access_log_class=AccessLogger,
@@ -277,6 +278,16 @@ class Node:
             "crdtmem_memories", "memories in this replica's store", lambda: [((), replica.store.doc_count())]
         )
         gauge(
+            "crdtmem_memories_quarantined",
+            "memories set aside because their stored data does not read back (503 for them)",
+            lambda: [((), float(len(replica.quarantine)))],
+        )
+        gauge(
+            "crdtmem_storage_integrity_problems",
+            "problems the integrity check (PRAGMA quick_check) found when the store was opened",
+            lambda: [((), float(_problems(replica.storage_status()["integrity"])))],
+        )
+        gauge(
             "crdtmem_event_subscribers",
             "in-process event feed subscribers",
             lambda: [((), len(replica.feed))],
@@ -367,6 +378,7 @@ class Node:
             "memories": replica.store.doc_count(),
             "pending_deltas": replica.pending_count,
             "trust": {k: v for k, v in replica.trust_status().items() if k != "pending_by_sender"},
+            "storage": replica.storage_status(),
             "event_subscribers": len(replica.feed),
             "peers": [
                 {
@@ -398,6 +410,10 @@ class Node:
             "index": replica.index.status() if replica.index is not None else None,
             **{name: ext.status() for name, ext in self.extensions.items() if hasattr(ext, "status")},
         }
+
+
+def _problems(integrity: list[str] | None) -> int:
+    return 0 if not integrity or integrity == ["ok"] else len(integrity)
 
 
 def _is_loopback(host: str) -> bool:

@@ -13,6 +13,7 @@ it may write (crdtmem.engine.trust, crdtmem.engine.remote).
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -110,21 +111,14 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
             accept = [c for c in requested if principal.may_write(c)]
         except CrdtmemError as exc:
             node.metrics.inc("crdtmem_frames_rejected_total", reason=type(exc).__name__)
-            await ws.send_bytes(encode_frame("error", code=type(exc).__name__, message=str(exc)))
+            with contextlib.suppress(ConnectionError):  # the peer may be gone already
+                await ws.send_bytes(encode_frame("error", code=type(exc).__name__, message=str(exc)))
             await ws.close(code=4403 if isinstance(exc, AccessDenied) else 4400)
             return ws
-        await ws.send_bytes(
-            encode_frame(
-                "hello",
-                replica=node.replica.id,
-                channels=requested,
-                accept=accept,
-                mode=hello.get("mode", "eager"),
-                interval_ms=hello.get("interval_ms", 0),
-                vectors=node.replica.version_vectors(accept),
-                versions=list(wire.VERSIONS),
-            )
-        )
+        try:
+            await ws.send_bytes(_hello(node, hello, requested, accept))
+        except ConnectionError:  # the peer went away after its hello: nothing to link
+            return ws
         settings = node.link_settings(hello.get("mode", "eager"), hello.get("interval_ms", 0))
         link = Link(
             node.replica,
@@ -165,6 +159,20 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         web.post("/v1/sync/push", push),
         web.get("/v1/sync/ws", websocket),
     ]
+
+
+def _hello(node: NodeContext, hello: dict[str, Any], requested: list[str], accept: list[str]) -> bytes:
+    """The server's hello frame, answering the peer's ``hello``."""
+    return encode_frame(
+        "hello",
+        replica=node.replica.id,
+        channels=requested,
+        accept=accept,
+        mode=hello.get("mode", "eager"),
+        interval_ms=hello.get("interval_ms", 0),
+        vectors=node.replica.version_vectors(accept),
+        versions=list(wire.VERSIONS),
+    )
 
 
 async def _receive_hello(ws: web.WebSocketResponse) -> dict[str, Any]:

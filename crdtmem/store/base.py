@@ -40,6 +40,7 @@ from typing import Any, Protocol
 from ..document.query import Where
 from ..document.records import Conflict
 from ..document.yroots import YDoc
+from ..errors import DamagedMemory
 
 VersionVector = dict[str, int]
 """``{origin replica: highest contiguous seq}`` for one channel."""
@@ -237,6 +238,10 @@ class Store(Protocol):
 
     signer: LocalSigner | None
     """Set by the replica: local deltas are signed with it, in the commit that numbers them."""
+    on_damaged: Callable[[DamagedMemory], object] | None
+    """Set by the replica: told of each memory a query left out because its rows do not read back.
+    Reads of one memory (``load_doc``, ``load_record``) raise :class:`~crdtmem.errors.DamagedMemory`
+    instead."""
 
     def open(self) -> None: ...
 

@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import copy
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
 from ..document.erasure import EMPTY_DEPS, EMPTY_UPDATE
 from ..document.query import Where, matches
 from ..document.records import Conflict
+from ..errors import DamagedMemory
 from .base import (
     Commit,
     CommitResult,
@@ -34,6 +35,7 @@ from .base import (
 class MemoryStore:
     def __init__(self) -> None:
         self.signer: LocalSigner | None = None
+        self.on_damaged: Callable[[DamagedMemory], object] | None = None  # memory is never damaged
         self._lock = threading.RLock()
         self._meta: dict[str, str] = {}
         self._docs: dict[str, tuple[DocWrite, int]] = {}

@@ -8,19 +8,20 @@ WAL lets proceed while a write is in flight.
 
 from __future__ import annotations
 
+import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import sqlite_utils
 
 from ..document.memory import MemoryDoc
 from ..document.query import Where
 from ..document.records import Conflict, ConflictValue
-from ..errors import StorageError
+from ..errors import DamagedMemory, MalformedPayload, StorageError
 from . import sqlite_trust
 from .base import (
     Commit,
@@ -38,20 +39,53 @@ from .base import (
 )
 from .checkpoint import Checkpointer
 from .codec import decode_claim, encode_claim
+from .lock import DatabaseLock
 from .schema import create_or_migrate
 from .sqlite_erase import erase
 from .sqlite_query import to_sql
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
+QUICK_CHECK_ERRORS = 20
+"""At most this many problems are reported by the integrity check on open."""
+_P = ParamSpec("_P")
+_T = TypeVar("_T")
+
+
+def _reads(method: Callable[_P, _T]) -> Callable[_P, _T]:
+    """A read of the file: an SQLite failure (an unreadable page, an I/O error) becomes a
+    StorageError naming the file, instead of escaping as sqlite3's own exception."""
+
+    @functools.wraps(method)
+    def read(*args: _P.args, **kwargs: _P.kwargs) -> _T:
+        try:
+            return method(*args, **kwargs)
+        except sqlite3.Error as exc:
+            store = args[0]
+            raise StorageError(f"reading {getattr(store, 'path', 'the store')} failed: {exc}") from exc
+
+    return read
+
+
+def _corrupt(exc: sqlite3.Error) -> bool:
+    """Whether SQLite says the file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB), not busy or failing."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is not None and code & 0xFF in (11, 26)
 
 
 class SQLiteStore:
     """A :class:`~crdtmem.store.base.Store` in one SQLite file."""
 
-    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL"):
+    def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL", check: bool = True):
         self.signer: LocalSigner | None = None
+        self.on_damaged: Callable[[DamagedMemory], object] | None = None
+        """Told of every memory a read found damaged and left out (a list, a query)."""
         self.path = Path(path)
+        self.check = check
+        self.integrity: list[str] = []
+        """What ``PRAGMA quick_check`` reported on open: ``["ok"]``, or the problems found (at most
+        :data:`QUICK_CHECK_ERRORS`); empty when not checked."""
+        self._file_lock = DatabaseLock(self.path)
         self.synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
@@ -70,16 +104,31 @@ class SQLiteStore:
     # -- lifecycle ----------------------------------------------------------------------------
 
     def open(self) -> None:
+        self._file_lock.acquire()  # before anything touches the file (StoreLocked if in use)
         try:
             self._writer = self._connect()
             create_or_migrate(sqlite_utils.Database(self._writer))
             self._writer.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does it
             self._reader = self._connect()
+            if self.check:
+                self.integrity = self.quick_check()
             self._load_sync_state()
             self._checkpointer.start()
         except sqlite3.Error as exc:
             self.close()
             raise StorageError(f"cannot open store {self.path}: {exc}") from exc
+        except BaseException:
+            self.close()
+            raise
+
+    def quick_check(self) -> list[str]:
+        """``PRAGMA quick_check``: ``["ok"]`` or the problems found. It reads every page once (a
+        second or so per GB), without the index cross-checks of a full integrity check."""
+        try:
+            rows = self._r.execute(f"PRAGMA quick_check({QUICK_CHECK_ERRORS})").fetchall()
+        except sqlite3.DatabaseError as exc:  # too damaged to walk: that is the report
+            return [str(exc)]
+        return [str(row[0]) for row in rows]
 
     def _connect(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
@@ -98,6 +147,7 @@ class SQLiteStore:
             if conn is not None:
                 conn.close()
         self._reader = self._writer = None
+        self._file_lock.release()
 
     @property
     def _r(self) -> sqlite3.Connection:
@@ -132,6 +182,7 @@ class SQLiteStore:
 
     # -- meta ---------------------------------------------------------------------------------
 
+    @_reads
     def get_meta(self, key: str) -> str | None:
         row = self._r.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -351,16 +402,24 @@ class SQLiteStore:
 
     # -- reads --------------------------------------------------------------------------------
 
+    @_reads
     def load_doc(self, doc_id: str) -> StoredDoc | None:
         conn = self._r
-        row = conn.execute("SELECT state, snap_id FROM docs WHERE id = ?", (doc_id,)).fetchone()
-        snapshot, upto = (None, 0) if row is None else (row[0], int(row[1]))
-        tail = [
-            (delta_id, bytes(update))
-            for delta_id, update in conn.execute(
-                "SELECT id, [update] FROM deltas WHERE doc_id = ? AND id > ? ORDER BY id", (doc_id, upto)
-            )
-        ]
+        try:
+            row = conn.execute("SELECT state, snap_id FROM docs WHERE id = ?", (doc_id,)).fetchone()
+            snapshot, upto = (None, 0) if row is None else (row[0], int(row[1]))
+            tail = [
+                (delta_id, bytes(update))
+                for delta_id, update in conn.execute(
+                    "SELECT id, [update] FROM deltas WHERE doc_id = ? AND id > ? ORDER BY id", (doc_id, upto)
+                )
+            ]
+        except sqlite3.DatabaseError as exc:
+            if _corrupt(exc):
+                raise DamagedMemory(doc_id, f"its rows are on a damaged page: {exc}") from exc
+            raise
+        except TypeError as exc:  # a value of the wrong type where a blob or an int belongs
+            raise DamagedMemory(doc_id, f"its state or deltas are not what was stored: {exc}") from exc
         if snapshot is None and not tail:
             return None
         return StoredDoc(bytes(snapshot) if snapshot is not None else None, upto, tail)
@@ -369,23 +428,53 @@ class SQLiteStore:
         stored = self.load_doc(doc_id)
         return None if stored is None else fold(stored)
 
+    @_reads
     def load_record(self, doc_id: str) -> dict[str, Any] | None:
-        row = self._r.execute("SELECT id, kind, record, version FROM docs WHERE id = ?", (doc_id,)).fetchone()
+        try:
+            row = self._r.execute(
+                "SELECT id, kind, record, version FROM docs WHERE id = ?", (doc_id,)
+            ).fetchone()
+        except sqlite3.DatabaseError as exc:
+            if _corrupt(exc):
+                raise DamagedMemory(doc_id, f"its record is on a damaged page: {exc}") from exc
+            raise
         return None if row is None else self._record(row)
 
     def _record(self, row: tuple[str, str, str, int]) -> dict[str, Any]:
         """A stored record, whole: a conversation's messages come from its state (the stored record
-        leaves them out; records written by a version-1 store still hold them, and are current)."""
+        leaves them out; records written by a version-1 store still hold them, and are current).
+        Raises DamagedMemory if the row does not read back."""
         doc_id, kind, text, version = row
-        record: dict[str, Any] = json.loads(text)
+        try:
+            record = json.loads(text)
+        except (TypeError, ValueError) as exc:  # ValueError: JSON and UTF-8 errors alike
+            raise DamagedMemory(doc_id, f"its record is not JSON: {exc}") from exc
+        if not isinstance(record, dict) or not isinstance(version, int):
+            raise DamagedMemory(doc_id, "its record is not a JSON object with a version")
         record["version"] = version
         if kind == "conversation" and record.get("content") is None:
             stored = self.load_doc(doc_id)
             parts = stored.tail if stored is not None else []
-            doc = MemoryDoc.from_parts(doc_id, stored.snapshot if stored else None, parts, 0)
+            try:
+                doc = MemoryDoc.from_parts(doc_id, stored.snapshot if stored else None, parts, 0)
+            except MalformedPayload as exc:
+                raise DamagedMemory(doc_id, str(exc)) from exc
             record["content"] = doc.messages()
         return record
 
+    def _records(self, rows: Iterable[tuple[str, str, str, int]]) -> list[dict[str, Any]]:
+        """The records of ``rows``, leaving out (and reporting to :attr:`on_damaged`) those that do
+        not read back, so one damaged memory never hides the others."""
+        records = []
+        for row in rows:
+            try:
+                records.append(self._record(row))
+            except DamagedMemory as exc:
+                if self.on_damaged is not None:
+                    self.on_damaged(exc)
+        return records
+
+    @_reads
     def query_records(
         self,
         *,
@@ -413,8 +502,9 @@ class SQLiteStore:
         sql += " ORDER BY d.version " + ("ASC" if ascending else "DESC")
         if limit is not None:
             sql += f" LIMIT {int(limit)}"
-        return [self._record(row) for row in self._r.execute(sql, args).fetchall()]
+        return self._records(self._r.execute(sql, args).fetchall())
 
+    @_reads
     def count_records(
         self,
         *,
@@ -432,6 +522,7 @@ class SQLiteStore:
         (count,) = self._r.execute(sql, args).fetchone()
         return int(count)
 
+    @_reads
     def query_ids(
         self,
         *,
@@ -451,6 +542,7 @@ class SQLiteStore:
             sql += f" LIMIT {int(limit)}"
         return [row[0] for row in self._r.execute(sql, args)]
 
+    @_reads
     def conflicts(
         self, *, user_id: str | None = None, tenant_id: str | None = None, doc_id: str | None = None
     ) -> list[Conflict]:
@@ -482,6 +574,7 @@ class SQLiteStore:
         with self._state:
             return sorted(channel for channel, vector in self._vectors.items() if vector)
 
+    @_reads
     def deltas_since(
         self, channels: Iterable[str], vectors: dict[str, VersionVector], limit: int | None = None
     ) -> list[DeltaRecord]:
@@ -536,12 +629,14 @@ class SQLiteStore:
                 return rows
             after = batch[-1][1]
 
+    @_reads
     def has_delta(self, uid: str) -> bool:
         conn = self._r
         if conn.execute("SELECT 1 FROM deltas WHERE uid = ?", (uid,)).fetchone():
             return True
         return conn.execute("SELECT 1 FROM pending WHERE uid = ?", (uid,)).fetchone() is not None
 
+    @_reads
     def logged_deltas(self, uids: Sequence[str]) -> set[str]:
         conn = self._r
         if len(uids) == 1:  # the eager-push case: one delta per frame
@@ -555,15 +650,19 @@ class SQLiteStore:
             found.update(uid for (uid,) in rows)
         return found
 
+    @_reads
     def stale(self) -> list[str]:
         return [doc_id for (doc_id,) in self._r.execute("SELECT doc_id FROM stale ORDER BY doc_id")]
 
+    @_reads
     def pending(self) -> list[PendingDelta]:
         return sqlite_trust.read_pending(self._r)
 
+    @_reads
     def decisions(self, kind: str | None = None) -> list[Decision]:
         return sqlite_trust.read_decisions(self._r, kind)
 
+    @_reads
     def history(self, doc_id: str) -> list[DeltaRecord]:
         rows = self._r.execute(
             "SELECT uid, origin, doc_id, hlc, deps, [update] FROM deltas WHERE doc_id = ? ORDER BY id",
@@ -574,13 +673,16 @@ class SQLiteStore:
             for uid, origin, doc, hlc, deps, update in rows
         ]
 
+    @_reads
     def last_hlc(self) -> str:
         row = self._r.execute("SELECT max(hlc) FROM deltas").fetchone()
         return str(row[0]) if row and row[0] else ""
 
+    @_reads
     def doc_count(self) -> int:
         return int(self._r.execute("SELECT count(*) FROM docs").fetchone()[0])
 
+    @_reads
     def outbox_marks(self, sink: str) -> dict[str, VersionVector]:
         marks: dict[str, VersionVector] = {}
         rows = self._r.execute("SELECT channel, origin, seq FROM outbox WHERE sink = ?", (sink,))
@@ -607,6 +709,7 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise StorageError(f"storing outbox marks in {self.path} failed: {exc}") from exc
 
+    @_reads
     def integrity_check(self) -> str:
         return str(self._r.execute("PRAGMA integrity_check").fetchone()[0])
 

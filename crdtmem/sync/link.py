@@ -242,7 +242,8 @@ class Link:
             n = self._next_frame
             self._next_frame += 1
             self._in_flight[n] = time.monotonic()
-            await self.ws.send_bytes(encode_frame("deltas", n=n, payload=body))
+            if not await self._send(encode_frame("deltas", n=n, payload=body)):
+                return
             self._advance_sent(deltas, mine)
             self.status.frames_sent += 1
             self.status.deltas_sent += len(outgoing)
@@ -331,7 +332,7 @@ class Link:
         self._held.clear()
         self._drained = False
         self.metrics.inc("crdtmem_peers_moved_to_pull_total", peer=self.peer_id)
-        await self.ws.send_bytes(encode_frame("mode", mode="pull", reason=reason))
+        await self._send(encode_frame("mode", mode="pull", reason=reason))
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -359,8 +360,7 @@ class Link:
         retry_after = getattr(exc, "retry_after", None)
         if isinstance(retry_after, (int, float)):
             body["retry_after"] = round(float(retry_after), 3)
-        if not self.ws.closed:
-            await self.ws.send_bytes(encode_frame("error", **body))
+        await self._send(encode_frame("error", **body))
 
     async def _handle(self, frame: Frame) -> None:
         body = frame.body
@@ -432,13 +432,27 @@ class Link:
             )
         if result.rejected:  # applied around them (see crdtmem.engine.remote); the peer learns how many
             self.metrics.inc("crdtmem_deltas_rejected_total", result.rejected, peer=self.peer_id)
-            await self.ws.send_bytes(encode_frame("ack", n=n, vectors=vectors, rejected=result.rejected))
+            await self._send(encode_frame("ack", n=n, vectors=vectors, rejected=result.rejected))
             return
-        await self.ws.send_bytes(encode_frame("ack", n=n, vectors=vectors))
+        await self._send(encode_frame("ack", n=n, vectors=vectors))
 
     async def send_resume(self, vectors: Vectors) -> None:
         """Tell the peer this side caught up by pulling; it may push again from ``vectors``."""
-        await self.ws.send_bytes(encode_frame("resume", vectors=vectors))
+        await self._send(encode_frame("resume", vectors=vectors))
+
+    async def _send(self, frame: bytes) -> bool:
+        """Send one frame; False if the socket is closing (the peer went away or this node stops).
+        Hazard: a peer may close between any two frames, so every send goes through here; nothing
+        is lost by a frame that did not go out: what the peer did not acknowledge is re-exported
+        from the log on the next link, and an ack that did not go out makes the peer resend deltas
+        that are already durable here (duplicates)."""
+        if self.ws.closed:
+            return False
+        try:
+            await self.ws.send_bytes(frame)
+        except ConnectionError:
+            return False
+        return True
 
 
 def _claimed(delta: DeltaRecord) -> dict[str, int]:
