@@ -1,7 +1,20 @@
-"""Hostile principals against real `crdtmem serve` processes: who may introduce which deltas.
+"""Hostile principals against real `crdtmem serve` processes: who may introduce which deltas, and
+who may write what they carry.
+
+- origins: a token introduces only the origins it is bound to; a forged origin, seq or ``also``
+  run is refused and cannot make a hub skip a replica's acknowledged writes;
+- rights per delta: a delta that waited for its memory is authorized against the rights of the
+  principal that delivered it; a pull applies only what the peer's token may write; a push naming
+  a memory the caller cannot see answers as for an unknown id;
+- signatures: a relay forwards deltas but cannot change or strip what their origin signed, a pinned
+  key refuses an impostor of the same replica id, a strict node takes listed keys only, and
+  signatures survive coalescing relays.
 
 Each test starts the servers it needs (tests/support/processes.py), plays one attack found in a
 hostile-input review, and checks that the honest replicas lose nothing and nobody gains a right.
+Sizes and rates are in test_adversarial_bounds.py and test_adversarial_amplification.py, what a
+token may learn over REST and status in test_adversarial_oracle.py, and generated hostile input of
+every shape in test_fuzz_api.py, test_fuzz_sync.py and test_fuzz_decoders.py.
 """
 
 from __future__ import annotations

@@ -227,14 +227,24 @@ _SCHEMAS: dict[str, Schema] = {
         },
         description="sent as the last SSE message (event: overflow) when the subscriber fell behind",
     ),
+    "FeedReset": _object(
+        {
+            "event_type": {"const": "reset"},
+            "replica_id": {"type": "string"},
+            "last_event_id": _nullable("string"),
+            "reason": {"type": "string"},
+        },
+        description="sent first (SSE: event: reset, no id) when a resume point cannot be used: drop "
+        "what you hold; the current state of every readable memory follows",
+    ),
     "FeedMessage": _object(
         {
             "id": {"type": "string", "description": "the event_id (resume with it)"},
-            "event": {"type": "string", "description": "the event_type, or overflow"},
+            "event": {"type": "string", "description": "the event_type, or reset or overflow"},
             "data": {
                 "type": "string",
                 "contentMediaType": "application/json",
-                "contentSchema": {"anyOf": [_ref("MemoryEvent"), _ref("FeedOverflow")]},
+                "contentSchema": {"anyOf": [_ref("MemoryEvent"), _ref("FeedReset"), _ref("FeedOverflow")]},
             },
         },
         required=["data"],
@@ -578,6 +588,7 @@ def _paths() -> dict[str, Schema]:
                         "in": "header",
                         "required": False,
                         "schema": {"type": "string"},
+                        "example": "laptop:42",
                         "description": "resume: replay the current state of what changed since, then go live",
                     },
                 ],
