@@ -93,7 +93,8 @@ class MalformedPayload(PayloadError):
 
 
 class PayloadTooLarge(PayloadError):
-    """The payload exceeds the replica's ``max_payload_bytes``."""
+    """The payload exceeds the replica's ``max_payload_bytes``, or a delta would take a memory
+    past what the replica takes (:class:`crdtmem.limits.Limits`)."""
 
 
 class UnsupportedVersion(PayloadError):

@@ -15,6 +15,8 @@ from typing import Any
 
 import aiohttp
 
+from crdtmem import Limits, Replica
+from crdtmem.engine import payload as wire
 from tests.support.processes import ServerProcess
 
 HOSTILE = "hostile-user-token-00001"
@@ -28,7 +30,13 @@ def _serve(procs: list[ServerProcess], tmp: Path, *extra: str) -> ServerProcess:
         json.dumps(
             {
                 "tokens": [
-                    {"token": HOSTILE, "principal": "user:mallory", "read": [U1], "write": [U1]},
+                    {
+                        "token": HOSTILE,
+                        "principal": "user:mallory",
+                        "read": [U1],
+                        "write": [U1],
+                        "origins": ["wide"],
+                    },
                     {"token": BYSTANDER, "principal": "user:bob", "read": [U2], "write": [U2]},
                 ]
             }
@@ -178,3 +186,28 @@ async def test_every_size_is_bounded_and_named(procs, session, tmp_path):
     assert len(now["metadata"]) == 48 and not any(k.startswith("k") for k in now["metadata"])
     status, listed = await _call(session, "GET", memories, HOSTILE)
     assert listed["count"] == 3
+
+
+async def test_a_pushed_memory_past_twice_the_bounds_is_rejected_before_it_is_read(procs, session, tmp_path):
+    """Deltas made elsewhere are bounded too: a push creating a memory of 5,000 metadata keys (made
+    by a replica with larger bounds; 350 KB) is rejected and counted, nothing of it stored; one of
+    1,500 keys (within twice the bound) is taken."""
+    hub = _serve(procs, tmp_path)
+    async with Replica(None, replica_id="wide", limits=Limits(metadata_keys=5_000)) as wide:
+        payloads = []
+        for keys in (5_000, 1_500):
+            memory = await wide.add("wide", user_id="u1", metadata={f"k{i}": i for i in range(keys)})
+            deltas = [d for d in wide.store.deltas_since([U1], {}) if d.doc_id == memory.id]
+            payloads.append((memory.id, wire.encode(wire.Payload("wide", deltas, {}, wide.keys_for(deltas)))))
+    headers = {"Authorization": f"Bearer {HOSTILE}"}
+    answers = []
+    for _, payload in payloads:
+        async with session.post(f"{hub.url}/v1/sync/push", data=payload, headers=headers) as response:
+            assert response.status == 200
+            answers.append(await response.json())
+    assert (answers[0]["applied"], answers[0]["refused"]) == (0, 1), answers[0]
+    assert (answers[1]["applied"], answers[1]["refused"]) == (1, 0), answers[1]
+    status, _ = await _call(session, "GET", f"{hub.url}/v1/memories/{payloads[0][0]}", HOSTILE)
+    assert status == 404
+    status, taken = await _call(session, "GET", f"{hub.url}/v1/memories/{payloads[1][0]}", HOSTILE)
+    assert status == 200 and len(taken["metadata"]) == 1_500

@@ -83,7 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--byte-rate",
         type=float,
-        default=32.0 * 1024 * 1024,
+        default=8.0 * 1024 * 1024,
         help="bytes/s of pushes and frames a token may send, on average; bursts of 5 s (0: no limit)",
     )
     serve.add_argument(

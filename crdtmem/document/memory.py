@@ -538,6 +538,13 @@ class MemoryDoc:
             raise MalformedPayload(f"memory {memory_id!r} has no valid creation stamp")
         return memory_id, _scope(header.get("scope") or {}).channels()
 
+    def sizes(self) -> tuple[int, int, int]:
+        """``(metadata keys, tag entries, content entries)`` without reading any value: cheap enough
+        to bound a remote change before the document is read (reading costs per entry). A tag or
+        list item added concurrently by several replicas has an entry for each."""
+        metadata = {key.rpartition("#")[0] for key in self._metadata if "#" in key}
+        return len(metadata), len(YMap(self.doc, "tags").keys()), len(self._content.keys())
+
     def materialize(self, version: int = 0) -> Memory:
         """The plain record for the current merged state."""
         return self.read(version)[0]

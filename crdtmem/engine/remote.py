@@ -52,6 +52,7 @@ from ..document.memory import MemoryDoc
 from ..document.records import Memory
 from ..errors import ClockSkewError, PayloadError
 from ..events import MemoryEvent
+from ..limits import DEFAULT_LIMITS, Limits
 from ..store.base import Commit, Decision, DeltaRecord, DocWrite, Store
 from . import payload as wire
 from .authorize import check_units, unseen
@@ -110,8 +111,10 @@ class RemoteApply:
         wall: WallClock,
         keyring: Callable[[], Keyring | None],
         limits: WaitingLimits | None = None,
+        bounds: Limits = DEFAULT_LIMITS,
     ):
         self._clock = clock
+        self.limits = bounds
         self._store = store
         self._work = work
         self._locks = locks
@@ -203,10 +206,12 @@ class RemoteApply:
                 self._clock.observe(newest)
             try:
                 outcome = await self._apply_once(fresh, relog, waiting_before)
-            except FOUND_ONCE_APPLIED:
+            except FOUND_ONCE_APPLIED as failure:
                 if not (isolate or waiting_before):
                     raise
-                outcome = await self._apply_in_parts(fresh, relog, doc_ids, isolate)
+                # a lone delta that failed alone needs no second try (applying is what costs)
+                alone = failure if len(fresh) == 1 and not (relog or waiting_before) else None
+                outcome = await self._apply_in_parts(fresh, relog, doc_ids, isolate, failed=alone)
         evicted = await self._bound_waiting([sender.name], {item.delta.origin for item in fresh})
         mine = {item.delta.uid for item in fresh} | {item.delta.uid for item in relog}
         refused = sum(1 for d in outcome.refused if d.uid in mine)
@@ -252,12 +257,14 @@ class RemoteApply:
         check fails."""
         docs: dict[str, MemoryDoc] = {}
         before: dict[str, Memory | None] = {}
+        sizes: dict[str, tuple[int, int, int]] = {}
         materializer = self.materializer
 
         def load(doc_id: str) -> MemoryDoc:
             if doc_id not in docs:
                 before[doc_id] = materializer.before(doc_id) if materializer else self._work.record(doc_id)
                 docs[doc_id] = self._work.doc_to_merge(doc_id)
+                sizes[doc_id] = docs[doc_id].sizes()
             return docs[doc_id]
 
         # a quarantined memory (its stored data does not read back) cannot take deltas: they wait,
@@ -273,6 +280,8 @@ class RemoteApply:
             ready, not_ready = apply_causally([item.delta for item in candidates], load)
             applied = [by_uid[d.uid] for d in ready]
             touched = sorted({item.delta.doc_id for item in applied})
+            for doc_id in touched:  # before anything reads them: reading costs per entry
+                self.limits.check_remote(docs[doc_id].sizes(), sizes[doc_id], f"memory {doc_id!r}")
             later = materializer is not None and len(touched) > self.read_back_at_most
             written: dict[str, tuple[DocWrite, Memory]] = {}
             if later:  # a batch: stored now, read back later (materialize.py); headers checked here
@@ -317,21 +326,30 @@ class RemoteApply:
         return _Outcome([item.delta for item in applied], events, [item.delta.uid for item in parked])
 
     async def _apply_in_parts(
-        self, fresh: list[Delivered], relog: list[Delivered], doc_ids: set[str], isolate: bool
+        self,
+        fresh: list[Delivered],
+        relog: list[Delivered],
+        doc_ids: set[str],
+        isolate: bool,
+        failed: Exception | None = None,
     ) -> _Outcome:
         """After a unit failed its checks: the same deltas in smaller units, each committed alone.
 
         The payload's own deltas first: one unit (it must pass as a whole, or the payload is refused
         as before), or with ``isolate`` one unit per memory, and a memory's unit that fails delta by
-        delta, deciding against those that fail. Then every delta still waiting for these memories,
-        one at a time, until none applies any more: one that fails its checks now that it can be
-        applied is decided against and leaves the waiting set, so it can never hold back the memory
-        again (it was parked before its memory could be checked).
+        delta, deciding against those that fail (``failed``: how the payload's one delta failed when
+        it was applied alone, so it is decided against without a second try). Then every delta still
+        waiting for these memories, one at a time, until none applies any more: one that fails its
+        checks now that it can be applied is decided against and leaves the waiting set, so it can
+        never hold back the memory again (it was parked before its memory could be checked).
         """
         total = _Outcome()
         by_memory = [[item for item in fresh if item.delta.doc_id == doc_id] for doc_id in sorted(doc_ids)]
         units = [unit for unit in (by_memory if isolate else [fresh]) if unit]
         for unit in units:
+            if failed is not None and isolate:  # the payload's one delta, which failed just so
+                await self._decide(unit[0], failed, total, waited=False)
+                continue
             try:
                 total.add(await self._apply_once(unit, [], []))
             except FOUND_ONCE_APPLIED:

@@ -165,6 +165,7 @@ class Replica:
             replica_id=lambda: self._id,
             wall=wall_clock,
             keyring=lambda: self.keyring,
+            bounds=self.limits,
             limits=waiting_limits
             or WaitingLimits(
                 self.limits.pending_per_sender, self.limits.pending_per_origin, self.limits.pending_age_s

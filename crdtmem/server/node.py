@@ -62,7 +62,7 @@ class PeerConfig:
 SHUTDOWN_GRACE_S = 5.0
 DELTA_RATE = 10_000.0
 """Deltas a second a principal may push (over HTTP and WebSocket frames together), on average."""
-BYTE_RATE = 32.0 * 1024 * 1024
+BYTE_RATE = 8.0 * 1024 * 1024
 """Bytes a second a principal may push, on average."""
 VOLUME_BURST_S = 5.0
 """Bursts of deltas and bytes of up to this many seconds of their rate."""

@@ -1,0 +1,325 @@
+"""A bystander's latency while hostile requests run, and a node's memory after hostile floods.
+
+One real ``crdtmem serve`` process (tokens, a file-backed store), and clients in this process:
+
+- **Bystander latency.** A bystander token reads one of its memories and writes one of its metadata
+  keys, one request after another. First idle (the baseline), then while two hostile clients send one
+  kind of hostile request back to back, kind after kind; each phase takes as many bystander requests.
+  Reported: the bystander's p50 and p99 per phase and the ratio of each p99 to the idle p99 (the
+  target: a small multiple, 5x). Hostile kinds: the review's 318 KB body of 20,000 metadata keys
+  (refused, 413); the largest write the bounds accept (1,000 metadata keys and 1,000 tags); a 1 MiB
+  value; a body just over 8 MiB (refused, 413); a push of 2,000 deltas that can never apply (they wait,
+  the oldest are evicted); a push creating a memory of 20,000 metadata keys made by a replica with
+  larger bounds (remote deltas are bounded by bytes, not by the local per-memory bounds); twenty
+  event streams resuming from an unknown event id (a reset, then every memory replayed).
+- **RSS.** The server's resident memory (``/proc/PID/status``) after seeding, after a pending flood
+  (100,000 never-applicable deltas pushed by one token, in pages, retrying when told to), and at its
+  peak while twenty streams replay every memory after an unknown ``Last-Event-ID``.
+
+Run: ``python benchmarks/bench_hostile.py`` (``--quick``: fewer requests and memories, about a minute).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import _common
+import aiohttp
+
+from crdtmem import Limits, Replica
+from crdtmem.engine import payload as wire
+
+HOSTILE, BYSTANDER, OPERATOR, SEEDER = (
+    "hostile-token-0000000001",
+    "bystander-token-00000001",
+    "operator-token-000000001",
+    "seeder-replica-token-001",
+)
+U1, U2 = "user:u1:memories", "user:u2:memories"
+
+
+class Server:
+    def __init__(self, root: Path):
+        tokens = root / "tokens.json"
+        entries = [
+            {
+                "token": HOSTILE,
+                "principal": "user:mallory",
+                "read": [U1],
+                "write": [U1],
+                "origins": ["wide", "orphans"],
+            },
+            {"token": BYSTANDER, "principal": "user:bob", "read": [U2], "write": [U2]},
+            {"token": OPERATOR, "principal": "user:ops", "read": ["*"], "write": []},
+            {"token": SEEDER, "principal": "replica:seeder", "read": [U1], "write": [U1]},
+        ]
+        tokens.write_text(json.dumps({"tokens": entries}))
+        command = [
+            sys.executable,
+            "-m",
+            "crdtmem",
+            "serve",
+            "--db",
+            str(root / "hub.db"),
+            "--replica-id",
+            "hub",
+        ]
+        command += ["--port", "0", "--tokens", str(tokens), "--write-rate", "100000", "--no-access-log"]
+        self.log = (root / "hub.log").open("w")
+        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=self.log)
+        assert self.proc.stdout is not None
+        self.url = json.loads(self.proc.stdout.readline())["url"]
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(30)
+        self.log.close()
+
+
+def _auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def _send(session: aiohttp.ClientSession, method: str, url: str, token: str, body: bytes | None) -> int:
+    headers = _auth(token)
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    data = io.BytesIO(body) if body is not None else None
+    async with session.request(method, url, data=data, headers=headers) as response:
+        await response.read()
+        return response.status
+
+
+async def _push(session: aiohttp.ClientSession, url: str, token: str, payload: bytes) -> tuple[int, float]:
+    """(status, Retry-After seconds or 0)."""
+    async with session.post(f"{url}/v1/sync/push", data=io.BytesIO(payload), headers=_auth(token)) as r:
+        await r.read()
+        return r.status, float(r.headers.get("Retry-After", 0))
+
+
+def _percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+async def _bystander(session: aiohttp.ClientSession, url: str, memory_id: str, count: int) -> list[float]:
+    latencies = []
+    for i in range(count):
+        start = time.perf_counter()
+        if i % 2:
+            body = json.dumps({"metadata": {"seen": i}}).encode()
+            status = await _send(session, "PATCH", f"{url}/v1/memories/{memory_id}", BYSTANDER, body)
+        else:
+            status = await _send(session, "GET", f"{url}/v1/memories/{memory_id}", BYSTANDER, None)
+        latencies.append(time.perf_counter() - start)
+        assert status == 200, status
+    return latencies
+
+
+async def _orphans(origin: str, count: int, page: int) -> list[bytes]:
+    """Payloads of updates whose memory's creation is left out: they wait for ever."""
+    async with Replica(None, replica_id=origin) as source:
+        memory = await source.add("never sent", user_id="u1")
+        for i in range(count):
+            await source.update(memory.id, metadata={"n": i})
+        deltas = [d for d in source.store.deltas_since([U1], {}) if d.doc_id == memory.id][1:]
+        keys = source.keys_for(deltas)
+    return [wire.encode(wire.Payload(origin, deltas[i : i + page], {}, keys)) for i in range(0, count, page)]
+
+
+async def _wide_memories(count: int, keys: int) -> list[bytes]:
+    """Payloads each creating a memory of ``keys`` metadata keys, made under larger bounds."""
+    made = []
+    async with Replica(None, replica_id="wide", limits=Limits(metadata_keys=keys)) as source:
+        for i in range(count):
+            memory = await source.add(f"wide {i}", user_id="u1", metadata={f"k{j}": j for j in range(keys)})
+            deltas = [d for d in source.store.deltas_since([U1], {}) if d.doc_id == memory.id]
+            made.append(wire.encode(wire.Payload("wide", deltas, {}, source.keys_for(deltas))))
+    return made
+
+
+async def _seed(session: aiohttp.ClientSession, url: str, count: int) -> None:
+    async with Replica(None, replica_id="seeder") as seeder:
+        for i in range(count):
+            await seeder.add(
+                f"memory {i}: " + "some text " * 20, user_id="u1", metadata={"i": i}, tags=["seed"]
+            )
+        deltas = seeder.store.deltas_since([U1], {})
+        keys = seeder.keys_for(deltas)
+    for start in range(0, len(deltas), 1000):
+        payload = wire.encode(wire.Payload("seeder", deltas[start : start + 1000], {}, keys))
+        status, _ = await _push(session, url, SEEDER, payload)
+        assert status == 200, status
+
+
+async def _replay_storm(session: aiohttp.ClientSession, url: str, clients: int, expected: int) -> None:
+    """``clients`` SSE streams resuming from an unknown id, each read to its ``expected``-th memory."""
+
+    async def one() -> None:
+        headers = {**_auth(HOSTILE), "Last-Event-ID": "elsewhere:1"}
+        async with session.get(f"{url}/v1/events", headers=headers) as response:
+            seen = 0
+            while seen < expected:
+                line = await asyncio.wait_for(response.content.readline(), 60)
+                if line.startswith(b"event: create"):
+                    seen += 1
+
+    await asyncio.gather(*(one() for _ in range(clients)))
+
+
+async def main() -> None:
+    parser = _common.parser(__doc__.splitlines()[0])
+    args = parser.parse_args()
+    requests = 100 if args.quick else 400
+    memories = 1_000 if args.quick else 5_000
+    flood = 20_000 if args.quick else 100_000
+    with _common.workdir(args) as root:
+        server = Server(root)
+        timeout = aiohttp.ClientTimeout(total=300)
+        try:
+            async with aiohttp.ClientSession(timeout=timeout) as session:
+                await run(server, session, requests, memories, flood)
+        finally:
+            server.stop()
+
+
+async def run(
+    server: Server, session: aiohttp.ClientSession, requests: int, memories: int, flood: int
+) -> None:
+    url = server.url
+    body = json.dumps({"content": "bob's", "user_id": "u2"}).encode()
+    async with session.post(f"{url}/v1/memories", data=body, headers=_auth(BYSTANDER)) as r:
+        bobs = (await r.json())["id"]
+    await _seed(session, url, memories)
+    rss = {"seeded": server.rss_mb()}
+    print(f"seeded {memories} memories; server RSS {rss['seeded']:.0f} MB")
+
+    big = "x" * (1024 * 1024 - 16)
+    bodies = {
+        "20,000 metadata keys (refused)": json.dumps(
+            {"content": "x", "user_id": "u1", "metadata": {f"key-{i:05d}": i for i in range(20_000)}}
+        ).encode(),
+        "1,000 keys + 1,000 tags (accepted)": json.dumps(
+            {
+                "content": "x",
+                "user_id": "u1",
+                "metadata": {f"k{i}": i for i in range(1_000)},
+                "tags": [f"t{i}" for i in range(1_000)],
+            }
+        ).encode(),
+        "1 MiB value (accepted)": json.dumps({"content": big, "user_id": "u1"}).encode(),
+        "body over 8 MiB (refused)": b'{"content": "' + b"x" * (8 * 1024 * 1024 + 1) + b'"}',
+    }
+    orphan_pages = await _orphans("orphans", 20_000, 2_000)
+    wide = await _wide_memories(12, 20_000)
+    print(
+        f"a wide memory's payload: {len(wide[0]) / 1024:.0f} KiB; "
+        f"an orphan page: {len(orphan_pages[0]) / 1024:.0f} KiB"
+    )
+
+    async def hostile_loop(make: Callable[[int], Awaitable[Any]], stop: asyncio.Event) -> int:
+        n = 0
+        while not stop.is_set():
+            await make(n)
+            n += 1
+        return n
+
+    async def phase(name: str, make: Callable[[int], Awaitable[Any]] | None) -> dict[str, Any]:
+        stop = asyncio.Event()
+        hostile = [asyncio.ensure_future(hostile_loop(make, stop)) for _ in range(2)] if make else []
+        if hostile:
+            await asyncio.sleep(0.2)
+        latencies = await _bystander(session, url, bobs, requests)
+        stop.set()
+        sent = sum(await asyncio.gather(*hostile)) if hostile else 0
+        return {
+            "phase": name,
+            "p50_ms": statistics.median(latencies) * 1000,
+            "p99_ms": _percentile(latencies, 0.99) * 1000,
+            "hostile_requests": sent,
+        }
+
+    def post(body: bytes) -> Callable[[int], Awaitable[Any]]:
+        return lambda n: _send(session, "POST", f"{url}/v1/memories", HOSTILE, body)
+
+    async def push_cycle(pages: list[bytes], n: int) -> None:
+        status, wait = await _push(session, url, HOSTILE, pages[n % len(pages)])
+        if status == 429:
+            await asyncio.sleep(min(wait, 1.0))
+
+    async def storm(n: int) -> None:
+        await _replay_storm(session, url, 10, memories)  # two loops: twenty streams at a time
+
+    rows = [await phase("idle", None)]
+    for name, body in bodies.items():
+        rows.append(await phase(name, post(body)))
+    rows.append(await phase("push of 2,000 waiting deltas", lambda n: push_cycle(orphan_pages, n)))
+    rows.append(await phase("push of a memory of 20,000 keys", lambda n: push_cycle(wide, n)))
+    rows.append(await phase(f"20 streams replaying {memories} memories", storm))
+    idle = rows[0]["p99_ms"]
+    print(f"\n{'while':40} {'p50 ms':>8} {'p99 ms':>8} {'p99/idle':>9} {'hostile reqs':>13}")
+    for row in rows:
+        ratio = row["p99_ms"] / idle
+        print(
+            f"{row['phase']:40} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {ratio:8.1f}x "
+            f"{row['hostile_requests']:13}"
+        )
+
+    # the pending flood: one token, pages of 2,000, retrying when told to wait
+    pages = await _orphans("orphans", flood, 2_000) if flood != 20_000 else orphan_pages
+    pushed, start = 0, time.perf_counter()
+    for page in pages:
+        while True:
+            status, wait = await _push(session, url, HOSTILE, page)
+            if status != 429:
+                break
+            await asyncio.sleep(wait)
+        pushed += 1
+    async with session.get(f"{url}/v1/status", headers=_auth(OPERATOR)) as r:
+        status = await r.json()
+    rss["after pending flood"] = server.rss_mb()
+    print(
+        f"\npending flood: {flood} deltas in {pushed} pushes, "
+        f"{time.perf_counter() - start:.1f} s (at the delta rate); "
+        f"waiting {status['pending_deltas']}, evicted {status['trust']['pending_evicted']}; "
+        f"RSS {rss['after pending flood']:.0f} MB"
+    )
+    peak = [server.rss_mb()]
+
+    async def sample() -> None:
+        while True:
+            peak.append(server.rss_mb())
+            await asyncio.sleep(0.05)
+
+    sampler = asyncio.ensure_future(sample())
+    start = time.perf_counter()
+    await _replay_storm(session, url, 20, memories)
+    sampler.cancel()
+    rss["peak during 20 replays"] = max(peak)
+    rss["after 20 replays"] = server.rss_mb()
+    print(
+        f"20 streams replaying {memories} memories: {time.perf_counter() - start:.1f} s; "
+        f"RSS peak {rss['peak during 20 replays']:.0f} MB, after {rss['after 20 replays']:.0f} MB "
+        f"(seeded: {rss['seeded']:.0f} MB)"
+    )
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    asyncio.run(main())
