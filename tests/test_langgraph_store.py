@@ -27,7 +27,14 @@ from langgraph.store.memory import InMemoryStore
 
 from crdtmem import Replica, Scope, SyncReplica
 from crdtmem.errors import InvalidInput
-from crdtmem.integrations.langgraph import CrdtmemStore, namespace_scope
+from crdtmem.index import IndexSettings
+from crdtmem.integrations.langgraph import CrdtmemStore, LangGraphEmbedder, namespace_scope
+
+
+def _put(namespace: tuple[str, ...], key: str, value: dict[str, Any] | None) -> PutOp:
+    """A put as BaseStore.put makes one (st.builds would draw the optional index and ttl too)."""
+    return PutOp(namespace, key, value)
+
 
 NAMESPACES = [("a",), ("a", "b"), ("a", "c"), ("d",), ("a", "b", "e"), ("d", "b")]
 KEYS = ["k1", "k2", "k 3/x"]
@@ -48,8 +55,8 @@ filters = st.one_of(
 prefixes = st.sampled_from([(), ("a",), ("a", "b"), ("d",), ("x",)])
 paths = st.sampled_from([("a",), ("a", "*"), ("*", "b"), ("b",), ("e",), ("a", "b", "e")])
 
-put_ops = st.builds(PutOp, st.sampled_from(NAMESPACES), st.sampled_from(KEYS), values)
-delete_ops = st.builds(PutOp, st.sampled_from(NAMESPACES), st.sampled_from(KEYS), st.none())
+put_ops = st.builds(_put, st.sampled_from(NAMESPACES), st.sampled_from(KEYS), values)
+delete_ops = st.builds(_put, st.sampled_from(NAMESPACES), st.sampled_from(KEYS), st.none())
 get_ops = st.builds(GetOp, st.sampled_from(NAMESPACES), st.sampled_from(KEYS))
 search_ops = st.builds(SearchOp, prefixes, filters, st.integers(1, 6), st.integers(0, 4))
 list_ops = st.builds(
@@ -288,3 +295,83 @@ def test_without_the_extra_the_import_names_it(tmp_path):
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode != 0
     assert "pip install 'crdtmem[langgraph]'" in done.stderr.splitlines()[-1]
+
+
+VOCABULARY = ["tea", "coffee", "python", "guide", "tennis", "pizza", "music", "sea"]
+
+
+def embed_words(texts: list[str]) -> list[list[float]]:
+    """A deterministic embedding for the comparison: word counts over a small vocabulary, and a
+    constant so no vector is zero."""
+    return [[1.0, *(float(text.split().count(word)) for word in VOCABULARY)] for text in texts]
+
+
+INDEX: Any = {"dims": len(VOCABULARY) + 1, "embed": embed_words, "fields": ["text"]}
+texts = st.lists(st.sampled_from(VOCABULARY), min_size=1, max_size=4).map(" ".join)
+semantic_puts = st.builds(
+    _put,
+    st.sampled_from(NAMESPACES),
+    st.sampled_from(KEYS),
+    st.fixed_dictionaries({"text": texts, "n": st.integers(0, 5)}),
+)
+semantic_searches = st.builds(
+    SearchOp,
+    prefixes,
+    st.one_of(st.none(), st.fixed_dictionaries({"n": st.sampled_from([{"$gt": 2}, 3])})),
+    st.integers(1, 6),
+    st.integers(0, 3),
+    texts,
+)
+
+
+@pytest.fixture(scope="module")
+def indexed() -> Iterator[SyncReplica]:
+    settings_ = IndexSettings(engine="memory", embedder=LangGraphEmbedder(INDEX))
+    with SyncReplica(None, replica_id="lg-index", index=settings_) as r:
+        yield r
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.one_of(semantic_puts, semantic_puts, delete_ops, semantic_searches), max_size=20))
+def test_search_by_query_ranks_and_scores_as_langgraphs_in_memory_store(indexed, steps):
+    _clear(indexed)
+    store = CrdtmemStore(indexed, index=INDEX)
+    reference = InMemoryStore(index=INDEX)
+    for op in steps:
+        mine, theirs = store.batch([op])[0], reference.batch([op])[0]
+        if not isinstance(op, SearchOp):
+            continue
+        # the same page: the same number of items, with the same scores (items of equal score may
+        # come in another order), each item scored as the reference scores it
+        assert len(mine) == len(theirs), (op, _plain(mine), _plain(theirs))
+        assert [round(i.score, 6) for i in mine] == [round(i.score, 6) for i in theirs], op
+        everything = {
+            (i.namespace, i.key): i.score for i in reference.batch([op._replace(limit=100, offset=0)])[0]
+        }
+        for item in mine:
+            assert item.score == pytest.approx(everything[(item.namespace, item.key)], abs=1e-6)
+
+
+def test_a_puts_index_paths_decide_what_is_embedded(indexed):
+    _clear(indexed)
+    store = CrdtmemStore(indexed, index=INDEX)
+    store.put(("docs",), "a", {"text": "tea", "note": "coffee coffee"})
+    store.put(("docs",), "b", {"text": "tea", "note": "coffee coffee"}, index=["note"])
+    store.put(("docs",), "c", {"text": "coffee"}, index=False)
+    memory = indexed.get(store.memory_id(("docs",), "b"))
+    assert memory.embedding_model == "langgraph/embed_words"
+    assert memory.embedding[VOCABULARY.index("coffee") + 1] > 0  # from "note", as index= said
+    assert indexed.get(store.memory_id(("docs",), "c")).embedding is None
+    hits = store.search(("docs",), query="coffee", limit=3)
+    assert hits[0].key == "b"
+    assert {h.key for h in hits} == {"a", "b", "c"}
+
+
+def test_an_index_config_needs_a_replica_that_embeds_alike(replica):
+    with pytest.raises(InvalidInput, match="dims"):
+        LangGraphEmbedder({"embed": embed_words})  # type: ignore[typeddict-item]
+    with (
+        SyncReplica(None, replica_id="other-embedder", index=True) as hashing,
+        pytest.raises(InvalidInput, match="LangGraphEmbedder"),
+    ):
+        CrdtmemStore(hashing, index=INDEX)

@@ -32,8 +32,10 @@ one item the last counts.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -45,6 +47,7 @@ require("langgraph", "langgraph", "langgraph (for crdtmem.integrations.langgraph
 from langgraph.store.base import (  # noqa: E402
     BaseStore,
     GetOp,
+    IndexConfig,
     Item,
     ListNamespacesOp,
     MatchCondition,
@@ -53,6 +56,9 @@ from langgraph.store.base import (  # noqa: E402
     Result,
     SearchItem,
     SearchOp,
+    ensure_embeddings,
+    get_text_at_path,
+    tokenize_path,
     validate_op_namespace,
 )
 
@@ -63,7 +69,7 @@ from ..engine.sync_api import SyncReplica  # noqa: E402
 from ..errors import InvalidInput, MemoryExists, NotFound  # noqa: E402
 from ..ids import MAX_ID_LENGTH, escape_id  # noqa: E402
 
-__all__ = ["CrdtmemStore", "Namespace", "ScopeOf", "namespace_scope"]
+__all__ = ["CrdtmemStore", "LangGraphEmbedder", "Namespace", "ScopeOf", "namespace_scope"]
 
 Namespace = tuple[str, ...]
 ScopeOf = Callable[[Namespace], Scope]
@@ -71,6 +77,9 @@ ScopeOf = Callable[[Namespace], Scope]
 
 PREFIX = "langgraph"
 """First part of every item's memory id, and the metadata key that records its namespace and key."""
+
+_INDEX_WAIT_S = 5.0
+"""How long a search by query waits for the index to take the writes made before it."""
 
 _MAX_SEARCH = 1000
 """Most hits one index query may return (the index's own bound)."""
@@ -100,6 +109,41 @@ def namespace_scope(
     return scope
 
 
+class LangGraphEmbedder:
+    """The embeddings of a LangGraph index config (``{"dims", "embed"}``: a LangChain ``Embeddings``,
+    an embedding function, or a provider string) as a crdtmem embedder, so that a replica's index and
+    a :class:`CrdtmemStore` given the same config embed alike::
+
+        config = {"dims": 1536, "embed": embed_texts, "fields": ["text"]}
+        replica = Replica("agent.db", index=IndexSettings(embedder=LangGraphEmbedder(config)))
+        store = CrdtmemStore(replica, index=config)
+
+    ``model`` names it in the index (default: ``langgraph/`` and the provider string or the
+    function's name); vectors come out L2-normalised.
+    """
+
+    def __init__(self, config: IndexConfig, *, model: str | None = None):
+        if not isinstance(config.get("dims"), int) or config["dims"] < 1:
+            raise InvalidInput('an index config needs "dims", the size of its vectors')
+        embed = config.get("embed")
+        if embed is None:
+            raise InvalidInput('an index config needs "embed": Embeddings, a function or a provider string')
+        self.embeddings = ensure_embeddings(embed)
+        self.dim: int = config["dims"]
+        named = embed if isinstance(embed, str) else getattr(embed, "__name__", type(embed).__name__)
+        self.model: str = model or f"langgraph/{named}"
+
+    def embed(self, texts: Sequence[str]) -> list[list[float]]:
+        vectors = self.embeddings.embed_documents(list(texts))
+        out = []
+        for vector in vectors:
+            if len(vector) != self.dim:
+                raise InvalidInput(f"{self.model} made {len(vector)} numbers, not dims={self.dim}")
+            norm = math.sqrt(math.fsum(x * x for x in vector))
+            out.append([x / norm for x in vector] if norm > 0.0 else [0.0] * self.dim)
+        return out
+
+
 class CrdtmemStore(BaseStore):
     """LangGraph's ``BaseStore`` on a replica (see the module docstring for the mapping).
 
@@ -109,15 +153,25 @@ class CrdtmemStore(BaseStore):
         scope: the scope of every item (a :class:`Scope`; default: no user or tenant, the
             ``system:global`` channel), or a function of the item's namespace that returns it
             (:func:`namespace_scope`).
+        index: LangGraph's index config (``{"dims", "embed", "fields"}``): every put embeds the text
+            at the config's ``fields`` (default ``["$"]``, the whole value), or at the put's own
+            ``index=[...]`` paths, and gives the vector to the memory; the replica's index searches
+            with them when it embeds by the same config (:class:`LangGraphEmbedder`). Without it the
+            replica's index embeds each item's whole value its own way.
 
     TTLs are not supported (``supports_ttl`` is False: a put with a ``ttl`` is refused by
-    ``BaseStore``). A put's ``index`` argument is not used: the replica's index embeds the whole
-    value of every item.
+    ``BaseStore``).
     """
 
     supports_ttl = False
 
-    def __init__(self, replica: Replica | SyncReplica, *, scope: Scope | ScopeOf | None = None):
+    def __init__(
+        self,
+        replica: Replica | SyncReplica,
+        *,
+        scope: Scope | ScopeOf | None = None,
+        index: IndexConfig | None = None,
+    ):
         if isinstance(replica, SyncReplica):
             self.replica: Replica = replica.replica
             self._loop: asyncio.AbstractEventLoop | None = replica.loop
@@ -137,6 +191,18 @@ class CrdtmemStore(BaseStore):
             self._scope_of = lambda _namespace: fixed
             if len(fixed.channels()) == 1:
                 self._channel = fixed.channels()[0]
+        self.index_config = index
+        self._embedder: LangGraphEmbedder | None = None
+        self._fields: list[str] = ["$"]
+        if index is not None:
+            self._embedder = LangGraphEmbedder(index)
+            self._fields = list(index.get("fields") or ["$"])
+            engine = self.replica.index
+            if engine is not None and engine.embedder.model != self._embedder.model:
+                raise InvalidInput(
+                    f"the replica's index embeds with {engine.embedder.model}, not this config's "
+                    f"{self._embedder.model}: open it with IndexSettings(embedder=LangGraphEmbedder(config))"
+                )
 
     # -- BaseStore ----------------------------------------------------------------------------
 
@@ -219,8 +285,9 @@ class CrdtmemStore(BaseStore):
         if not isinstance(op.value, Mapping):
             raise InvalidInput(f"a store value must be a dict, got {type(op.value).__name__}")
         value = dict(op.value)
+        vector = await self._vector(value, op.index)
         if live:
-            await self.replica.update(memory_id, content=value)
+            await self._update(memory_id, value, vector)
             return
         scope = self._scope_of(namespace)
         try:
@@ -233,9 +300,31 @@ class CrdtmemStore(BaseStore):
                 shared=scope.shared,
                 metadata={PREFIX: {"namespace": list(namespace), "key": op.key}},
                 tags=[_prefix_tag(namespace[:depth]) for depth in range(1, len(namespace) + 1)],
+                embedding=vector,
+                embedding_model=self._embedder.model if vector is not None and self._embedder else None,
             )
         except MemoryExists:  # created since we looked (a remote apply)
-            await self.replica.update(memory_id, content=value)
+            await self._update(memory_id, value, vector)
+
+    async def _update(self, memory_id: str, value: dict[str, Any], vector: list[float] | None) -> None:
+        await self.replica.update(memory_id, content=value)
+        if vector is not None and self._embedder is not None:
+            await self.replica.set_embedding(memory_id, vector, self._embedder.model)
+
+    async def _vector(self, value: dict[str, Any], paths: Any) -> list[float] | None:
+        """The vector of the text at the put's ``index`` paths (or the config's fields), all of it
+        embedded as one text; None without an index config, for ``index=False``, or with no text."""
+        if self._embedder is None or paths is False:
+            return None
+        texts = [
+            text
+            for path in (paths if isinstance(paths, list) else self._fields)
+            for text in get_text_at_path(value, path if path == "$" else tokenize_path(path))
+        ]
+        if not texts:
+            return None
+        (vector,) = await asyncio.to_thread(self._embedder.embed, ["\n".join(texts)])
+        return vector
 
     async def _items(self) -> list[Memory]:
         """Every live item of this store, most recently updated first."""
@@ -256,6 +345,8 @@ class CrdtmemStore(BaseStore):
         end = op.offset + op.limit
         if not op.query or self.replica.index is None or not found:
             return [_item(m) for m in found[op.offset : end]]
+        with contextlib.suppress(TimeoutError):  # a search sees the puts before it, as in LangGraph's stores
+            await self.replica.index.wait_idle(timeout=_INDEX_WAIT_S)
         wanted = {m.id: m for m in found}
         tags = [_prefix_tag(prefix)] if prefix else []
         asked = min(_MAX_SEARCH, max(end, 1) * 4)
