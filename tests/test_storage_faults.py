@@ -305,6 +305,54 @@ async def test_a_garbage_page_is_reported_and_answered_with_json_errors(
     assert "Traceback" not in node.log.read_text()
 
 
+def test_a_file_that_does_not_open_exits_4_with_one_line(tmp_path: Path) -> None:
+    """Garbage where the schema lives (page 1): the node cannot open the file at all. It says so in
+    one line and exits 4, distinct from a lock (3) and from bad arguments (2)."""
+    db = tmp_path / "hub.db"
+
+    async def fill() -> None:
+        async with Replica(db, replica_id="hub") as replica:
+            await replica.add("something", user_id="u1")
+
+    asyncio.run(fill())
+    with db.open("r+b") as f:
+        f.write(os.urandom(4096))
+    done = subprocess.run(
+        [sys.executable, "-m", "crdtmem", "serve", "--db", str(db), "--replica-id", "hub", "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 4, done.stderr
+    assert "crdtmem serve: cannot open store" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+async def test_an_unexpected_failure_answers_a_json_500(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """Damage no check names (garbage in a conflict's stored values) fails inside a handler: the
+    answer is a JSON 500, the failure is logged, and the node goes on serving."""
+    node = ServerProcess(tmp_path, "hub").start()
+    try:
+        api = Api(session, node.url)
+        memory = await api.add("a fact", user_id="u1")
+        node.stop()
+        _sql(
+            node.db,
+            "INSERT INTO conflicts(doc_id, field, user_id, tenant_id, vals) "
+            "VALUES (?, 'content', 'u1', NULL, ?)",
+            memory["id"],
+            "not json",
+        )
+        node.start()
+        status, error = await _call(session, "GET", f"{node.url}/v1/conflicts")
+        assert status == 500 and error["error"] == "InternalError", error
+        assert (await api.patch(memory["id"], content="served"))["content"] == "served"
+    finally:
+        node.stop()
+    assert "GET /v1/conflicts failed" in node.log.read_text()
+
+
 # -- every error body is JSON ------------------------------------------------------------------------
 
 

@@ -122,8 +122,8 @@ class SQLiteStore:
             raise
 
     def quick_check(self) -> list[str]:
-        """``PRAGMA quick_check``: ``["ok"]`` or the problems found. It reads every page once (a
-        second or so per GB), without the index cross-checks of a full integrity check."""
+        """``PRAGMA quick_check``: ``["ok"]`` or the problems found. It reads every page once
+        (about 5 s per GB), without the index cross-checks of a full integrity check."""
         try:
             rows = self._r.execute(f"PRAGMA quick_check({QUICK_CHECK_ERRORS})").fetchall()
         except sqlite3.DatabaseError as exc:  # too damaged to walk: that is the report
