@@ -126,8 +126,7 @@ class DamagedMemory(StorageError):
 
 class MemoryQuarantined(StorageError):
     """The memory was found damaged in storage and is quarantined: every call on it fails with this
-    until it is repaired (see docs/operating.md, "When storage is damaged"); every other memory is
-    served as usual."""
+    (see docs/operating.md, "When storage is damaged"); every other memory is served as usual."""
 
     def __init__(self, memory_id: str, reason: str):
         super().__init__(

@@ -260,6 +260,47 @@ async def test_deltas_for_a_quarantined_memory_wait_and_the_rest_of_the_stream_a
     assert "Traceback" not in hub.log.read_text()
 
 
+async def test_crdtmem_check_lists_every_damaged_memory_of_a_stopped_file(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    node = ServerProcess(tmp_path, "hub").start()
+    try:
+        api = Api(session, node.url)
+        bad_record, fine = await _two_memories(api)
+        bad_state = (await api.add("its deltas get damaged", user_id="u1"))["id"]
+        running = _check(node.db)
+        assert running.returncode == 3 and "is in use" in running.stderr, running.stderr
+    finally:
+        node.stop()
+    clean = _check(node.db)
+    assert clean.returncode == 0, clean.stdout + clean.stderr
+    assert json.loads(clean.stdout) == {
+        "db": str(node.db),
+        "ok": True,
+        "integrity": ["ok"],
+        "memories": 3,
+        "damaged": [],
+    }
+    _sql(node.db, "UPDATE docs SET record = 'garbage' WHERE id = ?", bad_record)
+    _sql(node.db, "UPDATE deltas SET [update] = ? WHERE doc_id = ?", os.urandom(40), bad_state)
+    damaged = _check(node.db)
+    assert damaged.returncode == 1, damaged.stderr
+    report = json.loads(damaged.stdout)
+    assert not report["ok"] and report["memories"] == 3
+    assert sorted(d["memory_id"] for d in report["damaged"]) == sorted([bad_record, bad_state])
+    assert fine not in damaged.stdout
+    assert all(d["reason"] for d in report["damaged"])
+
+
+def _check(db: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "crdtmem", "check", "--db", str(db), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
 # -- a garbage page ----------------------------------------------------------------------------------
 
 

@@ -189,6 +189,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     key.add_argument("--db", required=True, help="the replica's SQLite file")
 
+    check = commands.add_parser(
+        "check", help="read a stopped replica's whole file and list what is damaged (exit 1 if any)"
+    )
+    check.add_argument("--db", required=True, help="the replica's SQLite file (stop its server first)")
+    check.add_argument("--json", action="store_true", help="print the report as JSON")
+
     reindex = commands.add_parser(
         "reindex", help="rebuild a replica's search index from its store, then verify it"
     )
@@ -364,6 +370,10 @@ def _run(args: argparse.Namespace) -> int:
         return _reindex(args)
     if args.command == "key":
         return _key(args)
+    if args.command == "check":
+        from .check import main as check_main
+
+        return check_main(args)
     if args.command == "token":
         return _token(args)
     if args.command == "mcp":

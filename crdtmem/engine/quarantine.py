@@ -2,14 +2,14 @@
 
 A garbage record, a state, snapshot or delta that Yrs cannot decode, or an unreadable page under a
 memory's rows: the store reports it (:class:`~crdtmem.errors.DamagedMemory`), and the memory is
-*quarantined* from then on, until the process restarts or ``crdtmem repair`` rebuilds it. A quarantined
+*quarantined* from then on, until the process stops. A quarantined
 memory answers every call with :class:`~crdtmem.errors.MemoryQuarantined` (a StorageError: 503 over
 HTTP), is left out of lists, and remote deltas for it wait (like those for a memory not seen yet)
 instead of failing the payload that carries them; every other memory is served as usual.
 
 Damage is found where a memory is read: its record on open (the memories warmed into the cache) and
 in lists, its state when it is written, merged into or read back. The store's integrity check on
-open covers the file's pages; ``crdtmem repair --check`` reads every memory.
+open covers the file's pages; ``crdtmem check`` reads every memory of a stopped file.
 """
 
 from __future__ import annotations
