@@ -50,7 +50,7 @@ from ..access import OPEN, AccessDenied, Principal
 from ..clock import Hlc, HybridLogicalClock, WallClock
 from ..document.memory import MemoryDoc
 from ..document.records import Memory
-from ..errors import ClockSkewError, PayloadError
+from ..errors import ClockSkewError, MemoryQuarantined, PayloadError
 from ..events import MemoryEvent
 from ..limits import DEFAULT_LIMITS, Limits
 from ..store.base import Commit, Decision, DeltaRecord, DocWrite, Store
@@ -254,7 +254,20 @@ class RemoteApply:
         self, fresh: list[Delivered], relog: list[Delivered], waiting_before: list[Delivered]
     ) -> _Outcome:
         """Apply, check and commit these deltas as one unit; raises (having changed nothing) if any
-        check fails."""
+        check fails. A memory found damaged on the way is quarantined; the unit is then applied
+        again without it (its deltas wait)."""
+        found: set[str] = set()
+        while True:
+            try:
+                return await self._apply_unit(fresh, relog, waiting_before)
+            except MemoryQuarantined as exc:
+                if exc.memory_id in found:
+                    raise
+                found.add(exc.memory_id)
+
+    async def _apply_unit(
+        self, fresh: list[Delivered], relog: list[Delivered], waiting_before: list[Delivered]
+    ) -> _Outcome:
         docs: dict[str, MemoryDoc] = {}
         before: dict[str, Memory | None] = {}
         sizes: dict[str, tuple[int, int, int]] = {}
@@ -269,8 +282,10 @@ class RemoteApply:
 
         # a quarantined memory (its stored data does not read back) cannot take deltas: they wait,
         # like those for a memory not seen yet, and the rest of the payload applies
-        aside = {d for d in {i.delta.doc_id for i in fresh + waiting_before} if not self._work.readable(d)}
+        involved = {item.delta.doc_id for item in fresh + relog + waiting_before}
+        aside = {doc_id for doc_id in involved if doc_id in self._work.quarantine}
         held = [item for item in fresh if item.delta.doc_id in aside]
+        relog = [item for item in relog if item.delta.doc_id not in aside]  # unlogged: sent again
         hidden = [item for item in fresh if item not in held and unseen(item, self._stored_channels)]
         candidates = [item for item in fresh if item not in hidden and item not in held] + [
             item for item in waiting_before if item.delta.doc_id not in aside

@@ -12,7 +12,7 @@ from typing import Any
 
 from ..document.memory import MemoryDoc
 from ..document.records import Memory
-from ..errors import DamagedMemory, MalformedPayload, MemoryQuarantined
+from ..errors import DamagedMemory, MalformedPayload
 from ..store.base import Store
 from .cache import LRU, MemoryCache
 from .quarantine import Quarantine
@@ -104,15 +104,6 @@ class WorkingSet:
             doc.stored_upto = max(doc.stored_upto, stored.upto)
             self.docs.put(memory_id, doc)
         return doc
-
-    def readable(self, memory_id: str) -> bool:
-        """Whether the memory reads back (or is not stored): False once it is quarantined."""
-        try:
-            self.doc(memory_id)
-            self.record(memory_id)
-        except MemoryQuarantined:
-            return False
-        return True
 
     def doc_to_merge(self, memory_id: str) -> MemoryDoc:
         """:meth:`doc`, or an empty document to merge remote deltas into (kept like a loaded one)."""
