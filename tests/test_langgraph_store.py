@@ -130,11 +130,12 @@ def _compare(op: Any, mine: Any, theirs: Any, reference: InMemoryStore) -> None:
         assert _plain(mine) == _plain(theirs), op
 
 
+@pytest.mark.parametrize("scope", [None, namespace_scope(user=0)], ids=["one scope", "user from namespace"])
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(steps)
-def test_same_operations_give_the_same_results_as_langgraphs_in_memory_store(replica, steps):
+@given(steps=steps)
+def test_same_operations_give_the_same_results_as_langgraphs_in_memory_store(replica, scope, steps):
     _clear(replica)
-    store = CrdtmemStore(replica)
+    store = CrdtmemStore(replica, scope=scope)
     reference = InMemoryStore()
     for batch in steps:
         mine = store.batch(batch)
@@ -219,6 +220,19 @@ def test_namespaces_map_to_scopes_and_ids_are_the_same_everywhere(replica):
     assert long_id.startswith("langgraph#") and len(long_id) == len("langgraph#") + 64
     store.put(("n", "u" * 200), "k" * 100, {"v": 1})
     assert store.get(("n", "u" * 200), "k" * 100).value == {"v": 1}  # type: ignore[union-attr]
+
+
+def test_a_search_within_a_scope_reads_only_its_channel(replica):
+    store = CrdtmemStore(replica, scope=namespace_scope(user=1, topics=[0]))
+    assert store._channel_of(("notes", "alice", "2024")) == "topic:notes:updates"
+    assert store._channel_of(("notes",)) is None and store._channel_of(()) is None
+    assert namespace_scope(user=-1).depth is None and namespace_scope().depth == 0
+    assert CrdtmemStore(replica, scope=Scope(user_id="u1"))._channel_of(("x",)) == "user:u1:memories"
+    _clear(replica)
+    store.put(("notes", "alice"), "a", {"v": 1})
+    store.put(("notes", "bob"), "b", {"v": 2})
+    assert [i.key for i in store.search(("notes", "alice"))] == ["a"]
+    assert sorted(i.key for i in store.search(("notes",))) == ["a", "b"]
 
 
 def test_invalid_input_is_refused_as_langgraph_refuses_it(replica):

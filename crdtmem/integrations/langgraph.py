@@ -69,7 +69,7 @@ from ..engine.sync_api import SyncReplica  # noqa: E402
 from ..errors import InvalidInput, MemoryExists, NotFound  # noqa: E402
 from ..ids import MAX_ID_LENGTH, escape_id  # noqa: E402
 
-__all__ = ["CrdtmemStore", "LangGraphEmbedder", "Namespace", "ScopeOf", "namespace_scope"]
+__all__ = ["CrdtmemStore", "LangGraphEmbedder", "Namespace", "NamespaceScope", "ScopeOf", "namespace_scope"]
 
 Namespace = tuple[str, ...]
 ScopeOf = Callable[[Namespace], Scope]
@@ -87,26 +87,37 @@ _MAX_SEARCH = 1000
 
 def namespace_scope(
     *, user: int | None = None, tenant: int | None = None, topics: Sequence[int] = (), shared: bool = False
-) -> ScopeOf:
+) -> NamespaceScope:
     """A scope read from an item's namespace labels: ``user``, ``tenant`` and ``topics`` are
     positions in the namespace. ``namespace_scope(user=1)`` puts ``("memories", "alice")`` in user
     ``alice``'s scope (channel ``user:alice:memories``); a namespace too short for a position is
     refused."""
+    return NamespaceScope(user, tenant, tuple(topics), shared)
 
-    def label(namespace: Namespace, at: int, what: str) -> str:
+
+class NamespaceScope:
+    """The scope function :func:`namespace_scope` makes. A search within a namespace prefix long
+    enough to hold every position reads only that scope's channel."""
+
+    def __init__(self, user: int | None, tenant: int | None, topics: tuple[int, ...], shared: bool):
+        self.user, self.tenant, self.topics, self.shared = user, tenant, topics, shared
+        positions = [at for at in (user, tenant, *topics) if at is not None]
+        self.depth: int | None = None if any(at < 0 for at in positions) else max(positions, default=-1) + 1
+        """How long a namespace prefix fixes the scope (None: positions counted from the end)."""
+
+    def __call__(self, namespace: Namespace) -> Scope:
+        return Scope(
+            user_id=self._label(namespace, self.user, "user id") if self.user is not None else None,
+            tenant_id=self._label(namespace, self.tenant, "tenant id") if self.tenant is not None else None,
+            topics=tuple(self._label(namespace, at, "topic") for at in self.topics),
+            shared=self.shared,
+        )
+
+    @staticmethod
+    def _label(namespace: Namespace, at: int, what: str) -> str:
         if not -len(namespace) <= at < len(namespace):
             raise InvalidInput(f"namespace {namespace!r:.200} has no label at position {at} for the {what}")
         return namespace[at]
-
-    def scope(namespace: Namespace) -> Scope:
-        return Scope(
-            user_id=label(namespace, user, "user id") if user is not None else None,
-            tenant_id=label(namespace, tenant, "tenant id") if tenant is not None else None,
-            topics=tuple(label(namespace, at, "topic") for at in topics),
-            shared=shared,
-        )
-
-    return scope
 
 
 class LangGraphEmbedder:
@@ -242,7 +253,7 @@ class CrdtmemStore(BaseStore):
             validate_op_namespace(op)
         results: list[Result] = []
         puts: dict[tuple[Namespace, str], PutOp] = {}
-        listed: list[Memory] | None = None
+        listed: dict[str | None, list[Memory]] = {}  # by the channel read (None: all), once a batch
         for op in ops:
             if isinstance(op, GetOp):
                 results.append(await self._get(op.namespace, op.key))
@@ -251,12 +262,14 @@ class CrdtmemStore(BaseStore):
                 puts[(tuple(op.namespace), op.key)] = op
                 results.append(None)
                 continue
-            if listed is None:
-                listed = await self._items()
+            prefix = tuple(op.namespace_prefix) if isinstance(op, SearchOp) else ()
+            channel = self._channel_of(prefix)
+            if channel not in listed:
+                listed[channel] = await self._items(channel)
             if isinstance(op, SearchOp):
-                results.append(await self._search(op, listed))
+                results.append(await self._search(op, listed[channel]))
             else:
-                results.append(_list_namespaces(op, [_namespace_of(m) for m in listed]))
+                results.append(_list_namespaces(op, [_namespace_of(m) for m in listed[channel]]))
         for op in puts.values():
             await self._put(op)
         return results
@@ -326,9 +339,18 @@ class CrdtmemStore(BaseStore):
         (vector,) = await asyncio.to_thread(self._embedder.embed, ["\n".join(texts)])
         return vector
 
-    async def _items(self) -> list[Memory]:
-        """Every live item of this store, most recently updated first."""
-        memories = await self.replica.list(kind="fact", channel=self._channel)
+    def _channel_of(self, prefix: Namespace) -> str | None:
+        """A channel every item under ``prefix`` is on, where the store's scope tells; else None."""
+        if not prefix or self._channel is not None or not isinstance(self._scope_of, NamespaceScope):
+            return self._channel
+        depth = self._scope_of.depth
+        if depth is None or len(prefix) < depth:
+            return None
+        return self._scope_of(prefix).channels()[0]
+
+    async def _items(self, channel: str | None) -> list[Memory]:
+        """Every live item of this store (on ``channel``, if given), most recently updated first."""
+        memories = await self.replica.list(kind="fact", channel=channel)
         mine = [m for m in memories if not m.deleted and self._owns(m)]
         mine.sort(key=lambda m: m.id)
         mine.sort(key=lambda m: m.updated_at, reverse=True)
