@@ -187,3 +187,48 @@ async def test_the_bus_principal_needs_an_entry_in_the_tokens_file(procs, tmp_pa
     node = bus_node(tmp_path, "a", [nats_server.url], tokens=tokens)
     with pytest.raises(RuntimeError, match="user:bus"):
         node.start()
+
+
+# -- the outbox marks ------------------------------------------------------------------------------
+
+
+async def test_the_outbox_mark_passes_entries_logged_without_a_delta(tmp_path, nats_server):
+    """A delta decided against is logged without its delta: nothing to publish, and the mark must
+    not stop in front of it; the entries around it are published, and a restart publishes nothing
+    twice."""
+    from crdtmem import Replica
+    from crdtmem.access import Principal
+    from crdtmem.bus import BusClient, BusSettings
+    from crdtmem.engine import payload as wire
+
+    async with Replica(None, replica_id="w") as writer:
+        await writer.add("first", user_id="u1", memory_id="a")
+        await writer.add("on two channels", user_id="u1", tenant_id="t", shared=True, memory_id="b")
+        await writer.add("third", user_id="u1", memory_id="c")
+        exported = wire.decode(await writer.export_since([U1, "tenant:t:shared"]))
+    relay = Principal("user:relay", ("*",), (U1,), ("*",), ("*",))
+    async with Replica(tmp_path / "r.db", replica_id="r") as replica:
+        result = await replica.apply_payload(exported, sender=relay, isolate=True)
+        assert (result.applied, result.denied) == (2, 1)
+        assert replica.version_vector(U1) == {"w": 3}  # seq 2 logged, decided against
+        async with BusClient(replica, BusSettings([nats_server.url])) as bus:
+            await eventually(lambda: _settled(bus), what="the outbox drained")
+            assert bus.outbox is not None and bus.outbox.published == 2
+        assert replica.store.outbox_marks("nats")[U1] == {"w": 3}
+        async with BusClient(replica, BusSettings([nats_server.url])) as again:
+            await eventually(lambda: _ready(again), what="connected again")
+            assert again.outbox is not None
+            await again.outbox.publish_pending(_refuse_to_publish)  # nothing is left to publish
+            assert again.outbox.lag() == 0
+
+
+async def _settled(bus) -> bool:
+    return bool(bus.ready and bus.outbox.lag() == 0)
+
+
+async def _ready(bus) -> bool:
+    return bool(bus.ready)
+
+
+async def _refuse_to_publish(subject: str, data: bytes, msg_id: str, stream: str) -> bool:
+    raise AssertionError(f"published {msg_id} again")

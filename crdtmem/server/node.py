@@ -111,6 +111,15 @@ class Node:
         self.links: set[Link] = set()
         self.peers: list[PeerClient] = []
         self.extensions: dict[str, Any] = {}
+        if bus is not None and tokens is not None:
+            rights = tokens.rights_of(bus_principal)
+            if rights is None:
+                raise InvalidInput(
+                    f"--bus: the tokens file has no entry for principal {bus_principal!r}, so nothing "
+                    "from the bus could be applied here; add one with the channels it may write and the "
+                    "origins it may introduce (docs/scale-out.md)"
+                )
+            bus = dataclasses.replace(bus, principal=rights)
         self.bus_settings = bus
         self.bus_principal = bus_principal
         self.bus: BusClient | None = None
@@ -158,15 +167,6 @@ class Node:
         settings = self.bus_settings
         if settings is None or self.bus is not None:
             return
-        if self.tokens is not None:
-            rights = self.tokens.rights_of(self.bus_principal)
-            if rights is None:
-                raise InvalidInput(
-                    f"--bus: the tokens file has no entry for principal {self.bus_principal!r}, so nothing "
-                    "from the bus could be applied here; add one with the channels it may write and the "
-                    "origins it may introduce (docs/scale-out.md)"
-                )
-            settings = dataclasses.replace(settings, principal=rights)
         self.bus = await BusClient(self.replica, settings, self.metrics).start()
         self.extensions["bus"] = self.bus
 
