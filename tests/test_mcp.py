@@ -133,7 +133,14 @@ async def test_every_tool_over_stdio_within_the_tokens_rights(node, tmp_path):
         bobs = await admin.add("Bob drinks green tea at noon", user_id="bob")
 
         async with over_stdio(node.url, ALICE_TOKEN) as session:
-            assert {tool.name for tool in (await session.list_tools()).tools} == TOOLS
+            tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+            assert set(tools) == TOOLS
+            read_only = {
+                name for name, tool in tools.items() if tool.annotations and tool.annotations.read_only_hint
+            }
+            assert read_only == {"search_memories", "get_memory", "list_memories", "list_conflicts"}
+            destructive = {n for n, t in tools.items() if t.annotations and t.annotations.destructive_hint}
+            assert destructive == {"delete_memory"}
 
             added = await call(
                 session,

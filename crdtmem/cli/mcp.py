@@ -48,10 +48,18 @@ import aiohttp  # noqa: E402
 import uvicorn  # noqa: E402
 from mcp.server.mcpserver import Context, MCPServer  # noqa: E402
 from mcp.server.mcpserver.exceptions import ToolError  # noqa: E402
+from mcp_types import ToolAnnotations  # noqa: E402
 
 from .client import UsageError, bearer_token  # noqa: E402
 
 Kind = Literal["fact", "preference", "list", "counter", "conversation"]
+
+READS = ToolAnnotations(read_only_hint=True, open_world_hint=False)
+WRITES = ToolAnnotations(read_only_hint=False, destructive_hint=False, open_world_hint=False)
+DELETES = ToolAnnotations(
+    read_only_hint=False, destructive_hint=True, idempotent_hint=True, open_world_hint=False
+)
+"""Hints for clients (which tools only read, which one deletes) on every tool."""
 
 INSTRUCTIONS = (
     "Long-term memory shared by every agent and device of the user, synced in real time. Search it "
@@ -131,7 +139,10 @@ def build_server(node: NodeClient, token: str | None) -> MCPServer:
         scheme, _, presented = (headers.get("authorization") or "").partition(" ")
         return presented.strip() if scheme.lower() == "bearer" and presented.strip() else None
 
-    @server.tool(description="Store a new memory. Content: text, or any JSON value for a fact/preference.")
+    @server.tool(
+        annotations=WRITES,
+        description="Store a new memory. Content: text, or any JSON value for a fact/preference.",
+    )
     async def add_memory(
         content: Any,
         ctx: Context,
@@ -162,7 +173,9 @@ def build_server(node: NodeClient, token: str | None) -> MCPServer:
             body["shared"] = True
         return _memory(await node.call(token_of(ctx), "POST", "/v1/memories", body))
 
-    @server.tool(description="Find memories by meaning, best first; each result has a score.")
+    @server.tool(
+        annotations=READS, description="Find memories by meaning, best first; each result has a score."
+    )
     async def search_memories(
         query: str,
         ctx: Context,
@@ -180,11 +193,11 @@ def build_server(node: NodeClient, token: str | None) -> MCPServer:
         results = [{"memory": _memory(r["memory"]), "score": r["score"]} for r in answer["results"]]
         return {"results": results}
 
-    @server.tool(description="One memory by its id (deleted ones too, marked deleted).")
+    @server.tool(annotations=READS, description="One memory by its id (deleted ones too, marked deleted).")
     async def get_memory(memory_id: str, ctx: Context) -> dict[str, Any]:
         return _memory(await node.call(token_of(ctx), "GET", _path(memory_id)))
 
-    @server.tool(description="Memories, most recently changed first, by scope and kind.")
+    @server.tool(annotations=READS, description="Memories, most recently changed first, by scope and kind.")
     async def list_memories(
         ctx: Context,
         user_id: str | None = None,
@@ -198,8 +211,9 @@ def build_server(node: NodeClient, token: str | None) -> MCPServer:
         return {"memories": [_memory(m) for m in answer["memories"]]}
 
     @server.tool(
+        annotations=WRITES,
         description="Change a memory: new content (fact, preference), metadata keys, tags, list items, "
-        "a counter increment or a conversation message. Every change lands, or none."
+        "a counter increment or a conversation message. Every change lands, or none.",
     )
     async def update_memory(
         memory_id: str,
@@ -231,13 +245,16 @@ def build_server(node: NodeClient, token: str | None) -> MCPServer:
             body["append_message"] = {"role": append_role, "text": append_text}
         return _memory(await node.call(token_of(ctx), "PATCH", _path(memory_id), body))
 
-    @server.tool(description="Mark a memory deleted; the deletion syncs to every replica.")
+    @server.tool(
+        annotations=DELETES, description="Mark a memory deleted; the deletion syncs to every replica."
+    )
     async def delete_memory(memory_id: str, ctx: Context) -> dict[str, Any]:
         return _memory(await node.call(token_of(ctx), "DELETE", _path(memory_id)))
 
     @server.tool(
+        annotations=READS,
         description="Open conflicts: fields two writers changed without seeing each other, with every "
-        "value. Settle one with resolve_conflict."
+        "value. Settle one with resolve_conflict.",
     )
     async def list_conflicts(
         ctx: Context, user_id: str | None = None, tenant_id: str | None = None, memory_id: str | None = None
@@ -247,7 +264,8 @@ def build_server(node: NodeClient, token: str | None) -> MCPServer:
         return {"conflicts": answer["conflicts"]}
 
     @server.tool(
-        description="Settle a conflicted field (content, lifecycle or metadata.KEY) of a memory to a value."
+        annotations=WRITES,
+        description="Settle a conflicted field (content, lifecycle or metadata.KEY) of a memory to a value.",
     )
     async def resolve_conflict(memory_id: str, field: str, value: Any, ctx: Context) -> dict[str, Any]:
         body = {"field": field, "value": value}
