@@ -430,6 +430,7 @@ async def test_aiohttps_own_refusals_answer_json(tmp_path: Path, request_bytes: 
         assert b"application/json" in head.lower(), head
         error = json.loads(body)
         assert error["error"] and error["message"], error
+        assert len(error["message"]) <= 301, "the refused request was echoed back"
     finally:
         node.stop()
     assert "Traceback" not in node.log.read_text()

@@ -264,6 +264,16 @@ _SCHEMAS: dict[str, Schema] = {
             "memories": {"type": "integer"},
             "pending_deltas": {"type": "integer"},
             "event_subscribers": {"type": "integer"},
+            "storage": _object(
+                {
+                    "integrity": _nullable("array", items={"type": "string"}),
+                    "quarantined": _array(
+                        _object({"memory_id": {"type": "string"}, "reason": {"type": "string"}})
+                    ),
+                },
+                description='what the integrity check on open found (["ok"] when clean), and the '
+                "memories set aside because their stored data does not read back",
+            ),
             "peers": _array({"type": "object"}),
             "links": _array({"type": "object"}),
         },
@@ -599,7 +609,7 @@ def _paths() -> dict[str, Schema]:
                 "Replica, channels, version vectors, peers and links (a principal's own channels only, "
                 "unless it reads every channel)",
                 "operations",
-                {"200": _json(_ref("Status"), "status"), **_errors(401)},
+                {"200": _json(_ref("Status"), "status"), **_errors(401, 503)},
                 operationId="status",
             ),
         },

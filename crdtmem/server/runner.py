@@ -21,6 +21,8 @@ from aiohttp.web_protocol import RequestHandler
 from aiohttp.web_request import BaseRequest
 
 log = logging.getLogger("crdtmem.node")
+MAX_MESSAGE = 300
+"""Characters of the parser's message kept in the error body."""
 
 
 class _JsonErrors(RequestHandler):
@@ -42,6 +44,8 @@ class _JsonErrors(RequestHandler):
             code, text = "InternalError", "the node failed to handle this request"
         if not isinstance(text, str) or not text:
             text = HTTPStatus(status).phrase
+        if len(text) > MAX_MESSAGE:  # a line too long would otherwise be echoed back whole
+            text = text[:MAX_MESSAGE] + "…"
         body = json.dumps({"error": code, "message": text})
         response = web.Response(status=status, text=body, content_type="application/json")
         response.force_close()
