@@ -293,6 +293,7 @@ def test_the_node_keeps_serving_and_replicating(world: World) -> None:
     assert world.node.alive
     log = world.node.log.read_text()
     assert "Traceback" not in log and "Error handling request" not in log, log[-3000:]
+    print("answers:", world.answers, "closes:", world.closes)  # shown with -s
 
     async def still() -> None:
         session = await world.http()
