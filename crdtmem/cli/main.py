@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--delta-rate",
         type=float,
-        default=10_000.0,
+        default=2_000.0,
         help="deltas/s a token may push (HTTP and WebSocket), on average; bursts of 5 s (0: no limit)",
     )
     serve.add_argument(

@@ -55,7 +55,7 @@ class ServeOptions:
     interval: float = 1.0
     write_rate: float = 200.0
     write_burst: float = 400.0
-    delta_rate: float = 10_000.0
+    delta_rate: float = 2_000.0
     byte_rate: float = 8.0 * 1024 * 1024
     synchronous: Synchronous = "FULL"
     slow_after: float = 10.0

@@ -8,7 +8,7 @@ replica's local log order is always a causal order, which is what it relays to o
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 
 from ..document import statevector
 from ..document.memory import MemoryDoc
@@ -16,13 +16,18 @@ from ..store.base import DeltaRecord
 
 
 def apply_causally(
-    candidates: list[DeltaRecord], load: Callable[[str], MemoryDoc]
+    candidates: list[DeltaRecord],
+    load: Callable[[str], MemoryDoc],
+    validated: Collection[str] = (),
 ) -> tuple[list[DeltaRecord], list[DeltaRecord]]:
     """Apply every delta whose dependencies are met, repeatedly, until no more can be applied.
 
     Args:
         candidates: deltas not yet applied here, in arrival order.
         load: returns the (possibly empty) document for a memory id; the same object each call.
+        validated: uids of deltas whose updates were decoded whole before (deltas that waited:
+            decoding every waiting delta again on every arrival made each push cost the whole
+            waiting set).
 
     Returns:
         ``(applied, waiting)``: the deltas applied, in the order they were applied, and the rest.
@@ -46,7 +51,8 @@ def apply_causally(
                 applied.append(delta)
                 progress = True
             else:
-                statevector.validate(delta.update)  # never park garbage
+                if delta.uid not in validated:
+                    statevector.validate(delta.update)  # never park garbage
                 still.append(delta)
         waiting = still
     return applied, waiting

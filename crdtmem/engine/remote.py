@@ -292,7 +292,8 @@ class RemoteApply:
         ]
         by_uid = {item.delta.uid: item for item in candidates}
         try:
-            ready, not_ready = apply_causally([item.delta for item in candidates], load)
+            waited = {item.delta.uid for item in waiting_before}
+            ready, not_ready = apply_causally([item.delta for item in candidates], load, waited)
             applied = [by_uid[d.uid] for d in ready]
             touched = sorted({item.delta.doc_id for item in applied})
             for doc_id in touched:  # before anything reads them: reading costs per entry

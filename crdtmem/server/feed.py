@@ -264,6 +264,10 @@ def _gone(request: web.Request, node: NodeContext) -> bool:
 
 
 _JSON: OrderedDict[int, tuple[MemoryEvent, str]] = OrderedDict()
+_JSON_MOST = 1024
+_JSON_MOST_CHARS = 16 * 1024 * 1024
+"""The cache keeps at most this many events and this much text (events of 1 MiB values add up)."""
+_json_chars = 0
 
 
 def _event_json(event: MemoryEvent) -> str:
@@ -275,10 +279,12 @@ def _event_json(event: MemoryEvent) -> str:
     cached = _JSON.get(id(event))
     if cached is not None and cached[0] is event:
         return cached[1]
+    global _json_chars
     text = json.dumps(event.to_dict(), separators=(",", ":"))
     _JSON[id(event)] = (event, text)
-    if len(_JSON) > 1024:
-        _JSON.popitem(last=False)
+    _json_chars += len(text)
+    while len(_JSON) > _JSON_MOST or (_json_chars > _JSON_MOST_CHARS and len(_JSON) > 1):
+        _json_chars -= len(_JSON.popitem(last=False)[1][1])
     return text
 
 

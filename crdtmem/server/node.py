@@ -60,8 +60,10 @@ class PeerConfig:
 
 
 SHUTDOWN_GRACE_S = 5.0
-DELTA_RATE = 10_000.0
-"""Deltas a second a principal may push (over HTTP and WebSocket frames together), on average."""
+DELTA_RATE = 2_000.0
+"""Deltas a second a principal may push (over HTTP and WebSocket frames together), on average. Each
+new delta costs a signature verification (0.1 to 1 ms of CPU), so this bounds the share of the
+node one token can take."""
 BYTE_RATE = 8.0 * 1024 * 1024
 """Bytes a second a principal may push, on average."""
 VOLUME_BURST_S = 5.0
