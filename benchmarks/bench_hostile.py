@@ -47,6 +47,8 @@ HOSTILE, BYSTANDER, OPERATOR, SEEDER = (
     "seeder-replica-token-001",
 )
 U1, U2 = "user:u1:memories", "user:u2:memories"
+TARGET_P99_RATIO = 5.0
+"""The bystander's p99 during the worst hostile phase, against its idle p99."""
 
 
 class Server:
@@ -197,9 +199,21 @@ async def main() -> None:
         timeout = aiohttp.ClientTimeout(total=300)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                await run(server, session, requests, memories, flood)
+                rows, rss = await run(server, session, requests, memories, flood)
         finally:
             server.stop()
+    idle = rows[0]["p99_ms"]
+    worst = max(rows[1:], key=lambda row: row["p99_ms"])
+    ratio = worst["p99_ms"] / idle
+    met = ratio <= TARGET_P99_RATIO
+    print(f"\nworst: {worst['phase']}, bystander p99 {ratio:.1f}x idle (target <= {TARGET_P99_RATIO:g}x)")
+    if args.json:
+        target = {"name": f"bystander p99 / idle ({worst['phase']})", "value": ratio}
+        target |= {"limit": TARGET_P99_RATIO, "at_most": True, "met": met}
+        result = {"benchmark": "bench_hostile", "targets": [target], "phases": rows, "rss_mb": rss}
+        Path(args.json).write_text(json.dumps(result, indent=2))
+    if args.check and not met:
+        sys.exit(1)
 
 
 async def run(
@@ -325,6 +339,7 @@ async def run(
         f"RSS peak {rss['peak during 20 replays']:.0f} MB, after {rss['after 20 replays']:.0f} MB "
         f"(seeded: {rss['seeded']:.0f} MB)"
     )
+    return rows, rss
 
 
 if __name__ == "__main__":

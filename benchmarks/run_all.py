@@ -33,6 +33,7 @@ BENCHMARKS = (
     "bench_verify",
     "bench_erasure",
     "bench_bus",
+    "bench_hostile",
 )
 """Every benchmark script; a new one is added here and gets a section in docs/benchmarks.md."""
 NO_ROUNDS = {"bench_search", "bench_index_lag"}
