@@ -190,6 +190,30 @@ async def test_garbage_json_in_a_record_quarantines_that_memory(
     assert f"memory {victim} quarantined" in node.log.read_text()
 
 
+async def test_search_serves_the_other_hits_of_a_damaged_memory(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    node = ServerProcess(tmp_path, "hub", extra=["--index"]).start()
+    try:
+        api = Api(session, node.url)
+        victim = (await api.add("refund policy: thirty days", user_id="u1"))["id"]
+        other = (await api.add("refund policy for gift cards", user_id="u1"))["id"]
+        await eventually(lambda: _found(api, "refund policy", {victim, other}))
+        node.stop()
+        _sql(node.db, "UPDATE docs SET record = 'garbage' WHERE id = ?", victim)
+        node.start()
+        status, body = await _call(session, "POST", f"{node.url}/v1/search", json={"query": "refund policy"})
+        assert status == 200 and [hit["memory"]["id"] for hit in body["results"]] == [other], body
+        assert await _quarantined(api) == [victim]
+    finally:
+        node.stop()
+
+
+async def _found(api: Api, query: str, ids: set[str]) -> bool:
+    body = await api.call("POST", "/v1/search", {"query": query})
+    return {hit["memory"]["id"] for hit in body["results"]} == ids
+
+
 @pytest.mark.parametrize("where", ["snapshot", "delta"])
 async def test_a_corrupt_yrs_state_quarantines_that_memory(
     tmp_path: Path, session: aiohttp.ClientSession, where: str

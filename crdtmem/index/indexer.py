@@ -46,7 +46,7 @@ from ..document.memory import MemoryDoc
 from ..document.query import Where, matches
 from ..document.records import Memory
 from ..document.revision import revision_of
-from ..errors import InvalidInput
+from ..errors import DamagedMemory, InvalidInput
 from ..lru import LRU
 from .base import LEXICAL_PREFIX, Embedder, Point, RecordSource, SearchFilter, Settle, Subscribe, VectorEngine
 
@@ -428,7 +428,13 @@ class Indexer:
         for hit in hits:
             if hit.score < floor:
                 break  # best first: the rest score lower
-            record = self.source.load_record(hit.id)
+            try:
+                record = self.source.load_record(hit.id)
+            except DamagedMemory as exc:  # quarantined by the replica; the other hits are served
+                report = getattr(self.source, "on_damaged", None)
+                if report is not None:
+                    report(exc)
+                continue
             if record is None:
                 continue  # an orphan point: the next verify/rebuild removes it
             if not matches(where, record):
