@@ -19,6 +19,7 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     │   ├── PayloadTooLarge        larger than the configured limit
     │   ├── UnsupportedVersion     a payload format version this build does not speak
     │   └── ClockSkewError         a remote timestamp is further ahead than the allowed drift
+    ├── BehindHorizon              a pull from a vector below the folded log: ask for states
     ├── StorageError               the durable store failed; the write was not acknowledged
     │   ├── StoreLocked            the database file is in use by another running replica
     │   ├── DamagedMemory          a memory's stored rows do not read back (found by the store)
@@ -103,6 +104,11 @@ class UnsupportedVersion(PayloadError):
 
 class ClockSkewError(PayloadError):
     """A remote timestamp lies further in the future than ``max_drift_ms`` allows."""
+
+
+class BehindHorizon(CrdtmemError):
+    """A peer asked for log entries that compaction folded; it must catch up from states
+    (``docs/protocol.md`` §7.10)."""
 
 
 class StorageError(CrdtmemError):

@@ -85,6 +85,8 @@ class _CountingMachine(ChaosMachine):
             channels = {c for i in self.acked.memory_ids for c in self.acked.channels_of(i)}
             self.seen["memories on escaped channels"] += any("%" in c for c in channels)
             self.seen["forgotten memories"] += len(self.acked.forgotten)
+            self.seen["entries folded"] += sum(r.compaction.folded_entries for r in self.replicas.values())
+            self.seen["states pages applied"] += sum(r._catchup.pages for r in self.replicas.values())
             erased = sum(r.store.is_erased(m) for r in self.replicas.values() for m in self.acked.forgotten)
             self.seen["erasures taken from a peer"] += erased - len(self.acked.forgotten)
         super().teardown()
@@ -107,6 +109,8 @@ def test_the_machine_exercises_every_fault_and_concurrency() -> None:
         "revivals",
         "memories on escaped channels",
         "forgotten memories",
+        "entries folded",
+        "states pages applied",
         "erasures taken from a peer",
         "dropped",
         "duplicated",

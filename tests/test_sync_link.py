@@ -309,6 +309,9 @@ class _LogOnly:
     def version_vector(self, channel: str) -> dict[str, int]:
         return {"o": 10, "a": 3} if channel == U1 else {}
 
+    def behind(self, channels, vectors) -> bool:
+        return False  # nothing folded
+
     def deltas_since(self, channels, sent, limit):
         ahead = [d for d in self.log if d.seqs[U1] > sent.get(U1, {}).get(d.origin, 0)]
         return ahead[:limit]

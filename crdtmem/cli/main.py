@@ -101,6 +101,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="SQLite durability: FULL survives power loss, NORMAL a killed process",
     )
     serve.add_argument(
+        "--compact-every",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="fold the log entries every known peer holds into snapshots this often (default: never)",
+    )
+    serve.add_argument(
+        "--lease-hours",
+        type=float,
+        default=24 * 7,
+        help="a peer that synced within this long keeps compaction from folding what it lacks",
+    )
+    serve.add_argument(
+        "--retention-hours",
+        type=float,
+        default=None,
+        help="log entries older than this fold even if a peer whose lease ran out lacks them",
+    )
+    serve.add_argument(
         "--slow-after",
         type=float,
         default=10.0,
@@ -195,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--db", required=True, help="the replica's SQLite file (stop its server first)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
 
+    compact = commands.add_parser(
+        "compact", help="fold a replica's log into its snapshots behind the horizon (stop its server first)"
+    )
+    compact.add_argument("--db", required=True, help="the replica's SQLite file")
+    compact.add_argument(
+        "--retention-hours",
+        type=float,
+        default=None,
+        help="also fold entries older than this that a peer whose lease ran out lacks",
+    )
+    compact.add_argument("--json", action="store_true", help="print the result as JSON")
     reindex = commands.add_parser(
         "reindex", help="rebuild a replica's search index from its store, then verify it"
     )
@@ -219,6 +249,50 @@ def _index_server_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="FILE",
         help="file holding the Qdrant server's API key (default $CRDTMEM_QDRANT_API_KEY)",
     )
+
+
+def _compact(args: argparse.Namespace) -> int:
+    import asyncio
+    import json
+    import os
+    from pathlib import Path
+
+    from ..engine.replica import Replica
+    from ..errors import CrdtmemError
+
+    if not Path(args.db).exists():
+        print(f"crdtmem compact: no such database: {args.db}", file=sys.stderr)
+        return 2
+
+    async def run() -> dict[str, object]:
+        retention = None if args.retention_hours is None else int(args.retention_hours * 3_600_000)
+        before = os.path.getsize(args.db)
+        async with Replica(args.db, retention_ms=retention) as replica:
+            done = await replica.compact()
+            horizon = {c: replica.store.horizon(c) for c in replica.store.channels()}
+        return {
+            "folded": done.folded,
+            "snapshots": done.snapshots,
+            "horizon": horizon,
+            "bytes_before": before,
+            "bytes_after": os.path.getsize(args.db),
+        }
+
+    try:
+        result = asyncio.run(run())
+    except CrdtmemError as exc:
+        print(f"crdtmem compact: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(result))
+    else:
+        folded: dict[str, dict[str, int]] = result["folded"]  # type: ignore[assignment]
+        moved = sum(len(v) for v in folded.values())
+        print(
+            f"folded {moved} (channel, origin) log(s); file {result['bytes_before']:,} -> "
+            f"{result['bytes_after']:,} bytes"
+        )
+    return 0
 
 
 def _reindex(args: argparse.Namespace) -> int:
@@ -368,6 +442,8 @@ def _run(args: argparse.Namespace) -> int:
         return demo_main(args.dir, keep=args.keep, embedder=args.embedder)
     if args.command == "reindex":
         return _reindex(args)
+    if args.command == "compact":
+        return _compact(args)
     if args.command == "key":
         return _key(args)
     if args.command == "check":

@@ -73,6 +73,9 @@ class ServeOptions:
     bus_principal: str = "user:bus"
     bus_creds: str | None = None
     limits: Limits = field(default_factory=Limits)
+    compact_every: float | None = None
+    lease_hours: float = 24 * 7
+    retention_hours: float | None = None
 
 
 def main(args: argparse.Namespace) -> int:
@@ -118,6 +121,9 @@ def main(args: argparse.Namespace) -> int:
         bus_principal=args.bus_principal,
         bus_creds=args.bus_creds,
         limits=limits,
+        compact_every=args.compact_every,
+        lease_hours=args.lease_hours,
+        retention_hours=args.retention_hours,
     )
     try:
         asyncio.run(serve(options))
@@ -194,6 +200,8 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
         synchronous=options.synchronous,
         index=index_settings(options),
         limits=options.limits,
+        lease_ms=int(options.lease_hours * 3_600_000),
+        retention_ms=None if options.retention_hours is None else int(options.retention_hours * 3_600_000),
     )
     node = Node(
         replica,
@@ -217,6 +225,7 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
         if options.bus
         else None,
         bus_principal=options.bus_principal,
+        compact_every=options.compact_every,
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -114,6 +114,11 @@ def _keys(raw: Any) -> dict[str, bytes]:
     return dict(raw)
 
 
+def check_vectors(raw: Any) -> dict[str, VersionVector]:
+    """``{channel: {origin: seq}}`` from untrusted input; raises MalformedPayload."""
+    return _vectors(raw)
+
+
 def _vectors(raw: Any) -> dict[str, VersionVector]:
     if not isinstance(raw, dict):
         raise MalformedPayload("payload 'vectors' must map channels to version vectors")

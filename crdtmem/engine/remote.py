@@ -227,6 +227,16 @@ class RemoteApply:
             parked=sum(1 for uid in outcome.parked if uid in mine and uid not in evicted),
         )
 
+    async def retry(self, doc_ids: set[str]) -> int:
+        """Apply what waits for these memories, if it can apply now (their documents gained
+        content without deltas: states from a peer); returns how many applied."""
+        doc_ids = {d for d in doc_ids if self.waiting.of_memories({d})}
+        if not doc_ids:
+            return 0
+        async with self._locks.hold(doc_ids):
+            outcome = await self._apply_in_parts([], [], doc_ids, isolate=True)
+        return len(outcome.applied)
+
     async def reexamine(self, resolve: Resolver) -> int:
         """Apply again the deltas denied under rights their senders no longer have (the tokens
         changed); returns how many applied. The rest are decided again under the new rights."""

@@ -49,8 +49,10 @@ from ..store.memory import MemoryStore
 from ..store.sqlite import SQLiteStore, Synchronous
 from . import payload as wire
 from .cache import MemoryCache
+from .catchup import CatchUp, decode_states, export_states, is_behind, is_states
 from .changes import Dots, as_list, check_embedding, check_metadata, doc_write
 from .committer import GroupCommitter
+from .compaction import DEFAULT_LEASE_MS, Compacted, Compaction
 from .erasure import Erasure
 from .feed import EventFeed, Subscription
 from .inbound import ApplyResult
@@ -95,6 +97,10 @@ class Replica:
         snapshot_every: a document's state is stored as a snapshot plus the deltas after it; a new
             snapshot is written (off the acknowledgement path) once that tail holds this many
             deltas, or as many bytes as the snapshot.
+        lease_ms: a peer that synced within this long keeps :meth:`compact` from folding log
+            entries it lacks (its lease, renewed whenever it syncs).
+        retention_ms: log entries older than this fold even if a peer whose lease ran out lacks
+            them (None: only what every known peer acknowledged folds).
 
     Use as ``async with Replica(...) as r`` or call :meth:`start` and :meth:`stop`.
     """
@@ -117,6 +123,8 @@ class Replica:
         waiting_limits: WaitingLimits | None = None,
         snapshot_every: int = SNAPSHOT_EVERY,
         limits: Limits | None = None,
+        lease_ms: int = DEFAULT_LEASE_MS,
+        retention_ms: int | None = None,
     ):
         if replica_id is not None:
             check_replica_id(replica_id)
@@ -178,6 +186,24 @@ class Replica:
         self._applying = 0
         self._materializer = self._remote.materializer = Materializer(
             self._work, self._locks, self._publisher, self.clock, busy=lambda: self._applying > 0
+        )
+        self.compaction = Compaction(
+            self._store,
+            self._committer,
+            self.snapshots,
+            wall_clock,
+            lease_ms=lease_ms,
+            retention_ms=retention_ms,
+        )
+        """Peers' acknowledgements and leases, and log compaction (:meth:`compact`)."""
+        self._catchup = CatchUp(
+            store=self._store,
+            work=self._work,
+            locks=self._locks,
+            publisher=self._publisher,
+            materializer=self._materializer,
+            clock=self.clock,
+            subscribed=self._subscribed,
         )
         self.erasure = self._remote.erasure = Erasure(
             store=self._store,
@@ -249,6 +275,7 @@ class Replica:
                 self.clock.restore(Hlc.decode(last))
             self.signer, self.keyring = open_keyring(self._store, self._id, self.key_policy)
             self._remote.load_pending(self.resolve_rights)
+            self.compaction.load()
             self._work.warm(self.channels, self._warm)
             self._committer.start()
             self._materializer.load(self._store.stale())  # records a crash left behind their deltas
@@ -284,6 +311,8 @@ class Replica:
         self.feed.close()
         await self.snapshots.stop()
         self._committer.stop()
+        with contextlib.suppress(CrdtmemError):  # marks only hold the horizon back; rebuilt on sync
+            self.compaction.save()
         self._store.close()
 
     close = stop
@@ -831,9 +860,50 @@ class Replica:
             vectors = wire.normalize_since(names, since)
         except MalformedPayload as exc:
             raise InvalidInput(str(exc)) from exc
+        if is_behind(self._store, vectors, names):  # the log no longer holds what the peer misses
+            return self.export_states(names, limit=limit)
         deltas = self._store.deltas_since(names, vectors, limit)
         mine = {c: self._store.version_vector(c) for c in names}
         return wire.encode(wire.Payload(self._id, deltas, mine, self.keys_for(deltas)), version)
+
+    def export_states(
+        self,
+        channels: Sequence[str],
+        *,
+        after: str | None = None,
+        limit: int | None = None,
+        covers: dict[str, VersionVector] | None = None,
+    ) -> bytes:
+        """A page of document states of ``channels``, for a peer behind the horizon of the log
+        (:mod:`crdtmem.engine.catchup`): the first page with ``after=None``, then ``after`` = the
+        page's ``next`` and ``covers`` = the first page's, until ``next`` is None."""
+        self._check_open()
+        names = parse_channels(channels)
+        return export_states(
+            self._store,
+            self._id,
+            names,
+            after=after,
+            limit=limit,
+            covers=covers,
+            max_bytes=self.max_payload_bytes,
+        )
+
+    def behind(self, channels: Sequence[str], vectors: dict[str, VersionVector]) -> bool:
+        """Whether a peer at ``vectors`` misses entries this replica's log folded (it needs states)."""
+        return is_behind(self._store, vectors, parse_channels(channels))
+
+    async def compact(self) -> Compacted:
+        """Fold the log entries every known peer holds (or older than ``retention_ms`` and not held
+        by a lease) into the documents' snapshots (:mod:`crdtmem.engine.compaction`)."""
+        self._check_open()
+        await self._materializer.settle()  # a document folds into its snapshot once it has a record
+        return await self.compaction.compact()
+
+    def acknowledged(self, peer: str, vectors: dict[str, VersionVector]) -> None:
+        """Record that ``peer`` holds ``vectors`` (renews its lease); a node calls it as peers sync."""
+        self._check_open()
+        self.compaction.acknowledged(peer, vectors)
 
     def keys_for(self, deltas: Sequence[DeltaRecord]) -> dict[str, bytes]:
         """The public keys to send along with these deltas (receivers pin them on first use)."""
@@ -847,7 +917,24 @@ class Replica:
         as soon as they do.
         """
         self._check_open()
+        if is_states(data):
+            return await self.apply_states(data)
         return await self.apply_payload(wire.decode(data, max_bytes=self.max_payload_bytes))
+
+    async def apply_states(self, data: bytes, *, sender: Principal | None = None) -> ApplyResult:
+        """Merge a states page (:meth:`export_states`): its erase markers, then its documents; on
+        its last page, this replica's vectors rise to what the states hold."""
+        self._check_open()
+        page = decode_states(data, max_bytes=self.max_payload_bytes)
+        if page.markers:
+            await self.apply_payload(wire.Payload(page.sender, page.markers), sender=sender, isolate=True)
+        self._in_flight += 1
+        try:
+            changed, refused = await self._catchup.apply(page, sender)
+            changed += await self._remote.retry({doc_id for doc_id, _ in page.states})
+        finally:
+            self._in_flight -= 1
+        return ApplyResult(changed, 0, self.pending_count, 0, rejected=refused)
 
     async def apply_payload(
         self, received: wire.Payload, *, sender: Principal | None = None, isolate: bool = False
@@ -873,7 +960,10 @@ class Replica:
         self._in_flight += 1
         self._applying += 1
         try:
-            return await self._remote.apply(received, sender, isolate=isolate)
+            result = await self._remote.apply(received, sender, isolate=isolate)
+            if received.vectors:  # what the sender holds: its acknowledgement, for compaction
+                self.compaction.acknowledged(received.sender, received.vectors)
+            return result
         finally:
             self._in_flight -= 1
             self._applying -= 1

@@ -90,28 +90,33 @@ class Snapshots:
         while self._wanted:
             batch = sorted(self._wanted)[:BATCH]
             self._wanted.difference_update(batch)
-            taken: list[tuple[MemoryDoc, Snapshot, int, int]] = []
-            async with self._locks.hold(batch):
-                for doc_id in batch:
-                    # under the lock a document holds exactly what is committed (a failed change
-                    # evicts it before the lock is released)
-                    try:
-                        doc = self._work.doc(doc_id)
-                    except MemoryQuarantined:  # reported where it was found; nothing to fold
-                        continue
-                    if doc is None or not doc.tail_deltas:
-                        continue
-                    snap = Snapshot(doc_id, doc.state(), doc.stored_upto)
-                    taken.append((doc, snap, doc.tail_deltas, doc.tail_bytes))
-            if not taken:
-                continue
-            try:
-                await self._committer.submit(Commit(snapshots=[snap for _, snap, _, _ in taken]))
-            except CrdtmemError as exc:  # the tail still holds everything; try again when it grows
-                log.warning("snapshot of %d document(s) not written: %s", len(taken), exc)
-                continue
-            for doc, snap, deltas, size in taken:  # deltas committed meanwhile stay in the tail
-                doc.tail_deltas -= deltas
-                doc.tail_bytes -= size
-                doc.snapshot_bytes = len(snap.state)
-            self.taken += len(taken)
+            await self.take(batch)
+
+    async def take(self, batch: list[str]) -> int:
+        """Snapshot these documents now (those with a tail); returns how many were written."""
+        taken: list[tuple[MemoryDoc, Snapshot, int, int]] = []
+        async with self._locks.hold(batch):
+            for doc_id in batch:
+                # under the lock a document holds exactly what is committed (a failed change
+                # evicts it before the lock is released)
+                try:
+                    doc = self._work.doc(doc_id)
+                except MemoryQuarantined:  # reported where it was found; nothing to fold
+                    continue
+                if doc is None or not doc.tail_deltas:
+                    continue
+                snap = Snapshot(doc_id, doc.state(), doc.stored_upto)
+                taken.append((doc, snap, doc.tail_deltas, doc.tail_bytes))
+        if not taken:
+            return 0
+        try:
+            await self._committer.submit(Commit(snapshots=[snap for _, snap, _, _ in taken]))
+        except CrdtmemError as exc:  # the tail still holds everything; try again when it grows
+            log.warning("snapshot of %d document(s) not written: %s", len(taken), exc)
+            return 0
+        for doc, snap, deltas, size in taken:  # deltas committed meanwhile stay in the tail
+            doc.tail_deltas -= deltas
+            doc.tail_bytes -= size
+            doc.snapshot_bytes = len(snap.state)
+        self.taken += len(taken)
+        return len(taken)

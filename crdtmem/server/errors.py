@@ -6,6 +6,7 @@ from aiohttp import web
 
 from ..access import AccessDenied
 from ..errors import (
+    BehindHorizon,
     ClockSkewError,
     CrdtmemError,
     InvalidInput,
@@ -26,6 +27,7 @@ _STATUS: list[tuple[type[CrdtmemError], int]] = [
     (MemoryDeleted, 409),
     (NoSuchConflict, 409),
     (MemoryExists, 409),
+    (BehindHorizon, 409),
     (PayloadTooLarge, 413),
     (LimitExceeded, 413),
     (ClockSkewError, 422),

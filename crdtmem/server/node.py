@@ -14,6 +14,8 @@ refuses to bind to anything but loopback.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import ipaddress
 import logging
@@ -91,6 +93,7 @@ class Node:
         settings: LinkSettings | None = None,
         bus: BusSettings | None = None,
         bus_principal: str = BUS_PRINCIPAL,
+        compact_every: float | None = None,
     ):
         if tokens is None and not _is_loopback(host):
             raise InvalidInput(
@@ -126,10 +129,27 @@ class Node:
         self.bus_principal = bus_principal
         self.bus: BusClient | None = None
         self._runner: web.AppRunner | None = None
+        self.compact_every = compact_every
+        """Seconds between compactions of the replica's log (None: never, see Replica.compact)."""
+        self._compactor: asyncio.Task[None] | None = None
         if tokens is not None:
             replica.resolve_rights = tokens.rights_of
             replica.key_policy = KeyPolicy(dict(tokens.keys), tokens.strict_keys)
         self._gauges()
+
+    async def _compact_loop(self) -> None:
+        assert self.compact_every is not None
+        while True:
+            await asyncio.sleep(self.compact_every)
+            try:
+                done = await self.replica.compact()
+            except CrdtmemError as exc:  # the log keeps everything; try again next time
+                log.warning("compaction failed: %s", exc)
+                continue
+            self.metrics.inc("crdtmem_compactions_total")
+            folded = sum(s for v in done.folded.values() for s in v.values())
+            if folded:
+                log.info("compaction raised the horizon of %d channel(s)", len(done.folded))
 
     @property
     def url(self) -> str:
@@ -162,6 +182,10 @@ class Node:
             self.port = server.sockets[0].getsockname()[1]
         await self.connect_peers()
         await self.connect_bus()
+        if self.compact_every:
+            self._compactor = asyncio.get_running_loop().create_task(
+                self._compact_loop(), name="crdtmem-compact"
+            )
         return self
 
     async def connect_bus(self) -> None:
@@ -217,6 +241,11 @@ class Node:
         self.peers.clear()
 
     async def stop(self) -> None:
+        if self._compactor is not None:
+            self._compactor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._compactor
+            self._compactor = None
         await self.disconnect_bus()
         await self.disconnect_peers()
         self.replica.feed.close()  # event streams end now instead of at their next poll
@@ -253,6 +282,16 @@ class Node:
             "crdtmem_deltas_refused",
             "deltas refused since start, by why: unauthenticated, denied, rejected, clock",
             lambda: [((("reason", k),), float(v)) for k, v in replica.trust_status()["refused"].items()],
+        )
+        gauge(
+            "crdtmem_log_folded_entries",
+            "log entries compaction folded into snapshots since start",
+            lambda: [((), float(replica.compaction.folded_entries))],
+        )
+        gauge(
+            "crdtmem_erasures",
+            "memories forgotten here, and late deltas of forgotten memories taken as stubs, since start",
+            lambda: [((("what", k),), float(v)) for k, v in replica.erasure.counts.items()],
         )
         gauge(
             "crdtmem_index_lag_versions",
@@ -381,6 +420,12 @@ class Node:
             "pending_deltas": replica.pending_count,
             "trust": {k: v for k, v in replica.trust_status().items() if k != "pending_by_sender"},
             "storage": replica.storage_status(),
+            "compaction": {
+                **replica.compaction.status(),
+                "every_s": self.compact_every,
+                "horizon": {c: replica.store.horizon(c) for c in channels},
+            },
+            "erasure": dict(replica.erasure.counts),
             "event_subscribers": len(replica.feed),
             "peers": [
                 {

@@ -23,7 +23,7 @@ from aiohttp import web
 from ..access import AccessDenied, Principal
 from ..engine import payload as wire
 from ..engine.trust import refusal, unsigned_refusal
-from ..errors import CrdtmemError, InvalidInput, MalformedPayload, UnsupportedVersion
+from ..errors import BehindHorizon, CrdtmemError, InvalidInput, MalformedPayload, UnsupportedVersion
 from ..ids import parse_channels
 from ..store.base import DeltaRecord, within_bytes
 from ..sync.link import Link
@@ -36,6 +36,32 @@ if TYPE_CHECKING:
 log = logging.getLogger("crdtmem.link")
 
 HELLO_TIMEOUT = 10.0
+
+
+def _states_page(replica: Any, channels: list[str], body: dict[str, Any]) -> web.StreamResponse:
+    """A states page for a puller behind the horizon (protocol §7.10), or 409 if it cannot read one."""
+    if body.get("states") is not True:
+        raise BehindHorizon(
+            "the log here is folded past your version vectors; pull with states: true to catch up "
+            "from document states (protocol §7.10)"
+        )
+    after, covers = body.get("after"), body.get("covers")
+    if after is not None and not isinstance(after, str):
+        raise InvalidInput("after must be a memory id")
+    try:
+        covers = check_vectors(covers) if covers is not None else None
+    except FrameError as exc:
+        raise MalformedPayload(str(exc)) from exc
+    data = replica.export_states(channels, after=after, limit=STATES_PAGE, covers=covers)
+    response = web.Response(
+        body=data, content_type="application/x-crdtmem-states", headers={"X-Crdtmem-States": "1"}
+    )
+    response.enable_compression()
+    return response
+
+
+STATES_PAGE = 500
+"""Documents per states page."""
 
 
 def routes(node: NodeContext) -> list[web.RouteDef]:
@@ -58,6 +84,9 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
                 f"pull asks for payload version {version!r}; this node writes {wire.VERSIONS}"
             )
         replica = node.replica
+        replica.acknowledged(f"{principal.name}/{body.get('from') or '?'}"[:300], vectors)
+        if replica.behind(channels, vectors):  # the log no longer holds what the peer misses
+            return _states_page(replica, channels, body)
         mine = replica.version_vectors(channels)
         page = replica.store.deltas_since(channels, vectors, limit)
         deltas = within_bytes(page, replica.max_payload_bytes // 2)  # the peer's limit is as big, or bigger

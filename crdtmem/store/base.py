@@ -18,6 +18,10 @@ A store holds four things, and :meth:`Store.commit` changes them in one atomic t
   deltas, and turns each of its logged deltas into a *stub* (``crdtmem.document.erasure``): same
   uid, origin, stamp and log entries, no content. :meth:`Store.scrub` then makes the file keep no
   copy of the removed bytes;
+- the horizon: per channel, ``{origin: seq}`` up to which the log was folded (compaction: the
+  entries are gone, their changes live on in the documents' snapshots; ``Commit.fold``), or was
+  never held here because it arrived folded into document states (``Commit.covers``). A peer whose
+  vector is below it catches up from document states, never from the log;
 - outbox marks: per reader of the log (a *sink*, e.g. the NATS bus publisher) and channel,
   ``{origin: seq}`` up to which that sink has durably handed the log on. The log is the outbox; a
   mark only follows it, in its own small transaction, so a crash between a commit and its hand-off
@@ -198,6 +202,15 @@ class Commit:
     """Documents whose record this commit leaves behind their deltas (materialized later)."""
     fresh: list[str] = field(default_factory=list)
     """Documents whose record this commit brings up to date (no longer stale)."""
+    states: list[Snapshot] = field(default_factory=list)
+    """Documents' whole states, written whatever snapshot is stored (each holds everything stored
+    of its document: a state received from a peer, merged into the document under its lock)."""
+    covers: dict[str, VersionVector] = field(default_factory=dict)
+    """Entries this replica now holds folded into document states it received (``states``): the
+    vectors and the horizon rise to them."""
+    fold: dict[str, VersionVector] = field(default_factory=dict)
+    """Compaction: the entries up to these seqs leave the log (as far as contiguous entries are in
+    their documents' snapshots; erase markers stay), and the horizon rises to where it stopped."""
     erase: list[str] = field(default_factory=list)
     """Documents to forget (module docstring), before this commit's deltas are logged: a unit that
     forgets a memory logs its erase marker in ``deltas``, which stays whole."""
@@ -205,6 +218,9 @@ class Commit:
     def __bool__(self) -> bool:
         return bool(
             self.erase
+            or self.states
+            or self.covers
+            or self.fold
             or self.deltas
             or self.docs
             or self.pending_add
@@ -372,6 +388,19 @@ class Store(Protocol):
         """``(doc_id, version)`` of the documents forgotten after local ``version``, oldest first."""
         ...
 
+    def horizon(self, channel: str) -> VersionVector:
+        """``{origin: seq}`` up to which ``channel``'s log is folded (module docstring)."""
+        ...
+
+    def logged_before(self, channel: str, hlc: str) -> VersionVector:
+        """Per origin, the highest seq logged in ``channel`` whose delta is stamped before ``hlc``."""
+        ...
+
+    def fold_blockers(self, fold: dict[str, VersionVector]) -> list[str]:
+        """Documents whose tail (deltas after their snapshot) holds entries of ``fold``: a snapshot
+        of each must come first, or the fold stops below them."""
+        ...
+
     def scrub(self) -> None:
         """Make the storage keep no copy of what commits removed (e.g. flush a write-ahead log and
         zero free space); called after a memory is forgotten."""
@@ -426,6 +455,27 @@ class StagedVectors:
     def advance(self, channel: str, origin: str, seq: int) -> None:
         contiguous_advance(self.vector(channel), self.beyond[channel], origin, seq)
 
+    def raise_to(self, channel: str, origin: str, seq: int) -> bool:
+        """Claim every seq up to ``seq`` (held in document states), then whatever stored run follows;
+        returns whether the vector moved."""
+        vector, beyond = self.vector(channel), self.beyond[channel]
+        if seq <= vector.get(origin, 0):
+            return False
+        vector[origin] = seq
+        waiting = {s for s in beyond.get(origin, set()) if s > seq}
+        while seq + 1 in waiting:
+            seq += 1
+            waiting.discard(seq)
+        vector[origin] = seq
+        if waiting:
+            beyond[origin] = waiting
+        else:
+            beyond.pop(origin, None)
+        return True
+
+    def changed(self, channel: str) -> bool:
+        return channel in self.vectors
+
     def publish(self) -> None:
         self._vectors.update(self.vectors)
         for channel, waiting in self.beyond.items():
@@ -433,6 +483,11 @@ class StagedVectors:
                 self._beyond[channel] = waiting
             else:
                 self._beyond.pop(channel, None)
+
+
+def behind(horizon: VersionVector, vector: VersionVector) -> bool:
+    """Whether a peer at ``vector`` misses entries the log no longer holds (folded up to ``horizon``)."""
+    return any(vector.get(origin, 0) < seq for origin, seq in horizon.items())
 
 
 def merge_streams(streams: Iterable[list[tuple[int, int]]], limit: int | None) -> list[int]:

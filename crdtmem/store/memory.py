@@ -54,6 +54,8 @@ class MemoryStore:
         self._snapshots: dict[str, tuple[bytes, int]] = {}
         self._stale: set[str] = set()
         self._erased: dict[str, int] = {}
+        self._horizon: dict[str, VersionVector] = {}
+        self._folded_hlc = ""
 
     def open(self) -> None:
         pass
@@ -151,6 +153,8 @@ class MemoryStore:
                         self._snapshots[snap.doc_id] = (snap.state, snap.upto)
             for uid in undecided:
                 self._decided.pop(uid, None)
+            for unit in work:
+                self._fold_and_cover(unit, staged)
             staged.publish()
             self._version = version
             return results
@@ -165,6 +169,81 @@ class MemoryStore:
             del self._pending[uid]
         for uid in [uid for uid, d in self._decided.items() if d.delta.doc_id == doc_id]:
             del self._decided[uid]
+
+    def _fold_and_cover(self, unit: Commit, staged: StagedVectors) -> None:
+        for snap in unit.states:
+            if snap.doc_id in self._docs:
+                held = self._snapshots.get(snap.doc_id, (b"", 0))[1]
+                self._snapshots[snap.doc_id] = (snap.state, max(held, snap.upto))
+        for channel, vector in unit.covers.items():
+            for origin, seq in vector.items():
+                if staged.raise_to(channel, origin, seq):
+                    self._raise_horizon(channel, origin, seq)
+        if not unit.fold:
+            return
+        keep = {
+            i
+            for doc_id in self._erased
+            for i in self._by_doc.get(doc_id, ())
+            if self._deltas[i].update != EMPTY_UPDATE
+        }
+        candidates: set[int] = set()
+        for channel, vector in unit.fold.items():
+            for origin, upto in vector.items():
+                entries = sorted(
+                    (k[2], i) for k, i in self._log.items() if k[:2] == (channel, origin) and k[2] <= upto
+                )
+                for seq, i in entries:
+                    if i >= 0 and self._in_tail(i):
+                        upto = seq - 1
+                        break
+                if upto <= 0:
+                    continue
+                for seq, i in entries:
+                    if seq <= upto and i not in keep:
+                        del self._log[(channel, origin, seq)]
+                        if i >= 0:
+                            candidates.add(i)
+                self._raise_horizon(channel, origin, upto)
+        still = set(self._log.values())
+        for i in candidates - still:
+            delta = self._deltas[i]
+            self._folded_hlc = max(self._folded_hlc, delta.hlc)
+            self._by_doc[delta.doc_id].remove(i)
+            self._index.pop(delta.uid, None)
+            self._uids.discard(delta.uid)
+            self._deltas[i] = replace(delta, deps=EMPTY_DEPS, update=EMPTY_UPDATE, signature=None)
+
+    def _in_tail(self, i: int) -> bool:
+        doc_id = self._deltas[i].doc_id
+        if doc_id not in self._docs:  # no record yet (a batch not read back), unless forgotten
+            return doc_id not in self._erased
+        return i + 1 > self._snapshots.get(doc_id, (b"", 0))[1]
+
+    def _raise_horizon(self, channel: str, origin: str, seq: int) -> None:
+        mine = self._horizon.setdefault(channel, {})
+        mine[origin] = max(mine.get(origin, 0), seq)
+
+    def horizon(self, channel: str) -> VersionVector:
+        with self._lock:
+            return dict(self._horizon.get(channel, {}))
+
+    def logged_before(self, channel: str, hlc: str) -> VersionVector:
+        found: VersionVector = {}
+        with self._lock:
+            for (c, origin, seq), i in self._log.items():
+                if c == channel and i >= 0 and self._deltas[i].hlc < hlc:
+                    found[origin] = max(found.get(origin, 0), seq)
+        return found
+
+    def fold_blockers(self, fold: dict[str, VersionVector]) -> list[str]:
+        with self._lock:
+            found = {
+                self._deltas[i].doc_id
+                for (channel, origin, seq), i in self._log.items()
+                if i >= 0 and seq <= fold.get(channel, {}).get(origin, 0) and self._in_tail(i)
+            }
+        return sorted(found)
 
     def is_erased(self, doc_id: str) -> bool:
         return doc_id in self._erased
@@ -326,7 +405,7 @@ class MemoryStore:
         return [self._deltas[i] for i in self._by_doc.get(doc_id, ())]
 
     def last_hlc(self) -> str:
-        return max((d.hlc for d in self._deltas), default="")
+        return max(max((d.hlc for d in self._deltas), default=""), self._folded_hlc)
 
     def doc_count(self) -> int:
         return len(self._docs)

@@ -22,7 +22,7 @@ from ..document.memory import MemoryDoc
 from ..document.query import Where
 from ..document.records import Conflict, ConflictValue
 from ..errors import DamagedMemory, MalformedPayload, StorageError
-from . import sqlite_trust
+from . import sqlite_fold, sqlite_trust
 from .base import (
     Commit,
     CommitResult,
@@ -93,6 +93,7 @@ class SQLiteStore:
         self._beyond: dict[str, dict[str, set[int]]] = {}
         self._version = 0
         self._erased: set[str] = set()
+        self._horizon: dict[str, VersionVector] = {}
         self._next_delta_id = 1
         self._lock = threading.Lock()
         """The writer lock: one commit (or log restart, see Checkpointer) at a time."""
@@ -165,8 +166,8 @@ class SQLiteStore:
 
     def _load_sync_state(self) -> None:
         conn = self._r
-        for channel, origin, seq in conn.execute("SELECT channel, origin, seq FROM vv"):
-            self._vectors.setdefault(channel, {})[origin] = seq
+        for channel, origin, seq in conn.execute("SELECT channel, origin, seq FROM vv WHERE seq > 0"):
+            self._vectors.setdefault(channel, {})[origin] = seq  # (a 0 row: stored past a gap only)
         rows = conn.execute(
             "SELECT l.channel, l.origin, l.seq FROM log l LEFT JOIN vv v "
             "ON v.channel = l.channel AND v.origin = l.origin WHERE l.seq > coalesce(v.seq, 0)"
@@ -177,10 +178,16 @@ class SQLiteStore:
         # highest stored version is the counter (no separate row to update on every commit)
         (highest,) = conn.execute("SELECT coalesce(max(version), 0) FROM docs").fetchone()
         self._erased = {doc_id for (doc_id,) in conn.execute("SELECT doc_id FROM erased")}
+        for channel, origin, seq in conn.execute("SELECT channel, origin, seq FROM horizon"):
+            self._horizon.setdefault(channel, {})[origin] = int(seq)
         (gone,) = conn.execute("SELECT coalesce(max(version), 0) FROM erased").fetchone()
         self._version = max(int(highest), int(gone), int(self.get_meta("version_counter") or 0))
         (top,) = conn.execute("SELECT coalesce(max(id), 0) FROM deltas").fetchone()
-        self._next_delta_id = int(top) + 1
+        # compaction deletes delta rows, the newest among them too: a row id is never given again
+        # (a snapshot counts rows by id, so a reused id would read as already folded in)
+        (snapped,) = conn.execute("SELECT coalesce(max(snap_id), 0) FROM docs").fetchone()
+        floor = int(self.get_meta("delta_id_floor") or 0)
+        self._next_delta_id = max(int(top), int(snapped), floor) + 1
 
     # -- meta ---------------------------------------------------------------------------------
 
@@ -200,6 +207,7 @@ class SQLiteStore:
             staged = StagedVectors(self._vectors, self._beyond)
             version, next_id = self._version, self._next_delta_id
             conn = self._w
+            horizon: list[tuple[str, str, int]] = []
             results: list[CommitResult] = []
             try:
                 conn.execute("BEGIN IMMEDIATE")
@@ -207,6 +215,7 @@ class SQLiteStore:
                 known = self._known_ids(conn, [d.uid for unit in work for d in unit.deltas if d.seqs])
                 for unit in work:
                     result, version, next_id = self._commit_one(conn, unit, staged, known, version, next_id)
+                    horizon += sqlite_fold.apply_unit(conn, unit, staged)
                     results.append(result)
                 conn.execute("COMMIT")
             except sqlite3.Error as exc:
@@ -220,6 +229,9 @@ class SQLiteStore:
             with self._state:
                 staged.publish()
                 self._erased.update(doc_id for unit in work for doc_id in unit.erase)
+                for channel, origin, seq in horizon:
+                    mine = self._horizon.setdefault(channel, {})
+                    mine[origin] = max(mine.get(origin, 0), seq)
             self._version, self._next_delta_id = version, next_id
             self._checkpointer.committed()
             return results
@@ -378,6 +390,25 @@ class SQLiteStore:
                 [(snap.state, snap.upto, snap.doc_id, snap.upto) for snap in unit.snapshots],
             )
         return result, version, next_id
+
+    def horizon(self, channel: str) -> VersionVector:
+        with self._state:
+            return dict(self._horizon.get(channel, {}))
+
+    def logged_before(self, channel: str, hlc: str) -> VersionVector:
+        rows = self._r.execute(
+            "SELECT l.origin, max(l.seq) FROM log l JOIN deltas d ON d.id = l.delta_id "
+            "WHERE l.channel = ? AND d.hlc < ? GROUP BY l.origin",
+            (channel, hlc),
+        )
+        return {origin: int(seq) for origin, seq in rows}
+
+    def fold_blockers(self, fold: dict[str, VersionVector]) -> list[str]:
+        found: set[str] = set()
+        for channel, vector in fold.items():
+            for origin, upto in vector.items():
+                found.update(sqlite_fold.blockers(self._r, channel, origin, upto))
+        return sorted(found)
 
     def is_erased(self, doc_id: str) -> bool:
         with self._state:
@@ -678,7 +709,7 @@ class SQLiteStore:
     @_reads
     def last_hlc(self) -> str:
         row = self._r.execute("SELECT max(hlc) FROM deltas").fetchone()
-        return str(row[0]) if row and row[0] else ""
+        return max(str(row[0]) if row and row[0] else "", self.get_meta("folded_hlc") or "")
 
     @_reads
     def doc_count(self) -> int:

@@ -207,6 +207,10 @@ class Link:
             self._drained = False
 
     async def _send_available(self) -> None:
+        if self.replica.behind(self.push_channels, self._sent):
+            # the log is folded past what the peer holds: it catches up from states, by pull
+            await self._switch_to_pull("behind the horizon of the log: pull to catch up from states")
+            return
         while not self.ws.closed and self.mode != "pull":
             if len(self._in_flight) >= self.settings.window and not await self._wait_for_room():
                 return

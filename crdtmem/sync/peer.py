@@ -15,13 +15,14 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import aiohttp
 import msgpack
 
 from ..access import Principal
 from ..engine import payload as wire
+from ..engine.catchup import decode_states
 from ..engine.replica import Replica
 from ..errors import CrdtmemError
 from ..metrics import Metrics
@@ -155,17 +156,29 @@ class PeerClient:
         """Pull pages until caught up; returns the number of deltas applied."""
         assert self._session is not None
         applied = 0
+        states: dict[str, Any] = {}  # the states pages' cursor, while catching up from states
         while True:
             vectors = self.replica.version_vectors(self.channels)
+            request = {"channels": self.channels, "vectors": vectors, "limit": self.page, "v": wire.VERSION}
             body = msgpack.packb(
-                {"channels": self.channels, "vectors": vectors, "limit": self.page, "v": wire.VERSION},
-                use_bin_type=True,
+                {**request, "states": True, "from": self.replica.id, **states}, use_bin_type=True
             )
             async with self._session.post(f"{self.url}/v1/sync/pull", data=body) as response:
                 if response.status != 200:
                     raise PeerRefused(f"pull refused: HTTP {response.status}: {await response.text()}")
                 data = await response.read()
                 more = response.headers.get("X-Crdtmem-More") == "1"
+                is_states = response.headers.get("X-Crdtmem-States") == "1"
+            if is_states:  # behind the peer's horizon: documents' states, page by page (protocol §7.10)
+                page = decode_states(data, max_bytes=self.replica.max_payload_bytes)
+                result = await self.replica.apply_states(data, sender=self._sender(page.sender))
+                applied += result.applied
+                states = {"after": page.next, "covers": page.covers} if page.next is not None else {}
+                if not states and self.replica.behind(
+                    self.channels, self.replica.version_vectors(self.channels)
+                ):
+                    return applied  # its states were refused here: nothing more to gain this round
+                continue
             received = wire.decode(data, max_bytes=self.replica.max_payload_bytes)
             with self.metrics.timer("crdtmem_apply_seconds", source="pull"):
                 result = await self.replica.apply_payload(

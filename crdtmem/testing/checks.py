@@ -26,7 +26,10 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
+import pycrdt
+
 from ..crdt.dots import decode_value, encode_value
+from ..document import statevector
 from ..document.memory import UNSET, MemoryDoc
 from ..document.records import REGISTER_KINDS, Conflict, Kind, Memory
 from ..store.base import Store, VersionVector
@@ -168,10 +171,13 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
       of deltas after it) materializes to;
     - every logged delta of a memory is contained in its stored state (re-applying changes nothing),
       and replaying its whole history alone gives the same document as its snapshot and tail;
-    - version vectors claim only logged deltas: for each channel and origin, seqs 1..vv are logged.
+    - version vectors claim only logged deltas: for each channel and origin, seqs 1..vv are logged,
+      or folded (below the store's horizon; then the history of a memory need not be whole).
     """
     store = replica.store
     problems: list[str] = []
+    horizons = {c: store.horizon(c) for c in replica.version_vectors()}
+    folded = any(horizons.values())
     for memory_id, (record, conflicts) in current_records(store).items():
         state = store.load_state(memory_id)
         if state is None:
@@ -195,6 +201,8 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
             or _canonical({k: v for k, v in doc.materialize().to_dict().items() if k != "version"}) != reading
         ):
             problems.append(f"{memory_id}: its logged deltas are not all in its stored state")
+        if folded:  # compaction took older deltas out of the log: the history is no longer whole
+            continue
         replayed = MemoryDoc.empty(memory_id, 0)  # the whole history alone, without the snapshot
         for delta in history:
             replayed.apply(delta.update)
@@ -206,7 +214,8 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
         for delta in store.deltas_since([channel], {}):
             logged.setdefault(delta.origin, set()).add(delta.seqs[channel])
         for origin, seq in vector.items():
-            missing = set(range(1, seq + 1)) - logged.get(origin, set())
+            gone = horizons.get(channel, {}).get(origin, 0)  # folded: in the snapshots, not the log
+            missing = set(range(gone + 1, seq + 1)) - logged.get(origin, set())
             if missing:
                 problems.append(
                     f"{channel}: vector claims {origin}:{seq} but seqs {sorted(missing)} are not logged"
@@ -238,6 +247,23 @@ class _MemoryLedger:
     """A counter's changes: (uid of the write, amount)."""
     messages: list[_Entry] = field(default_factory=list)
     """Messages as entries whose text is the JSON of ``[role, text]``."""
+    marks: dict[str, tuple[int, int]] = field(default_factory=dict)
+    """Each write's Yrs (client, clock after it): a replica whose document's state vector reaches
+    it had applied the write (deltas, or a state folding them: the log alone does not tell, once
+    it is compacted)."""
+
+    def observed_by(self, state_vector: dict[int, int]) -> set[str]:
+        return {uid for uid, (client, clock) in self.marks.items() if state_vector.get(client, 0) >= clock}
+
+    def mark(self, uid: str, update: bytes, state_vector: dict[int, int]) -> None:
+        block = statevector.first_block(update)
+        if block is not None:
+            self.marks[uid] = (block[1], state_vector.get(block[1], 0))
+
+
+def _state_vector(store: Store, memory_id: str) -> dict[int, int]:
+    state = store.load_state(memory_id)
+    return {} if state is None else statevector.decode(pycrdt.get_state(state))
 
 
 class _Change:
@@ -319,6 +345,7 @@ class AcknowledgedWrites:
         memory = await spec.create(replica, memory_id)
         (delta,) = replica.store.history(memory.id)
         ledger = _MemoryLedger(memory.kind, memory.channels)
+        ledger.mark(delta.uid, delta.update, _state_vector(replica.store, memory.id))
         self._memories[memory.id] = ledger
         change = _Change(ledger, delta.uid, set())
         change.write("lifecycle", "active")
@@ -335,14 +362,16 @@ class AcknowledgedWrites:
         ledger = self._memories.get(memory_id)
         if ledger is None:
             raise KeyError(f"memory {memory_id!r} was not created through this ledger")
-        observed = {d.uid for d in replica.store.history(memory_id)}
+        logged = {d.uid for d in replica.store.history(memory_id)}
+        observed = ledger.observed_by(_state_vector(replica.store, memory_id))
         memory: Memory = await op.apply(replica, memory_id)
-        new = [d.uid for d in replica.store.history(memory_id) if d.uid not in observed]
+        new = [d for d in replica.store.history(memory_id) if d.uid not in logged]
         if not new:
             return memory  # the operation wrote nothing (e.g. removing nothing)
         if len(new) != 1:
-            raise AssertionError(f"one write to {memory_id} logged {len(new)} deltas: {new}")
-        self._record(_Change(ledger, new[0], observed), op)
+            raise AssertionError(f"one write to {memory_id} logged {len(new)} deltas: {[d.uid for d in new]}")
+        ledger.mark(new[0].uid, new[0].update, _state_vector(replica.store, memory_id))
+        self._record(_Change(ledger, new[0].uid, observed), op)
         _check_read_your_write(memory, op)
         self.acknowledged += 1
         return memory

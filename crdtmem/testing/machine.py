@@ -2,7 +2,8 @@
 
 Each example opens 2..``MAX_REPLICAS`` replicas on their own files in a temporary directory (one of
 them may subscribe to only some channels), creates a few memories and shares them, and then runs
-random steps: create memories, write to them (every value unique, through
+random steps: create memories, write to them, forget them, compact logs (with short leases, so
+replicas fall behind the horizon and catch up from document states) (every value unique, through
 :class:`~crdtmem.testing.checks.AcknowledgedWrites`, with clocks advancing in between), resolve
 conflicts, pull, push and deliver payloads through a
 :class:`~crdtmem.testing.network.SimulatedNetwork` that drops, duplicates, delays, reorders,
@@ -116,8 +117,13 @@ class ReplicaMachine(RuleBasedStateMachine):
         "resolve_conflict": 1,
         "disturb": 1,
         "forget": 1,
+        "compact": 1,
     }
     """The actions :meth:`step` chooses from, with their relative weights (0 switches one off)."""
+    LEASE_MS: ClassVar[int] = 4_000
+    """Peers' leases are short, so a replica that stays away loses its and falls behind the horizon."""
+    RETENTION_MS: ClassVar[int | None] = 2_000
+    """Log entries this old fold even if a peer whose lease ran out lacks them."""
     SNAPSHOT_EVERY = 3
     """Documents get a new snapshot after this many deltas: often, so runs mix snapshots and tails."""
 
@@ -154,6 +160,8 @@ class ReplicaMachine(RuleBasedStateMachine):
             wall_clock=lambda: self._wall(replica_id),
             synchronous=self.SYNCHRONOUS,
             snapshot_every=self.SNAPSHOT_EVERY,
+            lease_ms=self.LEASE_MS,
+            retention_ms=self.RETENTION_MS,
         )
         await replica.start()
         self.replicas[replica_id] = replica
@@ -311,6 +319,11 @@ class ReplicaMachine(RuleBasedStateMachine):
         self.run(replica.forget(memory_id))
         self.acked.forget(memory_id)
         self.secrets.setdefault(memory_id, [])
+
+    def compact(self, data: st.DataObject) -> None:
+        """Compact a replica's log behind its horizon; peers behind it catch up from states."""
+        self.now_ms += data.draw(st.integers(0, 3_000), label="ms")
+        self.run(self.replicas[self._draw_replica(data)].compact())
 
     # -- the network --------------------------------------------------------------------------
 
