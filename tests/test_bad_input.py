@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pycrdt
 import pytest
 
 from crdtmem import (
@@ -255,6 +256,14 @@ def _set_delta_field(index: int, value: Any) -> Callable[[dict[str, Any]], None]
 
 UID, ORIGIN, DOC_ID, HLC, DEPS, UPDATE, SEQS = range(7)
 
+
+def _stray_root_update() -> bytes:
+    doc = pycrdt.Doc()
+    doc["stray"] = stray = pycrdt.Map()
+    stray["key"] = "value"
+    return doc.get_update()
+
+
 MALFORMED_FIELDS: dict[str, Callable[[dict[str, Any]], None]] = {
     "from missing": lambda body: body.pop("from"),
     "from empty": _set_payload("from", ""),
@@ -283,7 +292,9 @@ MALFORMED_FIELDS: dict[str, Callable[[dict[str, Any]], None]] = {
     "update garbage": _set_delta_field(UPDATE, b"\x07garbage\xff\xfe"),
     "update truncated": lambda body: body["deltas"][0].__setitem__(UPDATE, body["deltas"][0][UPDATE][:-9]),
     "update empty": _set_delta_field(UPDATE, b""),
-    "update creates no memory": _set_delta_field(UPDATE, b"\x00\x00"),
+    # a well-formed update that writes a root no memory has (the empty update, b"\x00\x00", is
+    # the stub of a forgotten memory's delta, which has a meaning of its own: test_erasure.py)
+    "update creates no memory": _set_delta_field(UPDATE, _stray_root_update()),
     "seqs empty": _set_delta_field(SEQS, {}),
     "seqs not a map": _set_delta_field(SEQS, [1]),
     "seq zero": lambda body: body["deltas"][0][SEQS].update({CHANNEL: 0}),
