@@ -487,7 +487,7 @@ async def test_missing_or_wrong_token_is_401(
 
 async def test_token_in_query_string_is_accepted(node: Node, session: aiohttp.ClientSession) -> None:
     status, data, _ = await Client(session, node.url, None).call("GET", f"/v1/memories?token={ACME}")
-    assert status == 200 and data == {"memories": [], "count": 0}
+    assert status == 200 and data == {"memories": [], "count": 0, "total": 0, "next_cursor": None}
 
 
 async def test_tenant_isolation(node: Node, acme: Client, globex: Client) -> None:

@@ -74,6 +74,10 @@ def add_parsers(commands: Any) -> None:
         listing.add_argument(f"--{name}")
     listing.add_argument("--include-deleted", action="store_true")
     listing.add_argument("--limit", type=int, default=20)
+    listing.add_argument(
+        "--filters", metavar="JSON", help='mem0\'s filter grammar, e.g. \'{"category": "diet"}\''
+    )
+    listing.add_argument("--cursor", help="the next page (the cursor the previous page printed)")
 
     update = common(commands.add_parser("update", help="change a memory (every change lands, or none)"))
     update.add_argument("memory_id")
@@ -102,6 +106,8 @@ def add_parsers(commands: Any) -> None:
 
     history = common(commands.add_parser("history", help="every change of a memory, oldest first"))
     history.add_argument("memory_id")
+    history.add_argument("--limit", type=int, default=50)
+    history.add_argument("--cursor", help="the next page (the cursor the previous page printed)")
 
     search = common(commands.add_parser("search", help="search memories by meaning"))
     search.add_argument("query")
@@ -109,10 +115,15 @@ def add_parsers(commands: Any) -> None:
         search.add_argument(f"--{name}")
     search.add_argument("--tag", action="append", default=[])
     search.add_argument("--limit", type=int, default=10)
+    search.add_argument("--filters", metavar="JSON", help="mem0's filter grammar")
+    search.add_argument("--threshold", type=float, help="the lowest score to show (-1 to 1)")
+    search.add_argument("--cursor", help="the next page (the cursor the previous page printed)")
 
     conflicts = common(commands.add_parser("conflicts", help="list open conflicts"))
     for name in ("user-id", "tenant-id", "memory-id"):
         conflicts.add_argument(f"--{name}")
+    conflicts.add_argument("--limit", type=int, default=100)
+    conflicts.add_argument("--cursor", help="the next page (the cursor the previous page printed)")
 
     resolve = common(commands.add_parser("resolve", help="settle a conflicted field to a value"))
     resolve.add_argument("memory_id")
@@ -217,6 +228,10 @@ def _loose_json(text: str) -> Any:
         return text
 
 
+def _filters(text: str) -> Any:
+    return _strict_json(text, "--filters")
+
+
 def _metadata(items: list[str]) -> dict[str, Any]:
     metadata = {}
     for item in items:
@@ -294,7 +309,12 @@ def _print_forgotten(body: Any) -> None:
 
 
 def _history(args: argparse.Namespace) -> Any:
-    return _call(args, "GET", _memory_path(args.memory_id, "/history"))
+    return _call(
+        args,
+        "GET",
+        _memory_path(args.memory_id, "/history"),
+        query={"limit": args.limit, "cursor": args.cursor},
+    )
 
 
 def _list(args: argparse.Namespace) -> Any:
@@ -309,6 +329,8 @@ def _list(args: argparse.Namespace) -> Any:
             "kind": args.kind,
             "include_deleted": "true" if args.include_deleted else None,
             "limit": args.limit,
+            "filters": json.dumps(_filters(args.filters)) if args.filters else None,
+            "cursor": args.cursor,
         },
     )
 
@@ -322,6 +344,9 @@ def _search(args: argparse.Namespace) -> Any:
         "kind": args.kind,
         "tags": args.tag,
         "limit": args.limit,
+        "filters": _filters(args.filters) if args.filters else None,
+        "threshold": args.threshold,
+        "cursor": args.cursor,
     }
     return _call(args, "POST", "/v1/search", {k: v for k, v in body.items() if v not in (None, [])})
 
@@ -331,7 +356,13 @@ def _conflicts(args: argparse.Namespace) -> Any:
         args,
         "GET",
         "/v1/conflicts",
-        query={"user_id": args.user_id, "tenant_id": args.tenant_id, "memory_id": args.memory_id},
+        query={
+            "user_id": args.user_id,
+            "tenant_id": args.tenant_id,
+            "memory_id": args.memory_id,
+            "limit": args.limit,
+            "cursor": args.cursor,
+        },
     )
 
 
@@ -358,10 +389,18 @@ def _print_memory(body: Any) -> None:
     print(_line(body))
 
 
+def _page(body: Any, what: str) -> str:
+    """The closing line of a page: how many, of how many, and how to get the next page."""
+    line = f"({body['count']} {what}" + (
+        f" of {body['total']}" if body.get("total", body["count"]) != body["count"] else ""
+    )
+    return line + (f"; next page: --cursor {body['next_cursor']})" if body.get("next_cursor") else ")")
+
+
 def _print_list(body: Any) -> None:
     for memory in body["memories"]:
         print(_line(memory))
-    print(f"({body['count']} memories)")
+    print(_page(body, "memories"))
 
 
 def _print_history(body: Any) -> None:
@@ -369,13 +408,15 @@ def _print_history(body: Any) -> None:
         flags = "".join(f" [{f}]" for f in ("deleted", "conflicted") if entry.get(f))
         content = json.dumps(entry["content"], ensure_ascii=False)
         print(f"{entry['hlc']}  {entry['origin']:<12} {content}{flags}")
-    print(f"({len(body['history'])} changes)")
+    print(_page(body, "changes"))
 
 
 def _print_search(body: Any) -> None:
     for hit in body["results"]:
         print(f"{hit['score']:.3f}  {_line(hit['memory'])}")
-    print(f"({body['count']} results)")
+    if body.get("lexical"):
+        print("(scores are lexical: shared words, not meaning; serve --embedder minilm searches by meaning)")
+    print(_page(body, "results"))
 
 
 def _print_conflicts(body: Any) -> None:
@@ -384,7 +425,7 @@ def _print_conflicts(body: Any) -> None:
             f"{json.dumps(v['value'], ensure_ascii=False)} by {v['replica']}" for v in conflict["values"]
         )
         print(f"{conflict['memory_id']}  {conflict['field']}: {values}")
-    print(f"({len(body['conflicts'])} open conflicts)")
+    print(_page(body, "open conflicts"))
 
 
 def _print_status(body: Any) -> None:

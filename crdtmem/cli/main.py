@@ -149,7 +149,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="tokens-file principal whose rights apply to what arrives from the bus (default user:bus)",
     )
     serve.add_argument("--bus-creds", metavar="FILE", help="NATS credentials file (accounts with JWTs)")
-    serve.add_argument("--index", action="store_true", help="index memories for search (embedded engine)")
+    serve.add_argument(
+        "--index",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="index memories for search (the default; --no-index: no search, nothing embedded)",
+    )
     serve.add_argument(
         "--engine",
         help="index engine: edge (default), qdrant-local, or a Qdrant server URL (default "

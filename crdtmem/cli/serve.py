@@ -60,7 +60,7 @@ class ServeOptions:
     synchronous: Synchronous = "FULL"
     slow_after: float = 10.0
     ack_timeout: float = 10.0
-    index: bool = False
+    index: bool = True
     engine: str | None = None
     embedder: str = "hashing"
     index_collection: str | None = None

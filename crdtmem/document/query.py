@@ -27,7 +27,7 @@ reference meaning, which the SQLite store compiles to SQL (``store/sqlite_query.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -41,7 +41,7 @@ MAX_LIST = 1000
 MAX_TEXT = 1000
 
 COMPARE = ("eq", "ne", "gt", "gte", "lt", "lte", "in", "nin", "contains", "icontains")
-OPERATORS = (*COMPARE, "exists")
+OPERATORS = (*COMPARE, "exists", "channel")
 
 FIELDS: dict[str, tuple[str, ...]] = {
     "id": ("id",),
@@ -227,11 +227,32 @@ def matches(where: Where | None, record: Mapping[str, Any]) -> bool:
     op = where.op
     if op == "exists":
         return bool(values)
+    if op == "channel":
+        return any(isinstance(v, str) and channel_matches(where.operand, v) for v in values)
     if op == "ne":
         return not any(_holds("eq", v, where.operand) for v in values)
     if op == "nin":
         return not any(_holds("in", v, where.operand) for v in values)
     return any(_holds(op, v, where.operand) for v in values)
+
+
+def readable(patterns: Iterable[str]) -> Where | None:
+    """Records on at least one channel that one of ``patterns`` (a token's read grants, checked
+    already: ``*`` alone, or a channel with ``*`` for whole parts) matches; None for ``*``."""
+    grants = tuple(patterns)
+    if "*" in grants:
+        return None
+    return Either(tuple(Condition(("channels",), "channel", p) for p in grants))
+
+
+def channel_matches(pattern: str, channel: str) -> bool:
+    """A grant's meaning (as :func:`crdtmem.access.matches`): a ``*`` id or suffix is any whole one."""
+    if pattern == channel:
+        return True
+    p_parts, c_parts = pattern.split(":"), channel.split(":")
+    if len(p_parts) != 3 or len(c_parts) != 3 or p_parts[0] != c_parts[0]:
+        return False
+    return all(p in ("*", c) and c for p, c in zip(p_parts[1:], c_parts[1:], strict=True))
 
 
 def _values(record: Mapping[str, Any], path: tuple[str, ...]) -> list[Any]:

@@ -23,7 +23,9 @@ from typing import Any
 from ..access import Principal
 from ..clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
 from ..document.memory import UNSET, MemoryDoc
+from ..document.query import Every, Where
 from ..document.query import parse as parse_filters
+from ..document.query import readable as readable_channels
 from ..document.records import Conflict, HistoryEntry, Kind, Memory, Scope, Source, check_kind
 from ..errors import (
     CrdtmemError,
@@ -672,6 +674,7 @@ class Replica:
         since_version: int | None = None,
         ascending: bool = False,
         filters: Mapping[str, Any] | None = None,
+        readable: Sequence[str] | None = None,
         before_version: int | None = None,
     ) -> _List[Memory]:
         """Memories matching every given filter, most recently changed first. Deleted memories are
@@ -680,10 +683,11 @@ class Replica:
         ``filters`` is a filter in mem0's form on any field, metadata included (operators, AND, OR,
         NOT: :mod:`crdtmem.document.query`); the store evaluates it. ``before_version`` keeps the
         memories changed before that local version: the next page after a memory is
-        ``before_version=memory.version``."""
+        ``before_version=memory.version``. ``readable`` keeps the memories on a channel one of these
+        grants (``*``, or channels with ``*`` parts: a token's read rights) matches."""
         self._check_open()
         scope = self._scope_args(user_id, tenant_id, topic, kind, channel, include_deleted)
-        where = parse_filters(filters)
+        where = _with_readable(parse_filters(filters), readable)
         await self._materializer.settle()
         records = self._store.query_records(
             **scope,
@@ -705,11 +709,12 @@ class Replica:
         channel: str | None = None,
         include_deleted: bool = False,
         filters: Mapping[str, Any] | None = None,
+        readable: Sequence[str] | None = None,
     ) -> int:
         """How many memories :meth:`list` would return with these filters and no limit."""
         self._check_open()
         scope = self._scope_args(user_id, tenant_id, topic, kind, channel, include_deleted)
-        where = parse_filters(filters)
+        where = _with_readable(parse_filters(filters), readable)
         await self._materializer.settle()
         return self._store.count_records(**scope, where=where)
 
@@ -740,19 +745,34 @@ class Replica:
 
     async def history(self, memory_id: str) -> _List[HistoryEntry]:
         """Every change this replica applied to the memory, oldest first, with the state after it."""
+        entries, _ = await self.history_page(memory_id)
+        return entries
+
+    async def history_page(
+        self, memory_id: str, *, offset: int = 0, limit: int | None = None
+    ) -> tuple[_List[HistoryEntry], int]:
+        """``limit`` entries of :meth:`history` from the ``offset``-th on, and how many it has in
+        all. Only the page's states are materialized."""
         self._check_open()
         self.quarantine.check(memory_id)
+        for name, value in (("offset", offset), ("limit", limit if limit is not None else 0)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+                raise InvalidInput(f"{name} must be a non-negative int, not {value!r}")
         deltas = [] if self._store.is_erased(memory_id) else self._store.history(memory_id)
         if not deltas:
             raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
         doc = self._work.new_doc(memory_id)
-        entries = []
+        entries: _List[HistoryEntry] = []
+        total = 0
         for delta in deltas:
             try:
                 doc.apply(delta.update)
             except MalformedPayload as exc:
                 raise self.quarantine.add(DamagedMemory(memory_id, f"delta {delta.uid}: {exc}")) from exc
             if not doc.exists:
+                continue
+            total += 1
+            if total <= offset or (limit is not None and len(entries) >= limit):
                 continue
             memory = doc.materialize()
             entries.append(
@@ -766,7 +786,7 @@ class Replica:
                     memory.tags,
                 )
             )
-        return entries
+        return entries, total
 
     async def conflicts(
         self, *, user_id: str | None = None, tenant_id: str | None = None, memory_id: str | None = None
@@ -798,12 +818,54 @@ class Replica:
         filters: Mapping[str, Any] | None = None,
         channels: Sequence[str] | None = None,
         threshold: float | None = None,
+        offset: int = 0,
+        readable: Sequence[str] | None = None,
     ) -> _List[SearchResult]:
         """Memories by meaning, best first, each with its score (cosine similarity: 1 is the same
         text, 0 or less unrelated), restricted by every given scope filter and by ``filters``
         (mem0's form, as in :meth:`list`). ``threshold`` drops results that score lower; without
         one, unrelated results are dropped (0 or less, or under the embedder's noise floor: 0.1 for
-        the lexical default). Needs ``index=``."""
+        the lexical default). ``offset`` skips the first results (a later page; offset + limit is
+        at most 1000); ``readable`` keeps memories on a channel these grants match (as in
+        :meth:`list`). Needs ``index=``."""
+        index, flt, where = await self._search_args(
+            user_id, tenant_id, kind, tags, topic, include_conflicted, filters, channels, readable
+        )
+        return await index.search(query, flt, limit, where=where, threshold=threshold, offset=offset)
+
+    async def search_count(
+        self,
+        query: str,
+        *,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        kind: Kind | None = None,
+        tags: Sequence[str] = (),
+        topic: str | None = None,
+        include_conflicted: bool = True,
+        filters: Mapping[str, Any] | None = None,
+        channels: Sequence[str] | None = None,
+        threshold: float | None = None,
+        readable: Sequence[str] | None = None,
+    ) -> int:
+        """How many results :meth:`search` has for these arguments over all its pages (at most 1000)."""
+        index, flt, where = await self._search_args(
+            user_id, tenant_id, kind, tags, topic, include_conflicted, filters, channels, readable
+        )
+        return await index.count(query, flt, where=where, threshold=threshold)
+
+    async def _search_args(
+        self,
+        user_id: str | None,
+        tenant_id: str | None,
+        kind: Kind | None,
+        tags: Sequence[str],
+        topic: str | None,
+        include_conflicted: bool,
+        filters: Mapping[str, Any] | None,
+        channels: Sequence[str] | None,
+        readable: Sequence[str] | None,
+    ) -> tuple[Indexer, SearchFilter, Where | None]:
         self._check_open()
         if self.index is None:
             raise InvalidInput(
@@ -820,7 +882,7 @@ class Replica:
             channels=channels,
             include_conflicted=include_conflicted,
         )
-        return await self.index.search(query, flt, limit, where=parse_filters(filters), threshold=threshold)
+        return self.index, flt, _with_readable(parse_filters(filters), readable)
 
     # -- exchange -----------------------------------------------------------------------------
 
@@ -1011,3 +1073,10 @@ def _holds(memory: Memory) -> tuple[int, int, int, int]:
     items = len(content) if memory.kind == "list" and sized else 0
     messages = len(content) if memory.kind == "conversation" and sized else 0
     return len(memory.metadata), len(memory.tags), items, messages
+
+
+def _with_readable(where: Where | None, readable: Sequence[str] | None) -> Where | None:
+    grants = None if readable is None else readable_channels(readable)
+    if grants is None:
+        return where
+    return grants if where is None else Every((where, grants))

@@ -48,7 +48,17 @@ from ..document.records import Memory
 from ..document.revision import revision_of
 from ..errors import DamagedMemory, InvalidInput
 from ..lru import LRU
-from .base import LEXICAL_PREFIX, Embedder, Point, RecordSource, SearchFilter, Settle, Subscribe, VectorEngine
+from .base import (
+    LEXICAL_PREFIX,
+    Embedder,
+    Hit,
+    Point,
+    RecordSource,
+    SearchFilter,
+    Settle,
+    Subscribe,
+    VectorEngine,
+)
 
 log = logging.getLogger("crdtmem.index")
 
@@ -388,23 +398,56 @@ class Indexer:
         *,
         where: Where | None = None,
         threshold: float | None = None,
+        offset: int = 0,
     ) -> list[SearchResult]:
         """The ``limit`` memories nearest to ``query`` that pass ``flt`` and the record filter
-        ``where``, best first, scoring at least ``threshold`` (by default: above 0 and at least the
-        embedder's ``min_score``, if it has one, the lexical default's noise floor; -1 keeps all).
+        ``where``, best first, after the first ``offset`` of them, scoring at least ``threshold``
+        (by default: above 0 and at least the embedder's ``min_score``, if it has one, the lexical
+        default's noise floor; -1 keeps all).
 
         The store selects the memories ``where`` admits (at most :data:`FILTER_IDS` of them; the
-        engine then ranks only those); past that, the engine's nearest points are read in pages
-        and filtered, up to :data:`FILTER_SCAN` of them."""
-        if not isinstance(query, str) or not query.strip():
-            raise InvalidInput("search needs a non-empty query string")
+        engine then ranks only those); past that, the engine's nearest :data:`FILTER_SCAN` points
+        are read and filtered one by one."""
         if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 1000:
             raise InvalidInput("limit must be an int between 1 and 1000")
+        if not isinstance(offset, int) or isinstance(offset, bool) or not 0 <= offset <= 1000 - limit:
+            raise InvalidInput("offset must be an int from 0, with offset + limit at most 1000")
+        hits, flt, floor = await self._hits(query, flt, where, threshold, offset + limit)
+        results: list[SearchResult] = []
+        skipped = 0
+        for hit in hits:
+            if hit.score < floor:
+                break  # best first: the rest score lower
+            memory = self._passing(hit.id, flt, where)
+            if memory is None:
+                continue
+            if skipped < offset:
+                skipped += 1
+                continue
+            results.append(SearchResult(memory, hit.score, self.embedder.model))
+            if len(results) == limit:
+                break
+        return results
+
+    async def count(
+        self, query: str, flt: SearchFilter, *, where: Where | None = None, threshold: float | None = None
+    ) -> int:
+        """How many memories :meth:`search` finds for ``query`` over all its pages (at most 1000)."""
+        hits, flt, floor = await self._hits(query, flt, where, threshold, FILTER_SCAN)
+        above = [hit for hit in hits if hit.score >= floor]
+        if where is None or flt.ids is not None:
+            return len(above)  # the engine applied every condition
+        return sum(1 for hit in above if self._passing(hit.id, flt, where) is not None)
+
+    async def _hits(
+        self, query: str, flt: SearchFilter, where: Where | None, threshold: float | None, fetch: int
+    ) -> tuple[list[Hit], SearchFilter, float]:
+        if not isinstance(query, str) or not query.strip():
+            raise InvalidInput("search needs a non-empty query string")
         if threshold is not None and (
             isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not -1 <= threshold <= 1
         ):
             raise InvalidInput("threshold must be a number between -1 and 1 (a cosine similarity)")
-        fetch = limit
         if where is not None:
             ids = self.source.query_ids(
                 user_id=flt.user_id,
@@ -418,36 +461,32 @@ class Indexer:
                 flt = dataclasses.replace(flt, ids=tuple(ids))
             else:
                 fetch = FILTER_SCAN
-        (vector,) = await asyncio.to_thread(self.embedder.embed, [query])
+        (vector,) = await self._embed([query])  # cached: the next page embeds nothing
         hits = await asyncio.to_thread(self.engine.search, vector, flt, fetch)
         if threshold is None:  # nothing unrelated: above 0, and above the embedder's noise floor
             floor = max(float(getattr(self.embedder, "min_score", 0.0)), math.nextafter(0.0, 1.0))
         else:
             floor = float(threshold)
-        results = []
-        for hit in hits:
-            if hit.score < floor:
-                break  # best first: the rest score lower
-            try:
-                record = self.source.load_record(hit.id)
-            except DamagedMemory as exc:  # quarantined by the replica; the other hits are served
-                report = getattr(self.source, "on_damaged", None)
-                if report is not None:
-                    report(exc)
-                continue
-            if record is None:
-                continue  # an orphan point: the next verify/rebuild removes it
-            if not matches(where, record):
-                continue
-            memory = Memory.from_dict(record)
-            if not flt.include_conflicted and memory.conflicted:
-                continue
-            if not indexable(memory) and not flt.include_deleted:
-                continue
-            results.append(SearchResult(memory, hit.score, self.embedder.model))
-            if len(results) == limit:
-                break
-        return results
+        return hits, flt, floor
+
+    def _passing(self, memory_id: str, flt: SearchFilter, where: Where | None) -> Memory | None:
+        try:
+            record = self.source.load_record(memory_id)
+        except DamagedMemory as exc:  # quarantined by the replica; the other hits are served
+            report = getattr(self.source, "on_damaged", None)
+            if report is not None:
+                report(exc)
+            return None
+        if record is None:
+            return None  # an orphan point: the next verify/rebuild removes it
+        if not matches(where, record):
+            return None
+        memory = Memory.from_dict(record)
+        if not flt.include_conflicted and memory.conflicted:
+            return None
+        if not indexable(memory) and not flt.include_deleted:
+            return None
+        return memory
 
     # -- maintenance --------------------------------------------------------------------------
 

@@ -47,6 +47,21 @@ def _array(items: Schema) -> Schema:
     return {"type": "array", "items": items}
 
 
+_PAGE: dict[str, Schema] = {
+    "count": {"type": "integer", "description": "items on this page"},
+    "total": {"type": "integer", "description": "items on every page (search: at most 1000)"},
+    "next_cursor": {
+        "type": ["string", "null"],
+        "description": "pass it as cursor for the next page; null on the last",
+    },
+}
+_FILTERS = (
+    "mem0's filter grammar: {field: value | {eq|ne|gt|gte|lt|lte|in|nin|contains|icontains: ...}}, "
+    "'*' for present, AND/OR/NOT lists; fields user_id, agent_id, run_id, tenant_id, kind, tags, "
+    "topics, id, created_at, updated_at, any other name a metadata key"
+)
+
+
 _ANY: Schema = {}
 _NAME: Schema = {
     "type": "string",
@@ -113,7 +128,7 @@ _SCHEMAS: dict[str, Schema] = {
             "conflicts": _array({"type": "string", "description": "conflicted field"}),
         }
     ),
-    "MemoryList": _object({"memories": _array(_ref("Memory")), "count": {"type": "integer"}}),
+    "MemoryList": _object({"memories": _array(_ref("Memory")), **_PAGE}),
     "HistoryEntry": _object(
         {
             "origin": {"type": "string", "description": "the replica that made the change"},
@@ -123,10 +138,15 @@ _SCHEMAS: dict[str, Schema] = {
             "conflicted": {"type": "boolean"},
             "metadata": {"type": "object"},
             "tags": _array(_ANY),
-        }
+            "content_from": {
+                "type": "integer",
+                "description": "a conversation's entry: how many messages precede the new ones in content",
+            },
+        },
+        required=["origin", "hlc", "content", "deleted", "conflicted", "metadata", "tags"],
     ),
     "Forgotten": _object({"id": {"type": "string"}, "forgotten": {"type": "boolean", "const": True}}),
-    "History": _object({"memory_id": {"type": "string"}, "history": _array(_ref("HistoryEntry"))}),
+    "History": _object({"memory_id": {"type": "string"}, "history": _array(_ref("HistoryEntry")), **_PAGE}),
     "ConflictValue": _object({"value": _ANY, "hlc": _HLC, "replica": {"type": "string"}}),
     "Conflict": _object(
         {
@@ -138,20 +158,28 @@ _SCHEMAS: dict[str, Schema] = {
         },
         description="a field with concurrent differing values; values[0] is what reads return",
     ),
-    "ConflictList": _object({"conflicts": _array(_ref("Conflict"))}),
+    "ConflictList": _object({"conflicts": _array(_ref("Conflict")), **_PAGE}),
     "SearchRequest": _object(
         {
             "query": {"type": "string", "minLength": 1},
-            "user_id": _NAME,
-            "tenant_id": _NAME,
-            "kind": {"type": "string", "enum": list(KINDS)},
-            "topic": _NAME,
+            "user_id": _NULLABLE_NAME,
+            "tenant_id": _NULLABLE_NAME,
+            "kind": {"type": ["string", "null"], "enum": [*KINDS, None]},
+            "topic": _NULLABLE_NAME,
             "tags": _array({"type": "string"}),
             "limit": {"type": "integer", "minimum": 1, "maximum": 100, "default": 10},
             "include_conflicted": {"type": "boolean", "default": True},
-            "filters": {
-                "type": "object",
-                "description": "mem0's form: {user_id, tenant_id, kind, topic, tags}",
+            "filters": {"type": ["object", "null"], "description": _FILTERS},
+            "threshold": {
+                "type": ["number", "null"],
+                "minimum": -1,
+                "maximum": 1,
+                "description": "the lowest score to return (default: above 0 and the embedder's noise floor)",
+            },
+            "cursor": {
+                "type": ["string", "null"],
+                "pattern": "^o[0-9]{1,18}$",
+                "description": "next_cursor of the previous page (null or absent: the first)",
             },
         },
         required=["query"],
@@ -160,7 +188,9 @@ _SCHEMAS: dict[str, Schema] = {
     "SearchResults": _object(
         {
             "results": _array(_object({"memory": _ref("Memory"), "score": {"type": "number"}})),
-            "count": {"type": "integer"},
+            **_PAGE,
+            "model": {"type": "string", "description": "the embedder that scored the results"},
+            "lexical": {"type": "boolean", "description": "scored by shared words, not by meaning"},
         }
     ),
     "MemoryCreate": _object(
@@ -374,6 +404,11 @@ def _query(name: str, schema: Schema, description: str, **extra: Any) -> Schema:
 
 
 _ID_PARAM: Schema = {"name": "id", "in": "path", "required": True, "schema": _MEMORY_ID}
+_CURSOR_PARAM: Schema = _query(
+    "cursor",
+    {"type": "string", "pattern": "^[vo][0-9]{1,18}$"},
+    "next_cursor of the previous page",
+)
 _READ_ERRORS = (400, 401, 404, 503)
 _WRITE_ERRORS = (400, 401, 403, 404, 409, 429, 503)
 _PUBLIC: list[dict[str, list[str]]] = []
@@ -424,6 +459,8 @@ def _paths() -> dict[str, Schema]:
                         {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
                         "at most this many",
                     ),
+                    _CURSOR_PARAM,
+                    _query("filters", {"type": "string"}, "a JSON object: " + _FILTERS),
                 ],
             ),
         },
@@ -468,10 +505,18 @@ def _paths() -> dict[str, Schema]:
         "/v1/memories/{id}/history": {
             "parameters": [_ID_PARAM],
             "get": _operation(
-                "Every change this replica applied to the memory, oldest first",
+                "Every change this replica applied to the memory, oldest first, a page at a time",
                 "memories",
                 {"200": _json(_ref("History"), "the history"), **_errors(*_READ_ERRORS)},
                 operationId="memoryHistory",
+                parameters=[
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 500, "default": 50},
+                        "at most this many entries",
+                    ),
+                    _CURSOR_PARAM,
+                ],
             ),
         },
         "/v1/memories/{id}/resolve": {
@@ -494,6 +539,12 @@ def _paths() -> dict[str, Schema]:
                     _query("user_id", _NAME, "scope user"),
                     _query("tenant_id", _NAME, "scope tenant"),
                     _query("memory_id", _NAME, "one memory"),
+                    _query(
+                        "limit",
+                        {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100},
+                        "at most this many",
+                    ),
+                    _CURSOR_PARAM,
                 ],
             ),
         },

@@ -44,12 +44,15 @@ from ..errors import InvalidInput, MemoryExists, NotFound, WrongKind
 from ..ids import check_id, check_memory_id
 from . import openapi
 from .auth import PRINCIPAL
+from .paging import filters_param, offset_cursor, page, version_cursor
 
 if TYPE_CHECKING:
     from .context import NodeContext
 
 DEFAULT_LIMIT = 100
 MAX_LIMIT = 1_000
+HISTORY_LIMIT = 50
+MAX_HISTORY_LIMIT = 500
 _AUTH_QUERY = ("token",)  # accepted everywhere: browsers cannot set Authorization on some requests
 
 
@@ -127,35 +130,53 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
 
     async def list_memories(request: web.Request) -> web.StreamResponse:
         principal = _principal(request)
-        query = _query(request, ("user_id", "tenant_id", "topic", "kind", "include_deleted", "limit"))
+        query = _query(
+            request,
+            ("user_id", "tenant_id", "topic", "kind", "include_deleted", "limit", "cursor", "filters"),
+        )
         kind = query.get("kind")
         if kind is not None and kind not in KINDS:
             raise InvalidInput(f"kind must be one of {', '.join(KINDS)}; got {kind!r}")
         limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
-        filters: dict[str, Any] = {
+        scope: dict[str, Any] = {
             "user_id": _name_param(query, "user_id"),
             "tenant_id": _name_param(query, "tenant_id"),
             "topic": _name_param(query, "topic"),
             "kind": kind,
             "include_deleted": _bool_param(query, "include_deleted"),
+            "filters": filters_param(query),
+            # the store keeps what the caller may read, before the limit
+            "readable": None if _reads_everything(principal) else list(principal.read),
         }
-        if _reads_everything(principal):
-            memories = await replica.list(**filters, limit=limit)
-        else:
-            # The store cannot filter by channel pattern yet, so filter here before the limit.
-            found = await replica.list(**filters)
-            memories = [m for m in found if may_read_memory(principal, m.channels)][:limit]
-        return web.json_response({"memories": [m.to_dict() for m in memories], "count": len(memories)})
+        found = await replica.list(**scope, limit=limit + 1, before_version=version_cursor(query))
+        memories = found[:limit]
+        more = len(found) > limit
+        total = await replica.count(**scope)
+        cursor = f"v{memories[-1].version}" if more else None
+        return web.json_response(page("memories", [m.to_dict() for m in memories], total, cursor))
 
     async def history(request: web.Request) -> web.StreamResponse:
-        _no_query(request)
+        query = _query(request, ("limit", "cursor"))
         memory = await _readable(node, _principal(request), _memory_id(request))
-        entries = await replica.history(memory.id)
-        return web.json_response({"memory_id": memory.id, "history": [_history_json(e) for e in entries]})
+        limit = _int_param(query, "limit", HISTORY_LIMIT, 1, MAX_HISTORY_LIMIT)
+        offset = offset_cursor(query)
+        # one entry before the page: a conversation's entries carry only the messages they added
+        before = min(offset, 1)
+        entries, total = await replica.history_page(memory.id, offset=offset - before, limit=limit + before)
+        previous = entries[0] if before and entries else None
+        shown = []
+        for entry in entries[before:]:
+            shown.append(_history_json(entry, previous, memory.kind == "conversation"))
+            previous = entry
+        cursor = f"o{offset + limit}" if offset + limit < total else None
+        body = page("history", shown, total, cursor)
+        return web.json_response({"memory_id": memory.id, **body})
 
     async def conflicts(request: web.Request) -> web.StreamResponse:
         principal = _principal(request)
-        query = _query(request, ("user_id", "tenant_id", "memory_id"))
+        query = _query(request, ("user_id", "tenant_id", "memory_id", "limit", "cursor"))
+        limit = _int_param(query, "limit", DEFAULT_LIMIT, 1, MAX_LIMIT)
+        offset = offset_cursor(query)
         memory_id = _name_param(query, "memory_id")
         if memory_id is not None:
             await _readable(node, principal, memory_id)
@@ -170,8 +191,10 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
             if conflict.memory_id not in readable:
                 readable[conflict.memory_id] = await _may_read_id(node, principal, conflict.memory_id)
             if readable[conflict.memory_id]:
-                visible.append(conflict.to_dict())
-        return web.json_response({"conflicts": visible})
+                visible.append(conflict)
+        shown = [c.to_dict() for c in visible[offset : offset + limit]]
+        cursor = f"o{offset + limit}" if offset + limit < len(visible) else None
+        return web.json_response(page("conflicts", shown, len(visible), cursor))
 
     async def resolve(request: web.Request) -> web.StreamResponse:
         principal = _principal(request)
@@ -477,7 +500,20 @@ def _int_param(query: Mapping[str, str], name: str, default: int, low: int, high
     return value
 
 
-def _history_json(entry: HistoryEntry) -> dict[str, Any]:
+def _history_json(entry: HistoryEntry, previous: HistoryEntry | None, conversation: bool) -> dict[str, Any]:
+    """An entry as JSON. A conversation's entry whose messages extend the previous entry's carries
+    only the new ones, with ``content_from`` (how many came before them), so a long conversation's
+    history grows with its messages, not with their square."""
     data = asdict(entry)
     data["tags"] = list(entry.tags)
+    content, before = entry.content, previous.content if previous is not None else None
+    if (
+        conversation
+        and isinstance(content, list)
+        and isinstance(before, list)
+        and len(before) <= len(content)
+        and content[: len(before)] == before
+    ):
+        data["content"] = content[len(before) :]
+        data["content_from"] = len(before)
     return data

@@ -57,6 +57,9 @@ def _test(test: Condition, args: list[Any]) -> str:
     args.append("$" + "".join('."' + part + '"' for part in test.path))
     if test.op == "exists":
         return "EXISTS (SELECT 1 FROM json_each(d.record, ?) e)"
+    if test.op == "channel":
+        args.append(_glob(test.operand))
+        return "EXISTS (SELECT 1 FROM json_each(d.record, ?) e WHERE e.type = 'text' AND e.value GLOB ?)"
     return f"EXISTS (SELECT 1 FROM json_each(d.record, ?) e WHERE {_element(test.op, test.operand, args)})"
 
 
@@ -75,3 +78,12 @@ def _element(op: str, operand: Any, args: list[Any]) -> str:
         return "e.type = 'true'" if operand else "e.type = 'false'"
     args.append(operand)
     return f"{_TYPES[kind]} AND e.value {_OPS[op]} ?"
+
+
+def _glob(pattern: str) -> str:
+    """A channel grant as a GLOB: ``*`` parts stay wildcards (ids never hold ``:``, they are escaped),
+    GLOB's other special characters in ids are matched as themselves."""
+    parts = pattern.split(":")
+    return ":".join(
+        p if p == "*" else p.replace("[", "[[]").replace("?", "[?]").replace("*", "[*]") for p in parts
+    )
