@@ -281,3 +281,23 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
     with Memory.from_config({"history_db_path": str(tmp_path / "h.db"), "llm": {"provider": "openai"}}) as m:
         assert m.add("ok", user_id="u")["results"][0]["event"] == "ADD"
     assert (tmp_path / "h.db").exists()
+
+
+def test_expiration_dates_hide_memories(m: Memory) -> None:
+    # docs/core-concepts/memory-operations/add.mdx and update.mdx
+    kept = m.add("Trip to Tokyo next month", user_id="alice", expiration_date="2030-01-31")["results"][0]
+    old = m.add("Conference badge pickup", user_id="alice", expiration_date="2020-01-31")["results"][0]
+    assert memories(m.get_all(filters={"user_id": "alice"})) == ["Trip to Tokyo next month"]
+    assert len(m.get_all(filters={"user_id": "alice"}, show_expired=True)["results"]) == 2
+    assert memories(m.search("conference badge", filters={"user_id": "alice"})) == []
+    shown = m.search("conference badge", filters={"user_id": "alice"}, show_expired=True, explain=True)
+    assert memories(shown) == ["Conference badge pickup"]
+    assert shown["results"][0]["expiration_date"] == "2020-01-31"
+    assert shown["results"][0]["score_details"]["semantic_score"] == shown["results"][0]["score"]
+    m.update(memory_id=old["id"], text="Conference badge pickup", expiration_date=None)
+    assert len(m.get_all(filters={"user_id": "alice"})["results"]) == 2
+    m.update(kept["id"], expiration_date="2021-05-01")
+    assert m.get(kept["id"])["expiration_date"] == "2021-05-01"
+    assert memories(m.get_all(filters={"user_id": "alice"})) == ["Conference badge pickup"]
+    with pytest.raises(ValueError, match="YYYY-MM-DD"):
+        m.add("x", user_id="alice", expiration_date="next week")

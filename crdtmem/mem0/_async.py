@@ -8,6 +8,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..clock import Hlc
+from ..document.memory import UNSET
 from ..document.records import Memory as Record
 from ..engine.replica import Replica
 from ..errors import InvalidInput, NotFound
@@ -15,12 +16,14 @@ from ._shapes import (
     Extractor,
     clean_metadata,
     entity_ids,
+    expiration_of,
     item,
     messages_of,
     op_text,
     scoped_filters,
     settings,
     top_k_of,
+    unexpired,
 )
 
 _PAGE = 200
@@ -95,6 +98,7 @@ class AsyncMemory:
         prompt: str | None = None,
         embedding: Sequence[float] | None = None,
         embedding_model: str | None = None,
+        expiration_date: Any = None,
     ) -> dict[str, Any]:
         """Store memories from ``messages`` (a string, one ``{"role", "content"}`` message or a list
         of them) → ``{"results": [{"id", "memory", "event", ...}]}``.
@@ -102,11 +106,14 @@ class AsyncMemory:
         ``infer``: True runs the configured extractor; False stores each non-system message as a
         memory (with its ``role``, and ``actor_id`` from a message's ``name``); None (the default)
         infers when an extractor is configured. ``embedding`` is the caller's vector for a single
-        message (see :meth:`Replica.add`)."""
+        message (see :meth:`Replica.add`). ``expiration_date`` (``YYYY-MM-DD``) hides the memories
+        from ``search`` and ``get_all`` after that day unless they pass ``show_expired=True``."""
         ids = entity_ids(user_id, agent_id, run_id, "add")
         if memory_type is not None:
             raise InvalidInput("procedural memories (memory_type) need an LLM; crdtmem bundles none")
         base = clean_metadata(metadata)
+        if expiration_date is not None:
+            base["expiration_date"] = expiration_of(expiration_date)
         listed = messages_of(messages)
         if infer is None:
             infer = self.extractor is not None
@@ -210,17 +217,24 @@ class AsyncMemory:
         metadata: Mapping[str, Any] | None = None,
         *,
         data: Any = None,
+        expiration_date: Any = UNSET,
     ) -> dict[str, str]:
-        """Replace a memory's text (``text``, or mem0's older ``data``) and/or merge ``metadata``."""
+        """Replace a memory's text (``text``, or mem0's older ``data``) and/or merge ``metadata``;
+        ``expiration_date`` sets the day after which it is hidden (None: never)."""
         if text is None:
             text = data
-        if text is None and metadata is None:
-            raise InvalidInput("update needs text (or data) or metadata")
+        if text is None and metadata is None and expiration_date is UNSET:
+            raise InvalidInput("At least one of text, metadata, or expiration_date must be provided.")
         replica = await self._open()
         memory = await self._live(replica, memory_id)
         if memory is None:
             raise InvalidInput(f"Memory with id {memory_id} not found. Please provide a valid 'memory_id'")
-        changes: dict[str, Any] = {"metadata": clean_metadata(metadata) or None}
+        changes: dict[str, Any] = {"metadata": clean_metadata(metadata)}
+        if expiration_date is None:
+            changes["remove_metadata"] = ["expiration_date"]
+        elif expiration_date is not UNSET:
+            changes["metadata"]["expiration_date"] = expiration_of(expiration_date)
+        changes["metadata"] = changes["metadata"] or None
         if text is not None:
             changes["content"] = text
         await replica.update(memory_id, **changes)
@@ -277,10 +291,12 @@ class AsyncMemory:
         filters: Mapping[str, Any] | None = None,
         top_k: int | None = None,
         limit: int | None = None,
+        show_expired: bool = False,
     ) -> dict[str, Any]:
         """The newest ``top_k`` (default 20) memories that pass ``filters`` (which, or the
-        arguments, name at least one of user_id, agent_id and run_id) → ``{"results": [...]}``."""
-        where = scoped_filters(filters, user_id, agent_id, run_id, "get_all")
+        arguments, name at least one of user_id, agent_id and run_id) → ``{"results": [...]}``;
+        expired ones only with ``show_expired``."""
+        where = unexpired(scoped_filters(filters, user_id, agent_id, run_id, "get_all"), show_expired)
         count = top_k_of(top_k, limit)
         replica = await self._open()
         memories = await replica.list(filters=where, limit=count) if count else []
@@ -298,13 +314,16 @@ class AsyncMemory:
         filters: Mapping[str, Any] | None = None,
         threshold: float | None = None,
         rerank: bool = False,
+        explain: bool = False,
+        show_expired: bool = False,
     ) -> dict[str, Any]:
         """The ``top_k`` (default 20) memories nearest to ``query`` that pass ``filters`` and score
         at least ``threshold`` (0 to 1; by default anything above 0) → ``{"results": [{..., "score"}]}``.
-        ``rerank`` is accepted and ignored (no reranker is bundled)."""
+        ``rerank`` is accepted and ignored (no reranker is bundled); ``explain`` adds each result's
+        ``score_details``; expired memories only with ``show_expired``."""
         if not isinstance(query, str) or not query.strip():
             raise InvalidInput("Invalid query: cannot be empty or whitespace-only.")
-        where = scoped_filters(filters, user_id, agent_id, run_id, "search")
+        where = unexpired(scoped_filters(filters, user_id, agent_id, run_id, "search"), show_expired)
         count = top_k_of(top_k, limit)
         if threshold is not None and (
             isinstance(threshold, bool) or not isinstance(threshold, (int, float)) or not 0 <= threshold <= 1
@@ -319,7 +338,17 @@ class AsyncMemory:
         found = await replica.search(
             query.strip(), filters=where, limit=min(count, 1000), threshold=threshold
         )
-        return {"results": [{**item(r.memory), "score": r.score} for r in found]}
+        results = [{**item(r.memory), "score": r.score} for r in found]
+        if explain:
+            for result, hit in zip(results, found, strict=True):
+                result["score_details"] = {
+                    "semantic_score": hit.score,
+                    "model": hit.model,
+                    "lexical": hit.lexical,
+                    "threshold": threshold,
+                    "final_score": hit.score,
+                }
+        return {"results": results}
 
     async def history(self, memory_id: str) -> list[dict[str, Any]]:
         """The memory's changes, oldest first: ``{"id", "memory_id", "old_memory", "new_memory",

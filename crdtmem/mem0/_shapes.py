@@ -6,6 +6,7 @@ import hashlib
 import logging
 import os
 from collections.abc import Awaitable, Iterable, Mapping
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -17,7 +18,7 @@ from ..index import Embedder, IndexSettings
 log = logging.getLogger("crdtmem.mem0")
 
 ENTITY_KEYS = ("user_id", "agent_id", "run_id")
-_PROMOTED = ("actor_id", "role")
+_PROMOTED = ("actor_id", "role", "expiration_date")
 """Metadata keys mem0 answers at the top of an item, beside the entity ids."""
 DEFAULT_PATH_ENV = "CRDTMEM_MEM0_PATH"
 """Where ``Memory()`` keeps its SQLite file (default ``~/.crdtmem/mem0.db``)."""
@@ -185,3 +186,25 @@ def op_text(op: Mapping[str, Any]) -> Any:
     if text is None:
         raise InvalidInput("an extractor's ADD or UPDATE needs 'memory' (the text)")
     return text
+
+
+def expiration_of(value: Any) -> str:
+    """mem0's ``expiration_date``: a date, a datetime or ``YYYY-MM-DD``, as ``YYYY-MM-DD``."""
+    if isinstance(value, datetime):
+        return value.date().isoformat()
+    if isinstance(value, date):
+        return value.isoformat()
+    if isinstance(value, str):
+        try:
+            return date.fromisoformat(value).isoformat()
+        except ValueError:
+            pass
+    raise InvalidInput("expiration_date must be a date string in YYYY-MM-DD format.")
+
+
+def unexpired(filters: dict[str, Any], show_expired: bool) -> dict[str, Any]:
+    """``filters``, and (unless ``show_expired``) not past its ``expiration_date``."""
+    if show_expired:
+        return filters
+    today = datetime.now(UTC).date().isoformat()
+    return {**filters, "AND": [*filters.get("AND", []), {"NOT": [{"expiration_date": {"lt": today}}]}]}
