@@ -1,6 +1,6 @@
 """Filters on memory records: mem0's filter grammar, parsed once, with one meaning everywhere.
 
-A filter is a dict (mem0's form, ``docs/concepts.md#filters``)::
+A filter is a dict (mem0's grammar, ``docs/integrations.md#mem0``)::
 
     {"user_id": "alice",                                   # plain value: equals
      "category": {"in": ["food", "travel"]},               # any other key: a metadata key
