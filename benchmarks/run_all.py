@@ -34,6 +34,7 @@ BENCHMARKS = (
     "bench_erasure",
     "bench_bus",
     "bench_hostile",
+    "bench_compaction",
 )
 """Every benchmark script; a new one is added here and gets a section in docs/benchmarks.md."""
 NO_ROUNDS = {"bench_search", "bench_index_lag"}
