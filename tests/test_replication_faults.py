@@ -68,7 +68,10 @@ async def run_faulty_exchange(procs, session, tmp_path, *, rounds: int, kills: i
         api = {"a": Api(session, a.url), "b": Api(session, b.url)}
         items = await api["a"].add([], kind="list", user_id="u1")
         counter = await api["a"].add(0, kind="counter", user_id="u1")
-        await eventually(lambda: _exists(api["b"], counter["id"]), what="b sees the memories")
+        # both: the proxy drops and reorders, and b applies each memory's deltas as they come, so
+        # the counter (made second) may be there before the list
+        for memory in (items, counter):
+            await eventually(lambda m=memory: _exists(api["b"], m["id"]), what="b sees the memories")
 
         ledger = Ledger()
         faults_over = asyncio.Event()
