@@ -179,9 +179,12 @@ class BusClient:
         async def quiet(exc: Exception) -> None:  # nats-py reports every failed reconnect here
             log.debug("nats: %s", exc)
 
+        closing = False
+
         async def on_disconnect() -> None:
             self.connected = False
-            log.info("bus disconnected; reconnecting", extra={"event": "bus_disconnected"})
+            if not closing:
+                log.info("bus disconnected; reconnecting", extra={"event": "bus_disconnected"})
 
         async def on_reconnect() -> None:
             self.connected = True
@@ -228,9 +231,10 @@ class BusClient:
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
             self._nc = None
+            closing = True
             # bounded, and never waiting on a close that ignores its cancellation
-            closing = asyncio.ensure_future(nc.close())
-            _, late = await asyncio.wait({closing}, timeout=2.0)
+            close = asyncio.ensure_future(nc.close())
+            _, late = await asyncio.wait({close}, timeout=2.0)
             if late:
                 log.warning("closing the bus connection took over 2 s; left behind")
 
