@@ -3,6 +3,7 @@ JetStream server (tests/support/nats.py starts it)."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 
@@ -232,3 +233,20 @@ async def _ready(bus) -> bool:
 
 async def _refuse_to_publish(subject: str, data: bytes, msg_id: str, stream: str) -> bool:
     raise AssertionError(f"published {msg_id} again")
+
+
+async def test_a_write_made_while_the_bus_is_down_is_published_by_the_next_session(
+    procs, session, tmp_path, nats_server
+):
+    """No later write wakes the publisher: the session that follows the outage publishes it."""
+    a = bus_node(tmp_path, "a", [nats_server.url]).start()
+    b = bus_node(tmp_path, "b", [nats_server.url]).start()
+    procs += [a, b]
+    api_a, api_b = Api(session, a.url), Api(session, b.url)
+    await ready(api_a)
+    await ready(api_b)
+    nats_server.kill()
+    await api_a.add("while the bus was down", user_id="u1", id="lonely")
+    await asyncio.sleep(3)  # publish attempts fail, sessions end
+    nats_server.start()
+    await eventually(lambda: has(api_b, "lonely"), timeout=60, what="published after the outage")

@@ -321,6 +321,7 @@ class BusClient:
             return bool(ack.duplicate)
 
         failures = 0
+        outbox.wake.set()  # a new session publishes whatever the last one left behind the marks
         while True:
             await outbox.wake.wait()
             outbox.wake.clear()
@@ -330,6 +331,7 @@ class BusClient:
             except (nats.errors.Error, TimeoutError, OSError) as exc:
                 _reraise_if_cancelled()
                 # the marks stayed behind: publish again (the stream drops what it already has)
+                outbox.wake.set()
                 failures += 1
                 self.metrics.inc("crdtmem_bus_publish_errors_total", kind=type(exc).__name__)
                 log.log(
@@ -339,7 +341,6 @@ class BusClient:
                     exc,
                 )
                 await asyncio.sleep(self._rng.uniform(0, min(self.settings.retry_cap, 0.1 * 2**failures)))
-                outbox.wake.set()
 
     async def _consume(self, stream: str, sub: Any) -> None:
         consumer = self.consumers[stream]
