@@ -14,6 +14,7 @@ from .engine.sync_api import SyncReplica
 from .errors import (
     ClockSkewError,
     CrdtmemError,
+    IndexUnavailable,
     InvalidChannel,
     InvalidInput,
     LimitExceeded,
@@ -67,6 +68,7 @@ __all__ = [
     "ReplicaClosed",
     "Scope",
     "Source",
+    "IndexUnavailable",
     "StorageError",
     "StoreLocked",
     "SyncReplica",

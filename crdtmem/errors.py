@@ -23,7 +23,8 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     ├── StorageError               the durable store failed; the write was not acknowledged
     │   ├── StoreLocked            the database file is in use by another running replica
     │   ├── DamagedMemory          a memory's stored rows do not read back (found by the store)
-    │   └── MemoryQuarantined      a memory found damaged is set aside; the others are served
+    │   ├── MemoryQuarantined      a memory found damaged is set aside; the others are served
+    │   └── IndexUnavailable       the search index's engine failed (a server unreachable, its files)
     ├── BusError                   the NATS bus refused a stream or consumer (misconfigured)
     └── ReplicaClosed              the replica was used after stop() (a SyncReplica after close())
 """
@@ -141,6 +142,11 @@ class MemoryQuarantined(StorageError):
         )
         self.memory_id = memory_id
         self.reason = reason
+
+
+class IndexUnavailable(StorageError):
+    """The search index's engine failed: a Qdrant server unreachable or refusing, local index files
+    that do not open. The store, and every write, are unaffected; the index catches up once it works."""
 
 
 class ReplicaClosed(CrdtmemError):

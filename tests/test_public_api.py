@@ -35,6 +35,7 @@ EXPECTED = {
     "ReplicaClosed",
     "Scope",
     "Source",
+    "IndexUnavailable",
     "StorageError",
     "StoreLocked",
     "SyncReplica",

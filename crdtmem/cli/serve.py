@@ -21,7 +21,7 @@ from typing import Literal
 from ..access import TokenTable
 from ..bus import BusSettings, Layout
 from ..engine.replica import Replica
-from ..errors import CrdtmemError, InvalidInput, StorageError, StoreLocked
+from ..errors import CrdtmemError, IndexUnavailable, InvalidInput, StorageError, StoreLocked
 from ..index import IndexSettings
 from ..limits import Limits
 from ..server.node import Node, PeerConfig
@@ -39,6 +39,8 @@ EXIT_DB_IN_USE = 3
 """Another running replica has the database file open (its lock is held)."""
 EXIT_DB_UNREADABLE = 4
 """The database file cannot be opened (not an SQLite file, or damaged where the schema lives)."""
+EXIT_INDEX_UNAVAILABLE = 5
+"""The search index cannot be opened (a Qdrant server unreachable or refusing, index files)."""
 
 
 @dataclass
@@ -130,6 +132,9 @@ def main(args: argparse.Namespace) -> int:
     except StoreLocked as exc:
         print(f"crdtmem serve: {exc}", file=sys.stderr)
         return EXIT_DB_IN_USE
+    except IndexUnavailable as exc:
+        print(f"crdtmem serve: the search index: {exc} (serve --no-index runs without it)", file=sys.stderr)
+        return EXIT_INDEX_UNAVAILABLE
     except StorageError as exc:
         print(f"crdtmem serve: {exc}", file=sys.stderr)
         return EXIT_DB_UNREADABLE

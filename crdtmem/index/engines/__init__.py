@@ -83,7 +83,7 @@ def open_engine(
 
     Raises:
         InvalidInput: an unknown spec, or an embedded engine without a path.
-        StorageError: the engine's files or server could not be opened.
+        IndexUnavailable: the engine's files or server could not be opened (a StorageError).
     """
     if not isinstance(spec, str):
         raise InvalidInput(f"an engine spec is a string, not {type(spec).__name__}")

@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
-from ...errors import InvalidInput, StorageError
+from ...errors import IndexUnavailable, InvalidInput
 from ..base import Point, SearchFilter
 
 POINT_NAMESPACE = uuid.UUID("b7801784-0843-5ac2-9854-f2d6c86dbcd1")
@@ -37,7 +37,7 @@ def check_dim(dim: object) -> int:
 def require_dim(dim: int | None, engine: str) -> int:
     """The collection's dimension, or a clear error if ``ensure_collection`` was never called."""
     if dim is None:
-        raise StorageError(f"{engine} engine: no collection yet; call ensure_collection(dim) first")
+        raise IndexUnavailable(f"{engine} engine: no collection yet; call ensure_collection(dim) first")
     return dim
 
 

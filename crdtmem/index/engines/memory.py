@@ -15,7 +15,7 @@ import threading
 from collections.abc import Sequence
 from typing import Any
 
-from ...errors import InvalidInput, StorageError
+from ...errors import IndexUnavailable, InvalidInput
 from ..base import Hit, Point, SearchFilter
 from ._common import (
     check_dim,
@@ -32,7 +32,7 @@ from ._common import (
 
 
 class MemoryEngine:
-    """Points in a dict, gone with the object; after ``close()`` every call raises StorageError.
+    """Points in a dict, gone with the object; after ``close()`` every call raises IndexUnavailable.
 
     Thread-safe: one lock serialises every call, so the stale-version check and the write of an
     upsert are atomic.
@@ -112,7 +112,7 @@ class MemoryEngine:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StorageError("memory engine: used after close()")
+            raise IndexUnavailable("memory engine: used after close()")
 
     def _ready(self) -> int:
         self._check_open()

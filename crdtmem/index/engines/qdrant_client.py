@@ -21,7 +21,8 @@ and its limits: ``docs/scale-out.md``, "A search index shared by the fleet"). Th
 shortcut that saves sending vectors that would be refused. ``update_filter`` needs Qdrant 1.16 or
 later on the server; local mode implements it too, which is how the tests exercise it.
 
-Every error from qdrant-client, httpx or local mode's storage becomes a :class:`StorageError`.
+Every error from qdrant-client, httpx or local mode's storage becomes an
+:class:`~crdtmem.errors.IndexUnavailable` (a StorageError).
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ from qdrant_client import QdrantClient, models
 from qdrant_client.common.client_exceptions import QdrantException
 from qdrant_client.http.exceptions import ApiException
 
-from ...errors import InvalidInput, StorageError
+from ...errors import IndexUnavailable, InvalidInput
 from ..base import Hit, Point, SearchFilter
 from ._common import (
     BOOL_FIELDS,
@@ -173,7 +174,7 @@ class QdrantClientEngine:
             # The indexer calls from worker threads; this object serialises its writes itself.
             client = QdrantClient(path=os.fspath(path), force_disable_check_same_thread=True)
         except _QDRANT_ERRORS as exc:
-            raise StorageError(f"cannot open qdrant local storage at {os.fspath(path)!r}: {exc}") from exc
+            raise IndexUnavailable(f"cannot open qdrant local storage at {os.fspath(path)!r}: {exc}") from exc
         return cls(client, collection, name="qdrant-local")
 
     @classmethod
@@ -192,12 +193,12 @@ class QdrantClientEngine:
         timeout: int = 10,
     ) -> QdrantClientEngine:
         """A Qdrant server or cluster at ``url`` (``http(s)://host:6333``). Nothing is sent until the
-        first call; an unreachable server surfaces there as StorageError."""
+        first call; an unreachable server surfaces there as IndexUnavailable."""
         try:
             # check_compatibility would call the server now and only warn if it is down.
             client = QdrantClient(url=url, api_key=api_key, timeout=timeout, check_compatibility=False)
         except _QDRANT_ERRORS as exc:
-            raise StorageError(f"cannot configure a qdrant client for {url!r}: {exc}") from exc
+            raise IndexUnavailable(f"cannot configure a qdrant client for {url!r}: {exc}") from exc
         return cls(client, collection, name="qdrant-server", thread_safe_reads=True)
 
     # -- the VectorEngine port ---------------------------------------------------------------
@@ -346,7 +347,7 @@ class QdrantClientEngine:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StorageError(f"{self.name} engine: used after close()")
+            raise IndexUnavailable(f"{self.name} engine: used after close()")
 
     def _ready(self) -> int:
         self._check_open()
@@ -362,7 +363,7 @@ class QdrantClientEngine:
             raise
         except _QDRANT_ERRORS as exc:
             where = f"collection {self.collection!r}"
-            raise StorageError(f"{self.name}: {action} failed on {where}: {exc}") from exc
+            raise IndexUnavailable(f"{self.name}: {action} failed on {where}: {exc}") from exc
 
 
 def _is_ours(payload: dict[str, Any] | None) -> bool:

@@ -36,7 +36,7 @@ from typing import Any
 
 import qdrant_edge as edge
 
-from ...errors import InvalidInput, StorageError
+from ...errors import IndexUnavailable, InvalidInput
 from ..base import Hit, Point, SearchFilter
 from ._common import (
     BOOL_FIELDS,
@@ -103,7 +103,7 @@ class QdrantEdgeEngine:
     """A :class:`VectorEngine` on one Qdrant Edge shard in the directory ``path``.
 
     The shard is created (or opened, if ``path`` holds one) by :meth:`ensure_collection`; every other
-    call before it raises StorageError.
+    call before it raises IndexUnavailable.
     """
 
     name = "edge"
@@ -257,12 +257,12 @@ class QdrantEdgeEngine:
                         f"the Edge shard at {where} does not take {dim}-d cosine vectors ({exc}); "
                         "use another path or rebuild it for the new embedder"
                     ) from exc
-                raise StorageError(f"cannot open the Edge shard at {where}: {exc}") from exc
+                raise IndexUnavailable(f"cannot open the Edge shard at {where}: {exc}") from exc
         try:
             self.path.mkdir(parents=True, exist_ok=True)
             return edge.EdgeShard.create(where, config)
         except Exception as exc:
-            raise StorageError(f"cannot create an Edge shard at {where}: {exc}") from exc
+            raise IndexUnavailable(f"cannot create an Edge shard at {where}: {exc}") from exc
 
     def _stored_versions(self, shard: edge.EdgeShard, ids: Sequence[str]) -> dict[str, int]:
         found: dict[str, int] = {}
@@ -275,14 +275,14 @@ class QdrantEdgeEngine:
 
     def _check_open(self) -> None:
         if self._closed:
-            raise StorageError(f"edge engine at {self.path}: used after close()")
+            raise IndexUnavailable(f"edge engine at {self.path}: used after close()")
 
     def _ready(self) -> tuple[edge.EdgeShard, int]:
         self._check_open()
         dim = require_dim(self._dim, self.name)
         shard = self._shard
         if shard is None:
-            raise StorageError(f"edge engine at {self.path}: used after close()")
+            raise IndexUnavailable(f"edge engine at {self.path}: used after close()")
         return shard, dim
 
     @contextlib.contextmanager
@@ -290,10 +290,10 @@ class QdrantEdgeEngine:
         # qdrant-edge-py raises bare Exception for everything; a TypeError is our bug, not storage.
         try:
             yield
-        except (InvalidInput, StorageError, TypeError):
+        except (InvalidInput, IndexUnavailable, TypeError):
             raise
         except Exception as exc:
-            raise StorageError(f"edge engine at {self.path}: {action} failed: {exc}") from exc
+            raise IndexUnavailable(f"edge engine at {self.path}: {action} failed: {exc}") from exc
 
 
 def _is_ours(payload: Mapping[str, Any] | None) -> bool:
