@@ -19,7 +19,6 @@ Run: ``python benchmarks/bench_compaction.py`` (``--quick``, ``--writes N``, ``-
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import json
 import sqlite3
@@ -102,16 +101,13 @@ async def run(root: Path, kind: str, writes: int) -> dict[str, object]:
 
 
 async def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--quick", action="store_true", help="1,000 writes")
+    parser = _common.parser(__doc__ or "")  # --quick: 1,000 writes; --rounds is not used (bytes)
     parser.add_argument("--writes", type=int, default=None)
-    parser.add_argument("--json", default=None)
     args = parser.parse_args()
     writes = args.writes or (1_000 if args.quick else 10_000)
     _common.print_machine()
     results = []
-    with tempfile.TemporaryDirectory(prefix="crdtmem-bench-") as tmp:
-        root = Path(tmp)
+    with _common.workdir(args) as root:
         for kind in ("conversation", "fact"):
             result = await run(root, kind, writes)
             results.append(result)

@@ -32,12 +32,13 @@ BENCHMARKS = (
     "bench_embedders",
     "bench_verify",
     "bench_erasure",
+    "bench_compaction",
     "bench_bus",
     "bench_hostile",
     "bench_compaction",
 )
 """Every benchmark script; a new one is added here and gets a section in docs/benchmarks.md."""
-NO_ROUNDS = {"bench_search", "bench_index_lag"}
+NO_ROUNDS = {"bench_search", "bench_index_lag", "bench_compaction"}
 """Scripts without ``--rounds`` (they size their work by points and probes instead)."""
 
 

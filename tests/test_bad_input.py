@@ -305,6 +305,19 @@ MALFORMED_FIELDS: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
+async def test_an_empty_update_on_empty_deps_is_left_as_a_stub(world: World) -> None:
+    """The stub of an erased delta (protocol §7.9) looks exactly like this: for a memory not
+    forgotten here it is left unlogged for its marker, so nothing changes (not refused)."""
+    target = world.target
+    before = await snapshot(target)
+    early = target.erasure.counts["early"]
+    result = await target.apply(repack(world.payload, _set_delta_field(UPDATE, b"\x00\x00")))
+    assert result.applied == 0
+    assert target.erasure.counts["early"] == early + 1
+    assert await snapshot(target) == before
+    await assert_still_works(world)
+
+
 @pytest.mark.parametrize("case", sorted(MALFORMED_FIELDS))
 async def test_malformed_fields(world: World, case: str) -> None:
     await assert_refused(world, repack(world.payload, MALFORMED_FIELDS[case]), MalformedPayload)

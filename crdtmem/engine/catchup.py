@@ -54,6 +54,8 @@ BATCH = 64
 
 def is_states(data: bytes) -> bool:
     """Whether ``data`` looks like a states page (the full decode checks it)."""
+    if not isinstance(data, (bytes, bytearray, memoryview)):
+        return False  # the payload decoder says what is wrong with it
     return FORMAT.encode() in bytes(data[:48])
 
 
