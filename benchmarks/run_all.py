@@ -35,7 +35,6 @@ BENCHMARKS = (
     "bench_compaction",
     "bench_bus",
     "bench_hostile",
-    "bench_compaction",
 )
 """Every benchmark script; a new one is added here and gets a section in docs/benchmarks.md."""
 NO_ROUNDS = {"bench_search", "bench_index_lag", "bench_compaction"}
