@@ -54,7 +54,7 @@ class Limits:
     """Deltas of one origin that may be waiting, whoever delivered them."""
     pending_age_s: int = 3_600
     """Seconds a delta may wait for its dependencies before it is dropped."""
-    feed_page: int = 200
+    feed_page: int = 50
     """Memories read (and sent) at a time when an event stream replays state (a resume)."""
 
     def __post_init__(self) -> None:
