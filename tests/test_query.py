@@ -234,3 +234,12 @@ def test_sqlite_agrees_with_the_reference(filters: dict[str, Any], records: list
     expected = sorted(r["id"] for r in records if matches(where, r))
     got = sql_matches(where, records) if where is not None else sorted(r["id"] for r in records)
     assert got == expected
+
+
+def test_not_on_an_indexed_column_keeps_the_records_without_it() -> None:
+    records = [record(user_id=None), record(user_id="a"), record(user_id="b")]
+    for n, r in enumerate(records):
+        r["id"] = f"m{n}"
+    where = parse({"NOT": [{"user_id": "a"}]})
+    assert sql_matches(where, records) == ["m0", "m2"]
+    assert sorted(r["id"] for r in records if matches(where, r)) == ["m0", "m2"]

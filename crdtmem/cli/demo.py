@@ -166,7 +166,7 @@ class Demo:
         ):
             await support.add(text, tenant_id="acme", shared=True, agent_id="support-agent")
         assert support.index is not None
-        await support.index.wait_idle()
+        await support.index.wait_idle(timeout=120)  # a semantic model loads on its first batch
         query = "how long do customers have to request a refund?"
         started = time.perf_counter()
         hits = await support.search(query, tenant_id="acme", limit=3)

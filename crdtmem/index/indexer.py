@@ -230,13 +230,18 @@ class Indexer:
 
     async def wait_idle(self, timeout: float = 30.0) -> None:
         """Wait until everything committed so far is indexed (tests, reindex, the demo): the records
-        of applied batches are read back first, so their memories are indexed as they now read."""
+        of applied batches are read back first, so their memories are indexed as they now read.
+        Raises TimeoutError once the index has made no progress for ``timeout`` seconds (a slow
+        embedder that keeps indexing is waited for)."""
         deadline = time.monotonic() + timeout
         if self._settle is not None:
             await self._settle()
+        seen = self.indexed_version
         while self.indexed_version < self.current_version():
+            if self.indexed_version != seen:
+                seen, deadline = self.indexed_version, time.monotonic() + timeout
             if time.monotonic() > deadline:
-                raise TimeoutError(f"index still {self.lag()} versions behind after {timeout} s")
+                raise TimeoutError(f"index still {self.lag()} versions behind, no progress for {timeout} s")
             self._wake.set()
             self._idle.clear()
             with contextlib.suppress(TimeoutError):

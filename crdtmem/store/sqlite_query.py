@@ -50,7 +50,7 @@ def _test(test: Condition, args: list[Any]) -> str:
     column = _COLUMNS.get(test.path)
     if column is not None and test.op == "eq" and isinstance(test.operand, str):
         args.append(test.operand)
-        return f"{column} = ?"
+        return f"{column} IS ?"  # IS: a NULL column is a plain no (= gives NULL, which NOT keeps NULL)
     if test.op in ("ne", "nin"):
         positive = Condition(test.path, "eq" if test.op == "ne" else "in", test.operand)
         return f"NOT coalesce({_test(positive, args)}, 0)"  # a NULL column is no match of eq
