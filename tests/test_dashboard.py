@@ -144,7 +144,7 @@ async def test_tokens_no_index_and_static_files(procs, session, tmp_path, browse
     admin = {"token": secret, "principal": "user:admin", "read": ["*"], "write": ["*"]}
     blind = {"token": "blind-token-0123456789abcdef", "principal": "user:blind", "read": [], "write": []}
     tokens.write_text(json.dumps({"tokens": [admin, blind]}))
-    node = ServerProcess(tmp_path, "t", tokens=tokens).start()
+    node = ServerProcess(tmp_path, "t", tokens=tokens, extra=["--no-index"]).start()
     procs.append(node)
 
     refused = (await browser.open(f"{node.url}/dashboard")).page
