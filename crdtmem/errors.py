@@ -22,6 +22,7 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     ├── BehindHorizon              a pull from a vector below the folded log: ask for states
     ├── StorageError               the durable store failed; the write was not acknowledged
     │   ├── StoreLocked            the database file is in use by another running replica
+    │   ├── StoreUnreadable        the database file does not open (not SQLite, or its schema damaged)
     │   ├── DamagedMemory          a memory's stored rows do not read back (found by the store)
     │   ├── MemoryQuarantined      a memory found damaged is set aside; the others are served
     │   └── IndexUnavailable       the search index's engine failed (a server unreachable, its files)
@@ -119,6 +120,10 @@ class StorageError(CrdtmemError):
 class StoreLocked(StorageError):
     """Another process (or another store in this one) has the database file open; nothing was
     touched. One file belongs to one running replica."""
+
+
+class StoreUnreadable(StorageError):
+    """The database file does not open: not an SQLite file, or damaged where its schema lives."""
 
 
 class DamagedMemory(StorageError):

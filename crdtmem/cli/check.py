@@ -74,7 +74,7 @@ def main(args: argparse.Namespace) -> int:
     except StoreLocked as exc:
         print(f"crdtmem check: {exc}", file=sys.stderr)
         return EXIT_DB_IN_USE
-    except StorageError as exc:
+    except StorageError as exc:  # StoreUnreadable, or a read that failed outright
         print(f"crdtmem check: {exc}", file=sys.stderr)
         return EXIT_DB_UNREADABLE
     if args.json:

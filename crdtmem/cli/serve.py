@@ -21,7 +21,7 @@ from typing import Literal
 from ..access import TokenTable
 from ..bus import BusSettings, Layout
 from ..engine.replica import Replica
-from ..errors import CrdtmemError, IndexUnavailable, InvalidInput, StorageError, StoreLocked
+from ..errors import CrdtmemError, IndexUnavailable, InvalidInput, StoreLocked, StoreUnreadable
 from ..index import IndexSettings
 from ..limits import Limits
 from ..server.node import Node, PeerConfig
@@ -135,7 +135,7 @@ def main(args: argparse.Namespace) -> int:
     except IndexUnavailable as exc:
         print(f"crdtmem serve: the search index: {exc} (serve --no-index runs without it)", file=sys.stderr)
         return EXIT_INDEX_UNAVAILABLE
-    except StorageError as exc:
+    except StoreUnreadable as exc:
         print(f"crdtmem serve: {exc}", file=sys.stderr)
         return EXIT_DB_UNREADABLE
     except CrdtmemError as exc:

@@ -21,7 +21,7 @@ import sqlite_utils
 from ..document.memory import MemoryDoc
 from ..document.query import Where
 from ..document.records import Conflict, ConflictValue
-from ..errors import DamagedMemory, MalformedPayload, StorageError
+from ..errors import DamagedMemory, MalformedPayload, StorageError, StoreUnreadable
 from . import sqlite_fold, sqlite_trust
 from .base import (
     Commit,
@@ -117,7 +117,7 @@ class SQLiteStore:
             self._checkpointer.start()
         except sqlite3.Error as exc:
             self.close()
-            raise StorageError(f"cannot open store {self.path}: {exc}") from exc
+            raise StoreUnreadable(f"cannot open store {self.path}: {exc}") from exc
         except BaseException:
             self.close()
             raise
