@@ -409,41 +409,27 @@ class Replica:
                     tags=tag_list,
                     next_dot=dots,
                 )
-            if vector is not None:
-                created = (
-                    None
-                    if doc.exists
-                    else doc.create(
-                        memory_id=memory_id,
-                        kind=kind,
-                        content=content,
-                        source=source,
-                        scope=scope,
-                        metadata=metadata,
-                        tags=tag_list,
-                        next_dot=dots,
-                    )
+            created = (
+                None
+                if doc.exists
+                else doc.create(
+                    memory_id=memory_id,
+                    kind=kind,
+                    content=content,
+                    source=source,
+                    scope=scope,
+                    metadata=metadata,
+                    tags=tag_list,
+                    next_dot=dots,
                 )
+            )
+            if vector is not None:
                 doc.set_embedding(vector, str(embedding_model), dots)
-                return (
-                    None
-                    if created is None
-                    else dataclasses.replace(
+                if created is not None:
+                    created = dataclasses.replace(
                         created, embedding=tuple(vector), embedding_model=embedding_model
                     )
-                )
-            if doc.exists:
-                return None
-            return doc.create(
-                memory_id=memory_id,
-                kind=kind,
-                content=content,
-                source=source,
-                scope=scope,
-                metadata=metadata,
-                tags=tag_list,
-                next_dot=dots,
-            )
+            return created
 
         return await self._write(memory_id, create, new=True, check_exists=chosen)
 
