@@ -2,13 +2,32 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Iterator
 
 import aiohttp
 import pytest
+from hypothesis import settings
 
 from tests.support.nats import NatsCluster, NatsServer
 from tests.support.processes import ServerProcess
+
+# Property-based tests draw the same examples on every default run, so a run's verdict does not
+# depend on luck: what fails once fails again. Soak runs (`-m soak`) and CRDTMEM_HYPOTHESIS=explore
+# draw fresh random examples each time, to find what the fixed ones miss.
+settings.register_profile("fixed", derandomize=True, database=None, print_blob=True)
+settings.register_profile("explore", derandomize=False, print_blob=True)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    soak = "soak" in (config.getoption("markexpr") or "").replace("not soak", "")
+    chosen = os.environ.get("CRDTMEM_HYPOTHESIS") or ("explore" if soak else "fixed")
+    settings.load_profile(chosen)
+
+
+def exploring() -> bool:
+    """True when property-based tests draw random examples (see pytest_configure)."""
+    return settings().derandomize is False
 
 
 @pytest.fixture

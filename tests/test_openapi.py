@@ -11,7 +11,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from crdtmem import Replica
+from crdtmem import Limits, Replica
 from crdtmem.access import TokenTable
 from crdtmem.server import Node
 
@@ -349,7 +349,25 @@ async def test_real_responses_match_the_declared_schemas(
         status=409,
     )
     await api.call("GET", "/v1/events", query="?channel=user:bob:memories", token=ACME, status=403)
-    assert len(api.checked) >= 18
+    # over the node's limits: 413, declared, with the limit named
+    too_many = [f"t{i}" for i in range(Limits().topics + 1)]
+    refused = await api.call("POST", "/v1/memories", body={"content": "x", "topics": too_many}, status=413)
+    assert refused["limit"] == "topics"
+    await api.call("PATCH", one, id=chat["id"], body={"add_tags": [f"g{i}" for i in range(1001)]}, status=413)
+    assert len(api.checked) >= 20
+
+
+async def test_every_operation_that_takes_a_body_declares_413(spec: dict[str, Any]) -> None:
+    """Any body can be over a limit (its size, or a count in it): each such operation says so."""
+    with_body = [
+        (method, path)
+        for path, item in spec["paths"].items()
+        for method, operation in item.items()
+        if method in HTTP_METHODS and "requestBody" in operation
+    ]
+    assert len(with_body) >= 5
+    undeclared = [f"{m} {p}" for m, p in with_body if "413" not in spec["paths"][p][m]["responses"]]
+    assert undeclared == []
 
 
 async def test_event_stream_messages_match_the_memory_event_schema(

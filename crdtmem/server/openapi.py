@@ -367,7 +367,10 @@ _RESPONSES: dict[str, Schema] = {
     "RateLimited": _error(
         "over the principal's write rate", **{"Retry-After": {"type": "integer", "description": "seconds"}}
     ),
-    "TooLarge": _error("the body is larger than the node accepts"),
+    "TooLarge": _error(
+        "the body, or a count or size in it (topics, tags, metadata keys, content bytes), is over the "
+        "node's limits; the body names the limit and its maximum"
+    ),
     "Unprocessable": _error("a timestamp in the payload is too far ahead of this replica's clock"),
     "Unavailable": _error("the store failed or the replica is closing; retry"),
 }
@@ -415,6 +418,10 @@ _PUBLIC: list[dict[str, list[str]]] = []
 
 
 def _operation(summary: str, tag: str, responses: dict[str, Schema], **extra: Any) -> Schema:
+    """An operation; one that takes a body may answer 413 (the body, or a count or size in it, is
+    over the node's limits), whatever else it declares."""
+    if "requestBody" in extra:
+        responses = {**responses, **_errors(413)}
     return {"summary": summary, "tags": [tag], "responses": responses, **extra}
 
 
