@@ -5,6 +5,8 @@ Layout::
     subjects.py  channels as subjects, the stream layout, the message id of a log entry
     outbox.py    the log as the outbox: publish past the durable marks, raise them after the PubAck
     consumer.py  one stream's messages into the replica, through the peers' apply path
+    gaps.py      where a stream dropped entries before this node's consumer received them
+    states.py    document states over the bus for a node behind its stream (request/reply)
     client.py    the connection: streams, consumers, publisher, reconnects; BusSettings
 """
 

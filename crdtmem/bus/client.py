@@ -34,7 +34,9 @@ from ..engine.replica import Replica
 from ..errors import BusError, CrdtmemError
 from ..metrics import Metrics
 from .consumer import StreamConsumer
+from .gaps import Gaps
 from .outbox import Outbox
+from .states import Needs, StatesServer, StatesUnavailable, fetch_states, states_subject
 from .subjects import Layout, StreamSpec
 
 log = logging.getLogger("crdtmem.bus")
@@ -64,6 +66,10 @@ class BusSettings:
     token: str | None = None
     creds: str | None = None
     """A NATS credentials file (accounts with JWTs)."""
+    states_wait_s: float = 2.0
+    """How long a node behind its stream waits for another node to offer document states."""
+    states_timeout_s: float = 30.0
+    """How long it waits for one states page."""
 
 
 def consumer_name(replica_id: str) -> str:
@@ -90,6 +96,10 @@ class BusClient:
         self.attempts = 0
         self.caught_up = asyncio.Event()
         """Set whenever every consumer has drained its stream (cleared when messages arrive)."""
+        self.needs = Needs(replica)
+        """What the streams dropped before this node received it (:mod:`crdtmem.bus.states`)."""
+        self.gaps = Gaps(self.needs)
+        self.states_server: StatesServer | None = None
         self._task: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
         self._nc: Any = None
@@ -99,6 +109,7 @@ class BusClient:
         if self._task is not None:
             return self
         self.outbox = Outbox(self.replica, self.settings.layout, self.metrics)
+        self.needs.load([spec.name for spec in self.settings.layout.streams])
         self._unlisten = self.replica.on_commit(self.outbox.on_commit)
         self._task = asyncio.create_task(self._run(), name="crdtmem-bus")
         return self
@@ -131,6 +142,8 @@ class BusClient:
             "attempts": self.attempts,
             "last_error": self.last_error,
             "publish_lag": outbox.lag() if outbox is not None else None,
+            "behind": self.needs.behind(),
+            "states_served": self.states_server.served if self.states_server is not None else 0,
             "published": outbox.published if outbox is not None else 0,
             "consumers": {
                 name: {"lag": c.lag, "consumed": c.consumed} for name, c in sorted(self.consumers.items())
@@ -210,6 +223,7 @@ class BusClient:
             for spec in settings.layout.streams:
                 await self._ensure_stream(js, spec)
             subs = await self._bind_consumers(js)
+            await self._serve_states(nc, js)
             self.ready = True
             self.last_error = None
             log.info(
@@ -220,7 +234,8 @@ class BusClient:
                 extra={"event": "bus_connected"},
             )
             tasks = [asyncio.create_task(self._publish_loop(js), name="crdtmem-bus-publish")]
-            tasks += [asyncio.create_task(self._consume(name, sub)) for name, sub in subs.items()]
+            tasks.append(asyncio.create_task(self._fill_loop(nc), name="crdtmem-bus-states"))
+            tasks += [asyncio.create_task(self._consume(js, name, sub)) for name, sub in subs.items()]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
                 for task in done:
@@ -300,6 +315,7 @@ class BusClient:
                 except nats.js.errors.BadRequestError as exc:
                     raise BusError(f"the bus refused consumer {durable} on {stream}: {exc}") from exc
             subs[stream] = await js.pull_subscribe_bind(durable=durable, stream=stream)
+            await self.gaps.bound(js, stream, info)
             self.consumers[stream] = StreamConsumer(
                 self.replica,
                 self.outbox,
@@ -342,7 +358,7 @@ class BusClient:
                 )
                 await asyncio.sleep(self._rng.uniform(0, min(self.settings.retry_cap, 0.1 * 2**failures)))
 
-    async def _consume(self, stream: str, sub: Any) -> None:
+    async def _consume(self, js: Any, stream: str, sub: Any) -> None:
         consumer = self.consumers[stream]
         while True:
             try:
@@ -354,10 +370,80 @@ class BusClient:
                     self.caught_up.set()
                 continue
             self.caught_up.clear()
+            await self.gaps.seen(js, stream, batch)  # a hole is recorded before anything past it is acked
             started = time.perf_counter()
             await consumer.handle(batch)
             elapsed = (time.perf_counter() - started) * 1e3
             log.debug("applied %d message(s) from %s in %.1f ms", len(batch), stream, elapsed)
+
+    # -- document states for nodes behind their stream (crdtmem.bus.states) ----------------------
+
+    async def _serve_states(self, nc: Any, js: Any) -> None:
+        durable = consumer_name(self.replica.id)
+
+        async def floor(stream: str) -> int | None:
+            if stream not in self.consumers:
+                return None
+            last = int((await js.stream_info(stream)).state.last_seq)
+            info = await js.consumer_info(stream, durable)
+            if not info.num_pending and not info.num_ack_pending:
+                return last  # everything on its channels through the last sequence read above
+            return int(info.ack_floor.stream_seq) if info.ack_floor is not None else 0
+
+        server = StatesServer(
+            self.replica,
+            self.settings.layout,
+            self.settings.principal,
+            self.needs,
+            floor,
+            max_bytes=int(nc.max_payload),
+        )
+
+        async def handle(msg: Any) -> None:
+            try:
+                await server.handle(msg)
+                self.metrics.inc("crdtmem_bus_states_requests_total")
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                log.warning("could not answer a states request: %s: %s", type(exc).__name__, exc)
+
+        layout = self.settings.layout
+        await nc.subscribe(states_subject(layout), cb=handle)
+        await nc.subscribe(states_subject(layout, self.replica.id), cb=handle)
+        self.states_server = server
+
+    async def _fill_loop(self, nc: Any) -> None:
+        needs = self.needs
+        failures = 0
+        while True:
+            needs.changed.clear()
+            if not needs.need:
+                await needs.changed.wait()
+                continue
+            for stream, need in sorted(needs.need.items()):
+                try:
+                    covered = await fetch_states(
+                        nc,
+                        self.replica,
+                        self.settings.layout,
+                        self.settings.principal,
+                        stream,
+                        need,
+                        wait=self.settings.states_wait_s,
+                        timeout=self.settings.states_timeout_s,
+                    )
+                except (StatesUnavailable, CrdtmemError) as exc:
+                    failures += 1
+                    needs.reason[stream] = str(exc)
+                    self.metrics.inc("crdtmem_bus_states_failures_total")
+                    level = logging.WARNING if failures == 1 else logging.DEBUG
+                    log.log(level, "not ready: %s (retrying)", exc, extra={"event": "bus_states_unavailable"})
+                    continue
+                failures = 0
+                self.metrics.inc("crdtmem_bus_states_fetched_total")
+                needs.filled(stream, covered)
+            if needs.need:
+                cap = min(self.settings.retry_cap, self.settings.retry_base * 2 ** min(failures, 16))
+                await asyncio.sleep(self._rng.uniform(cap / 2, cap))
 
 
 def _reraise_if_cancelled() -> None:

@@ -37,6 +37,8 @@ SUBJECT_SAFE = re.compile(r"[A-Za-z0-9_\-@+=~]")
 """Characters an id keeps in a subject token; every other one is escaped."""
 _TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
+STATES_TOKEN = "states"
+"""``{prefix}.states`` is where nodes ask each other for document states (:mod:`crdtmem.bus.states`)."""
 
 
 def escape_token(value: str) -> str:
@@ -109,6 +111,10 @@ class Layout:
             twice = sorted({v for v in seen if seen.count(v) > 1})
             if twice:
                 raise InvalidInput(f"stream {attr}s must differ; {', '.join(twice)} appear(s) twice")
+        if any(s.token == STATES_TOKEN for s in self.streams):
+            raise InvalidInput(
+                f"stream token {STATES_TOKEN!r} is taken: {self.prefix}.states carries states requests"
+            )
 
     def stream_of(self, channel: str) -> StreamSpec:
         for spec in self.streams:

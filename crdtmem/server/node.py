@@ -206,9 +206,15 @@ class Node:
         bus = self.bus
         if bus is None:
             return {"ready": self.serving, "bus": None}
+        behind = bus.needs.behind()  # the stream dropped what this node has not received yet
         return {
-            "ready": self.serving and bus.ready,
-            "bus": {"connected": bus.connected, "ready": bus.ready, "last_error": bus.last_error},
+            "ready": self.serving and bus.ready and behind is None,
+            "bus": {
+                "connected": bus.connected,
+                "ready": bus.ready,
+                "last_error": bus.last_error,
+                "behind": behind,
+            },
         }
 
     async def connect_peers(self) -> None:

@@ -696,11 +696,12 @@ def _paths() -> dict[str, Schema]:
         },
         "/readyz": {
             "get": _operation(
-                "Readiness: 503 while a configured NATS bus is not connected",
+                "Readiness: 503 while a configured NATS bus is not connected, or while the node "
+                "catches up on entries its stream dropped (bus.behind says why)",
                 "operations",
                 {
                     "200": _json(_ref("Health"), "ready"),
-                    "503": _json(_ref("Health"), "not ready (the bus is not connected)"),
+                    "503": _json(_ref("Health"), "not ready (the bus is not connected, or bus.behind)"),
                 },
                 operationId="readyz",
                 security=_PUBLIC,

@@ -1,7 +1,9 @@
 """``GET /v1/status`` (JSON) and ``GET /metrics`` (Prometheus text, or OpenMetrics if the scraper asks
 for it), plus ``GET /healthz`` (liveness: the process serves; local writes are taken) and
 ``GET /readyz`` (readiness: 503 while a configured NATS bus is not connected with its streams and
-consumers, so a load balancer can send traffic to the nodes whose writes reach the fleet).
+consumers, or while the node catches up from document states on entries a stream dropped before it
+received them, ``bus.behind`` saying why; so a load balancer can send traffic to the nodes whose
+writes reach the fleet and that miss nothing of it).
 
 What a status shows depends on who asks: a principal that reads every channel (``read: ["*"]``, or
 a node without tokens) sees the whole node, peers, links and counts; any other principal sees the

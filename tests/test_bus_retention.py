@@ -1,0 +1,197 @@
+"""Streams that drop entries: a node further behind than its stream holds, or new while the stream no
+longer begins at its start, catches up from document states served by another node over the bus
+(crdtmem.bus.states), and is not ready while no node can serve them. Real NATS and node processes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import msgpack
+import nats
+import pytest
+from nats.js import api as jsapi
+
+from tests.support.processes import ServerProcess
+from tests.support.rest import Api, converged, eventually
+
+U1 = "user:u1:memories"
+
+
+def bus_node(workdir: Path, name: str, url: str, *extra: str, **kwargs: object) -> ServerProcess:
+    return ServerProcess(workdir, name, extra=["--bus", url, *extra], **kwargs)  # type: ignore[arg-type]
+
+
+async def small_stream(url: str, max_msgs: int) -> None:
+    """The users' stream, made by the operator with a small limit (the nodes take it as it is)."""
+    nc = await nats.connect(url)
+    try:
+        await nc.jetstream().add_stream(
+            jsapi.StreamConfig(
+                name="CRDTMEM_USERS",
+                subjects=["crdtmem.users.>"],
+                storage=jsapi.StorageType.FILE,
+                max_msgs=max_msgs,
+                duplicate_window=120.0,
+            )
+        )
+    finally:
+        await nc.close()
+
+
+async def first_seq(url: str) -> int:
+    nc = await nats.connect(url)
+    try:
+        return int((await nc.jetstream().stream_info("CRDTMEM_USERS")).state.first_seq)
+    finally:
+        await nc.close()
+
+
+async def readiness(api: Api) -> tuple[int, dict]:
+    async with api.session.get(api.url + "/readyz") as r:
+        return r.status, await r.json()
+
+
+async def is_ready(api: Api) -> bool:
+    return (await readiness(api))[0] == 200
+
+
+async def write(api: Api, count: int, prefix: str) -> set[str]:
+    """``count`` acknowledged writes (new facts and counter increments); returns the facts' ids."""
+    ids = set()
+    for i in range(count):
+        made = await api.add(f"{prefix} {i}", user_id="u1", id=f"{prefix}-{i}")
+        ids.add(made["id"])
+        await api.patch("c1", increment=1)
+    return ids
+
+
+async def has_all(api: Api, ids: set[str], total: int) -> bool:
+    memories = {m["id"]: m for m in await api.memories()}
+    return ids <= set(memories) and memories.get("c1", {}).get("content") == total
+
+
+async def test_a_node_down_longer_than_the_stream_keeps_catches_up_from_states(
+    procs, session, tmp_path, nats_server
+):
+    await small_stream(nats_server.url, max_msgs=12)
+    a = bus_node(tmp_path, "a", nats_server.url).start()
+    b = bus_node(tmp_path, "b", nats_server.url).start()
+    procs += [a, b]
+    api_a, api_b = Api(session, a.url), Api(session, b.url)
+    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
+    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready")
+    await api_a.add(0, kind="counter", user_id="u1", id="c1")
+    before = await write(api_a, 3, "before")
+    await eventually(lambda: has_all(api_b, before, 3), what="b has the first writes")
+
+    b.stop()
+    during = await write(api_a, 20, "during")  # 40 entries: the stream keeps the last 12
+    assert await first_seq(nats_server.url) > 20
+    b.start()
+    await eventually(lambda: has_all(api_b, before | during, 23), timeout=60, what="b caught up")
+    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready after its catch-up")
+    await eventually(lambda: converged([api_a, api_b]), what="a and b converge")
+    metrics = await (await session.get(b.url + "/metrics")).text()
+    assert "crdtmem_bus_states_fetched_total 1" in metrics
+    assert "catching up from document states" in b.log.read_text()
+    assert (await api_a.status())["bus"]["states_served"] >= 1
+
+    # the restart forgot nothing: b's own writes and a's later ones flow both ways
+    after = await write(api_b, 2, "after")
+    await eventually(lambda: has_all(api_a, before | during | after, 25), what="b's writes on a")
+
+
+async def test_a_new_node_waits_not_ready_until_a_node_can_serve_states(
+    procs, session, tmp_path, nats_server
+):
+    await small_stream(nats_server.url, max_msgs=10)
+    a = bus_node(tmp_path, "a", nats_server.url).start()
+    procs.append(a)
+    api_a = Api(session, a.url)
+    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
+    await api_a.add(0, kind="counter", user_id="u1", id="c1")
+    early = await write(api_a, 15, "early")
+    assert await first_seq(nats_server.url) > 1
+    a.stop()
+
+    # nobody holds what the stream dropped: the new node says so and does not pretend
+    c = bus_node(tmp_path, "c", nats_server.url).start()
+    procs.append(c)
+    api_c = Api(session, c.url)
+
+    async def says_why() -> bool:
+        status, body = await readiness(api_c)
+        behind = (body.get("bus") or {}).get("behind") or ""
+        return status == 503 and "no node could serve" in behind
+
+    await eventually(says_why, timeout=30, what="c not ready, saying why")
+    _, body = await readiness(api_c)
+    assert "CRDTMEM_USERS" in body["bus"]["behind"], body
+    assert body["bus"]["ready"] is True  # connected and consuming: only the states are missing
+
+    a.start()
+    await eventually(lambda: has_all(api_c, early, 15), timeout=60, what="c filled from a")
+    await eventually(lambda: is_ready(api_c), timeout=30, what="c ready")
+    await eventually(lambda: converged([api_a, api_c]), what="a and c converge")
+
+
+async def test_states_requests_are_untrusted(procs, session, tmp_path, nats_server):
+    """Malformed requests, unknown streams and channels the bus principal may not read get a clear
+    refusal; a page names exactly the channels of the node."""
+    tokens = tmp_path / "tokens.json"
+    tokens.write_text(
+        '{"tokens": [{"token": "' + "b" * 24 + '", "principal": "user:bus", "read": ["user:u1:memories"],'
+        ' "write": ["*"], "origins": ["*"]}]}'
+    )
+    a = bus_node(tmp_path, "a", nats_server.url, tokens=tokens).start()
+    procs.append(a)
+    api_a = Api(session, a.url, token="b" * 24)
+    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
+    nc = await nats.connect(nats_server.url)
+    try:
+
+        async def ask(body: object, *, raw: bytes | None = None) -> dict:
+            data = raw if raw is not None else msgpack.packb(body, use_bin_type=True)
+            reply = await nc.request("crdtmem.states.a", data, timeout=5)
+            return msgpack.unpackb(reply.data, raw=False)
+
+        assert "MalformedPayload" in (await ask(None, raw=b"\xc1not msgpack"))["error"]
+        assert "InvalidInput" in (await ask(None, raw=b"\x00" * 70_000))["error"]
+        refused = await ask({"op": "page", "stream": "NOPE", "channels": [U1]})
+        assert "no stream" in refused["error"]
+        refused = await ask({"op": "page", "stream": "CRDTMEM_USERS", "channels": ["user:u2:memories"]})
+        assert "does not serve" in refused["error"]
+        refused = await ask({"op": "page", "stream": "CRDTMEM_USERS", "channels": [U1], "covers": [1]})
+        assert "MalformedPayload" in refused["error"]
+        offer = await ask({"op": "offer", "stream": "CRDTMEM_USERS", "channels": None, "need": 1})
+        assert offer["replica"] == "a" and isinstance(offer["floor"], int)
+        assert offer["channels"] == []  # nothing written yet; and never a channel it may not read
+        request = {"op": "page", "stream": "CRDTMEM_USERS", "channels": [U1]}
+        page = await nc.request("crdtmem.states.a", msgpack.packb(request), timeout=5)
+        assert b"crdtmem.states" in page.data[:48]
+    finally:
+        await nc.close()
+
+
+@pytest.mark.soak
+async def test_restarts_behind_a_tiny_stream_soak(procs, session, tmp_path, nats_server):
+    await small_stream(nats_server.url, max_msgs=5)
+    nodes = [bus_node(tmp_path, n, nats_server.url).start() for n in ("a", "b", "c")]
+    procs += nodes
+    apis = [Api(session, n.url) for n in nodes]
+    for api in apis:
+        await eventually(lambda api=api: is_ready(api), timeout=30, what="ready")
+    await apis[0].add(0, kind="counter", user_id="u1", id="c1")
+    written: set[str] = set()
+    total = 0
+    for round_ in range(6):
+        down = nodes[round_ % 3]
+        down.stop()
+        up = apis[(round_ + 1) % 3]
+        written |= await write(up, 15, f"r{round_}")
+        total += 15
+        down.start()
+    for api in apis:
+        await eventually(lambda api=api: has_all(api, written, total), timeout=120, what="caught up")
+        await eventually(lambda api=api: is_ready(api), timeout=60, what="ready")
+    await eventually(lambda: converged(apis), timeout=60, what="converged")
