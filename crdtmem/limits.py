@@ -56,6 +56,12 @@ class Limits:
     """Seconds a delta may wait for its dependencies before it is dropped."""
     feed_page: int = 50
     """Memories read (and sent) at a time when an event stream replays state (a resume)."""
+    record_cache_bytes: int = 64 * MiB
+    """Approximate bytes of the materialized memories the replica keeps in memory (its record cache,
+    also bounded by ``Replica(cache_size=...)`` entries); the least recently used are dropped."""
+    doc_cache_bytes: int = 64 * MiB
+    """Approximate bytes of the loaded CRDT documents the replica keeps in memory (also bounded by
+    ``Replica(doc_cache_size=...)`` entries); the least recently used are dropped."""
 
     def __post_init__(self) -> None:
         for field in fields(self):

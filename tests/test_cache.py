@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
 
-from crdtmem import Memory, Replica, Scope, Source
-from crdtmem.engine.cache import LRU, MemoryCache
+from crdtmem import Limits, Memory, Replica, Scope, Source
+from crdtmem.engine.cache import LRU, MemoryCache, record_size
 
 
 def memory(memory_id: str, content: str = "x") -> Memory:
@@ -107,3 +108,88 @@ async def test_replica_without_a_cache(tmp_path: Path) -> None:
         await replica.update(made.id, content="y")
         assert len(replica.cache) == 0
         assert (await replica.get(made.id)).content == "y"
+
+
+def test_lru_bounded_by_bytes_evicts_the_least_recently_used() -> None:
+    lru: LRU[str] = LRU(100, max_bytes=10, size=len)
+    lru.put("a", "aaaa")
+    lru.put("b", "bbbb")
+    assert lru.bytes == 8
+    assert lru.get("a") == "aaaa"  # a is now the most recently used
+    lru.put("c", "ccc")  # 11 bytes: b goes
+    assert "b" not in lru and "a" in lru and "c" in lru and lru.bytes == 7
+    lru.put("a", "a")  # a smaller value replaces the size charged for the key
+    assert lru.bytes == 4
+    lru.put("d", "d" * 5, size=6)  # a size given by the caller is what is charged
+    assert lru.bytes == 10 and len(lru) == 3
+    lru.discard("d")
+    assert lru.bytes == 4
+    lru.clear()
+    assert lru.bytes == 0 and len(lru) == 0
+
+
+def test_lru_does_not_keep_an_entry_larger_than_its_budget() -> None:
+    lru: LRU[str] = LRU(100, max_bytes=10, size=len)
+    lru.put("small", "12345")
+    lru.put("big", "x" * 11)
+    assert "big" not in lru and lru.get("small") == "12345" and lru.bytes == 5
+    lru.put("small", "y" * 11)  # grown past the budget: dropped, not kept stale
+    assert "small" not in lru and lru.bytes == 0
+    assert lru.evicted == 2
+
+
+def test_lru_still_bounded_by_count_when_bounded_by_bytes() -> None:
+    lru: LRU[str] = LRU(2, max_bytes=1_000, size=len)
+    for key in "abc":
+        lru.put(key, key)
+    assert len(lru) == 2 and "a" not in lru and lru.bytes == 2
+
+
+def test_record_size_counts_strings_and_entries() -> None:
+    small, big = memory("m", "x"), memory("m", "x" * 100_000)
+    assert record_size(big) - record_size(small) == 100_000 - 1
+    nested = dataclasses.replace(small, metadata={"k": ["a" * 1000, {"deep": "b" * 1000}]})
+    assert record_size(nested) > record_size(small) + 2_000
+
+
+BUDGET = 3 * 1024 * 1024
+VALUE = 400 * 1024
+
+
+async def test_large_memories_keep_both_caches_within_their_byte_budgets(tmp_path: Path) -> None:
+    limits = Limits(record_cache_bytes=BUDGET, doc_cache_bytes=BUDGET)
+    async with Replica(tmp_path / "r.db", replica_id="r", limits=limits) as replica:
+        made = []
+        for n in range(30):  # 30 x 400 KiB: 12 MiB, four times either budget
+            one = await replica.add(f"{n:04d}" + "v" * VALUE, user_id="u1", metadata={"n": n})
+            made.append(one.id)
+            assert replica.cache.bytes <= BUDGET and replica.doc_cache.bytes <= BUDGET
+            assert replica.cache.bytes >= min(n + 1, 7) * VALUE  # charged by size, not ignored
+        assert len(replica.cache) < 30 and len(replica.doc_cache) < 30
+        for n, memory_id in enumerate(made):  # read back correctly, evicted or not
+            got = await replica.get(memory_id)
+            assert got.content == f"{n:04d}" + "v" * VALUE and got.metadata == {"n": n}
+            assert replica.cache.bytes <= BUDGET
+        updated = await replica.update(made[0], content="short now")  # an evicted one, written again
+        assert updated.content == "short now" and (await replica.get(made[0])).content == "short now"
+        assert replica.cache.bytes <= BUDGET and replica.doc_cache.bytes <= BUDGET
+    async with Replica(tmp_path / "r.db", replica_id="r", limits=limits) as reopened:  # warmed
+        assert 0 < len(reopened.cache) < 30 and reopened.cache.bytes <= BUDGET
+        assert (await reopened.get(made[-1])).content == f"{29:04d}" + "v" * VALUE
+
+
+async def test_large_remote_memories_keep_the_caches_within_their_byte_budgets(tmp_path: Path) -> None:
+    limits = Limits(record_cache_bytes=BUDGET, doc_cache_bytes=BUDGET)
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b", limits=limits) as b,
+    ):
+        made = [(await a.add(f"{n:04d}" + "r" * VALUE, user_id="u1")).id for n in range(20)]
+        vector: dict[str, int] = {}
+        for _ in range(5):  # several payloads of 4, so several commits
+            payload = await a.export_since("user:u1:memories", vector, limit=4)
+            await b.apply(payload)
+            vector = b.version_vector("user:u1:memories")
+            assert b.cache.bytes <= BUDGET and b.doc_cache.bytes <= BUDGET
+        assert [(await b.get(i)).content[:4] for i in made] == [f"{n:04d}" for n in range(20)]
+        assert b.cache.bytes <= BUDGET and b.doc_cache.bytes <= BUDGET

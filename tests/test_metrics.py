@@ -100,6 +100,7 @@ def test_every_metric_the_docs_name_exists() -> None:
     gauges |= {"crdtmem_index_points_written", "crdtmem_index_points_refused"}
     gauges |= {"crdtmem_index_points_skipped"}
     gauges |= {"crdtmem_memories_quarantined", "crdtmem_storage_integrity_problems"}
+    gauges |= {"crdtmem_cache_bytes", "crdtmem_cache_entries"}
     gauges |= {"crdtmem_log_folded_entries", "crdtmem_erasures"}
     assert set(COUNTERS) | set(HISTOGRAMS) <= documented
     assert documented <= set(COUNTERS) | set(HISTOGRAMS) | gauges

@@ -303,6 +303,7 @@ async def test_crdtmem_check_lists_every_damaged_memory_of_a_stopped_file(
         "integrity": ["ok"],
         "memories": 3,
         "damaged": [],
+        "quarantined": [],
     }
     _sql(node.db, "UPDATE docs SET record = 'garbage' WHERE id = ?", bad_record)
     _sql(node.db, "UPDATE deltas SET [update] = ? WHERE doc_id = ?", os.urandom(40), bad_state)

@@ -218,6 +218,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     check.add_argument("--db", required=True, help="the replica's SQLite file (stop its server first)")
     check.add_argument("--json", action="store_true", help="print the report as JSON")
+    check.add_argument(
+        "--release",
+        action="append",
+        metavar="ID",
+        help="take this memory out of quarantine if it reads back now, after a repair (repeatable)",
+    )
 
     compact = commands.add_parser(
         "compact", help="fold a replica's log into its snapshots behind the horizon (stop its server first)"

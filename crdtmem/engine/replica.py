@@ -50,7 +50,7 @@ from ..store.base import Commit, DeltaRecord, Store, VersionVector
 from ..store.memory import MemoryStore
 from ..store.sqlite import SQLiteStore, Synchronous
 from . import payload as wire
-from .cache import MemoryCache
+from .cache import DocCache, MemoryCache
 from .catchup import CatchUp, decode_states, export_states, is_behind, is_states
 from .changes import Dots, as_list, check_embedding, check_metadata, doc_write
 from .committer import GroupCommitter
@@ -89,7 +89,8 @@ class Replica:
         wall_clock: injected wall clock in milliseconds (tests make it deterministic).
         max_drift_ms: refuse remote timestamps further ahead than this.
         max_payload_bytes: refuse larger payloads in :meth:`apply` (default ``limits.payload_bytes``).
-        cache_size: bound of the materialized-memory cache; ``warm`` memories are loaded on open.
+        cache_size: bound of the materialized-memory cache (entries; its bytes:
+            ``limits.record_cache_bytes``); ``warm`` memories are loaded on open.
         synchronous: SQLite ``synchronous`` mode; FULL survives power loss, NORMAL a killed process.
         index: index merged memories for :meth:`search` (True: embedded defaults; or IndexSettings).
         waiting_limits: bounds of the deltas waiting for their dependencies (per sender, per
@@ -140,7 +141,7 @@ class Replica:
         self.limits = limits or DEFAULT_LIMITS
         self.max_payload_bytes = max_payload_bytes or self.limits.payload_bytes
         self._client_id = new_client_id()
-        self.quarantine = Quarantine()
+        self.quarantine = Quarantine(self._store, wall_clock)
         """Memories whose stored data does not read back, set aside (see :mod:`.quarantine`)."""
         self._store.on_damaged = self.quarantine.add
         self._work = WorkingSet(
@@ -148,10 +149,14 @@ class Replica:
             self._client_id,
             cache_size=cache_size,
             doc_cache_size=doc_cache_size,
+            cache_bytes=self.limits.record_cache_bytes,
+            doc_cache_bytes=self.limits.doc_cache_bytes,
             quarantine=self.quarantine,
         )
         self.cache: MemoryCache = self._work.records
         """Materialized memories by id (a bounded LRU, never ahead of the store)."""
+        self.doc_cache: DocCache = self._work.docs
+        """Loaded documents by id (a bounded LRU, never ahead of the store)."""
         self._warm = warm
         # fsync-ing commits go to the commit thread (group commit); cheap ones run inline
         self._committer = GroupCommitter(self._store, inline=store is None and synchronous != "FULL")
@@ -276,6 +281,7 @@ class Replica:
             if last:
                 self.clock.restore(Hlc.decode(last))
             self.signer, self.keyring = open_keyring(self._store, self._id, self.key_policy)
+            self.quarantine.load()  # before anything reads a memory
             self._remote.load_pending(self.resolve_rights)
             self.compaction.load()
             self._work.warm(self.channels, self._warm)

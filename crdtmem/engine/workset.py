@@ -1,6 +1,7 @@
 """The replica's working set: materialized records and loaded documents, in front of the store.
 
-Both are bounded LRUs (:mod:`crdtmem.engine.cache`). A miss reads the store; a commit updates both, only
+Both are LRUs bounded by count and by approximate bytes (:mod:`crdtmem.engine.cache`). A miss reads
+the store; a commit updates both, only
 after it is durable, so neither is ever ahead of the disk and both can be dropped at any time. The
 store stays the single source of truth.
 """
@@ -14,7 +15,7 @@ from ..document.memory import MemoryDoc
 from ..document.records import Memory
 from ..errors import DamagedMemory, MalformedPayload
 from ..store.base import Store
-from .cache import LRU, MemoryCache
+from .cache import DocCache, MemoryCache, doc_size
 from .quarantine import Quarantine
 
 
@@ -28,13 +29,15 @@ class WorkingSet:
         *,
         cache_size: int,
         doc_cache_size: int,
+        cache_bytes: int | None = None,
+        doc_cache_bytes: int | None = None,
         quarantine: Quarantine | None = None,
     ):
-        self.records = MemoryCache(cache_size)
+        self.records = MemoryCache(cache_size, cache_bytes)
         self.quarantine = quarantine if quarantine is not None else Quarantine()
         """Memories whose stored data does not read back: :meth:`record` and :meth:`doc` raise
         MemoryQuarantined for them."""
-        self.docs: LRU[MemoryDoc] = LRU(doc_cache_size)
+        self.docs = DocCache(doc_cache_size, doc_cache_bytes)
         self.client_id = client_id
         """The Yrs client id of this process's writes (unique per process start)."""
         self._store = store
@@ -118,8 +121,9 @@ class WorkingSet:
 
     def committed(self, memory_id: str, doc: MemoryDoc, memory: Memory) -> None:
         """A change to ``memory_id`` is durable: its document and record are current."""
-        self.docs.put(memory_id, doc)
-        self.records.put(memory_id, memory)
+        size = doc_size(doc)  # the record's too: measuring it would walk every value (or message)
+        self.docs.put(memory_id, doc, size)
+        self.records.put(memory_id, memory, size)
 
     def forget(self, memory_ids: Iterable[str]) -> None:
         """Drop what a failed or interrupted change leaves uncertain: its documents (maybe

@@ -330,6 +330,23 @@ class Node:
             lambda: [((), float(len(replica.quarantine)))],
         )
         gauge(
+            "crdtmem_cache_bytes",
+            "approximate bytes of the records and documents the replica keeps in memory, by cache "
+            "(bounded by Limits.record_cache_bytes and Limits.doc_cache_bytes)",
+            lambda: [
+                ((("cache", "records"),), float(replica.cache.bytes)),
+                ((("cache", "documents"),), float(replica.doc_cache.bytes)),
+            ],
+        )
+        gauge(
+            "crdtmem_cache_entries",
+            "records and documents the replica keeps in memory, by cache",
+            lambda: [
+                ((("cache", "records"),), float(len(replica.cache))),
+                ((("cache", "documents"),), float(len(replica.doc_cache))),
+            ],
+        )
+        gauge(
             "crdtmem_storage_integrity_problems",
             "problems the integrity check (PRAGMA quick_check) found when the store was opened",
             lambda: [((), float(_problems(replica.storage_status()["integrity"])))],

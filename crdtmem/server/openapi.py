@@ -298,11 +298,18 @@ _SCHEMAS: dict[str, Schema] = {
                 {
                     "integrity": _nullable("array", items={"type": "string"}),
                     "quarantined": _array(
-                        _object({"memory_id": {"type": "string"}, "reason": {"type": "string"}})
+                        _object(
+                            {
+                                "memory_id": {"type": "string"},
+                                "reason": {"type": "string"},
+                                "since": {"type": "string", "format": "date-time"},
+                            }
+                        )
                     ),
                 },
                 description='what the integrity check on open found (["ok"] when clean), and the '
-                "memories set aside because their stored data does not read back",
+                "memories set aside because their stored data does not read back (kept across "
+                "restarts until released with crdtmem check --release)",
             ),
             "peers": _array({"type": "object"}),
             "links": _array({"type": "object"}),

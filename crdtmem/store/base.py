@@ -13,6 +13,8 @@ A store holds four things, and :meth:`Store.commit` changes them in one atomic t
   that was not stored and applied;
 - pending deltas: received but not yet applicable (their causal dependencies have not arrived);
 - decisions: deltas received and refused for good (see :class:`Decision`), logged without a delta;
+- quarantined memories: those whose stored data did not read back (:class:`Quarantined`), kept
+  across restarts until an operator releases them;
 - erasures: the memories forgotten here (:attr:`Commit.erase`), each with the local version its
   erasure took. Forgetting removes the memory's record, state, conflicts, pending and decided
   deltas, and turns each of its logged deltas into a *stub* (``crdtmem.document.erasure``): same
@@ -140,6 +142,15 @@ class PendingDelta:
     @property
     def origin(self) -> str:
         return self.delta.origin
+
+
+@dataclass(frozen=True, slots=True)
+class Quarantined:
+    """A memory set aside because its stored data did not read back: why, and since when (ms)."""
+
+    memory_id: str
+    reason: str
+    since_ms: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +383,19 @@ class Store(Protocol):
 
     def history(self, doc_id: str) -> list[DeltaRecord]:
         """Every delta of one document in the order this replica applied them."""
+        ...
+
+    def quarantined(self) -> list[Quarantined]:
+        """The memories set aside as damaged (:meth:`quarantine`), by id."""
+        ...
+
+    def quarantine(self, entry: Quarantined) -> None:
+        """Record a damaged memory durably, in a transaction of its own (a memory recorded already
+        keeps its first reason and time). Raises StorageError if it cannot be written."""
+        ...
+
+    def release(self, memory_id: str) -> bool:
+        """Forget that the memory was set aside (after a repair); whether it was."""
         ...
 
     def last_hlc(self) -> str:

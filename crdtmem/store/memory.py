@@ -23,6 +23,7 @@ from .base import (
     DocWrite,
     LocalSigner,
     PendingDelta,
+    Quarantined,
     StagedVectors,
     StoredDoc,
     VersionVector,
@@ -56,6 +57,7 @@ class MemoryStore:
         self._erased: dict[str, int] = {}
         self._horizon: dict[str, VersionVector] = {}
         self._folded_hlc = ""
+        self._quarantined: dict[str, Quarantined] = {}
 
     def open(self) -> None:
         pass
@@ -165,6 +167,7 @@ class MemoryStore:
         self._docs.pop(doc_id, None)
         self._snapshots.pop(doc_id, None)
         self._stale.discard(doc_id)
+        self._quarantined.pop(doc_id, None)
         for uid in [uid for uid, p in self._pending.items() if p.doc_id == doc_id]:
             del self._pending[uid]
         for uid in [uid for uid, d in self._decided.items() if d.delta.doc_id == doc_id]:
@@ -400,6 +403,18 @@ class MemoryStore:
     def decisions(self, kind: str | None = None) -> list[Decision]:
         with self._lock:
             return [d for d in self._decided.values() if kind is None or d.kind == kind]
+
+    def quarantined(self) -> list[Quarantined]:
+        with self._lock:
+            return [self._quarantined[k] for k in sorted(self._quarantined)]
+
+    def quarantine(self, entry: Quarantined) -> None:
+        with self._lock:
+            self._quarantined.setdefault(entry.memory_id, entry)
+
+    def release(self, memory_id: str) -> bool:
+        with self._lock:
+            return self._quarantined.pop(memory_id, None) is not None
 
     def history(self, doc_id: str) -> list[DeltaRecord]:
         return [self._deltas[i] for i in self._by_doc.get(doc_id, ())]

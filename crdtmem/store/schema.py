@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from . import sqlite_fold, sqlite_trust
+from . import sqlite_fold, sqlite_quarantine, sqlite_trust
 
 SCHEMA_VERSION = "2"
 
@@ -104,6 +104,7 @@ def create_or_migrate(db: Any) -> None:
         db["conflicts"].create_index(["user_id"])
     sqlite_trust.create(db, tables)
     sqlite_fold.create(db, tables)
+    sqlite_quarantine.create(db, tables)
 
 
 def _migrate_from_1(db: Any) -> None:

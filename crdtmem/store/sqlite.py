@@ -22,7 +22,7 @@ from ..document.memory import MemoryDoc
 from ..document.query import Where
 from ..document.records import Conflict, ConflictValue
 from ..errors import DamagedMemory, MalformedPayload, StorageError, StoreUnreadable
-from . import sqlite_fold, sqlite_trust
+from . import sqlite_fold, sqlite_quarantine, sqlite_trust
 from .base import (
     Commit,
     CommitResult,
@@ -30,6 +30,7 @@ from .base import (
     DeltaRecord,
     LocalSigner,
     PendingDelta,
+    Quarantined,
     StagedVectors,
     StoredDoc,
     VersionVector,
@@ -741,6 +742,30 @@ class SQLiteStore:
                 if conn.in_transaction:
                     conn.execute("ROLLBACK")
                 raise StorageError(f"storing outbox marks in {self.path} failed: {exc}") from exc
+
+    @_reads
+    def quarantined(self) -> list[Quarantined]:
+        return sqlite_quarantine.read(self._r)
+
+    def quarantine(self, entry: Quarantined) -> None:
+        self._write_alone(lambda conn: sqlite_quarantine.add(conn, entry), "recording a quarantine")
+
+    def release(self, memory_id: str) -> bool:
+        return self._write_alone(lambda conn: sqlite_quarantine.remove(conn, memory_id), "releasing a memory")
+
+    def _write_alone(self, write: Callable[[sqlite3.Connection], _T], what: str) -> _T:
+        """``write`` in a transaction of its own (between commits)."""
+        with self._lock:
+            conn = self._w
+            try:
+                conn.execute("BEGIN IMMEDIATE")
+                result = write(conn)
+                conn.execute("COMMIT")
+                return result
+            except sqlite3.Error as exc:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise StorageError(f"{what} in {self.path} failed: {exc}") from exc
 
     @_reads
     def integrity_check(self) -> str:

@@ -2,9 +2,10 @@
 
 The document's deltas become stubs: each row keeps its uid, origin, stamp and log entries, its deps
 become the empty state vector and its update the empty update, unsigned. Its record, snapshot,
-channel rows, conflicts, stale mark, pending and decided deltas are deleted, and the ``erased`` table
-keeps the id with the local version of the erasure. The connections run with ``secure_delete``, so
-the freed bytes are zeroed; :meth:`SQLiteStore.scrub` then truncates the write-ahead log.
+channel rows, conflicts, stale mark, quarantine, pending and decided deltas are deleted, and the
+``erased`` table keeps the id with the local version of the erasure. The connections run with
+``secure_delete``, so the freed bytes are zeroed; :meth:`SQLiteStore.scrub` then truncates the
+write-ahead log.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ _GONE = (
     ("stale", "doc_id"),
     ("pending", "doc_id"),
     ("decided", "doc_id"),
+    ("quarantined", "doc_id"),
 )
 
 

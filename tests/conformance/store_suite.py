@@ -20,7 +20,7 @@ from crdtmem.document.memory import MemoryDoc
 from crdtmem.document.records import Scope, Source
 from crdtmem.engine.changes import Dots, doc_write
 from crdtmem.store import Commit, DeltaRecord, DocWrite, Snapshot, Store
-from crdtmem.store.base import Decision, PendingDelta
+from crdtmem.store.base import Decision, PendingDelta, Quarantined
 
 USER = "user:u1:memories"
 TOPIC = "topic:t1:updates"
@@ -622,6 +622,28 @@ class StoreSuite:
         marks = store.outbox_marks("bus")
         assert [d.seqs for d in store.deltas_since([USER], {USER: {"o1": 1}})] == [{USER: 2}]
         assert store.deltas_since([USER], marks) == []
+
+    # -- quarantine -------------------------------------------------------------------------------
+
+    def test_quarantined_memories_are_kept_until_released_or_forgotten(self, store: Store) -> None:
+        assert store.quarantined() == []
+        store.commit(
+            [Commit(deltas=[delta(1, doc_id="d1"), delta(2, doc_id="d2")], docs=[doc("d1"), doc("d2")])]
+        )
+        store.quarantine(Quarantined("d1", "its record is not JSON", 1_000))
+        store.quarantine(Quarantined("d2", "a delta does not decode", 2_000))
+        store.quarantine(Quarantined("d1", "found again", 3_000))  # the first finding stays
+        expected = [
+            Quarantined("d1", "its record is not JSON", 1_000),
+            Quarantined("d2", "a delta does not decode", 2_000),
+        ]
+        assert store.quarantined() == expected
+        again = self._reopen(store)
+        assert again.quarantined() == expected
+        assert again.release("d1") and not again.release("d1") and not again.release("never")
+        again.commit([Commit(erase=["d2"])])
+        assert again.quarantined() == []
+        assert self._reopen(again).quarantined() == []
 
     # -- reopen -----------------------------------------------------------------------------------
 
