@@ -295,8 +295,8 @@ async def test_list_add_and_remove_items(replica: Replica) -> None:
 
 
 async def test_adding_no_items_writes_nothing(replica: Replica) -> None:
-    """``add_items(id)`` with no items is a no-op (replica.py's ``_write`` means to return early for
-    it): no delta, no new version, no event."""
+    """``add_items(id)`` with no items is a no-op (``LocalWrites.write`` in writes.py means to return
+    early for it): no delta, no new version, no event."""
     items = await replica.add(["a"], kind="list", user_id="u1")
     vector = replica.version_vector(USER_CHANNEL)
     async with Collector(replica) as seen:

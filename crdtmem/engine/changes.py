@@ -1,6 +1,7 @@
 """What one change produces, local or remote: fresh dots, and the store row of the changed document.
 
-Shared by the local write path and the remote apply path of :mod:`crdtmem.engine.replica`.
+Shared by the local write path (:mod:`crdtmem.engine.writes`) and the remote apply path
+(:mod:`crdtmem.engine.remote`).
 """
 
 from __future__ import annotations

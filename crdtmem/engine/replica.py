@@ -1,10 +1,15 @@
-"""The replica: the engine an app embeds. Writes, reads, conflicts, exchange, events.
+"""The replica: the engine an app embeds. Construction and lifecycle, local writes, events.
+
+Its other sides are classes it inherits, each with the parts it reads declared: :mod:`.reads`
+(get, list, count, history, conflicts), :mod:`.search` (search by meaning) and :mod:`.exchange`
+(version vectors, export and apply of payloads and states pages, compaction). The replica builds
+the parts they share in ``__init__`` and opens them in :meth:`Replica.start`.
 
 Data flow of a local write (see DESIGN.md)::
 
-    add/update/... ─▶ MemoryDoc change (one Yrs transaction) ─▶ Delta
+    add/update/... ─▶ MemoryDoc change (one Yrs transaction) ─▶ Delta            (writes.py)
       ─▶ GroupCommitter: delta log + doc state + conflicts in one SQLite transaction
-      ─▶ acknowledge ─▶ cache ─▶ MemoryEvent feed / observers
+      ─▶ acknowledge ─▶ cache ─▶ MemoryEvent feed / observers                     (publish.py)
 
 and of a remote payload::
 
@@ -16,27 +21,15 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-from collections.abc import Callable, Iterable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
-from ..access import Principal
 from ..clock import DEFAULT_MAX_DRIFT_MS, Hlc, HybridLogicalClock, WallClock, system_wall_ms
 from ..document.memory import UNSET, MemoryDoc
-from ..document.query import Every, Where
-from ..document.query import parse as parse_filters
-from ..document.query import readable as readable_channels
-from ..document.records import Conflict, HistoryEntry, Kind, Memory, Scope, Source, check_kind
-from ..errors import (
-    CrdtmemError,
-    DamagedMemory,
-    InvalidInput,
-    MalformedPayload,
-    NotFound,
-    ReplicaClosed,
-)
+from ..document.records import Kind, Memory, Scope, Source
+from ..errors import CrdtmemError, InvalidInput
 from ..ids import (
-    Channel,
     check_id,
     check_memory_id,
     check_replica_id,
@@ -44,39 +37,35 @@ from ..ids import (
     new_memory_id,
     parse_channels,
 )
-from ..index import Indexer, IndexSettings, SearchFilter, SearchResult, open_indexer
+from ..index import Indexer, IndexSettings, open_indexer
 from ..limits import DEFAULT_LIMITS, Limits
-from ..store.base import Commit, DeltaRecord, Store, VersionVector
+from ..store.base import DeltaRecord, Store
 from ..store.memory import MemoryStore
 from ..store.sqlite import SQLiteStore, Synchronous
-from . import payload as wire
 from .cache import DocCache, MemoryCache
-from .catchup import CatchUp, decode_states, export_states, is_behind, is_states
-from .changes import Dots, as_list, check_embedding, check_metadata, doc_write
+from .catchup import CatchUp
+from .changes import Dots, as_list, check_embedding, check_metadata
 from .committer import GroupCommitter
-from .compaction import DEFAULT_LEASE_MS, Compacted, Compaction
+from .compaction import DEFAULT_LEASE_MS, Compaction
 from .erasure import Erasure
+from .exchange import Exchange
 from .feed import EventFeed, Subscription
-from .inbound import ApplyResult
 from .locks import KeyedLocks
 from .materialize import Materializer
 from .publish import Publisher
 from .quarantine import Quarantine, report_integrity
+from .reads import Reads
 from .remote import RemoteApply
+from .search import Search
 from .signing import KeyPolicy, Keyring, Signer, open_keyring
 from .snapshots import EVERY_DELTAS as SNAPSHOT_EVERY
 from .snapshots import Snapshots
 from .waiting import Resolver, WaitingLimits
 from .workset import WorkingSet
-
-_List = list  # Replica.list shadows the builtin inside the class body
-
-
-Change = Callable[[MemoryDoc, Dots], Memory | None]
-"""One local change to a document; a create returns the record it made (see MemoryDoc.create)."""
+from .writes import Change, LocalWrites
 
 
-class Replica:
+class Replica(Reads, Search, Exchange):
     """One replica of the memory store.
 
     Args:
@@ -194,6 +183,16 @@ class Replica:
         self._materializer = self._remote.materializer = Materializer(
             self._work, self._locks, self._publisher, self.clock, busy=lambda: self._applying > 0
         )
+        self._writes = LocalWrites(
+            store=self._store,
+            work=self._work,
+            locks=self._locks,
+            materializer=self._materializer,
+            publisher=self._publisher,
+            clock=self.clock,
+            limits=self.limits,
+            replica_id=lambda: self._id,
+        )
         self.compaction = Compaction(
             self._store,
             self._committer,
@@ -245,11 +244,6 @@ class Replica:
     @property
     def store(self) -> Store:
         return self._store
-
-    @property
-    def pending_count(self) -> int:
-        """Remote deltas stored but waiting for causal dependencies that have not arrived yet."""
-        return len(self._remote.waiting)
 
     def storage_status(self) -> dict[str, Any]:
         """What the integrity check on open found (``["ok"]``, the problems, or None when the
@@ -337,10 +331,6 @@ class Replica:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
-
-    def _check_open(self) -> None:
-        if not self._open:
-            raise ReplicaClosed("the replica is not open; use 'async with Replica(...)' or start()")
 
     # -- local writes -------------------------------------------------------------------------
 
@@ -581,463 +571,9 @@ class Replica:
         check_memory_id(memory_id)
         self._in_flight += 1
         try:
-            return await self._write_locked(memory_id, change, new, check_exists)
+            return await self._writes.write(memory_id, change, new=new, check_exists=check_exists)
         finally:
             self._in_flight -= 1
-
-    async def _write_locked(self, memory_id: str, change: Change, new: bool, check_exists: bool) -> Memory:
-        async with self._locks.hold([memory_id]):
-            if self._store.is_erased(memory_id):
-                raise NotFound(f"memory {memory_id!r} was forgotten here; its id cannot be used again")
-            # a create of a chosen id may find the id's deleted memory: the change revives it
-            existing = self._work.doc(memory_id) if not new or check_exists else None
-            if existing is not None:
-                doc = existing
-            elif new:
-                doc = self._work.new_doc(memory_id)
-            else:
-                raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
-            stale = memory_id in self._materializer  # a batch changed it; its record is behind
-            before = None if existing is None else self._materializer.before(memory_id)
-            dots = Dots(self._id, self.clock)
-            try:
-                with doc.change():
-                    created = change(doc, dots)
-            except BaseException:
-                self._work.forget([memory_id])  # a failed change may have left partial edits
-                raise
-            if dots.last is None and not stale:  # nothing was written (e.g. an empty add_items)
-                return before or doc.materialize()
-            try:
-                write, memory = doc_write(doc, before=before, created=created)
-                self._check_holds(memory, before)
-            except BaseException:
-                self._work.forget([memory_id])
-                raise
-            deltas = []
-            if dots.last is not None:
-                hlc = dots.last.hlc
-                deltas.append(
-                    DeltaRecord(
-                        f"{self._id}:{hlc}",
-                        self._id,
-                        memory_id,
-                        hlc,
-                        doc.last_delta.deps,
-                        doc.last_delta.update,
-                        memory.channels,
-                    )
-                )
-            events = await self._publisher.commit(
-                Commit(deltas=deltas, docs=[write], fresh=[memory_id] if stale else []),
-                {memory_id: (doc, memory)},
-                {memory_id: before},
-                {memory_id: self._id},
-                after=lambda: self._materializer.taken(memory_id),
-            )
-            return events[0].memory
-
-    def _check_holds(self, memory: Memory, before: Memory | None) -> None:
-        """A local write may not take a memory past the bounds of what it holds; a memory already
-        past them (merged from a replica with larger bounds) may still shrink or stay as it is."""
-        counts = _holds(memory)
-        earlier = _holds(before) if before is not None else (0, 0, 0, 0)
-        self.limits.check_memory(*(n if n > e else 0 for n, e in zip(counts, earlier, strict=True)))
-
-    # -- reads --------------------------------------------------------------------------------
-
-    async def get(self, memory_id: str) -> Memory:
-        """The memory with this id (deleted ones too, with ``deleted=True``); raises NotFound."""
-        self._check_open()
-        if memory_id in self._materializer:
-            await self._materializer.flush([memory_id])
-        return self._record_or_raise(memory_id)
-
-    async def list(
-        self,
-        *,
-        user_id: str | None = None,
-        tenant_id: str | None = None,
-        topic: str | None = None,
-        kind: Kind | None = None,
-        channel: str | None = None,
-        include_deleted: bool = False,
-        limit: int | None = None,
-        since_version: int | None = None,
-        ascending: bool = False,
-        filters: Mapping[str, Any] | None = None,
-        readable: Sequence[str] | None = None,
-        before_version: int | None = None,
-    ) -> _List[Memory]:
-        """Memories matching every given filter, most recently changed first. Deleted memories are
-        left out unless ``include_deleted``, except those in a delete conflict.
-
-        ``filters`` is a filter in mem0's form on any field, metadata included (operators, AND, OR,
-        NOT: :mod:`crdtmem.document.query`); the store evaluates it. ``before_version`` keeps the
-        memories changed before that local version: the next page after a memory is
-        ``before_version=memory.version``. ``readable`` keeps the memories on a channel one of these
-        grants (``*``, or channels with ``*`` parts: a token's read rights) matches."""
-        self._check_open()
-        scope = self._scope_args(user_id, tenant_id, topic, kind, channel, include_deleted)
-        where = _with_readable(parse_filters(filters), readable)
-        await self._materializer.settle()
-        records = self._store.query_records(
-            **scope,
-            where=where,
-            limit=limit,
-            since_version=since_version,
-            before_version=before_version,
-            ascending=ascending,
-        )
-        return self._work.memories(records)
-
-    async def count(
-        self,
-        *,
-        user_id: str | None = None,
-        tenant_id: str | None = None,
-        topic: str | None = None,
-        kind: Kind | None = None,
-        channel: str | None = None,
-        include_deleted: bool = False,
-        filters: Mapping[str, Any] | None = None,
-        readable: Sequence[str] | None = None,
-    ) -> int:
-        """How many memories :meth:`list` would return with these filters and no limit."""
-        self._check_open()
-        scope = self._scope_args(user_id, tenant_id, topic, kind, channel, include_deleted)
-        where = _with_readable(parse_filters(filters), readable)
-        await self._materializer.settle()
-        return self._store.count_records(**scope, where=where)
-
-    def _scope_args(
-        self,
-        user_id: str | None,
-        tenant_id: str | None,
-        topic: str | None,
-        kind: Kind | None,
-        channel: str | None,
-        include_deleted: bool,
-    ) -> dict[str, Any]:
-        if topic is not None:
-            if channel is not None:
-                raise InvalidInput("pass either topic or channel, not both")
-            channel = str(Channel.topic(topic))
-        if channel is not None:
-            channel = parse_channels([channel])[0]
-        if kind is not None:
-            check_kind(kind)
-        return {
-            "user_id": user_id,
-            "tenant_id": tenant_id,
-            "channel": channel,
-            "kind": kind,
-            "include_deleted": include_deleted,
-        }
-
-    async def history(self, memory_id: str) -> _List[HistoryEntry]:
-        """Every change this replica applied to the memory, oldest first, with the state after it."""
-        entries, _ = await self.history_page(memory_id)
-        return entries
-
-    async def history_page(
-        self, memory_id: str, *, offset: int = 0, limit: int | None = None
-    ) -> tuple[_List[HistoryEntry], int]:
-        """``limit`` entries of :meth:`history` from the ``offset``-th on, and how many it has in
-        all. Only the page's states are materialized."""
-        self._check_open()
-        self.quarantine.check(memory_id)
-        for name, value in (("offset", offset), ("limit", limit if limit is not None else 0)):
-            if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-                raise InvalidInput(f"{name} must be a non-negative int, not {value!r}")
-        deltas = [] if self._store.is_erased(memory_id) else self._store.history(memory_id)
-        if not deltas:
-            raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
-        doc = self._work.new_doc(memory_id)
-        entries: _List[HistoryEntry] = []
-        total = 0
-        for delta in deltas:
-            try:
-                doc.apply(delta.update)
-            except MalformedPayload as exc:
-                raise self.quarantine.add(DamagedMemory(memory_id, f"delta {delta.uid}: {exc}")) from exc
-            if not doc.exists:
-                continue
-            total += 1
-            if total <= offset or (limit is not None and len(entries) >= limit):
-                continue
-            memory = doc.materialize()
-            entries.append(
-                HistoryEntry(
-                    delta.origin,
-                    delta.hlc,
-                    memory.content,
-                    memory.deleted,
-                    memory.conflicted,
-                    memory.metadata,
-                    memory.tags,
-                )
-            )
-        return entries, total
-
-    async def conflicts(
-        self, *, user_id: str | None = None, tenant_id: str | None = None, memory_id: str | None = None
-    ) -> _List[Conflict]:
-        """Open conflicts, sorted by memory id and field."""
-        self._check_open()
-        await self._materializer.settle()
-        return self._store.conflicts(user_id=user_id, tenant_id=tenant_id, doc_id=memory_id)
-
-    def _record_or_raise(self, memory_id: str) -> Memory:
-        memory = self._work.record(memory_id)
-        if memory is None:
-            raise NotFound(f"no memory with id {memory_id!r} on replica {self._id}")
-        return memory
-
-    # -- search -------------------------------------------------------------------------------
-
-    async def search(
-        self,
-        query: str,
-        *,
-        user_id: str | None = None,
-        tenant_id: str | None = None,
-        kind: Kind | None = None,
-        tags: Sequence[str] = (),
-        topic: str | None = None,
-        limit: int = 10,
-        include_conflicted: bool = True,
-        filters: Mapping[str, Any] | None = None,
-        channels: Sequence[str] | None = None,
-        threshold: float | None = None,
-        offset: int = 0,
-        readable: Sequence[str] | None = None,
-    ) -> _List[SearchResult]:
-        """Memories by meaning, best first, each with its score (cosine similarity: 1 is the same
-        text, 0 or less unrelated), restricted by every given scope filter and by ``filters``
-        (mem0's form, as in :meth:`list`). ``threshold`` drops results that score lower; without
-        one, unrelated results are dropped (0 or less, or under the embedder's noise floor: 0.1 for
-        the lexical default). ``offset`` skips the first results (a later page; offset + limit is
-        at most 1000); ``readable`` keeps memories on a channel these grants match (as in
-        :meth:`list`). Needs ``index=``."""
-        index, flt, where = await self._search_args(
-            user_id, tenant_id, kind, tags, topic, include_conflicted, filters, channels, readable
-        )
-        return await index.search(query, flt, limit, where=where, threshold=threshold, offset=offset)
-
-    async def search_count(
-        self,
-        query: str,
-        *,
-        user_id: str | None = None,
-        tenant_id: str | None = None,
-        kind: Kind | None = None,
-        tags: Sequence[str] = (),
-        topic: str | None = None,
-        include_conflicted: bool = True,
-        filters: Mapping[str, Any] | None = None,
-        channels: Sequence[str] | None = None,
-        threshold: float | None = None,
-        readable: Sequence[str] | None = None,
-    ) -> int:
-        """How many results :meth:`search` has for these arguments over all its pages (at most 1000)."""
-        index, flt, where = await self._search_args(
-            user_id, tenant_id, kind, tags, topic, include_conflicted, filters, channels, readable
-        )
-        return await index.count(query, flt, where=where, threshold=threshold)
-
-    async def _search_args(
-        self,
-        user_id: str | None,
-        tenant_id: str | None,
-        kind: Kind | None,
-        tags: Sequence[str],
-        topic: str | None,
-        include_conflicted: bool,
-        filters: Mapping[str, Any] | None,
-        channels: Sequence[str] | None,
-        readable: Sequence[str] | None,
-    ) -> tuple[Indexer, SearchFilter, Where | None]:
-        self._check_open()
-        if self.index is None:
-            raise InvalidInput(
-                "this replica has no index: open it with Replica(..., index=True) "
-                "(a node indexes unless started with --no-index)"
-            )
-        await self._materializer.settle()  # results are read from the store's records
-        flt = SearchFilter.build(
-            user_id=user_id,
-            tenant_id=tenant_id,
-            kind=kind,
-            topic=topic,
-            tags=tags,
-            channels=channels,
-            include_conflicted=include_conflicted,
-        )
-        return self.index, flt, _with_readable(parse_filters(filters), readable)
-
-    # -- exchange -----------------------------------------------------------------------------
-
-    def version_vector(self, channel: str) -> VersionVector:
-        """``{origin: highest contiguous seq}`` this replica has stored for ``channel``."""
-        self._check_open()
-        return self._store.version_vector(parse_channels([channel])[0])
-
-    def version_vectors(self, channels: Sequence[str] | None = None) -> dict[str, VersionVector]:
-        self._check_open()
-        names = parse_channels(channels) if channels is not None else self._known_channels()
-        return {c: self._store.version_vector(c) for c in names}
-
-    def _known_channels(self) -> tuple[str, ...]:
-        return self.channels if self.channels is not None else tuple(self._store.channels())
-
-    async def export_since(
-        self,
-        channels: str | Sequence[str],
-        since: VersionVector | dict[str, VersionVector] | None = None,
-        *,
-        limit: int | None = None,
-        version: int = wire.VERSION,
-    ) -> bytes:
-        """The deltas of ``channels`` that a peer at ``since`` is missing, as a payload.
-
-        Args:
-            channels: one channel name, or several.
-            since: the peer's version vector (``{origin: seq}`` for one channel, or
-                ``{channel: {origin: seq}}``); None or empty exports everything.
-            limit: at most this many deltas (the peer asks again with its new vector for more).
-            version: the payload version (1 for a reader that speaks only 1: no signatures).
-        """
-        self._check_open()
-        names = parse_channels([channels] if isinstance(channels, str) else channels)
-        try:
-            vectors = wire.normalize_since(names, since)
-        except MalformedPayload as exc:
-            raise InvalidInput(str(exc)) from exc
-        if is_behind(self._store, vectors, names):  # the log no longer holds what the peer misses
-            return self.export_states(names, limit=limit)
-        deltas = self._store.deltas_since(names, vectors, limit)
-        mine = {c: self._store.version_vector(c) for c in names}
-        return wire.encode(wire.Payload(self._id, deltas, mine, self.keys_for(deltas)), version)
-
-    def export_states(
-        self,
-        channels: Sequence[str],
-        *,
-        after: str | None = None,
-        limit: int | None = None,
-        covers: dict[str, VersionVector] | None = None,
-    ) -> bytes:
-        """A page of document states of ``channels``, for a peer behind the horizon of the log
-        (:mod:`crdtmem.engine.catchup`): the first page with ``after=None``, then ``after`` = the
-        page's ``next`` and ``covers`` = the first page's, until ``next`` is None."""
-        self._check_open()
-        names = parse_channels(channels)
-        return export_states(
-            self._store,
-            self._id,
-            names,
-            after=after,
-            limit=limit,
-            covers=covers,
-            max_bytes=self.max_payload_bytes,
-        )
-
-    def behind(self, channels: Sequence[str], vectors: dict[str, VersionVector]) -> bool:
-        """Whether a peer at ``vectors`` misses entries this replica's log folded (it needs states)."""
-        return is_behind(self._store, vectors, parse_channels(channels))
-
-    async def compact(self) -> Compacted:
-        """Fold the log entries every known peer holds (or older than ``retention_ms`` and not held
-        by a lease) into the documents' snapshots (:mod:`crdtmem.engine.compaction`)."""
-        self._check_open()
-        await self._materializer.settle()  # a document folds into its snapshot once it has a record
-        return await self.compaction.compact()
-
-    def acknowledged(self, peer: str, vectors: dict[str, VersionVector]) -> None:
-        """Record that ``peer`` holds ``vectors`` (renews its lease); a node calls it as peers sync."""
-        self._check_open()
-        self.compaction.acknowledged(peer, vectors)
-
-    def keys_for(self, deltas: Sequence[DeltaRecord]) -> dict[str, bytes]:
-        """The public keys to send along with these deltas (receivers pin them on first use)."""
-        return self.keyring.keys_for(deltas) if self.keyring is not None else {}
-
-    async def apply(self, data: bytes) -> ApplyResult:
-        """Merge a payload from :meth:`export_since` (any replica, any order, any number of times).
-
-        The payload is validated as a whole first; a bad one raises a PayloadError subclass and
-        changes nothing. Deltas whose causal dependencies have not arrived are stored and applied
-        as soon as they do.
-        """
-        self._check_open()
-        if is_states(data):
-            return await self.apply_states(data)
-        return await self.apply_payload(wire.decode(data, max_bytes=self.max_payload_bytes))
-
-    async def apply_states(self, data: bytes, *, sender: Principal | None = None) -> ApplyResult:
-        """Merge a states page (:meth:`export_states`): its erase markers, then its documents; on
-        its last page, this replica's vectors rise to what the states hold."""
-        self._check_open()
-        page = decode_states(data, max_bytes=self.max_payload_bytes)
-        if page.markers:
-            await self.apply_payload(wire.Payload(page.sender, page.markers), sender=sender, isolate=True)
-        self._in_flight += 1
-        try:
-            changed, refused = await self._catchup.apply(page, sender)
-            changed += await self._remote.retry({doc_id for doc_id, _ in page.states})
-        finally:
-            self._in_flight -= 1
-        return ApplyResult(changed, 0, self.pending_count, 0, rejected=refused)
-
-    async def apply_payload(
-        self, received: wire.Payload, *, sender: Principal | None = None, isolate: bool = False
-    ) -> ApplyResult:
-        """:meth:`apply` for a payload already decoded (and validated) by :func:`payload.decode`.
-
-        This is the entry point of every transport (HTTP push and pull, the replication WebSocket, a
-        message bus): each delta is authenticated and authorized against ``sender``'s rights.
-
-        Args:
-            sender: who delivered the payload (a server passes its caller's principal; a node that
-                pulled passes its peer's). Deltas of an origin the sender may not introduce are
-                refused and counted (``ApplyResult.unauthenticated``); a payload that changes a
-                memory the sender may not write is refused with
-                :class:`~crdtmem.access.AccessDenied` and changes nothing. None: the caller vouches
-                for the payload (every origin but this replica's own, every channel).
-            isolate: for a stream of payloads (a link, a pull): instead of refusing the whole payload
-                when a memory's deltas fail their checks, apply the others and reject those (counted
-                in ``ApplyResult.rejected``, skipped when resent), so one bad memory cannot hold the
-                stream back for good.
-        """
-        self._check_open()
-        self._in_flight += 1
-        self._applying += 1
-        try:
-            result = await self._remote.apply(received, sender, isolate=isolate)
-            if received.vectors:  # what the sender holds: its acknowledgement, for compaction
-                self.compaction.acknowledged(received.sender, received.vectors)
-            return result
-        finally:
-            self._in_flight -= 1
-            self._applying -= 1
-            if self._materializer.waiting:
-                self._materializer.kick()
-
-    async def reexamine(self) -> int:
-        """Apply again the deltas denied to senders whose rights have changed since (their current
-        rights from :attr:`resolve_rights`); returns how many applied. A node runs it on start."""
-        self._check_open()
-        if self.resolve_rights is None:
-            return 0
-        self._in_flight += 1
-        try:
-            return await self._remote.reexamine(self.resolve_rights)
-        finally:
-            self._in_flight -= 1
-
-    def _subscribed(self, channel: str) -> bool:
-        return self.channels is None or channel in self.channels
 
     # -- events -------------------------------------------------------------------------------
 
@@ -1051,24 +587,8 @@ class Replica:
         names = parse_channels(channels) if channels is not None else None
         return self.feed.subscribe(names, max_queue=max_queue)
 
-    def on_commit(self, listener: Callable[[_List[DeltaRecord]], None]) -> Callable[[], None]:
+    def on_commit(self, listener: Callable[[list[DeltaRecord]], None]) -> Callable[[], None]:
         """Call ``listener(deltas)`` after every commit, with every delta's sequence numbers (the sync
         layer pushes from here)."""
         self._publisher.listeners.append(listener)
         return lambda: self._publisher.listeners.remove(listener)
-
-
-def _holds(memory: Memory) -> tuple[int, int, int, int]:
-    """(metadata keys, tags, list items, messages) of a memory."""
-    content = memory.content
-    sized = isinstance(content, Sized) and not isinstance(content, str)
-    items = len(content) if memory.kind == "list" and sized else 0
-    messages = len(content) if memory.kind == "conversation" and sized else 0
-    return len(memory.metadata), len(memory.tags), items, messages
-
-
-def _with_readable(where: Where | None, readable: Sequence[str] | None) -> Where | None:
-    grants = None if readable is None else readable_channels(readable)
-    if grants is None:
-        return where
-    return grants if where is None else Every((where, grants))
