@@ -73,6 +73,23 @@ async def test_a_write_on_the_other_replica_appears_without_reload(procs, sessio
     assert await page.evaluate("window.notReloaded") is True, "the page reloaded instead of updating"
 
 
+async def test_a_memory_forgotten_on_the_other_replica_leaves_the_page(procs, session, tmp_path, browser):
+    a, b = start_pair(procs, tmp_path)
+    api_b = Api(session, b.url)
+    kept = await api_b.add("kept", user_id="u1")
+    gone = await api_b.add("to be forgotten", user_id="u1")
+    page = await open_dashboard(browser, a.url)
+    await expect(memory_row(page, gone["id"])).to_contain_text("to be forgotten", timeout=WAIT_MS)
+    await expect(memory_row(page, kept["id"])).to_contain_text("kept", timeout=WAIT_MS)
+    await page.evaluate("window.notReloaded = true")
+
+    await api_b.call("DELETE", f"/v1/memories/{gone['id']}?purge=true")
+    await expect(memory_row(page, gone["id"])).to_have_count(0, timeout=WAIT_MS)
+    await expect(memory_row(page, kept["id"])).to_contain_text("kept")
+    await expect(page.locator("#memory-count")).to_have_text("1")
+    assert await page.evaluate("window.notReloaded") is True, "the page reloaded instead of updating"
+
+
 async def test_a_conflict_is_resolved_by_a_click_on_both_replicas(procs, session, tmp_path, browser):
     a, b = start_pair(procs, tmp_path)
     api_a, api_b = Api(session, a.url), Api(session, b.url)

@@ -3,13 +3,18 @@ every replica that syncs it, and it cannot come back from a peer that still hold
 
 from __future__ import annotations
 
+import asyncio
+import json
+from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from crdtmem import Replica
+from crdtmem import Memory, MemoryEvent, Replica
 from crdtmem.access import Principal
 from crdtmem.document.erasure import EMPTY_UPDATE, is_marker
+from crdtmem.engine.feed import Subscription
 from crdtmem.errors import NotFound
 from crdtmem.index import IndexSettings
 from crdtmem.store.base import Commit
@@ -163,6 +168,60 @@ async def test_forget_removes_the_point_from_the_index(tmp_path: Path) -> None:
         assert (await a.index.verify()).ok
 
 
+# -- the forgotten event -------------------------------------------------------------------------
+
+
+async def _next(events: Subscription) -> MemoryEvent:
+    event = await events.get(timeout=5)
+    assert event is not None, "no event within 5 s"
+    return event
+
+
+def _assert_forgotten(event: MemoryEvent, memory: Memory, origin: str) -> None:
+    """A ``forgotten`` event for ``memory``: its id and channels, nothing of its content."""
+    assert (event.event_type, event.memory_id, event.channels) == ("forgotten", memory.id, memory.channels)
+    assert event.memory is None and event.source is None and event.origin == origin
+    assert event.version == int(event.event_id.rpartition(":")[2]) > memory.version
+    data = event.to_dict()
+    assert set(data) == {"event_id", "event_type", "timestamp", "memory_id", "channels", "origin"}
+    assert "SECRET" not in json.dumps(data)
+    datetime.fromisoformat(data["timestamp"].replace("Z", "+00:00"))
+
+
+async def test_forget_publishes_a_forgotten_event_without_content(tmp_path: Path) -> None:
+    async with Replica(tmp_path / "a.db", replica_id="a") as a:
+        memory = await a.add(SECRET, user_id="u1", metadata={"note": SECRET}, tags=["private"])
+        other_user = await a.add("someone else's", user_id="u2")
+        everything, mine, theirs = a.events(), a.events([U1]), a.events(["user:u2:memories"])
+        await a.forget(memory.id)
+        forgotten = [await _next(stream) for stream in (everything, mine)]
+        for event in forgotten:
+            _assert_forgotten(event, memory, "a")
+        assert await theirs.get(timeout=0.2) is None  # only subscribers of the memory's channels
+        await a.update(other_user.id, content="changed")  # the feed goes on, in version order
+        after = await _next(everything)
+        assert (after.event_type, after.memory_id) == ("update", other_user.id)
+        assert after.version == forgotten[0].version + 1
+
+
+async def test_a_forget_from_a_peer_publishes_the_event_there_once(tmp_path: Path) -> None:
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b") as b,
+    ):
+        memory = await a.add(SECRET, user_id="u1")
+        await _sync(a, b)
+        held = await b.get(memory.id)
+        feed = b.events([U1])
+        await a.forget(memory.id)
+        await _sync(a, b)
+        event = await _next(feed)
+        _assert_forgotten(event, held, "a")
+        assert event.event_id.startswith("b:")  # numbered by the replica that publishes it
+        await b.apply(await a.export_since([U1]))  # the marker again: already forgotten, no event
+        assert await feed.get(timeout=0.2) is None
+
+
 @pytest.mark.parametrize("make", [MemoryStore, lambda path: SQLiteStore(path)], ids=["memory", "sqlite"])
 def test_store_erase_keeps_the_log_entries_and_drops_the_rest(tmp_path: Path, make: object) -> None:
     import asyncio
@@ -258,3 +317,50 @@ async def test_forget_over_rest_erases_the_files_of_both_servers(procs, session,
     for proc in (a, b):
         proc.stop()
         assert not _bytes_hold(proc.db, "SECRET-PURPLE") and not _bytes_hold(proc.db, TAIL)
+
+
+async def test_an_event_stream_on_a_peer_sees_the_forget(procs, session, tmp_path: Path) -> None:
+    """An SSE subscriber of server b learns that a memory forgotten on server a is gone, with no
+    content in the event, and can resume right after it."""
+    a = _spawn(procs, tmp_path, "a", channels=[U1])
+    b = _spawn(procs, tmp_path, "b", channels=[U1], peers=[a.url])
+    api_a, api_b = Api(session, a.url), Api(session, b.url)
+    memory = await api_a.add(SECRET, user_id="u1", metadata={"note": SECRET})
+    await eventually(lambda: _held(api_b, memory["id"]), what="a -> b")
+
+    async with session.get(f"{b.url}/v1/events?channel={U1}") as stream:
+        await api_a.call("DELETE", f"/v1/memories/{memory['id']}?purge=true")
+        message = await _sse_until(stream, "forgotten")
+    data = json.loads(message["data"])
+    assert (data["event_type"], data["memory_id"], data["channels"]) == ("forgotten", memory["id"], [U1])
+    assert data["origin"] == "a" and message["id"] == data["event_id"] and data["event_id"].startswith("b:")
+    assert "memory" not in data and "source" not in data and "SECRET" not in message["data"]
+
+    # resuming right after the forgotten event is no reset (its version is the node's newest)
+    headers = {"Last-Event-ID": data["event_id"]}
+    async with session.get(f"{b.url}/v1/events?channel={U1}", headers=headers) as stream:
+        await api_b.add("after the forget", user_id="u1")
+        assert json.loads((await _sse_until(stream, "create"))["data"])["memory"]["content"] == (
+            "after the forget"
+        )
+
+
+async def _held(api: Api, memory_id: str) -> bool:
+    return await api.get(memory_id) is not None
+
+
+async def _sse_until(stream: Any, event_type: str) -> dict[str, str]:
+    """The next SSE message of ``event_type`` (failing on a reset, or after 10 s)."""
+    message: dict[str, str] = {}
+    async with asyncio.timeout(10):
+        async for raw in stream.content:
+            line = raw.decode().rstrip("\n")
+            if line:
+                name, _, value = line.partition(": ")
+                message[name] = value
+                continue
+            assert message.get("event") != "reset", message
+            if message.get("event") == event_type:
+                return message
+            message = {}
+    raise AssertionError(f"the stream ended before a {event_type} event")

@@ -384,13 +384,18 @@ async def test_event_stream_messages_match_the_memory_event_schema(
         memory = await node.replica.add("x", user_id="alice")
         await node.replica.update(memory.id, content="y", metadata={"k": [1]})
         await node.replica.delete(memory.id)
-        seen = 0
-        while seen < 3:
+        await node.replica.forget(memory.id)
+        seen = []
+        while len(seen) < 4:
             line = (await response.content.readline()).decode()
             if line.startswith("data: "):
                 data = json.loads(line.removeprefix("data: "))
                 assert validator.errors(data, event_schema) == [], data
-                seen += 1
+                seen.append(data["event_type"])
+        assert seen == ["create", "update", "delete", "forgotten"]
+        forgotten = validator.resolve("#/components/schemas/MemoryForgotten")
+        assert validator.errors(data, forgotten) == []
+        assert validator.errors({**data, "memory": {"content": "x"}}, forgotten)  # it carries no content
     # and the request bodies the spec declares refuse what the server refuses
     checked = Checked(spec, session, node.url)
     assert checked.request_errors("POST", "/v1/memories", {"content": "x", "colour": "red"})

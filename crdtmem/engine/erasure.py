@@ -5,12 +5,14 @@
     forget(id) ─▶ erase marker (a delta on the memory's channels, signed like any) + Commit.erase
       ─▶ one commit: record, state, conflicts, pending and decided deltas go; logged deltas become
          stubs (crdtmem.document.erasure) ─▶ caches dropped ─▶ the file scrubbed (Store.scrub)
+      ─▶ a ``forgotten`` MemoryEvent (id and channels, no content) on the feed
       ─▶ the marker is pushed and pulled like any delta; the indexer deletes the point
 
 A remote marker is authenticated like any delta (its origin signed it) and authorized like a
 delete: its sender must be allowed to write every channel of the memory, the channels the memory
 has here, or, for a memory not stored here, the channels the marker is logged on. A marker that
-fails is decided against (it holds no content, so the decision may keep it).
+fails is decided against (it holds no content, so the decision may keep it). A marker that erases
+a memory here gives the feed a ``forgotten`` event, as a local forget does.
 
 Once a memory is forgotten here, every later delta of it (a copy from a peer that has not heard of
 the marker yet, or a stub) is taken as a stub: its entries are logged with no content, so the
@@ -36,7 +38,7 @@ from ..errors import CrdtmemError, NotFound
 from ..store.base import Commit, Decision, DeltaRecord, Store
 from .locks import KeyedLocks
 from .materialize import Materializer
-from .publish import Publisher
+from .publish import Forgetting, Publisher
 from .signing import Keyring
 from .snapshots import Snapshots
 from .trust import authenticate, refusal
@@ -108,7 +110,7 @@ class Erasure:
                 marker_update(origin, hlc),
                 record.channels,
             )
-            await self._erase(memory_id, marker)
+            await self._erase(memory_id, marker, record.channels)
         await self.scrub()
 
     async def take(
@@ -201,11 +203,12 @@ class Erasure:
             if self._store.is_erased(doc_id):  # forgotten here already: the marker is only logged
                 await self._publisher.commit(Commit(deltas=[marker]), {}, {}, {})
                 return True
-            await self._erase(doc_id, marker)
+            await self._erase(doc_id, marker, channels)
             return True
 
-    async def _erase(self, doc_id: str, marker: DeltaRecord) -> None:
-        """Commit the erasure of ``doc_id`` with its marker (the memory's lock held)."""
+    async def _erase(self, doc_id: str, marker: DeltaRecord, channels: tuple[str, ...]) -> None:
+        """Commit the erasure of ``doc_id`` (on ``channels`` here) with its marker (the memory's lock
+        held); the feed gets its ``forgotten`` event."""
         waiting = [item.delta.uid for item in self._waiting.of_memories({doc_id})]
         work = Commit(deltas=[marker], erase=[doc_id], pending_drop=waiting)
 
@@ -216,7 +219,8 @@ class Erasure:
             self._snapshots.discard(doc_id)
             self.counts["forgotten"] += 1
 
-        await self._publisher.commit(work, {}, {}, {}, after=landed)
+        gone = {doc_id: Forgetting(channels, marker.origin, marker.hlc)}
+        await self._publisher.commit(work, {}, {}, {}, after=landed, forgetting=gone)
         log.info("forgot memory %s (marker %s)", doc_id, marker.uid)
 
     async def scrub(self) -> None:

@@ -3,7 +3,7 @@
 ::
 
     Commit ─▶ GroupCommitter (durable) ─▶ working set (documents, records) ─▶ commit listeners
-      (the sync links push from here) ─▶ one MemoryEvent per changed memory on the feed
+      (the sync links push from here) ─▶ one MemoryEvent per changed or forgotten memory on the feed
 
 What follows a commit happens exactly once per commit that landed, also when the caller was
 cancelled while it landed (``GroupCommitter.submit(on_landed=...)``); a commit that failed leaves the
@@ -14,7 +14,8 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 
 from ..clock import Hlc
 from ..document.memory import MemoryDoc
@@ -27,6 +28,16 @@ from .snapshots import Snapshots
 from .workset import WorkingSet
 
 CommitListener = Callable[[list[DeltaRecord]], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Forgetting:
+    """A memory a commit erases (``Commit.erase``), as its ``forgotten`` event names it: the
+    memory's channels, and the origin and stamp of the erase marker."""
+
+    channels: tuple[str, ...]
+    origin: str
+    hlc: str
 
 
 class Publisher:
@@ -54,15 +65,17 @@ class Publisher:
         *,
         after: Callable[[], object] | None = None,
         stale: dict[str, MemoryDoc] | None = None,
+        forgetting: Mapping[str, Forgetting] | None = None,
     ) -> list[MemoryEvent]:
         """Commit ``work`` (``docs``: each changed document with its record; ``before``: the records
         before; ``origins``: whose change each memory's is) and return the events it published.
         ``after`` runs once the commit landed, after the events (also under a cancelled caller).
         ``stale``: documents the commit changes without their records (``work.stale``; their events
-        come when they are materialized)."""
+        come when they are materialized). ``forgetting``: each memory in ``work.erase``, for its
+        ``forgotten`` event."""
 
         def landed(result: CommitResult) -> list[MemoryEvent]:
-            events = self._committed(work, docs, before, origins, result, stale or {})
+            events = self._committed(work, docs, before, origins, result, stale or {}, forgetting or {})
             if after is not None:
                 after()
             return events
@@ -86,6 +99,7 @@ class Publisher:
         origins: dict[str, str],
         result: CommitResult,
         stale: dict[str, MemoryDoc],
+        forgetting: Mapping[str, Forgetting],
     ) -> list[MemoryEvent]:
         for delta in work.deltas:  # the store's copy of each document: its snapshot, and this tail
             entry = docs.get(delta.doc_id)
@@ -95,7 +109,16 @@ class Publisher:
                 doc.stored_upto = row
                 doc.tail_deltas += 1
                 doc.tail_bytes += len(delta.update)
-        events = []
+        events = [
+            MemoryEvent.forgotten(
+                f"{self.replica_id}:{result.versions[doc_id]}",
+                Hlc.decode(forgetting[doc_id].hlc).isoformat(),
+                doc_id,
+                forgetting[doc_id].channels,
+                forgetting[doc_id].origin,
+            )
+            for doc_id in work.erase
+        ]
         for write in work.docs:
             version = result.versions[write.doc_id]
             doc, materialized = docs[write.doc_id]

@@ -512,7 +512,9 @@ class Replica(Reads, Search, Exchange):
         """Erase a memory: its content leaves this replica's state, log, history, index and file,
         and an erase marker on its channels takes it from every replica that syncs them (and keeps
         it from coming back from a peer that still has it). Unlike :meth:`delete`, this cannot be
-        undone, and the id cannot be used again. Raises NotFound if the memory is not here."""
+        undone, and the id cannot be used again. Raises NotFound if the memory is not here.
+        Subscribers of its channels get a ``forgotten`` event (its id and channels, no content), here
+        and on every replica the marker reaches."""
         self._check_open()
         check_memory_id(memory_id)
         if memory_id in self._materializer:
@@ -578,7 +580,8 @@ class Replica(Reads, Search, Exchange):
     # -- events -------------------------------------------------------------------------------
 
     def events(self, channels: Sequence[str] | None = None, *, max_queue: int = 10_000) -> Subscription:
-        """MemoryEvents for ``channels`` (None: all) from now on, one per committed change.
+        """MemoryEvents for ``channels`` (None: all) from now on, one per committed change (and one
+        ``forgotten`` per memory erased here, with no ``memory``: see :mod:`crdtmem.events`).
 
         A consumer that falls ``max_queue`` events behind gets :class:`~crdtmem.engine.feed.FeedOverflow`
         instead of unbounded buffering; it can catch up with :meth:`list` or ``export_since``.

@@ -108,7 +108,9 @@ class LocalWrites:
                 {memory_id: replica_id},
                 after=lambda: self._materializer.taken(memory_id),
             )
-            return events[0].memory
+            committed = events[0].memory
+            assert committed is not None  # a change's event carries its memory
+            return committed
 
     def _check_holds(self, memory: Memory, before: Memory | None) -> None:
         """A local write may not take a memory past the bounds of what it holds; a memory already

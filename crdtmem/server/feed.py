@@ -183,7 +183,9 @@ class _EventStream:
             self.reset = _reset(self.replica.id, given, "the event id is of another replica")
         else:
             newest = await self.replica.list(include_deleted=True, limit=1)
-            if self.after > (newest[0].version if newest else 0):
+            # the newest version may be an erasure's (a forgotten event's id), which no record has
+            erased = self.replica.store.erased_since(self.after - 1, 1) if self.after > 0 else []
+            if self.after > (newest[0].version if newest else 0) and not erased:
                 # An id from the future (a replica rebuilt under the same id): resuming from it would
                 # drop every live event until the versions caught up, so replay everything instead.
                 self.after = 0
@@ -241,9 +243,9 @@ class _EventStream:
                 return None
             if self.selection.channels is None and not self.selection.wants(event.channels):
                 continue
-            if event.memory.version <= self.last_version:
+            if event.version <= self.last_version:
                 continue  # already in the replay
-            self.last_version = event.memory.version
+            self.last_version = event.version
             return event
 
     async def close(self) -> None:

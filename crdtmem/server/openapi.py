@@ -240,6 +240,7 @@ _SCHEMAS: dict[str, Schema] = {
             "event_id": {"type": "string", "description": "{replica_id}:{version}; resume with it"},
             "event_type": {"type": "string", "enum": ["create", "update", "delete", "conflict", "resolve"]},
             "timestamp": {"type": "string", "format": "date-time"},
+            "memory_id": {"type": "string", "description": "memory.id"},
             "memory": {
                 "allOf": [_ref("Memory"), _object({"type": _KIND})],
                 "description": "the memory after the change; type repeats kind (the seed schema's name)",
@@ -248,6 +249,19 @@ _SCHEMAS: dict[str, Schema] = {
             "channels": _array(_CHANNEL),
             "origin": {"type": "string", "description": "the replica whose write caused the change"},
         }
+    ),
+    "MemoryForgotten": _object(
+        {
+            "event_id": {"type": "string", "description": "{replica_id}:{version}; resume with it"},
+            "event_type": {"const": "forgotten"},
+            "timestamp": {"type": "string", "format": "date-time", "description": "of the erase marker"},
+            "memory_id": {"type": "string"},
+            "channels": _array(_CHANNEL),
+            "origin": {"type": "string", "description": "the replica that forgot the memory"},
+        },
+        additionalProperties=False,
+        description="the event of a memory forgotten here or on a replica that synced its erase marker: "
+        "its id and channels, nothing of its content (no memory, no source)",
     ),
     "FeedOverflow": _object(
         {
@@ -274,7 +288,14 @@ _SCHEMAS: dict[str, Schema] = {
             "data": {
                 "type": "string",
                 "contentMediaType": "application/json",
-                "contentSchema": {"anyOf": [_ref("MemoryEvent"), _ref("FeedReset"), _ref("FeedOverflow")]},
+                "contentSchema": {
+                    "anyOf": [
+                        _ref("MemoryEvent"),
+                        _ref("MemoryForgotten"),
+                        _ref("FeedReset"),
+                        _ref("FeedOverflow"),
+                    ]
+                },
             },
         },
         required=["data"],
@@ -634,13 +655,14 @@ def _paths() -> dict[str, Schema]:
                 {
                     "200": {
                         "description": "an SSE stream: id = event_id, event = event_type, data = "
-                        "MemoryEvent JSON; ': heartbeat' comments every 15 s; a final 'event: overflow' "
-                        "(data: FeedOverflow) if the client fell behind; resume with Last-Event-ID",
+                        "MemoryEvent JSON (MemoryForgotten for event: forgotten); ': heartbeat' comments "
+                        "every 15 s; a final 'event: overflow' (data: FeedOverflow) if the client fell "
+                        "behind; resume with Last-Event-ID",
                         "content": {"text/event-stream": {"schema": _ref("FeedMessage")}},
                     },
                     "101": {
-                        "description": "WebSocket: each text message is MemoryEvent JSON; closes with "
-                        "1013 if the client fell behind (reconnect with last_event_id)"
+                        "description": "WebSocket: each text message is MemoryEvent (or MemoryForgotten) "
+                        "JSON; closes with 1013 if the client fell behind (reconnect with last_event_id)"
                     },
                     **_errors(400, 401, 403, 503),
                 },

@@ -1,5 +1,6 @@
 // crdtmem live dashboard. A plain client of the public API (no build step, no dependencies):
-//   memories   GET /v1/memories once, then the SSE feed GET /v1/events, resumed by event id
+//   memories   GET /v1/memories once, then the SSE feed GET /v1/events, resumed by event id;
+//              a "forgotten" event takes the memory off the page
 //   replicas   GET /v1/status every STATUS_EVERY_MS
 //   conflicts  GET /v1/conflicts, reloaded when an event touches a conflict; resolved by POST
 //   search     POST /v1/search
@@ -218,6 +219,16 @@ function upsertMemory(memory, highlight) {
   updateMemoryCount();
 }
 
+function removeMemory(id) {
+  shown.get(id)?.row.remove();
+  shown.delete(id);
+  for (const row of document.querySelectorAll("#search-results li.memory")) {
+    if (row.dataset.id === id) row.remove();
+  }
+  updateMemoryCount();
+  if (conflictIds.has(id)) scheduleConflicts();
+}
+
 async function loadMemories() {
   const data = await tracked("memories", "GET", `v1/memories?include_deleted=true&limit=${MAX_ROWS}`);
   $("memories").replaceChildren();
@@ -277,6 +288,12 @@ function openFeed() {
     if (conflictRelated || conflictIds.has(memory.id)) scheduleConflicts();
   };
   for (const type of EVENT_TYPES) source.addEventListener(type, onEvent);
+  // "forgotten": the memory was erased (here or on a replica that synced it); the event carries its
+  // id and channels only, so its rows go, wherever they are shown.
+  source.addEventListener("forgotten", (message) => {
+    lastEventId = message.lastEventId || lastEventId;
+    removeMemory(JSON.parse(message.data).memory_id);
+  });
   // "reset": the node could not place our Last-Event-ID (another replica, or one rebuilt): what we
   // show may be stale, and the current state of every memory follows as create events.
   source.addEventListener("reset", () => {
