@@ -250,3 +250,68 @@ async def test_a_write_made_while_the_bus_is_down_is_published_by_the_next_sessi
     await asyncio.sleep(3)  # publish attempts fail, sessions end
     nats_server.start()
     await eventually(lambda: has(api_b, "lonely"), timeout=60, what="published after the outage")
+
+
+async def test_entries_from_the_bus_raise_the_marks_without_reading_the_log(tmp_path, nats_server):
+    """A node that only applies what came from the bus has nothing to publish: its outbox marks
+    follow without reading its log back, are written in a few transactions, not one per commit,
+    and are all written when the bus client stops."""
+    from crdtmem import Replica
+    from crdtmem.bus import BusClient, BusSettings
+
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b") as b,
+        BusClient(a, BusSettings([nats_server.url])),
+    ):
+        async with BusClient(b, BusSettings([nats_server.url])) as bus:
+            await eventually(lambda: _ready(bus), what="b connected")
+            assert bus.outbox is not None
+            await eventually(lambda: _settled(bus), what="b's first read of its log")
+            reads = bus.outbox.log_reads
+            commits = 0
+            for i in range(30):
+                await a.add(f"fact {i}", user_id="u1", memory_id=f"f{i}")
+                await eventually(lambda n=i + 1: _holds(b, "a", n), what=f"b holds a:{i + 1}")  # type: ignore[misc]
+                commits += 1
+            await eventually(lambda: _settled(bus), what="b's marks follow")
+            assert bus.outbox.marks[U1] == {"a": 30}
+            assert bus.outbox.log_reads == reads
+            assert bus.outbox.published == 0
+            assert bus.outbox.mark_writes < commits
+        assert b.store.outbox_marks("nats")[U1] == {"a": 30}
+
+
+async def _holds(replica, origin: str, seq: int) -> bool:
+    return bool(replica.version_vector(U1).get(origin, 0) >= seq)
+
+
+async def test_own_entries_are_published_only_once_the_stores_vectors_claim_them(tmp_path):
+    """Between a commit and the store publishing its vectors, the log already holds the entry: the
+    outbox leaves it for the next pass (the node's own consumer would take it for a forgery)."""
+    from crdtmem import Replica
+    from crdtmem.bus.outbox import Outbox
+    from crdtmem.bus.subjects import Layout
+    from crdtmem.metrics import Metrics
+
+    published: list[str] = []
+
+    async def publish(subject: str, data: bytes, msg_id: str, stream: str) -> bool:
+        published.append(msg_id)
+        return False
+
+    async with Replica(tmp_path / "a.db", replica_id="a") as a:
+        for i in range(3):
+            await a.add(f"fact {i}", user_id="u1", memory_id=f"f{i}")
+        outbox = Outbox(a, Layout.of(), Metrics())
+        real = a.store.version_vector
+        a.store.version_vector = lambda channel: {"a": 1} if channel == U1 else real(channel)  # type: ignore[method-assign]
+        await outbox.publish_pending(publish)
+        assert [m.split(":")[1] for m in published] == ["1"]
+        assert outbox.marks[U1] == {"a": 1}
+        a.store.version_vector = real  # type: ignore[method-assign]
+        outbox.on_commit([])
+        await outbox.publish_pending(publish)
+        assert [m.split(":")[1] for m in published] == ["1", "2", "3"]
+        await outbox.settle()
+        assert a.store.outbox_marks("nats")[U1] == {"a": 3}

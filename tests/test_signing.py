@@ -168,3 +168,38 @@ def test_the_tokens_file_lists_keys_and_the_strict_mode() -> None:
     ]:
         with pytest.raises(InvalidInput, match=message):
             TokenTable.from_json({"tokens": [entry], **bad})
+
+
+async def test_a_batch_has_its_signatures_verified_on_a_worker_thread_with_the_same_decisions(
+    monkeypatch,
+) -> None:
+    """Many deltas at once: the cryptography runs on a worker thread first, and every decision is
+    the one verifying them one by one gives (a forged delta among them is refused alone)."""
+    import threading
+
+    from crdtmem.engine import remote, trust
+
+    async with Replica(None, replica_id="a") as origin:
+        for i in range(remote.VERIFY_ON_THREAD + 4):
+            await origin.add(f"fact {i}", user_id="u1", memory_id=f"f{i}")
+        deltas = origin.store.deltas_since([U1], {})
+        keys = origin.keys_for(deltas)
+    signed = deltas[3].signature
+    assert signed is not None
+    forged = dataclasses.replace(deltas[3], signature=dataclasses.replace(signed, sig=b"\x01" * 64))
+    batch = [*deltas[:3], forged, *deltas[4:]]
+    threads: list[str] = []
+    real = trust.verify_pairs
+
+    def watched(pairs):  # type: ignore[no-untyped-def]
+        threads.append(threading.current_thread().name)
+        return real(pairs)
+
+    monkeypatch.setattr(remote, "verify_pairs", watched)
+    async with Replica(None, replica_id="hub") as hub:
+        result = await hub.apply_payload(wire.Payload("a", batch, {}, keys), sender=RELAY, isolate=True)
+        assert threads and threads[0] != threading.main_thread().name
+        assert (result.applied, result.unauthenticated) == (len(batch) - 1, 1)
+        assert {m.id for m in await hub.list()} == {f"f{i}" for i in range(len(batch))} - {"f3"}
+    one_by_one = authenticate(batch, RELAY, "hub", Keyring("hub", b"\x00" * 32), keys)
+    assert [d.uid for d in one_by_one.accepted] == [d.uid for d in batch if d is not forged]

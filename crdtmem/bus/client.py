@@ -58,6 +58,9 @@ class BusSettings:
     this long."""
     duplicate_window_s: float = 120.0
     """How long a stream remembers message ids (JetStream deduplication)."""
+    mark_interval_s: float = 0.2
+    """How often the outbox marks are written (one durable transaction); a crash republishes at
+    most what the bus acknowledged since, and the duplicate window drops the copies."""
     connect_timeout: float = 2.0
     retry_base: float = 0.2
     retry_cap: float = 5.0
@@ -108,7 +111,9 @@ class BusClient:
     async def start(self) -> BusClient:
         if self._task is not None:
             return self
-        self.outbox = Outbox(self.replica, self.settings.layout, self.metrics)
+        self.outbox = Outbox(
+            self.replica, self.settings.layout, self.metrics, mark_interval=self.settings.mark_interval_s
+        )
         self.needs.load([spec.name for spec in self.settings.layout.streams])
         self._unlisten = self.replica.on_commit(self.outbox.on_commit)
         self._task = asyncio.create_task(self._run(), name="crdtmem-bus")

@@ -4,13 +4,18 @@ durable mark per ``(channel, origin)`` follows what the bus has acknowledged.
 ::
 
     commit ─▶ on_commit wakes the publisher ─▶ store.deltas_since(marks) ─▶ publish each entry
-      (Nats-Msg-Id = (origin, channel, seq)) ─▶ PubAck ─▶ raise the mark (one small transaction)
+      (Nats-Msg-Id = (origin, channel, seq)) ─▶ PubAck ─▶ raise the mark in memory
+      ─▶ at most every ``mark_interval`` seconds: the marks written (one small transaction)
 
-A crash between a commit and the PubAck, or between the PubAck and the mark, leaves the mark behind:
-the next start publishes those entries again, and the stream's duplicate window drops the copies
-(past the window a copy is stored twice and receivers count it as a duplicate). Nothing acknowledged
-is skipped: the mark only passes an entry that the bus acknowledged, that arrived from the bus (it
-is in the stream already), or that the log holds without a delta (decided against, never exported).
+A commit whose every entry came from the bus (the consumers' commits: :meth:`Outbox.handed` was told
+before they applied) holds nothing to publish: its marks rise without reading the log back.
+
+A crash between a commit and the PubAck, or between the PubAck and the written mark, leaves the
+stored mark behind: the next start publishes those entries again, and the stream's duplicate window
+(two minutes, far longer than ``mark_interval``) drops the copies (past the window a copy is stored
+twice and receivers count it as a duplicate). Nothing acknowledged is skipped: the mark only passes
+an entry that the bus acknowledged, that arrived from the bus (it is in the stream already), or that
+the log holds without a delta (decided against, never exported).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from dataclasses import dataclass, field
 
 from ..engine import payload as wire
 from ..engine.replica import Replica
+from ..errors import CrdtmemError
 from ..metrics import Metrics
 from ..store.base import DeltaRecord, VersionVector
 from .subjects import Layout, message_id
@@ -52,27 +58,64 @@ class Outbox:
     and the sequence numbers above it known to be in the stream. Lives as long as the replica; the
     publishing loop (:meth:`publish_pending`) runs only while the bus is connected."""
 
-    def __init__(self, replica: Replica, layout: Layout, metrics: Metrics, *, page: int = 512):
+    def __init__(
+        self,
+        replica: Replica,
+        layout: Layout,
+        metrics: Metrics,
+        *,
+        page: int = 512,
+        mark_interval: float = 0.2,
+    ):
         self.replica = replica
         self.layout = layout
         self.metrics = metrics
         self.page = page
+        self.mark_interval = mark_interval
+        """Seconds between two writes of the marks (a write costs a durable commit)."""
         self.marks: dict[str, VersionVector] = replica.store.outbox_marks(SINK)
+        """Where the bus has everything, per channel and origin (ahead of the stored marks by at
+        most one write)."""
         self._handed: dict[Key, set[int]] = {}
         self.wake = asyncio.Event()
         self.wake.set()  # publish what the log holds past the marks on the first connect
         self.published = 0
         self.duplicates = 0
+        self.log_reads = 0
+        """Pages read from the log (a commit of entries from the bus needs none)."""
+        self.mark_writes = 0
+        self._fresh = True
+        """The log may hold entries to publish (else: only entries from the bus were committed)."""
+        self._unwritten: dict[str, VersionVector] = {}
+        self._writer: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[None] | None = None
 
     async def settle(self) -> None:
-        """Wait for a mark being written (the store must not close under it)."""
+        """Write the marks not written yet, and wait for that (the store must not close under it)."""
+        if self._writer is not None and not self._writer.done():
+            self._writer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._writer
         if self._writing is not None and not self._writing.done():
             with contextlib.suppress(Exception):
                 await self._writing
+        with contextlib.suppress(CrdtmemError):
+            await self._write_marks()
 
     def on_commit(self, deltas: list[DeltaRecord]) -> None:
+        # a commit without deltas may have logged entries without one (decided against): a read
+        # of the log lets the marks pass them
+        if not (deltas and all(self._in_stream(record) for record in deltas)):
+            self._fresh = True
         self.wake.set()
+
+    def _in_stream(self, record: DeltaRecord) -> bool:
+        for channel in record.seqs:
+            mark = self.marks.get(channel, {}).get(record.origin, 0)
+            done = self._handed.get((channel, record.origin), ())
+            if any(s > mark and s not in done for s in record.all_seqs(channel)):
+                return False
+        return True
 
     def handed(self, channel: str, origin: str, seqs: Iterable[int]) -> None:
         """These entries are in the stream already (they came from it): never publish them."""
@@ -95,32 +138,76 @@ class Outbox:
         """Publish pages of the log past the marks until a page holds nothing new; returns how many
         entries were published. Raises (leaving the marks behind) if a publish fails."""
         total = 0
+        if not self._fresh:  # only entries from the bus were committed: nothing to read or publish
+            self._raise(self._advance([], {}, complete=False))
+            return total
         while True:
-            store = self.replica.store
-            channels = store.channels()
-            # the vectors before the page: every entry they claim is in the log the page reads
-            held = {c: store.version_vector(c) for c in channels}
-            page = store.deltas_since(channels, self.marks, self.page)
-            todo = self._unpublished(page)
-            if todo:
-                await self._publish(todo, publish)
-                total += sum(len(p.entries) for p in todo)
-            raised = self._advance(page, held, complete=len(page) < self.page)
-            if raised:
-                # shielded: a cancelled publisher leaves the write to finish, and stop() waits for it
-                writing = asyncio.to_thread(store.raise_outbox_marks, SINK, raised)
-                self._writing = asyncio.ensure_future(writing)
-                await asyncio.shield(self._writing)
-                for channel, vector in raised.items():
-                    self.marks.setdefault(channel, {}).update(vector)
+            self._fresh = False  # a commit from here on sets it again
+            try:
+                store = self.replica.store
+                channels = store.channels()
+                # the vectors before the page: every entry they claim is in the log the page reads
+                held = {c: store.version_vector(c) for c in channels}
+                page = store.deltas_since(channels, self.marks, self.page)
+                self.log_reads += 1
+                todo = self._unpublished(page, held)
+                if todo:
+                    await self._publish(todo, publish)
+                    total += sum(len(p.entries) for p in todo)
+            except BaseException:
+                self._fresh = True  # the marks stayed behind: the next attempt reads the log again
+                raise
+            self._raise(self._advance(page, held, complete=len(page) < self.page))
             if not todo:
                 return total
+            self._fresh = True  # the next page may hold more
 
-    def _unpublished(self, page: list[DeltaRecord]) -> list[_Pending]:
+    def _raise(self, raised: dict[str, VersionVector]) -> None:
+        """Raise the marks in memory now, and in the store with the next write."""
+        if not raised:
+            return
+        for channel, vector in raised.items():
+            self.marks.setdefault(channel, {}).update(vector)
+            self._unwritten.setdefault(channel, {}).update(vector)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._write_later(), name="crdtmem-bus-marks")
+
+    async def _write_later(self) -> None:
+        await asyncio.sleep(self.mark_interval)
+        try:
+            await self._write_marks()
+        except CrdtmemError as exc:  # kept for the next write: the marks only lag behind
+            log.warning("writing the outbox marks failed, kept for the next write: %s", exc)
+
+    async def _write_marks(self) -> None:
+        marks, self._unwritten = self._unwritten, {}
+        if not marks:
+            return
+        # shielded: a cancelled writer leaves the write to finish, and settle() waits for it
+        self._writing = asyncio.ensure_future(
+            asyncio.to_thread(self.replica.store.raise_outbox_marks, SINK, marks)
+        )
+        try:
+            await asyncio.shield(self._writing)
+        except CrdtmemError:
+            for channel, vector in marks.items():  # again with the next write (marks only rise)
+                mine = self._unwritten.setdefault(channel, {})
+                for origin, seq in vector.items():
+                    mine[origin] = max(seq, mine.get(origin, 0))
+            raise
+        self.mark_writes += 1
+
+    def _unpublished(self, page: list[DeltaRecord], held: dict[str, VersionVector]) -> list[_Pending]:
         out: list[_Pending] = []
+        own = self.replica.id
         for record in page:
             pending = _Pending(record, b"")
             for channel in record.seqs:
+                if record.origin == own and record.seqs[channel] > held.get(channel, {}).get(own, 0):
+                    # committed, but the store's vectors do not claim it yet (the commit thread
+                    # publishes them just after): this node's own consumer, reading it back, would
+                    # take it for a forgery. Its commit's notification wakes the publisher again.
+                    continue
                 seqs = record.all_seqs(channel)
                 done = self._handed.get((channel, record.origin), set())
                 if not all(s in done for s in seqs):

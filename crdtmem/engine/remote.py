@@ -64,8 +64,8 @@ from .inbound import ApplyResult, check_clocks, triage
 from .locks import KeyedLocks
 from .materialize import Materializer
 from .publish import Publisher
-from .signing import Keyring
-from .trust import Authenticated, authenticate
+from .signing import Keyring, verify
+from .trust import Authenticated, authenticate, keys_to_try, verify_pairs
 from .waiting import Delivered, Resolver, WaitingLimits, WaitingSet
 from .workset import WorkingSet
 
@@ -465,6 +465,9 @@ class RemoteApply:
 
 VERIFY_SLICE = 200
 """Deltas authenticated between two chances for other requests to run."""
+VERIFY_ON_THREAD = 8
+"""From this many deltas, their signatures are verified on a worker thread first (the cryptography
+releases the GIL): the event loop serves other requests, and commits, meanwhile."""
 
 
 async def _authenticate(
@@ -476,12 +479,17 @@ async def _authenticate(
 ) -> Authenticated:
     """:func:`authenticate`, a slice at a time, letting other requests run between slices: each new
     delta costs a signature verification (0.1 to 1 ms), and a page of thousands held the event loop
-    for seconds."""
+    for seconds. A batch has its signatures verified on a worker thread beforehand."""
+    check: Callable[[bytes, DeltaRecord], bool] = verify
+    if keyring is not None and len(deltas) >= VERIFY_ON_THREAD:
+        pairs = keys_to_try(deltas, keyring, presented)
+        if len(pairs) >= VERIFY_ON_THREAD:
+            check = await asyncio.to_thread(verify_pairs, pairs)
     if len(deltas) <= VERIFY_SLICE:
-        return authenticate(deltas, sender, own, keyring, presented)
+        return authenticate(deltas, sender, own, keyring, presented, check)
     out = Authenticated()
     for start in range(0, len(deltas), VERIFY_SLICE):
-        part = authenticate(deltas[start : start + VERIFY_SLICE], sender, own, keyring, presented)
+        part = authenticate(deltas[start : start + VERIFY_SLICE], sender, own, keyring, presented, check)
         out.accepted += part.accepted
         out.refused += part.refused
         await asyncio.sleep(0)

@@ -19,7 +19,7 @@ numbers, and a foreign delta under its name would take one of them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..access import Principal
@@ -44,15 +44,18 @@ def authenticate(
     own_origin: str,
     keyring: Keyring | None = None,
     presented: Mapping[str, bytes] | None = None,
+    check: Callable[[bytes, DeltaRecord], bool] = verify,
 ) -> Authenticated:
     """Split ``deltas`` (none of them stored here yet, or only some of their entries) into those
     whose sender may introduce them, with a signature of their origin where one is needed, and the
-    rest. ``presented``: the public keys the payload carried (a key is pinned on first use)."""
+    rest. ``presented``: the public keys the payload carried (a key is pinned on first use).
+    ``check``: :func:`~crdtmem.engine.signing.verify`, or its results worked out beforehand
+    (:func:`verify_pairs`)."""
     out = Authenticated()
     for delta in deltas:
         reason = refusal(delta.origin, sender, own_origin)
         if reason is None:
-            reason = _signature_refusal(delta, sender, keyring, presented or {})
+            reason = _signature_refusal(delta, sender, keyring, presented or {}, check)
         if reason is None:
             out.accepted.append(delta)
         else:
@@ -88,8 +91,43 @@ def unsigned_refusal(origin: str, sender: Principal) -> str | None:
     )
 
 
+def keys_to_try(
+    deltas: Sequence[DeltaRecord], keyring: Keyring, presented: Mapping[str, bytes]
+) -> list[tuple[bytes, DeltaRecord]]:
+    """``(key, delta)`` pairs :func:`authenticate` would verify (read on the event loop: a key
+    may be loaded from the store)."""
+    pairs: list[tuple[bytes, DeltaRecord]] = []
+    for delta in deltas:
+        if delta.signature is None:
+            continue
+        keys = keyring.known(delta.origin)
+        if not keys:
+            offered = presented.get(delta.origin)
+            keys = (offered,) if offered is not None else ()
+        pairs += [(key, delta) for key in keys]
+    return pairs
+
+
+def verify_pairs(pairs: Sequence[tuple[bytes, DeltaRecord]]) -> Callable[[bytes, DeltaRecord], bool]:
+    """Verify ``pairs`` (any thread: only the cryptography runs, which releases the GIL); returns
+    the ``check`` for :func:`authenticate` that looks the results up, verifying anything else."""
+    return _lookup({(key, id(delta)): verify(key, delta) for key, delta in pairs})
+
+
+def _lookup(results: dict[tuple[bytes, int], bool]) -> Callable[[bytes, DeltaRecord], bool]:
+    def check(key: bytes, delta: DeltaRecord) -> bool:
+        known = results.get((key, id(delta)))
+        return verify(key, delta) if known is None else known
+
+    return check
+
+
 def _signature_refusal(
-    delta: DeltaRecord, sender: Principal, keyring: Keyring | None, presented: Mapping[str, bytes]
+    delta: DeltaRecord,
+    sender: Principal,
+    keyring: Keyring | None,
+    presented: Mapping[str, bytes],
+    check: Callable[[bytes, DeltaRecord], bool],
 ) -> str | None:
     signed, origin = delta.signature, delta.origin
     if signed is None or keyring is None:
@@ -99,13 +137,13 @@ def _signature_refusal(
         return f"delta {delta.uid} claims sequence numbers in {', '.join(stray)} its origin did not sign"
     keys = keyring.known(origin)
     if keys:
-        if any(verify(key, delta) for key in keys):
+        if any(check(key, delta) for key in keys):
             return None
         return f"delta {delta.uid} is not signed by the key of origin {origin!r} known here"
     if keyring.strict:
         return f"no key of origin {origin!r} is listed here, and this node trusts listed keys only"
     offered = presented.get(origin)
-    if offered is not None and verify(offered, delta):
+    if offered is not None and check(offered, delta):
         keyring.pin(origin, offered)
         log.info(
             "pinned the public key %s of origin %s (first use, from %s)",

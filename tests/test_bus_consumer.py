@@ -1,0 +1,113 @@
+"""A node's durable consumer (crdtmem/bus/consumer.py) on a real JetStream server: a fetched batch
+is applied in one durable commit and acknowledged only after it; a node that committed a batch but
+never acknowledged it (it died in between) gets the batch again and applies nothing twice."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from nats.aio.msg import Msg
+
+from crdtmem import Replica
+from crdtmem.bus import BusClient, BusSettings
+from crdtmem.store.base import Commit
+from tests.support.rest import eventually
+
+U1 = "user:u1:memories"
+INCREMENTS = 20
+
+
+async def _written(tmp_path: Path, url: str) -> Replica:
+    """Node a's counter, incremented :data:`INCREMENTS` times, all of it published."""
+    a = await Replica(tmp_path / "a.db", replica_id="a").start()
+    await a.add(0, kind="counter", user_id="u1", memory_id="c")
+    for _ in range(INCREMENTS):
+        await a.increment("c")
+    async with BusClient(a, BusSettings([url])) as bus:
+        await eventually(lambda: _drained(bus), what="a's outbox drained")
+    return a
+
+
+async def _drained(bus: BusClient) -> bool:
+    return bool(bus.ready and bus.outbox is not None and bus.outbox.lag() == 0)
+
+
+def _spy_commits(replica: Replica, log: list[tuple[str, Any]]) -> None:
+    commit = replica.store.commit
+
+    def spied(work: list[Commit]) -> Any:
+        results = commit(work)
+        log.append(("commit", {d.uid for unit in work for d in unit.deltas}))
+        return results
+
+    replica.store.commit = spied  # type: ignore[method-assign]
+
+
+async def test_a_fetched_batch_is_committed_once_and_acknowledged_after_the_commit(
+    tmp_path, nats_server, monkeypatch
+):
+    a = await _written(tmp_path, nats_server.url)
+    await a.stop()
+    log: list[tuple[str, Any]] = []
+    ack = Msg.ack
+
+    async def logged_ack(msg: Msg) -> None:
+        log.append(("ack", (msg.headers or {}).get("Nats-Msg-Id")))
+        await ack(msg)
+
+    monkeypatch.setattr(Msg, "ack", logged_ack)
+    async with Replica(tmp_path / "b.db", replica_id="b") as b:
+        _spy_commits(b, log)
+        async with BusClient(b, BusSettings([nats_server.url])) as bus:
+            await eventually(lambda: _holds(b, INCREMENTS + 1), what="b holds every entry")
+            await eventually(lambda: _consumed(bus, INCREMENTS + 1), what="every message acknowledged")
+        assert (await b.get("c")).content == INCREMENTS
+    commits = [uids for kind, uids in log if kind == "commit"]
+    acks = [i for i, (kind, _) in enumerate(log) if kind == "ack"]
+    assert len(acks) == INCREMENTS + 1
+    # the 21 messages were in the stream before b started: one fetch, one commit holding them all
+    assert len(commits) == 1 and len(commits[0]) == INCREMENTS + 1
+    committed_at = next(i for i, (kind, _) in enumerate(log) if kind == "commit")
+    assert all(i > committed_at for i in acks)
+
+
+async def test_a_batch_committed_but_not_acknowledged_comes_again_and_applies_nothing_twice(
+    tmp_path, nats_server, monkeypatch
+):
+    a = await _written(tmp_path, nats_server.url)
+    await a.stop()
+    settings = BusSettings([nats_server.url], ack_wait_s=1.0)
+    ack = Msg.ack
+    acks_lost = True
+
+    async def lost(msg: Msg) -> None:  # the node dies between its commit and its acks
+        if not acks_lost:
+            await ack(msg)
+
+    monkeypatch.setattr(Msg, "ack", lost)
+    async with Replica(tmp_path / "b.db", replica_id="b") as b:
+        async with BusClient(b, settings) as bus:
+            await eventually(lambda: _holds(b, INCREMENTS + 1), what="b applied the batch")
+            await eventually(lambda: _consumed(bus, INCREMENTS + 1), what="b handled the batch")
+        assert (await b.get("c")).content == INCREMENTS
+        acks_lost = False
+        log: list[tuple[str, Any]] = []
+        _spy_commits(b, log)
+        async with BusClient(b, settings) as again:  # the restart: the batch is delivered again
+            await eventually(lambda: _consumed(again, INCREMENTS + 1), timeout=30, what="redelivered")
+            duplicates = again.metrics.value("crdtmem_bus_duplicates_total")
+        assert duplicates == INCREMENTS + 1
+        assert not [uids for kind, uids in log if kind == "commit" and uids]  # nothing applied again
+        assert (await b.get("c")).content == INCREMENTS
+        assert b.version_vector(U1) == {"a": INCREMENTS + 1}
+
+
+async def _holds(replica: Replica, seq: int) -> bool:
+    return replica.version_vector(U1).get("a", 0) >= seq
+
+
+async def _consumed(bus: BusClient, count: int) -> bool:
+    await asyncio.sleep(0)
+    return sum(c.consumed for c in bus.consumers.values()) >= count
