@@ -8,6 +8,7 @@ from pathlib import Path
 
 import msgpack
 import nats
+import nats.js.errors
 import pytest
 from nats.js import api as jsapi
 
@@ -195,3 +196,169 @@ async def test_restarts_behind_a_tiny_stream_soak(procs, session, tmp_path, nats
         await eventually(lambda api=api: has_all(api, written, total), timeout=120, what="caught up")
         await eventually(lambda api=api: is_ready(api), timeout=60, what="ready")
     await eventually(lambda: converged(apis), timeout=60, what="converged")
+
+
+# -- streams folded behind every node (crdtmem.bus.fold) -------------------------------------------
+
+
+async def stream_state(url: str, stream: str = "CRDTMEM_USERS") -> tuple[int, int, list[str]]:
+    """(messages, first sequence, consumer names) of a stream."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info(stream)).state
+        names = [c.name for c in await js.consumers_info(stream)]
+        return int(state.messages), int(state.first_seq), names
+    finally:
+        await nc.close()
+
+
+async def raw_messages(url: str, stream: str = "CRDTMEM_USERS") -> list[bytes]:
+    """Every message the stream holds, as stored (read by sequence)."""
+    nc = await nats.connect(url)
+    try:
+        js = nc.jetstream()
+        state = (await js.stream_info(stream)).state
+        out = []
+        for seq in range(int(state.first_seq), int(state.last_seq) + 1):
+            try:
+                out.append((await js.get_msg(stream, seq)).data or b"")
+            except nats.js.errors.NotFoundError:
+                continue  # deleted
+        return out
+    finally:
+        await nc.close()
+
+
+async def test_streams_fold_behind_every_node_and_a_new_node_catches_up(
+    procs, session, tmp_path, nats_server
+):
+    a = bus_node(tmp_path, "a", nats_server.url, "--compact-every", "0.3").start()
+    b = bus_node(tmp_path, "b", nats_server.url, "--compact-every", "0.3").start()
+    procs += [a, b]
+    api_a, api_b = Api(session, a.url), Api(session, b.url)
+    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
+    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready")
+    await api_a.add(0, kind="counter", user_id="u1", id="c1")
+    first = await write(api_a, 10, "first") | await write(api_b, 5, "from-b")
+    await eventually(lambda: has_all(api_b, first, 15), what="b has every write")
+    await eventually(lambda: has_all(api_a, first, 15), what="a has every write")
+
+    async def folded() -> bool:
+        messages, first_seq, _ = await stream_state(nats_server.url)
+        return messages == 0 and first_seq > 30
+
+    await eventually(folded, timeout=30, what="the stream folded behind both nodes")
+    metrics = await (await session.get(a.url + "/metrics")).text()
+    assert "crdtmem_bus_folded_messages_total" in metrics
+
+    # a new node finds a stream that no longer begins at 1: it catches up from a's or b's states
+    c = bus_node(tmp_path, "c", nats_server.url).start()
+    procs.append(c)
+    api_c = Api(session, c.url)
+    await eventually(lambda: has_all(api_c, first, 15), timeout=60, what="c filled from states")
+    await eventually(lambda: is_ready(api_c), timeout=30, what="c ready")
+    later = await write(api_c, 3, "from-c")
+    for api in (api_a, api_b, api_c):
+        await eventually(lambda api=api: has_all(api, first | later, 18), what="c's writes everywhere")
+    await eventually(lambda: converged([api_a, api_b, api_c]), what="a, b and c converge")
+
+
+async def test_a_node_away_past_its_lease_stops_holding_the_stream(procs, session, tmp_path, nats_server):
+    lease = ["--compact-every", "0.3", "--lease-hours", "0.0005"]  # 1.8 s
+    a = bus_node(tmp_path, "a", nats_server.url, *lease).start()
+    b = bus_node(tmp_path, "b", nats_server.url, *lease).start()
+    procs += [a, b]
+    api_a, api_b = Api(session, a.url), Api(session, b.url)
+    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
+    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready")
+    await api_a.add(0, kind="counter", user_id="u1", id="c1")
+    before = await write(api_a, 3, "before")
+    await eventually(lambda: has_all(api_b, before, 3), what="b has the first writes")
+
+    b.stop()
+    during = await write(api_a, 10, "during")
+
+    async def b_dropped() -> bool:
+        messages, _, names = await stream_state(nats_server.url)
+        return messages == 0 and names == ["crdtmem-a"]
+
+    await eventually(b_dropped, timeout=30, what="b's consumer dropped past its lease, the stream folded")
+    assert "idle for longer than the lease" in a.log.read_text()
+    b.start()
+    await eventually(lambda: has_all(api_b, before | during, 13), timeout=60, what="b caught up from states")
+    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready")
+    await eventually(lambda: converged([api_a, api_b]), what="a and b converge")
+
+
+# -- a forgotten memory leaves the stream (crdtmem.bus.erase) ---------------------------------------
+
+
+async def test_a_forgotten_memorys_content_leaves_the_stream(procs, session, tmp_path, nats_server):
+    a = bus_node(tmp_path, "a", nats_server.url).start()
+    b = bus_node(tmp_path, "b", nats_server.url).start()
+    procs += [a, b]
+    api_a, api_b = Api(session, a.url), Api(session, b.url)
+    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
+    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready")
+    await api_a.add("the door code is mauve-4242", user_id="u1", id="secret")
+    await api_a.patch("secret", content="the door code is still mauve-4242, and taupe-1717")
+    await api_b.add("an ordinary memory", user_id="u1", id="plain")
+    await eventually(lambda: has(api_b, "secret"), what="b has the secret")
+    await eventually(lambda: has(api_a, "plain"), what="a has b's memory")
+    raw = b"".join(await raw_messages(nats_server.url))
+    assert b"mauve-4242" in raw and b"taupe-1717" in raw and b"an ordinary memory" in raw
+
+    await api_a.call("DELETE", "/v1/memories/secret?purge=true", expect=200)
+
+    async def gone() -> bool:
+        raw = b"".join(await raw_messages(nats_server.url))
+        return b"mauve-4242" not in raw and b"taupe-1717" not in raw
+
+    await eventually(gone, timeout=30, what="the forgotten content out of the stream")
+    raw = b"".join(await raw_messages(nats_server.url))
+    assert b"an ordinary memory" in raw  # only the forgotten memory's messages went
+    await eventually(lambda: _missing(api_b, "secret"), what="b forgot it too")
+
+    # a node that reads the stream afterwards gets the marker and stubs: no content, no hole
+    c = bus_node(tmp_path, "c", nats_server.url).start()
+    procs.append(c)
+    api_c = Api(session, c.url)
+    await eventually(lambda: has(api_c, "plain"), timeout=30, what="c read the stream")
+    await eventually(lambda: converged([api_a, api_b, api_c]), what="a, b and c converge")
+    assert await api_c.get("secret") is None
+
+    async def same_vectors() -> bool:
+        vectors = [(await api.status())["version_vectors"] for api in (api_a, api_c)]
+        return vectors[0] == vectors[1]
+
+    await eventually(same_vectors, what="c's version vectors equal a's (the stubs filled every entry)")
+
+
+async def has(api: Api, memory_id: str) -> bool:
+    return await api.get(memory_id) is not None
+
+
+async def _missing(api: Api, memory_id: str) -> bool:
+    return await api.get(memory_id) is None
+
+
+async def test_the_log_keeps_what_the_bus_has_not_published(tmp_path, nats_server):
+    """Compaction must not fold a log entry the outbox has not handed to the bus: past the horizon
+    the outbox would take it for an entry decided against and never publish it."""
+    from crdtmem import Replica
+    from crdtmem.bus import BusClient, BusSettings
+
+    nats_server.kill()
+    settings = BusSettings([nats_server.url], retry_cap=0.5)
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica, BusClient(replica, settings) as bus:
+        await replica.add("written while the bus is away", user_id="u1", memory_id="m1")
+        assert (await replica.compact()).folded == {}
+        nats_server.start()
+
+        async def published() -> bool:
+            return bool(bus.ready and bus.outbox is not None and bus.outbox.lag() == 0)
+
+        await eventually(published, timeout=30, what="the entry published")
+        assert bus.outbox is not None and bus.outbox.published == 1
+        assert (await replica.compact()).folded == {U1: {"a": 1}}

@@ -33,7 +33,10 @@ from ..access import OPEN, Principal
 from ..engine.replica import Replica
 from ..errors import BusError, CrdtmemError
 from ..metrics import Metrics
+from ..store.base import VersionVector
 from .consumer import StreamConsumer
+from .erase import StreamEraser
+from .fold import Folded, fold_stream
 from .gaps import Gaps
 from .outbox import Outbox
 from .states import Needs, StatesServer, StatesUnavailable, fetch_states, states_subject
@@ -103,6 +106,9 @@ class BusClient:
         """What the streams dropped before this node received it (:mod:`crdtmem.bus.states`)."""
         self.gaps = Gaps(self.needs)
         self.states_server: StatesServer | None = None
+        self.eraser: StreamEraser | None = None
+        self._erase_unlisten: Callable[[], None] | None = None
+        self._js: Any = None
         self._task: asyncio.Task[None] | None = None
         self._unlisten: Callable[[], None] | None = None
         self._nc: Any = None
@@ -115,6 +121,9 @@ class BusClient:
             self.replica, self.settings.layout, self.metrics, mark_interval=self.settings.mark_interval_s
         )
         self.needs.load([spec.name for spec in self.settings.layout.streams])
+        self.eraser = StreamEraser(self.replica, self.settings.layout, self.outbox, self.metrics)
+        self.replica.compaction.holds.append(self._unpublished)  # the log keeps what the bus lacks
+        self._erase_unlisten = self.replica.on_commit(self._on_erase_commit)
         self._unlisten = self.replica.on_commit(self.outbox.on_commit)
         self._task = asyncio.create_task(self._run(), name="crdtmem-bus")
         return self
@@ -130,6 +139,11 @@ class BusClient:
         if self._unlisten is not None:
             self._unlisten()
             self._unlisten = None
+        if self._erase_unlisten is not None:
+            self._erase_unlisten()
+            self._erase_unlisten = None
+        if self._unpublished in self.replica.compaction.holds:
+            self.replica.compaction.holds.remove(self._unpublished)
 
     async def __aenter__(self) -> BusClient:
         return await self.start()
@@ -240,6 +254,8 @@ class BusClient:
             )
             tasks = [asyncio.create_task(self._publish_loop(js), name="crdtmem-bus-publish")]
             tasks.append(asyncio.create_task(self._fill_loop(nc), name="crdtmem-bus-states"))
+            tasks.append(asyncio.create_task(self._erase_loop(js), name="crdtmem-bus-erase"))
+            self._js = js
             tasks += [asyncio.create_task(self._consume(js, name, sub)) for name, sub in subs.items()]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -250,7 +266,7 @@ class BusClient:
                     task.cancel()
                 await asyncio.gather(*tasks, return_exceptions=True)
         finally:
-            self._nc = None
+            self._nc = self._js = None
             closing = True
             # bounded, and never waiting on a close that ignores its cancellation
             close = asyncio.ensure_future(nc.close())
@@ -449,6 +465,55 @@ class BusClient:
             if needs.need:
                 cap = min(self.settings.retry_cap, self.settings.retry_base * 2 ** min(failures, 16))
                 await asyncio.sleep(self._rng.uniform(cap / 2, cap))
+
+    # -- folding the streams, erasing from them (crdtmem.bus.fold, crdtmem.bus.erase) ------------
+
+    async def fold(self) -> list[Folded]:
+        """Purge from every stream what every node's consumer holds (the lease of the replica's
+        compaction decides when an idle node stops holding it); [] while the bus is not ready."""
+        js = self._js
+        if js is None or not self.ready:
+            return []
+        lease_s = self.replica.compaction.lease_ms / 1000
+        folded = []
+        for spec in self.settings.layout.streams:
+            try:
+                done = await fold_stream(js, spec.name, lease_s=lease_s)
+            except (nats.errors.Error, TimeoutError) as exc:
+                log.warning("folding stream %s failed: %s: %s", spec.name, type(exc).__name__, exc)
+                continue
+            self.metrics.inc("crdtmem_bus_folded_messages_total", done.purged)
+            folded.append(done)
+        return folded
+
+    def _unpublished(self, channel: str) -> VersionVector:
+        """How far the bus holds ``channel``'s log: compaction must not fold past it."""
+        return self.outbox.marks.get(channel, {}) if self.outbox is not None else {}
+
+    def _on_erase_commit(self, deltas: list[Any]) -> None:
+        if self.eraser is not None:
+            self.eraser.on_commit(deltas)
+
+    async def _erase_loop(self, js: Any) -> None:
+        eraser = self.eraser
+        assert eraser is not None
+
+        async def publish(subject: str, data: bytes, msg_id: str, stream: str) -> bool:
+            ack = await js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, stream=stream)
+            return bool(ack.duplicate)
+
+        while True:
+            await asyncio.sleep(ERASE_EVERY_S)
+            if eraser.pending:
+                try:
+                    await eraser.run(js, publish)
+                except (nats.errors.Error, TimeoutError) as exc:
+                    _reraise_if_cancelled()
+                    log.warning("taking forgotten memories out of the stream failed, retrying: %s", exc)
+
+
+ERASE_EVERY_S = 0.5
+"""How often a node looks for forgotten memories whose content is still in a stream."""
 
 
 def _reraise_if_cancelled() -> None:

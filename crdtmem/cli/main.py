@@ -105,7 +105,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="SECONDS",
-        help="fold the log entries every known peer holds into snapshots this often (default: never)",
+        help="fold the log entries every known peer holds into snapshots this often, and with --bus the "
+        "stream messages every node holds (default: never)",
     )
     serve.add_argument(
         "--lease-hours",

@@ -10,6 +10,7 @@ Which entries fold, per channel and origin (``horizon``)::
 
     h = min(vector here,                          # only entries stored contiguously here
             every peer with a live lease,         # a lease holds the horizon for its peer
+            every outbox (holds),                 # what a transport has not sent yet stays
             max(every known peer,                 # all acknowledged it ...
                 older than the retention))        # ... or it is old enough (peers whose lease ran out)
 
@@ -81,6 +82,9 @@ class Compaction:
         self.retention_ms = retention_ms
         """Entries older than this fold even if a known peer (whose lease ran out) lacks them."""
         self.peers: dict[str, PeerMark] = {}
+        self.holds: list[Callable[[str], VersionVector]] = []
+        """Others that must hold an entry before it folds, asked per channel: a transport whose
+        outbox has not sent it yet (the NATS bus's publish marks, :mod:`crdtmem.bus.outbox`)."""
         self.runs = 0
         self.folded_entries = 0
 
@@ -133,6 +137,8 @@ class Compaction:
             h = min(seq, max(acked, old.get(origin, 0)))
             for v in live:
                 h = min(h, v.get(origin, 0))
+            for hold in self.holds:
+                h = min(h, hold(channel).get(origin, 0))
             if h > self._store.horizon(channel).get(origin, 0):
                 horizon[origin] = h
         return horizon

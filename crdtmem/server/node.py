@@ -130,7 +130,8 @@ class Node:
         self.bus: BusClient | None = None
         self._runner: web.AppRunner | None = None
         self.compact_every = compact_every
-        """Seconds between compactions of the replica's log (None: never, see Replica.compact)."""
+        """Seconds between compactions of the replica's log, and folds of the bus's streams (None:
+        never, see Replica.compact and BusClient.fold)."""
         self._compactor: asyncio.Task[None] | None = None
         if tokens is not None:
             replica.resolve_rights = tokens.rights_of
@@ -150,6 +151,8 @@ class Node:
             folded = sum(s for v in done.folded.values() for s in v.values())
             if folded:
                 log.info("compaction raised the horizon of %d channel(s)", len(done.folded))
+            if self.bus is not None:  # the streams fold with the log (crdtmem.bus.fold)
+                await self.bus.fold()
 
     @property
     def url(self) -> str:
