@@ -36,7 +36,10 @@ it is entitled to: ``origins`` lists them (the replica ids a device writes as; f
 origins it forwards, or ``*``); a ``replica:{id}`` principal may always introduce its own id.
 ``unsigned`` lists the origins whose deltas it may deliver without their origin's signature (a
 foreign client that cannot sign, deltas written before signing existed); each must be one of its
-``origins``.
+``origins``. ``"states": true`` trusts a principal as a *state server*: a node behind the horizon
+of its log may catch up from the document states it serves, signed by the replica that read them
+(``docs/protocol.md`` §7.10), which are that replica's word, not their origins'. For
+``replica:{id}`` the pages must be that replica's; for the bus principal, any node's on the bus.
 
 Without a tokens file the server runs *open*: every request is the principal ``local`` with access to
 every channel, and the server refuses to bind anywhere but loopback.
@@ -60,7 +63,7 @@ from .ids import Channel, check_id, check_replica_id, escape_id
 _SUFFIX = {"user": "memories", "tenant": "shared", "topic": "updates"}
 
 
-_ENTRY_FIELDS = {"token", "principal", "read", "write", "origins", "unsigned"}
+_ENTRY_FIELDS = {"token", "principal", "read", "write", "origins", "unsigned", "states"}
 
 
 class AccessDenied(InvalidInput):
@@ -77,6 +80,8 @@ class Principal:
     write: tuple[str, ...] = ()
     origins: tuple[str, ...] = ()
     unsigned: tuple[str, ...] = ()
+    states: bool = False
+    """Whether states pages it signs are taken (a state server, ``docs/protocol.md`` §7.10)."""
 
     @property
     def replica_id(self) -> str | None:
@@ -95,7 +100,8 @@ class Principal:
     @property
     def fingerprint(self) -> str:
         """Names these rights: a decision taken under them is re-examined when they change."""
-        text = json.dumps([self.name, self.read, self.write, self.origins, self.unsigned])
+        rights: list[Any] = [self.name, self.read, self.write, self.origins, self.unsigned]
+        text = json.dumps([*rights, "states"] if self.states else rights)
         return hashlib.sha256(text.encode()).hexdigest()[:16]
 
     def to_json(self) -> dict[str, Any]:
@@ -104,6 +110,8 @@ class Principal:
             entry["origins"] = list(self.origins)
         if self.unsigned:
             entry["unsigned"] = list(self.unsigned)
+        if self.states:
+            entry["states"] = True
         return entry
 
     @classmethod
@@ -114,6 +122,9 @@ class Principal:
         write = check_patterns(entry.get("write", []), f"{where}.write")
         origins = check_origins(entry.get("origins", []), f"{where}.origins")
         unsigned = check_origins(entry.get("unsigned", []), f"{where}.unsigned")
+        states = entry.get("states", False)
+        if not isinstance(states, bool):
+            raise InvalidInput(f"{where}.states must be true or false, got {states!r}")
         principal = cls(name, read, write, origins)
         for origin in unsigned:
             if not (principal.may_introduce(origin) if origin != "*" else "*" in origins):
@@ -122,7 +133,7 @@ class Principal:
                     f'"origins" first (they are {list(origins) or "none"}'
                     + (f", besides its own id {principal.replica_id!r})" if principal.replica_id else ")")
                 )
-        return cls(name, read, write, origins, unsigned)
+        return cls(name, read, write, origins, unsigned, states)
 
     def may_read(self, channel: str) -> bool:
         return any(matches(pattern, channel) for pattern in self.read)
@@ -134,7 +145,8 @@ class Principal:
         return [c for c in channels if self.may_read(c)]
 
 
-OPEN = Principal("local", ("*",), ("*",), ("*",), ("*",))
+OPEN_NAME = "local"
+OPEN = Principal(OPEN_NAME, ("*",), ("*",), ("*",), ("*",), True)
 """The principal of every request to a server started without a tokens file (loopback only), and
 the sender of a payload handed to the engine without one (the caller vouches for it)."""
 
@@ -252,6 +264,7 @@ class TokenTable:
             union(p.write for p in found),
             union(p.origins for p in found),
             union(p.unsigned for p in found),
+            any(p.states for p in found),
         )
 
 

@@ -22,14 +22,19 @@ from __future__ import annotations
 import base64
 import dataclasses
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import msgpack
+from aiohttp import web
 
 from crdtmem import Replica
+from crdtmem.document.erasure import EMPTY_DEPS, EMPTY_UPDATE, is_marker, is_stub
 from crdtmem.engine import payload as wire
+from crdtmem.engine.signing import Signer
+from crdtmem.engine.statepages import page_message
 from tests.support.processes import ServerProcess
 from tests.support.rest import Api, eventually
 
@@ -419,3 +424,172 @@ async def test_signatures_survive_two_lazy_hops_into_a_node_that_takes_no_unsign
 
     await eventually(arrived, timeout=30, what="the laptop's writes on the hub, through the relay")
     assert (await admin.status())["trust"]["refused"] == {}
+
+
+# -- stubs: a forgotten memory's delta without content needs the memory's signed erase marker -----
+
+VOUCHING_RELAY = {**RELAY, "unsigned": ["*"]}
+
+
+async def test_a_relay_cannot_replace_a_delta_with_a_stub(procs, session, tmp_path):
+    """Even a relay that may vouch for unsigned deltas of every origin cannot make the hub log a
+    delta of the laptop's as a content-free stub: without its memory's erase marker the stub is
+    refused (over a push: 403, nothing of the payload applied), the hub's vector does not move, and
+    the laptop's real delta still arrives. An honest forget (marker and stubs) goes through."""
+    hub = _spawn(procs, tmp_path, "hub", tokens=_tokens(tmp_path, VOUCHING_RELAY, ADMIN))
+    admin = Api(session, hub.url, ADMIN_TOKEN)
+    async with Replica(None, replica_id="laptop") as laptop:
+        status, body = await _push(session, hub.url, RELAY_TOKEN, await _laptop_writes(laptop, "keep me"))
+        assert (status, body["applied"]) == (200, 1)
+        kept = (await admin.memories())[0]
+        await laptop.update(kept["id"], content="keep me, edited")
+        genuine = await laptop.export_since(U1, {U1: {"laptop": 1}})
+        edit = wire.decode(genuine).deltas[0]
+        stub = dataclasses.replace(edit, deps=EMPTY_DEPS, update=EMPTY_UPDATE, signature=None)
+        status, body = await _push(session, hub.url, RELAY_TOKEN, wire.encode(wire.Payload("relay", [stub])))
+        assert status == 403, body
+        assert "stub" in body["message"] and "erase marker" in body["message"]
+        assert (await admin.status())["version_vectors"][U1] == {"laptop": 1}
+        # next to another memory's genuine erase marker, the stub is refused just the same
+        secret = await laptop.add("SECRET-TO-FORGET", user_id="u1")
+        await laptop.forget(secret.id)
+        honest = wire.decode(await laptop.export_since(U1, {U1: {"laptop": 2}}))
+        marker = [d for d in honest.deltas if is_marker(d.deps, d.update)]
+        mixed = wire.Payload("relay", [*marker, stub], {}, laptop.keys_for(marker))
+        status, body = await _push(session, hub.url, RELAY_TOKEN, wire.encode(mixed, 2))
+        assert status == 403 and kept["id"] in body["message"], body
+        assert (await admin.status())["version_vectors"][U1] == {"laptop": 1}
+        # the laptop's real edit arrives and applies (the stub did not take its sequence number)
+        status, body = await _push(session, hub.url, RELAY_TOKEN, genuine)
+        assert (status, body["applied"]) == (200, 1)
+        assert (await admin.get(kept["id"]))["content"] == "keep me, edited"
+        # an honest forget: the secret's creation as a stub, with its marker
+        assert [is_stub(d.deps, d.update) for d in honest.deltas] == [True, False]
+        status, body = await _push(session, hub.url, RELAY_TOKEN, wire.encode(honest, 2))
+        assert status == 200 and body["refused"] == 0, body
+    assert (await admin.status())["version_vectors"][U1] == {"laptop": 4}
+    assert [m["id"] for m in await admin.memories()] == [kept["id"]]
+    assert (await admin.status())["trust"]["refused"] == {}
+
+
+# -- states pages: signed by their server, taken only from a trusted state server -----------------
+
+HUB_STATES = {
+    "token": "hub-replica-token-00000001",
+    "principal": "replica:hub",
+    "read": [U1],
+    "write": [U1],
+    "origins": ["*"],
+    "states": True,
+}
+
+
+async def _folded_hub(procs: list[ServerProcess], tmp: Path, session: aiohttp.ClientSession, rid: str):
+    """A node that wrote five facts (one rewritten) and folded its log: peers catch up from states."""
+    (tmp / rid).mkdir()
+    node = _spawn(procs, tmp / rid, rid, channels=[U1], extra=["--compact-every", "0.3"])
+    api = Api(session, node.url)
+    ids = [(await api.add(f"{rid} fact {n}", user_id="u1"))["id"] for n in range(5)]
+    await api.patch(ids[0], content=f"{rid} fact 0, rewritten")
+
+    async def folded() -> bool:
+        return (await api.status())["compaction"]["horizon"].get(U1, {}).get(rid, 0) >= 6
+
+    await eventually(folded, what=f"{rid} folds its log")
+    return node, ids
+
+
+async def _tampering_proxy(target: str, signer: Signer) -> tuple[web.AppRunner, str]:
+    """An HTTP relay in front of ``target`` that rewrites every states page it forwards: the first
+    state replaced by a forged memory's, the covers raised, signed again with its own key."""
+    async with Replica(None, replica_id="hub") as forger:
+        forged = await forger.add("FORGED BY THE RELAY", user_id="u1")
+        forged_state = forger.store.load_state(forged.id)
+    client = aiohttp.ClientSession()
+
+    async def pull(request: web.Request) -> web.Response:
+        async with client.post(f"{target}/v1/sync/pull", data=await request.read()) as r:
+            data, headers = await r.read(), {k: v for k, v in r.headers.items() if k.startswith("X-Crdtmem")}
+            if r.headers.get("X-Crdtmem-States") == "1":
+                outer = msgpack.unpackb(data, raw=False)
+                body = msgpack.unpackb(outer["body"], raw=False)
+                body["states"][0][1] = forged_state
+                body["covers"][U1]["hub"] += 1000
+                outer["body"] = msgpack.packb(body, use_bin_type=True)
+                outer["key"], outer["sig"] = (
+                    signer.public,
+                    signer.sign_message(page_message("hub", outer["body"])),
+                )
+                data = msgpack.packb(outer, use_bin_type=True)
+            return web.Response(status=r.status, body=data, headers=headers)
+
+    app = web.Application()
+    app.router.add_post("/v1/sync/pull", pull)
+    app.on_cleanup.append(lambda _: client.close())
+    runner = web.AppRunner(app)
+    await runner.setup()
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    await web.SockSite(runner, sock).start()
+    return runner, f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def test_a_relay_that_alters_a_states_page_is_refused(procs, session, tmp_path):
+    """A node behind the hub's horizon pulls through an HTTP relay that rewrites the hub's states
+    pages (a forged state, raised covers, its own signature): the node lists the hub's key, so
+    it refuses every page and nothing changes; pulling from the hub itself, it catches up."""
+    hub, ids = await _folded_hub(procs, tmp_path, session, "hub")
+    hub_key = (await Api(session, hub.url).status())["public_key"]
+    runner, relay_url = await _tampering_proxy(hub.url, Signer.generate())
+    try:
+        path = _tokens(tmp_path, ADMIN, HUB_STATES)
+        path.write_text(json.dumps({**json.loads(path.read_text()), "keys": {"hub": hub_key}}))
+        late = _spawn(procs, tmp_path, "late", channels=[U1], peers=[relay_url], tokens=path)
+        admin = Api(session, late.url, ADMIN_TOKEN)
+
+        async def refused() -> bool:
+            error = (await admin.status())["peers"][0]["last_error"] or ""
+            return "not signed by the key of 'hub' known here" in error
+
+        await eventually(refused, what="the late node refuses the relay's pages")
+        status = await admin.status()
+        assert status["version_vectors"].get(U1, {}) == {} and await admin.memories() == []
+    finally:
+        await runner.cleanup()
+    late.stop()
+    late.peers = [hub.url]
+    late.start()
+
+    async def caught_up() -> bool:
+        return len(await admin.memories()) == 5
+
+    await eventually(caught_up, what="the late node catches up from the hub's own pages")
+    assert (await admin.get(ids[0]))["content"] == "hub fact 0, rewritten"
+    assert all(m["content"] != "FORGED BY THE RELAY" for m in await admin.memories())
+    assert (await admin.status())["version_vectors"][U1]["hub"] == 6
+
+
+async def test_a_relay_not_trusted_with_states_cannot_serve_them(procs, session, tmp_path):
+    """A relay may forward deltas of every origin, but its tokens entry at the late node does not
+    make it a state server: its states pages are refused. Trusted (``"states": true``), the same
+    relay catches the node up."""
+    relay, ids = await _folded_hub(procs, tmp_path, session, "relay")
+    entry = {**HUB_STATES, "principal": "replica:relay", "states": False}
+    path = _tokens(tmp_path, ADMIN, entry)
+    late = _spawn(procs, tmp_path, "late", channels=[U1], peers=[relay.url], tokens=path)
+    admin = Api(session, late.url, ADMIN_TOKEN)
+
+    async def refused() -> bool:
+        return 'no "states": true' in ((await admin.status())["peers"][0]["last_error"] or "")
+
+    await eventually(refused, what="the late node refuses states from a relay not trusted with them")
+    assert await admin.memories() == []
+    late.stop()
+    path.write_text(json.dumps({"tokens": [ADMIN, {**entry, "states": True}]}))
+    late.start()
+
+    async def caught_up() -> bool:
+        return len(await admin.memories()) == 5
+
+    await eventually(caught_up, what="the late node catches up from a trusted state server")
+    assert (await admin.get(ids[0]))["content"] == "relay fact 0, rewritten"

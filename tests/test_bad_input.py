@@ -305,15 +305,15 @@ MALFORMED_FIELDS: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
-async def test_an_empty_update_on_empty_deps_is_left_as_a_stub(world: World) -> None:
-    """The stub of an erased delta (protocol §7.9) looks exactly like this: for a memory not
-    forgotten here it is left unlogged for its marker, so nothing changes (not refused)."""
+async def test_an_empty_update_on_empty_deps_without_a_marker_is_refused_as_forged(world: World) -> None:
+    """The stub of an erased delta (protocol §7.9) looks exactly like this: for a memory with no
+    erase marker here or in the payload it is a forged delta, refused, and nothing changes."""
     target = world.target
     before = await snapshot(target)
-    early = target.erasure.counts["early"]
+    forged = target.erasure.counts["forged"]
     result = await target.apply(repack(world.payload, _set_delta_field(UPDATE, b"\x00\x00")))
-    assert result.applied == 0
-    assert target.erasure.counts["early"] == early + 1
+    assert (result.applied, result.unauthenticated) == (0, 1)
+    assert target.erasure.counts["forged"] == forged + 1
     assert await snapshot(target) == before
     await assert_still_works(world)
 

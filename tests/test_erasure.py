@@ -4,6 +4,7 @@ every replica that syncs it, and it cannot come back from a peer that still hold
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 from datetime import datetime
 from pathlib import Path
@@ -14,6 +15,7 @@ import pytest
 from crdtmem import Memory, MemoryEvent, Replica
 from crdtmem.access import Principal
 from crdtmem.document.erasure import EMPTY_UPDATE, is_marker
+from crdtmem.engine import payload as wire
 from crdtmem.engine.feed import Subscription
 from crdtmem.errors import NotFound
 from crdtmem.index import IndexSettings
@@ -364,3 +366,38 @@ async def _sse_until(stream: Any, event_type: str) -> dict[str, str]:
                 return message
             message = {}
     raise AssertionError(f"the stream ended before a {event_type} event")
+
+
+async def test_a_stub_travels_with_its_marker_and_is_refused_without_it(tmp_path: Path) -> None:
+    """A page that holds only a stub carries the memory's erase marker too; the stub alone, from a
+    sender that may relay its origin, is refused as forged and moves no vector."""
+    async with Replica(replica_id="a") as a, Replica(replica_id="b") as b:
+        memory = await a.add(SECRET, user_id="u1")
+        await a.forget(memory.id)
+        page = wire.decode(await a.export_since([U1], {}, limit=1))
+        assert [is_marker(d.deps, d.update) for d in page.deltas] == [True, False]
+        stub_alone = dataclasses.replace(page, deltas=page.deltas[1:])
+        relay = Principal("replica:relay", read=(U1,), write=(U1,), origins=("*",), unsigned=("*",))
+        result = await b.apply_payload(stub_alone, sender=relay, isolate=True)
+        assert (result.applied, result.unauthenticated) == (0, 1)
+        assert b.version_vectors([U1]) == {U1: {}} and b.erasure.counts["forged"] == 1
+        result = await b.apply_payload(page, sender=relay, isolate=True)
+        assert (result.applied, result.unauthenticated) == (2, 0)
+        assert b.forgotten(memory.id)
+        assert b.version_vectors([U1]) == a.version_vectors([U1])
+
+
+async def test_a_full_copy_of_a_forgotten_memory_must_be_signed_by_its_origin(tmp_path: Path) -> None:
+    """A late copy of a forgotten memory's delta is taken as a stub only if it authenticates: a
+    relay cannot log entries of an origin under a forgotten memory with a copy it made up."""
+    async with Replica(replica_id="a") as a, Replica(replica_id="b") as b:
+        memory = await a.add(SECRET, user_id="u1")
+        await a.update(memory.id, content="late edit")
+        full = wire.decode(await a.export_since([U1], {}))
+        await a.forget(memory.id)
+        await _sync(a, b)
+        assert b.forgotten(memory.id)
+        forged = dataclasses.replace(full.deltas[1], uid="a:forged", signature=None, seqs={U1: 9})
+        relay = Principal("replica:relay", read=(U1,), write=(U1,), origins=("*",))
+        result = await b.apply_payload(wire.Payload("relay", [forged]), sender=relay, isolate=True)
+        assert result.unauthenticated == 1 and not b.store.is_logged(U1, "a", 9)

@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 
 from ..engine import payload as wire
+from ..engine.erasure import with_markers
 from ..engine.replica import Replica
 from ..errors import CrdtmemError
 from ..metrics import Metrics
@@ -213,8 +214,10 @@ class Outbox:
                 if not all(s in done for s in seqs):
                     pending.entries.append((channel, record.seqs[channel]))
             if pending.entries:
-                keys = self.replica.keys_for([record])
-                pending.data = wire.encode(wire.Payload(self.replica.id, [record], {}, keys))
+                # a stub goes with its memory's erase marker, without which receivers refuse it
+                sent = with_markers(self.replica.store, [record], list(record.seqs))
+                keys = self.replica.keys_for(sent)
+                pending.data = wire.encode(wire.Payload(self.replica.id, sent, {}, keys))
                 out.append(pending)
         return out
 

@@ -12,7 +12,7 @@ reason), and asks the other nodes on the subject ``{prefix}.states`` for documen
     requester ──offer {stream, channels, need}──▶ {prefix}.states         (every node hears it)
       ◀── offers {replica, floor, channels}: a node whose consumer on the stream holds every entry
           of those channels through stream sequence ``floor`` and that misses nothing itself
-    requester ──page {to, channels, after, covers}──▶ {prefix}.states.{node}   (one node answers)
+    requester ──page {to, channels, after, covers, cursor, states_v}──▶ {prefix}.states.{node}
       ◀── crdtmem.states pages until ``next`` is nil ─▶ Replica.apply_states(sender = bus principal)
 
 Only an offer whose ``floor`` reaches ``need`` is taken: the states are read after that node
@@ -201,12 +201,17 @@ class StatesServer:
         after = request.get("after")
         if after is not None and not isinstance(after, str):
             raise InvalidInput("after must be a memory id")
-        covers = request.get("covers")
+        covers, cursor = request.get("covers"), request.get("cursor")
         if covers is not None:
             try:
                 covers = wire.check_vectors(covers)
             except (CrdtmemError, ValueError, TypeError) as exc:
                 raise MalformedPayload(str(exc)) from exc
+        if cursor is not None and not isinstance(cursor, bytes):
+            raise InvalidInput("cursor must be the bytes of the first states page's cursor")
+        version = request.get("states_v", 1)  # the states page version the requester reads
+        if version not in catchup.STATES_VERSIONS or isinstance(version, bool):
+            raise InvalidInput(f"states_v must be one of {catchup.STATES_VERSIONS}")
         data = catchup.export_states(
             self.replica.store,
             self.replica.id,
@@ -214,7 +219,10 @@ class StatesServer:
             after=after,
             limit=PAGE_DOCS,
             covers=covers,
+            cursor=cursor,
             max_bytes=self.max_bytes,
+            signer=self.replica.signer,
+            version=version,
         )
         if len(data) > self.max_bytes:
             raise InvalidInput(
@@ -250,6 +258,7 @@ async def fetch_states(
     channels = offer.channels
     after: str | None = None
     covers: dict[str, VersionVector] | None = None
+    cursor: bytes | None = None
     pages = 0
     while True:
         body: dict[str, Any] = {
@@ -258,9 +267,10 @@ async def fetch_states(
             "stream": stream,
             "channels": channels,
             "after": after,
+            "states_v": catchup.STATES_VERSION,
         }
-        if covers is not None:
-            body["covers"] = covers
+        if covers is not None:  # with the cursor: the serving node signs only covers it read itself
+            body["covers"], body["cursor"] = covers, cursor
         try:
             reply = await nc.request(states_subject(layout, offer.replica), _pack(body), timeout=timeout)
         except (nats.errors.Error, TimeoutError) as exc:
@@ -276,7 +286,7 @@ async def fetch_states(
         pages += 1
         if page.next is None:
             break
-        after, covers = page.next, page.covers
+        after, covers, cursor = page.next, page.covers, page.cursor
     log.info(
         "applied %d states page(s) of %d channel(s) of stream %s from node %s",
         pages,

@@ -207,6 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="REPLICA_ID",
         help="one of its origins whose deltas it may deliver unsigned (a foreign client; repeatable)",
     )
+    token.add_argument(
+        "--states",
+        action="store_true",
+        help="trust this replica as a state server: catch up from the document states it signs when "
+        "behind the horizon of its log",
+    )
     token.add_argument("--json", action="store_true", help="print the new entry as JSON")
 
     key = commands.add_parser(
@@ -412,6 +418,7 @@ def _token(args: argparse.Namespace) -> int:
                 "write": args.write,
                 "origins": args.origin,
                 "unsigned": args.unsigned,
+                "states": args.states,
             },
             "the new token",
         )

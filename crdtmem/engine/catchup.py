@@ -1,159 +1,69 @@
 """Catching up from document states: for a peer whose vector is below the horizon of the log.
 
 Once compaction folded entries (:mod:`crdtmem.engine.compaction`), the log cannot give them to a
-peer that lacks them. Such a peer gets a *states page* instead (``docs/protocol.md`` §7.10)::
+peer that lacks them. Such a peer gets *states pages* instead (``docs/protocol.md`` §7.10; the
+format, its signature and who may serve one: :mod:`crdtmem.engine.statepages`): every document of
+the channels, in id order (which changed since the peer's vector cannot be told once the log is
+folded), with the vectors the states cover (``covers``, read before the first state) and, on the
+last page, the channels' erase markers.
 
-    {"format": "crdtmem.states", "v": 1, "from": <replica id>, "channels": [channel, ...],
-     "states": [[memory id, <Yrs update of the whole document>], ...],
-     "covers": {channel: {origin: seq}},   # the exporter's vectors when the first page was made
-     "next": <memory id> | nil,            # more pages: ask again with after=next and these covers
-     "markers": [delta, ...]}              # last page: the erase markers of these channels (§7.9)
+The receiver takes a page only from a state server it trusts, signed by that server
+(:func:`~crdtmem.engine.statepages.page_refusal`). It merges each state into its document
+(``apply_update``: idempotent), checks the memory like a delta (its id, unchanged channels, on one
+of the page's channels, and that the sender may write every one of them), stores it as the
+document's snapshot, and, on the last page, raises its vectors (and its own horizon) to ``covers``:
+the states of all pages hold everything those vectors claim, because they were read after the
+vectors. Only entries of origins the sender may introduce count, never this replica's own. Then it
+pulls deltas from ``covers`` on as usual.
 
-Every document of the channels comes, in id order (which changed since the peer's vector cannot be
-told once the log is folded). The receiver merges each state into its document (``apply_update``:
-idempotent), checks the memory like a delta (its id, unchanged channels, on one of the page's
-channels, and that the sender may write every one of them), stores it as the document's snapshot,
-and, on the last page, raises its vectors (and its own horizon) to ``covers``: the states of all
-pages hold everything those vectors claim, because they were read after the vectors. Then it pulls
-deltas from ``covers`` on as usual. A state is the exporter's word, not its origins': the receiver
-trusts the peer it catches up from for what the states hold (``docs/protocol.md`` §10).
+A state folds many origins' deltas, so it is the server's word, not its origins': a trusted
+server can put any content into the memories it may write and claim covered entries of the
+origins it may relay (the receiver then never asks for those deltas), as ``docs/operating.md``
+("Security model") spells out; nobody else can, since the page is signed.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
 from typing import Any
-
-import msgpack
 
 from ..access import OPEN, Principal, may_write_memory
 from ..clock import Hlc, HybridLogicalClock
-from ..document.erasure import is_marker
 from ..document.memory import MemoryDoc
 from ..document.records import Memory
-from ..errors import CrdtmemError, MalformedPayload, PayloadTooLarge, UnsupportedVersion
-from ..ids import Channel
+from ..errors import CrdtmemError, MalformedPayload
 from ..store.base import Commit, DocWrite, Snapshot, Store, VersionVector, behind
-from ..store.codec import delta_from_list, delta_to_list
-from . import payload as wire
 from .changes import doc_write
 from .locks import KeyedLocks
 from .materialize import Materializer
 from .publish import Publisher
+from .statepages import VERSION as STATES_VERSION
+from .statepages import VERSIONS as STATES_VERSIONS
+from .statepages import StatesPage, decode_states, export_states, is_states
 from .workset import WorkingSet
+
+__all__ = [
+    "BATCH",
+    "STATES_VERSION",
+    "STATES_VERSIONS",
+    "CatchUp",
+    "StatesPage",
+    "decode_states",
+    "export_states",
+    "is_behind",
+    "is_states",
+]
 
 log = logging.getLogger("crdtmem.catchup")
 
-FORMAT = "crdtmem.states"
-VERSION = 1
 BATCH = 64
 """Documents merged and committed together."""
-
-
-def is_states(data: bytes) -> bool:
-    """Whether ``data`` looks like a states page (the full decode checks it)."""
-    if not isinstance(data, (bytes, bytearray, memoryview)):
-        return False  # the payload decoder says what is wrong with it
-    return FORMAT.encode() in bytes(data[:48])
 
 
 def is_behind(store: Store, vectors: dict[str, VersionVector], channels: Sequence[str]) -> bool:
     """Whether a peer at ``vectors`` misses folded entries of any of ``channels``."""
     return any(behind(store.horizon(c), vectors.get(c, {})) for c in channels)
-
-
-@dataclass(frozen=True, slots=True)
-class StatesPage:
-    sender: str
-    channels: list[str]
-    states: list[tuple[str, bytes]]
-    covers: dict[str, VersionVector]
-    next: str | None
-    markers: list[Any]
-
-
-def export_states(
-    store: Store,
-    replica_id: str,
-    channels: Sequence[str],
-    *,
-    after: str | None = None,
-    limit: int | None = None,
-    covers: dict[str, VersionVector] | None = None,
-    max_bytes: int = wire.DEFAULT_MAX_PAYLOAD_BYTES,
-) -> bytes:
-    """One states page of ``channels`` (module docstring). ``covers``: the first page's, on later pages."""
-    if covers is None:  # read before the states: every state read after holds what they claim
-        covers = {c: store.version_vector(c) for c in channels}
-    ids: set[str] = set()
-    for channel in channels:
-        ids.update(r["id"] for r in store.query_records(channel=channel, include_deleted=True))
-    wanted = sorted(i for i in ids if after is None or i > after)
-    states: list[tuple[str, bytes]] = []
-    size, nxt = 0, None
-    for doc_id in wanted:
-        if (limit is not None and len(states) >= limit) or (states and size > max_bytes // 2):
-            nxt = states[-1][0]
-            break
-        state = store.load_state(doc_id)
-        if state is not None:
-            states.append((doc_id, state))
-            size += len(state) + len(doc_id)
-    markers: list[Any] = []
-    if nxt is None:
-        markers = [
-            delta_to_list(d, 2) for d in store.deltas_since(channels, {}) if is_marker(d.deps, d.update)
-        ]
-    body = {
-        "format": FORMAT,
-        "v": VERSION,
-        "from": replica_id,
-        "channels": list(channels),
-        "states": [[i, s] for i, s in states],
-        "covers": covers,
-        "next": nxt,
-        "markers": markers,
-    }
-    return bytes(msgpack.packb(body, use_bin_type=True))
-
-
-def decode_states(data: bytes, *, max_bytes: int) -> StatesPage:
-    """Parse and validate a states page; raises PayloadError subclasses."""
-    if len(data) > max_bytes:
-        raise PayloadTooLarge(f"states page is {len(data)} bytes, over the limit of {max_bytes}")
-    try:
-        body = msgpack.unpackb(bytes(data), raw=False, strict_map_key=True)
-    except Exception as exc:
-        raise MalformedPayload(f"states page is not valid msgpack: {exc}") from exc
-    if not isinstance(body, dict) or body.get("format") != FORMAT:
-        raise MalformedPayload(f"not a states page (expected format {FORMAT!r})")
-    if body.get("v") != VERSION or type(body.get("v")) is not int:
-        raise UnsupportedVersion(f"states page version {body.get('v')!r}; this build reads {VERSION}")
-    sender, channels, states = body.get("from"), body.get("channels"), body.get("states")
-    nxt, raw_markers = body.get("next"), body.get("markers", [])
-    if not isinstance(sender, str) or not sender:
-        raise MalformedPayload("states page 'from' must be the sender's replica id")
-    if not isinstance(channels, list) or not all(isinstance(c, str) for c in channels):
-        raise MalformedPayload("states page 'channels' must be a list of channels")
-    for channel in channels:
-        try:
-            Channel.parse(channel)
-        except CrdtmemError as exc:
-            raise MalformedPayload(f"states page: {exc}") from exc
-    if not isinstance(states, list) or not all(
-        isinstance(e, list) and len(e) == 2 and isinstance(e[0], str) and e[0] and isinstance(e[1], bytes)
-        for e in states
-    ):
-        raise MalformedPayload("states page 'states' must be [[memory id, state bytes], ...]")
-    if nxt is not None and not isinstance(nxt, str):
-        raise MalformedPayload("states page 'next' must be a memory id or nil")
-    if not isinstance(raw_markers, list):
-        raise MalformedPayload("states page 'markers' must be a list of deltas")
-    markers = [delta_from_list(raw, 2) for raw in raw_markers]
-    covers = wire.check_vectors(body.get("covers", {}))
-    return StatesPage(sender, list(channels), [(i, s) for i, s in states], covers, nxt, markers)
 
 
 class CatchUp:
@@ -169,6 +79,7 @@ class CatchUp:
         materializer: Materializer,
         clock: HybridLogicalClock,
         subscribed: Any,
+        replica_id: Callable[[], str] = lambda: "",
     ):
         self._store = store
         self._work = work
@@ -177,8 +88,11 @@ class CatchUp:
         self._materializer = materializer
         self._clock = clock
         self._subscribed = subscribed
+        self._replica_id = replica_id
         self.rejected = 0
         self.pages = 0
+        self.refused_pages = 0
+        """States pages refused whole (an untrusted server, a signature that does not verify)."""
 
     async def apply(self, page: StatesPage, sender: Principal | None) -> tuple[int, int]:
         """Merge the page's states and, on its last page, take its covers; returns (memories
@@ -190,8 +104,14 @@ class CatchUp:
             batch = [(i, s) for i, s in page.states[start : start + BATCH] if not self._store.is_erased(i)]
             done, bad = await self._merge(batch, channels, sender, page.sender)
             changed, refused = changed + done, refused + bad
-        if page.next is None:
-            covers = {c: v for c, v in page.covers.items() if c in channels and sender.may_write(c) and v}
+        if page.next is None:  # entries of origins the sender may relay, never this replica's own
+            own = self._replica_id()
+            covers = {
+                c: {o: seq for o, seq in v.items() if o != own and sender.may_introduce(o)}
+                for c, v in page.covers.items()
+                if c in channels and sender.may_write(c)
+            }
+            covers = {c: v for c, v in covers.items() if v}
             if covers:
                 await self._publisher.commit(Commit(covers=covers), {}, {}, {})
         self.pages += 1

@@ -14,12 +14,14 @@ has here, or, for a memory not stored here, the channels the marker is logged on
 fails is decided against (it holds no content, so the decision may keep it). A marker that erases
 a memory here gives the feed a ``forgotten`` event, as a local forget does.
 
-Once a memory is forgotten here, every later delta of it (a copy from a peer that has not heard of
-the marker yet, or a stub) is taken as a stub: its entries are logged with no content, so the
-version vectors move past it and it cannot bring the content back. Taking one needs only that its
-sender may introduce its origin (a stub has no signature; it carries nothing but its log entries).
-A stub of a memory not forgotten here yet is left for later (its marker comes after it in every
-log; the stub is sent again).
+Once a memory is forgotten here, every later delta of it is taken as a stub: its entries are
+logged with no content, so the version vectors move past it and it cannot bring the content back.
+A full copy (from a peer that has not heard of the marker yet) is authenticated like any delta
+first. A stub has no signature: what justifies it is the memory's erase marker, signed by a writer
+of the memory, which this replica holds or which came in the same payload (exporters send a page's
+stubs with their memories' markers, :func:`with_markers`), and a sender entitled to the stub's
+origin. A stub of a memory with no such marker is refused as a forged delta: nothing of it is
+logged, so no vector moves for it.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ import asyncio
 import dataclasses
 import logging
 from collections import Counter
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..access import Principal, may_write_memory
@@ -51,6 +53,17 @@ log = logging.getLogger("crdtmem.erasure")
 def stub_of(delta: DeltaRecord) -> DeltaRecord:
     """The delta with its content removed (what a forgotten memory's deltas become)."""
     return dataclasses.replace(delta, deps=EMPTY_DEPS, update=EMPTY_UPDATE, signature=None)
+
+
+def with_markers(store: Store, deltas: list[DeltaRecord], channels: Iterable[str]) -> list[DeltaRecord]:
+    """``deltas`` (a page to send) preceded by the erase markers of the memories it has stubs of,
+    so that every stub travels with what justifies it (a receiver refuses a stub without one)."""
+    stubbed = {d.doc_id for d in deltas if is_stub(d.deps, d.update)}
+    if not stubbed:
+        return deltas
+    sent = {d.uid for d in deltas}
+    markers = [m for m in store.markers_of(stubbed, channels) if m.uid not in sent]
+    return [*markers, *deltas] if markers else deltas
 
 
 @dataclass
@@ -92,7 +105,8 @@ class Erasure:
         self._replica_id = replica_id
         self.counts: Counter[str] = Counter()
         """``forgotten`` (here or by a marker), ``dropped`` (deltas of forgotten memories taken as
-        stubs), ``early`` (stubs left for their marker), ``refused`` (markers decided against)."""
+        stubs), ``forged`` (stubs without a marker, copies that do not authenticate: refused),
+        ``refused`` (markers decided against)."""
 
     async def forget(self, memory_id: str) -> None:
         """Forget a memory stored here (raises NotFound if it is not, or was forgotten)."""
@@ -145,18 +159,29 @@ class Erasure:
         for delta in (*fresh, *relog):
             if delta.uid in uids:
                 continue
+            reason = None
             if erased(delta.doc_id):
-                if refusal(delta.origin, sender, own) is None:
+                reason = refusal(delta.origin, sender, own)
+                if reason is None and not is_stub(delta.deps, delta.update):
+                    # a full copy: taken as a stub only if its origin really wrote it
+                    copy = authenticate([delta], sender, own, keyring, presented)
+                    reason = copy.refused[0][1] if copy.refused else None
+                if reason is None:
                     stubs.append(stub_of(delta))
-                else:
-                    out.unauthenticated += 1
-                    out.refused.append(delta)
             elif is_stub(delta.deps, delta.update):
-                self.counts["early"] += 1
+                reason = (
+                    f"delta {delta.uid} is a stub (a forgotten memory's delta without content), but no "
+                    f"erase marker of memory {delta.doc_id!r} is held here or came with it"
+                )
             elif delta.uid in stored:
                 out.relog.append(delta)
             else:
                 out.fresh.append(delta)
+            if reason is not None:
+                out.unauthenticated += 1
+                out.refused.append(delta)
+                self.counts["forged"] += 1
+                log.warning("refused delta %s from %s: %s", delta.uid, sender.name, reason)
         if stubs:
             self.counts["dropped"] += len(stubs)
             out.taken += len(stubs)

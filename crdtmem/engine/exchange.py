@@ -10,18 +10,20 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from ..access import Principal
+from ..access import OPEN, AccessDenied, Principal
 from ..errors import InvalidInput, MalformedPayload
 from ..ids import parse_channels
 from ..store.base import DeltaRecord, Store, VersionVector
 from . import payload as wire
-from .catchup import CatchUp, decode_states, export_states, is_behind, is_states
+from .catchup import STATES_VERSION, CatchUp, decode_states, export_states, is_behind, is_states
 from .compaction import Compacted, Compaction
+from .erasure import with_markers
 from .inbound import ApplyResult
 from .materialize import Materializer
 from .opened import Opened
 from .remote import RemoteApply
-from .signing import Keyring
+from .signing import Keyring, Signer
+from .statepages import page_refusal
 from .waiting import Resolver
 
 
@@ -38,6 +40,7 @@ class Exchange(Opened):
     _materializer: Materializer
     compaction: Compaction
     keyring: Keyring | None
+    signer: Signer | None
     resolve_rights: Resolver | None
     _in_flight: int  # writes and applies between entry and acknowledgement
     _applying: int  # applies of remote payloads in progress
@@ -84,8 +87,8 @@ class Exchange(Opened):
         except MalformedPayload as exc:
             raise InvalidInput(str(exc)) from exc
         if is_behind(self._store, vectors, names):  # the log no longer holds what the peer misses
-            return self.export_states(names, limit=limit)
-        deltas = self._store.deltas_since(names, vectors, limit)
+            return self.export_states(names, limit=limit, version=2 if version >= 2 else 1)
+        deltas = with_markers(self._store, self._store.deltas_since(names, vectors, limit), names)
         mine = {c: self._store.version_vector(c) for c in names}
         return wire.encode(wire.Payload(self._id, deltas, mine, self.keys_for(deltas)), version)
 
@@ -96,10 +99,14 @@ class Exchange(Opened):
         after: str | None = None,
         limit: int | None = None,
         covers: dict[str, VersionVector] | None = None,
+        cursor: bytes | None = None,
+        version: int = STATES_VERSION,
     ) -> bytes:
         """A page of document states of ``channels``, for a peer behind the horizon of the log
         (:mod:`crdtmem.engine.catchup`): the first page with ``after=None``, then ``after`` = the
-        page's ``next`` and ``covers`` = the first page's, until ``next`` is None."""
+        page's ``next``, ``covers`` and ``cursor`` = the first page's, until ``next`` is None.
+        Version 2 pages are signed with this replica's key; version 1 (unsigned) is for peers
+        that read nothing newer."""
         self._check_open()
         names = parse_channels(channels)
         return export_states(
@@ -109,7 +116,10 @@ class Exchange(Opened):
             after=after,
             limit=limit,
             covers=covers,
+            cursor=cursor,
             max_bytes=self.max_payload_bytes,
+            signer=self.signer,
+            version=version,
         )
 
     def behind(self, channels: Sequence[str], vectors: dict[str, VersionVector]) -> bool:
@@ -149,6 +159,10 @@ class Exchange(Opened):
         its last page, this replica's vectors rise to what the states hold."""
         self._check_open()
         page = decode_states(data, max_bytes=self.max_payload_bytes)
+        untrusted = page_refusal(page, sender or OPEN, self.keyring)
+        if untrusted is not None:
+            self._catchup.refused_pages += 1
+            raise AccessDenied(f"{untrusted}; nothing of this states page was applied")
         if page.markers:
             await self.apply_payload(wire.Payload(page.sender, page.markers), sender=sender, isolate=True)
         self._in_flight += 1

@@ -210,6 +210,7 @@ class Replica(Reads, Search, Exchange):
             materializer=self._materializer,
             clock=self.clock,
             subscribed=self._subscribed,
+            replica_id=lambda: self._id,
         )
         self.erasure = self._remote.erasure = Erasure(
             store=self._store,

@@ -79,6 +79,10 @@ class Signer:
     def to_hex(self) -> str:
         return self._private.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption()).hex()
 
+    def sign_message(self, data: bytes) -> bytes:
+        """This replica's signature of ``data`` (a states page's or a cursor's message)."""
+        return self._private.sign(data)
+
     def sign(self, delta: DeltaRecord, seqs: dict[str, int], also: dict[str, tuple[int, ...]]) -> Signature:
         """The signature of ``delta`` with the claim ``seqs``/``also``."""
         clean = {c: tuple(s) for c, s in also.items() if s}
@@ -92,6 +96,15 @@ def verify(public: bytes, delta: DeltaRecord) -> bool:
     try:
         key = _public_key(public)
         key.verify(delta.signature.sig, message(delta, delta.signature.seqs, delta.signature.also))
+    except (InvalidSignature, ValueError):
+        return False
+    return True
+
+
+def verify_message(public: bytes, data: bytes, sig: bytes) -> bool:
+    """Whether ``sig`` is the signature of ``data`` by the key ``public``."""
+    try:
+        _public_key(public).verify(sig, data)
     except (InvalidSignature, ValueError):
         return False
     return True

@@ -149,12 +149,18 @@ class WaitingSet:
         return dropped
 
 
+_OPEN_BEFORE_STATES = {k: v for k, v in OPEN.to_json().items() if k != "states"}
+"""How senders stored before the ``states`` right named the open principal."""
+
+
 def _sender(stored: str, resolve: Resolver | None) -> Principal | None:
     """The rights a waiting delta is checked against: its sender's current ones where known."""
     try:
         entry = json.loads(stored)
         principal = (
-            OPEN if entry == OPEN.to_json() else Principal.from_json(entry, "a waiting delta's sender")
+            OPEN
+            if entry in (OPEN.to_json(), _OPEN_BEFORE_STATES)
+            else Principal.from_json(entry, "a waiting delta's sender")
         )
     except (ValueError, TypeError, InvalidInput):
         return None

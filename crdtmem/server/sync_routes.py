@@ -21,7 +21,10 @@ import msgpack
 from aiohttp import web
 
 from ..access import AccessDenied, Principal
+from ..document.erasure import is_marker, is_stub
 from ..engine import payload as wire
+from ..engine.erasure import with_markers
+from ..engine.statepages import VERSIONS as STATES_VERSIONS
 from ..engine.trust import refusal, unsigned_refusal
 from ..errors import BehindHorizon, CrdtmemError, InvalidInput, MalformedPayload, UnsupportedVersion
 from ..ids import parse_channels
@@ -45,14 +48,23 @@ def _states_page(replica: Any, channels: list[str], body: dict[str, Any]) -> web
             "the log here is folded past your version vectors; pull with states: true to catch up "
             "from document states (protocol §7.10)"
         )
-    after, covers = body.get("after"), body.get("covers")
+    after, covers, cursor = body.get("after"), body.get("covers"), body.get("cursor")
+    version = body.get("states_v", 1)  # the states page version the puller reads (absent: 1, unsigned)
+    if version not in STATES_VERSIONS or isinstance(version, bool):
+        raise UnsupportedVersion(
+            f"pull asks for states version {version!r}; this node writes {STATES_VERSIONS}"
+        )
     if after is not None and not isinstance(after, str):
         raise InvalidInput("after must be a memory id")
+    if cursor is not None and not isinstance(cursor, bytes):
+        raise InvalidInput("cursor must be the bytes of the first states page's cursor")
     try:
         covers = check_vectors(covers) if covers is not None else None
     except FrameError as exc:
         raise MalformedPayload(str(exc)) from exc
-    data = replica.export_states(channels, after=after, limit=STATES_PAGE, covers=covers)
+    data = replica.export_states(
+        channels, after=after, limit=STATES_PAGE, covers=covers, cursor=cursor, version=version
+    )
     response = web.Response(
         body=data, content_type="application/x-crdtmem-states", headers={"X-Crdtmem-States": "1"}
     )
@@ -90,6 +102,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         mine = replica.version_vectors(channels)
         page = replica.store.deltas_since(channels, vectors, limit)
         deltas = within_bytes(page, replica.max_payload_bytes // 2)  # the peer's limit is as big, or bigger
+        deltas = with_markers(replica.store, deltas, channels)  # a stub travels with its marker
         keys = replica.keys_for(deltas) if version >= 2 else {}
         data = wire.encode(wire.Payload(replica.id, deltas, mine, keys), version)
         node.metrics.inc("crdtmem_pull_deltas_total", len(deltas))
@@ -250,6 +263,16 @@ def _require_origins(principal: Principal, received: wire.Payload, own_origin: s
         reason = unsigned_refusal(origin, principal)
         if reason is not None:
             raise AccessDenied(f"{reason}; nothing of this payload was applied")
+    # a stub is justified only by its memory's signed erase marker, which a pusher sends with it
+    # (whether the memory was forgotten here is not told: that would answer for memories it cannot read)
+    marked = {d.doc_id for d in received.deltas if is_marker(d.deps, d.update)}
+    for delta in received.deltas:
+        if is_stub(delta.deps, delta.update) and delta.doc_id not in marked:
+            raise AccessDenied(
+                f"delta {delta.uid} is a stub (a forgotten memory's delta without content) and the "
+                f"payload carries no erase marker of memory {delta.doc_id!r}: a stub is taken only with "
+                "its memory's signed marker (protocol §7.9); nothing of this payload was applied"
+            )
 
 
 def _require(principal: Principal, channels: list[str], access: str) -> None:

@@ -408,6 +408,12 @@ class Store(Protocol):
         """Whether the document was forgotten here (``Commit.erase``)."""
         ...
 
+    def markers_of(self, doc_ids: Iterable[str], channels: Iterable[str]) -> list[DeltaRecord]:
+        """The logged erase markers of these forgotten documents (their deltas that are not stubs),
+        with their signatures and ``seqs`` restricted to ``channels``, as ``deltas_since`` gives
+        them. A receiver takes a stub only with its memory's marker (``docs/protocol.md`` §7.9)."""
+        ...
+
     def erased_since(self, version: int, limit: int | None = None) -> list[tuple[str, int]]:
         """``(doc_id, version)`` of the documents forgotten after local ``version``, oldest first."""
         ...

@@ -416,6 +416,23 @@ class MemoryStore:
         with self._lock:
             return self._quarantined.pop(memory_id, None) is not None
 
+    def markers_of(self, doc_ids: Iterable[str], channels: Iterable[str]) -> list[DeltaRecord]:
+        wanted = set(channels)
+        out: list[DeltaRecord] = []
+        with self._lock:
+            for doc_id in sorted({d for d in doc_ids if d in self._erased}):
+                for i in self._by_doc.get(doc_id, ()):
+                    if self._deltas[i].update == EMPTY_UPDATE:
+                        continue
+                    covered: dict[str, list[int]] = {}
+                    for (channel, _, seq), index in self._log.items():
+                        if index == i and channel in wanted:
+                            covered.setdefault(channel, []).append(seq)
+                    if covered:
+                        seqs, also = split_covered(covered)
+                        out.append(replace(self._deltas[i], seqs=seqs, channels=tuple(seqs), also=also))
+        return out
+
     def history(self, doc_id: str) -> list[DeltaRecord]:
         return [self._deltas[i] for i in self._by_doc.get(doc_id, ())]
 

@@ -18,6 +18,7 @@ from typing import Any, Literal, ParamSpec, TypeVar
 
 import sqlite_utils
 
+from ..document.erasure import EMPTY_UPDATE
 from ..document.memory import MemoryDoc
 from ..document.query import Where
 from ..document.records import Conflict, ConflictValue
@@ -695,6 +696,37 @@ class SQLiteStore:
     @_reads
     def decisions(self, kind: str | None = None) -> list[Decision]:
         return sqlite_trust.read_decisions(self._r, kind)
+
+    @_reads
+    def markers_of(self, doc_ids: Iterable[str], channels: Iterable[str]) -> list[DeltaRecord]:
+        wanted, conn = set(channels), self._r
+        out: list[DeltaRecord] = []
+        for doc_id in sorted({d for d in doc_ids if self.is_erased(d)}):
+            rows = conn.execute(
+                "SELECT id, uid, origin, doc_id, hlc, deps, [update], sig, claim FROM deltas "
+                "WHERE doc_id = ? AND [update] != ? ORDER BY id",
+                (doc_id, EMPTY_UPDATE),
+            ).fetchall()
+            for delta_id, uid, origin, doc, hlc, deps, update, sig, claim in rows:
+                signed = decode_claim(bytes(sig), bytes(claim)) if sig is not None else None
+                covered: dict[str, list[int]] = {}
+                for channel in sorted(wanted):  # the log's key is (channel, origin, seq)
+                    if signed is not None and channel not in signed.seqs:
+                        continue
+                    found = conn.execute(
+                        "SELECT seq FROM log WHERE channel = ? AND origin = ? AND delta_id = ?",
+                        (channel, origin, delta_id),
+                    ).fetchall()
+                    if found:
+                        covered[channel] = [int(seq) for (seq,) in found]
+                if covered:
+                    seqs, also = split_covered(covered)
+                    out.append(
+                        DeltaRecord(
+                            uid, origin, doc, hlc, bytes(deps), bytes(update), tuple(seqs), seqs, also, signed
+                        )
+                    )
+        return out
 
     @_reads
     def history(self, doc_id: str) -> list[DeltaRecord]:

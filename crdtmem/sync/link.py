@@ -33,6 +33,7 @@ from aiohttp import web
 
 from ..access import Principal
 from ..engine import payload as wire
+from ..engine.erasure import with_markers
 from ..engine.replica import Replica
 from ..errors import CrdtmemError, PayloadError
 from ..metrics import Metrics
@@ -241,6 +242,7 @@ class Link:
             outgoing = (
                 coalesce(deltas, self.replica.id, self.replica.signer) if self.mode == "lazy" else deltas
             )
+            outgoing = with_markers(self.replica.store, outgoing, self.push_channels)  # stubs need them
             keys = self.replica.keys_for(outgoing) if self.version >= 2 else {}
             body = wire.encode(wire.Payload(self.replica.id, outgoing, mine, keys), self.version)
             n = self._next_frame

@@ -24,6 +24,7 @@ from ..access import Principal
 from ..engine import payload as wire
 from ..engine.catchup import decode_states
 from ..engine.replica import Replica
+from ..engine.statepages import VERSION as STATES_VERSION
 from ..errors import CrdtmemError
 from ..metrics import Metrics
 from .link import Link, LinkSettings
@@ -161,7 +162,8 @@ class PeerClient:
             vectors = self.replica.version_vectors(self.channels)
             request = {"channels": self.channels, "vectors": vectors, "limit": self.page, "v": wire.VERSION}
             body = msgpack.packb(
-                {**request, "states": True, "from": self.replica.id, **states}, use_bin_type=True
+                {**request, "states": True, "states_v": STATES_VERSION, "from": self.replica.id, **states},
+                use_bin_type=True,
             )
             async with self._session.post(f"{self.url}/v1/sync/pull", data=body) as response:
                 if response.status != 200:
@@ -173,7 +175,9 @@ class PeerClient:
                 page = decode_states(data, max_bytes=self.replica.max_payload_bytes)
                 result = await self.replica.apply_states(data, sender=self._sender(page.sender))
                 applied += result.applied
-                states = {"after": page.next, "covers": page.covers} if page.next is not None else {}
+                states = {}
+                if page.next is not None:  # the cursor proves the covers are the server's own
+                    states = {"after": page.next, "covers": page.covers, "cursor": page.cursor}
                 if not states and self.replica.behind(
                     self.channels, self.replica.version_vectors(self.channels)
                 ):
