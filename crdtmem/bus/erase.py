@@ -11,7 +11,8 @@ passed it) scans the subject of each of the memory's channels::
       overwrites it: JetStream's erase)
 
 The stub keeps every reader's version vectors whole: a node that reads the stream later (or had not
-reached the message yet) gets the marker first, then the entry as a stub, as on a link. The marker
+reached the message yet) gets the marker first, then the entry as a stub, as on a link; the stub's
+message carries the marker too, since a receiver takes a stub only with its memory's marker. The marker
 stays. Several nodes doing the same is harmless (a stub already published is deduplicated or
 counted as a duplicate; a message already deleted is skipped).
 """
@@ -32,7 +33,7 @@ from nats.js import api
 
 from ..document.erasure import is_marker, is_stub
 from ..engine import payload as wire
-from ..engine.erasure import stub_of
+from ..engine.erasure import stub_of, with_markers
 from ..engine.replica import Replica
 from ..errors import CrdtmemError
 from ..metrics import Metrics
@@ -121,7 +122,8 @@ class StreamEraser:
             if not content:
                 continue
             stubs = [stub_of(d) for d in content]
-            data = wire.encode(wire.Payload(self.replica.id, stubs, {}, {}))
+            sent = with_markers(self.replica.store, stubs, [channel])  # what justifies a stub
+            data = wire.encode(wire.Payload(self.replica.id, sent, {}, self.replica.keys_for(sent)))
             first = stubs[0]
             stub_id = (
                 f"{message_id(first.origin, channel, first.seqs.get(channel, 0))}:stub"
