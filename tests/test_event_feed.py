@@ -336,6 +336,43 @@ async def test_resume_with_last_event_id_replays_what_changed(
         await Sse(response).quiet()
 
 
+async def test_resume_tells_of_memories_forgotten_meanwhile(
+    node: Node, session: aiohttp.ClientSession, api: Api
+) -> None:
+    query = f"?channel={ALICE}"
+    async with open_sse(session, node, ACME, query) as response:
+        sse = Sse(response)
+        kept = await api.add("kept", user_id="alice")
+        secret = await api.add("SECRET alice", user_id="alice")
+        last_id = (await sse.events(2))[-1]["id"]
+    bobs = await api.add("SECRET bob", user_id="bob")
+    for memory in (secret, bobs):
+        await api.call("DELETE", f"/v1/memories/{memory['id']}?purge=true")
+    await api.patch(kept["id"], content="kept v2")
+
+    async with open_sse(session, node, ACME, query, last_event_id=last_id) as response:
+        sse = Sse(response)
+        forgotten, updated = await sse.events(2)  # bob's memory is not on the stream's channels
+        assert forgotten["event"] == "forgotten" and forgotten["id"] == forgotten["data"]["event_id"]
+        assert {k: forgotten["data"][k] for k in ("memory_id", "channels", "origin")} == {
+            "memory_id": secret["id"],
+            "channels": [ALICE],
+            "origin": "a",
+        }
+        assert "memory" not in forgotten["data"] and "SECRET" not in json.dumps(forgotten["data"])
+        assert (updated["event"], updated["data"]["memory"]["content"]) == ("update", "kept v2")
+        await sse.quiet()
+
+    # resuming from the forgotten event's own id replays only what came after it
+    async with open_sse(session, node, ACME, query, last_event_id=forgotten["id"]) as response:
+        (after,) = await Sse(response).events(1)
+        assert after["id"] == updated["id"]
+    # a replay from the start has nothing to forget: the memories that exist follow
+    async with open_sse(session, node, ADMIN, last_event_id="a:0") as response:
+        replay = await Sse(response).events(1)
+        assert [e["event"] for e in replay] == ["create"]
+
+
 async def test_resume_from_zero_or_another_replica_replays_everything(
     node: Node, session: aiohttp.ClientSession, api: Api
 ) -> None:

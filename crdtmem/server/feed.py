@@ -11,7 +11,8 @@ channel the feed carries every memory the caller may read.
 Resuming: ``event_id`` is ``"{replica_id}:{version}"``, the replica's local version counter. A client
 that reconnects with ``Last-Event-ID`` (header, or ``?last_event_id=`` where it cannot set headers) first
 gets the current state of every memory in its channels changed since that version, in version order
-(``delete`` if deleted, else ``update``), then the live feed. An id of another replica, or one beyond
+(``delete`` if deleted, else ``update``), and a ``forgotten`` event for each memory on its channels
+forgotten since then, then the live feed. An id of another replica, or one beyond
 this replica's newest version, cannot be compared: the stream starts with a ``reset`` event (SSE
 ``event: reset``; on a WebSocket a JSON message with ``"event_type": "reset"``), which tells the
 client to drop what it holds, and then replays everything, as ``create`` (like a resume from version
@@ -51,6 +52,7 @@ from ..engine.replica import Replica
 from ..errors import InvalidInput
 from ..events import EventType, MemoryEvent
 from ..ids import parse_channels
+from ..store.base import Erased
 from .auth import PRINCIPAL
 
 if TYPE_CHECKING:
@@ -158,6 +160,16 @@ def _replayed(replica_id: str, memory: Memory, after: int) -> MemoryEvent:
     )
 
 
+def _replayed_forgotten(replica_id: str, erased: Erased) -> MemoryEvent:
+    return MemoryEvent.forgotten(
+        f"{replica_id}:{erased.version}",
+        Hlc.decode(erased.hlc).isoformat(),
+        erased.doc_id,
+        erased.channels,
+        replica_id,
+    )
+
+
 class _EventStream:
     """Replay since a version, page by page, then live events, with no gap and no duplicate."""
 
@@ -197,19 +209,25 @@ class _EventStream:
         if self.after is None:
             return
         after = self.after
-        async for memory in self._changed_since(after):
-            if memory.version <= self.last_version or not self.selection.wants(memory.channels):
+        async for change in self._changed_since(after):
+            if change.version <= self.last_version or not self.selection.wants(change.channels):
                 continue  # on two subscribed channels, or not readable
-            self.last_version = memory.version
-            yield _replayed(self.replica.id, memory, after)
+            self.last_version = change.version
+            if isinstance(change, Erased):
+                yield _replayed_forgotten(self.replica.id, change)
+            else:
+                yield _replayed(self.replica.id, change, after)
 
-    async def _changed_since(self, after: int) -> AsyncIterator[Memory]:
-        """Memories changed since ``after`` in version order: one query per page and channel, the
-        channels' pages merged; at most a page per channel is held."""
+    async def _changed_since(self, after: int) -> AsyncIterator[Memory | Erased]:
+        """Memories changed since ``after`` in version order, with the erasures since then: one query
+        per page and channel (and of erasures), the pages merged; at most a page of each is held.
+        A replay from 0 has no erasures to tell (the client holds nothing of this replica's)."""
         channels: tuple[str | None, ...] = self.selection.channels or (None,)
         cursors = dict.fromkeys(channels, after)
         pages: dict[str | None, deque[Memory]] = {c: deque() for c in channels}
         done: set[str | None] = set()
+        erased: deque[Erased] = deque()
+        erased_after, erased_done = after, after == 0
         while True:
             for channel in channels:
                 if not pages[channel] and channel not in done:
@@ -225,10 +243,21 @@ class _EventStream:
                         cursors[channel] = page[-1].version
                     if len(page) < self.page:
                         done.add(channel)
-            ready = [c for c in channels if pages[c]]
-            if not ready:
+            if not erased and not erased_done:
+                gone = self.replica.store.erasures_since(erased_after, self.page)
+                erased.extend(e for e in gone if e.channels and e.hlc)  # older rows name no channels
+                erased_after = gone[-1].version if gone else erased_after
+                erased_done = len(gone) < self.page
+                if gone and not erased:
+                    continue  # a page of unannounceable rows: read the next one
+            ready = [c for c in channels if pages[c]]  # (a channel key None: every channel)
+            first = pages[min(ready, key=lambda c: pages[c][0].version)] if ready else None
+            if erased and (first is None or erased[0].version < first[0].version):
+                yield erased.popleft()
+            elif first is not None:
+                yield first.popleft()
+            else:
                 return
-            yield pages[min(ready, key=lambda c: pages[c][0].version)].popleft()
 
     async def next(self, timeout: float) -> MemoryEvent | None:
         """The next live event not already replayed; None if none came within ``timeout``.

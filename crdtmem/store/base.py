@@ -121,6 +121,18 @@ class DocWrite:
 
 
 @dataclass(frozen=True, slots=True)
+class Erased:
+    """A document forgotten here (:attr:`Commit.erase`): the local version of its erasure, the
+    channels it was stored on here when it was forgotten (none if it was not stored here, or was
+    forgotten before the store kept them) and the stamp of its erase marker ('' if unknown)."""
+
+    doc_id: str
+    version: int
+    channels: tuple[str, ...]
+    hlc: str
+
+
+@dataclass(frozen=True, slots=True)
 class PendingDelta:
     """A delta waiting for its causal dependencies, with who delivered it and when.
 
@@ -416,6 +428,11 @@ class Store(Protocol):
 
     def erased_since(self, version: int, limit: int | None = None) -> list[tuple[str, int]]:
         """``(doc_id, version)`` of the documents forgotten after local ``version``, oldest first."""
+        ...
+
+    def erasures_since(self, version: int, limit: int | None = None) -> list[Erased]:
+        """:meth:`erased_since` with the channels and marker stamp of each erasure (the feed
+        announces them to a client that resumes after they happened)."""
         ...
 
     def horizon(self, channel: str) -> VersionVector:

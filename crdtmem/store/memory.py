@@ -21,6 +21,7 @@ from .base import (
     Decision,
     DeltaRecord,
     DocWrite,
+    Erased,
     LocalSigner,
     PendingDelta,
     Quarantined,
@@ -55,6 +56,7 @@ class MemoryStore:
         self._snapshots: dict[str, tuple[bytes, int]] = {}
         self._stale: set[str] = set()
         self._erased: dict[str, int] = {}
+        self._erasures: dict[str, Erased] = {}
         self._horizon: dict[str, VersionVector] = {}
         self._folded_hlc = ""
         self._quarantined: dict[str, Quarantined] = {}
@@ -82,11 +84,13 @@ class MemoryStore:
             docs: dict[str, tuple[DocWrite, int]] = {}
             undecided: set[str] = set()
             erasing: dict[str, int] = {}
+            markers: dict[str, str] = {}  # the stamp of each erasure's marker
             for unit in work:
                 result = CommitResult()
                 for doc_id in unit.erase:
                     version += 1
                     erasing[doc_id] = result.versions[doc_id] = version
+                    markers[doc_id] = next((d.hlc for d in unit.deltas if d.doc_id == doc_id), "")
                     docs.pop(doc_id, None)
                 for delta in unit.deltas:
                     seqs = delta.seqs or {
@@ -129,7 +133,10 @@ class MemoryStore:
                     result.versions[doc.doc_id] = version
                 results.append(result)
             # nothing above can fail half-way; publish everything at once
-            for doc_id in erasing:
+            for doc_id, erased_at in erasing.items():
+                stored = self._docs.get(doc_id)
+                channels = tuple(sorted(stored[0].channels)) if stored is not None else ()
+                self._erasures[doc_id] = Erased(doc_id, erased_at, channels, markers.get(doc_id, ""))
                 self._erase(doc_id)
             self._erased.update(erasing)
             for offset, delta in enumerate(staged_deltas, start=len(self._deltas)):
@@ -255,6 +262,10 @@ class MemoryStore:
         with self._lock:
             found = sorted((v, d) for d, v in self._erased.items() if v > version)
         return [(d, v) for v, d in found[:limit]]
+
+    def erasures_since(self, version: int, limit: int | None = None) -> list[Erased]:
+        with self._lock:
+            return [self._erasures[doc_id] for doc_id, _ in self.erased_since(version, limit)]
 
     def scrub(self) -> None:
         pass  # nothing outlives the process

@@ -93,9 +93,16 @@ def create_or_migrate(db: Any) -> None:
         )
     if "stale" not in tables:  # records behind their deltas (materialized after the commit)
         db.execute("CREATE TABLE stale (doc_id TEXT PRIMARY KEY) WITHOUT ROWID")
-    if "erased" not in tables:  # forgotten memories, with the local version their erasure took
-        db.execute("CREATE TABLE erased (doc_id TEXT PRIMARY KEY, version INTEGER) WITHOUT ROWID")
+    if "erased" not in tables:  # forgotten memories: the local version their erasure took, the
+        # channels they were on (JSON) and their erase marker's stamp
+        db.execute(
+            "CREATE TABLE erased (doc_id TEXT PRIMARY KEY, version INTEGER, channels TEXT, hlc TEXT) "
+            "WITHOUT ROWID"
+        )
         db.execute("CREATE INDEX idx_erased_version ON erased(version)")
+    elif "channels" not in db["erased"].columns_dict:  # kept before: no channels for those rows
+        db.execute("ALTER TABLE erased ADD COLUMN channels TEXT")
+        db.execute("ALTER TABLE erased ADD COLUMN hlc TEXT")
     if "conflicts" not in tables:
         db["conflicts"].create(
             {"doc_id": str, "field": str, "user_id": str, "tenant_id": str, "vals": str},

@@ -29,6 +29,7 @@ from .base import (
     CommitResult,
     Decision,
     DeltaRecord,
+    Erased,
     LocalSigner,
     PendingDelta,
     Quarantined,
@@ -67,6 +68,15 @@ def _reads(method: Callable[_P, _T]) -> Callable[_P, _T]:
             raise StorageError(f"reading {getattr(store, 'path', 'the store')} failed: {exc}") from exc
 
     return read
+
+
+def _channel_list(text: str | None) -> tuple[str, ...]:
+    """The channels of an ``erased`` row (none for a row kept before they were, or unreadable)."""
+    try:
+        found = json.loads(text) if text else []
+    except ValueError:
+        return ()
+    return tuple(c for c in found if isinstance(c, str)) if isinstance(found, list) else ()
 
 
 def _corrupt(exc: sqlite3.Error) -> bool:
@@ -260,7 +270,8 @@ class SQLiteStore:
         for doc_id in unit.erase:
             version += 1
             result.versions[doc_id] = version
-            erase(conn, doc_id, version)
+            marker = next((d.hlc for d in unit.deltas if d.doc_id == doc_id), "")
+            erase(conn, doc_id, version, marker)
         log_rows: list[tuple[str, str, int, int | None]] = []
         new_rows: list[tuple[int, str, str, str, str, bytes, bytes, bytes | None, bytes | None]] = []
         relinked: list[tuple[int, str, str, int]] = []
@@ -422,6 +433,14 @@ class SQLiteStore:
             (version, -1 if limit is None else int(limit)),
         )
         return [(doc_id, int(v)) for doc_id, v in rows]
+
+    @_reads
+    def erasures_since(self, version: int, limit: int | None = None) -> list[Erased]:
+        rows = self._r.execute(
+            "SELECT doc_id, version, channels, hlc FROM erased WHERE version > ? ORDER BY version LIMIT ?",
+            (version, -1 if limit is None else int(limit)),
+        )
+        return [Erased(doc_id, int(v), _channel_list(names), hlc or "") for doc_id, v, names, hlc in rows]
 
     def scrub(self) -> None:
         """Copy the write-ahead log into the file and truncate it to nothing, so the old page

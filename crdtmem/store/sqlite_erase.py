@@ -3,13 +3,15 @@
 The document's deltas become stubs: each row keeps its uid, origin, stamp and log entries, its deps
 become the empty state vector and its update the empty update, unsigned. Its record, snapshot,
 channel rows, conflicts, stale mark, quarantine, pending and decided deltas are deleted, and the
-``erased`` table keeps the id with the local version of the erasure. The connections run with
+``erased`` table keeps the id with the local version of the erasure, the channels the document was
+on and the stamp of its erase marker (what its ``forgotten`` event names). The connections run with
 ``secure_delete``, so the freed bytes are zeroed; :meth:`SQLiteStore.scrub` then truncates the
 write-ahead log.
 """
 
 from __future__ import annotations
 
+import json
 import sqlite3
 
 from ..document.erasure import EMPTY_DEPS, EMPTY_UPDATE
@@ -25,12 +27,17 @@ _GONE = (
 )
 
 
-def erase(conn: sqlite3.Connection, doc_id: str, version: int) -> None:
-    """Forget ``doc_id`` inside the caller's transaction."""
+def erase(conn: sqlite3.Connection, doc_id: str, version: int, hlc: str) -> None:
+    """Forget ``doc_id`` inside the caller's transaction (``hlc``: its erase marker's stamp)."""
+    rows = conn.execute("SELECT channel FROM doc_channels WHERE doc_id = ? ORDER BY channel", (doc_id,))
+    channels = [channel for (channel,) in rows]
     conn.execute(
         "UPDATE deltas SET deps = ?, [update] = ?, sig = NULL, claim = NULL WHERE doc_id = ?",
         (EMPTY_DEPS, EMPTY_UPDATE, doc_id),
     )
     for table, column in _GONE:
         conn.execute(f"DELETE FROM {table} WHERE {column} = ?", (doc_id,))
-    conn.execute("INSERT OR REPLACE INTO erased(doc_id, version) VALUES (?, ?)", (doc_id, version))
+    conn.execute(
+        "INSERT OR REPLACE INTO erased(doc_id, version, channels, hlc) VALUES (?, ?, ?, ?)",
+        (doc_id, version, json.dumps(channels), hlc),
+    )

@@ -20,7 +20,7 @@ from crdtmem.document.memory import MemoryDoc
 from crdtmem.document.records import Scope, Source
 from crdtmem.engine.changes import Dots, doc_write
 from crdtmem.store import Commit, DeltaRecord, DocWrite, Snapshot, Store
-from crdtmem.store.base import Decision, PendingDelta, Quarantined
+from crdtmem.store.base import Decision, Erased, PendingDelta, Quarantined
 
 USER = "user:u1:memories"
 TOPIC = "topic:t1:updates"
@@ -644,6 +644,21 @@ class StoreSuite:
         again.commit([Commit(erase=["d2"])])
         assert again.quarantined() == []
         assert self._reopen(again).quarantined() == []
+
+    def test_an_erasure_keeps_the_channels_and_the_marker_stamp(self, store: Store) -> None:
+        store.commit([Commit(deltas=[delta(1)], docs=[doc("d1", channels=(USER, TOPIC))])])
+        marker = delta(2, doc_id="d1", channels=(USER, TOPIC))
+        (result,) = store.commit([Commit(deltas=[marker], erase=["d1"])])
+        (unseen,) = store.commit([Commit(deltas=[delta(3, doc_id="d2")], erase=["d2"])])  # never stored
+        expected = [
+            Erased("d1", result.versions["d1"], tuple(sorted((USER, TOPIC))), marker.hlc),
+            Erased("d2", unseen.versions["d2"], (), delta(3).hlc),
+        ]
+        assert store.erasures_since(0) == expected
+        assert [(e.doc_id, e.version) for e in expected] == store.erased_since(0)
+        assert store.erasures_since(0, 1) == expected[:1]
+        assert store.erasures_since(expected[0].version) == expected[1:]
+        assert self._reopen(store).erasures_since(0) == expected
 
     # -- reopen -----------------------------------------------------------------------------------
 

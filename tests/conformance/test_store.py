@@ -9,6 +9,7 @@ import pytest
 
 from crdtmem import Replica, StorageError
 from crdtmem.store import Commit, MemoryStore, SQLiteStore, Store
+from crdtmem.store.base import Erased
 
 from .store_suite import USER, StoreSuite, delta, doc, snapshot
 
@@ -125,5 +126,24 @@ def test_version_counter_survives_a_crash_during_schema_creation(tmp_path: Path)
     try:
         (second,) = store.commit([Commit(docs=[doc("b")])])
         assert second.versions["b"] > first.versions["a"], "document versions were reused after reopen"
+    finally:
+        store.close()
+
+
+def test_erasures_kept_before_their_channels_were_open_with_none(tmp_path: Path) -> None:
+    """A file whose ``erased`` table predates the channels and marker stamp opens, and its older
+    erasures name none (the feed does not announce them on resume)."""
+    path = tmp_path / "old.db"
+    with sqlite3.connect(path) as db:
+        db.execute("CREATE TABLE erased (doc_id TEXT PRIMARY KEY, version INTEGER) WITHOUT ROWID")
+        db.execute("INSERT INTO erased VALUES ('gone', 7)")
+    db.close()
+    store = SQLiteStore(path)
+    store.open()
+    try:
+        assert store.erasures_since(0) == [Erased("gone", 7, (), "")]
+        store.commit([Commit(deltas=[delta(8, doc_id="d1")], docs=[doc("d1")])])
+        (result,) = store.commit([Commit(deltas=[delta(9, doc_id="d1")], erase=["d1"])])
+        assert store.erasures_since(7) == [Erased("d1", result.versions["d1"], (USER,), delta(9).hlc)]
     finally:
         store.close()
