@@ -166,3 +166,23 @@ async def test_a_timeout_around_a_write_whose_commit_lands_late_is_a_timeout(tmp
             "late",
         ]
         assert len(await _drain(events, replica)) == 2
+
+
+async def test_a_big_unit_commits_on_the_commit_thread_even_alone(tmp_path: Path) -> None:
+    """Only a small unit commits on the event loop: a page of deltas or a large value is serialized
+    and written on the commit thread, so the loop serves others during its commit."""
+    async with Replica(None, replica_id="src") as source:
+        for i in range(100):
+            await source.add(f"fact {i}", user_id="u1")
+        page = await source.export_since("user:u1:memories", {})
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica:
+        committer = replica._committer
+        await replica.add("small", user_id="u1")
+        assert committer.inline_units == 1
+        await replica.add("x" * (256 * 1024), user_id="u1")
+        assert committer.inline_units == 1, "a 256 KiB value committed on the event loop"
+        result = await replica.apply(page)
+        assert result.applied == 100
+        assert committer.inline_units == 1, "a page of 100 deltas committed on the event loop"
+        await replica.settle()  # the page's memories read back: one unit of 100 records
+        assert committer.inline_units == 1, "100 records read back committed on the event loop"

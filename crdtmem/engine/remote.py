@@ -297,10 +297,18 @@ class RemoteApply:
         aside = {doc_id for doc_id in involved if doc_id in self._work.quarantine}
         held = [item for item in fresh if item.delta.doc_id in aside]
         relog = [item for item in relog if item.delta.doc_id not in aside]  # unlogged: sent again
-        hidden = [item for item in fresh if item not in held and unseen(item, self._stored_channels)]
-        candidates = [item for item in fresh if item not in hidden and item not in held] + [
-            item for item in waiting_before if item.delta.doc_id not in aside
-        ]
+        stored: dict[str, tuple[str, ...] | None] = {}  # each memory read once, not once per delta
+
+        def stored_channels(doc_id: str) -> tuple[str, ...] | None:
+            if doc_id not in stored:
+                stored[doc_id] = self._stored_channels(doc_id)
+            return stored[doc_id]
+
+        hidden = [item for item in fresh if item.delta.doc_id not in aside and unseen(item, stored_channels)]
+        hidden_uids = {item.delta.uid for item in hidden}
+        candidates = [
+            item for item in fresh if item.delta.doc_id not in aside and item.delta.uid not in hidden_uids
+        ] + [item for item in waiting_before if item.delta.doc_id not in aside]
         by_uid = {item.delta.uid: item for item in candidates}
         try:
             waited = {item.delta.uid for item in waiting_before}
@@ -322,7 +330,7 @@ class RemoteApply:
                     self._clock.check(Hlc.decode(write.updated_hlc))
                 channels = {doc_id: memory.channels for doc_id, (_, memory) in written.items()}
             parking = [by_uid[d.uid] for d in not_ready if d.uid not in self.waiting]
-            check_units(applied + relog, parking, channels, before, self._stored_channels)
+            check_units(applied + relog, parking, channels, before, stored_channels)
         except BaseException:
             self._work.forget(docs)
             raise

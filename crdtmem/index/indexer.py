@@ -289,7 +289,7 @@ class Indexer:
         elif forgotten:
             await asyncio.to_thread(self.engine.delete, forgotten)
         self.indexed_version = upto
-        self.source.set_meta(self._mark_key, str(self.indexed_version))
+        await _off_loop(self.source.set_meta, self._mark_key, str(upto))
         self.indexed_at = time.time()
         self.batches += 1
         return full
@@ -621,3 +621,17 @@ def _disagrees(stored: dict[str, Any], expected: dict[str, Any]) -> bool:
             "text_hash": expected["text_hash"] if stored.get("content") == expected["content"] else "",
         }
     return any(stored.get(field) != expected[field] for field in _CHECKED)
+
+
+async def _off_loop(write: Callable[[str, str], None], key: str, value: str) -> None:
+    """A store write (it waits for the store's lock, which a commit may hold, and for its fsync) in
+    a worker thread, so the event loop serves others meanwhile; a cancelled caller still waits for
+    it to finish, so the store is never closed under it."""
+    done = asyncio.ensure_future(asyncio.to_thread(write, key, value))
+    try:
+        await asyncio.shield(done)
+    except asyncio.CancelledError:
+        while not done.done():
+            with contextlib.suppress(asyncio.CancelledError, Exception):  # the caller is cancelled
+                await asyncio.shield(done)
+        raise
