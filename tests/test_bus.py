@@ -315,3 +315,74 @@ async def test_own_entries_are_published_only_once_the_stores_vectors_claim_them
         assert [m.split(":")[1] for m in published] == ["1", "2", "3"]
         await outbox.settle()
         assert a.store.outbox_marks("nats")[U1] == {"a": 3}
+
+
+# -- the layout file (serve --bus-layout) ----------------------------------------------------------
+
+
+def test_a_layout_file_gives_a_tenant_its_stream(tmp_path) -> None:
+    path = tmp_path / "layout.json"
+    spec = {"name": "CRDTMEM_ACME", "token": "acme", "channels": ["tenant:acme:*"], "max_bytes": 1 << 20}
+    path.write_text(json.dumps({"streams": [spec]}))
+    layout = Layout.load(path, replicas=3)
+    acme = layout.stream_of("tenant:acme:shared")
+    assert (acme.name, acme.replicas, acme.max_bytes, acme.max_age_s) == ("CRDTMEM_ACME", 3, 1 << 20, 0.0)
+    assert layout.stream_of("tenant:globex:shared").name == "CRDTMEM_TENANTS"
+    assert layout.stream_of(U1).replicas == 3
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ([], "a JSON object"),
+        ({"streams": [], "extra": 1}, "a JSON object"),
+        ({"streams": [{"name": "X", "token": "x"}]}, "stream 1: an object with name, token, channels"),
+        ({"streams": [{"name": "X", "token": "x", "channels": "tenant:a:*"}]}, "list of channel patterns"),
+        ({"streams": [{"name": "X", "token": "x", "channels": ["u"], "replicas": "3"}]}, "numbers"),
+        ({"streams": [{"name": "X Y", "token": "x", "channels": ["tenant:a:*"]}]}, "stream 1: stream name"),
+        ({"streams": [{"name": "X", "token": "states", "channels": ["tenant:a:*"]}]}, "is taken"),
+        ({"streams": [{"name": "CRDTMEM_USERS", "token": "x", "channels": ["tenant:a:*"]}]}, "twice"),
+        ({"streams": [{"name": "X", "token": "x", "channels": ["tenant:a:*"], "replicas": 9}]}, "1 to 5"),
+    ],
+)
+def test_a_wrong_layout_file_is_refused_saying_what_is_wrong(tmp_path, body, says) -> None:
+    path = tmp_path / "layout.json"
+    path.write_text(json.dumps(body))
+    with pytest.raises(InvalidInput, match=says):
+        Layout.load(path)
+
+
+def test_an_unreadable_layout_file_is_refused(tmp_path) -> None:
+    with pytest.raises(InvalidInput, match="cannot read the bus layout"):
+        Layout.load(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(InvalidInput, match="cannot read the bus layout"):
+        Layout.load(tmp_path / "bad.json")
+
+
+async def test_nodes_serve_with_a_layout_file(procs, session, tmp_path, nats_server):
+    import nats as nats_client
+
+    layout = tmp_path / "layout.json"
+    spec = {"name": "CRDTMEM_ACME", "token": "acme", "channels": ["tenant:acme:*"], "max_age_s": 3600}
+    layout.write_text(json.dumps({"streams": [spec]}))
+    a = bus_node(tmp_path, "a", [nats_server.url], "--bus-layout", str(layout)).start()
+    b = bus_node(tmp_path, "b", [nats_server.url], "--bus-layout", str(layout)).start()
+    procs += [a, b]
+    api_a, api_b = Api(session, a.url), Api(session, b.url)
+    await ready(api_a)
+    await ready(api_b)
+    await api_a.add("acme's", tenant_id="acme", shared=True, id="t1")
+    await eventually(lambda: has(api_b, "t1", "acme's"), what="the tenant's memory on b")
+    nc = await nats_client.connect(nats_server.url)
+    try:
+        info = await nc.jetstream().stream_info("CRDTMEM_ACME", subjects_filter="crdtmem.acme.>")
+        assert info.config.max_age == 3600
+        assert (info.state.subjects or {}).get("crdtmem.acme.tenant.acme", 0) >= 1
+    finally:
+        await nc.close()
+    broken = tmp_path / "broken.json"
+    broken.write_text('{"streams": [{"name": "X"}]}')
+    node = bus_node(tmp_path, "c", [nats_server.url], "--bus-layout", str(broken))
+    with pytest.raises(RuntimeError, match="stream 1: an object with name"):
+        node.start()

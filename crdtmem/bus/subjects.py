@@ -25,9 +25,11 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from ..access import canonical_pattern, matches
 from ..errors import InvalidInput
@@ -115,6 +117,71 @@ class Layout:
             raise InvalidInput(
                 f"stream token {STATES_TOKEN!r} is taken: {self.prefix}.states carries states requests"
             )
+
+    @classmethod
+    def from_json(cls, body: object, *, replicas: int = 1, where: str = "bus layout") -> Layout:
+        """A layout from its JSON form (``docs/scale-out.md``)::
+
+            {"prefix": "crdtmem",                    # optional
+             "streams": [{"name": "CRDTMEM_ACME", "token": "acme", "channels": ["tenant:acme:*"],
+                          "replicas": 3, "max_age_s": 2592000, "max_bytes": -1}, ...]}
+
+        followed by :func:`default_streams` with ``replicas``; raises InvalidInput saying what is
+        wrong."""
+        if not isinstance(body, dict) or set(body) - {"prefix", "streams"}:
+            raise InvalidInput(f"{where}: a JSON object with 'streams' (and optionally 'prefix')")
+        streams = body.get("streams", [])
+        if not isinstance(streams, list) or len(streams) > 1000:
+            raise InvalidInput(f"{where}: 'streams' must be a list (at most 1,000 streams)")
+        specs = []
+        for n, entry in enumerate(streams):
+            here = f"{where}, stream {n + 1}"
+            fields = {"name", "token", "channels", "replicas", "max_age_s", "max_bytes"}
+            if not isinstance(entry, dict) or not {"name", "token", "channels"} <= set(entry) <= fields:
+                raise InvalidInput(
+                    f"{here}: an object with name, token, channels (and replicas, max_age_s, max_bytes)"
+                )
+            channels = entry["channels"]
+            if (
+                not isinstance(channels, list)
+                or not channels
+                or not all(isinstance(c, str) for c in channels)
+            ):
+                raise InvalidInput(f"{here}: 'channels' must be a list of channel patterns")
+            numbers = {k: entry[k] for k in ("replicas", "max_age_s", "max_bytes") if k in entry}
+            if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers.values()):
+                raise InvalidInput(f"{here}: replicas, max_age_s and max_bytes are numbers")
+            if not isinstance(entry["name"], str) or not isinstance(entry["token"], str):
+                raise InvalidInput(f"{here}: name and token are strings")
+            try:
+                specs.append(
+                    StreamSpec(
+                        entry["name"],
+                        entry["token"],
+                        tuple(channels),
+                        int(numbers.get("replicas", replicas)),
+                        float(numbers.get("max_age_s", 0.0)),
+                        int(numbers.get("max_bytes", -1)),
+                    )
+                )
+            except InvalidInput as exc:
+                raise InvalidInput(f"{here}: {exc}") from None
+        prefix = body.get("prefix", "crdtmem")
+        if not isinstance(prefix, str):
+            raise InvalidInput(f"{where}: 'prefix' must be a string")
+        try:
+            return cls.of(specs, replicas=replicas, prefix=prefix)
+        except InvalidInput as exc:
+            raise InvalidInput(f"{where}: {exc}") from None
+
+    @classmethod
+    def load(cls, path: str | Path, *, replicas: int = 1) -> Layout:
+        """:meth:`from_json` of a JSON file; raises InvalidInput if it cannot be read or is wrong."""
+        try:
+            body = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, ValueError) as exc:
+            raise InvalidInput(f"cannot read the bus layout {path}: {exc}") from None
+        return cls.from_json(body, replicas=replicas, where=f"bus layout {path}")
 
     def stream_of(self, channel: str) -> StreamSpec:
         for spec in self.streams:

@@ -151,6 +151,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--bus-creds", metavar="FILE", help="NATS credentials file (accounts with JWTs)")
     serve.add_argument(
+        "--bus-layout",
+        metavar="FILE",
+        help="JSON file of streams placed before the default ones (a tenant's own stream, its limits); "
+        "every node of a fleet gives the same file (docs/scale-out.md)",
+    )
+    serve.add_argument(
         "--index",
         action=argparse.BooleanOptionalAction,
         default=True,

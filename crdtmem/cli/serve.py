@@ -74,6 +74,8 @@ class ServeOptions:
     bus_replicas: int = 1
     bus_principal: str = "user:bus"
     bus_creds: str | None = None
+    bus_layout: Layout | None = None
+    """Streams before the defaults (``--bus-layout FILE``); None: the defaults only."""
     limits: Limits = field(default_factory=Limits)
     compact_every: float | None = None
     lease_hours: float = 24 * 7
@@ -89,6 +91,7 @@ def main(args: argparse.Namespace) -> int:
         peer_token = resolve_peer_token(args.peer_token, args.peer_token_file)
         qdrant_api_key = read_secret_file(args.qdrant_api_key_file, "--qdrant-api-key-file")
         limits = Limits.parse(args.limit)
+        layout = Layout.load(args.bus_layout, replicas=args.bus_replicas) if args.bus_layout else None
     except InvalidInput as exc:
         print(f"crdtmem serve: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -122,6 +125,7 @@ def main(args: argparse.Namespace) -> int:
         bus_replicas=args.bus_replicas,
         bus_principal=args.bus_principal,
         bus_creds=args.bus_creds,
+        bus_layout=layout,
         limits=limits,
         compact_every=args.compact_every,
         lease_hours=args.lease_hours,
@@ -226,7 +230,11 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
             ack_timeout=options.ack_timeout,
             max_frame_bytes=options.limits.payload_bytes,
         ),
-        bus=BusSettings(options.bus, layout=Layout.of(replicas=options.bus_replicas), creds=options.bus_creds)
+        bus=BusSettings(
+            options.bus,
+            layout=options.bus_layout or Layout.of(replicas=options.bus_replicas),
+            creds=options.bus_creds,
+        )
         if options.bus
         else None,
         bus_principal=options.bus_principal,
