@@ -14,8 +14,10 @@ One real ``crdtmem serve`` process (tokens, a file-backed store), and clients in
   larger bounds (remote deltas are bounded by bytes, not by the local per-memory bounds); twenty
   event streams resuming from an unknown event id (a reset, then every memory replayed).
 - **RSS.** The server's resident memory (``/proc/PID/status``) after seeding, after a pending flood
-  (100,000 never-applicable deltas pushed by one token, in pages, retrying when told to), and at its
-  peak while twenty streams replay every memory after an unknown ``Last-Event-ID``.
+  (100,000 never-applicable deltas pushed by one token, in pages, retrying when told to), at its
+  peak while twenty streams replay every memory after an unknown ``Last-Event-ID``, and after 500
+  memories holding a 1 MiB value each are written and each read back once (the record and document
+  caches are bounded by bytes; ``crdtmem_cache_bytes`` is printed beside it).
 
 Run: ``python benchmarks/bench_hostile.py`` (``--quick``: fewer requests and memories, about a minute).
 """
@@ -190,17 +192,20 @@ async def _replay_storm(session: aiohttp.ClientSession, url: str, clients: int, 
 
 async def main() -> None:
     parser = _common.parser(__doc__.splitlines()[0])
-    parser.add_argument("--rss-only", action="store_true", help="only the pending flood and the replays")
+    parser.add_argument(
+        "--rss-only", action="store_true", help="only the pending flood, the replays and the large memories"
+    )
     args = parser.parse_args()
     requests = 100 if args.quick else 400
     memories = 1_000 if args.quick else 5_000
     flood = 20_000 if args.quick else 100_000
+    large = 200 if args.quick else 500
     with _common.workdir(args) as root:
         server = Server(root)
         timeout = aiohttp.ClientTimeout(total=300)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                rows, rss = await run(server, session, requests, memories, flood, args.rss_only)
+                rows, rss = await run(server, session, requests, memories, flood, args.rss_only, large)
         finally:
             server.stop()
     idle = rows[0]["p99_ms"]
@@ -224,6 +229,7 @@ async def run(
     memories: int,
     flood: int,
     rss_only: bool = False,
+    large: int = 200,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     url = server.url
     body = json.dumps({"content": "bob's", "user_id": "u2"}).encode()
@@ -345,6 +351,29 @@ async def run(
         f"20 streams replaying {memories} memories: {time.perf_counter() - start:.1f} s; "
         f"RSS peak {rss['peak during 20 replays']:.0f} MB, after {rss['after 20 replays']:.0f} MB "
         f"(seeded: {rss['seeded']:.0f} MB)"
+    )
+
+    # large memories: each holds a 1 MiB value; written, then each read once (from the store when
+    # the caches no longer hold it); the caches are bounded by bytes, so RSS stays bounded
+    body = json.dumps({"content": big, "user_id": "u1"}).encode()
+    made: list[str] = []
+    start = time.perf_counter()
+    while len(made) < large:
+        async with session.post(f"{url}/v1/memories", data=body, headers=_auth(HOSTILE)) as r:
+            if r.status == 429:
+                await asyncio.sleep(min(1.0, float(r.headers.get("Retry-After", 1))))
+                continue
+            assert r.status in (200, 201), r.status
+            made.append((await r.json())["id"])
+    for memory_id in made:
+        assert await _send(session, "GET", f"{url}/v1/memories/{memory_id}", HOSTILE, None) == 200
+    rss[f"after {large} memories of 1 MiB"] = server.rss_mb()
+    async with session.get(f"{url}/metrics", headers=_auth(OPERATOR)) as r:
+        cached = [line for line in (await r.text()).splitlines() if line.startswith("crdtmem_cache_bytes{")]
+    print(
+        f"{large} memories of 1 MiB written and read back: {time.perf_counter() - start:.1f} s; "
+        f"RSS {rss[f'after {large} memories of 1 MiB']:.0f} MB; "
+        + ("; ".join(cached) if cached else "(no crdtmem_cache_bytes: caches bounded by count only)")
     )
     return rows, rss
 

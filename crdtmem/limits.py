@@ -54,6 +54,11 @@ class Limits:
     """Deltas of one origin that may be waiting, whoever delivered them."""
     pending_age_s: int = 3_600
     """Seconds a delta may wait for its dependencies before it is dropped."""
+    pending_bytes_per_sender: int = 64 * MiB
+    """Bytes of deltas one principal may have waiting (they are held in memory too; the oldest are
+    evicted)."""
+    pending_bytes_per_origin: int = 64 * MiB
+    """Bytes of deltas of one origin that may be waiting, whoever delivered them."""
     feed_page: int = 50
     """Memories read (and sent) at a time when an event stream replays state (a resume)."""
     record_cache_bytes: int = 64 * MiB

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import itertools
 
 import pytest
@@ -306,3 +307,36 @@ def test_an_append_is_known_as_one_and_shares_the_earlier_messages():
     else:
         assert doc.messages_added_since(latest) is None
     assert doc.messages_added_since([dict(m) for m in merged]) is None
+
+
+def test_documents_are_freed_once_dropped() -> None:
+    """Yrs holds a document's observers, and Python's collector cannot see through Yrs: an observer
+    that held its document would keep it, and every value it holds, for as long as the process."""
+    dots = Dots("phone", HybridLogicalClock(lambda: next(_ticks)))
+    gc.collect()
+    before = _alive(YDoc)
+    docs = []
+    for kind, content in (("fact", "x" * 10_000), ("conversation", None)):
+        doc = MemoryDoc.empty(kind, 7)
+        with doc.change():  # a local change subscribes the capturing observer
+            doc.create(
+                memory_id=kind,
+                kind=kind,  # type: ignore[arg-type]
+                content=content,
+                source=Source(None, None, "u1"),
+                scope=Scope("u1", None, (), False),
+                metadata={},
+                tags=[],
+                next_dot=dots,
+            )
+        docs.append(doc)
+    with docs[1].change():
+        docs[1].append_message("user", "hello", dots)
+    assert [m["text"] for m in docs[1].messages()] == ["hello"]  # the message log observes the array
+    del doc, docs
+    gc.collect()
+    assert _alive(YDoc) == before
+
+
+def _alive(kind: type) -> int:
+    return sum(isinstance(o, kind) for o in gc.get_objects())

@@ -238,6 +238,13 @@ class MemoryDoc:
         self.last_delta = Delta(update, bytes(before))
 
     last_delta: Delta
+    """The update of the last :meth:`change` (and the state vector before it), until
+    :meth:`drop_delta`."""
+
+    def drop_delta(self) -> None:
+        """Let go of :attr:`last_delta` once it is stored: a document kept in memory need not hold
+        its last change twice (the update of a write of a 1 MiB value is 1 MiB)."""
+        self.__dict__.pop("last_delta", None)
 
     def create(
         self,

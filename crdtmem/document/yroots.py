@@ -15,6 +15,7 @@ transaction and Python parses it all with one ``json.loads``.
 from __future__ import annotations
 
 import json
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -30,7 +31,7 @@ ARRAY_ROOTS = ("messages",)
 class YDoc:
     """One Yrs document: transactions, state vector, updates. Use it from one thread."""
 
-    __slots__ = ("_captured", "_capturing", "_subscription", "raw", "txn")
+    __slots__ = ("__weakref__", "_captured", "_capturing", "_subscription", "raw", "txn")
 
     def __init__(self, client_id: int | None = None, guid: str | None = None):
         self.raw: Any = _pycrdt.Doc(client_id, None, guid)
@@ -67,7 +68,7 @@ class YDoc:
         if self.txn is not None:
             raise RuntimeError("a capturing transaction cannot run inside another transaction")
         if self._subscription is None:  # subscribed once per document, on its first local change
-            self._subscription = self.raw.observe(self._on_transaction)
+            self._subscription = self.raw.observe(_capture_into(weakref.ref(self)))
         captured = Captured()
         self._capturing, self._captured = True, None
         try:
@@ -75,10 +76,6 @@ class YDoc:
                 yield captured
         finally:
             captured.update, self._captured, self._capturing = self._captured, None, False
-
-    def _on_transaction(self, event: Any) -> None:
-        if self._capturing:
-            self._captured = bytes(event.update)
 
     def get_state(self) -> bytes:
         """The state vector (v1 encoding)."""
@@ -107,6 +104,19 @@ class YDoc:
             self.txn = None
             txn.commit()
             txn.drop()
+
+
+def _capture_into(ref: weakref.ref[YDoc]) -> Callable[[Any], None]:
+    """The observer that keeps a capturing transaction's update. It holds its document weakly: Yrs
+    holds the observer, and Python's garbage collector cannot see through Yrs, so an observer
+    holding the document would keep it (and all it holds) alive for as long as the process runs."""
+
+    def on_transaction(event: Any) -> None:
+        doc = ref()
+        if doc is not None and doc._capturing:
+            doc._captured = bytes(event.update)
+
+    return on_transaction
 
 
 class Captured:

@@ -138,6 +138,7 @@ class RemoteApply:
     def status(self) -> dict[str, Any]:
         return {
             "pending": len(self.waiting),
+            "pending_bytes": self.waiting.total_bytes(),
             "pending_by_sender": self.waiting.by_sender(),
             "pending_evicted": self.waiting.evicted,
             "refused": dict(self.counts),

@@ -172,7 +172,11 @@ class Replica(Reads, Search, Exchange):
             bounds=self.limits,
             limits=waiting_limits
             or WaitingLimits(
-                self.limits.pending_per_sender, self.limits.pending_per_origin, self.limits.pending_age_s
+                self.limits.pending_per_sender,
+                self.limits.pending_per_origin,
+                self.limits.pending_age_s,
+                self.limits.pending_bytes_per_sender,
+                self.limits.pending_bytes_per_origin,
             ),
         )
         self.resolve_rights: Resolver | None = None

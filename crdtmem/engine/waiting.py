@@ -6,7 +6,8 @@ its sender, durably (the store's ``pending`` table holds the sender's rights as 
 
 Waiting costs memory and disk before anything is checked, so the set is bounded:
 
-- per sender and per origin (``WaitingLimits``): past a bound, the oldest waiting deltas of that
+- per sender and per origin (``WaitingLimits``), in deltas and in bytes (a waiting delta is held in
+  memory too, and one delta may be megabytes): past a bound, the oldest waiting deltas of that
   sender or origin are evicted (right after the commit that parked the newcomers);
 - by age: a delta that waited longer than ``max_age_s`` is dropped.
 
@@ -37,6 +38,10 @@ class WaitingLimits:
     """Deltas of one origin that may be waiting, whoever delivered them."""
     max_age_s: float = 3_600.0
     """Seconds a delta may wait before it is dropped."""
+    per_sender_bytes: int = 64 * 1024 * 1024
+    """Bytes of deltas (their updates and dependencies) one sender may have waiting."""
+    per_origin_bytes: int = 64 * 1024 * 1024
+    """Bytes of deltas of one origin that may be waiting, whoever delivered them."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +56,11 @@ class Delivered:
     def uid(self) -> str:
         return self.delta.uid
 
+    @property
+    def size(self) -> int:
+        """What it holds in bytes (its update and dependencies), as the bytes bounds count it."""
+        return len(self.delta.update) + len(self.delta.deps)
+
     def to_store(self) -> PendingDelta:
         return PendingDelta(self.delta, json.dumps(self.sender.to_json()), self.received_ms)
 
@@ -63,6 +73,7 @@ class WaitingSet:
         self._items: dict[str, Delivered] = {}
         self._senders: dict[str, dict[str, None]] = {}  # insertion-ordered: the oldest first
         self._origins: dict[str, dict[str, None]] = {}
+        self._bytes: dict[tuple[int, str], int] = {}  # (0: sender, 1: origin; name) -> bytes waiting
         self.evicted = 0
         """Deltas evicted over a bound or dropped for their age, since start."""
 
@@ -97,16 +108,32 @@ class WaitingSet:
             old.append(waiting.uid)
         return old
 
+    def bytes_of(self, sender: str) -> int:
+        """Bytes the sender has waiting."""
+        return self._bytes.get((0, sender), 0)
+
+    def total_bytes(self) -> int:
+        """Bytes waiting, whoever sent them."""
+        return sum(size for (kind, _), size in self._bytes.items() if kind == 0)
+
     def over_bounds(self, senders: Iterable[str], origins: Iterable[str]) -> list[str]:
-        """The oldest uids to evict so that these senders and origins are within their bounds."""
+        """The oldest uids to evict so that these senders and origins are within their bounds (in
+        deltas and in bytes)."""
         victims: dict[str, None] = {}
-        for index, names, bound in (
-            (self._senders, senders, self.limits.per_sender),
-            (self._origins, origins, self.limits.per_origin),
+        for kind, index, names, bound, byte_bound in (
+            (0, self._senders, senders, self.limits.per_sender, self.limits.per_sender_bytes),
+            (1, self._origins, origins, self.limits.per_origin, self.limits.per_origin_bytes),
         ):
             for name in set(names):
                 uids = [u for u in index.get(name, {}) if u not in victims]
-                victims.update(dict.fromkeys(uids[: max(0, len(uids) - bound)]))
+                count, size = len(uids), self._bytes.get((kind, name), 0)
+                size -= sum(self._items[u].size for u in index.get(name, {}) if u in victims)
+                for uid in uids:  # the oldest first
+                    if count <= bound and size <= byte_bound:
+                        break
+                    victims[uid] = None
+                    count -= 1
+                    size -= self._items[uid].size
         return list(victims)
 
     def settle(self, added: Iterable[Delivered], dropped: Iterable[str], *, evicted: int = 0) -> None:
@@ -114,19 +141,27 @@ class WaitingSet:
         for uid in dropped:
             waiting = self._items.pop(uid, None)
             if waiting is not None:
-                for index, key in (
-                    (self._senders, waiting.sender.name),
-                    (self._origins, waiting.delta.origin),
+                for kind, index, key in (
+                    (0, self._senders, waiting.sender.name),
+                    (1, self._origins, waiting.delta.origin),
                 ):
                     uids = index[key]
                     del uids[uid]
-                    if not uids:
+                    if uids:
+                        self._bytes[kind, key] -= waiting.size
+                    else:
                         del index[key]
+                        self._bytes.pop((kind, key), None)
         for waiting in added:
             if waiting.uid not in self._items:
                 self._items[waiting.uid] = waiting
-                self._senders.setdefault(waiting.sender.name, {})[waiting.uid] = None
-                self._origins.setdefault(waiting.delta.origin, {})[waiting.uid] = None
+                size = waiting.size
+                for kind, index, key in (
+                    (0, self._senders, waiting.sender.name),
+                    (1, self._origins, waiting.delta.origin),
+                ):
+                    index.setdefault(key, {})[waiting.uid] = None
+                    self._bytes[kind, key] = self._bytes.get((kind, key), 0) + size
         self.evicted += evicted
 
     def load(self, stored: list[PendingDelta], resolve: Resolver | None, now_ms: int) -> list[str]:

@@ -121,6 +121,7 @@ class WorkingSet:
 
     def committed(self, memory_id: str, doc: MemoryDoc, memory: Memory) -> None:
         """A change to ``memory_id`` is durable: its document and record are current."""
+        doc.drop_delta()  # stored now
         size = doc_size(doc)  # the record's too: measuring it would walk every value (or message)
         self.docs.put(memory_id, doc, size)
         self.records.put(memory_id, memory, size)
