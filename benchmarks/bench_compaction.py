@@ -9,8 +9,10 @@ Then A compacts. Before and after, on A's file:
   reuses; the file shrinks only by a ``VACUUM``) and the file after ``VACUUM``, against the text the
   memory holds (the messages' UTF-8 bytes; the fact's final value);
 - the memory's stored state: snapshot plus tail (what loading it reads), and the delta rows;
-- the whole state of the fact (its Yrs update), which compaction does not change: Yrs keeps a
-  tombstone per overwritten register entry.
+- the whole state of each memory (its Yrs update): folding the log leaves it as it is (Yrs keeps a
+  tombstone per overwritten register entry), and the fact, mostly tombstones, is rebased by the
+  compaction (``crdtmem.engine.rebase``): rebuilt from its live content as a new epoch, which B
+  then takes as it pulls.
 
 Targets (issue): state bounded once peers acknowledged; the file <= 5x the text once compacted.
 
@@ -87,6 +89,8 @@ async def run(root: Path, kind: str, writes: int) -> dict[str, object]:
         seconds = time.perf_counter() - start
         state_after = len(a.store.load_state(memory.id) or b"")
         stored_after = _stored(a, memory.id)
+        await b.apply(await a.export_since([CH], b.version_vectors([CH])))  # b takes the rebase
+        peer_state = len(b.store.load_state(memory.id) or b"")
     return {
         "kind": kind,
         "writes": writes,
@@ -94,6 +98,8 @@ async def run(root: Path, kind: str, writes: int) -> dict[str, object]:
         "folded": done.folded,
         "compact_seconds": seconds,
         "state_bytes": [state_before, state_after],
+        "rebased": done.rebased,
+        "peer_state_bytes": peer_state,
         "stored": {"before": stored_before, "after": stored_after},
         "file_before": file_before,
         "file": _used(path),
@@ -127,7 +133,11 @@ async def main() -> int:
             )
             print(f"  delta rows of the memory: {rows0:,} -> {rows1:,}")
             print(f"  snapshot {snap0:,} -> {snap1:,} B, tail {tail0:,} -> {tail1:,} B")
-            print(f"  whole state: {result['state_bytes'][0]:,} -> {result['state_bytes'][1]:,} B")  # type: ignore[index]
+            print(
+                f"  whole state: {result['state_bytes'][0]:,} -> {result['state_bytes'][1]:,} B"  # type: ignore[index]
+                f" (rebased: {result['rebased']}; on the peer after its next pull: "
+                f"{result['peer_state_bytes']:,} B)"
+            )
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=2))
     return 0

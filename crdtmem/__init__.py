@@ -14,6 +14,7 @@ from .engine.sync_api import SyncReplica
 from .errors import (
     ClockSkewError,
     CrdtmemError,
+    EpochMismatch,
     IndexUnavailable,
     InvalidChannel,
     InvalidInput,
@@ -43,6 +44,7 @@ __all__ = [
     "ApplyResult",
     "Channel",
     "ClockSkewError",
+    "EpochMismatch",
     "Conflict",
     "ConflictValue",
     "CrdtmemError",

@@ -18,7 +18,8 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     │   ├── MalformedPayload       not a crdtmem payload, truncated, or fields of the wrong shape
     │   ├── PayloadTooLarge        larger than the configured limit
     │   ├── UnsupportedVersion     a payload format version this build does not speak
-    │   └── ClockSkewError         a remote timestamp is further ahead than the allowed drift
+    │   ├── ClockSkewError         a remote timestamp is further ahead than the allowed drift
+    │   └── EpochMismatch          a change made on another epoch of a rebased memory, concurrently
     ├── BehindHorizon              a pull from a vector below the folded log: ask for states
     ├── StorageError               the durable store failed; the write was not acknowledged
     │   ├── StoreLocked            the database file is in use by another running replica
@@ -106,6 +107,12 @@ class UnsupportedVersion(PayloadError):
 
 class ClockSkewError(PayloadError):
     """A remote timestamp lies further in the future than ``max_drift_ms`` allows."""
+
+
+class EpochMismatch(PayloadError):
+    """A delta or a state of a rebased memory was made on another epoch of it and holds changes
+    that epoch lacks (made concurrently with the rebase): refused, nothing applied
+    (``docs/protocol.md`` §7.11)."""
 
 
 class BehindHorizon(CrdtmemError):

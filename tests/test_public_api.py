@@ -10,6 +10,7 @@ EXPECTED = {
     "ApplyResult",
     "Channel",
     "ClockSkewError",
+    "EpochMismatch",
     "Conflict",
     "ConflictValue",
     "CrdtmemError",
@@ -75,6 +76,7 @@ def test_error_tree() -> None:
     payload_errors = {crdtmem.MalformedPayload, crdtmem.PayloadTooLarge, crdtmem.UnsupportedVersion}
     assert all(issubclass(e, crdtmem.PayloadError) for e in payload_errors)
     assert issubclass(crdtmem.ClockSkewError, crdtmem.PayloadError)
+    assert issubclass(crdtmem.EpochMismatch, crdtmem.PayloadError)
     for invalid in (crdtmem.UnknownKind, crdtmem.InvalidChannel, crdtmem.WrongKind, crdtmem.LimitExceeded):
         assert issubclass(invalid, crdtmem.InvalidInput)
     assert issubclass(crdtmem.InvalidInput, ValueError)

@@ -28,6 +28,7 @@ from typing import Any
 from ..crdt import Conversation, Dot, MessageList, MessageLog, MVRegister, ORSet, PNCounter, Sibling, frozen
 from ..crdt.dots import JSONValue, check_text, decode_value, encode_value, is_hlc_text
 from ..errors import (
+    EpochMismatch,
     InvalidInput,
     MalformedPayload,
     MemoryDeleted,
@@ -36,6 +37,7 @@ from ..errors import (
     WrongKind,
 )
 from ..ids import is_v1_id
+from . import epoch as epochs
 from . import statevector
 from .records import KINDS, REGISTER_KINDS, Conflict, ConflictValue, Kind, Memory, Scope, Source, check_kind
 from .yroots import YArray, YDoc, YMap, snapshot
@@ -186,7 +188,10 @@ class MemoryDoc:
             memory.apply(snapshot)
             memory.snapshot_bytes = len(snapshot)
         for row, update in tail:
-            memory.apply(update)
+            if epochs.rebase_client(update) is not None:  # a new epoch replaces what came before
+                memory.adopt(update)
+            else:
+                memory.apply(update)
             memory.stored_upto = row
             memory.tail_deltas += 1
             memory.tail_bytes += len(update)
@@ -198,6 +203,52 @@ class MemoryDoc:
             self.doc.apply_update(update)
         except Exception as exc:  # pycrdt raises plain ValueError/RuntimeError variants
             raise MalformedPayload(f"update does not decode as a Yrs update: {exc}") from exc
+
+    def adopt(self, update: bytes) -> None:
+        """Replace the whole document by ``update``: a new epoch of it (:mod:`.epoch`), which
+        holds everything the document held. Raises MalformedPayload if it won't parse."""
+        fresh = YDoc(self.doc.raw.client_id(), self.doc.raw.guid())
+        try:
+            fresh.apply_update(update)
+        except Exception as exc:
+            raise MalformedPayload(f"rebase does not decode as a Yrs update: {exc}") from exc
+        for name in ("_header", "_content", "_messages", "_lifecycle", "_metadata", "_tags", "_embedding"):
+            self.__dict__.pop(name, None)
+        self._log = self._log_subscription = None
+        self.doc = fresh
+        self.snapshot_bytes = 0  # the store's snapshot is of the old epoch: take a new one soon
+
+    def merge_state(self, state: bytes) -> None:
+        """Merge a whole document state from a peer, across epochs (:mod:`.epoch`): a state of the
+        same epoch merges (``apply``); one of a later epoch replaces this document if it holds
+        everything this one does; one of an earlier epoch that this document already holds is
+        dropped. Raises EpochMismatch otherwise (changes made concurrently with a rebase)."""
+        local, incoming = self.epoch, epochs.state_epoch(state)
+        if not self.exists or local == incoming:
+            self.apply(state)
+        elif incoming is not None and (local is None or incoming.n > local.n):
+            if not epochs.adoptable(self.doc, incoming):
+                raise EpochMismatch(
+                    f"the state of memory {self.id} is of epoch {incoming.n} and lacks changes of this "
+                    "replica's, made concurrently with its rebase"
+                )
+            self.adopt(state)
+        elif not epochs.within(local, incoming, state):
+            raise EpochMismatch(
+                f"the state of memory {self.id} is of epoch {incoming.n if incoming else 0}, before "
+                f"this replica's {local.n if local else 0}, and holds changes that epoch lacks"
+            )
+
+    @property
+    def created_by(self) -> str | None:
+        """The replica that created the memory (``header.created_by``)."""
+        value = self._header.get("created_by")
+        return value if isinstance(value, str) else None
+
+    @property
+    def epoch(self) -> epochs.Epoch | None:
+        """The document's epoch (None: never rebased)."""
+        return epochs.epoch_of(self.doc)
 
     def state(self) -> bytes:
         return bytes(self.doc.get_update())

@@ -131,7 +131,7 @@ class CatchUp:
                 try:
                     prior = self._materializer.before(doc_id)
                     doc = self._work.doc_to_merge(doc_id)
-                    doc.apply(state)
+                    doc.merge_state(state)  # across epochs too (crdtmem.document.epoch)
                     write, memory = doc_write(doc, expected_id=doc_id, before=prior)
                     if prior is not None and set(prior.channels) != set(memory.channels):
                         raise MalformedPayload(f"the state of {doc_id} moves it to other channels")

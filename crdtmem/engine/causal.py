@@ -4,14 +4,23 @@ A delta carries the state vector its writer had seen (``deps``). It is applied o
 document covers those dependencies; until then it waits (durably, in the store's pending table). This
 keeps Yrs from ever holding pending structs, which its state encoding would not persist, and it means a
 replica's local log order is always a causal order, which is what it relays to others.
+
+A rebased memory (:mod:`crdtmem.document.epoch`) adds two cases. A rebase entry depends on its own
+first struct, so no document ever covers it: it applies when the document may take the new epoch
+(nothing of the document is missing from it), replacing the document, and is refused with
+EpochMismatch when the document holds changes the epoch lacks. A delta of an earlier epoch than the
+document's is *superseded* when the document already holds its effect (it is logged as a stub, not
+applied), and refused with EpochMismatch otherwise.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
 
+from ..document import epoch as epochs
 from ..document import statevector
 from ..document.memory import MemoryDoc
+from ..errors import EpochMismatch
 from ..store.base import DeltaRecord
 
 
@@ -19,7 +28,7 @@ def apply_causally(
     candidates: list[DeltaRecord],
     load: Callable[[str], MemoryDoc],
     validated: Collection[str] = (),
-) -> tuple[list[DeltaRecord], list[DeltaRecord]]:
+) -> tuple[list[DeltaRecord], list[DeltaRecord], list[DeltaRecord]]:
     """Apply every delta whose dependencies are met, repeatedly, until no more can be applied.
 
     Args:
@@ -30,10 +39,17 @@ def apply_causally(
             waiting set).
 
     Returns:
-        ``(applied, waiting)``: the deltas applied, in the order they were applied, and the rest.
+        ``(applied, waiting, superseded)``: the deltas applied (superseded ones among them), in the
+        order they were applied; the rest; and those of ``applied`` that were superseded (module
+        docstring), to be logged without their content.
+
+    Raises:
+        EpochMismatch: a rebase entry, or a delta of an earlier epoch, that the document cannot
+            take without losing changes (made concurrently with the rebase).
     """
     waiting = candidates
     applied: list[DeltaRecord] = []
+    superseded: list[DeltaRecord] = []
     vectors: dict[str, statevector.StateVector] = {}  # each document's vector, kept current
     progress = True
     while waiting and progress:
@@ -41,6 +57,16 @@ def apply_causally(
         still: list[DeltaRecord] = []
         for delta in waiting:
             doc = load(delta.doc_id)
+            rebased = doc.epoch
+            if rebased is not None or epochs.is_rebase(delta.deps, delta.update):
+                taken = _across_epochs(doc, rebased, delta)
+                if taken is not None:
+                    vectors.pop(delta.doc_id, None)
+                    applied.append(delta)
+                    if not taken:
+                        superseded.append(delta)
+                    progress = True
+                    continue
             need = statevector.dependencies(delta.deps, delta.update)
             have = vectors.get(delta.doc_id)
             if have is None:
@@ -55,4 +81,29 @@ def apply_causally(
                     statevector.validate(delta.update)  # never park garbage
                 still.append(delta)
         waiting = still
-    return applied, waiting
+    return applied, waiting, superseded
+
+
+def _across_epochs(doc: MemoryDoc, current: epochs.Epoch | None, delta: DeltaRecord) -> bool | None:
+    """Apply a rebase entry, or settle a delta of an earlier epoch: True if it changed the document,
+    False if it is superseded, None if it is of the document's epoch (the ordinary rule applies)."""
+    incoming = epochs.rebase_epoch(delta.update) if epochs.is_rebase(delta.deps, delta.update) else None
+    if incoming is not None:
+        if current is not None and any(c == incoming.client for c, _ in current.chain()):
+            return False  # an epoch this document has taken already
+        if not (doc.exists and not epochs.adoptable(doc.doc, incoming)):
+            doc.adopt(delta.update)
+            return True
+        raise EpochMismatch(
+            f"rebase {delta.uid} (epoch {incoming.n}) of memory {delta.doc_id} lacks changes this "
+            "replica holds, made concurrently with it; the memory stays at its epoch here"
+        )
+    if current is None or epochs.delta_epoch(current, delta.deps) == current.n:
+        return None
+    if epochs.covered(current, delta.deps, delta.update):
+        return False
+    raise EpochMismatch(
+        f"delta {delta.uid} of memory {delta.doc_id} was made on epoch "
+        f"{epochs.delta_epoch(current, delta.deps)}, concurrently with its rebase to epoch {current.n}, "
+        "and holds changes that epoch lacks"
+    )

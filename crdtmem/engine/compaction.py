@@ -34,6 +34,7 @@ from typing import Any
 from ..clock import Hlc
 from ..store.base import Commit, Store, VersionVector
 from .committer import GroupCommitter
+from .rebase import Rebaser
 from .snapshots import BATCH, Snapshots
 
 log = logging.getLogger("crdtmem.compaction")
@@ -59,6 +60,8 @@ class Compacted:
     """The horizon it raised, by channel (only where it moved)."""
     snapshots: int
     """Documents snapshotted first, so their tails could fold."""
+    rebased: int = 0
+    """Memories rebuilt without their tombstones (:mod:`crdtmem.engine.rebase`)."""
 
 
 class Compaction:
@@ -82,6 +85,8 @@ class Compaction:
         self.retention_ms = retention_ms
         """Entries older than this fold even if a known peer (whose lease ran out) lacks them."""
         self.peers: dict[str, PeerMark] = {}
+        self.rebaser: Rebaser | None = None
+        """Rebuilds memories whose folded documents are mostly tombstones, after each fold."""
         self.holds: list[Callable[[str], VersionVector]] = []
         """Others that must hold an entry before it folds, asked per channel: a transport whose
         outbox has not sent it yet (the NATS bus's publish marks, :mod:`crdtmem.bus.outbox`)."""
@@ -162,16 +167,20 @@ class Compaction:
                     moved[channel] = gained
                     self.folded_entries += sum(s - before[channel].get(o, 0) for o, s in gained.items())
             fold = moved
+        rebased = 0
+        if self.rebaser is not None:
+            rebased = await self.rebaser.run([m.vectors for m in self.peers.values()])
         self.runs += 1
         if fold:
             log.info("compacted the log of %d channel(s) (%d snapshots first)", len(fold), taken)
-        return Compacted(fold, taken)
+        return Compacted(fold, taken, rebased)
 
     def status(self) -> dict[str, Any]:
         now = self._wall()
         return {
             "runs": self.runs,
             "folded_entries": self.folded_entries,
+            "rebased": self.rebaser.rebased if self.rebaser is not None else 0,
             "lease_ms": self.lease_ms,
             "retention_ms": self.retention_ms,
             "peers": {

@@ -128,7 +128,8 @@ class Exchange(Opened):
 
     async def compact(self) -> Compacted:
         """Fold the log entries every known peer holds (or older than ``retention_ms`` and not held
-        by a lease) into the documents' snapshots (:mod:`crdtmem.engine.compaction`)."""
+        by a lease) into the documents' snapshots (:mod:`crdtmem.engine.compaction`), then rebase
+        the memories whose folded documents are mostly tombstones (:mod:`crdtmem.engine.rebase`)."""
         self._check_open()
         await self._materializer.settle()  # a document folds into its snapshot once it has a record
         return await self.compaction.compact()

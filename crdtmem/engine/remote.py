@@ -75,6 +75,8 @@ READ_BACK_AT_MOST = 4
 """A payload touching more memories than this is a batch: its memories are read back after the
 commit (:mod:`crdtmem.engine.materialize`), not before."""
 
+SUPERSEDED = "superseded: of an earlier epoch of a rebased memory, whose document holds its change"
+
 FOUND_ONCE_APPLIED = (PayloadError, AccessDenied)
 """Checks that can only fail once a delta is applied (its stamps, its memory's id and channels, the
 sender's rights to that memory), as opposed to the payload's form, which is checked on decode."""
@@ -313,7 +315,7 @@ class RemoteApply:
         by_uid = {item.delta.uid: item for item in candidates}
         try:
             waited = {item.delta.uid for item in waiting_before}
-            ready, not_ready = apply_causally([item.delta for item in candidates], load, waited)
+            ready, not_ready, superseded = apply_causally([item.delta for item in candidates], load, waited)
             applied = [by_uid[d.uid] for d in ready]
             touched = sorted({item.delta.doc_id for item in applied})
             for doc_id in touched:  # before anything reads them: reading costs per entry
@@ -336,15 +338,24 @@ class RemoteApply:
             self._work.forget(docs)
             raise
         parked = parking + hidden + held
+        # superseded: of an earlier epoch, whose change the rebased document holds already. Logged
+        # without the delta, as decided (it must never be applied to the new epoch, nor relayed)
+        gone = {d.uid for d in superseded}
+        settled = [
+            Decision(item.delta, "rejected", item.sender.name, item.sender.fingerprint, SUPERSEDED)
+            for item in applied
+            if item.delta.uid in gone
+        ]
         work = Commit(
-            deltas=[item.delta for item in applied + relog],
+            deltas=[item.delta for item in applied + relog if item.delta.uid not in gone],
+            decided=settled,
             docs=[write for write, _ in written.values()],
             pending_add=[item.to_store() for item in parked],
             pending_drop=[item.delta.uid for item in applied if item.delta.uid in self.waiting],
             stale=touched if later else [],
             fresh=[d for d in written if materializer is not None and d in materializer],
         )
-        if not (work.deltas or work.pending_add):
+        if not (work.deltas or work.pending_add or work.decided):
             return _Outcome()
         origins = {item.delta.doc_id: item.delta.origin for item in applied}  # the last applied to each
         changed = {k: (docs[k], memory) for k, (_, memory) in written.items()}

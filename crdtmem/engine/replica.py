@@ -55,6 +55,7 @@ from .materialize import Materializer
 from .publish import Publisher
 from .quarantine import Quarantine, report_integrity
 from .reads import Reads
+from .rebase import Rebaser
 from .remote import RemoteApply
 from .search import Search
 from .signing import KeyPolicy, Keyring, Signer, open_keyring
@@ -228,6 +229,17 @@ class Replica(Reads, Search, Exchange):
             replica_id=lambda: self._id,
         )
         """Forgets memories here and takes erase markers from peers (:meth:`forget`)."""
+        self.compaction.rebaser = Rebaser(
+            store=self._store,
+            work=self._work,
+            locks=self._locks,
+            publisher=self._publisher,
+            materializer=self._materializer,
+            snapshots=self.snapshots,
+            waiting=self._remote.waiting,
+            clock=self.clock,
+            replica_id=lambda: self._id,
+        )
         self.key_policy = KeyPolicy()
         """Which origins' keys to trust (a node sets it from its tokens file before start)."""
         self.keyring: Keyring | None = None

@@ -34,6 +34,7 @@ from typing import Any
 import msgpack
 
 from ..access import Principal
+from ..document.epoch import state_epoch
 from ..document.erasure import is_marker
 from ..errors import CrdtmemError, InvalidInput, MalformedPayload, PayloadTooLarge, UnsupportedVersion
 from ..ids import Channel
@@ -45,8 +46,11 @@ from .signing import KEY_BYTES, SIGNATURE_BYTES, Keyring, Signer, encode_key, ve
 log = logging.getLogger("crdtmem.trust")
 
 FORMAT = "crdtmem.states"
-VERSIONS = (1, 2)
-VERSION = 2
+VERSIONS = (1, 2, 3)
+VERSION = 3
+"""Version 3 is version 2 that may hold a rebased memory's document (``docs/protocol.md`` §7.11);
+a page asked for in version 1 or 2 that would hold one is refused instead (UnsupportedVersion),
+so a receiver that does not know epochs never merges one into its epoch of the memory."""
 PAGE_DOMAIN = b"crdtmem.states-signature/1\n"
 COVERS_DOMAIN = b"crdtmem.states-covers/1\n"
 
@@ -129,6 +133,11 @@ def export_states(
             break
         state = store.load_state(doc_id)
         if state is not None:
+            if version < 3 and state_epoch(state) is not None:
+                raise UnsupportedVersion(
+                    f"memory {doc_id} is rebased (protocol revision 5, §7.11); a states page holding "
+                    f"it is version 3, and this one was asked for in version {version}: upgrade crdtmem"
+                )
             states.append((doc_id, state))
             size += len(state) + len(doc_id)
     markers: list[Any] = []
@@ -151,7 +160,7 @@ def export_states(
     body = bytes(msgpack.packb(fields, use_bin_type=True))
     signed = {
         "format": FORMAT,
-        "v": 2,
+        "v": version,
         "from": replica_id,
         "key": signer.public,
         "body": body,

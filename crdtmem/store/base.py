@@ -43,6 +43,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from ..document.epoch import rebase_client
 from ..document.query import Where
 from ..document.records import Conflict
 from ..document.yroots import YDoc
@@ -443,6 +444,12 @@ class Store(Protocol):
         """Per origin, the highest seq logged in ``channel`` whose delta is stamped before ``hlc``."""
         ...
 
+    def folded_states(self, min_bytes: int) -> list[tuple[str, int]]:
+        """``(doc id, snapshot bytes)`` of the documents whose snapshot holds at least ``min_bytes``
+        and whose every delta was folded (none of them is left in the log): the ones a rebase may
+        rebuild (``crdtmem.engine.rebase``)."""
+        ...
+
     def fold_blockers(self, fold: dict[str, VersionVector]) -> list[str]:
         """Documents whose tail (deltas after their snapshot) holds entries of ``fold``: a snapshot
         of each must come first, or the fold stops below them."""
@@ -470,6 +477,8 @@ def fold(stored: StoredDoc) -> bytes:
         return parts[0]
     doc = YDoc()
     for part in parts:
+        if rebase_client(part) is not None:  # a new epoch of the document replaces what came before
+            doc = YDoc()
         doc.apply_update(part)
     return doc.get_update()
 

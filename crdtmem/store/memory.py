@@ -246,6 +246,14 @@ class MemoryStore:
                     found[origin] = max(found.get(origin, 0), seq)
         return found
 
+    def folded_states(self, min_bytes: int) -> list[tuple[str, int]]:
+        with self._lock:
+            return sorted(
+                (doc_id, len(state))
+                for doc_id, (state, _) in self._snapshots.items()
+                if len(state) >= min_bytes and not self._by_doc.get(doc_id)
+            )
+
     def fold_blockers(self, fold: dict[str, VersionVector]) -> list[str]:
         with self._lock:
             found = {

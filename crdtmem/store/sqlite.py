@@ -416,6 +416,15 @@ class SQLiteStore:
         )
         return {origin: int(seq) for origin, seq in rows}
 
+    @_reads
+    def folded_states(self, min_bytes: int) -> list[tuple[str, int]]:
+        rows = self._r.execute(
+            "SELECT id, length(state) FROM docs WHERE length(state) >= ? "
+            "AND NOT EXISTS (SELECT 1 FROM deltas d WHERE d.doc_id = docs.id) ORDER BY id",
+            (min_bytes,),
+        )
+        return [(doc_id, int(size)) for doc_id, size in rows]
+
     def fold_blockers(self, fold: dict[str, VersionVector]) -> list[str]:
         found: set[str] = set()
         for channel, vector in fold.items():

@@ -1,0 +1,175 @@
+"""Rebasing a memory: its document rebuilt from its live content as a new epoch, without tombstones;
+peers that hold nothing the epoch lacks take it, and a change made concurrently on the previous
+epoch is refused where it meets the new one (``docs/protocol.md`` §7.11), never merged or lost."""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import pytest
+
+from crdtmem import EpochMismatch, Replica
+from crdtmem.clock import HybridLogicalClock
+from crdtmem.document import epoch as epochs
+from crdtmem.document.memory import MemoryDoc
+from crdtmem.document.records import Scope, Source
+from crdtmem.engine import payload as wire
+from crdtmem.engine.changes import Dots
+from crdtmem.testing import assert_converged
+
+U1 = "user:u1:memories"
+_ticks = itertools.count(1_700_000_000_000)
+
+
+def _doc(client: int, replica: str) -> tuple[MemoryDoc, Dots]:
+    return MemoryDoc.empty("m1", client), Dots(replica, HybridLogicalClock(lambda: next(_ticks)))
+
+
+def _written() -> tuple[MemoryDoc, MemoryDoc]:
+    """Two replicas' copies of a fact updated many times, with concurrent writes left in conflict."""
+    phone, dots = _doc(1, "phone")
+    with phone.change():
+        phone.create(
+            memory_id="m1",
+            kind="fact",
+            content="v0",
+            source=Source("agent", None, "u1"),
+            scope=Scope("u1", None, ("t1",), False),
+            metadata={"confidence": 0.5},
+            tags=["a", "b"],
+            next_dot=dots,
+        )
+    for n in range(1000):
+        with phone.change():
+            phone.update(next_dot=dots, content=f"v{n}", metadata={"n": n})
+    laptop, laptop_dots = _doc(2, "laptop")
+    laptop.apply(phone.state())
+    with phone.change():
+        phone.update(next_dot=dots, content="from phone", remove_tags=["a"])
+    with laptop.change():
+        laptop.update(next_dot=laptop_dots, content="from laptop", metadata={"confidence": 0.9})
+    phone.apply(laptop.state())
+    return phone, laptop
+
+
+def test_a_rebuilt_document_reads_as_the_old_one_and_holds_no_tombstones() -> None:
+    doc, _ = _written()
+    record, conflicts = doc.read()
+    assert [c.field for c in conflicts] == ["content"], "the concurrent writes are a conflict"
+    update, epoch = epochs.rebuild(doc.doc, "m1", "phone", "001700000000000.000000")
+    rebased = MemoryDoc.from_state("m1", update, 9)
+    assert rebased.read() == (record, conflicts)  # same values, same siblings, same conflicts
+    assert len(update) * 5 < len(doc.state()), (len(update), len(doc.state()))
+    assert rebased.epoch == epoch and epoch.n == 1 and epoch.base == doc.doc.get_state()
+    assert epochs.is_rebase(epochs.rebase_deps(epoch.client), update)
+    assert not epochs.is_rebase(doc.doc.get_state(), update)
+    with doc.change():  # an ordinary delta is no rebase entry
+        doc.update(next_dot=Dots("phone", HybridLogicalClock(lambda: next(_ticks))), content="x")
+    assert not epochs.is_rebase(doc.last_delta.deps, doc.last_delta.update)
+    again, second = epochs.rebuild(rebased.doc, "m1", "phone", "001700000000001.000000")
+    assert second.n == 2 and second.lineage == ((epoch.client, epoch.base),)
+    assert epochs.rebase_epoch(again) == second
+
+
+def test_a_document_takes_an_epoch_only_if_it_holds_nothing_the_epoch_lacks() -> None:
+    phone, laptop = _written()
+    update, epoch = epochs.rebuild(phone.doc, "m1", "phone", "001700000000000.000000")
+    assert epochs.adoptable(laptop.doc, epoch), "laptop holds a part of what phone held"
+    with laptop.change():
+        laptop.update(next_dot=Dots("laptop", HybridLogicalClock(lambda: next(_ticks))), content="late")
+    late = laptop.last_delta
+    assert not epochs.adoptable(laptop.doc, epoch), "a change made after the rebase's base"
+    with pytest.raises(EpochMismatch):
+        laptop.merge_state(update)
+    rebased = MemoryDoc.from_state("m1", update, 9)
+    assert not epochs.covered(epoch, late.deps, late.update)
+    with pytest.raises(EpochMismatch):
+        rebased.merge_state(laptop.state())
+    rebased.merge_state(phone.state())  # the state it was built from: nothing new, dropped
+    assert rebased.epoch == epoch
+
+
+async def _pull(target: Replica, source: Replica) -> None:
+    while True:
+        before = target.version_vectors([U1])
+        await target.apply(await source.export_since([U1], before))
+        if target.version_vectors([U1]) == before:
+            return
+
+
+async def _rewritten(a: Replica, updates: int = 400) -> str:
+    fact = await a.add("v0", user_id="u1", metadata={"source": "test"}, tags=["x"])
+    for n in range(updates):
+        await a.update(fact.id, content=f"value {n}")
+    return fact.id
+
+
+async def test_compaction_rebases_a_fact_every_peer_acknowledged_and_peers_take_it(tmp_path: Path) -> None:
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b") as b,
+        Replica(tmp_path / "c.db", replica_id="c") as c,
+    ):
+        memory_id = await _rewritten(a)
+        await _pull(b, a)
+        await _pull(a, b)  # a learns what b holds
+        record = await a.get(memory_id)
+        before = len(a.store.load_state(memory_id) or b"")
+        done = await a.compact()
+        assert done.rebased == 1
+        after = len(a.store.load_state(memory_id) or b"")
+        assert after * 10 < before, (before, after)
+        assert (await a.get(memory_id)).content == record.content
+        await _pull(b, a)  # b takes the rebase entry: it held nothing the epoch lacks
+        assert len(b.store.load_state(memory_id) or b"") == after
+        await _pull(c, a)  # c never held the memory: it catches up from a's states
+        await b.update(memory_id, content="after the rebase, from b")
+        await _pull(a, b)
+        await _pull(c, b)
+        assert_converged([a, b, c])
+        assert (await c.get(memory_id)).content == "after the rebase, from b"
+        assert (await a.compact()).rebased == 0, "nothing to gain yet"
+    async with Replica(tmp_path / "b.db", replica_id="b") as b:  # the rebased document reloads
+        assert (await b.get(memory_id)).content == "after the rebase, from b"
+        assert len(b.store.load_state(memory_id) or b"") * 5 < before
+
+
+async def test_a_change_concurrent_with_a_rebase_is_refused_both_ways_and_kept_where_made(
+    tmp_path: Path,
+) -> None:
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b") as b,
+    ):
+        memory_id = await _rewritten(a)
+        await _pull(b, a)
+        await _pull(a, b)
+        assert (await a.compact()).rebased == 1
+        await b.update(memory_id, content="concurrent, from b")  # on the epoch before the rebase
+        with pytest.raises(EpochMismatch):
+            await b.apply(await a.export_since([U1], b.version_vectors([U1])))
+        with pytest.raises(EpochMismatch):
+            await a.apply(await b.export_since([U1], a.version_vectors([U1])))
+        # a stream decides against it (counted, logged without it): nothing merged, nothing lost
+        stream = wire.decode(await b.export_since([U1], a.version_vectors([U1])))
+        result = await a.apply_payload(stream, isolate=True)
+        assert result.rejected == 1 and result.applied == 0
+        assert a.version_vectors([U1])[U1]["b"] == b.version_vectors([U1])[U1]["b"]
+        assert (await a.get(memory_id)).content == "value 399"
+        assert (await b.get(memory_id)).content == "concurrent, from b", "the write stays where it was made"
+
+
+async def test_only_the_creator_rebases_and_only_what_no_peer_holds_more_of(tmp_path: Path) -> None:
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b") as b,
+    ):
+        memory_id = await _rewritten(a)
+        await _pull(b, a)
+        await _pull(a, b)
+        assert (await b.compact()).rebased == 0, "b did not create the memory"
+        a.acknowledged("b", {U1: {"a": 401, "b": 3}})  # b reports entries a does not hold
+        assert (await a.compact()).rebased == 0
+        assert a.compaction.status()["rebased"] == 0
+        assert (await a.get(memory_id)).content == "value 399"
