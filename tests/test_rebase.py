@@ -9,13 +9,15 @@ from pathlib import Path
 
 import pytest
 
-from crdtmem import EpochMismatch, Replica
+from crdtmem import EpochMismatch, Replica, UnsupportedVersion
 from crdtmem.clock import HybridLogicalClock
 from crdtmem.document import epoch as epochs
 from crdtmem.document.memory import MemoryDoc
 from crdtmem.document.records import Scope, Source
 from crdtmem.engine import payload as wire
+from crdtmem.engine.causal import apply_causally
 from crdtmem.engine.changes import Dots
+from crdtmem.store.base import DeltaRecord
 from crdtmem.testing import assert_converged
 
 U1 = "user:u1:memories"
@@ -173,3 +175,69 @@ async def test_only_the_creator_rebases_and_only_what_no_peer_holds_more_of(tmp_
         assert (await a.compact()).rebased == 0
         assert a.compaction.status()["rebased"] == 0
         assert (await a.get(memory_id)).content == "value 399"
+
+
+async def test_a_peer_with_part_of_the_history_takes_the_epoch_and_old_deltas_are_superseded(
+    tmp_path: Path,
+) -> None:
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b") as b,
+        Replica(tmp_path / "d.db", replica_id="d") as d,
+    ):
+        memory_id = await _rewritten(a)
+        await d.apply(await a.export_since([U1], {}, limit=100))  # d holds the first 100 deltas
+        await _pull(b, a)
+        await _pull(a, b)
+        assert (await a.compact()).rebased == 1
+        with pytest.raises(UnsupportedVersion):  # a page a reader of earlier revisions asked for
+            a.export_states([U1], version=2)
+        await _pull(d, a)  # behind a's horizon: a states page whose rebased state replaces d's copy
+        assert (await d.get(memory_id)).content == "value 399"
+        rebased = len(d.store.load_state(memory_id) or b"")
+        # b's log still holds the old epoch's deltas d never logged: superseded, decided, never applied
+        result = await d.apply(await b.export_since([U1], {}))
+        assert result.applied == 0 and result.rejected == 0
+        assert len(d.store.load_state(memory_id) or b"") == rebased
+        assert (await d.get(memory_id)).content == "value 399"
+        await d.update(memory_id, content="from d")
+        await _pull(a, d)
+        await _pull(b, a)
+        assert_converged([a, b, d])
+
+
+def test_causal_delivery_supersedes_an_old_delta_the_epoch_holds_and_refuses_a_concurrent_one() -> None:
+    phone, dots = _doc(1, "phone")
+    with phone.change():
+        phone.create(
+            memory_id="m1",
+            kind="fact",
+            content="v0",
+            source=Source(None, None, "u1"),
+            scope=Scope("u1", None, (), False),
+            metadata={},
+            tags=[],
+            next_dot=dots,
+        )
+    old = []
+    for n in range(3):
+        with phone.change():
+            phone.update(next_dot=dots, content=f"v{n}")
+        old.append(_record(f"phone:{n}", phone))
+    update, epoch = epochs.rebuild(phone.doc, "m1", "phone", "001700000000000.000000")
+    entry = DeltaRecord("phone:r", "phone", "m1", "h", epochs.rebase_deps(epoch.client), update, (U1,))
+    with phone.change():  # made on the old epoch after the rebase's base: concurrent with it
+        phone.update(next_dot=dots, content="late")
+    late = _record("phone:late", phone)
+    fresh = MemoryDoc.empty("m1", 5)
+    applied, waiting, superseded = apply_causally([entry, *old], lambda _: fresh)
+    assert [d.uid for d in applied] == ["phone:r", *(d.uid for d in old)] and not waiting
+    assert superseded == old and fresh.epoch == epoch
+    assert fresh.materialize().content == "v2"
+    with pytest.raises(EpochMismatch):
+        apply_causally([late], lambda _: fresh)
+    assert apply_causally([entry], lambda _: fresh)[2] == [entry], "an epoch taken already"
+
+
+def _record(uid: str, doc: MemoryDoc) -> DeltaRecord:
+    return DeltaRecord(uid, "phone", "m1", "h", doc.last_delta.deps, doc.last_delta.update, (U1,))

@@ -177,12 +177,19 @@ def covered(current: Epoch, deps: bytes, update: bytes) -> bool:
     n = delta_epoch(current, deps)
     if n >= current.n:
         return False
-    base = statevector.decode(current.chain()[n][1])
+    return _inside(update, current.chain()[n][1])
+
+
+def _inside(update: bytes, base: bytes) -> bool:
+    """Whether ``update`` inserts something and every struct it inserts lies within ``base`` (a
+    state vector). Read from the encoded update (Yrs' diff against ``base``), not by applying it:
+    an update whose dependencies are absent would stay pending, invisible."""
     try:
-        inserted = statevector.decode(pycrdt.get_state(update))
+        return statevector.first_block(update) is not None and (
+            statevector.first_block(pycrdt.get_update(update, base)) is None
+        )
     except Exception:
         return False
-    return bool(inserted) and statevector.covers(base, inserted)
 
 
 def state_epoch(state: bytes) -> Epoch | None:
@@ -205,11 +212,7 @@ def within(local: Epoch | None, incoming: Epoch | None, state: bytes) -> bool:
         return False
     if incoming is not None and local.chain()[n - 1][0] != incoming.client:
         return False
-    base = statevector.decode(local.chain()[n][1])
-    try:
-        return statevector.covers(base, statevector.decode(pycrdt.get_state(state)))
-    except Exception:
-        return False
+    return _inside(state, local.chain()[n][1])
 
 
 def adoptable(local: YDoc, incoming: Epoch) -> bool:

@@ -87,7 +87,7 @@ class Exchange(Opened):
         except MalformedPayload as exc:
             raise InvalidInput(str(exc)) from exc
         if is_behind(self._store, vectors, names):  # the log no longer holds what the peer misses
-            return self.export_states(names, limit=limit, version=2 if version >= 2 else 1)
+            return self.export_states(names, limit=limit, version=STATES_VERSION if version >= 2 else 1)
         deltas = with_markers(self._store, self._store.deltas_since(names, vectors, limit), names)
         mine = {c: self._store.version_vector(c) for c in names}
         return wire.encode(wire.Payload(self._id, deltas, mine, self.keys_for(deltas)), version)
