@@ -16,17 +16,24 @@ streams of its own (a subject prefix per round), so no round reads another's mes
 2. **Replicated deltas/s, three nodes.** crdtmem: 16 concurrent writers update node A's facts;
    the time until nodes B and C hold every update. Bare: 16 concurrent publishers, two consumers
    that must each receive every message. Target: crdtmem >= 0.5x bare.
+Beside both, the **floor**: the bare pipeline plus what no durable, authenticated replica can skip.
+The writer signs each message (Ed25519) and commits it to its own SQLite log (WAL, the same
+``synchronous``) before publishing it; each reader verifies every signature and commits what it
+fetched in one transaction before acknowledging it and showing it. No document, no CRDT, no
+authorization: it measures the two durable commits and the signature check on top of NATS.
+
 3. **Catch-up.** A node stops; another makes ``--catchup`` (10,000) updates; the node starts again
    and reads them from its durable consumer: time until it holds them all, and the stream bytes
    they took. Bare: a fresh consumer reads the same number of messages of the same size.
 
-Run: ``python benchmarks/bench_bus.py`` (about 2 minutes), ``--quick`` (about 30 s).
+Run: ``python benchmarks/bench_bus.py`` (about 4 minutes), ``--quick`` (about 1 minute).
 ``--synchronous NORMAL`` commits without an fsync (survives a killed process, not power loss).
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 import statistics
 import sys
 import time
@@ -35,6 +42,7 @@ from typing import Any
 
 import nats
 from _common import Series, finish, parser, print_machine, ratio, rounds_for, workdir
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js import api
 
 from crdtmem import Replica
@@ -208,6 +216,96 @@ async def bare_latency(url: str, tag: str, size: int, writes: int, warmup: int) 
         return samples
 
 
+class Floor(Bare):
+    """The bare pipeline plus what no durable, authenticated replica can skip: the writer signs each
+    message (Ed25519, 64 bytes of its size) and commits it to its own SQLite log before publishing
+    it; a reader verifies every signature and commits what it fetched to its own SQLite file, in one
+    transaction, before acknowledging it and showing it. WAL, crdtmem's ``synchronous``."""
+
+    def __init__(self, url: str, tag: str, size: int, root: Path, synchronous: str):
+        super().__init__(url, tag, size)
+        self.root, self.synchronous = root, synchronous
+        self.key = Ed25519PrivateKey.generate()
+        self.public = self.key.public_key()
+        self.log = self.database("writer")
+
+    def database(self, name: str) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.root / f"floor-{self.tag}-{name}.db", isolation_level=None, check_same_thread=False
+        )
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute(f"PRAGMA synchronous={self.synchronous}")
+        conn.execute("CREATE TABLE IF NOT EXISTS log(id INTEGER PRIMARY KEY, data BLOB)")
+        return conn
+
+    def data(self, i: int) -> bytes:
+        body = super().data(i)[: self.size - 64]
+        return body + self.key.sign(body)
+
+    def write(self, i: int) -> bytes:
+        """Node A's durable write: signed, committed."""
+        data = self.data(i)
+        commit(self.log, [data])
+        return data
+
+    async def publish_data(self, i: int, data: bytes) -> None:
+        await self.js.publish(self.subject, data, headers={"Nats-Msg-Id": f"{self.tag}-{i}"})
+
+    async def durable_consumer(self, name: str, on_message: Any, stop: asyncio.Event) -> asyncio.Task[None]:
+        sub = await self.consumer(name)
+        conn = self.database(name)
+
+        async def run() -> None:
+            while not stop.is_set():
+                try:
+                    batch = await sub.fetch(256, timeout=1.0)
+                except TimeoutError:
+                    continue
+                for msg in batch:
+                    self.public.verify(msg.data[-64:], msg.data[:-64])
+                rows = [msg.data for msg in batch]
+                if len(rows) == 1:
+                    commit(conn, rows)
+                else:  # as crdtmem's group commits: on a worker thread, the loop serves meanwhile
+                    await asyncio.to_thread(commit, conn, rows)
+                for msg in batch:
+                    on_message(int(msg.data.split(b":", 1)[0]))
+                for msg in batch:
+                    await msg.ack()
+            conn.close()
+
+        return asyncio.create_task(run())
+
+    async def __aexit__(self, *exc: object) -> None:
+        await super().__aexit__(*exc)
+        self.log.close()
+
+
+def commit(conn: sqlite3.Connection, rows: list[bytes]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    conn.executemany("INSERT INTO log(data) VALUES (?)", [(row,) for row in rows])
+    conn.execute("COMMIT")
+
+
+async def floor_latency(
+    root: Path, url: str, tag: str, size: int, writes: int, warmup: int, sync: str
+) -> list[float]:
+    async with Floor(url, tag, size, root, sync) as floor:
+        arrived: dict[int, asyncio.Event] = {}
+        stop = asyncio.Event()
+        task = await floor.durable_consumer("c", lambda i: arrived.setdefault(i, asyncio.Event()).set(), stop)
+        samples = []
+        for i in range(warmup + writes):
+            started = time.perf_counter()
+            await floor.publish_data(i, floor.write(i))
+            await arrived.setdefault(i, asyncio.Event()).wait()
+            if i >= warmup:
+                samples.append(time.perf_counter() - started)
+        stop.set()
+        await task
+        return samples
+
+
 # -- 2. throughput ---------------------------------------------------------------------------------
 
 
@@ -262,6 +360,43 @@ async def bare_throughput(url: str, tag: str, size: int, count: int) -> tuple[in
         async def publisher() -> None:
             while queue:
                 await bare.publish(queue.pop())
+
+        started = time.perf_counter()
+        await asyncio.gather(*(publisher() for _ in range(WRITERS)))
+        for event in done:
+            await event.wait()
+        elapsed = time.perf_counter() - started
+        stop.set()
+        await asyncio.gather(*tasks)
+        return count, elapsed
+
+
+async def floor_throughput(
+    root: Path, url: str, tag: str, size: int, count: int, sync: str
+) -> tuple[int, float]:
+    """The floor's writer commits ``count`` signed messages first (as crdtmem's A writes before its
+    bus starts); timed: 16 publishers, two durable readers that must each hold every message."""
+    async with Floor(url, tag, size, root, sync) as floor:
+        written = [floor.write(i) for i in range(count)]
+        seen: list[set[int]] = [set(), set()]
+        done = [asyncio.Event(), asyncio.Event()]
+        stop = asyncio.Event()
+
+        def on(n: int) -> Any:
+            def got(i: int) -> None:
+                seen[n].add(i)
+                if len(seen[n]) >= count:
+                    done[n].set()
+
+            return got
+
+        tasks = [await floor.durable_consumer(f"c{n}", on(n), stop) for n in range(2)]
+        queue = list(range(count))
+
+        async def publisher() -> None:
+            while queue:
+                i = queue.pop()
+                await floor.publish_data(i, written[i])
 
         started = time.perf_counter()
         await asyncio.gather(*(publisher() for _ in range(WRITERS)))
@@ -341,6 +476,9 @@ def pct(samples: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
+CASES = ("crdtmem", "floor", "bare")
+
+
 async def main() -> int:
     p = parser(__doc__ or "")
     p.add_argument("--writes", type=int, default=None, help="timed writes per latency round (300; quick 100)")
@@ -359,13 +497,16 @@ async def main() -> int:
         try:
             size = await message_size(root)
             print(f"one bus message: {size} bytes; synchronous={sync}; {rounds} rounds")
-            latency: dict[str, dict[str, list[float]]] = {"crdtmem": {"p50": [], "p99": []}}
-            latency["bare"] = {"p50": [], "p99": []}
-            throughput = {"crdtmem": Series("crdtmem 3 nodes", "deltas/s"), "bare": Series("bare", "msgs/s")}
+            latency: dict[str, dict[str, list[float]]] = {case: {"p50": [], "p99": []} for case in CASES}
+            throughput = {
+                "crdtmem": Series("crdtmem 3 nodes", "deltas/s"),
+                "floor": Series("floor", "msgs/s"),
+                "bare": Series("bare", "msgs/s"),
+            }
             with_writes = Series("crdtmem 3 nodes, writes included", "deltas/s")
-            pooled: dict[str, list[float]] = {"crdtmem": [], "bare": []}
+            pooled: dict[str, list[float]] = {case: [] for case in CASES}
             for n in range(rounds):
-                order = ["crdtmem", "bare"] if n % 2 == 0 else ["bare", "crdtmem"]
+                order = CASES[n % 3 :] + CASES[: n % 3]
                 for case in order:
                     tag = f"{case[0]}{n}"
                     if case == "crdtmem":
@@ -375,6 +516,9 @@ async def main() -> int:
                             root, server.url, f"w{tag}", count, sync, with_writes=True
                         )
                         with_writes.rates.append(more / took)
+                    elif case == "floor":
+                        samples = await floor_latency(root, server.url, f"l{tag}", size, writes, 20, sync)
+                        ops, seconds = await floor_throughput(root, server.url, f"t{tag}", size, count, sync)
                     else:
                         samples = await bare_latency(server.url, f"l{tag}", size, writes, 20)
                         ops, seconds = await bare_throughput(server.url, f"t{tag}", size, count)
@@ -383,10 +527,10 @@ async def main() -> int:
                     latency[case]["p99"].append(pct(samples, 0.99))
                     throughput[case].rates.append(ops / seconds)
                 print(
-                    f"  round {n + 1}/{rounds}: p50 crdtmem {latency['crdtmem']['p50'][-1] * 1e3:.2f} ms, "
-                    f"bare {latency['bare']['p50'][-1] * 1e3:.2f} ms; "
-                    f"crdtmem {throughput['crdtmem'].rates[-1]:,.0f} deltas/s, "
-                    f"bare {throughput['bare'].rates[-1]:,.0f} msgs/s",
+                    f"  round {n + 1}/{rounds}: p50 "
+                    + ", ".join(f"{case} {latency[case]['p50'][-1] * 1e3:.2f} ms" for case in CASES)
+                    + "; "
+                    + ", ".join(f"{case} {throughput[case].rates[-1]:,.0f}/s" for case in CASES),
                     flush=True,
                 )
             caught = await crdtmem_catchup(root, server.url, "catchup", catchup, sync)
@@ -396,7 +540,7 @@ async def main() -> int:
 
     print("\nwrite-to-visible across two nodes (ms)")
     print(f"{'case':<10}{'p50':>10}{'p99':>10}{'pooled p50':>12}{'pooled p99':>12}")
-    for case in ("crdtmem", "bare"):
+    for case in CASES:
         p50 = statistics.median(latency[case]["p50"]) * 1e3
         p99 = statistics.median(latency[case]["p99"]) * 1e3
         print(
@@ -407,13 +551,15 @@ async def main() -> int:
         f"  of which node A's own durable update: p50 {pct(LOCAL_WRITES, 0.5) * 1e3:.2f} ms, "
         f"p99 {pct(LOCAL_WRITES, 0.99) * 1e3:.2f} ms"
     )
+    # rates as 1/latency, so the shared ratio helper reads "higher is better": a target of 0.5 on
+    # baseline/crdtmem is crdtmem p50 <= 2x the baseline
     latency_series = {
-        # rates as 1/latency, so the shared ratio helper reads "higher is better" and the target is
-        # bare/crdtmem >= 0.5, i.e. crdtmem p50 <= 2x bare
-        "crdtmem": Series("crdtmem p50", "1/s", [1 / v for v in latency["crdtmem"]["p50"]]),
-        "bare": Series("bare p50", "1/s", [1 / v for v in latency["bare"]["p50"]]),
+        case: Series(f"{case} p50", "1/s", [1 / v for v in latency[case]["p50"]]) for case in CASES
     }
     lat_ratio = ratio(latency_series, "crdtmem", "bare", "latency p50, bare/crdtmem (>= 0.5: p50 <= 2x)", 0.5)
+    lat_floor = ratio(
+        latency_series, "crdtmem", "floor", "latency p50, floor/crdtmem (>= 0.5: p50 <= 2x the floor)", 0.5
+    )
     print("\nreplicated through three nodes (A writes, B and C hold every update)")
     for case, s in throughput.items():
         print(f"  {case:<10}{s.median:>12,.0f} {s.unit} (rounds {min(s.rates):,.0f}-{max(s.rates):,.0f})")
@@ -423,6 +569,8 @@ async def main() -> int:
         f"(rounds {min(with_writes.rates):,.0f}-{max(with_writes.rates):,.0f})"
     )
     put_ratio = ratio(throughput, "crdtmem", "bare", "replicated deltas/s vs bare msgs/s", 0.5)
+    put_floor = ratio(throughput, "crdtmem", "floor", "replicated deltas/s vs the floor's msgs/s", 0.5)
+    floor_vs_bare = ratio(throughput, "floor", "bare", "the floor's msgs/s vs bare (information)")
     print(
         f"\ncatch-up of a node down for {catchup:,} updates: {caught['seconds']:.2f} s "
         f"({caught['deltas_per_s']:,.0f} deltas/s), stream bytes {caught['stream_bytes']:,.0f} "
@@ -437,7 +585,7 @@ async def main() -> int:
             **{f"{k} throughput": v for k, v in throughput.items()},
             "with writes": with_writes,
         },
-        [lat_ratio, put_ratio],
+        [lat_ratio, lat_floor, put_ratio, put_floor, floor_vs_bare],
         {"catchup": {**caught, "bare_seconds": bare_caught, "updates": catchup}, "message_bytes": size},
     )
 
