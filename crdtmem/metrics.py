@@ -81,6 +81,11 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "crdtmem_bus_connects_total": ("connections to the bus established", ()),
     "crdtmem_bus_errors_total": ("bus sessions that ended in an error, by error class", ("kind",)),
+    "crdtmem_bus_states_fetched_total": ("catch-ups from states another node served over the bus", ()),
+    "crdtmem_bus_states_failures_total": ("attempts to catch up from states that no node could serve", ()),
+    "crdtmem_bus_states_requests_total": ("states requests from other nodes answered here", ()),
+    "crdtmem_bus_folded_messages_total": ("stream messages folded behind every node's consumer", ()),
+    "crdtmem_bus_erased_messages_total": ("stream messages of forgotten memories replaced by stubs", ()),
 }
 
 HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
