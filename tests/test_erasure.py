@@ -401,3 +401,34 @@ async def test_a_full_copy_of_a_forgotten_memory_must_be_signed_by_its_origin(tm
         relay = Principal("replica:relay", read=(U1,), write=(U1,), origins=("*",))
         result = await b.apply_payload(wire.Payload("relay", [forged]), sender=relay, isolate=True)
         assert result.unauthenticated == 1 and not b.store.is_logged(U1, "a", 9)
+
+
+async def test_a_stub_is_its_origins_word_and_cannot_stand_for_another_memorys_delta() -> None:
+    """A stub keeps its origin's header signature: a relay that may not vouch for unsigned deltas
+    passes honest stubs on, but cannot present another memory's delta as a stub of the forgotten
+    one (with no signature, or with a signature of another stub), so that delta still applies."""
+    relay = Principal("replica:relay", read=(U1,), write=(U1,), origins=("*",))
+    async with Replica(replica_id="a") as a, Replica(replica_id="b") as b, Replica(replica_id="c") as c:
+        secret = await a.add(SECRET, user_id="u1")
+        other = await a.add("another memory", user_id="u1")
+        await a.forget(secret.id)
+        page = wire.decode(await a.export_since([U1], {}))
+        (marker,) = [d for d in page.deltas if is_marker(d.deps, d.update)]
+        (stub,) = [d for d in page.deltas if d.update == EMPTY_UPDATE]
+        (kept,) = [d for d in page.deltas if d.doc_id == other.id]
+        assert is_marker(marker.deps, marker.update) and stub.header is not None and kept.doc_id == other.id
+        result = await b.apply_payload(page, sender=relay, isolate=True)
+        assert (result.applied, result.unauthenticated) == (3, 0)
+        assert b.version_vectors([U1]) == a.version_vectors([U1])
+
+        as_stub = dataclasses.replace(
+            kept, doc_id=secret.id, deps=stub.deps, update=stub.update, signature=None
+        )
+        for forged in (as_stub, dataclasses.replace(as_stub, header=stub.header)):
+            payload = wire.Payload("relay", [marker, forged], {}, page.keys)
+            result = await c.apply_payload(payload, sender=relay, isolate=True)
+            assert result.unauthenticated == 1 and not c.store.is_logged(U1, "a", kept.seqs[U1])
+        result = await c.apply_payload(
+            wire.Payload("relay", [kept], {}, page.keys), sender=relay, isolate=True
+        )
+        assert result.applied == 1 and (await c.get(other.id)).content == "another memory"

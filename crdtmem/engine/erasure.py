@@ -17,11 +17,12 @@ a memory here gives the feed a ``forgotten`` event, as a local forget does.
 Once a memory is forgotten here, every later delta of it is taken as a stub: its entries are
 logged with no content, so the version vectors move past it and it cannot bring the content back.
 A full copy (from a peer that has not heard of the marker yet) is authenticated like any delta
-first. A stub has no signature: what justifies it is the memory's erase marker, signed by a writer
-of the memory, which this replica holds or which came in the same payload (exporters send a page's
-stubs with their memories' markers, :func:`with_markers`), and a sender entitled to the stub's
-origin. A stub of a memory with no such marker is refused as a forged delta: nothing of it is
-logged, so no vector moves for it.
+first. A stub has lost its content's signature; what justifies it is the memory's erase marker,
+signed by a writer of the memory, which this replica holds or which came in the same payload
+(exporters send a page's stubs with their memories' markers, :func:`with_markers`), and its
+origin's header signature, which it keeps (:func:`~crdtmem.engine.trust.stub_refusal`; without
+one, its sender must be allowed to vouch for the origin unsigned). A stub of a memory with no such
+marker is refused as a forged delta: nothing of it is logged, so no vector moves for it.
 """
 
 from __future__ import annotations
@@ -37,13 +38,13 @@ from ..access import Principal, may_write_memory
 from ..clock import HybridLogicalClock
 from ..document.erasure import EMPTY_DEPS, EMPTY_UPDATE, is_marker, is_stub, marker_update
 from ..errors import CrdtmemError, NotFound
-from ..store.base import Commit, Decision, DeltaRecord, Store
+from ..store.base import Commit, Decision, DeltaRecord, Store, stub_proof
 from .locks import KeyedLocks
 from .materialize import Materializer
 from .publish import Forgetting, Publisher
 from .signing import Keyring
 from .snapshots import Snapshots
-from .trust import authenticate, refusal
+from .trust import authenticate, refusal, stub_refusal
 from .waiting import Delivered, WaitingSet
 from .workset import WorkingSet
 
@@ -51,8 +52,10 @@ log = logging.getLogger("crdtmem.erasure")
 
 
 def stub_of(delta: DeltaRecord) -> DeltaRecord:
-    """The delta with its content removed (what a forgotten memory's deltas become)."""
-    return dataclasses.replace(delta, deps=EMPTY_DEPS, update=EMPTY_UPDATE, signature=None)
+    """The delta with its content removed (what a forgotten memory's deltas become), keeping its
+    origin's header signature as its proof."""
+    proof = stub_proof(delta)
+    return dataclasses.replace(delta, deps=EMPTY_DEPS, update=EMPTY_UPDATE, signature=None, header=proof)
 
 
 def with_markers(store: Store, deltas: list[DeltaRecord], channels: Iterable[str]) -> list[DeltaRecord]:
@@ -162,8 +165,9 @@ class Erasure:
             reason = None
             if erased(delta.doc_id):
                 reason = refusal(delta.origin, sender, own)
-                if reason is None and not is_stub(delta.deps, delta.update):
-                    # a full copy: taken as a stub only if its origin really wrote it
+                if reason is None and is_stub(delta.deps, delta.update):  # its origin's header signature
+                    reason = stub_refusal(delta, sender, keyring, presented)
+                elif reason is None:  # a full copy: taken as a stub only if its origin really wrote it
                     copy = authenticate([delta], sender, own, keyring, presented)
                     reason = copy.refused[0][1] if copy.refused else None
                 if reason is None:

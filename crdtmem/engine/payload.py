@@ -5,7 +5,8 @@ A payload is one msgpack map (``docs/protocol.md`` has the normative form)::
     {"format": "crdtmem.deltas", "v": 2, "from": <replica id>,
      "vectors": {channel: {origin: seq}},   # the sender's version vectors for these channels
      "keys": {origin: <32-byte Ed25519 public key>},   # version 2: keys of the signed deltas' origins
-     "deltas": [[uid, origin, doc_id, hlc, deps, update, {channel: seq}, {channel: [seq]}, sig], ...]}
+     "deltas": [[uid, origin, doc_id, hlc, deps, update, {channel: seq}, {channel: [seq]}, sig], ...],
+     "headers": {uid: <64-byte header signature>}}   # optional: the origins' header signatures
 
 Version 1 deltas have 7 or 8 elements and no signature; receivers read both versions, and senders
 send version 1 to a peer that does not announce version 2 (it then loses the signatures).
@@ -24,10 +25,11 @@ from typing import Any, cast
 
 import msgpack
 
+from ..document.erasure import is_stub
 from ..errors import InvalidChannel, MalformedPayload, PayloadTooLarge, UnsupportedVersion
 from ..ids import Channel
-from ..store.base import DeltaRecord, VersionVector
-from ..store.codec import delta_from_list, delta_to_list
+from ..store.base import DeltaRecord, Signature, VersionVector
+from ..store.codec import SIGNATURE_BYTES, delta_from_list, delta_to_list
 
 FORMAT = "crdtmem.deltas"
 VERSION = 2
@@ -60,7 +62,16 @@ def encode(payload: Payload, version: int = VERSION) -> bytes:
     }
     if version >= 2:
         body["keys"] = payload.keys
+        headers = {d.uid: h for d in payload.deltas if (h := _header_of(d)) is not None}
+        if headers:
+            body["headers"] = headers
     return bytes(msgpack.packb(body, use_bin_type=True))
+
+
+def _header_of(delta: DeltaRecord) -> bytes | None:
+    if delta.signature is not None:
+        return delta.signature.header
+    return delta.header.sig if delta.header is not None else None
 
 
 def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payload:
@@ -103,7 +114,31 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
             except InvalidChannel as exc:
                 raise MalformedPayload(f"delta {delta.uid!r}: {exc}") from exc
         deltas.append(delta)
+    if version >= 2 and "headers" in body:
+        deltas = _with_headers(deltas, body["headers"])
     return Payload(sender, deltas, _vectors(raw_vectors), _keys(body.get("keys", {})))
+
+
+def _with_headers(deltas: list[DeltaRecord], raw: Any) -> list[DeltaRecord]:
+    """Attach the origins' header signatures (``headers``: {uid: sig}) to their deltas: a signed
+    delta keeps it with its signature, a stub carries it as its proof (its claim as delivered)."""
+    if (
+        not isinstance(raw, dict)
+        or len(raw) > len(deltas)
+        or not all(
+            isinstance(u, str) and isinstance(h, bytes) and len(h) == SIGNATURE_BYTES for u, h in raw.items()
+        )
+    ):
+        raise MalformedPayload(f"payload 'headers' must map delta uids to {SIGNATURE_BYTES}-byte signatures")
+    out = []
+    for delta in deltas:
+        header = raw.get(delta.uid)
+        if header is not None and delta.signature is not None:
+            delta = dataclasses.replace(delta, signature=dataclasses.replace(delta.signature, header=header))
+        elif header is not None and is_stub(delta.deps, delta.update):  # a delta with content needs its sig
+            delta = dataclasses.replace(delta, header=Signature(header, dict(delta.seqs), dict(delta.also)))
+        out.append(delta)
+    return out
 
 
 def _keys(raw: Any) -> dict[str, bytes]:

@@ -8,7 +8,9 @@ channels it subscribes to.
 
 The message is ``DOMAIN`` followed by the SHA-256 of the canonical msgpack encoding of those fields
 (claims sorted by channel), so a signature costs one hash of the update and one Ed25519 operation
-on 58 bytes whatever the update's size.
+on 58 bytes whatever the update's size. The origin also signs the delta's *header* (the same
+without ``deps`` and ``update``, ``HEADER_DOMAIN``): when a forgotten memory's deltas become
+content-free stubs, that signature stays with them, so a stub is its origin's word too.
 
 A replica's key is made on its first start and kept in its store (``meta``), so it outlives the
 process (the Yrs client id changes at every start; the key does not). Receivers know an origin's
@@ -54,6 +56,23 @@ def message(delta: DeltaRecord, seqs: dict[str, int], also: dict[str, tuple[int,
     return DOMAIN + hashlib.sha256(msgpack.packb(fields, use_bin_type=True)).digest()
 
 
+HEADER_DOMAIN = b"crdtmem.delta-header-signature/1\n"
+
+
+def header_message(delta: DeltaRecord, seqs: dict[str, int], also: dict[str, tuple[int, ...]]) -> bytes:
+    """The bytes an origin signs for ``delta``'s *header*: :func:`message` without the ``deps`` and
+    ``update``, so that a stub of the delta (its content gone) stays verifiable."""
+    fields = [
+        delta.uid,
+        delta.origin,
+        delta.doc_id,
+        delta.hlc,
+        sorted(seqs.items()),
+        sorted((channel, list(numbers)) for channel, numbers in also.items() if numbers),
+    ]
+    return HEADER_DOMAIN + hashlib.sha256(msgpack.packb(fields, use_bin_type=True)).digest()
+
+
 def claim_of(delta: DeltaRecord) -> tuple[dict[str, int], dict[str, tuple[int, ...]]]:
     """The claim a delta carries: its signed one, or (unsigned) its own seqs."""
     if delta.signature is not None:
@@ -86,7 +105,8 @@ class Signer:
     def sign(self, delta: DeltaRecord, seqs: dict[str, int], also: dict[str, tuple[int, ...]]) -> Signature:
         """The signature of ``delta`` with the claim ``seqs``/``also``."""
         clean = {c: tuple(s) for c, s in also.items() if s}
-        return Signature(self._private.sign(message(delta, seqs, clean)), dict(seqs), clean)
+        sig = self._private.sign(message(delta, seqs, clean))
+        return Signature(sig, dict(seqs), clean, self._private.sign(header_message(delta, seqs, clean)))
 
 
 def verify(public: bytes, delta: DeltaRecord) -> bool:
@@ -99,6 +119,14 @@ def verify(public: bytes, delta: DeltaRecord) -> bool:
     except (InvalidSignature, ValueError):
         return False
     return True
+
+
+def verify_header(public: bytes, stub: DeltaRecord) -> bool:
+    """Whether ``stub``'s proof (:attr:`DeltaRecord.header`) is its origin's header signature."""
+    proof = stub.header
+    if proof is None:
+        return False
+    return verify_message(public, header_message(stub, proof.seqs, proof.also), proof.sig)
 
 
 def verify_message(public: bytes, data: bytes, sig: bytes) -> bool:
@@ -168,7 +196,7 @@ class Keyring:
     def keys_for(self, deltas: Iterable[DeltaRecord]) -> dict[str, bytes]:
         """The keys to send along with these deltas (of their signed origins)."""
         out: dict[str, bytes] = {}
-        for origin in {d.origin for d in deltas if d.signature is not None}:
+        for origin in {d.origin for d in deltas if d.signature is not None or d.header is not None}:
             key = self.presentable(origin)
             if key is not None:
                 out[origin] = key

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from ..access import Principal
 from ..store.base import DeltaRecord
-from .signing import Keyring, encode_key, verify
+from .signing import Keyring, encode_key, verify, verify_header
 
 log = logging.getLogger("crdtmem.trust")
 
@@ -155,3 +155,40 @@ def _signature_refusal(
     if sender.may_introduce_unsigned(origin):
         return None  # taken as if unsigned: this sender may vouch for the origin
     return f"delta {delta.uid} is signed by origin {origin!r}, whose key is neither known here nor presented"
+
+
+def stub_refusal(
+    stub: DeltaRecord, sender: Principal, keyring: Keyring | None, presented: Mapping[str, bytes]
+) -> str | None:
+    """Why a stub (a forgotten memory's delta without its content) is not its origin's word, or
+    None: its proof, the origin's header signature, must verify against the origin's key and
+    cover the sequence numbers it is delivered with; a stub without one (of a delta signed before
+    header signatures, or never signed) is taken only from a sender that may vouch for its origin
+    unsigned, like an unsigned delta."""
+    proof, origin = stub.header, stub.origin
+    if proof is None or keyring is None:
+        reason = unsigned_refusal(origin, sender)
+        return None if reason is None else f"stub {stub.uid} carries no header signature: {reason}"
+    stray = [c for c in stub.seqs if not proof.covers(c, stub.all_seqs(c))]
+    if stray:
+        return f"stub {stub.uid} claims sequence numbers in {', '.join(stray)} its origin did not sign"
+    keys = keyring.known(origin)
+    if keys:
+        if any(verify_header(key, stub) for key in keys):
+            return None
+        return f"stub {stub.uid} is not signed by the key of origin {origin!r} known here"
+    if keyring.strict:
+        return f"no key of origin {origin!r} is listed here, and this node trusts listed keys only"
+    offered = presented.get(origin)
+    if offered is not None and verify_header(offered, stub):
+        keyring.pin(origin, offered)
+        log.info(
+            "pinned the public key %s of origin %s (first use, from %s)",
+            encode_key(offered),
+            origin,
+            sender.name,
+        )
+        return None
+    if sender.may_introduce_unsigned(origin):
+        return None
+    return f"stub {stub.uid} is signed by origin {origin!r}, whose key is neither known here nor presented"

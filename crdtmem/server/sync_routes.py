@@ -259,7 +259,7 @@ def _require_origins(principal: Principal, received: wire.Payload, own_origin: s
             raise AccessDenied(
                 f"{refusal(origin, principal, own_origin)}; nothing of this payload was applied"
             )
-    for origin in sorted({d.origin for d in received.deltas if d.signature is None}):
+    for origin in sorted({d.origin for d in received.deltas if d.signature is None and d.header is None}):
         reason = unsigned_refusal(origin, principal)
         if reason is not None:
             raise AccessDenied(f"{reason}; nothing of this payload was applied")

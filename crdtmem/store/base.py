@@ -62,6 +62,10 @@ class Signature:
     sig: bytes
     seqs: dict[str, int]
     also: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    header: bytes | None = None
+    """The origin's *header signature*: of the same delta and claim without its ``deps`` and
+    ``update``, which stays verifiable once the delta is a content-free stub (None: signed before
+    header signatures existed)."""
 
     def covers(self, channel: str, seqs: tuple[int, ...]) -> bool:
         """Whether the claim holds every one of ``seqs`` in ``channel``."""
@@ -94,6 +98,9 @@ class DeltaRecord:
     also: dict[str, tuple[int, ...]] = field(default_factory=dict)
     signature: Signature | None = None
     """Its origin's signature (None: unsigned, e.g. a foreign client's, or stored before signing)."""
+    header: Signature | None = None
+    """A stub's proof (its content is gone, and with it ``signature``): the origin's header
+    signature (``sig``) and the claim it covers, kept from the delta it was."""
 
     def all_seqs(self, channel: str) -> tuple[int, ...]:
         """Every sequence number this delta covers in ``channel``, ascending."""
@@ -539,6 +546,14 @@ class StagedVectors:
                 self._beyond[channel] = waiting
             else:
                 self._beyond.pop(channel, None)
+
+
+def stub_proof(delta: DeltaRecord) -> Signature | None:
+    """What stays verifiable of ``delta`` once it is a stub: its origin's header signature."""
+    signed = delta.signature
+    if signed is not None and signed.header is not None:
+        return Signature(signed.header, dict(signed.seqs), dict(signed.also))
+    return delta.header
 
 
 def behind(horizon: VersionVector, vector: VersionVector) -> bool:

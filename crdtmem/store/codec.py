@@ -21,7 +21,8 @@ def delta_to_list(delta: DeltaRecord, version: int = 1) -> list[Any]:
     origin's whole claim as ``seqs``/``also`` (relays restrict nothing of it) and ``sig`` is nil for
     an unsigned one."""
     signed = delta.signature if version >= 2 else None
-    seqs, also = (signed.seqs, signed.also) if signed is not None else (delta.seqs, delta.also)
+    claim = signed if signed is not None else (delta.header if version >= 2 else None)
+    seqs, also = (claim.seqs, claim.also) if claim is not None else (delta.seqs, delta.also)
     fields: list[Any] = [delta.uid, delta.origin, delta.doc_id, delta.hlc, delta.deps, delta.update, seqs]
     if also or version >= 2:
         fields.append({c: list(s) for c, s in also.items()})
@@ -89,25 +90,50 @@ def encode_delta(delta: DeltaRecord) -> bytes:
             fields.append({})
         signed = delta.signature
         fields += [signed.sig, signed.seqs, {c: list(s) for c, s in signed.also.items()}]
+        if signed.header is not None:
+            fields.append(signed.header)
     return bytes(msgpack.packb(fields, use_bin_type=True))
 
 
 def decode_delta(blob: bytes) -> DeltaRecord:
     raw = msgpack.unpackb(blob, raw=False)
-    if isinstance(raw, list) and len(raw) == 11:
+    if isinstance(raw, list) and len(raw) in (11, 12):
         delta = delta_from_list(raw[:8])
-        sig, seqs, also = raw[8:]
+        sig, seqs, also = raw[8:11]
+        header = raw[11] if len(raw) == 12 else None
         return dataclasses.replace(
-            delta, signature=Signature(sig, seqs, {c: tuple(s) for c, s in also.items()})
+            delta, signature=Signature(sig, seqs, {c: tuple(s) for c, s in also.items()}, header)
         )
     return delta_from_list(raw)
 
 
 def encode_claim(signature: Signature) -> bytes:
-    """A signature's claim as the store keeps it beside the delta (``deltas.claim``)."""
-    return bytes(msgpack.packb([signature.seqs, {c: list(s) for c, s in signature.also.items()}]))
+    """A signature's claim as the store keeps it beside the delta (``deltas.claim``): ``[seqs,
+    also]``, then the header signature if there is one (a stub keeps only this blob)."""
+    fields: list[Any] = [signature.seqs, {c: list(s) for c, s in signature.also.items()}]
+    if signature.header is not None:
+        fields.append(signature.header)
+    return bytes(msgpack.packb(fields, use_bin_type=True))
+
+
+def encode_stub_claim(proof: Signature) -> bytes:
+    """A stub's proof (``DeltaRecord.header``) in the same blob: its header signature third."""
+    return encode_claim(Signature(b"", proof.seqs, proof.also, proof.sig))
 
 
 def decode_claim(sig: bytes, blob: bytes) -> Signature:
-    seqs, also = msgpack.unpackb(blob, raw=False)
-    return Signature(sig, seqs, {c: tuple(s) for c, s in also.items()})
+    seqs, also, *rest = msgpack.unpackb(blob, raw=False)
+    header = rest[0] if rest and isinstance(rest[0], bytes) else None
+    return Signature(sig, seqs, {c: tuple(s) for c, s in also.items()}, header)
+
+
+def decode_stored(sig: bytes | None, blob: bytes | None) -> tuple[Signature | None, Signature | None]:
+    """A stored delta's (signature, stub proof) from its ``sig`` and ``claim`` columns."""
+    if blob is None:
+        return None, None
+    claim = decode_claim(bytes(sig) if sig is not None else b"", bytes(blob))
+    if sig is not None:
+        return claim, None
+    if claim.header is None:
+        return None, None
+    return None, Signature(claim.header, claim.seqs, claim.also)

@@ -31,6 +31,7 @@ from .base import (
     fold,
     merge_streams,
     split_covered,
+    stub_proof,
 )
 
 
@@ -170,7 +171,10 @@ class MemoryStore:
 
     def _erase(self, doc_id: str) -> None:
         for i in self._by_doc.get(doc_id, ()):
-            self._deltas[i] = replace(self._deltas[i], deps=EMPTY_DEPS, update=EMPTY_UPDATE, signature=None)
+            gone = self._deltas[i]
+            self._deltas[i] = replace(
+                gone, deps=EMPTY_DEPS, update=EMPTY_UPDATE, signature=None, header=stub_proof(gone)
+            )
         self._docs.pop(doc_id, None)
         self._snapshots.pop(doc_id, None)
         self._stale.discard(doc_id)
@@ -222,7 +226,9 @@ class MemoryStore:
             self._by_doc[delta.doc_id].remove(i)
             self._index.pop(delta.uid, None)
             self._uids.discard(delta.uid)
-            self._deltas[i] = replace(delta, deps=EMPTY_DEPS, update=EMPTY_UPDATE, signature=None)
+            self._deltas[i] = replace(
+                delta, deps=EMPTY_DEPS, update=EMPTY_UPDATE, signature=None, header=stub_proof(delta)
+            )
 
     def _in_tail(self, i: int) -> bool:
         doc_id = self._deltas[i].doc_id

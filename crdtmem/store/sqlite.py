@@ -41,7 +41,7 @@ from .base import (
     split_covered,
 )
 from .checkpoint import Checkpointer
-from .codec import decode_claim, encode_claim
+from .codec import decode_stored, encode_claim, encode_stub_claim
 from .lock import DatabaseLock
 from .schema import create_or_migrate
 from .sqlite_erase import erase
@@ -298,7 +298,9 @@ class SQLiteStore:
                         delta.deps,
                         delta.update,
                         signed.sig if signed is not None else None,
-                        encode_claim(signed) if signed is not None else None,
+                        encode_claim(signed)
+                        if signed is not None
+                        else (encode_stub_claim(delta.header) if delta.header is not None else None),
                     )
                 )
             for channel, last in seqs.items():
@@ -665,9 +667,19 @@ class SQLiteStore:
             )
             for delta_id, uid, origin, doc_id, hlc, deps, update, sig, claim in rows:
                 seqs, also = split_covered(wanted[delta_id])
-                signed = decode_claim(bytes(sig), bytes(claim)) if sig is not None else None
+                signed, proof = decode_stored(sig, claim)
                 found[delta_id] = DeltaRecord(
-                    uid, origin, doc_id, hlc, bytes(deps), bytes(update), tuple(seqs), seqs, also, signed
+                    uid,
+                    origin,
+                    doc_id,
+                    hlc,
+                    bytes(deps),
+                    bytes(update),
+                    tuple(seqs),
+                    seqs,
+                    also,
+                    signed,
+                    proof,
                 )
         return [found[delta_id] for delta_id in ids]
 
@@ -736,7 +748,7 @@ class SQLiteStore:
                 (doc_id, EMPTY_UPDATE),
             ).fetchall()
             for delta_id, uid, origin, doc, hlc, deps, update, sig, claim in rows:
-                signed = decode_claim(bytes(sig), bytes(claim)) if sig is not None else None
+                signed, _ = decode_stored(sig, claim)
                 covered: dict[str, list[int]] = {}
                 for channel in sorted(wanted):  # the log's key is (channel, origin, seq)
                     if signed is not None and channel not in signed.seqs:

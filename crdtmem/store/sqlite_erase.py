@@ -1,7 +1,8 @@
 """Forgetting a document in the SQLite store (``Commit.erase``; see :mod:`crdtmem.store.base`).
 
 The document's deltas become stubs: each row keeps its uid, origin, stamp and log entries, its deps
-become the empty state vector and its update the empty update, unsigned. Its record, snapshot,
+become the empty state vector and its update the empty update, without the signature of its
+content; its claim, and the origin's header signature in it, stay (a stub's proof). Its record, snapshot,
 channel rows, conflicts, stale mark, quarantine, pending and decided deltas are deleted, and the
 ``erased`` table keeps the id with the local version of the erasure, the channels the document was
 on and the stamp of its erase marker (what its ``forgotten`` event names). The connections run with
@@ -32,7 +33,8 @@ def erase(conn: sqlite3.Connection, doc_id: str, version: int, hlc: str) -> None
     rows = conn.execute("SELECT channel FROM doc_channels WHERE doc_id = ? ORDER BY channel", (doc_id,))
     channels = [channel for (channel,) in rows]
     conn.execute(
-        "UPDATE deltas SET deps = ?, [update] = ?, sig = NULL, claim = NULL WHERE doc_id = ?",
+        # the claim stays: with the origin's header signature in it, the stub stays verifiable
+        "UPDATE deltas SET deps = ?, [update] = ?, sig = NULL WHERE doc_id = ?",
         (EMPTY_DEPS, EMPTY_UPDATE, doc_id),
     )
     for table, column in _GONE:
