@@ -41,6 +41,7 @@ TOOLS = {
     "delete_memory",
     "list_conflicts",
     "resolve_conflict",
+    "memory_history",
 }
 
 
@@ -138,7 +139,13 @@ async def test_every_tool_over_stdio_within_the_tokens_rights(node, tmp_path):
             read_only = {
                 name for name, tool in tools.items() if tool.annotations and tool.annotations.read_only_hint
             }
-            assert read_only == {"search_memories", "get_memory", "list_memories", "list_conflicts"}
+            assert read_only == {
+                "search_memories",
+                "get_memory",
+                "list_memories",
+                "list_conflicts",
+                "memory_history",
+            }
             destructive = {n for n, t in tools.items() if t.annotations and t.annotations.destructive_hint}
             assert destructive == {"delete_memory"}
 
@@ -176,6 +183,11 @@ async def test_every_tool_over_stdio_within_the_tokens_rights(node, tmp_path):
                 added["id"],
                 prefs["id"],
             }
+            first = await call(session, "list_memories", limit=1)
+            assert first["total"] == 2 and len(first["memories"]) == 1 and first["next_cursor"]
+            rest = await call(session, "list_memories", limit=1, cursor=first["next_cursor"])
+            assert rest["next_cursor"] is None
+            assert {first["memories"][0]["id"], rest["memories"][0]["id"]} == {added["id"], prefs["id"]}
 
             got = await call(session, "get_memory", memory_id=added["id"])
             assert got["content"] == "Alice drinks green tea every morning"
@@ -192,6 +204,15 @@ async def test_every_tool_over_stdio_within_the_tokens_rights(node, tmp_path):
                 "drinks",
                 "morning",
             ]
+            history = await call(session, "memory_history", memory_id=added["id"], limit=1)
+            assert history["total"] == 2 and history["next_cursor"]
+            assert history["history"][0]["content"] == "Alice drinks green tea every morning"
+            later = await call(
+                session, "memory_history", memory_id=added["id"], cursor=history["next_cursor"]
+            )
+            assert [e["content"] for e in later["history"]] == ["Alice drinks jasmine tea every morning"]
+            with pytest.raises(ToolFailed, match=r"404|NotFound"):
+                await call(session, "memory_history", memory_id=bobs["id"])
             with pytest.raises(ToolFailed, match="append_role and append_text"):
                 await call(session, "update_memory", memory_id=added["id"], append_role="user")
 

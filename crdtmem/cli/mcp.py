@@ -12,10 +12,11 @@ Tools::
     add_memory       a memory (any JSON value for a fact) in a user, tenant or topic scope
     search_memories  memories by meaning, best first, with scores
     get_memory       one memory by id
-    list_memories    memories newest first, by scope and kind
+    list_memories    memories newest first, by scope and kind (paged: total, next_cursor)
+    memory_history   a memory's changes, oldest first (paged)
     update_memory    content, metadata, tags, list items, counter, conversation messages
     delete_memory    mark a memory deleted (it replicates)
-    list_conflicts   open conflicts: every concurrent value of a field
+    list_conflicts   open conflicts: every concurrent value of a field (paged)
     resolve_conflict settle a conflicted field to a value
 
 Transports:
@@ -120,6 +121,11 @@ def _path(memory_id: str, tail: str = "") -> str:
     return f"/v1/memories/{urllib.parse.quote(memory_id, safe='')}{tail}"
 
 
+def _paging(answer: dict[str, Any]) -> dict[str, Any]:
+    """A list's paging fields: how many there are in all, and the cursor of the next page (or None)."""
+    return {"total": answer.get("total"), "next_cursor": answer.get("next_cursor")}
+
+
 def _given(**fields: Any) -> dict[str, Any]:
     return {k: v for k, v in fields.items() if v is not None and v != []}
 
@@ -205,10 +211,25 @@ def build_server(node: NodeClient, token: str | None) -> MCPServer:
         topic: str | None = None,
         kind: Kind | None = None,
         limit: int = 20,
+        cursor: str | None = None,
     ) -> dict[str, Any]:
-        query = _given(user_id=user_id, tenant_id=tenant_id, topic=topic, kind=kind, limit=limit)
+        query = _given(
+            user_id=user_id, tenant_id=tenant_id, topic=topic, kind=kind, limit=limit, cursor=cursor
+        )
         answer = await node.call(token_of(ctx), "GET", "/v1/memories", query=query)
-        return {"memories": [_memory(m) for m in answer["memories"]]}
+        return {"memories": [_memory(m) for m in answer["memories"]], **_paging(answer)}
+
+    @server.tool(
+        annotations=READS,
+        description="A memory's changes, oldest first: each entry's content, who wrote it and when. "
+        "Pass next_cursor back as cursor for the next page.",
+    )
+    async def memory_history(
+        memory_id: str, ctx: Context, limit: int = 50, cursor: str | None = None
+    ) -> dict[str, Any]:
+        query = _given(limit=limit, cursor=cursor)
+        answer = await node.call(token_of(ctx), "GET", _path(memory_id, "/history"), query=query)
+        return {"memory_id": answer["memory_id"], "history": answer["history"], **_paging(answer)}
 
     @server.tool(
         annotations=WRITES,
@@ -257,11 +278,16 @@ def build_server(node: NodeClient, token: str | None) -> MCPServer:
         "value. Settle one with resolve_conflict.",
     )
     async def list_conflicts(
-        ctx: Context, user_id: str | None = None, tenant_id: str | None = None, memory_id: str | None = None
+        ctx: Context,
+        user_id: str | None = None,
+        tenant_id: str | None = None,
+        memory_id: str | None = None,
+        limit: int = 20,
+        cursor: str | None = None,
     ) -> dict[str, Any]:
-        query = _given(user_id=user_id, tenant_id=tenant_id, memory_id=memory_id)
+        query = _given(user_id=user_id, tenant_id=tenant_id, memory_id=memory_id, limit=limit, cursor=cursor)
         answer = await node.call(token_of(ctx), "GET", "/v1/conflicts", query=query)
-        return {"conflicts": answer["conflicts"]}
+        return {"conflicts": answer["conflicts"], **_paging(answer)}
 
     @server.tool(
         annotations=WRITES,
