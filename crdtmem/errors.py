@@ -28,6 +28,7 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     │   ├── MemoryQuarantined      a memory found damaged is set aside; the others are served
     │   └── IndexUnavailable       the search index's engine failed (a server unreachable, its files)
     ├── BusError                   the NATS bus refused a stream or consumer (misconfigured)
+    ├── TooManyRequests            a node's states or pull requests over its rate (retry_after)
     └── ReplicaClosed              the replica was used after stop() (a SyncReplica after close())
 """
 
@@ -168,3 +169,12 @@ class ReplicaClosed(CrdtmemError):
 class BusError(CrdtmemError):
     """The NATS bus refused what the node asked of it (a stream bound to other subjects, a
     consumer it cannot create); the message says what to change."""
+
+
+class TooManyRequests(CrdtmemError):
+    """A node asked the fleet for states or pulls faster than its rate; retry after ``retry_after``
+    seconds."""
+
+    def __init__(self, message: str, retry_after: float = 1.0):
+        super().__init__(message)
+        self.retry_after = retry_after

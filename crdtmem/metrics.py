@@ -84,6 +84,13 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "crdtmem_bus_states_fetched_total": ("catch-ups from states another node served over the bus", ()),
     "crdtmem_bus_states_failures_total": ("attempts to catch up from states that no node could serve", ()),
     "crdtmem_bus_states_requests_total": ("states requests from other nodes answered here", ()),
+    "crdtmem_bus_requests_refused_total": (
+        "states and pull requests from other nodes refused (TooManyRequests: over their rate), by op",
+        ("op", "reason"),
+    ),
+    "crdtmem_bus_pull_requests_total": ("pull offers and pages asked of this node by other nodes", ()),
+    "crdtmem_bus_pulled_deltas_total": ("deltas this node served in pull pages to other nodes", ()),
+    "crdtmem_bus_pulled_total": ("pulls since this node's version vectors over the bus", ()),
     "crdtmem_bus_folded_messages_total": ("stream messages folded behind every node's consumer", ()),
     "crdtmem_bus_erased_messages_total": ("stream messages of forgotten memories replaced by stubs", ()),
 }

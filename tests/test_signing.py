@@ -12,11 +12,11 @@ import pytest
 from crdtmem import InvalidInput, Replica
 from crdtmem.access import OPEN, Principal, TokenTable
 from crdtmem.engine import payload as wire
+from crdtmem.engine.coalesce import coalesce
 from crdtmem.engine.signing import Keyring, Signer, verify
 from crdtmem.engine.trust import authenticate
 from crdtmem.store.base import DeltaRecord, Signature
 from crdtmem.store.codec import decode_delta, delta_from_list, delta_to_list, encode_delta
-from crdtmem.sync.coalesce import coalesce
 
 U1 = "user:u1:memories"
 T1 = "topic:t1:updates"

@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from crdtmem import Replica
 from crdtmem.engine import payload as wire
+from crdtmem.engine.coalesce import coalesce
 from crdtmem.metrics import Metrics
 from crdtmem.server import Node, PeerConfig
 from crdtmem.store.base import DeltaRecord
-from crdtmem.sync.coalesce import coalesce
 from crdtmem.sync.link import Link, LinkSettings
 from crdtmem.sync.peer import Backoff, PeerClient
 from crdtmem.sync.protocol import decode_frame, encode_frame

@@ -33,12 +33,14 @@ from ..access import OPEN, Principal
 from ..engine.replica import Replica
 from ..errors import BusError, CrdtmemError
 from ..metrics import Metrics
+from ..rates import RateLimiter
 from ..store.base import VersionVector
 from .consumer import StreamConsumer
 from .erase import StreamEraser
 from .fold import Folded, fold_stream
 from .gaps import Gaps
-from .outbox import Outbox
+from .outbox import Delivery, Outbox
+from .pull import Pulled, PullServer, admit, pull, pull_subject
 from .states import Needs, StatesServer, StatesUnavailable, fetch_states, states_subject
 from .subjects import Layout, StreamSpec
 
@@ -76,6 +78,24 @@ class BusSettings:
     """How long a node behind its stream waits for another node to offer document states."""
     states_timeout_s: float = 30.0
     """How long it waits for one states page."""
+    delivery: Delivery = "eager"
+    """eager: each committed entry is published at once, one message per entry; lazy: every
+    ``batch_interval_s`` the entries committed since go out in batches, one message per channel and
+    origin holding up to ``publish_batch`` entries (runs of one memory's deltas merged)."""
+    batch_interval_s: float = 1.0
+    publish_batch: int = 256
+    pull_on_start: bool = False
+    """Pull what the other nodes hold beyond this node's version vectors (:mod:`crdtmem.bus.pull`)
+    at the start of every session, beside the consumers."""
+    pull_wait_s: float = 0.5
+    """How long a pull waits for the other nodes' offers."""
+    request_rate: float = 20.0
+    """States and pull requests a second that a node answers per requesting node (bursts of
+    ``request_burst``); past it a request is refused with the seconds to wait."""
+    request_burst: float = 40.0
+    rights_of: Callable[[str], Principal | None] | None = None
+    """The rights of a requesting node's principal (``replica:{id}`` in the tokens file), if it
+    has an entry; a pull from a node without one gets what the bus principal may read."""
 
 
 def consumer_name(replica_id: str) -> str:
@@ -106,6 +126,9 @@ class BusClient:
         """What the streams dropped before this node received it (:mod:`crdtmem.bus.states`)."""
         self.gaps = Gaps(self.needs)
         self.states_server: StatesServer | None = None
+        self.pull_server: PullServer | None = None
+        self.limiter = RateLimiter(settings.request_rate, settings.request_burst)
+        """States and pull requests per requesting node (:mod:`crdtmem.bus.pull`)."""
         self.eraser: StreamEraser | None = None
         self._erase_unlisten: Callable[[], None] | None = None
         self._js: Any = None
@@ -118,7 +141,12 @@ class BusClient:
         if self._task is not None:
             return self
         self.outbox = Outbox(
-            self.replica, self.settings.layout, self.metrics, mark_interval=self.settings.mark_interval_s
+            self.replica,
+            self.settings.layout,
+            self.metrics,
+            mark_interval=self.settings.mark_interval_s,
+            delivery=self.settings.delivery,
+            batch_max=self.settings.publish_batch,
         )
         self.needs.load([spec.name for spec in self.settings.layout.streams])
         self.eraser = StreamEraser(self.replica, self.settings.layout, self.outbox, self.metrics)
@@ -163,6 +191,8 @@ class BusClient:
             "publish_lag": outbox.lag() if outbox is not None else None,
             "behind": self.needs.behind(),
             "states_served": self.states_server.served if self.states_server is not None else 0,
+            "pull_pages_served": self.pull_server.served if self.pull_server is not None else 0,
+            "delivery": self.settings.delivery,
             "published": outbox.published if outbox is not None else 0,
             "consumers": {
                 name: {"lag": c.lag, "consumed": c.consumed} for name, c in sorted(self.consumers.items())
@@ -235,6 +265,8 @@ class BusClient:
             **options,
         )
         self._nc = nc
+        if self.outbox is not None:  # a lazy batch travels in one message
+            self.outbox.max_bytes = int(nc.max_payload) // 2
         try:
             self.connected = True
             self.metrics.inc("crdtmem_bus_connects_total")
@@ -255,6 +287,8 @@ class BusClient:
             tasks = [asyncio.create_task(self._publish_loop(js), name="crdtmem-bus-publish")]
             tasks.append(asyncio.create_task(self._fill_loop(nc), name="crdtmem-bus-states"))
             tasks.append(asyncio.create_task(self._erase_loop(js), name="crdtmem-bus-erase"))
+            if settings.pull_on_start:
+                tasks.append(asyncio.create_task(self._pull_once(), name="crdtmem-bus-pull"))
             self._js = js
             tasks += [asyncio.create_task(self._consume(js, name, sub)) for name, sub in subs.items()]
             try:
@@ -359,8 +393,12 @@ class BusClient:
 
         failures = 0
         outbox.wake.set()  # a new session publishes whatever the last one left behind the marks
+        lazy, first = self.settings.delivery == "lazy", True
         while True:
             await outbox.wake.wait()
+            if lazy and not first:  # what commits meanwhile joins the batches; the log holds it all
+                await asyncio.sleep(self.settings.batch_interval_s)
+            first = False
             outbox.wake.clear()
             try:
                 await outbox.publish_pending(publish)
@@ -411,6 +449,9 @@ class BusClient:
                 return last  # everything on its channels through the last sequence read above
             return int(info.ack_floor.stream_seq) if info.ack_floor is not None else 0
 
+        def admitted(requester: str, op: str) -> None:
+            admit(self.limiter, self.metrics, requester, op)
+
         server = StatesServer(
             self.replica,
             self.settings.layout,
@@ -418,6 +459,7 @@ class BusClient:
             self.needs,
             floor,
             max_bytes=int(nc.max_payload),
+            admit=admitted,
         )
 
         async def handle(msg: Any) -> None:
@@ -431,6 +473,55 @@ class BusClient:
         await nc.subscribe(states_subject(layout), cb=handle)
         await nc.subscribe(states_subject(layout, self.replica.id), cb=handle)
         self.states_server = server
+
+        puller = PullServer(
+            self.replica,
+            layout,
+            self.settings.principal,
+            self.limiter,
+            self.metrics,
+            rights_of=self.settings.rights_of,
+            max_bytes=int(nc.max_payload),
+        )
+
+        async def answer(msg: Any) -> None:
+            await puller.handle(nc, msg)
+            self.metrics.inc("crdtmem_bus_pull_requests_total")
+
+        # offers and pages on subscriptions of their own: nats-py runs one callback at a time per
+        # subscription, so a flood of offers queues behind cheap refusals, not behind pages
+        await nc.subscribe(pull_subject(layout), cb=answer)
+        await nc.subscribe(pull_subject(layout, self.replica.id), cb=answer)
+        self.pull_server = puller
+
+    async def pull(self, channels: list[str] | None = None) -> Pulled:
+        """Pull what the fleet holds beyond this node's version vectors for ``channels`` (None: all
+        of this node's), from the node that holds the most (:mod:`crdtmem.bus.pull`), and apply it
+        through the bus principal's path. Raises BusError while the bus is not connected, and
+        TooManyRequests when the fleet refused this node for its rate."""
+        nc = self._nc
+        if nc is None or not self.connected:
+            raise BusError("the bus is not connected: nothing can be pulled now")
+        settings = self.settings
+        pulled = await pull(
+            nc,
+            self.replica,
+            settings.layout,
+            settings.principal,
+            channels,
+            wait=settings.pull_wait_s,
+            timeout=settings.states_timeout_s,
+        )
+        self.metrics.inc("crdtmem_bus_pulled_total")
+        return pulled
+
+    async def _pull_once(self) -> None:
+        try:
+            await self.pull()
+        except CrdtmemError as exc:  # the stream and its consumer fill the gap anyway
+            _reraise_if_cancelled()
+            log.warning("pulling since this node's vectors failed: %s: %s", type(exc).__name__, exc)
+        await asyncio.Event().wait()  # the session's other tasks run on
 
     async def _fill_loop(self, nc: Any) -> None:
         needs = self.needs

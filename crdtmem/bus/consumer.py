@@ -29,7 +29,7 @@ from ..engine.replica import Replica
 from ..errors import ClockSkewError, CrdtmemError, InvalidInput, PayloadError
 from ..metrics import Metrics
 from .outbox import Outbox
-from .subjects import channel_of, message_id
+from .subjects import channel_of, entries_named
 
 log = logging.getLogger("crdtmem.bus")
 
@@ -93,8 +93,8 @@ class StreamConsumer:
     async def _check(self, msg: Any) -> _Message | None:
         try:
             channel = channel_of(msg.subject, self.prefix)
-            held = _entry_named(msg, channel)
-            if held is not None and self.replica.store.is_logged(channel, *held):
+            held = _entries_named(msg, channel)
+            if held is not None and all(self.replica.store.is_logged(channel, held[0], s) for s in held[1]):
                 # an entry stored here already (this node's own, a redelivery, one that came
                 # another way): whatever the message holds, it cannot add to it
                 self.metrics.inc("crdtmem_bus_duplicates_total")
@@ -150,13 +150,7 @@ class StreamConsumer:
         await item.msg.nak(delay=RETRY_S)
 
 
-def _entry_named(msg: Any, channel: str) -> tuple[str, int] | None:
-    """``(origin, seq)`` the message id names, if it is one for ``channel`` (:func:`message_id`)."""
+def _entries_named(msg: Any, channel: str) -> tuple[str, list[int]] | None:
+    """``(origin, seqs)`` the message id names, if it is one for ``channel`` (:func:`entries_named`)."""
     msg_id = (msg.headers or {}).get("Nats-Msg-Id")
-    if not isinstance(msg_id, str):
-        return None
-    origin, _, rest = msg_id.partition(":")
-    seq = rest.partition(":")[0]
-    if not (seq.isascii() and seq.isdigit()) or message_id(origin, channel, int(seq)) != msg_id:
-        return None
-    return origin, int(seq)
+    return entries_named(msg_id, channel) if isinstance(msg_id, str) else None

@@ -25,14 +25,16 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Literal
 
 from ..engine import payload as wire
+from ..engine.coalesce import coalesce
 from ..engine.erasure import with_markers
 from ..engine.replica import Replica
 from ..errors import CrdtmemError
 from ..metrics import Metrics
-from ..store.base import DeltaRecord, VersionVector
-from .subjects import Layout, message_id
+from ..store.base import DeltaRecord, VersionVector, within_bytes
+from .subjects import Layout, batch_id, message_id
 
 log = logging.getLogger("crdtmem.bus")
 
@@ -46,12 +48,24 @@ PublishOne = Callable[[str, bytes, str, str], Awaitable[bool]]
 """``publish(subject, data, msg_id, stream) -> duplicate``: raises if the bus did not acknowledge."""
 
 
+Delivery = Literal["eager", "lazy"]
+
+
 @dataclass
 class _Pending:
     record: DeltaRecord
-    data: bytes
     entries: list[tuple[str, int]] = field(default_factory=list)
     """``(channel, seq)`` to publish (the first seq of each channel names the message)."""
+
+
+@dataclass
+class _Message:
+    channel: str
+    origin: str
+    data: bytes
+    msg_id: str
+    seqs: set[int]
+    """Every sequence number of ``(channel, origin)`` the message carries."""
 
 
 class Outbox:
@@ -67,6 +81,9 @@ class Outbox:
         *,
         page: int = 512,
         mark_interval: float = 0.2,
+        delivery: Delivery = "eager",
+        batch_max: int = 256,
+        max_bytes: int = 512 * 1024,
     ):
         self.replica = replica
         self.layout = layout
@@ -74,6 +91,13 @@ class Outbox:
         self.page = page
         self.mark_interval = mark_interval
         """Seconds between two writes of the marks (a write costs a durable commit)."""
+        self.delivery: Delivery = delivery
+        """eager: a message per entry; lazy: a message per channel and origin holding up to
+        ``batch_max`` entries (runs of one memory's deltas merged), at most ``max_bytes``."""
+        self.batch_max = batch_max
+        self.max_bytes = max_bytes
+        self.messages = 0
+        """Messages the bus acknowledged (lazy: fewer than the entries they carry)."""
         self.marks: dict[str, VersionVector] = replica.store.outbox_marks(SINK)
         """Where the bus has everything, per channel and origin (ahead of the stored marks by at
         most one write)."""
@@ -202,7 +226,7 @@ class Outbox:
         out: list[_Pending] = []
         own = self.replica.id
         for record in page:
-            pending = _Pending(record, b"")
+            pending = _Pending(record)
             for channel in record.seqs:
                 if record.origin == own and record.seqs[channel] > held.get(channel, {}).get(own, 0):
                     # committed, but the store's vectors do not claim it yet (the commit thread
@@ -214,36 +238,60 @@ class Outbox:
                 if not all(s in done for s in seqs):
                     pending.entries.append((channel, record.seqs[channel]))
             if pending.entries:
-                # a stub goes with its memory's erase marker, without which receivers refuse it
-                sent = with_markers(self.replica.store, [record], list(record.seqs))
-                keys = self.replica.keys_for(sent)
-                pending.data = wire.encode(wire.Payload(self.replica.id, sent, {}, keys))
                 out.append(pending)
+        return out
+
+    def _encode(self, records: list[DeltaRecord], channels: list[str]) -> bytes:
+        # a stub goes with its memory's erase marker, without which receivers refuse it
+        sent = with_markers(self.replica.store, records, channels)
+        return wire.encode(wire.Payload(self.replica.id, sent, {}, self.replica.keys_for(sent)))
+
+    def _messages(self, todo: list[_Pending]) -> list[_Message]:
+        """The messages that carry ``todo``: eager, one per entry (the same bytes on each of its
+        channels); lazy, per channel and origin in log order, batches of consecutive entries."""
+        out: list[_Message] = []
+        if self.delivery == "eager":
+            for item in todo:
+                record = item.record
+                data = self._encode([record], list(record.seqs))
+                for channel, seq in item.entries:
+                    seqs = set(record.all_seqs(channel))
+                    msg_id = message_id(record.origin, channel, seq)
+                    out.append(_Message(channel, record.origin, data, msg_id, seqs))
+            return out
+        runs: dict[Key, list[DeltaRecord]] = {}
+        for item in todo:
+            for channel, _ in item.entries:
+                runs.setdefault((channel, item.record.origin), []).append(item.record)
+        for (channel, origin), records in runs.items():
+            while records:
+                batch = within_bytes(records[: self.batch_max], self.max_bytes)
+                records = records[len(batch) :]
+                seqs = {s for record in batch for s in record.all_seqs(channel)}
+                merged = coalesce(batch, self.replica.id, self.replica.signer)
+                data = self._encode(merged, [channel])
+                out.append(_Message(channel, origin, data, batch_id(origin, channel, sorted(seqs)), seqs))
         return out
 
     async def _publish(self, todo: list[_Pending], publish: PublishOne) -> None:
         layout = self.layout
 
-        async def one(item: _Pending, channel: str, seq: int) -> None:
-            origin = item.record.origin
+        async def one(message: _Message) -> None:
+            channel = message.channel
             duplicate = await publish(
-                layout.subject(channel),
-                item.data,
-                message_id(origin, channel, seq),
-                layout.stream_of(channel).name,
+                layout.subject(channel), message.data, message.msg_id, layout.stream_of(channel).name
             )
-            self._handed.setdefault((channel, origin), set()).update(item.record.all_seqs(channel))
+            self._handed.setdefault((channel, message.origin), set()).update(message.seqs)
+            self.messages += 1
             if duplicate:
                 self.duplicates += 1
                 self.metrics.inc("crdtmem_bus_publish_duplicates_total")
             else:
-                self.published += 1
-                self.metrics.inc("crdtmem_bus_published_total")
+                entries = len(message.seqs) if self.delivery == "lazy" else 1
+                self.published += entries
+                self.metrics.inc("crdtmem_bus_published_total", entries)
 
-        results = await asyncio.gather(
-            *(one(item, channel, seq) for item in todo for channel, seq in item.entries),
-            return_exceptions=True,
-        )
+        results = await asyncio.gather(*(one(m) for m in self._messages(todo)), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             raise failed[0]

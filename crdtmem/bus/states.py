@@ -130,8 +130,11 @@ class StatesServer:
         floor: Floor,
         *,
         max_bytes: int,
+        admit: Callable[[str, str], None] | None = None,
     ):
         self.replica = replica
+        self.admit = admit
+        """Takes ``(requester, op)`` from its rate, raising TooManyRequests past it."""
         self.layout = layout
         self.principal = principal
         self.needs = needs
@@ -147,6 +150,8 @@ class StatesServer:
             request = _decode_request(msg.data)
             if request.get("from") == self.replica.id:
                 return  # its own offer request
+            if self.admit is not None:  # keyed by the id the request claims (states requests are unsigned)
+                self.admit(f"states/{str(request.get('from'))[:256]}", str(request["op"]))
             if request["op"] == "offer":
                 answer = await self._offer(request)
             elif request["op"] == "page":

@@ -41,6 +41,8 @@ _TOKEN = re.compile(r"^[A-Za-z0-9_\-]{1,32}$")
 _STREAM_NAME = re.compile(r"^[A-Za-z0-9_\-]{1,64}$")
 STATES_TOKEN = "states"
 """``{prefix}.states`` is where nodes ask each other for document states (:mod:`crdtmem.bus.states`)."""
+PULL_TOKEN = "pull"
+"""``{prefix}.pull`` is where nodes pull since their version vectors (:mod:`crdtmem.bus.pull`)."""
 
 
 def escape_token(value: str) -> str:
@@ -113,10 +115,9 @@ class Layout:
             twice = sorted({v for v in seen if seen.count(v) > 1})
             if twice:
                 raise InvalidInput(f"stream {attr}s must differ; {', '.join(twice)} appear(s) twice")
-        if any(s.token == STATES_TOKEN for s in self.streams):
-            raise InvalidInput(
-                f"stream token {STATES_TOKEN!r} is taken: {self.prefix}.states carries states requests"
-            )
+        for token, what in ((STATES_TOKEN, "states requests"), (PULL_TOKEN, "pull requests")):
+            if any(s.token == token for s in self.streams):
+                raise InvalidInput(f"stream token {token!r} is taken: {self.prefix}.{token} carries {what}")
 
     @classmethod
     def from_json(cls, body: object, *, replicas: int = 1, where: str = "bus layout") -> Layout:
@@ -243,3 +244,30 @@ def message_id(origin: str, channel: str, seq: int) -> str:
     channel names need not be)."""
     digest = hashlib.sha256(channel.encode()).hexdigest()[:24]
     return f"{origin}:{seq}:{digest}"
+
+
+def batch_id(origin: str, channel: str, seqs: Sequence[int]) -> str:
+    """The ``Nats-Msg-Id`` of a lazy batch: entries ``seqs`` (ascending) of ``(origin, channel)``,
+    ``{origin}:{first}-{last}:{digest}``, the digest over the channel and every sequence number, so
+    the stream drops a batch published again as it was, never a batch that holds other entries (a
+    node restarted mid-batch may cut its batches elsewhere: their copies are duplicates to the
+    receivers, counted and harmless)."""
+    text = channel + "\n" + ",".join(str(s) for s in seqs)
+    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
+    return f"{origin}:{seqs[0]}-{seqs[-1]}:{digest}"
+
+
+def entries_named(msg_id: str, channel: str) -> tuple[str, list[int]] | None:
+    """``(origin, seqs)`` a message id names for ``channel`` (:func:`message_id`: one entry; a
+    :func:`batch_id`: a range, whose every entry may not be in the message), or None."""
+    origin, _, rest = msg_id.partition(":")
+    seq = rest.partition(":")[0]
+    if seq.isascii() and seq.isdigit():
+        return (origin, [int(seq)]) if message_id(origin, channel, int(seq)) == msg_id else None
+    first, dash, last = seq.partition("-")
+    if not (dash and first.isascii() and first.isdigit() and last.isascii() and last.isdigit()):
+        return None
+    low, high = int(first), int(last)
+    if not 0 < low <= high or high - low >= 10_000:
+        return None
+    return origin, list(range(low, high + 1))

@@ -151,6 +151,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     serve.add_argument("--bus-creds", metavar="FILE", help="NATS credentials file (accounts with JWTs)")
     serve.add_argument(
+        "--bus-delivery",
+        choices=["eager", "lazy"],
+        default="eager",
+        help="eager: publish each committed entry at once (default); lazy: publish the entries "
+        "committed in each --bus-batch-interval in batches, one message per channel and origin",
+    )
+    serve.add_argument(
+        "--bus-batch-interval",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="seconds between lazy batches (default 1)",
+    )
+    serve.add_argument(
+        "--bus-pull",
+        action="store_true",
+        help="on connecting, pull what other nodes hold beyond this node's version vectors "
+        "(request/reply on the bus), beside reading the streams",
+    )
+    serve.add_argument(
+        "--bus-request-rate",
+        type=float,
+        default=20.0,
+        metavar="N",
+        help="states and pull requests a second answered per requesting node (default 20, bursts of 2x)",
+    )
+    serve.add_argument(
         "--bus-layout",
         metavar="FILE",
         help="JSON file of streams placed before the default ones (a tenant's own stream, its limits); "

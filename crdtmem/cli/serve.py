@@ -75,6 +75,10 @@ class ServeOptions:
     bus_principal: str = "user:bus"
     bus_creds: str | None = None
     bus_layout: Layout | None = None
+    bus_delivery: Literal["eager", "lazy"] = "eager"
+    bus_batch_interval: float = 1.0
+    bus_pull: bool = False
+    bus_request_rate: float = 20.0
     """Streams before the defaults (``--bus-layout FILE``); None: the defaults only."""
     limits: Limits = field(default_factory=Limits)
     compact_every: float | None = None
@@ -126,6 +130,10 @@ def main(args: argparse.Namespace) -> int:
         bus_principal=args.bus_principal,
         bus_creds=args.bus_creds,
         bus_layout=layout,
+        bus_delivery=args.bus_delivery,
+        bus_batch_interval=args.bus_batch_interval,
+        bus_pull=args.bus_pull,
+        bus_request_rate=args.bus_request_rate,
         limits=limits,
         compact_every=args.compact_every,
         lease_hours=args.lease_hours,
@@ -234,6 +242,11 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
             options.bus,
             layout=options.bus_layout or Layout.of(replicas=options.bus_replicas),
             creds=options.bus_creds,
+            delivery=options.bus_delivery,
+            batch_interval_s=options.bus_batch_interval,
+            pull_on_start=options.bus_pull,
+            request_rate=options.bus_request_rate,
+            request_burst=2 * options.bus_request_rate,
         )
         if options.bus
         else None,

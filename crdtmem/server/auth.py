@@ -1,14 +1,12 @@
-"""Authentication (bearer token -> principal) and per-principal rate limits: of writes (requests
-and frames), and of the volume they carry (deltas and bytes)."""
+"""Authentication (bearer token -> principal); the per-principal rate limits are in
+:mod:`crdtmem.rates` (re-exported here)."""
 
 from __future__ import annotations
-
-import time
-from dataclasses import dataclass, field
 
 from aiohttp import web
 
 from ..access import OPEN, Principal, TokenTable
+from ..rates import RateLimiter, VolumeLimiter
 
 PRINCIPAL: web.RequestKey[Principal] = web.RequestKey("principal", Principal)
 """Where the auth middleware leaves the request's authenticated principal."""
@@ -30,59 +28,4 @@ def authenticate(tokens: TokenTable | None, request: web.Request) -> Principal |
     return tokens.lookup(bearer_token(request))
 
 
-@dataclass
-class RateLimiter:
-    """A token bucket per principal: ``rate`` writes per second, bursts of up to ``burst``."""
-
-    rate: float = 200.0
-    burst: float = 400.0
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    def acquire(self, key: str, cost: float = 1.0, now: float | None = None) -> float:
-        """Take ``cost`` tokens; returns 0 if allowed, else the seconds to wait before retrying."""
-        if self.rate <= 0:
-            return 0.0
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        if tokens >= cost:
-            self._buckets[key] = (tokens - cost, now)
-            return 0.0
-        self._buckets[key] = (tokens, now)
-        return (cost - tokens) / self.rate
-
-
-@dataclass
-class VolumeLimiter:
-    """A bucket per principal of what its requests carry (deltas, or bytes): ``rate`` a second on
-    average, bursts of up to ``burst``.
-
-    What one request carries is known only once it arrived, and a single request may carry more
-    than ``burst`` (a page of a catch-up): so a request is admitted while its principal's bucket is
-    not in debt, and then charged in full, which may put the bucket in debt; its next request waits
-    until the debt is paid off. So the volume per principal averages at most ``rate``, and no size
-    of request is refused for ever.
-    """
-
-    rate: float
-    burst: float
-    _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
-
-    def wait(self, key: str, now: float | None = None) -> float:
-        """0 if ``key`` may send now, else the seconds until its bucket is out of debt."""
-        if self.rate <= 0:
-            return 0.0
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        self._buckets[key] = (tokens, now)
-        return 0.0 if tokens >= 0 else -tokens / self.rate
-
-    def charge(self, key: str, amount: float, now: float | None = None) -> None:
-        """Take ``amount`` (after :meth:`wait` said 0), into debt if need be."""
-        if self.rate <= 0:
-            return
-        now = time.monotonic() if now is None else now
-        tokens, last = self._buckets.get(key, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        self._buckets[key] = (tokens - amount, now)
+__all__ = ["PRINCIPAL", "RateLimiter", "VolumeLimiter", "authenticate", "bearer_token"]

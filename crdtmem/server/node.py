@@ -124,7 +124,7 @@ class Node:
                     "from the bus could be applied here; add one with the channels it may write and the "
                     "origins it may introduce (docs/scale-out.md)"
                 )
-            bus = dataclasses.replace(bus, principal=rights)
+            bus = dataclasses.replace(bus, principal=rights, rights_of=tokens.rights_of)
         self.bus_settings = bus
         self.bus_principal = bus_principal
         self.bus: BusClient | None = None

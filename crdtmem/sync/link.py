@@ -33,12 +33,12 @@ from aiohttp import web
 
 from ..access import Principal
 from ..engine import payload as wire
+from ..engine.coalesce import coalesce
 from ..engine.erasure import with_markers
 from ..engine.replica import Replica
 from ..errors import CrdtmemError, PayloadError
 from ..metrics import Metrics
 from ..store.base import DeltaRecord, VersionVector, within_bytes
-from .coalesce import coalesce
 from .protocol import Frame, FrameError, decode_frame, encode_frame
 
 Mode = Literal["eager", "lazy", "pull"]

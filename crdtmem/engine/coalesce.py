@@ -20,9 +20,9 @@ from collections.abc import Callable, Iterable
 import pycrdt
 
 from ..document import statevector
-from ..engine.signing import Signer
 from ..errors import MalformedPayload
 from ..store.base import DeltaRecord
+from .signing import Signer
 
 MAX_RUN = 1_000
 
