@@ -34,6 +34,7 @@ BENCHMARKS = (
     "bench_erasure",
     "bench_compaction",
     "bench_bus",
+    "bench_bus_catchup",
     "bench_hostile",
 )
 """Every benchmark script; a new one is added here and gets a section in docs/benchmarks.md."""

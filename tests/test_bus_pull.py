@@ -180,3 +180,28 @@ async def test_requests_are_bound_to_their_inbox_and_key(tmp_path):
         envelope["sig"] = bytes(64)
         with pytest.raises(AccessDenied, match="does not verify"):
             open_request(msgpack.packb(envelope), "_INBOX.mine")
+
+
+async def test_a_new_node_pulls_on_start(tmp_path, nats_server):
+    a, bus = await _serving(tmp_path, nats_server.url)
+    try:
+        async with (
+            Replica(tmp_path / "c.db", replica_id="c") as c,
+            BusClient(c, BusSettings([nats_server.url], pull_on_start=True, pull_wait_s=0.3)) as bus_c,
+        ):
+            await eventually(lambda: _pulled(bus_c), what="c pulled once")
+            await eventually(lambda: _same(a, c), what="c holds what a holds")
+            assert bus.metrics.value("crdtmem_bus_pulled_deltas_total") == 40
+            assert bus_c.status()["delivery"] == "eager"
+            assert bus.status()["pull_pages_served"] >= 1
+    finally:
+        await bus.stop()
+        await a.stop()
+
+
+async def _pulled(bus: BusClient) -> bool:
+    return bus.metrics.value("crdtmem_bus_pulled_total") == 1
+
+
+async def _same(a: Replica, c: Replica) -> bool:
+    return a.version_vectors([U1, U2]) == c.version_vectors([U1, U2])

@@ -86,7 +86,7 @@ class BusSettings:
     publish_batch: int = 256
     pull_on_start: bool = False
     """Pull what the other nodes hold beyond this node's version vectors (:mod:`crdtmem.bus.pull`)
-    at the start of every session, beside the consumers."""
+    at the start of every session, before the consumers (bound already) read the streams."""
     pull_wait_s: float = 0.5
     """How long a pull waits for the other nodes' offers."""
     request_rate: float = 20.0
@@ -287,9 +287,9 @@ class BusClient:
             tasks = [asyncio.create_task(self._publish_loop(js), name="crdtmem-bus-publish")]
             tasks.append(asyncio.create_task(self._fill_loop(nc), name="crdtmem-bus-states"))
             tasks.append(asyncio.create_task(self._erase_loop(js), name="crdtmem-bus-erase"))
-            if settings.pull_on_start:
-                tasks.append(asyncio.create_task(self._pull_once(), name="crdtmem-bus-pull"))
             self._js = js
+            if settings.pull_on_start:  # pages first; the consumers, bound already, then read the rest
+                await self._pull_once()
             tasks += [asyncio.create_task(self._consume(js, name, sub)) for name, sub in subs.items()]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
@@ -521,7 +521,6 @@ class BusClient:
         except CrdtmemError as exc:  # the stream and its consumer fill the gap anyway
             _reraise_if_cancelled()
             log.warning("pulling since this node's vectors failed: %s: %s", type(exc).__name__, exc)
-        await asyncio.Event().wait()  # the session's other tasks run on
 
     async def _fill_loop(self, nc: Any) -> None:
         needs = self.needs
