@@ -205,3 +205,20 @@ async def _pulled(bus: BusClient) -> bool:
 
 async def _same(a: Replica, c: Replica) -> bool:
     return a.version_vectors([U1, U2]) == c.version_vectors([U1, U2])
+
+
+async def test_a_long_pull_goes_at_the_serving_nodes_rate(tmp_path, nats_server):
+    """More pages than a burst: the puller waits as each refusal says, and gets everything."""
+    a, bus = await _serving(tmp_path, nats_server.url, request_rate=10.0, request_burst=2.0)
+    try:
+        async with Replica(tmp_path / "c.db", replica_id="c") as c, _connected(nats_server.url) as nc:
+            pulled = await pull(nc, c, Layout.of(), Principal("user:bus", ("*",), ("*",), ("*",)), limit=5)
+            assert pulled.deltas == 40 and pulled.pages == 9
+            assert c.version_vectors([U1, U2]) == a.version_vectors([U1, U2])
+            assert (
+                bus.metrics.value("crdtmem_bus_requests_refused_total", op="page", reason="TooManyRequests")
+                > 0
+            )
+    finally:
+        await bus.stop()
+        await a.stop()

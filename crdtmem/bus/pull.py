@@ -31,6 +31,7 @@ limit and half the bus's largest message, and a request by :data:`MAX_REQUEST_BY
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import logging
 import time
@@ -61,6 +62,8 @@ MAX_REQUEST_BYTES = 256 * 1024
 MAX_CHANNELS = 10_000
 MAX_PAGES = 100_000
 """A pull stops after this many pages (a node answering for ever)."""
+MAX_RETRIES = 1_000
+"""Page requests a pull sends again after a ``TooManyRequests`` (waiting as it says) before it fails."""
 DOMAIN = b"crdtmem.bus-request/1\n"
 MORE = "Crdtmem-More"
 """Answer header: ``1`` when a deltas page was full (ask again with the new vectors)."""
@@ -173,7 +176,7 @@ class PullServer:
         except CrdtmemError as exc:
             if not isinstance(exc, TooManyRequests):
                 self.metrics.inc("crdtmem_bus_requests_refused_total", op=op, reason=type(exc).__name__)
-            answer = _pack({"replica": self.replica.id, "error": f"{type(exc).__name__}: {exc}"})
+            answer = refusal(self.replica.id, exc)
         try:
             await nc.publish(msg.reply, answer, headers=headers)
         except (nats.errors.Error, OSError, TimeoutError) as exc:
@@ -264,6 +267,24 @@ class PullServer:
         return data
 
 
+def refusal(replica_id: str, exc: CrdtmemError) -> bytes:
+    """The answer to a refused request: ``{replica, error}``, and ``retry_after`` for a rate."""
+    body: dict[str, Any] = {"replica": replica_id, "error": f"{type(exc).__name__}: {exc}"}
+    if isinstance(exc, TooManyRequests):
+        body["retry_after"] = round(exc.retry_after, 3)
+    return _pack(body)
+
+
+def retry_after(data: bytes) -> float | None:
+    """The seconds a ``TooManyRequests`` refusal asks to wait (None: not such a refusal)."""
+    try:
+        body = msgpack.unpackb(data[:MAX_REQUEST_BYTES], raw=False)
+        wait = body.get("retry_after")
+    except (ValueError, TypeError, AttributeError, msgpack.ExtraData):
+        return None
+    return float(wait) if isinstance(wait, (int, float)) and not isinstance(wait, bool) else None
+
+
 def admit(limiter: RateLimiter, metrics: Metrics, key: str, op: str) -> None:
     """Take one request from ``key``'s bucket, or raise :class:`TooManyRequests` (counted)."""
     wait = limiter.acquire(key)
@@ -307,6 +328,7 @@ async def pull(
     done = Pulled(node=offer.replica)
     states: dict[str, Any] = {}
     subject = pull_subject(layout, offer.replica)
+    retries = 0
     for _ in range(MAX_PAGES):
         before = replica.version_vectors(offered)
         body: dict[str, Any] = {"op": "page", "channels": offered, "vectors": before, "limit": limit}
@@ -321,6 +343,11 @@ async def pull(
         finally:
             await sub.unsubscribe()
         data = answer.data
+        wait_s = retry_after(data)
+        if wait_s is not None and retries < MAX_RETRIES:  # a long catch-up goes at the server's rate
+            retries += 1
+            await asyncio.sleep(min(wait_s, timeout))
+            continue
         if catchup.is_states(data):
             page = catchup.decode_states(data, max_bytes=replica.max_payload_bytes)
             if page.sender != offer.replica:

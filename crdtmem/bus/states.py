@@ -43,6 +43,7 @@ from ..engine.replica import Replica
 from ..errors import CrdtmemError, InvalidInput, MalformedPayload
 from ..ids import parse_channels
 from ..store.base import VersionVector
+from .pull import MAX_RETRIES, refusal, retry_after
 from .subjects import STATES_TOKEN, Layout, escape_token
 
 log = logging.getLogger("crdtmem.bus")
@@ -159,7 +160,7 @@ class StatesServer:
             else:
                 raise InvalidInput(f"unknown states request {request['op']!r}")
         except CrdtmemError as exc:
-            answer = _pack({"replica": self.replica.id, "error": f"{type(exc).__name__}: {exc}"})
+            answer = refusal(self.replica.id, exc)
         await msg.respond(answer)
 
     def _servable(self, stream: str, channels: list[str] | None) -> list[str]:
@@ -264,7 +265,7 @@ async def fetch_states(
     after: str | None = None
     covers: dict[str, VersionVector] | None = None
     cursor: bytes | None = None
-    pages = 0
+    pages = limited = 0
     while True:
         body: dict[str, Any] = {
             "op": "page",
@@ -282,6 +283,11 @@ async def fetch_states(
             raise StatesUnavailable(
                 f"node {offer.replica} stopped answering states requests ({type(exc).__name__})"
             ) from exc
+        wait_s = retry_after(reply.data)
+        if wait_s is not None and limited < MAX_RETRIES:  # a long catch-up goes at the server's rate
+            limited += 1
+            await asyncio.sleep(min(wait_s, timeout))
+            continue
         if not catchup.is_states(reply.data):
             raise StatesUnavailable(f"node {offer.replica} refused a states page: {_error_of(reply.data)}")
         page = catchup.decode_states(reply.data, max_bytes=replica.max_payload_bytes)
