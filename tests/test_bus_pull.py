@@ -20,7 +20,8 @@ from crdtmem.access import AccessDenied, Principal
 from crdtmem.bus import BusClient, BusSettings, Layout
 from crdtmem.bus.pull import open_request, pull, pull_subject, sign_request
 from crdtmem.errors import TooManyRequests
-from tests.support.rest import eventually
+from tests.support.rest import Api, converged, eventually
+from tests.test_bus_faults import bus_node, ready
 
 U1, U2 = "user:u1:memories", "user:u2:memories"
 
@@ -222,3 +223,22 @@ async def test_a_long_pull_goes_at_the_serving_nodes_rate(tmp_path, nats_server)
     finally:
         await bus.stop()
         await a.stop()
+
+
+async def test_serve_bus_pull_fills_a_new_node_from_pages(nats_server, procs, session, tmp_path):
+    a = bus_node(tmp_path, "a", [nats_server.url], channels=[U1]).start()
+    procs.append(a)
+    api_a = Api(session, a.url)
+    await ready(api_a)
+    await api_a.add(0, kind="counter", user_id="u1", id="c1")
+    for _ in range(30):
+        await api_a.patch("c1", increment=1)
+    c = bus_node(tmp_path, "c", [nats_server.url], "--bus-pull", channels=[U1]).start()
+    procs.append(c)
+    api_c = Api(session, c.url)
+    await eventually(lambda: converged([api_a, api_c]), timeout=60, what="c holds what a holds")
+    assert (await api_c.get("c1"))["content"] == 30  # type: ignore[index]
+    served = await (await session.get(a.url + "/metrics")).text()
+    assert "crdtmem_bus_pulled_deltas_total 31" in served
+    pulled = await (await session.get(c.url + "/metrics")).text()
+    assert "crdtmem_bus_pulled_total 1" in pulled
