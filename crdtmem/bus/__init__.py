@@ -3,10 +3,12 @@
 Layout::
 
     subjects.py  channels as subjects, the stream layout, the message id of a log entry
-    outbox.py    the log as the outbox: publish past the durable marks, raise them after the PubAck
+    outbox.py    the log as the outbox: publish past the durable marks (eager, or lazy batches),
+                 raise them after the PubAck
     consumer.py  one stream's messages into the replica, through the peers' apply path
     gaps.py      where a stream dropped entries before this node's consumer received them
     states.py    document states over the bus for a node behind its stream (request/reply)
+    pull.py      pull since a version vector over the bus (signed request/reply), request limits
     fold.py      a stream purged behind every node's consumer (the compaction lease for the idle)
     erase.py     a forgotten memory's messages replaced by stubs
     client.py    the connection: streams, consumers, publisher, reconnects; BusSettings

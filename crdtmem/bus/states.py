@@ -21,7 +21,9 @@ were dropped wait); once the states are in, the need is cleared and the node is 
 
 Both sides use the bus principal's rights (``docs/scale-out.md``): a node serves the channels that
 principal may read, and applies the states as that principal (it must be allowed to write every
-memory). Requests are untrusted input: bounded, validated, and answered with a clear refusal.
+memory). Requests are untrusted input: bounded, validated, rate-limited per the node they name
+(:func:`crdtmem.bus.pull.admit`; the requester waits as a ``TooManyRequests`` refusal says), and
+answered with a clear refusal.
 """
 
 from __future__ import annotations
