@@ -561,12 +561,16 @@ class SQLiteStore:
         if before_version is not None:
             conditions.append("d.version < ?")
             args.append(before_version)
-        sql = "SELECT d.id, d.kind, d.record, d.version FROM docs d"
+        order = " ORDER BY d.version " + ("ASC" if ascending else "DESC")
+        page = "SELECT d.rowid FROM docs d"
         if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        sql += " ORDER BY d.version " + ("ASC" if ascending else "DESC")
+            page += " WHERE " + " AND ".join(conditions)
+        page += order
         if limit is not None:
-            sql += f" LIMIT {int(limit)}"
+            page += f" LIMIT {int(limit)}"
+        # the page is chosen from (version, rowid) alone and only its records are read: ordered
+        # with the records, SQLite copies every matching record (1 MiB values) into a sort per page
+        sql = f"SELECT d.id, d.kind, d.record, d.version FROM docs d WHERE d.rowid IN ({page}){order}"
         return self._records(self._r.execute(sql, args).fetchall())
 
     @_reads
