@@ -18,7 +18,7 @@ from crdtmem.access import TokenTable
 from crdtmem.index import IndexSettings, Point
 from crdtmem.index.embedders import HashingEmbedder
 from crdtmem.index.engines import open_engine
-from crdtmem.index.indexer import memory_text, text_hash
+from crdtmem.index.indexer import EMBEDDED_CONTENT_CHARS, EMBEDDED_EXTRA_CHARS, memory_text, text_hash
 from crdtmem.server import Node
 
 U1, U2 = "user:u1:memories", "user:u2:memories"
@@ -329,3 +329,17 @@ async def test_rest_search_is_scoped_to_the_caller(tmp_path: Path) -> None:
         assert (index_status["engine"], index_status["model"]) == ("memory", "crdtmem/hashing-384-v1")
         assert index_status["indexed_version"] == max(m.version for m in await replica.list())
         assert index_status["points_written"] == 2
+
+
+async def test_a_large_memory_is_embedded_by_a_bounded_text_that_keeps_its_tags(tmp_path: Path) -> None:
+    """A 1 MiB value costs the embedder what 8 KiB does (it runs in Python beside the event loop);
+    its tags and metadata are still embedded."""
+    async with Replica(tmp_path / "a.db", replica_id="a", index=settings()) as replica:
+        big = await replica.add("x" * (1024 * 1024), user_id="u1", tags=["zebra"], metadata={"n": "okapi"})
+        small = await replica.add("green tea", user_id="u1", tags=["zebra"])
+        text = memory_text(big)
+        assert len(text) <= EMBEDDED_CONTENT_CHARS + 1 + EMBEDDED_EXTRA_CHARS
+        assert text.endswith("zebra okapi") and memory_text(small) == "green tea\nzebra"
+        assert replica.index is not None
+        await replica.index.wait_idle()
+        assert await _index_view(replica) == await _store_view(replica)

@@ -109,8 +109,19 @@ class Verification:
         return not (self.missing or self.stale or self.orphans or self.mismatched)
 
 
+EMBEDDED_CONTENT_CHARS = 8192
+"""A memory is embedded by at most this much of its content, and :data:`EMBEDDED_EXTRA_CHARS` of its
+tags and metadata. Embedding models read a few hundred tokens and drop the rest; the hashing
+embedder reads everything, in Python, on a worker thread that shares the interpreter lock with the
+event loop: a 1 MiB value held it for seconds (its one 1 MiB "word" has three million character
+n-grams), and every request waited its turn at the lock meanwhile. Bounded, a memory costs the
+indexer at most tens of milliseconds, whatever it holds."""
+EMBEDDED_EXTRA_CHARS = 2048
+
+
 def memory_text(memory: Memory) -> str:
-    """The text a memory is embedded by: its content in words, plus its tags and metadata values."""
+    """The text a memory is embedded by: its content in words, plus its tags and metadata values,
+    each bounded (:data:`EMBEDDED_CONTENT_CHARS`)."""
     content = memory.content
     if memory.kind == "list":
         body = "; ".join(str(item) for item in content)
@@ -124,7 +135,8 @@ def memory_text(memory: Memory) -> str:
     extra = [str(t) for t in memory.tags] + [
         str(v) for v in memory.metadata.values() if isinstance(v, (str, int, float))
     ]
-    return body if not extra else body + "\n" + " ".join(extra)
+    body = body[:EMBEDDED_CONTENT_CHARS]
+    return body if not extra else body + "\n" + " ".join(extra)[:EMBEDDED_EXTRA_CHARS]
 
 
 def text_hash(text: str) -> str:
