@@ -49,6 +49,8 @@ HOSTILE, BYSTANDER, OPERATOR, SEEDER = (
     "seeder-replica-token-001",
 )
 U1, U2 = "user:u1:memories", "user:u2:memories"
+_LINE_MOST = 64 * 1024 * 1024
+"""An event's data line carries its memory whole (a 1 MiB value and its JSON escapes)."""
 TARGET_P99_RATIO = 5.0
 """The bystander's p99 during the worst hostile phase, against its idle p99."""
 
@@ -183,7 +185,7 @@ async def _replay_storm(session: aiohttp.ClientSession, url: str, clients: int, 
         async with session.get(f"{url}/v1/events", headers=headers) as response:
             seen = 0
             while seen < expected:
-                line = await asyncio.wait_for(response.content.readline(), 60)
+                line = await asyncio.wait_for(response.content.readline(max_line_length=_LINE_MOST), 60)
                 if line.startswith(b"event: create"):
                     seen += 1
 
@@ -195,6 +197,9 @@ async def main() -> None:
     parser.add_argument(
         "--rss-only", action="store_true", help="only the pending flood, the replays and the large memories"
     )
+    parser.add_argument(
+        "--only", default=None, help="only the hostile phases whose name contains this text (and idle)"
+    )
     args = parser.parse_args()
     requests = 100 if args.quick else 400
     memories = 1_000 if args.quick else 5_000
@@ -205,7 +210,9 @@ async def main() -> None:
         timeout = aiohttp.ClientTimeout(total=300)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
-                rows, rss = await run(server, session, requests, memories, flood, args.rss_only, large)
+                rows, rss = await run(
+                    server, session, requests, memories, flood, args.rss_only, large, args.only
+                )
         finally:
             server.stop()
     idle = rows[0]["p99_ms"]
@@ -230,6 +237,7 @@ async def run(
     flood: int,
     rss_only: bool = False,
     large: int = 200,
+    only: str | None = None,
 ) -> tuple[list[dict[str, Any]], dict[str, float]]:
     url = server.url
     body = json.dumps({"content": "bob's", "user_id": "u2"}).encode()
@@ -277,8 +285,10 @@ async def run(
         latencies = await _bystander(session, url, bobs, requests)
         stop.set()
         sent = sum(await asyncio.gather(*hostile)) if hostile else 0
+        reads, writes = latencies[0::2], latencies[1::2]  # GET and PATCH alternate
         print(
-            f"  {name}: bystander p99 {_percentile(latencies, 0.99) * 1000:.1f} ms, "
+            f"  {name}: bystander p99 {_percentile(latencies, 0.99) * 1000:.1f} ms "
+            f"(reads {_percentile(reads, 0.99) * 1000:.1f}, writes {_percentile(writes, 0.99) * 1000:.1f}), "
             f"{sent} hostile requests, server RSS {server.rss_mb():.0f} MB"
         )
         return {
@@ -299,13 +309,16 @@ async def run(
     async def storm(n: int) -> None:
         await _replay_storm(session, url, 10, memories)  # two loops: twenty streams at a time
 
+    hostile = {name: post(body) for name, body in bodies.items()}
+    hostile["push of 2,000 waiting deltas"] = lambda n: push_cycle(orphan_pages, n)
+    hostile["push of a memory of 20,000 keys"] = lambda n: push_cycle(wide, n)
+    hostile[f"20 streams replaying {memories} memories"] = storm
     rows = [await phase("idle", None)]
-    for name, body in bodies.items() if not rss_only else ():
-        rows.append(await phase(name, post(body)))
-    if not rss_only:
-        rows.append(await phase("push of 2,000 waiting deltas", lambda n: push_cycle(orphan_pages, n)))
-        rows.append(await phase("push of a memory of 20,000 keys", lambda n: push_cycle(wide, n)))
-        rows.append(await phase(f"20 streams replaying {memories} memories", storm))
+    for name, make in hostile.items() if not rss_only else ():
+        if only is None or only in name:
+            rows.append(await phase(name, make))
+    if only is not None:
+        return rows, {}
     idle = rows[0]["p99_ms"]
     print(f"\n{'while':40} {'p50 ms':>8} {'p99 ms':>8} {'p99/idle':>9} {'hostile reqs':>13}")
     for row in rows:
