@@ -51,6 +51,8 @@ def create_or_migrate(db: Any) -> None:
             "CREATE INDEX idx_docs_tenant_id_version ON docs(tenant_id, version) WHERE tenant_id IS NOT NULL"
         )
         db["docs"].create_index(["version"])
+    # queries name it (sqlite.py: a page of records by version); a store made without it gets it
+    db.execute("CREATE INDEX IF NOT EXISTS idx_docs_version ON docs(version)")
     # small tables keyed by their primary key: WITHOUT ROWID stores each row once, in the key's
     # B-tree, so a commit dirties one page per table instead of two (the table and its key index)
     if "doc_channels" not in tables:

@@ -562,14 +562,19 @@ class SQLiteStore:
             conditions.append("d.version < ?")
             args.append(before_version)
         order = " ORDER BY d.version " + ("ASC" if ascending else "DESC")
-        page = "SELECT d.rowid FROM docs d"
+        # Without a user or tenant (whose indexes hold the version), the page walks the version
+        # index and stops at its limit. Left to itself SQLite looks the channel's memories up by id
+        # and sorts them by version, which reads every one's version from its row: a column stored
+        # after the state and the record, so past their overflow pages (all of every 1 MiB value).
+        hint = " INDEXED BY idx_docs_version" if user_id is None and tenant_id is None else ""
+        page = f"SELECT d.rowid FROM docs d{hint}"
         if conditions:
             page += " WHERE " + " AND ".join(conditions)
         page += order
         if limit is not None:
             page += f" LIMIT {int(limit)}"
-        # the page is chosen from (version, rowid) alone and only its records are read: ordered
-        # with the records, SQLite copies every matching record (1 MiB values) into a sort per page
+        # the page is chosen first and only its records are read: ordered with the records, SQLite
+        # copies every matching record (1 MiB values) into a sort, for each page
         sql = f"SELECT d.id, d.kind, d.record, d.version FROM docs d WHERE d.rowid IN ({page}){order}"
         return self._records(self._r.execute(sql, args).fetchall())
 

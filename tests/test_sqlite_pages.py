@@ -1,0 +1,33 @@
+"""A page of records read by version from the SQLite store reads that page, not the whole channel."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from crdtmem import Replica
+
+U1 = "user:u1:memories"
+
+
+async def test_a_page_of_a_channel_walks_the_version_index_and_reads_only_its_records(tmp_path: Path) -> None:
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica:
+        made = [await replica.add(f"memory {i}", user_id="u1") for i in range(5)]
+        made.append(await replica.add("x" * 300_000, user_id="u1"))
+        store = replica.store
+        queries: list[str] = []
+        store._r.set_trace_callback(queries.append)  # type: ignore[attr-defined]
+        try:
+            page = store.query_records(channel=U1, since_version=made[0].version, ascending=True, limit=2)
+            back = store.query_records(channel=U1, before_version=made[-1].version, limit=2)
+        finally:
+            store._r.set_trace_callback(None)  # type: ignore[attr-defined]
+        assert [r["id"] for r in page] == [m.id for m in made[1:3]]
+        assert [r["id"] for r in back] == [m.id for m in made[4:2:-1]]
+        plans = []
+        with sqlite3.connect(tmp_path / "a.db") as db:
+            for sql in queries:
+                plans.append(" | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql)))
+        for plan in plans:
+            assert "idx_docs_version" in plan, plan
+            assert plan.count("TEMP B-TREE") <= 1, plan  # the page's own few rows, never the channel
