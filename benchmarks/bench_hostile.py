@@ -198,7 +198,9 @@ async def main() -> None:
         "--rss-only", action="store_true", help="only the pending flood, the replays and the large memories"
     )
     parser.add_argument(
-        "--only", default=None, help="only the hostile phases whose name contains this text (and idle)"
+        "--only",
+        default=None,
+        help="only the hostile phases whose name contains one of these comma-separated texts (and idle)",
     )
     args = parser.parse_args()
     requests = 100 if args.quick else 400
@@ -315,7 +317,7 @@ async def run(
     hostile[f"20 streams replaying {memories} memories"] = storm
     rows = [await phase("idle", None)]
     for name, make in hostile.items() if not rss_only else ():
-        if only is None or only in name:
+        if only is None or any(part in name for part in only.split(",")):
             rows.append(await phase(name, make))
     if only is not None:
         return rows, {}
