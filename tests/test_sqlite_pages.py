@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from crdtmem import Replica
 
 U1 = "user:u1:memories"
@@ -31,3 +33,19 @@ async def test_a_page_of_a_channel_walks_the_version_index_and_reads_only_its_re
         for plan in plans:
             assert "idx_docs_version" in plan, plan
             assert plan.count("TEMP B-TREE") <= 1, plan  # the page's own few rows, never the channel
+
+
+@pytest.mark.parametrize("on_file", [True, False])
+async def test_a_page_bounded_in_characters_ends_after_the_record_that_reaches_the_bound(
+    tmp_path: Path, on_file: bool
+) -> None:
+    async with Replica(tmp_path / "a.db" if on_file else None, replica_id="a") as replica:
+        small = await replica.add("small", user_id="u1")
+        large = [await replica.add("x" * 100_000, user_id="u1") for _ in range(3)]
+        after = await replica.add("after", user_id="u1")
+        page = await replica.list(channel=U1, since_version=0, ascending=True, limit=50, max_chars=150_000)
+        assert [m.id for m in page] == [small.id, large[0].id]
+        page = await replica.list(channel=U1, since_version=small.version, ascending=True, max_chars=10)
+        assert [m.id for m in page] == [large[0].id]  # at least one, however large
+        rest = await replica.list(channel=U1, since_version=large[2].version, ascending=True, max_chars=10)
+        assert [m.id for m in rest] == [after.id]

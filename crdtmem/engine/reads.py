@@ -57,6 +57,7 @@ class Reads(Opened):
         filters: Mapping[str, Any] | None = None,
         readable: Sequence[str] | None = None,
         before_version: int | None = None,
+        max_chars: int | None = None,
     ) -> _List[Memory]:
         """Memories matching every given filter, most recently changed first. Deleted memories are
         left out unless ``include_deleted``, except those in a delete conflict.
@@ -65,7 +66,9 @@ class Reads(Opened):
         NOT: :mod:`crdtmem.document.query`); the store evaluates it. ``before_version`` keeps the
         memories changed before that local version: the next page after a memory is
         ``before_version=memory.version``. ``readable`` keeps the memories on a channel one of these
-        grants (``*``, or channels with ``*`` parts: a token's read rights) matches."""
+        grants (``*``, or channels with ``*`` parts: a token's read rights) matches. ``max_chars``
+        ends the list early once the records add up to that many characters of JSON (at least one
+        memory is returned): a page of large memories is a few of them, not ``limit``."""
         self._check_open()
         scope = scope_args(user_id, tenant_id, topic, kind, channel, include_deleted)
         where = with_readable(parse_filters(filters), readable)
@@ -77,6 +80,7 @@ class Reads(Opened):
             since_version=since_version,
             before_version=before_version,
             ascending=ascending,
+            max_chars=max_chars,
         )
         return self._work.memories(records)
 

@@ -21,7 +21,8 @@ replayed version are dropped, so nothing falls between the two and nothing comes
 event carries the memory's current state: intermediate states are folded, as in any state-based
 catch-up, and its ``origin`` is this replica (the last writer is not recorded).
 
-A replay is never held in memory at once: it is read ``Limits.feed_page`` memories at a time (per
+A replay is never held in memory at once: it is read ``Limits.feed_page`` memories (and at most
+``REPLAY_PAGE_CHARS`` of them, but at least one) at a time (per
 subscribed channel, merged in version order) and each page is written before the next is read, so
 a slow reader holds back only its own stream (the socket's buffer fills, the write waits). Twenty
 clients replaying a large node cost twenty pages, not twenty copies of the node.
@@ -62,6 +63,10 @@ HEARTBEAT_SECONDS = 15.0
 MAX_QUEUE = 1_000
 POLL_SECONDS = 0.5
 """How soon an idle stream notices that its client left or the node is stopping."""
+
+REPLAY_PAGE_CHARS = 4 * 1024 * 1024
+"""A replay page ends early once its memories add up to this much JSON: the page is read and decoded
+in one piece on the event loop, and ``feed_page`` memories of 1 MiB each would be 50 MiB of it."""
 
 _QUERY = ("channel", "last_event_id", "token")
 _WS_OVERFLOW = 1013  # "try again later"
@@ -237,11 +242,12 @@ class _EventStream:
                         since_version=cursors[channel],
                         ascending=True,
                         limit=self.page,
+                        max_chars=REPLAY_PAGE_CHARS,
                     )
                     pages[channel].extend(page)
                     if page:
                         cursors[channel] = page[-1].version
-                    if len(page) < self.page:
+                    else:  # (a short page may have been cut by its size)
                         done.add(channel)
             if not erased and not erased_done:
                 gone = self.replica.store.erasures_since(erased_after, self.page)

@@ -328,11 +328,14 @@ class Store(Protocol):
         ascending: bool = False,
         where: Where | None = None,
         before_version: int | None = None,
+        max_chars: int | None = None,
     ) -> list[dict[str, Any]]:
         """Records matching every given filter, most recently changed first (``ascending``: oldest
         first); ``since_version`` keeps only records changed after that local version,
         ``before_version`` only those changed before it (a page's cursor); ``where`` is a record
-        filter (:mod:`crdtmem.document.query`), with the meaning of its ``matches``."""
+        filter (:mod:`crdtmem.document.query`), with the meaning of its ``matches``.
+        ``max_chars`` ends the page early once its records' JSON adds up to more than that many
+        characters (it holds at least one record): a page of a few large memories."""
         ...
 
     def count_records(

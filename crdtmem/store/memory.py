@@ -6,6 +6,7 @@ Same contract as the SQLite store (both run ``tests/conformance/test_store.py``)
 from __future__ import annotations
 
 import copy
+import json
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import replace
@@ -313,10 +314,12 @@ class MemoryStore:
         ascending: bool = False,
         where: Where | None = None,
         before_version: int | None = None,
+        max_chars: int | None = None,
     ) -> list[dict[str, Any]]:
         with self._lock:
             entries = sorted(self._docs.values(), key=lambda e: e[1], reverse=not ascending)
         found: list[dict[str, Any]] = []
+        chars = 0
         for doc, version in entries:
             if since_version is not None and version <= since_version:
                 continue
@@ -325,6 +328,9 @@ class MemoryStore:
             if not _passes(doc, user_id, tenant_id, channel, kind, include_deleted, where):
                 continue
             if limit is not None and len(found) >= limit:
+                break
+            chars += len(json.dumps(doc.record))
+            if found and max_chars is not None and chars > max_chars:
                 break
             found.append({**copy.deepcopy(doc.record), "version": version})
         return found

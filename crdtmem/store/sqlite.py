@@ -553,6 +553,7 @@ class SQLiteStore:
         ascending: bool = False,
         where: Where | None = None,
         before_version: int | None = None,
+        max_chars: int | None = None,
     ) -> list[dict[str, Any]]:
         conditions, args = _conditions(user_id, tenant_id, channel, kind, include_deleted, where)
         if since_version is not None:
@@ -567,12 +568,15 @@ class SQLiteStore:
         # and sorts them by version, which reads every one's version from its row: a column stored
         # after the state and the record, so past their overflow pages (all of every 1 MiB value).
         hint = " INDEXED BY idx_docs_version" if user_id is None and tenant_id is None else ""
-        page = f"SELECT d.rowid FROM docs d{hint}"
+        page = f"SELECT d.rowid{', length(d.record)' if max_chars is not None else ''} FROM docs d{hint}"
         if conditions:
             page += " WHERE " + " AND ".join(conditions)
         page += order
         if limit is not None:
             page += f" LIMIT {int(limit)}"
+        if max_chars is not None:  # the sizes are read in SQLite, the records decoded only for the page
+            chosen = _within(self._r.execute(page, args).fetchall(), max_chars)
+            page, args = ",".join("?" * len(chosen)), chosen
         # the page is chosen first and only its records are read: ordered with the records, SQLite
         # copies every matching record (1 MiB values) into a sort, for each page
         sql = f"SELECT d.id, d.kind, d.record, d.version FROM docs d WHERE d.rowid IN ({page}){order}"
@@ -851,6 +855,19 @@ class SQLiteStore:
     @_reads
     def integrity_check(self) -> str:
         return str(self._r.execute("PRAGMA integrity_check").fetchone()[0])
+
+
+def _within(sized: list[tuple[int, int]], max_chars: int) -> list[object]:
+    """The leading rows of ``sized`` (rowid, record length) whose records add up to at most
+    ``max_chars``; at least the first one."""
+    chosen: list[object] = []
+    total = 0
+    for rowid, size in sized:
+        total += size or 0
+        if chosen and total > max_chars:
+            break
+        chosen.append(rowid)
+    return chosen
 
 
 def _conditions(
