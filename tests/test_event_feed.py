@@ -628,3 +628,27 @@ async def _eventually(check: Any, timeout: float = 3.0) -> bool:
             return False
         await asyncio.sleep(0.02)
     return True
+
+
+async def test_one_principal_runs_a_bounded_number_of_replays_at_once_and_others_do_not_wait() -> None:
+    from crdtmem.server.feed import _Turns
+
+    turns = _Turns(2)
+    order: list[str] = []
+    release = asyncio.Event()
+
+    async def replay(key: str, name: str) -> None:
+        async with turns.turn(key):
+            order.append(f"{name} starts")
+            await release.wait()
+            order.append(f"{name} ends")
+
+    mallory = [asyncio.ensure_future(replay("user:mallory", f"m{i}")) for i in range(3)]
+    await asyncio.sleep(0.01)
+    bob = asyncio.ensure_future(replay("user:bob", "b"))
+    await asyncio.sleep(0.01)
+    assert order == ["m0 starts", "m1 starts", "b starts"]  # m2 waits its turn; bob does not
+    release.set()
+    await asyncio.gather(*mallory, bob)
+    assert order.index("m2 starts") > order.index("m0 ends")
+    assert not turns._gates  # nothing kept for principals with no stream

@@ -36,10 +36,11 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import time
 from collections import OrderedDict, deque
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -72,7 +73,35 @@ _QUERY = ("channel", "last_event_id", "token")
 _WS_OVERFLOW = 1013  # "try again later"
 
 
+REPLAYS_PER_PRINCIPAL = 2
+"""Replays one principal runs at once; its other streams wait their turn (live events queue for them
+meanwhile). Twenty streams of one token resuming from an unknown id take two streams' share of the
+event loop, not twenty."""
+
+
+class _Turns:
+    """At most ``most`` holders at once per key, the others waiting in order."""
+
+    def __init__(self, most: int):
+        self._most = most
+        self._gates: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def turn(self, key: str) -> AsyncIterator[None]:
+        gate, users = self._gates.setdefault(key, (asyncio.Semaphore(self._most), [0]))
+        users[0] += 1
+        try:
+            async with gate:
+                yield
+        finally:
+            users[0] -= 1
+            if users[0] == 0:
+                del self._gates[key]
+
+
 def routes(node: NodeContext) -> list[web.RouteDef]:
+    turns = _Turns(REPLAYS_PER_PRINCIPAL)
+
     async def events(request: web.Request) -> web.StreamResponse:
         principal: Principal = request[PRINCIPAL]
         unknown = sorted(set(request.query) - set(_QUERY))
@@ -85,6 +114,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
         websocket = web.WebSocketResponse(heartbeat=HEARTBEAT_SECONDS)
         transport = "ws" if websocket.can_prepare(request).ok else "sse"
         stream = _EventStream(node.replica, selection, after, node.replica.limits.feed_page)
+        stream.turn = lambda: turns.turn(principal.name)
         try:
             await stream.open(_given_id(request))
             node.metrics.inc("crdtmem_event_streams_total", transport=transport)
@@ -187,6 +217,8 @@ class _EventStream:
         """Why the resume point could not be used (sent as a ``reset`` event before the replay)."""
         self.last_version = 0
         self._live: Subscription | None = None
+        self.turn: Callable[[], contextlib.AbstractAsyncContextManager[None]] = _any_time
+        """Waited for before a replay (one principal's replays at once are bounded)."""
 
     async def open(self, given: str | None = None) -> None:
         feed = self.replica.feed
@@ -209,21 +241,23 @@ class _EventStream:
                 self.reset = _reset(self.replica.id, given, "the event id is ahead of this replica")
         self.last_version = self.after
 
-    async def replay(self) -> AsyncIterator[MemoryEvent]:
-        """The replayed events, read one page at a time (module docstring)."""
+    async def replay(self) -> AsyncGenerator[MemoryEvent, None]:
+        """The replayed events, read one page at a time (module docstring). Close it (``aclosing``)
+        when not read to its end: it holds its principal's turn."""
         if self.after is None:
             return
         after = self.after
-        async for change in self._changed_since(after):
-            if change.version <= self.last_version or not self.selection.wants(change.channels):
-                continue  # on two subscribed channels, or not readable
-            self.last_version = change.version
-            if isinstance(change, Erased):
-                yield _replayed_forgotten(self.replica.id, change)
-            else:
-                yield _replayed(self.replica.id, change, after)
+        async with self.turn(), contextlib.aclosing(self._changed_since(after)) as changes:
+            async for change in changes:
+                if change.version <= self.last_version or not self.selection.wants(change.channels):
+                    continue  # on two subscribed channels, or not readable
+                self.last_version = change.version
+                if isinstance(change, Erased):
+                    yield _replayed_forgotten(self.replica.id, change)
+                else:
+                    yield _replayed(self.replica.id, change, after)
 
-    async def _changed_since(self, after: int) -> AsyncIterator[Memory | Erased]:
+    async def _changed_since(self, after: int) -> AsyncGenerator[Memory | Erased, None]:
         """Memories changed since ``after`` in version order, with the erasures since then: one query
         per page and channel (and of erasures), the pages merged; at most a page of each is held.
         A replay from 0 has no erasures to tell (the client holds nothing of this replica's)."""
@@ -249,6 +283,7 @@ class _EventStream:
                         cursors[channel] = page[-1].version
                     else:  # (a short page may have been cut by its size)
                         done.add(channel)
+                    await asyncio.sleep(0)  # a page read is one piece of work: others go next
             if not erased and not erased_done:
                 gone = self.replica.store.erasures_since(erased_after, self.page)
                 erased.extend(e for e in gone if e.channels and e.hlc)  # older rows name no channels
@@ -286,6 +321,11 @@ class _EventStream:
     async def close(self) -> None:
         if self._live is not None:
             await self._live.aclose()
+
+
+@contextlib.asynccontextmanager
+async def _any_time() -> AsyncIterator[None]:
+    yield
 
 
 def _gone(request: web.Request, node: NodeContext) -> bool:
@@ -351,9 +391,10 @@ async def _serve_sse(request: web.Request, node: NodeContext, stream: _EventStre
         await response.write(b": crdtmem event feed\n\n")
         if stream.reset is not None:
             await response.write(f"event: reset\ndata: {json.dumps(stream.reset)}\n\n".encode())
-        async for event in stream.replay():
-            await response.write(_sse_message(event))  # waits while the client's socket is full
-            last_id = event.event_id
+        async with contextlib.aclosing(stream.replay()) as replayed:
+            async for event in replayed:
+                await response.write(_sse_message(event))  # waits while the client's socket is full
+                last_id = event.event_id
         quiet_since = time.monotonic()
         while not _gone(request, node):
             try:
@@ -392,9 +433,10 @@ async def _serve_websocket(
     try:
         if stream.reset is not None:
             await ws.send_str(json.dumps(stream.reset))
-        async for event in stream.replay():
-            await ws.send_str(_event_json(event))
-            last_id = event.event_id
+        async with contextlib.aclosing(stream.replay()) as replayed:
+            async for event in replayed:
+                await ws.send_str(_event_json(event))
+                last_id = event.event_id
         while not ws.closed and not reader.done() and not _gone(request, node):
             try:
                 live = await stream.next(POLL_SECONDS)
