@@ -13,6 +13,7 @@ import pytest
 
 from crdtmem import Replica
 from crdtmem.engine import payload as wire
+from crdtmem.store import checkpoint
 
 
 async def test_a_lone_writer_commits_inline_and_concurrent_writers_share_commits(tmp_path: Path) -> None:
@@ -186,3 +187,32 @@ async def test_a_big_unit_commits_on_the_commit_thread_even_alone(tmp_path: Path
         assert committer.inline_units == 1, "a page of 100 deltas committed on the event loop"
         await replica.settle()  # the page's memories read back: one unit of 100 records
         assert committer.inline_units == 1, "100 records read back committed on the event loop"
+
+
+class _ScriptedLog:
+    """A connection whose PASSIVE checkpoints report these cumulative checkpointed frame counts."""
+
+    def __init__(self, counts: list[int]):
+        self.counts = counts
+        self.passes = 0
+
+    def execute(self, sql: str) -> _ScriptedLog:
+        assert sql == "PRAGMA wal_checkpoint(PASSIVE)"
+        self.passes += 1
+        return self
+
+    def fetchall(self) -> list[tuple[int, int, int]]:
+        count = self.counts[self.passes - 1]
+        return [(0, count, count)]
+
+
+@pytest.mark.parametrize(
+    ("counts", "passes"),
+    [([10], 1), ([5000, 5030], 2), ([5000, 9000, 9010], 3), ([5000, 9000, 13000, 17000, 1], 4)],
+)
+def test_passive_checkpoints_repeat_while_large_commits_keep_arriving(counts: list[int], passes: int) -> None:
+    """What is left for the RESTART (which holds the writer lock) is copied first while writers go on,
+    a bounded number of passes."""
+    log = _ScriptedLog(counts)
+    checkpoint._copy_while_writers_go_on(log)  # type: ignore[arg-type]
+    assert log.passes == passes

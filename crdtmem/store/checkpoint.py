@@ -9,7 +9,8 @@ The store turns automatic checkpoints off on its writer connection and a :class:
 them on its own thread and connection instead, every ``every`` commits and once a second while
 commits keep coming:
 
-1. a PASSIVE checkpoint copies the log into the database while writers go on (it never blocks them);
+1. a PASSIVE checkpoint copies the log into the database while writers go on (it never blocks them),
+   and again while the last pass found many frames committed during the one before (large commits);
 2. then, holding the store's writer lock, a RESTART checkpoint copies the few frames committed
    meanwhile and lets the next write start the log over from its beginning. Without this step a
    busy log would never be fully copied at a moment a write begins, and the file would grow without
@@ -84,7 +85,7 @@ class Checkpointer:
                         # long for that: a busy checkpoint is simply tried again next time
                         conn.execute("PRAGMA busy_timeout=50")
                     self._commits = 0
-                    conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+                    _copy_while_writers_go_on(conn)
                     with self._writer_lock:  # what is left to copy is small now: restart the log
                         ((busy, _, _),) = conn.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
                     if busy:
@@ -96,3 +97,19 @@ class Checkpointer:
         finally:
             if conn is not None:
                 conn.close()
+
+
+PASSES_AT_MOST = 4
+REMAINDER_FRAMES = 64
+
+
+def _copy_while_writers_go_on(conn: sqlite3.Connection) -> None:
+    """PASSIVE checkpoints, again while the last one found many new frames to copy: with large
+    commits (1 MiB values) megabytes arrive during one pass, and what the RESTART after it copies, it
+    copies holding the writer lock, so every commit waits for it."""
+    copied = 0
+    for _ in range(PASSES_AT_MOST):
+        ((_, _, checkpointed),) = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+        if checkpointed - copied <= REMAINDER_FRAMES:
+            return
+        copied = checkpointed
