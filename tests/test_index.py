@@ -337,9 +337,13 @@ async def test_a_large_memory_is_embedded_by_a_bounded_text_that_keeps_its_tags(
     async with Replica(tmp_path / "a.db", replica_id="a", index=settings()) as replica:
         big = await replica.add("x" * (1024 * 1024), user_id="u1", tags=["zebra"], metadata={"n": "okapi"})
         small = await replica.add("green tea", user_id="u1", tags=["zebra"])
+        for _ in range(3):  # the indexer's batches end early at 2 MiB of records: it reads on
+            await replica.add("y" * (1024 * 1024), user_id="u1")
+        later = await replica.add("after the large ones", user_id="u1")
         text = memory_text(big)
         assert len(text) <= EMBEDDED_CONTENT_CHARS + 1 + EMBEDDED_EXTRA_CHARS
         assert text.endswith("zebra okapi") and memory_text(small) == "green tea\nzebra"
         assert replica.index is not None
         await replica.index.wait_idle()
         assert await _index_view(replica) == await _store_view(replica)
+        assert later.id in await _index_view(replica)

@@ -166,6 +166,7 @@ class RecordSource(Protocol):
         since_version: int | None = None,
         ascending: bool = False,
         where: Where | None = None,
+        max_chars: int | None = None,
     ) -> list[dict[str, Any]]: ...
 
     def erased_since(self, version: int, limit: int | None = None) -> list[tuple[str, int]]:

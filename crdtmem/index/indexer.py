@@ -117,6 +117,9 @@ event loop: a 1 MiB value held it for seconds (its one 1 MiB "word" has three mi
 n-grams), and every request waited its turn at the lock meanwhile. Bounded, a memory costs the
 indexer at most tens of milliseconds, whatever it holds."""
 EMBEDDED_EXTRA_CHARS = 2048
+BATCH_CHARS = 2 * 1024 * 1024
+"""A batch read from the store ends early once its records add up to this much JSON (at least one):
+it is read and decoded on the event loop, in one piece."""
 
 
 def memory_text(memory: Memory) -> str:
@@ -278,14 +281,18 @@ class Indexer:
 
     async def _index_next_batch(self) -> bool:
         records = self.source.query_records(
-            include_deleted=True, since_version=self.indexed_version, ascending=True, limit=self.batch
+            include_deleted=True,
+            since_version=self.indexed_version,
+            ascending=True,
+            limit=self.batch,
+            max_chars=BATCH_CHARS,
         )
         # forgotten memories leave the store's records: their erasures are a version stream beside
         # them, and their points go
         gone = self.source.erased_since(self.indexed_version, self.batch)
         if not records and not gone:
             return False
-        full = len(records) == self.batch or len(gone) == self.batch
+        full = True  # (a short batch may have been cut by its size: read until one is empty)
         changes = sorted(
             [(int(r["version"]), r["id"], r) for r in records] + [(v, d, None) for d, v in gone],
             key=lambda change: change[0],
