@@ -1,6 +1,6 @@
 """Rebasing a memory: its document rebuilt from its live content as a new epoch, without tombstones;
-peers that hold nothing the epoch lacks take it, and a change made concurrently on the previous
-epoch is refused where it meets the new one (``docs/protocol.md`` §7.11), never merged or lost."""
+peers take it, and a change made concurrently on the previous epoch is carried over onto the new
+one by the replica that made it (``docs/protocol.md`` §7.11; more in ``tests/test_carry.py``)."""
 
 from __future__ import annotations
 
@@ -137,7 +137,7 @@ async def test_compaction_rebases_a_fact_every_peer_acknowledged_and_peers_take_
         assert len(b.store.load_state(memory_id) or b"") * 5 < before
 
 
-async def test_a_change_concurrent_with_a_rebase_is_refused_both_ways_and_kept_where_made(
+async def test_a_change_concurrent_with_a_rebase_is_carried_over_by_the_replica_that_made_it(
     tmp_path: Path,
 ) -> None:
     async with (
@@ -149,17 +149,18 @@ async def test_a_change_concurrent_with_a_rebase_is_refused_both_ways_and_kept_w
         await _pull(a, b)
         assert (await a.compact()).rebased == 1
         await b.update(memory_id, content="concurrent, from b")  # on the epoch before the rebase
-        with pytest.raises(EpochMismatch):
-            await b.apply(await a.export_since([U1], b.version_vectors([U1])))
-        with pytest.raises(EpochMismatch):
-            await a.apply(await b.export_since([U1], a.version_vectors([U1])))
-        # a stream decides against it (counted, logged without it): nothing merged, nothing lost
+        # at a, b's old-epoch delta is superseded (decided, never applied): b carries it over
         stream = wire.decode(await b.export_since([U1], a.version_vectors([U1])))
         result = await a.apply_payload(stream, isolate=True)
-        assert result.rejected == 1 and result.applied == 0
+        assert result.rejected == 0
         assert a.version_vectors([U1])[U1]["b"] == b.version_vectors([U1])[U1]["b"]
         assert (await a.get(memory_id)).content == "value 399"
-        assert (await b.get(memory_id)).content == "concurrent, from b", "the write stays where it was made"
+        await _pull(b, a)  # b takes the epoch and writes its change again on it
+        assert (await b.get(memory_id)).content == "concurrent, from b"
+        assert b.store.load_state(memory_id) is not None
+        await _pull(a, b)
+        assert (await a.get(memory_id)).content == "concurrent, from b"
+        assert_converged([a, b])
 
 
 async def test_only_the_creator_rebases_and_only_what_no_peer_holds_more_of(tmp_path: Path) -> None:

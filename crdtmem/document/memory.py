@@ -37,8 +37,8 @@ from ..errors import (
     WrongKind,
 )
 from ..ids import is_v1_id
+from . import carry, statevector
 from . import epoch as epochs
-from . import statevector
 from .records import KINDS, REGISTER_KINDS, Conflict, ConflictValue, Kind, Memory, Scope, Source, check_kind
 from .yroots import YArray, YDoc, YMap, snapshot
 
@@ -132,6 +132,9 @@ class MemoryDoc:
     """Their bytes."""
     snapshot_bytes = 0
     """The size of the store's snapshot."""
+    carried: Delta | None = None
+    """The change that carried this replica's changes over a rebase it just took
+    (:meth:`adopt_carrying`), until the engine logs it as a local delta and clears it."""
 
     def __init__(self, doc: YDoc):
         self.doc = doc
@@ -218,22 +221,43 @@ class MemoryDoc:
         self.doc = fresh
         self.snapshot_bytes = 0  # the store's snapshot is of the old epoch: take a new one soon
 
-    def merge_state(self, state: bytes) -> None:
+    def adopt_carrying(self, update: bytes, incoming: epochs.Epoch, carry_as: str | None) -> None:
+        """Take the ``incoming`` epoch (a rebase entry's update, or a state of it) in place of this
+        document. If this document holds changes the epoch lacks, made concurrently with the rebase,
+        they are written again on the epoch as one change (:mod:`.carry`), which :attr:`carried`
+        then holds, to be logged as a local delta of ``carry_as``; with ``carry_as`` None such a
+        document refuses the epoch (EpochMismatch)."""
+        if not self.exists or epochs.adoptable(self.doc, incoming):
+            self.adopt(update)
+            return
+        if carry_as is None or carry.base_for(self.doc, incoming) is None:
+            raise EpochMismatch(
+                f"epoch {incoming.n} of memory {self.id} lacks changes this replica holds, made "
+                "concurrently with its rebase, or is of another lineage; the memory stays at its epoch here"
+            )
+        old, kind = self.doc, self.kind
+        self.adopt(update)
+        try:
+            with self.change():
+                written = carry.carry_over(old, self.doc, incoming, carry_as, kind)
+        except ValueError as exc:  # a structure the carrier does not read: keep the old epoch
+            self.doc = old
+            self.adopt(old.get_update())
+            raise EpochMismatch(f"the changes of memory {self.id} could not be carried over: {exc}") from exc
+        self.carried = self.last_delta if written else None
+
+    def merge_state(self, state: bytes, carry_as: str | None = None) -> None:
         """Merge a whole document state from a peer, across epochs (:mod:`.epoch`): a state of the
-        same epoch merges (``apply``); one of a later epoch replaces this document if it holds
-        everything this one does; one of an earlier epoch that this document already holds is
-        dropped. Raises EpochMismatch otherwise (changes made concurrently with a rebase)."""
+        same epoch merges (``apply``); one of a later epoch replaces this document, carrying over
+        what this one holds that it lacks (:meth:`adopt_carrying`); one of an earlier epoch is
+        dropped (what it holds that this epoch lacks is carried over by the replicas that wrote it,
+        each when it takes this epoch, ``docs/protocol.md`` §7.11)."""
         local, incoming = self.epoch, epochs.state_epoch(state)
         if not self.exists or local == incoming:
             self.apply(state)
         elif incoming is not None and (local is None or incoming.n > local.n):
-            if not epochs.adoptable(self.doc, incoming):
-                raise EpochMismatch(
-                    f"the state of memory {self.id} is of epoch {incoming.n} and lacks changes of this "
-                    "replica's, made concurrently with its rebase"
-                )
-            self.adopt(state)
-        elif not epochs.within(local, incoming, state):
+            self.adopt_carrying(state, incoming, carry_as)
+        elif carry_as is None and not epochs.within(local, incoming, state):
             raise EpochMismatch(
                 f"the state of memory {self.id} is of epoch {incoming.n if incoming else 0}, before "
                 f"this replica's {local.n if local else 0}, and holds changes that epoch lacks"

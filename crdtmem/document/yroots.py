@@ -288,6 +288,16 @@ class YArray:
         if self._observed:
             self._local.append((end, value))
 
+    def remove(self, index: int) -> None:
+        """Delete the element at ``index``."""
+        txn = _current(self._doc)
+        if txn is None:
+            with self._doc.transaction():
+                self.remove(index)
+                return
+        self._array(txn).remove_range(txn, index, 1)
+        self._local_other = True
+
     def clear(self) -> None:
         """Delete every element (the ones this document holds; concurrent inserts survive)."""
         txn = _current(self._doc)

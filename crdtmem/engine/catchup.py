@@ -33,7 +33,7 @@ from ..clock import Hlc, HybridLogicalClock
 from ..document.memory import MemoryDoc
 from ..document.records import Memory
 from ..errors import CrdtmemError, MalformedPayload
-from ..store.base import Commit, DocWrite, Snapshot, Store, VersionVector, behind
+from ..store.base import Commit, DeltaRecord, DocWrite, Snapshot, Store, VersionVector, behind
 from .changes import doc_write
 from .locks import KeyedLocks
 from .materialize import Materializer
@@ -125,13 +125,15 @@ class CatchUp:
         refused = 0
         async with self._locks.hold(ids):
             writes: list[DocWrite] = []
+            carried: list[DeltaRecord] = []
+            own = self._replica_id()
             docs: dict[str, tuple[MemoryDoc, Memory]] = {}
             before: dict[str, Memory | None] = {}
             for doc_id, state in batch:
                 try:
                     prior = self._materializer.before(doc_id)
                     doc = self._work.doc_to_merge(doc_id)
-                    doc.merge_state(state)  # across epochs too (crdtmem.document.epoch)
+                    doc.merge_state(state, carry_as=own)  # across epochs too (crdtmem.document.epoch)
                     write, memory = doc_write(doc, expected_id=doc_id, before=prior)
                     if prior is not None and set(prior.channels) != set(memory.channels):
                         raise MalformedPayload(f"the state of {doc_id} moves it to other channels")
@@ -147,12 +149,20 @@ class CatchUp:
                     continue
                 writes.append(write)
                 docs[doc_id] = (doc, memory)
+                change, doc.carried = doc.carried, None
+                if change is not None:  # this replica's changes, carried over a rebase (a local delta)
+                    hlc = self._clock.now().encode()
+                    carried.append(
+                        DeltaRecord(
+                            f"{own}:{hlc}", own, doc_id, hlc, change.deps, change.update, memory.channels
+                        )
+                    )
                 before[doc_id] = prior
             if not writes:
                 return 0, refused
             snaps = [Snapshot(i, doc.state(), doc.stored_upto) for i, (doc, _) in docs.items()]
             fresh = [i for i in docs if i in self._materializer]
-            work = Commit(docs=writes, states=snaps, fresh=fresh)
+            work = Commit(deltas=carried, docs=writes, states=snaps, fresh=fresh)
 
             def landed() -> None:
                 for snap in snaps:
@@ -162,5 +172,6 @@ class CatchUp:
                 for doc_id in fresh:
                     self._materializer.taken(doc_id)
 
-            await self._publisher.commit(work, docs, before, {i: origin for i in docs}, after=landed)
+            origins = {i: origin for i in docs} | {d.doc_id: own for d in carried}
+            await self._publisher.commit(work, docs, before, origins, after=landed)
         return len(writes), refused

@@ -6,11 +6,12 @@ keeps Yrs from ever holding pending structs, which its state encoding would not 
 replica's local log order is always a causal order, which is what it relays to others.
 
 A rebased memory (:mod:`crdtmem.document.epoch`) adds two cases. A rebase entry depends on its own
-first struct, so no document ever covers it: it applies when the document may take the new epoch
-(nothing of the document is missing from it), replacing the document, and is refused with
-EpochMismatch when the document holds changes the epoch lacks. A delta of an earlier epoch than the
-document's is *superseded* when the document already holds its effect (it is logged as a stub, not
-applied), and refused with EpochMismatch otherwise.
+first struct, so no document ever covers it: it replaces the document, and when the document holds
+changes the epoch lacks (made concurrently with the rebase) they are carried over onto the epoch as
+a change of this replica's (:mod:`crdtmem.document.carry`, left in ``MemoryDoc.carried`` for the
+caller to log). A delta of an earlier epoch than the document's is *superseded*: never applied,
+logged as decided. Either the epoch holds its effect already, or it was made concurrently with the
+rebase, and then its origin, which holds it, carries it over when it takes the epoch.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ def apply_causally(
     candidates: list[DeltaRecord],
     load: Callable[[str], MemoryDoc],
     validated: Collection[str] = (),
+    carry_as: str | None = None,
 ) -> tuple[list[DeltaRecord], list[DeltaRecord], list[DeltaRecord]]:
     """Apply every delta whose dependencies are met, repeatedly, until no more can be applied.
 
@@ -44,8 +46,9 @@ def apply_causally(
         docstring), to be logged without their content.
 
     Raises:
-        EpochMismatch: a rebase entry, or a delta of an earlier epoch, that the document cannot
-            take without losing changes (made concurrently with the rebase).
+        EpochMismatch: without ``carry_as``, a rebase entry or a delta of an earlier epoch that
+            the document cannot take without losing changes (made concurrently with the rebase);
+            with it, a rebase entry of another lineage.
     """
     waiting = candidates
     applied: list[DeltaRecord] = []
@@ -59,7 +62,7 @@ def apply_causally(
             doc = load(delta.doc_id)
             rebased = doc.epoch
             if rebased is not None or epochs.is_rebase(delta.deps, delta.update):
-                taken = _across_epochs(doc, rebased, delta)
+                taken = _across_epochs(doc, rebased, delta, carry_as)
                 if taken is not None:
                     vectors.pop(delta.doc_id, None)
                     applied.append(delta)
@@ -84,23 +87,20 @@ def apply_causally(
     return applied, waiting, superseded
 
 
-def _across_epochs(doc: MemoryDoc, current: epochs.Epoch | None, delta: DeltaRecord) -> bool | None:
+def _across_epochs(
+    doc: MemoryDoc, current: epochs.Epoch | None, delta: DeltaRecord, carry_as: str | None
+) -> bool | None:
     """Apply a rebase entry, or settle a delta of an earlier epoch: True if it changed the document,
     False if it is superseded, None if it is of the document's epoch (the ordinary rule applies)."""
     incoming = epochs.rebase_epoch(delta.update) if epochs.is_rebase(delta.deps, delta.update) else None
     if incoming is not None:
         if current is not None and any(c == incoming.client for c, _ in current.chain()):
             return False  # an epoch this document has taken already
-        if not (doc.exists and not epochs.adoptable(doc.doc, incoming)):
-            doc.adopt(delta.update)
-            return True
-        raise EpochMismatch(
-            f"rebase {delta.uid} (epoch {incoming.n}) of memory {delta.doc_id} lacks changes this "
-            "replica holds, made concurrently with it; the memory stays at its epoch here"
-        )
+        doc.adopt_carrying(delta.update, incoming, carry_as)
+        return True
     if current is None or epochs.delta_epoch(current, delta.deps) == current.n:
         return None
-    if epochs.covered(current, delta.deps, delta.update):
+    if carry_as is not None or epochs.covered(current, delta.deps, delta.update):
         return False
     raise EpochMismatch(
         f"delta {delta.uid} of memory {delta.doc_id} was made on epoch "

@@ -75,7 +75,10 @@ READ_BACK_AT_MOST = 4
 """A payload touching more memories than this is a batch: its memories are read back after the
 commit (:mod:`crdtmem.engine.materialize`), not before."""
 
-SUPERSEDED = "superseded: of an earlier epoch of a rebased memory, whose document holds its change"
+SUPERSEDED = (
+    "superseded: of an earlier epoch of a rebased memory, whose document holds its change or whose "
+    "origin carries it over"
+)
 
 FOUND_ONCE_APPLIED = (PayloadError, AccessDenied)
 """Checks that can only fail once a delta is applied (its stamps, its memory's id and channels, the
@@ -135,6 +138,8 @@ class RemoteApply:
         """Deltas stored but waiting for their causal dependencies, with their senders."""
         self.counts: Counter[str] = Counter()
         """Deltas refused since start, by why: ``unauthenticated``, ``denied``, ``rejected``, ``clock``."""
+        self.carried = 0
+        """Rebases taken here over changes their epoch lacked, which were carried over onto them."""
         self._commits = 0  # applies committed: an apply that waited for its locks re-checks if it moved
 
     def status(self) -> dict[str, Any]:
@@ -144,6 +149,7 @@ class RemoteApply:
             "pending_by_sender": self.waiting.by_sender(),
             "pending_evicted": self.waiting.evicted,
             "refused": dict(self.counts),
+            "carried": self.carried,
         }
 
     def load_pending(self, resolve: Resolver | None) -> None:
@@ -315,7 +321,10 @@ class RemoteApply:
         by_uid = {item.delta.uid: item for item in candidates}
         try:
             waited = {item.delta.uid for item in waiting_before}
-            ready, not_ready, superseded = apply_causally([item.delta for item in candidates], load, waited)
+            own = self._replica_id()
+            ready, not_ready, superseded = apply_causally(
+                [item.delta for item in candidates], load, waited, carry_as=own
+            )
             applied = [by_uid[d.uid] for d in ready]
             touched = sorted({item.delta.doc_id for item in applied})
             for doc_id in touched:  # before anything reads them: reading costs per entry
@@ -346,8 +355,9 @@ class RemoteApply:
             for item in applied
             if item.delta.uid in gone
         ]
+        carried = self._carried(docs, channels, own)
         work = Commit(
-            deltas=[item.delta for item in applied + relog if item.delta.uid not in gone],
+            deltas=[item.delta for item in applied + relog if item.delta.uid not in gone] + carried,
             decided=settled,
             docs=[write for write, _ in written.values()],
             pending_add=[item.to_store() for item in parked],
@@ -358,6 +368,7 @@ class RemoteApply:
         if not (work.deltas or work.pending_add or work.decided):
             return _Outcome()
         origins = {item.delta.doc_id: item.delta.origin for item in applied}  # the last applied to each
+        origins.update((d.doc_id, own) for d in carried)
         changed = {k: (docs[k], memory) for k, (_, memory) in written.items()}
         stale = {doc_id: docs[doc_id] for doc_id in work.stale}
 
@@ -371,6 +382,25 @@ class RemoteApply:
 
         events = await self._commit(work, changed, before, origins, after=landed, stale=stale)
         return _Outcome([item.delta for item in applied], events, [item.delta.uid for item in parked])
+
+    def _carried(
+        self, docs: dict[str, MemoryDoc], channels: dict[str, tuple[str, ...]], own: str
+    ) -> list[DeltaRecord]:
+        """The changes that carried this replica's own over a rebase just taken (causal.py), as
+        local deltas: logged after the rebase entry, numbered, signed and published like a write."""
+        out = []
+        for doc_id, doc in docs.items():
+            change, doc.carried = doc.carried, None
+            if change is not None and doc_id in channels:
+                hlc = self._clock.now().encode()
+                out.append(
+                    DeltaRecord(
+                        f"{own}:{hlc}", own, doc_id, hlc, change.deps, change.update, channels[doc_id]
+                    )
+                )
+                self.carried += 1
+                log.info("carried this replica's changes to memory %s over its rebase", doc_id)
+        return out
 
     async def _apply_in_parts(
         self,
