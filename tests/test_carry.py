@@ -199,3 +199,29 @@ async def test_concurrent_writes_of_every_kind_survive_a_rebase_and_the_fleet_co
     async with Replica(tmp_path / "c.db", replica_id="c") as c:  # the carried changes reload
         assert (await c.get(counter)).content == 42
         assert (await c.get(fact)).content == "from b"
+
+
+async def test_a_replica_behind_the_horizon_carries_its_change_over_a_states_page(tmp_path: Path) -> None:
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b") as b,
+        Replica(tmp_path / "d.db", replica_id="d") as d,
+    ):
+        memory_id = await _rewritten(a, "fact", "v0")
+        await d.apply(await a.export_since([U1], {}, limit=50))  # d holds the first 50 deltas
+        await _pull(b, a)
+        await _pull(a, b)
+        assert (await a.compact()).rebased == 1
+        await a.update(memory_id, content="from a, on the new epoch")
+        await d.update(memory_id, content="from d", add_tags=["from-d"])  # never saw a's later writes
+        await _pull(d, a)  # a states page of the new epoch: d takes it and carries its change over
+        assert d.trust_status()["carried"] == 0, "not through a rebase entry"
+        memory = await d.get(memory_id)
+        assert "from-d" in memory.tags and memory.metadata["n"] == 299
+        assert memory.conflicts == ("content",), "d's write and a's are concurrent"
+        for x, y in [(a, d), (b, a), (d, a), (b, d)]:
+            await _pull(x, y)
+        assert_converged([a, b, d])
+        assert "from-d" in (await b.get(memory_id)).tags
+        conflicted = {v.value for v in (await b.conflicts(memory_id=memory_id))[0].values}
+        assert {"from d", "from a, on the new epoch"} <= conflicted

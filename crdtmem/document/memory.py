@@ -223,26 +223,29 @@ class MemoryDoc:
 
     def adopt_carrying(self, update: bytes, incoming: epochs.Epoch, carry_as: str | None) -> None:
         """Take the ``incoming`` epoch (a rebase entry's update, or a state of it) in place of this
-        document. If this document holds changes the epoch lacks, made concurrently with the rebase,
-        they are written again on the epoch as one change (:mod:`.carry`), which :attr:`carried`
-        then holds, to be logged as a local delta of ``carry_as``; with ``carry_as`` None such a
-        document refuses the epoch (EpochMismatch)."""
-        if not self.exists or epochs.adoptable(self.doc, incoming):
+        document. What this document holds that the epoch lacks (changes made concurrently with the
+        rebase) is written again on the epoch as one change (:mod:`.carry`), which :attr:`carried`
+        then holds, to be logged as a local delta of ``carry_as``. With ``carry_as`` None, or for an
+        epoch of another lineage, a document that holds such changes refuses the epoch
+        (EpochMismatch)."""
+        clean = not self.exists or epochs.adoptable(self.doc, incoming)
+        if not self.exists or carry_as is None or carry.base_for(self.doc, incoming) is None:
+            if not clean:
+                raise EpochMismatch(
+                    f"epoch {incoming.n} of memory {self.id} lacks changes this replica holds, made "
+                    "concurrently with its rebase; the memory stays at its epoch here"
+                )
             self.adopt(update)
             return
-        if carry_as is None or carry.base_for(self.doc, incoming) is None:
-            raise EpochMismatch(
-                f"epoch {incoming.n} of memory {self.id} lacks changes this replica holds, made "
-                "concurrently with its rebase, or is of another lineage; the memory stays at its epoch here"
-            )
         old, kind = self.doc, self.kind
         self.adopt(update)
         try:
             with self.change():
                 written = carry.carry_over(old, self.doc, incoming, carry_as, kind)
-        except ValueError as exc:  # a structure the carrier does not read: keep the old epoch
-            self.doc = old
-            self.adopt(old.get_update())
+        except ValueError as exc:  # a structure the carrier does not read (a foreign writer's)
+            self.adopt(update if clean else old.get_update())
+            if clean:
+                return
             raise EpochMismatch(f"the changes of memory {self.id} could not be carried over: {exc}") from exc
         self.carried = self.last_delta if written else None
 
