@@ -19,7 +19,7 @@ msgpack are translated at the adapter edge (``raise ... from exc``), so callers 
     │   ├── PayloadTooLarge        larger than the configured limit
     │   ├── UnsupportedVersion     a payload format version this build does not speak
     │   ├── ClockSkewError         a remote timestamp is further ahead than the allowed drift
-    │   └── EpochMismatch          a change made on another epoch of a rebased memory, concurrently
+    │   └── EpochMismatch          an epoch of another lineage, or a change not carried over it
     ├── BehindHorizon              a pull from a vector below the folded log: ask for states
     ├── StorageError               the durable store failed; the write was not acknowledged
     │   ├── StoreLocked            the database file is in use by another running replica
@@ -111,8 +111,9 @@ class ClockSkewError(PayloadError):
 
 
 class EpochMismatch(PayloadError):
-    """A delta or a state of a rebased memory was made on another epoch of it and holds changes
-    that epoch lacks (made concurrently with the rebase): refused, nothing applied
+    """A rebase entry or a state of a rebased memory cannot be taken: it is of another lineage of
+    epochs, or this document holds changes it lacks that cannot be carried over onto it (a foreign
+    writer's structure), or carrying over was not asked for: refused, nothing applied
     (``docs/protocol.md`` §7.11)."""
 
 

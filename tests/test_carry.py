@@ -8,11 +8,12 @@ import itertools
 from pathlib import Path
 from typing import Any
 
-from crdtmem import Replica
+from crdtmem import EpochMismatch, Replica
 from crdtmem.clock import HybridLogicalClock
 from crdtmem.document import epoch as epochs
 from crdtmem.document.memory import MemoryDoc
 from crdtmem.document.records import Scope, Source
+from crdtmem.engine import payload as wire
 from crdtmem.engine.changes import Dots
 from crdtmem.testing import assert_converged
 
@@ -225,3 +226,32 @@ async def test_a_replica_behind_the_horizon_carries_its_change_over_a_states_pag
         assert "from-d" in (await b.get(memory_id)).tags
         conflicted = {v.value for v in (await b.conflicts(memory_id=memory_id))[0].values}
         assert {"from d", "from a, on the new epoch"} <= conflicted
+
+
+async def test_a_rebase_entry_refused_by_an_earlier_build_is_taken_again_with_the_change_carried(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "b.db", replica_id="b") as b,
+    ):
+        memory_id = await _rewritten(a, "fact", "v0")
+        await _pull(b, a)
+        await _pull(a, b)
+        assert (await a.compact()).rebased == 1
+        await b.update(memory_id, content="from b")
+
+        def refuse(doc: MemoryDoc, update: bytes, incoming: Any, carry_as: str | None) -> None:
+            raise EpochMismatch("refused, as builds before carrying over did")
+
+        with monkeypatch.context() as patched:
+            patched.setattr(MemoryDoc, "adopt_carrying", refuse)
+            stream = wire.decode(await a.export_since([U1], b.version_vectors([U1])))
+            assert (await b.apply_payload(stream, isolate=True)).rejected == 1
+        assert b.version_vectors([U1])[U1]["a"] == a.version_vectors([U1])[U1]["a"], "decided against"
+        assert (await b.get(memory_id)).content == "from b"
+        assert await b.reexamine() == 1
+        assert b.trust_status()["carried"] == 1
+        await _pull(a, b)
+        assert_converged([a, b])
+        assert (await a.get(memory_id)).content == "from b"

@@ -210,13 +210,16 @@ class Exchange(Opened):
 
     async def reexamine(self) -> int:
         """Apply again the deltas denied to senders whose rights have changed since (their current
-        rights from :attr:`resolve_rights`); returns how many applied. A node runs it on start."""
+        rights from :attr:`resolve_rights`), and the rebase entries refused by earlier builds
+        (EpochMismatch), now carrying changes over them; returns how many applied. A node runs it
+        on start."""
         self._check_open()
-        if self.resolve_rights is None:
-            return 0
         self._in_flight += 1
         try:
-            return await self._remote.reexamine(self.resolve_rights)
+            taken = await self._remote.retake_epochs(self.resolve_rights)
+            if self.resolve_rights is None:
+                return taken
+            return taken + await self._remote.reexamine(self.resolve_rights)
         finally:
             self._in_flight -= 1
 

@@ -8,9 +8,10 @@
          signed like any) + the document replaced, in one commit ─▶ snapshot
 
 A rebase entry replaces the memory's document on every replica that takes it
-(:func:`crdtmem.engine.causal.apply_causally`): where the document holds nothing the new epoch
-lacks. A change made concurrently on the previous epoch is refused where it meets the new one
-(EpochMismatch, decided against, counted), never merged into it (``docs/protocol.md`` §7.11).
+(:func:`crdtmem.engine.causal.apply_causally`). A replica that holds changes made concurrently on
+the previous epoch carries its own over onto the new one as a local change
+(:mod:`crdtmem.document.carry`); a delta of the previous epoch that meets the new one is superseded
+(decided, never applied), since its origin carries it over (``docs/protocol.md`` §7.11).
 
 Only the replica that created a memory rebases it, so two epochs of one memory are never made
 concurrently. It rebases only a document whose every delta is folded (acknowledged by every known

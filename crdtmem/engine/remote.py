@@ -49,6 +49,7 @@ from typing import Any
 
 from ..access import OPEN, AccessDenied, Principal
 from ..clock import Hlc, HybridLogicalClock, WallClock
+from ..document.epoch import is_rebase
 from ..document.memory import MemoryDoc
 from ..document.records import Memory
 from ..errors import ClockSkewError, MemoryQuarantined, PayloadError
@@ -268,6 +269,34 @@ class RemoteApply:
             log.info(
                 "re-examined %d delta(s) denied to %s: %d applied", len(deltas), name, len(outcome.applied)
             )
+        return applied
+
+    async def retake_epochs(self, resolve: Resolver | None) -> int:
+        """Apply again the rebase entries refused (EpochMismatch) by builds that did not carry
+        changes over a rebase, so the memory moves to the new epoch with them carried over; returns
+        how many applied. Each is applied under its sender's current rights (``resolve``; without
+        it, only entries the local principal delivered)."""
+        groups: dict[str, list[DeltaRecord]] = {}
+        rights: dict[str, Principal] = {}
+        for decision in self._store.decisions("rejected"):
+            delta = decision.delta
+            if not decision.reason.startswith("EpochMismatch") or not is_rebase(delta.deps, delta.update):
+                continue
+            current = resolve(decision.sender) if resolve is not None else None
+            if current is None and decision.sender == OPEN.name:
+                current = OPEN
+            if current is not None:
+                groups.setdefault(decision.sender, []).append(delta)
+                rights[decision.sender] = current
+        applied = 0
+        for name, deltas in groups.items():
+            items = [Delivered(d, rights[name], self._now()) for d in deltas]
+            doc_ids = {d.doc_id for d in deltas}
+            async with self._locks.hold(doc_ids):
+                outcome = await self._apply_in_parts(items, [], doc_ids, isolate=True)
+            applied += len(outcome.applied)
+        if applied:
+            log.info("took %d rebase entries refused before, carrying changes over them", applied)
         return applied
 
     async def _apply_once(
