@@ -18,9 +18,10 @@ difference is read entry by entry, from the Yrs items behind them (:mod:`.ystruc
   their writers, each when it takes the epoch: two carriers of one entry could set different
   versions of it concurrently, and an array would hold a message twice.
 - **delete**: an entry of theirs that ours held and no longer holds (deleted here, by this replica
-  or by a change it received) is deleted. "Held" is certain for a key written once (a set entry) and
-  for every entry of a one-step epoch whose base this document covers (then the rebaser held nothing
-  this replica lacks); otherwise it is held when ours holds a later entry of the same writer (a
+  or by a change it received) is deleted. "Held" is certain for a key written once (a set entry);
+  for an entry of a one-step epoch when every item the rebaser held and this document lacks was
+  written by a Yrs client known to write for other replicas (a key's entries are written by one
+  replica only, so ours held its newest); and when ours holds a later entry of the same writer (a
   writer's entries are delivered in its order). In doubt an entry is kept: at worst a register
   sibling this replica had overwritten comes back as a conflict, never a write lost. An entry
   written on the new epoch (not by the epoch's own client) is never deleted.
@@ -67,7 +68,9 @@ def carry_over(old: YDoc, new: YDoc, incoming: Epoch, replica_id: str, kind: str
     theirs = ystructs.decode(new.get_update())
     mine = epoch_of(old)
     one_step = incoming.n == (mine.n if mine is not None else 0) + 1
-    saw_all = one_step and statevector.covers(statevector.decode(old.get_state()), base)
+    have = statevector.decode(old.get_state())
+    missing = [client for client, clock in base.items() if clock > have.get(client, 0)]
+    writers = _writers_by_client(ours)
     newest = _newest_by_writer(old)
     written = False
 
@@ -75,12 +78,15 @@ def carry_over(old: YDoc, new: YDoc, incoming: Epoch, replica_id: str, kind: str
         return clock >= base.get(client, 0)
 
     def held(value: Any, once: bool) -> bool:
-        if once or saw_all:
+        if once:
             return True
-        if not isinstance(value, dict) or not isinstance(value.get("hlc"), str):
-            return False
-        by = value.get("by")
-        return isinstance(by, str) and value["hlc"] <= newest.get(by, "")
+        by = value.get("by") if isinstance(value, dict) else None
+        if not isinstance(by, str):
+            return one_step and not missing
+        if one_step and all(by not in writers.get(client, {by}) for client in missing):
+            return True  # every item the rebaser held and this replica lacks is another writer's
+        hlc = value.get("hlc")
+        return isinstance(hlc, str) and hlc <= newest.get(by, "")
 
     for root in CARRIED_MAPS:
         once = root in SINGLE_VERSION or (root == "content" and kind == "list")
@@ -158,6 +164,18 @@ def _writer(value: Any, key: str) -> str:
     if isinstance(value, dict) and isinstance(value.get("by"), str):
         return str(value["by"])
     return key
+
+
+def _writers_by_client(structs: ystructs.Structs) -> dict[int, set[str]]:
+    """Whose entries each Yrs client wrote, as far as the document shows (a client is one process
+    of one replica; an epoch's client copied everyone's)."""
+    out: dict[int, set[str]] = {}
+    for client, row in structs.items.items():
+        for item in row:
+            for value in item.values or ():
+                if isinstance(value, dict) and isinstance(value.get("by"), str):
+                    out.setdefault(client, set()).add(value["by"])
+    return out
 
 
 def _newest_by_writer(doc: YDoc) -> dict[str, str]:
