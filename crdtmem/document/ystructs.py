@@ -56,13 +56,17 @@ class Structs:
 
     items: dict[int, list[Item]] = field(default_factory=dict)
     deletes: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    _starts: dict[int, list[int]] = field(default_factory=dict, repr=False)
 
     def find(self, item_id: ItemId) -> Item | None:
         """The item that holds clock ``item_id[1]`` of client ``item_id[0]``."""
         row = self.items.get(item_id[0])
         if not row:
             return None
-        at = bisect.bisect_right([i.clock for i in row], item_id[1]) - 1
+        starts = self._starts.get(item_id[0])
+        if starts is None or len(starts) != len(row):
+            starts = self._starts[item_id[0]] = [i.clock for i in row]
+        at = bisect.bisect_right(starts, item_id[1]) - 1
         return row[at] if at >= 0 and row[at].holds(item_id[1]) else None
 
     def in_root(self, root: str) -> list[Item]:
@@ -236,24 +240,27 @@ def _struct(r: _Reader, client: int, clock: int) -> tuple[Item | None, int]:
 
 
 def _resolve(out: Structs) -> None:
-    """Give every item the root and key of the item it was inserted next to (origin first)."""
-    pending = [i for row in out.items.values() for i in row if i.root is None and i.parent_id is None]
-    for _ in range(len(pending) + 1):
-        if not pending:
-            return
-        still = []
-        for item in pending:
-            near = None
-            for other in (item.origin, item.right):
-                found = out.find(other) if other is not None else None
-                if found is not None and (found.root is not None or found.parent_id is not None):
-                    near = found
+    """Give every item the root and key of the item it was inserted next to (origin first),
+    following each chain of neighbours once (a register rewritten 10,000 times is one chain)."""
+    done: set[ItemId] = set()
+    for row in out.items.values():
+        for item in row:
+            path: list[Item] = []
+            at: Item | None = item
+            while at is not None and (at.client, at.clock) not in done:
+                if at.root is not None or at.parent_id is not None:
                     break
-            if near is None:
-                still.append(item)
-                continue
-            item.root, item.parent_id = near.root, near.parent_id
-            item.key = near.key
-        if len(still) == len(pending):
-            return
-        pending = still
+                done.add((at.client, at.clock))
+                path.append(at)
+                at = next(
+                    (
+                        found
+                        for near in (at.origin, at.right)
+                        if near is not None and (found := out.find(near))
+                    ),
+                    None,
+                )
+            if at is None or (at.root is None and at.parent_id is None):
+                continue  # nested in a type, or next to an item the state does not hold
+            for walked in path:
+                walked.root, walked.parent_id, walked.key = at.root, at.parent_id, at.key
