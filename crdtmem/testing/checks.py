@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import pycrdt
 
 from ..crdt.dots import decode_value, encode_value
+from ..document import epoch as epochs
 from ..document import statevector
 from ..document.memory import UNSET, MemoryDoc
 from ..document.records import REGISTER_KINDS, Conflict, Kind, Memory
@@ -195,7 +196,8 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
         state_vector, reading = doc.doc.get_state(), _canonical(expected)
         history = store.history(memory_id)
         for delta in history:
-            doc.apply(delta.update)
+            if _of_the_epoch(doc, delta.deps, delta.update):
+                doc.apply(delta.update)
         if (
             doc.doc.get_state() != state_vector
             or _canonical({k: v for k, v in doc.materialize().to_dict().items() if k != "version"}) != reading
@@ -205,7 +207,11 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
             continue
         replayed = MemoryDoc.empty(memory_id, 0)  # the whole history alone, without the snapshot
         for delta in history:
-            replayed.apply(delta.update)
+            if epochs.is_rebase(delta.deps, delta.update):
+                if _of_the_epoch(replayed, delta.deps, delta.update):
+                    replayed.adopt(delta.update)  # a later epoch replaces what came before
+            elif _of_the_epoch(replayed, delta.deps, delta.update):
+                replayed.apply(delta.update)
         replayed_reading = {k: v for k, v in replayed.materialize().to_dict().items() if k != "version"}
         if replayed.state_vector() != doc.state_vector() or _canonical(replayed_reading) != reading:
             problems.append(f"{memory_id}: its snapshot and tail differ from its whole history replayed")
@@ -222,6 +228,16 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
                 )
     if problems:
         raise AssertionError(f"store of {replica.id} is inconsistent:\n" + "\n".join(problems))
+
+
+def _of_the_epoch(doc: MemoryDoc, deps: bytes, update: bytes) -> bool:
+    """Whether a logged delta applies to ``doc``: a rebase entry of a later epoch, or a delta of
+    its epoch (one of an earlier epoch is superseded there, docs/protocol.md §7.11)."""
+    current = doc.epoch
+    if epochs.is_rebase(deps, update):
+        incoming = epochs.rebase_epoch(update)
+        return incoming is not None and (current is None or incoming.n > current.n)
+    return current is None or epochs.delta_epoch(current, deps) == current.n
 
 
 # -- the ledger of acknowledged writes ----------------------------------------------------------

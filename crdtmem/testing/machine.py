@@ -124,6 +124,9 @@ class ReplicaMachine(RuleBasedStateMachine):
     """Peers' leases are short, so a replica that stays away loses its and falls behind the horizon."""
     RETENTION_MS: ClassVar[int | None] = 2_000
     """Log entries this old fold even if a peer whose lease ran out lacks them."""
+    REBASE_AT: ClassVar[tuple[int, float] | None] = None
+    """``(bytes, ratio)``: rebase memories from this state size and state-to-rebuilt ratio on
+    (None: crdtmem's defaults, which the small documents of a run never reach)."""
     SNAPSHOT_EVERY = 3
     """Documents get a new snapshot after this many deltas: often, so runs mix snapshots and tails."""
 
@@ -164,6 +167,8 @@ class ReplicaMachine(RuleBasedStateMachine):
             retention_ms=self.RETENTION_MS,
         )
         await replica.start()
+        if self.REBASE_AT is not None and replica.compaction.rebaser is not None:
+            replica.compaction.rebaser.min_bytes, replica.compaction.rebaser.ratio = self.REBASE_AT
         self.replicas[replica_id] = replica
         if self.network is not None:
             self.network.join(replica)
