@@ -215,3 +215,11 @@ async def test_a_node_behind_the_horizon_catches_up_over_http(procs, session, tm
         return memory is not None and memory["content"] == "after the catch-up"
 
     await eventually(follows, what="deltas after the catch-up")
+    # what late pulled and what it pushes are one peer's acknowledgements: one lease, one mark
+    await api_late.add("written on late", user_id="u1")
+
+    async def pushed() -> bool:
+        return any(m["content"] == "written on late" for m in await api_a.memories())
+
+    await eventually(pushed, what="late's write reaches a")
+    assert set((await api_a.status())["compaction"]["peers"]) == {"late"}

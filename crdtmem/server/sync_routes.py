@@ -27,7 +27,7 @@ from ..engine.erasure import with_markers
 from ..engine.statepages import VERSIONS as STATES_VERSIONS
 from ..engine.trust import refusal, unsigned_refusal
 from ..errors import BehindHorizon, CrdtmemError, InvalidInput, MalformedPayload, UnsupportedVersion
-from ..ids import parse_channels
+from ..ids import check_replica_id, parse_channels
 from ..store.base import DeltaRecord, within_bytes
 from ..sync.link import Link
 from ..sync.protocol import FrameError, check_vectors, decode_frame, encode_frame, payload_version
@@ -96,7 +96,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
                 f"pull asks for payload version {version!r}; this node writes {wire.VERSIONS}"
             )
         replica = node.replica
-        replica.acknowledged(f"{principal.name}/{body.get('from') or '?'}"[:300], vectors)
+        replica.acknowledged(_peer_name(principal.name, body.get("from")), vectors)
         if replica.behind(channels, vectors):  # the log no longer holds what the peer misses
             return _states_page(replica, channels, body)
         mine = replica.version_vectors(channels)
@@ -280,3 +280,13 @@ def _require(principal: Principal, channels: list[str], access: str) -> None:
     denied = [c for c in channels if not check(c)]
     if denied:
         raise AccessDenied(f"{principal.name} may not {access} {', '.join(denied)}")
+
+
+def _peer_name(principal: str, claimed: object) -> str:
+    """The name a puller's acknowledgement is kept under: the replica id it pulls as (the name its
+    pushes and link frames are kept under too, so one peer holds one lease and one mark), or, for a
+    puller naming no valid replica id, its principal's name."""
+    try:
+        return check_replica_id(claimed, "from")
+    except InvalidInput:
+        return f"{principal}/?"[:300]
