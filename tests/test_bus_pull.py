@@ -18,7 +18,8 @@ import pytest
 from crdtmem import Replica
 from crdtmem.access import AccessDenied, Principal
 from crdtmem.bus import BusClient, BusSettings, Layout
-from crdtmem.bus.pull import open_request, pull, pull_subject, sign_request
+from crdtmem.bus.pull import MAX_REQUEST_BYTES, pull, pull_subject
+from crdtmem.bus.requests import open_request, sign_request
 from crdtmem.errors import TooManyRequests
 from tests.support.rest import Api, converged, eventually
 from tests.test_bus_faults import bus_node, ready
@@ -172,15 +173,21 @@ async def test_a_request_flood_is_refused_while_another_node_is_served(tmp_path,
 
 async def test_requests_are_bound_to_their_inbox_and_key(tmp_path):
     async with Replica(tmp_path / "c.db", replica_id="c") as c:
-        data = sign_request(c, {"op": "offer"}, "_INBOX.mine")
-        body, requester, key = open_request(data, "_INBOX.mine")
-        assert requester == "c" and key == c.signer.public and body["op"] == "offer"  # type: ignore[union-attr]
+        data = sign_request(c, {"op": "offer"}, "_INBOX.mine", on="pull")
+        request = open_request(data, "_INBOX.mine", on="pull", max_bytes=MAX_REQUEST_BYTES)
+        assert request.requester == "c" and request.key == c.signer.public  # type: ignore[union-attr]
+        assert request.body["op"] == "offer"
         with pytest.raises(AccessDenied, match="another inbox"):
-            open_request(data, "_INBOX.thief")
+            open_request(data, "_INBOX.thief", on="pull", max_bytes=MAX_REQUEST_BYTES)
+        with pytest.raises(AccessDenied, match="signed for 'pull', not 'states'"):
+            open_request(data, "_INBOX.mine", on="states", max_bytes=MAX_REQUEST_BYTES)
         envelope = msgpack.unpackb(data)
         envelope["sig"] = bytes(64)
         with pytest.raises(AccessDenied, match="does not verify"):
-            open_request(msgpack.packb(envelope), "_INBOX.mine")
+            open_request(msgpack.packb(envelope), "_INBOX.mine", on="pull", max_bytes=MAX_REQUEST_BYTES)
+        # a pull request of a build that did not say what it is for is a pull request
+        older = sign_request(c, {"op": "offer"}, "_INBOX.mine")
+        assert open_request(older, "_INBOX.mine", on="pull", max_bytes=MAX_REQUEST_BYTES).requester == "c"
 
 
 async def test_a_new_node_pulls_on_start(tmp_path, nats_server):

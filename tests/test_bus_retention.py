@@ -12,6 +12,8 @@ import nats.js.errors
 import pytest
 from nats.js import api as jsapi
 
+from crdtmem import Replica
+from crdtmem.bus.requests import sign_request
 from tests.support.processes import ServerProcess
 from tests.support.rest import Api, converged, eventually
 
@@ -142,22 +144,29 @@ async def test_states_requests_are_untrusted(procs, session, tmp_path, nats_serv
     tokens = tmp_path / "tokens.json"
     tokens.write_text(
         '{"tokens": [{"token": "' + "b" * 24 + '", "principal": "user:bus", "read": ["user:u1:memories"],'
-        ' "write": ["*"], "origins": ["*"]}]}'
+        ' "write": ["*"], "origins": ["*"]},'
+        ' {"token": "' + "m" * 24 + '", "principal": "user:ops", "read": ["*"]}]}'
     )
     a = bus_node(tmp_path, "a", nats_server.url, tokens=tokens).start()
     procs.append(a)
     api_a = Api(session, a.url, token="b" * 24)
     await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
     nc = await nats.connect(nats_server.url)
+    x = await Replica(tmp_path / "x.db", replica_id="x").start()  # another node's key signs the requests
     try:
 
         async def ask(body: object, *, raw: bytes | None = None) -> dict:
-            data = raw if raw is not None else msgpack.packb(body, use_bin_type=True)
-            reply = await nc.request("crdtmem.states.a", data, timeout=5)
-            return msgpack.unpackb(reply.data, raw=False)
+            inbox = nc.new_inbox()
+            sub = await nc.subscribe(inbox, max_msgs=1)
+            data = raw if raw is not None else sign_request(x, body, inbox, on="states")  # type: ignore[arg-type]
+            await nc.publish("crdtmem.states.a", data, reply=inbox)
+            return msgpack.unpackb((await sub.next_msg(timeout=5)).data, raw=False)
 
         assert "MalformedPayload" in (await ask(None, raw=b"\xc1not msgpack"))["error"]
         assert "InvalidInput" in (await ask(None, raw=b"\x00" * 70_000))["error"]
+        unsigned = msgpack.packb({"op": "offer", "from": "x", "stream": "CRDTMEM_USERS", "need": 1})
+        refused = await ask(None, raw=unsigned)  # the bus principal vouches for no node unsigned
+        assert "AccessDenied: an unsigned states request naming node 'x'" in refused["error"]
         refused = await ask({"op": "page", "stream": "NOPE", "channels": [U1]})
         assert "no stream" in refused["error"]
         refused = await ask({"op": "page", "stream": "CRDTMEM_USERS", "channels": ["user:u2:memories"]})
@@ -167,10 +176,17 @@ async def test_states_requests_are_untrusted(procs, session, tmp_path, nats_serv
         offer = await ask({"op": "offer", "stream": "CRDTMEM_USERS", "channels": None, "need": 1})
         assert offer["replica"] == "a" and isinstance(offer["floor"], int)
         assert offer["channels"] == []  # nothing written yet; and never a channel it may not read
+        inbox = nc.new_inbox()
+        sub = await nc.subscribe(inbox, max_msgs=1)
         request = {"op": "page", "stream": "CRDTMEM_USERS", "channels": [U1]}
-        page = await nc.request("crdtmem.states.a", msgpack.packb(request), timeout=5)
+        await nc.publish("crdtmem.states.a", sign_request(x, request, inbox, on="states"), reply=inbox)
+        page = await sub.next_msg(timeout=5)
         assert b"crdtmem.states" in page.data[:48]
+        ops = Api(session, a.url, token="m" * 24)
+        metrics = await (await session.get(a.url + "/metrics", headers=ops.headers)).text()
+        assert 'crdtmem_bus_requests_refused_total{op="offer",reason="AccessDenied"} 1.0' in metrics
     finally:
+        await x.stop()
         await nc.close()
 
 

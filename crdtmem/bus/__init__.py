@@ -8,7 +8,8 @@ Layout::
     consumer.py  one stream's messages into the replica, through the peers' apply path
     gaps.py      where a stream dropped entries before this node's consumer received them
     states.py    document states over the bus for a node behind its stream (request/reply)
-    pull.py      pull since a version vector over the bus (signed request/reply), request limits
+    pull.py      pull since a version vector over the bus (signed request/reply)
+    requests.py  signed requests between nodes, their rate per verified node, refusals
     fold.py      a stream purged behind every node's consumer (the compaction lease for the idle)
     erase.py     a forgotten memory's messages replaced by stubs
     client.py    the connection: streams, consumers, publisher, reconnects; BusSettings

@@ -40,7 +40,8 @@ from .erase import StreamEraser
 from .fold import Folded, fold_stream
 from .gaps import Gaps
 from .outbox import Delivery, Outbox
-from .pull import Pulled, PullServer, admit, pull, pull_subject
+from .pull import Pulled, PullServer, pull, pull_subject
+from .requests import admit
 from .states import Needs, StatesServer, StatesUnavailable, fetch_states, states_subject
 from .subjects import Layout, StreamSpec
 
@@ -128,7 +129,7 @@ class BusClient:
         self.states_server: StatesServer | None = None
         self.pull_server: PullServer | None = None
         self.limiter = RateLimiter(settings.request_rate, settings.request_burst)
-        """States and pull requests per requesting node (:mod:`crdtmem.bus.pull`)."""
+        """States and pull requests per requesting node and key (:mod:`crdtmem.bus.requests`)."""
         self.eraser: StreamEraser | None = None
         self._erase_unlisten: Callable[[], None] | None = None
         self._js: Any = None
@@ -460,6 +461,7 @@ class BusClient:
             floor,
             max_bytes=int(nc.max_payload),
             admit=admitted,
+            metrics=self.metrics,
         )
 
         async def handle(msg: Any) -> None:

@@ -32,7 +32,6 @@ limit and half the bus's largest message, and a request by :data:`MAX_REQUEST_BY
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections.abc import Callable
@@ -47,12 +46,12 @@ from ..engine import catchup
 from ..engine import payload as wire
 from ..engine.erasure import with_markers
 from ..engine.replica import Replica
-from ..engine.signing import verify_message
 from ..errors import CrdtmemError, InvalidInput, MalformedPayload, PayloadError, TooManyRequests
 from ..ids import parse_channels
 from ..metrics import Metrics
 from ..rates import RateLimiter
 from ..store.base import VersionVector, within_bytes
+from .requests import admit, check_key, open_request, refusal, retry_after, sign_request
 from .subjects import PULL_TOKEN, Layout, escape_token
 
 log = logging.getLogger("crdtmem.bus")
@@ -64,7 +63,6 @@ MAX_PAGES = 100_000
 """A pull stops after this many pages (a node answering for ever)."""
 MAX_RETRIES = 1_000
 """Page requests a pull sends again after a ``TooManyRequests`` (waiting as it says) before it fails."""
-DOMAIN = b"crdtmem.bus-request/1\n"
 MORE = "Crdtmem-More"
 """Answer header: ``1`` when a deltas page was full (ask again with the new vectors)."""
 
@@ -96,38 +94,6 @@ class Pulled:
     """Why the nodes refused (e.g. ``TooManyRequests``), when none offered."""
 
 
-def sign_request(replica: Replica, body: dict[str, Any], reply: str) -> bytes:
-    """A request envelope: ``body`` (with ``from``, ``key`` and ``reply``) and the signature of it."""
-    if replica.signer is None:
-        raise InvalidInput("this replica has no signing key: it cannot sign bus requests")
-    body = {**body, "from": replica.id, "key": replica.signer.public, "reply": reply}
-    packed = msgpack.packb(body, use_bin_type=True)
-    sig = replica.signer.sign_message(DOMAIN + hashlib.sha256(packed).digest())
-    return bytes(msgpack.packb({"body": packed, "sig": sig}, use_bin_type=True))
-
-
-def open_request(data: bytes, reply: str | None) -> tuple[dict[str, Any], str, bytes]:
-    """``(body, requester, key)`` of a signed request for the inbox ``reply``; raises if it is not one."""
-    if len(data) > MAX_REQUEST_BYTES:
-        raise InvalidInput(f"a bus request is at most {MAX_REQUEST_BYTES} bytes, got {len(data)}")
-    try:
-        envelope = msgpack.unpackb(data, raw=False)
-        packed, sig = envelope["body"], envelope["sig"]
-        if not isinstance(packed, bytes) or not isinstance(sig, bytes):
-            raise TypeError("body and sig are bytes")
-        body = msgpack.unpackb(packed, raw=False, strict_map_key=True)
-        requester, key = body["from"], body["key"]
-    except (ValueError, TypeError, KeyError, msgpack.ExtraData) as exc:
-        raise MalformedPayload(f"a bus request is a signed msgpack envelope: {exc}") from exc
-    if not isinstance(requester, str) or not isinstance(key, bytes) or not isinstance(body, dict):
-        raise MalformedPayload("a bus request names its node (from) and key")
-    if body.get("reply") != reply:
-        raise AccessDenied("this request was signed for another inbox")
-    if not verify_message(key, DOMAIN + hashlib.sha256(packed).digest(), sig):
-        raise AccessDenied("the request's signature does not verify with its key")
-    return body, requester, key
-
-
 class PullServer:
     """Answers other nodes' pull offers and pages (module docstring) for one bus session."""
 
@@ -157,12 +123,14 @@ class PullServer:
         headers: dict[str, str] | None = None
         op = "?"
         try:
-            body, requester, key = open_request(msg.data, msg.reply)
-            if requester == self.replica.id:
+            request = open_request(msg.data, msg.reply, on="pull", max_bytes=MAX_REQUEST_BYTES)
+            if request.requester == self.replica.id:
                 return  # its own offer request
+            body = request.body
             op = str(body.get("op"))[:10]
-            admit(self.limiter, self.metrics, f"{requester}/{key.hex()[:16]}", op)
-            rights = self._rights(requester, key)
+            admit(self.limiter, self.metrics, request.bucket, op)
+            check_key(self.replica, request)
+            rights = self._rights(request.requester)
             if op == "offer":
                 answer = self._offer(body, rights)
                 if answer is None:
@@ -182,11 +150,7 @@ class PullServer:
         except (nats.errors.Error, OSError, TimeoutError) as exc:
             log.warning("could not answer a pull request: %s: %s", type(exc).__name__, exc)
 
-    def _rights(self, requester: str, key: bytes) -> Principal:
-        keyring = self.replica.keyring
-        known = keyring.known(requester) if keyring is not None else ()
-        if known and key not in known:
-            raise AccessDenied(f"node {requester!r} signs with another key here")
+    def _rights(self, requester: str) -> Principal:
         if self.rights_of is not None:
             own = self.rights_of(f"replica:{requester}")
             if own is not None:
@@ -267,35 +231,6 @@ class PullServer:
         return data
 
 
-def refusal(replica_id: str, exc: CrdtmemError) -> bytes:
-    """The answer to a refused request: ``{replica, error}``, and ``retry_after`` for a rate."""
-    body: dict[str, Any] = {"replica": replica_id, "error": f"{type(exc).__name__}: {exc}"}
-    if isinstance(exc, TooManyRequests):
-        body["retry_after"] = round(exc.retry_after, 3)
-    return _pack(body)
-
-
-def retry_after(data: bytes) -> float | None:
-    """The seconds a ``TooManyRequests`` refusal asks to wait (None: not such a refusal)."""
-    try:
-        body = msgpack.unpackb(data[:MAX_REQUEST_BYTES], raw=False)
-        wait = body.get("retry_after")
-    except (ValueError, TypeError, AttributeError, msgpack.ExtraData):
-        return None
-    return float(wait) if isinstance(wait, (int, float)) and not isinstance(wait, bool) else None
-
-
-def admit(limiter: RateLimiter, metrics: Metrics, key: str, op: str) -> None:
-    """Take one request from ``key``'s bucket, or raise :class:`TooManyRequests` (counted)."""
-    wait = limiter.acquire(key)
-    if wait > 0:
-        metrics.inc("crdtmem_bus_requests_refused_total", op=op, reason="TooManyRequests")
-        raise TooManyRequests(
-            f"this node answers at most {limiter.rate:g} requests a second per node; retry in {wait:.2f} s",
-            wait,
-        )
-
-
 async def pull(
     nc: Any,
     replica: Replica,
@@ -336,7 +271,7 @@ async def pull(
         inbox = nc.new_inbox()
         sub = await nc.subscribe(inbox, max_msgs=1)
         try:
-            await nc.publish(subject, sign_request(replica, body, inbox), reply=inbox)
+            await nc.publish(subject, sign_request(replica, body, inbox, on="pull"), reply=inbox)
             answer = await sub.next_msg(timeout=timeout)
         except (nats.errors.Error, TimeoutError) as exc:
             raise CrdtmemError(f"node {offer.replica} stopped answering pull requests ({exc!r})") from exc
@@ -395,7 +330,7 @@ async def _best_offer(
     refusals: list[str] = []
     try:
         body = {"op": "offer", "channels": channels, "vectors": vectors}
-        await nc.publish(pull_subject(layout), sign_request(replica, body, inbox), reply=inbox)
+        await nc.publish(pull_subject(layout), sign_request(replica, body, inbox, on="pull"), reply=inbox)
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
             try:

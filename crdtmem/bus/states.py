@@ -21,9 +21,13 @@ were dropped wait); once the states are in, the need is cleared and the node is 
 
 Both sides use the bus principal's rights (``docs/scale-out.md``): a node serves the channels that
 principal may read, and applies the states as that principal (it must be allowed to write every
-memory). Requests are untrusted input: bounded, validated, rate-limited per the node they name
-(:func:`crdtmem.bus.pull.admit`; the requester waits as a ``TooManyRequests`` refusal says), and
-answered with a clear refusal.
+memory). Requests are untrusted input: bounded, validated, answered with a clear refusal. They are
+**signed** by the requesting node, for the inbox of the answer, as pull requests are
+(:mod:`crdtmem.bus.requests`): a request signed with another key than the one this node knows for
+the node it names is refused, and the rate (:func:`~crdtmem.bus.requests.admit`; the requester
+waits as a ``TooManyRequests`` refusal says) is kept per verified signer, so one node cannot spend
+another's. An unsigned request (a build that did not sign them) is answered only where the bus
+principal may vouch for the node it names unsigned, from a bucket of its own.
 """
 
 from __future__ import annotations
@@ -38,14 +42,16 @@ from typing import Any
 import msgpack
 import nats.errors
 
-from ..access import Principal
+from ..access import AccessDenied, Principal
 from ..engine import catchup
 from ..engine import payload as wire
 from ..engine.replica import Replica
-from ..errors import CrdtmemError, InvalidInput, MalformedPayload
+from ..errors import CrdtmemError, InvalidInput, MalformedPayload, TooManyRequests
 from ..ids import parse_channels
+from ..metrics import Metrics
 from ..store.base import VersionVector
-from .pull import MAX_RETRIES, refusal, retry_after
+from .pull import MAX_RETRIES
+from .requests import Request, check_key, open_request, refusal, retry_after, sign_request
 from .subjects import STATES_TOKEN, Layout, escape_token
 
 log = logging.getLogger("crdtmem.bus")
@@ -134,8 +140,10 @@ class StatesServer:
         *,
         max_bytes: int,
         admit: Callable[[str, str], None] | None = None,
+        metrics: Metrics | None = None,
     ):
         self.replica = replica
+        self.metrics = metrics or Metrics()
         self.admit = admit
         """Takes ``(requester, op)`` from its rate, raising TooManyRequests past it."""
         self.layout = layout
@@ -149,21 +157,42 @@ class StatesServer:
     async def handle(self, msg: Any) -> None:
         if not msg.reply:
             return
+        op = "?"
         try:
-            request = _decode_request(msg.data)
-            if request.get("from") == self.replica.id:
+            opened = open_request(
+                msg.data, msg.reply, on="states", max_bytes=MAX_REQUEST_BYTES, unsigned=True
+            )
+            if opened.requester == self.replica.id:
                 return  # its own offer request
-            if self.admit is not None:  # keyed by the id the request claims (states requests are unsigned)
-                self.admit(f"states/{str(request.get('from'))[:256]}", str(request["op"]))
-            if request["op"] == "offer":
+            request = opened.body
+            op = str(request.get("op"))[:10]
+            self._authenticate(opened)
+            if self.admit is not None:
+                self.admit(f"states/{opened.bucket}", op)
+            if op == "offer":
                 answer = await self._offer(request)
-            elif request["op"] == "page":
+            elif op == "page":
                 answer = self._page(request)
             else:
-                raise InvalidInput(f"unknown states request {request['op']!r}")
+                raise InvalidInput(f"unknown states request {op!r}")
         except CrdtmemError as exc:
+            if not isinstance(exc, TooManyRequests):  # admit counts those
+                self.metrics.inc("crdtmem_bus_requests_refused_total", op=op, reason=type(exc).__name__)
             answer = refusal(self.replica.id, exc)
         await msg.respond(answer)
+
+    def _authenticate(self, request: Request) -> None:
+        """A signed request verifies with the key known for its node; an unsigned one is taken only
+        where the bus principal may vouch for that node unsigned."""
+        if request.key is not None:
+            check_key(self.replica, request)
+        elif not self.principal.may_introduce_unsigned(request.requester):
+            raise AccessDenied(
+                f"an unsigned states request naming node {request.requester!r}: this node answers "
+                f"signed ones only, as the bus principal {self.principal.name!r} may not vouch for "
+                f"{request.requester!r} unsigned (upgrade the requesting node, or list it under the "
+                "principal's unsigned origins)"
+            )
 
     def _servable(self, stream: str, channels: list[str] | None) -> list[str]:
         """The channels of ``stream`` this node may serve to the bus principal (all it holds: None)."""
@@ -271,7 +300,6 @@ async def fetch_states(
     while True:
         body: dict[str, Any] = {
             "op": "page",
-            "from": replica.id,
             "stream": stream,
             "channels": channels,
             "after": after,
@@ -280,7 +308,7 @@ async def fetch_states(
         if covers is not None:  # with the cursor: the serving node signs only covers it read itself
             body["covers"], body["cursor"] = covers, cursor
         try:
-            reply = await nc.request(states_subject(layout, offer.replica), _pack(body), timeout=timeout)
+            reply = await _ask(nc, replica, states_subject(layout, offer.replica), body, timeout)
         except (nats.errors.Error, TimeoutError) as exc:
             raise StatesUnavailable(
                 f"node {offer.replica} stopped answering states requests ({type(exc).__name__})"
@@ -318,8 +346,10 @@ async def _best_offer(
     offers: list[Offer] = []
     declined: list[str] = []
     try:
-        request = {"op": "offer", "from": replica.id, "stream": stream, "channels": wanted, "need": need}
-        await nc.publish(states_subject(layout), _pack(request), reply=inbox)
+        request = {"op": "offer", "stream": stream, "channels": wanted, "need": need}
+        await nc.publish(
+            states_subject(layout), sign_request(replica, request, inbox, on="states"), reply=inbox
+        )
         deadline = time.monotonic() + wait
         while (left := deadline - time.monotonic()) > 0:
             try:
@@ -373,16 +403,15 @@ def _error_of(data: bytes) -> str:
         return "an unreadable answer"
 
 
-def _decode_request(data: bytes) -> dict[str, Any]:
-    if len(data) > MAX_REQUEST_BYTES:
-        raise InvalidInput(f"a states request is at most {MAX_REQUEST_BYTES} bytes, got {len(data)}")
+async def _ask(nc: Any, replica: Replica, subject: str, body: dict[str, Any], timeout: float) -> Any:
+    """One signed request, answered on an inbox of its own (the signature names it)."""
+    inbox = nc.new_inbox()
+    sub = await nc.subscribe(inbox, max_msgs=1)
     try:
-        body = msgpack.unpackb(data, raw=False, strict_map_key=True)
-    except (ValueError, TypeError, msgpack.ExtraData) as exc:
-        raise MalformedPayload(f"a states request is not valid msgpack: {exc}") from exc
-    if not isinstance(body, dict) or body.get("op") not in ("offer", "page"):
-        raise MalformedPayload("a states request is a map with op 'offer' or 'page'")
-    return body
+        await nc.publish(subject, sign_request(replica, body, inbox, on="states"), reply=inbox)
+        return await sub.next_msg(timeout=timeout)
+    finally:
+        await sub.unsubscribe()
 
 
 def _channels(value: object) -> list[str] | None:
