@@ -125,11 +125,21 @@ async def _drained(api: Api) -> bool:
 
 
 async def nats_server_killed(
-    cluster: NatsCluster, procs, session, tmp_path, *, rounds: int, kills: int, seed: int
-) -> None:
+    cluster: NatsCluster,
+    procs,
+    session,
+    tmp_path,
+    *,
+    rounds: int,
+    kills: int,
+    seed: int,
+    extra: tuple[str, ...] = (),
+) -> dict[str, Api]:
+    """Three nodes (started with ``extra`` options) on the cluster's R3 streams write through
+    ``kills`` NATS servers killed -9 and started again; returns the nodes' APIs."""
     rng = random.Random(seed)
     nodes = {
-        name: bus_node(tmp_path, name, cluster.urls, "--bus-replicas", "3", channels=[U1]).start()
+        name: bus_node(tmp_path, name, cluster.urls, "--bus-replicas", "3", *extra, channels=[U1]).start()
         for name in ("a", "b", "c")
     }
     procs += list(nodes.values())
@@ -146,6 +156,7 @@ async def nats_server_killed(
             await asyncio.to_thread(victim.start)
 
     await write_through_faults(nodes, apis, faults, rounds=rounds, seed=seed)
+    return apis
 
 
 async def test_writes_on_every_node_while_a_nats_server_is_killed(nats_cluster, procs, session, tmp_path):

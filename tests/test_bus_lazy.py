@@ -9,6 +9,7 @@ import asyncio
 import random
 import sqlite3
 
+import nats
 import pytest
 
 from crdtmem import Replica
@@ -16,7 +17,7 @@ from crdtmem.bus import BusClient, BusSettings
 from crdtmem.bus.subjects import batch_id, entries_named
 from crdtmem.errors import NotFound
 from tests.support.rest import Api, converged, eventually
-from tests.test_bus_faults import bus_node, ready, write_through_faults
+from tests.test_bus_faults import bus_node, nats_server_killed, ready, write_through_faults
 
 U1 = "user:u1:memories"
 LAZY = ("--bus-delivery", "lazy", "--bus-batch-interval")
@@ -174,3 +175,42 @@ async def test_lazy_nodes_killed_mid_stream_lose_nothing(nats_server, procs, ses
 @pytest.mark.parametrize("seed", range(3))
 async def test_lazy_node_kills_soak(nats_server, procs, session, tmp_path, seed):
     await lazy_kills(nats_server, procs, session, tmp_path, rounds=300, kills=8, seed=seed)
+
+
+# -- a lazy fleet on a three-server cluster, a NATS server killed -9 -----------------------------
+
+
+async def lazy_fleet_on_a_cluster(
+    cluster, procs, session, tmp_path, *, rounds: int, kills: int, seed: int
+) -> None:
+    """Three lazy nodes on R3 streams write through NATS servers killed -9 mid-run: the batches
+    a server took with it (no PubAck) go out again through another server, and the fleet converges
+    with every acknowledged write once."""
+    lazy = (*LAZY, "0.3")
+    apis = await nats_server_killed(
+        cluster, procs, session, tmp_path, rounds=rounds, kills=kills, seed=seed, extra=lazy
+    )
+    published = 0.0
+    for api in apis.values():
+        status = await api.status()
+        assert status["bus"]["delivery"] == "lazy"
+        published += status["bus"]["published"]
+    nc = await nats.connect(cluster.urls)
+    try:
+        stream = (await nc.jetstream().stream_info("CRDTMEM_USERS")).state
+    finally:
+        await nc.close()
+    assert published >= 2 * len(apis) * rounds  # an item and an increment per acknowledged round
+    assert stream.messages < published / 2, "entries went out in batches"
+
+
+async def test_a_lazy_fleet_on_a_cluster_loses_nothing_while_a_nats_server_is_killed(
+    nats_cluster, procs, session, tmp_path
+):
+    await lazy_fleet_on_a_cluster(nats_cluster, procs, session, tmp_path, rounds=40, kills=1, seed=6)
+
+
+@pytest.mark.soak
+@pytest.mark.parametrize("seed", range(3))
+async def test_lazy_fleet_nats_server_kills_soak(nats_cluster, procs, session, tmp_path, seed):
+    await lazy_fleet_on_a_cluster(nats_cluster, procs, session, tmp_path, rounds=400, kills=6, seed=seed)
