@@ -40,6 +40,7 @@ from .erase import StreamEraser
 from .fold import Folded, fold_stream
 from .gaps import Gaps
 from .outbox import Delivery, Outbox
+from .partitions import check_served
 from .pull import Pulled, PullServer, pull, pull_subject
 from .requests import admit
 from .states import Needs, StatesServer, StatesUnavailable, fetch_states, states_subject
@@ -94,6 +95,10 @@ class BusSettings:
     """States and pull requests a second that a node answers per requesting node (bursts of
     ``request_burst``); past it a request is refused with the seconds to wait."""
     request_burst: float = 40.0
+    partitions: frozenset[int] | None = None
+    """The partitions of the layout this node serves (``--bus-serve-partitions``; None: all): its
+    consumers filter on one wildcard subject per partition, and it pulls and serves states of
+    channels in them only."""
     rights_of: Callable[[str], Principal | None] | None = None
     """The rights of a requesting node's principal (``replica:{id}`` in the tokens file), if it
     has an entry; a pull from a node without one gets what the bus principal may read."""
@@ -111,6 +116,7 @@ class BusClient:
     """Keeps ``replica`` connected to the bus (module docstring). ``start()``/``stop()`` or ``async with``."""
 
     def __init__(self, replica: Replica, settings: BusSettings, metrics: Metrics | None = None):
+        check_served(settings.partitions, settings.layout.partitions)
         self.replica = replica
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -339,7 +345,7 @@ class BusClient:
     async def _bind_consumers(self, js: Any) -> dict[str, Any]:
         assert self.outbox is not None
         durable = consumer_name(self.replica.id)
-        filters = self.settings.layout.filters(self.replica.channels)
+        filters = self.settings.layout.filters(self.replica.channels, self.settings.partitions)
         subs: dict[str, Any] = {}
         for stream, subjects in filters.items():
             config = api.ConsumerConfig(
@@ -379,6 +385,7 @@ class BusClient:
                 self.metrics,
                 stream=stream,
                 prefix=self.settings.layout.prefix,
+                partitions=self.settings.layout.partitions,
             )
         return subs
 
@@ -462,6 +469,7 @@ class BusClient:
             max_bytes=int(nc.max_payload),
             admit=admitted,
             metrics=self.metrics,
+            partitions=self.settings.partitions,
         )
 
         async def handle(msg: Any) -> None:
@@ -513,6 +521,7 @@ class BusClient:
             channels,
             wait=settings.pull_wait_s,
             timeout=settings.states_timeout_s,
+            partitions=settings.partitions,
         )
         self.metrics.inc("crdtmem_bus_pulled_total")
         return pulled
@@ -543,6 +552,7 @@ class BusClient:
                         need,
                         wait=self.settings.states_wait_s,
                         timeout=self.settings.states_timeout_s,
+                        partitions=self.settings.partitions,
                     )
                 except (StatesUnavailable, CrdtmemError) as exc:
                     failures += 1

@@ -56,6 +56,7 @@ class StreamConsumer:
         *,
         stream: str,
         prefix: str,
+        partitions: int = 0,
     ):
         self.replica = replica
         self.outbox = outbox
@@ -63,6 +64,8 @@ class StreamConsumer:
         self.metrics = metrics
         self.stream = stream
         self.prefix = prefix
+        self.partitions = partitions
+        """The layout's partition count (its subjects carry the partition token)."""
         self.lag = 0
         """Messages of this stream the consumer has not been delivered yet (JetStream's count)."""
         self.consumed = 0
@@ -92,7 +95,7 @@ class StreamConsumer:
 
     async def _check(self, msg: Any) -> _Message | None:
         try:
-            channel = channel_of(msg.subject, self.prefix)
+            channel = channel_of(msg.subject, self.prefix, self.partitions)
             held = _entries_named(msg, channel)
             if held is not None and all(self.replica.store.is_logged(channel, held[0], s) for s in held[1]):
                 # an entry stored here already (this node's own, a redelivery, one that came

@@ -241,11 +241,12 @@ async def pull(
     wait: float = 0.5,
     timeout: float = 30.0,
     limit: int = 1000,
+    partitions: frozenset[int] | None = None,
 ) -> Pulled:
     """Pull what the fleet holds beyond this replica's vectors for ``channels`` (None: every channel
-    the answering node holds and this replica subscribes to), from the node that offers the most,
-    and apply it as ``principal``. Raises :class:`TooManyRequests` when every answer was a refusal
-    for rate."""
+    the answering node holds and this replica subscribes to, in ``partitions`` of the layout; None:
+    all), from the node that offers the most, and apply it as ``principal``. Raises
+    :class:`TooManyRequests` when every answer was a refusal for rate."""
     if channels is None and replica.channels is not None:
         channels = list(replica.channels)
     names = list(parse_channels(channels)) if channels is not None else None
@@ -260,6 +261,7 @@ async def pull(
         offered = [c for c in offer.channels if c in replica.channels]
     else:
         offered = list(offer.channels)
+    offered = [c for c in offered if layout.serves(c, partitions)]
     done = Pulled(node=offer.replica)
     states: dict[str, Any] = {}
     subject = pull_subject(layout, offer.replica)

@@ -141,9 +141,12 @@ class StatesServer:
         max_bytes: int,
         admit: Callable[[str, str], None] | None = None,
         metrics: Metrics | None = None,
+        partitions: frozenset[int] | None = None,
     ):
         self.replica = replica
         self.metrics = metrics or Metrics()
+        self.partitions = partitions
+        """The layout's partitions this node serves (None: all)."""
         self.admit = admit
         """Takes ``(requester, op)`` from its rate, raising TooManyRequests past it."""
         self.layout = layout
@@ -200,7 +203,7 @@ class StatesServer:
             raise InvalidInput(f"no stream {stream!r} in this node's bus layout")
         mine = self.replica.channels
         if channels is None:
-            if mine is not None:
+            if mine is not None or self.partitions is not None:
                 return []  # it holds only some channels: it cannot serve "all of the stream"
             channels = self.replica.store.channels()
         out = []
@@ -208,6 +211,8 @@ class StatesServer:
             if self.layout.stream_of(channel).name != stream:
                 continue
             if mine is not None and channel not in mine:
+                continue
+            if not self.layout.serves(channel, self.partitions):
                 continue
             if self.principal.may_read(channel):
                 out.append(channel)
@@ -218,7 +223,7 @@ class StatesServer:
         channels = _channels(request.get("channels"))
         if stream in self.needs.need:
             return _pack({"replica": self.replica.id, "declined": "it misses entries of that stream too"})
-        if channels is None and self.replica.channels is not None:
+        if channels is None and (self.replica.channels is not None or self.partitions is not None):
             return _pack({"replica": self.replica.id, "declined": "it holds only some of the channels"})
         served = self._servable(stream, channels)
         floor = await self.floor(stream)
@@ -281,16 +286,19 @@ async def fetch_states(
     *,
     wait: float,
     timeout: float,
+    partitions: frozenset[int] | None = None,
 ) -> int:
     """Ask the fleet for the states of this node's channels of ``stream``, from a node that holds
     every entry through ``need``, and apply them; returns the stream sequence they cover. Raises
     :class:`StatesUnavailable` when no node offers them."""
-    mine = layout.filters(replica.channels).get(stream)
+    mine = layout.filters(replica.channels, partitions).get(stream)
     if mine is None:
         return need  # no channel of this node lives there
     wanted: list[str] | None = None
     if replica.channels is not None:
-        wanted = [c for c in replica.channels if layout.stream_of(c).name == stream]
+        wanted = [
+            c for c in replica.channels if layout.stream_of(c).name == stream and layout.serves(c, partitions)
+        ]
     offer = await _best_offer(nc, replica, layout, stream, wanted, need, wait)
     channels = offer.channels
     after: str | None = None

@@ -1,6 +1,8 @@
 """Channels as NATS subjects, the stream layout, and the message id of a log entry.
 
-A channel's subject is ``{prefix}.{stream}.{kind}.{id}``::
+A channel's subject is ``{prefix}.{stream}.{kind}.{id}`` (subject mapping version 1), or, in a
+layout of ``P`` partitions, ``{prefix}.{stream}.{kind}.p{N}.{id}`` (version 2, :mod:`.partitions`:
+``N`` a stable hash of the id modulo ``P``)::
 
     user:alice@example.com:memories  ->  crdtmem.users.user.alice@example%2Ecom
     tenant:acme:shared               ->  crdtmem.tenants.tenant.acme
@@ -14,7 +16,8 @@ placement in the cluster) by adding a spec ahead of the defaults. ``{id}`` is th
 with every byte outside ``[A-Za-z0-9_-@+=~]`` written as ``%XX`` (upper-case hex of its UTF-8 bytes):
 NATS subjects split on ``.``, treat ``*`` and ``>`` as wildcards and refuse spaces, and ids are any
 text without control characters (:mod:`crdtmem.ids`). The mapping is one to one and the same on
-every node; :func:`channel_of` reverses it.
+every node; :func:`channel_of` reverses it (both versions: a fleet that moves to partitions still
+reads the messages its streams hold from before).
 
 A log entry ``(origin, channel, seq)`` is published with the message id :func:`message_id`, so a
 stream keeps one copy of it whichever node publishes it, however often, within the stream's
@@ -34,6 +37,7 @@ from pathlib import Path
 from ..access import canonical_pattern, matches
 from ..errors import InvalidInput
 from ..ids import Channel, unescape_id
+from . import partitions as parts
 
 SUBJECT_SAFE = re.compile(r"[A-Za-z0-9_\-@+=~]")
 """Characters an id keeps in a subject token; every other one is escaped."""
@@ -102,14 +106,27 @@ class Layout:
 
     streams: tuple[StreamSpec, ...]
     prefix: str = "crdtmem"
+    partitions: int = 0
+    """Partitions of the subject mapping (:mod:`.partitions`); 0: none, subject mapping version 1."""
 
     @classmethod
-    def of(cls, extra: Sequence[StreamSpec] = (), *, replicas: int = 1, prefix: str = "crdtmem") -> Layout:
-        return cls((*extra, *default_streams(replicas)), prefix)
+    def of(
+        cls,
+        extra: Sequence[StreamSpec] = (),
+        *,
+        replicas: int = 1,
+        prefix: str = "crdtmem",
+        partitions: int = 0,
+    ) -> Layout:
+        return cls((*extra, *default_streams(replicas)), prefix, partitions)
 
     def __post_init__(self) -> None:
         if not _TOKEN.fullmatch(self.prefix):
             raise InvalidInput(f"subject prefix {self.prefix!r}: 1-32 of letters, digits, '_', '-'")
+        if isinstance(self.partitions, bool) or not 0 <= self.partitions <= parts.MAX_PARTITIONS:
+            raise InvalidInput(
+                f"partitions must be 0 (none) to {parts.MAX_PARTITIONS:,}, got {self.partitions}"
+            )
         for attr in ("name", "token"):
             seen = [getattr(s, attr) for s in self.streams]
             twice = sorted({v for v in seen if seen.count(v) > 1})
@@ -120,17 +137,21 @@ class Layout:
                 raise InvalidInput(f"stream token {token!r} is taken: {self.prefix}.{token} carries {what}")
 
     @classmethod
-    def from_json(cls, body: object, *, replicas: int = 1, where: str = "bus layout") -> Layout:
+    def from_json(
+        cls, body: object, *, replicas: int = 1, partitions: int | None = None, where: str = "bus layout"
+    ) -> Layout:
         """A layout from its JSON form (``docs/scale-out.md``)::
 
-            {"prefix": "crdtmem",                    # optional
+            {"prefix": "crdtmem", "partitions": 256,   # optional
              "streams": [{"name": "CRDTMEM_ACME", "token": "acme", "channels": ["tenant:acme:*"],
                           "replicas": 3, "max_age_s": 2592000, "max_bytes": -1}, ...]}
 
-        followed by :func:`default_streams` with ``replicas``; raises InvalidInput saying what is
-        wrong."""
-        if not isinstance(body, dict) or set(body) - {"prefix", "streams"}:
-            raise InvalidInput(f"{where}: a JSON object with 'streams' (and optionally 'prefix')")
+        followed by :func:`default_streams` with ``replicas``; ``partitions``, when given, must
+        agree with the file's; raises InvalidInput saying what is wrong."""
+        if not isinstance(body, dict) or set(body) - {"prefix", "streams", "partitions"}:
+            raise InvalidInput(
+                f"{where}: a JSON object with 'streams' (and optionally 'prefix' and 'partitions')"
+            )
         streams = body.get("streams", [])
         if not isinstance(streams, list) or len(streams) > 1000:
             raise InvalidInput(f"{where}: 'streams' must be a list (at most 1,000 streams)")
@@ -170,19 +191,26 @@ class Layout:
         prefix = body.get("prefix", "crdtmem")
         if not isinstance(prefix, str):
             raise InvalidInput(f"{where}: 'prefix' must be a string")
+        count = body.get("partitions", partitions or 0)
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise InvalidInput(f"{where}: 'partitions' must be a whole number")
+        if partitions is not None and count != partitions:
+            raise InvalidInput(
+                f"{where}: 'partitions' is {count}, but {partitions} partitions were asked for"
+            )
         try:
-            return cls.of(specs, replicas=replicas, prefix=prefix)
+            return cls.of(specs, replicas=replicas, prefix=prefix, partitions=count)
         except InvalidInput as exc:
             raise InvalidInput(f"{where}: {exc}") from None
 
     @classmethod
-    def load(cls, path: str | Path, *, replicas: int = 1) -> Layout:
+    def load(cls, path: str | Path, *, replicas: int = 1, partitions: int | None = None) -> Layout:
         """:meth:`from_json` of a JSON file; raises InvalidInput if it cannot be read or is wrong."""
         try:
             body = json.loads(Path(path).read_text(encoding="utf-8"))
         except (OSError, UnicodeDecodeError, ValueError) as exc:
             raise InvalidInput(f"cannot read the bus layout {path}: {exc}") from None
-        return cls.from_json(body, replicas=replicas, where=f"bus layout {path}")
+        return cls.from_json(body, replicas=replicas, partitions=partitions, where=f"bus layout {path}")
 
     def stream_of(self, channel: str) -> StreamSpec:
         for spec in self.streams:
@@ -198,10 +226,30 @@ class Layout:
         """The subjects ``spec`` binds: everything under its token."""
         return [f"{self.prefix}.{spec.token}.>"]
 
-    def filters(self, channels: Iterable[str] | None) -> dict[str, list[str]]:
-        """``{stream name: filter subjects}`` for a node subscribed to ``channels`` (None: all)."""
+    def partition(self, channel: str) -> int | None:
+        """The partition of ``channel`` (None: this layout has no partitions)."""
+        if not self.partitions:
+            return None
+        return parts.partition_of(Channel.parse(channel).name, self.partitions)
+
+    def serves(self, channel: str, partitions: frozenset[int] | None) -> bool:
+        """Whether a node serving ``partitions`` (None: all) holds ``channel``."""
+        return partitions is None or self.partition(channel) in partitions
+
+    def filters(
+        self, channels: Iterable[str] | None, partitions: frozenset[int] | None = None
+    ) -> dict[str, list[str]]:
+        """``{stream name: filter subjects}`` for a node subscribed to ``channels`` (None: all), of
+        ``partitions`` only (None: all): one wildcard subject per partition and stream."""
+        if channels is None and partitions is not None:
+            tokens = [parts.token(n) for n in sorted(partitions)]
+            return {
+                spec.name: sorted(f"{self.prefix}.{spec.token}.*.{t}.*" for t in tokens)
+                for spec in self.streams
+            }
         if channels is None:
             return {spec.name: self.stream_subjects(spec) for spec in self.streams}
+        channels = [c for c in channels if self.serves(c, partitions)]
         out: dict[str, list[str]] = {}
         for channel in channels:
             out.setdefault(self.stream_of(channel).name, []).append(self.subject(channel))
@@ -215,17 +263,33 @@ class Layout:
 def _subject(layout: Layout, channel: str) -> str:
     parsed = Channel.parse(channel)
     token = layout.stream_of(channel).token
-    return f"{layout.prefix}.{token}.{parsed.kind}.{escape_token(parsed.name)}"
+    name = escape_token(parsed.name)
+    if layout.partitions:
+        name = f"{parts.token(parts.partition_of(parsed.name, layout.partitions))}.{name}"
+    return f"{layout.prefix}.{token}.{parsed.kind}.{name}"
 
 
 @functools.lru_cache(maxsize=16384)
-def channel_of(subject: str, prefix: str = "crdtmem") -> str:
+def channel_of(subject: str, prefix: str = "crdtmem", partitions: int = 0) -> str:
     """The canonical channel name a subject stands for; raises InvalidInput if it is not one.
+    ``partitions``: the layout's; its subjects may carry a partition token, which must be the
+    channel's (subjects without one, of the mapping before partitions, are read too).
     (Cached: a node sees the same few subjects over and over; a refusal is not cached.)"""
-    parts = subject.split(".")
-    if len(parts) != 4 or parts[0] != prefix:
-        raise InvalidInput(f"subject {subject!r:.200} is not {prefix}.<stream>.<kind>.<id>")
-    kind, token = parts[2], parts[3]
+    tokens = subject.split(".")
+    if partitions and len(tokens) == 5 and tokens[0] == prefix:
+        partition = parts.from_token(tokens[3])
+        if partition is None:
+            raise InvalidInput(f"subject {subject!r:.200}: {tokens[3]!r:.40} is not a partition token")
+        channel = channel_of(".".join(tokens[:3] + tokens[4:]), prefix)
+        if partition != parts.partition_of(Channel.parse(channel).name, partitions):
+            raise InvalidInput(f"subject {subject!r:.200}: {channel!r} is not in partition {partition}")
+        return channel
+    if len(tokens) != 4 or tokens[0] != prefix:
+        where = (
+            f"{prefix}.<stream>.<kind>.p<partition>.<id>" if partitions else f"{prefix}.<stream>.<kind>.<id>"
+        )
+        raise InvalidInput(f"subject {subject!r:.200} is not {where}")
+    kind, token = tokens[2], tokens[3]
     name = unescape_id(token)
     if kind == "system":
         return str(Channel.system())

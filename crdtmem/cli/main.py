@@ -178,6 +178,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="states and pull requests a second answered per requesting node (default 20, bursts of 2x)",
     )
     serve.add_argument(
+        "--bus-partitions",
+        type=int,
+        metavar="N",
+        help="partitions of the subject mapping (subjects carry p{hash of the id mod N}); every node "
+        "of a fleet gives the same N (default: the layout file's, else none)",
+    )
+    serve.add_argument(
+        "--bus-serve-partitions",
+        metavar="SET",
+        help="the partitions this node serves, e.g. 0-7,12 (default: all): its consumers filter on "
+        "one wildcard subject per partition",
+    )
+    serve.add_argument(
         "--bus-layout",
         metavar="FILE",
         help="JSON file of streams placed before the default ones (a tenant's own stream, its limits); "

@@ -20,6 +20,7 @@ from typing import Literal
 
 from ..access import TokenTable
 from ..bus import BusSettings, Layout
+from ..bus.partitions import parse_set
 from ..engine.replica import Replica
 from ..errors import CrdtmemError, IndexUnavailable, InvalidInput, StoreLocked, StoreUnreadable
 from ..index import IndexSettings
@@ -79,6 +80,8 @@ class ServeOptions:
     bus_batch_interval: float = 1.0
     bus_pull: bool = False
     bus_request_rate: float = 20.0
+    bus_serve_partitions: frozenset[int] | None = None
+    """The layout's partitions this node serves (``--bus-serve-partitions``); None: all."""
     """Streams before the defaults (``--bus-layout FILE``); None: the defaults only."""
     limits: Limits = field(default_factory=Limits)
     compact_every: float | None = None
@@ -95,7 +98,18 @@ def main(args: argparse.Namespace) -> int:
         peer_token = resolve_peer_token(args.peer_token, args.peer_token_file)
         qdrant_api_key = read_secret_file(args.qdrant_api_key_file, "--qdrant-api-key-file")
         limits = Limits.parse(args.limit)
-        layout = Layout.load(args.bus_layout, replicas=args.bus_replicas) if args.bus_layout else None
+        count = args.bus_partitions
+        layout: Layout | None
+        if args.bus_layout:
+            layout = Layout.load(args.bus_layout, replicas=args.bus_replicas, partitions=count)
+        else:
+            layout = Layout.of(replicas=args.bus_replicas, partitions=count) if count else None
+        served = None
+        if args.bus_serve_partitions:
+            try:
+                served = parse_set(args.bus_serve_partitions, layout.partitions if layout else 0)
+            except ValueError as exc:
+                raise InvalidInput(f"--bus-serve-partitions: {exc}") from None
     except InvalidInput as exc:
         print(f"crdtmem serve: {exc}", file=sys.stderr)
         return EXIT_INVALID
@@ -134,6 +148,7 @@ def main(args: argparse.Namespace) -> int:
         bus_batch_interval=args.bus_batch_interval,
         bus_pull=args.bus_pull,
         bus_request_rate=args.bus_request_rate,
+        bus_serve_partitions=served,
         limits=limits,
         compact_every=args.compact_every,
         lease_hours=args.lease_hours,
@@ -247,6 +262,7 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
             pull_on_start=options.bus_pull,
             request_rate=options.bus_request_rate,
             request_burst=2 * options.bus_request_rate,
+            partitions=options.bus_serve_partitions,
         )
         if options.bus
         else None,

@@ -1,0 +1,161 @@
+"""Partitions of the subject mapping (crdtmem.bus.partitions, subject mapping version 2): every
+channel has one partitioned subject and back, the old subjects are still read, a subject in the
+wrong partition is refused; on a real JetStream server two nodes serving disjoint partitions and
+one serving all of them each get exactly their channels, through a few wildcard filter subjects."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from crdtmem import Replica
+from crdtmem.bus import BusClient, BusSettings, Layout, channel_of
+from crdtmem.bus.partitions import from_token, parse_set, partition_of, token
+from crdtmem.errors import InvalidInput, NotFound
+from crdtmem.ids import Channel
+from tests.support.rest import eventually
+from tests.test_bus import app_ids
+
+P = 8
+
+
+@given(app_ids, st.sampled_from(["user", "tenant", "topic"]), st.integers(1, 65_536))
+def test_every_channel_has_one_partitioned_subject_and_back(name: str, kind: str, count: int) -> None:
+    channel = str(getattr(Channel, kind)(name))
+    layout = Layout.of(partitions=count)
+    subject = layout.subject(channel)
+    tokens = subject.split(".")
+    assert len(tokens) == 5 and all(tokens), subject
+    assert not any(c.isspace() or c in "*>" for c in subject), subject
+    assert subject.isascii()
+    assert tokens[3] == token(partition_of(name, count)) and from_token(tokens[3]) == layout.partition(
+        channel
+    )
+    assert channel_of(subject, "crdtmem", count) == channel
+    # the subject of the mapping before partitions is still read by a partitioned node
+    assert channel_of(Layout.of().subject(channel), "crdtmem", count) == channel
+
+
+def test_partitioned_subjects_as_documented() -> None:
+    layout = Layout.of(partitions=256)
+    assert partition_of("alice@example.com", 256) == 191
+    assert layout.subject("user:alice@example.com:memories") == "crdtmem.users.user.p191.alice@example%2Ecom"
+    assert layout.subject("system:global") == f"crdtmem.system.system.p{partition_of('global', 256)}.global"
+    assert Layout.of().subject("user:alice@example.com:memories") == "crdtmem.users.user.alice@example%2Ecom"
+    assert layout.filters(None, frozenset({3, 17}))["CRDTMEM_USERS"] == [
+        "crdtmem.users.*.p17.*",
+        "crdtmem.users.*.p3.*",
+    ]  # sorted as the server lists them, so a restart finds its consumer unchanged
+    eight = Layout.of(partitions=P)
+    inside = [f"user:u{n}:memories" for n in range(40) if partition_of(f"u{n}", P) == 3]
+    outside = [f"user:u{n}:memories" for n in range(40) if partition_of(f"u{n}", P) != 3]
+    assert inside and outside
+    assert eight.filters(inside + outside, frozenset({3})) == {
+        "CRDTMEM_USERS": sorted(eight.subject(c) for c in inside)
+    }
+
+
+def test_subjects_in_the_wrong_partition_or_form_are_refused() -> None:
+    right = Layout.of(partitions=P).subject("user:u1:memories")
+    n = from_token(right.split(".")[3])
+    assert n is not None
+    for subject in [
+        right.replace(f".p{n}.", f".p{(n + 1) % P}."),  # another partition's subject
+        right.replace(f".p{n}.", ".q1."),
+        right.replace(f".p{n}.", f".p0{n}."),  # not the canonical token
+        "crdtmem.users.user.p1.u1.x",
+    ]:
+        with pytest.raises(InvalidInput):
+            channel_of(subject, "crdtmem", P)
+    with pytest.raises(InvalidInput):  # a layout without partitions reads no partition token
+        channel_of(right)
+
+
+def test_partition_sets_and_counts_are_checked() -> None:
+    assert parse_set("0-3, 6", 8) == frozenset({0, 1, 2, 3, 6})
+    for bad in ["8", "3-1", "a", "1-", "-1"]:
+        with pytest.raises(ValueError):
+            parse_set(bad, 8)
+    with pytest.raises(ValueError, match="no partitions"):
+        parse_set("0", 0)
+    with pytest.raises(InvalidInput, match="partitions"):
+        Layout.of(partitions=65_537)
+    assert Layout.from_json({"partitions": 16}).partitions == 16
+    with pytest.raises(InvalidInput, match="'partitions' is 16, but 8"):
+        Layout.from_json({"partitions": 16}, partitions=8)
+    with pytest.raises(InvalidInput, match="some of its layout's"):
+        BusClient(None, BusSettings(["nats://127.0.0.1:1"], partitions=frozenset({0})))  # type: ignore[arg-type]
+
+
+def _users(count: int) -> list[str]:
+    return [f"u{n}" for n in range(count)]
+
+
+async def test_nodes_serving_disjoint_partitions_and_one_serving_all(tmp_path: Path, nats_server) -> None:
+    layout = Layout.of(partitions=P)
+    low, high = frozenset(range(P // 2)), frozenset(range(P // 2, P))
+    users = _users(24)
+    by_part = {u: partition_of(u, P) for u in users}
+    assert {by_part[u] in low for u in users} == {True, False}, "users on both halves"
+
+    def settings(partitions: frozenset[int] | None) -> BusSettings:
+        return BusSettings([nats_server.url], layout=layout, partitions=partitions)
+
+    async with (
+        Replica(tmp_path / "all.db", replica_id="all") as everything,
+        Replica(tmp_path / "low.db", replica_id="low") as a,
+        Replica(tmp_path / "high.db", replica_id="high") as b,
+        BusClient(everything, settings(None)) as bus_all,
+        BusClient(a, settings(low)) as bus_a,
+        BusClient(b, settings(high)) as bus_b,
+    ):
+        await eventually(lambda: _ready(bus_all, bus_a, bus_b), what="three nodes on the bus")
+        for user in users:
+            await everything.add(f"{user} from all", user_id=user, memory_id=f"{user}-all")
+        for user in users:  # each partition node writes for its own users
+            writer = a if by_part[user] in low else b
+            await writer.add(f"{user} from {writer.id}", user_id=user, memory_id=f"{user}-{writer.id}")
+
+        async def spread() -> bool:
+            for user in users:
+                holder = a if by_part[user] in low else b
+                if not await _has(holder, f"{user}-all") or not await _has(everything, f"{user}-{holder.id}"):
+                    return False
+            return True
+
+        await eventually(spread, timeout=30, what="each node holds its partitions' memories")
+        await eventually(lambda: _drained(bus_all, bus_a, bus_b), what="every consumer drained")
+        for user in users:
+            channel = str(Channel.user(user))
+            holder, other = (a, b) if by_part[user] in low else (b, a)
+            assert holder.version_vector(channel) == everything.version_vector(channel)
+            assert not await _has(other, f"{user}-all"), (
+                f"{other.id} holds nothing of partition {by_part[user]}"
+            )
+        consumed = {bus.replica.id: bus.consumers["CRDTMEM_USERS"].consumed for bus in (bus_a, bus_b)}
+        assert consumed["low"] + consumed["high"] == 2 * len(users)  # every message read by one of them
+        assert bus_all.consumers["CRDTMEM_USERS"].consumed == 2 * len(users)
+        js = bus_a._nc.jetstream()  # the consumer's configuration on the server
+        info = await js.consumer_info("CRDTMEM_USERS", "crdtmem-low")
+        assert sorted(info.config.filter_subjects) == sorted(f"crdtmem.users.*.p{n}.*" for n in low)
+
+
+async def _ready(*buses: BusClient) -> bool:
+    return all(bus.ready for bus in buses)
+
+
+async def _drained(*buses: BusClient) -> bool:
+    return all(
+        bus.outbox is not None and bus.outbox.lag() == 0 and all(c.lag == 0 for c in bus.consumers.values())
+        for bus in buses
+    ) and all(bus.caught_up.is_set() for bus in buses)
+
+
+async def _has(replica: Replica, memory_id: str) -> bool:
+    try:
+        return await replica.get(memory_id) is not None
+    except NotFound:
+        return False
