@@ -78,6 +78,9 @@ class Workload:
     node_ram_gb: float = 64
     heartbeat_s: float = 20
     """A device link's WebSocket heartbeat interval (the peer client's)."""
+    partitions: int = 1_024
+    """Partitions of the bus layout (``--bus-partitions``): a partitioned node's consumer filters on
+    one wildcard subject per partition it serves, not one subject per user."""
 
 
 @dataclass(frozen=True)
@@ -145,6 +148,10 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
     nodes_links = math.ceil(links / links_per_node)
     nodes = max(nodes_apply, nodes_local, nodes_disk, nodes_index, nodes_links, k)
     filter_bytes = users * k / nodes * (m.subject_bytes + 3)
+    served = math.ceil(w.partitions * k / nodes)  # partitions per node, each on k nodes
+    wildcard = len(f"crdtmem.users.*.p{w.partitions - 1}.*")
+    partition_bytes = served * (wildcard + 3)
+    user_streams = math.ceil(peak / (m.publishes_per_s * w.utilization))
     vector_ram = memories * (4 * w.vector_dim + 128)  # float32 vector + HNSW links (m=16)
     rows = [
         Row("subjects (user channels + system)", users + 1, "", "one subject per channel"),
@@ -189,13 +196,36 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
         Row("nodes for device links", nodes_links, "", "device links / links per node"),
         Row("nodes (partitioned)", nodes, "", "the largest of the five, at least k"),
         Row("consumers", nodes * 4, "", "one durable pull consumer per node per stream"),
-        Row("filter subjects per users consumer", users * k / nodes, "", "users x k / nodes"),
-        Row("users consumer config", filter_bytes / 1e6, "MB", "x (subject bytes + 3), JSON"),
         Row(
-            "users consumer config / NATS max payload",
+            "filter subjects per users consumer, by channel",
+            users * k / nodes,
+            "",
+            "users x k / nodes (a layout without partitions)",
+        ),
+        Row("users consumer config, by channel", filter_bytes / 1e6, "MB", "x (subject bytes + 3), JSON"),
+        Row(
+            "users consumer config by channel / NATS max payload",
             filter_bytes / w.api_max_bytes,
             "",
             "above 1: the consumer cannot be created",
+        ),
+        Row(
+            "filter subjects per users consumer, by partition",
+            served,
+            "",
+            "partitions x k / nodes, one wildcard subject each",
+        ),
+        Row(
+            "users consumer config by partition, bytes",
+            partition_bytes,
+            "",
+            "x (wildcard subject bytes + 3), JSON",
+        ),
+        Row(
+            "users streams for the publish rate",
+            user_streams,
+            "",
+            "peak / (stream publishes/s x utilization)",
         ),
         Row("index points", memories, "", "one per memory (tombstones included)"),
         Row("index vector RAM", vector_ram / GB, "GB", "points x (4 x dim + 128 HNSW)"),
@@ -244,7 +274,7 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
         Limit(
             "one users stream's publish rate",
             m.publishes_per_s * util / per_user_peak,
-            "split the users stream (per-tenant streams today; hash partitions are not built)",
+            "split the users stream (per-tenant streams today; streams per partition range are not built)",
         ),
         Limit(
             "one users stream's retained bytes on a NATS server",

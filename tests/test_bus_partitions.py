@@ -5,6 +5,7 @@ one serving all of them each get exactly their channels, through a few wildcard 
 
 from __future__ import annotations
 
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -16,8 +17,10 @@ from crdtmem.bus import BusClient, BusSettings, Layout, channel_of
 from crdtmem.bus.partitions import from_token, parse_set, partition_of, token
 from crdtmem.errors import InvalidInput, NotFound
 from crdtmem.ids import Channel
-from tests.support.rest import eventually
+from tests.support.processes import ServerProcess
+from tests.support.rest import Api, eventually
 from tests.test_bus import app_ids
+from tests.test_bus_faults import bus_node, exists, ready
 
 P = 8
 
@@ -159,3 +162,28 @@ async def _has(replica: Replica, memory_id: str) -> bool:
         return await replica.get(memory_id) is not None
     except NotFound:
         return False
+
+
+async def test_serve_with_partitions(procs, session, tmp_path: Path, nats_server) -> None:
+    """``serve --bus-partitions 8 --bus-serve-partitions 0-3`` beside a node serving all of them."""
+    inside = next(f"u{n}" for n in range(100) if partition_of(f"u{n}", P) < 4)
+    outside = next(f"u{n}" for n in range(100) if partition_of(f"u{n}", P) >= 4)
+    full = bus_node(tmp_path, "full", [nats_server.url], "--bus-partitions", "8").start()
+    half = bus_node(
+        tmp_path, "half", [nats_server.url], "--bus-partitions", "8", "--bus-serve-partitions", "0-3"
+    ).start()
+    procs += [full, half]
+    api_full, api_half = Api(session, full.url), Api(session, half.url)
+    await ready(api_full)
+    await ready(api_half)
+    await api_full.add("in the half's partitions", user_id=inside, id="in")
+    await api_full.add("outside them", user_id=outside, id="out")
+    await api_half.add("from the half", user_id=inside, id="back")
+    await eventually(lambda: exists(api_half, "in"), what="the half node gets its partitions' memory")
+    await eventually(lambda: exists(api_full, "back"), what="the full node gets the half's write")
+    assert await api_half.get("out") is None
+    refused = ServerProcess(
+        tmp_path, "bad", extra=["--bus", nats_server.url, "--bus-serve-partitions", "0-3"]
+    )
+    done = subprocess.run(refused.command(), capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0 and "--bus-serve-partitions: the layout has no partitions" in done.stderr

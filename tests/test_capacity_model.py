@@ -57,6 +57,7 @@ def test_the_arithmetic_on_a_workload_checked_by_hand(sim: ModuleType) -> None:
         qdrant_node_ram_gb=0.001,
         node_ram_gb=0.001,
         heartbeat_s=20.0,
+        partitions=8,
     )
     m = sim.Measured(
         delta_bytes=100,
@@ -91,8 +92,12 @@ def test_the_arithmetic_on_a_workload_checked_by_hand(sim: ModuleType) -> None:
     assert got["nodes for device links"] == 43_200
     assert got["nodes (partitioned)"] == 43_200
     assert got["consumers"] == 4 * 43_200
-    assert got["filter subjects per users consumer"] == 4  # 86,400 x 2 / 43,200
-    assert got["users consumer config / NATS max payload"] == pytest.approx(4 * 20 / 1_000)
+    assert got["filter subjects per users consumer, by channel"] == 4  # 86,400 x 2 / 43,200
+    assert got["users consumer config by channel / NATS max payload"] == pytest.approx(4 * 20 / 1_000)
+    # 8 partitions on 2 of 43,200 nodes each: a node serves at most one, crdtmem.users.*.p7.*
+    assert got["filter subjects per users consumer, by partition"] == 1
+    assert got["users consumer config by partition, bytes"] == len("crdtmem.users.*.p7.*") + 3
+    assert got["users streams for the publish rate"] == 2  # 6/s / (10/s x 0.5)
     assert got["index vector RAM"] == pytest.approx(864_000 * (16 + 128) / 1e9)
     assert got["index shards (Qdrant nodes)"] == math.ceil(864_000 * 144 / 1e6)
     per_user_peak = 2 * 3 / 86_400
