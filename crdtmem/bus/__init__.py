@@ -3,6 +3,7 @@
 Layout::
 
     subjects.py  channels as subjects, the stream layout, the message id of a log entry
+    partitions.py  the partition token of subject mapping version 2, partition sets
     outbox.py    the log as the outbox: publish past the durable marks (eager, or lazy batches),
                  raise them after the PubAck
     consumer.py  one stream's messages into the replica, through the peers' apply path
