@@ -13,8 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdtmem import Replica
+from crdtmem.access import Principal
 from crdtmem.bus import BusClient, BusSettings, Layout, channel_of
 from crdtmem.bus.partitions import from_token, parse_set, partition_of, token
+from crdtmem.bus.states import StatesUnavailable, fetch_states
 from crdtmem.errors import InvalidInput, NotFound
 from crdtmem.ids import Channel
 from tests.support.processes import ServerProcess
@@ -187,3 +189,30 @@ async def test_serve_with_partitions(procs, session, tmp_path: Path, nats_server
     )
     done = subprocess.run(refused.command(), capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "--bus-serve-partitions: the layout has no partitions" in done.stderr
+
+
+async def test_a_node_fills_its_partitions_from_states_of_a_node_serving_them(
+    tmp_path: Path, nats_server
+) -> None:
+    """No node holds every channel: states of some partitions come from a node serving them all."""
+    layout = Layout.of(partitions=P)
+    low = frozenset(range(P // 2))
+    users = [u for u in _users(40) if partition_of(u, P) in low]
+    mine = frozenset({partition_of(users[0], P)})
+    applies_states = Principal("user:bus", ("*",), ("*",), ("*",), (), True)
+    async with (
+        Replica(tmp_path / "half.db", replica_id="half") as half,
+        Replica(tmp_path / "new.db", replica_id="new") as new,
+        BusClient(half, BusSettings([nats_server.url], layout=layout, partitions=low)) as bus,
+    ):
+        for user in users:
+            await half.add(f"{user}'s fact", user_id=user, memory_id=user)
+        await eventually(lambda: _drained(bus), what="half's stream drained")
+        nc = bus._nc  # the serving node's own connection carries the request as well as any
+        with pytest.raises(StatesUnavailable, match="holds only some of the channels"):
+            await fetch_states(nc, new, layout, applies_states, "CRDTMEM_USERS", 1, wait=1.0, timeout=10.0)
+        await fetch_states(
+            nc, new, layout, applies_states, "CRDTMEM_USERS", 1, wait=2.0, timeout=10.0, partitions=mine
+        )
+        held = {m.id for m in await new.list()}
+        assert held == {u for u in users if partition_of(u, P) in mine}

@@ -197,14 +197,17 @@ class StatesServer:
                 "principal's unsigned origins)"
             )
 
-    def _servable(self, stream: str, channels: list[str] | None) -> list[str]:
-        """The channels of ``stream`` this node may serve to the bus principal (all it holds: None)."""
+    def _servable(
+        self, stream: str, channels: list[str] | None, wanted: frozenset[int] | None = None
+    ) -> list[str]:
+        """The channels of ``stream`` this node may serve to the bus principal (all it holds: None;
+        all it holds in the partitions ``wanted``, if it serves every one of them)."""
         if stream not in {s.name for s in self.layout.streams}:
             raise InvalidInput(f"no stream {stream!r} in this node's bus layout")
         mine = self.replica.channels
         if channels is None:
-            if mine is not None or self.partitions is not None:
-                return []  # it holds only some channels: it cannot serve "all of the stream"
+            if not self._holds_all(wanted):
+                return []  # it holds only some of those channels: it cannot serve them all
             channels = self.replica.store.channels()
         out = []
         for channel in channels:
@@ -212,7 +215,7 @@ class StatesServer:
                 continue
             if mine is not None and channel not in mine:
                 continue
-            if not self.layout.serves(channel, self.partitions):
+            if not self.layout.serves(channel, self.partitions) or not self.layout.serves(channel, wanted):
                 continue
             if self.principal.may_read(channel):
                 out.append(channel)
@@ -223,13 +226,33 @@ class StatesServer:
         channels = _channels(request.get("channels"))
         if stream in self.needs.need:
             return _pack({"replica": self.replica.id, "declined": "it misses entries of that stream too"})
-        if channels is None and (self.replica.channels is not None or self.partitions is not None):
+        wanted = self._partitions(request.get("partitions"))
+        if channels is None and not self._holds_all(wanted):
             return _pack({"replica": self.replica.id, "declined": "it holds only some of the channels"})
-        served = self._servable(stream, channels)
+        served = self._servable(stream, channels, wanted)
         floor = await self.floor(stream)
         if floor is None:
             return _pack({"replica": self.replica.id, "declined": "it does not consume that stream"})
         return _pack({"replica": self.replica.id, "floor": floor, "channels": served})
+
+    def _holds_all(self, wanted: frozenset[int] | None) -> bool:
+        """Whether this node holds every channel of the partitions ``wanted`` (None: of all)."""
+        if self.replica.channels is not None:
+            return False
+        return self.partitions is None or (wanted is not None and wanted <= self.partitions)
+
+    def _partitions(self, value: object) -> frozenset[int] | None:
+        if value is None:
+            return None
+        count = self.layout.partitions
+        if (
+            not isinstance(value, list)
+            or not count
+            or len(value) > count
+            or not all(isinstance(n, int) and not isinstance(n, bool) and 0 <= n < count for n in value)
+        ):
+            raise InvalidInput(f"partitions must be a list of this layout's partitions (0 to {count - 1})")
+        return frozenset(value)
 
     def _page(self, request: dict[str, Any]) -> bytes:
         stream = _text(request.get("stream"), "stream")
@@ -299,7 +322,7 @@ async def fetch_states(
         wanted = [
             c for c in replica.channels if layout.stream_of(c).name == stream and layout.serves(c, partitions)
         ]
-    offer = await _best_offer(nc, replica, layout, stream, wanted, need, wait)
+    offer = await _best_offer(nc, replica, layout, stream, wanted, need, wait, partitions)
     channels = offer.channels
     after: str | None = None
     covers: dict[str, VersionVector] | None = None
@@ -347,14 +370,23 @@ async def fetch_states(
 
 
 async def _best_offer(
-    nc: Any, replica: Replica, layout: Layout, stream: str, wanted: list[str] | None, need: int, wait: float
+    nc: Any,
+    replica: Replica,
+    layout: Layout,
+    stream: str,
+    wanted: list[str] | None,
+    need: int,
+    wait: float,
+    partitions: frozenset[int] | None,
 ) -> Offer:
     inbox = nc.new_inbox()
     sub = await nc.subscribe(inbox)
     offers: list[Offer] = []
     declined: list[str] = []
     try:
-        request = {"op": "offer", "stream": stream, "channels": wanted, "need": need}
+        request: dict[str, Any] = {"op": "offer", "stream": stream, "channels": wanted, "need": need}
+        if wanted is None and partitions is not None:  # every channel of these partitions
+            request["partitions"] = sorted(partitions)
         await nc.publish(
             states_subject(layout), sign_request(replica, request, inbox, on="states"), reply=inbox
         )
