@@ -24,7 +24,7 @@ at N <= 1.2x its size at 10; the file <= 10x the text it holds.
 
 Run: ``python benchmarks/bench_hot_memory.py`` (10,000 writes per memory, 3 rounds: several minutes),
 ``--quick`` (1,000, about 1 minute), ``--at 10 1000 3000`` to choose the lengths, ``--profile`` to
-cProfile appends at the last length.
+cProfile appends at the last length, ``--yrs`` to time raw pycrdt appends at the same lengths.
 """
 
 from __future__ import annotations
@@ -145,6 +145,48 @@ async def profile_appends(path: Path, length: int, window: int, synchronous: Syn
         await _common.profile_async(f"{window} appends at {length} messages", appends)
 
 
+def raw_yrs_appends(lengths: list[int], window: int) -> None:
+    """For scale: raw pycrdt, one message dict appended to an array of N (``Array.append``, an insert
+    by index), alone or with a map entry written in the same transaction (as every memory write
+    re-asserts its lifecycle; the messages then cannot be squashed into one Yrs item), and with an
+    observer reading each transaction's change delta (as a conversation's message log does)."""
+    from pycrdt import Array, Doc, Map
+
+    print("\nraw pycrdt, us per append (median of 3 windows):")
+    for interleave, observed in ((False, False), (True, False), (True, True)):
+        row = []
+        for length in lengths:
+            runs = []
+            for _ in range(3):
+                doc: Doc = Doc()
+                array = doc.get("messages", type=Array)
+                lifecycle = doc.get("lifecycle", type=Map)
+                subscription = array.observe(lambda event: event.delta) if observed else None
+
+                def one(
+                    i: int,
+                    doc: Doc = doc,
+                    array: Array = array,
+                    lifecycle: Map = lifecycle,
+                    both: bool = interleave,
+                ) -> None:
+                    with doc.transaction():
+                        array.append({"id": f"a:{i}", "role": "user", "text": text_of(i), "by": "a"})
+                        if both:
+                            lifecycle["a"] = {"v": "active", "n": str(i)}
+
+                for i in range(length):
+                    one(i)
+                start = time.perf_counter()
+                for i in range(window):
+                    one(length + i)
+                runs.append((time.perf_counter() - start) / window * 1e6)
+                del subscription
+            row.append(f"at {length}: {statistics.median(runs):8.1f}")
+        label = ("with a map entry" if interleave else "alone") + (", delta observed" if observed else "")
+        print(f"  {label:<34} " + "   ".join(row))
+
+
 def plain_inserts(path: Path, count: int, synchronous: str) -> float:
     """Rows/s of a plain SQLite insert, one transaction per row (for scale)."""
     conn = sqlite3.connect(path, isolation_level=None)
@@ -167,6 +209,7 @@ async def main() -> int:
     p.add_argument("--at", type=int, nargs="+", default=None, help="history lengths (10 1000 10000)")
     p.add_argument("--window", type=int, default=100, help="writes timed at each length (100)")
     p.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
+    p.add_argument("--yrs", action="store_true", help="also time raw pycrdt appends at the same lengths")
     args = p.parse_args()
     at = sorted(args.at or ([10, 1_000] if args.quick else [10, 1_000, 10_000]))
     rounds = _common.rounds_for(args) if args.rounds or args.quick else 3
@@ -204,6 +247,8 @@ async def main() -> int:
 
         if args.profile:
             await profile_appends(fresh("profile"), at[-1], args.window, sync)
+    if args.yrs:
+        raw_yrs_appends(at, args.window)
 
     _common.print_table(f"Writes to one memory at {at} earlier writes (windows of {args.window})", series)
     print("\nsizes (median over rounds):")

@@ -36,10 +36,14 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
 def _damage_state(db: Path, memory_id: str) -> tuple[Any, Any]:
     """Garbage in the memory's snapshot; returns what was there (to repair it with)."""
     with sqlite3.connect(db) as conn:
-        kept = conn.execute("SELECT state, snap_id FROM docs WHERE id = ?", (memory_id,)).fetchone()
+        kept = conn.execute(
+            "SELECT s.state, d.snap_id FROM docs d LEFT JOIN doc_states s ON s.doc_id = d.id WHERE d.id = ?",
+            (memory_id,),
+        ).fetchone()
+        conn.execute("INSERT OR REPLACE INTO doc_states(doc_id, state) VALUES (?, ?)", (memory_id, GARBAGE))
         conn.execute(
-            "UPDATE docs SET state = ?, snap_id = (SELECT max(id) FROM deltas WHERE doc_id = ?) WHERE id = ?",
-            (GARBAGE, memory_id, memory_id),
+            "UPDATE docs SET snap_id = (SELECT max(id) FROM deltas WHERE doc_id = ?) WHERE id = ?",
+            (memory_id, memory_id),
         )
     conn.close()
     return kept[0], kept[1]
@@ -47,7 +51,8 @@ def _damage_state(db: Path, memory_id: str) -> tuple[Any, Any]:
 
 def _repair_state(db: Path, memory_id: str, kept: tuple[Any, Any]) -> None:
     with sqlite3.connect(db) as conn:
-        conn.execute("UPDATE docs SET state = ?, snap_id = ? WHERE id = ?", (*kept, memory_id))
+        conn.execute("INSERT OR REPLACE INTO doc_states(doc_id, state) VALUES (?, ?)", (memory_id, kept[0]))
+        conn.execute("UPDATE docs SET snap_id = ? WHERE id = ?", (kept[1], memory_id))
     conn.close()
 
 

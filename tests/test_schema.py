@@ -82,3 +82,40 @@ async def test_migration_is_one_step_and_idempotent(old_store: Path) -> None:
         conn.close()
     assert columns.count("snap_id") == 1
     assert snaps == {highest}  # every migrated state folds every delta stored before it
+
+
+V2 = Path(__file__).parent / "data" / "store-v2.db"
+
+
+async def test_a_schema_2_store_moves_its_snapshots_out_of_the_docs_rows(tmp_path: Path) -> None:
+    """``tests/data/store-v2.db`` (``tests/data/make_store_v2.py``): two memories with a snapshot in
+    ``docs.state`` and a tail after it, one without a snapshot."""
+    path = tmp_path / "v2.db"
+    shutil.copy(V2, path)
+    conn = sqlite3.connect(path)
+    try:
+        kept = dict(conn.execute("SELECT id, state FROM docs WHERE state IS NOT NULL"))
+    finally:
+        conn.close()
+    assert set(kept) == {"fact-1", "conv-1"}
+    async with Replica(path, cache_size=0) as replica:
+        assert replica.store.get_meta("schema_version") == SCHEMA_VERSION
+        assert (await replica.get("fact-1")).content == "v24"
+        assert [m["text"] for m in (await replica.get("conv-1")).content] == [f"turn {i}" for i in range(25)]
+        assert (await replica.get("fact-2")).content == "no snapshot yet"
+        for memory_id, state in kept.items():
+            stored = replica.store.load_doc(memory_id)
+            assert stored is not None and stored.snapshot == state
+        assert_store_consistent(replica)
+        await replica.append_message("conv-1", role="user", text="after the migration")
+        await replica.snapshots.settle()
+    conn = sqlite3.connect(path)
+    try:
+        columns = [row[1] for row in conn.execute("PRAGMA table_info(docs)")]
+        states = dict(conn.execute("SELECT doc_id, state FROM doc_states"))
+    finally:
+        conn.close()
+    assert "state" not in columns and "snap_id" in columns
+    assert states == kept  # the snapshots moved unchanged (one append is no reason for a new one)
+    async with Replica(path) as again:
+        assert len((await again.get("conv-1")).content) == 26

@@ -224,11 +224,10 @@ async def test_a_corrupt_yrs_state_quarantines_that_memory(
         node.stop()
         garbage = os.urandom(48)
         if where == "snapshot":
+            _sql(node.db, "INSERT OR REPLACE INTO doc_states(doc_id, state) VALUES (?, ?)", victim, garbage)
             _sql(
                 node.db,
-                "UPDATE docs SET state = ?, snap_id = (SELECT max(id) FROM deltas WHERE doc_id = ?) "
-                "WHERE id = ?",
-                garbage,
+                "UPDATE docs SET snap_id = (SELECT max(id) FROM deltas WHERE doc_id = ?) WHERE id = ?",
                 victim,
                 victim,
             )

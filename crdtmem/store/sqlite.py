@@ -46,6 +46,7 @@ from .lock import DatabaseLock
 from .schema import create_or_migrate
 from .sqlite_erase import erase
 from .sqlite_query import to_sql
+from .sqlite_states import put as put_state
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
@@ -366,11 +367,11 @@ class SQLiteStore:
                 )
             )
         if doc_rows:
-            # an upsert keeps the row where it is (REPLACE would move it); the state is not touched:
-            # it is the snapshot, and the deltas of this commit are its tail
+            # an upsert keeps the row where it is (REPLACE would move it); the snapshot is not
+            # touched (its own table, doc_states), and the deltas of this commit are its tail
             conn.executemany(
-                "INSERT INTO docs(id, kind, state, snap_id, record, user_id, tenant_id, deleted, conflicted, "
-                "version, updated_hlc) VALUES (?, ?, NULL, 0, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
+                "INSERT INTO docs(id, kind, snap_id, record, user_id, tenant_id, deleted, conflicted, "
+                "version, updated_hlc) VALUES (?, ?, 0, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT(id) DO UPDATE "
                 "SET kind = excluded.kind, record = excluded.record, "
                 "user_id = excluded.user_id, tenant_id = excluded.tenant_id, deleted = excluded.deleted, "
                 "conflicted = excluded.conflicted, version = excluded.version, "
@@ -399,11 +400,12 @@ class SQLiteStore:
             conn.executemany("DELETE FROM stale WHERE doc_id = ?", [(d,) for d in unit.fresh])
         if unit.stale:
             conn.executemany("INSERT OR IGNORE INTO stale(doc_id) VALUES (?)", [(d,) for d in unit.stale])
-        if unit.snapshots:
-            conn.executemany(
-                "UPDATE docs SET state = ?, snap_id = ? WHERE id = ? AND snap_id < ?",
-                [(snap.state, snap.upto, snap.doc_id, snap.upto) for snap in unit.snapshots],
-            )
+        for snap in unit.snapshots:  # kept only if newer than the stored one
+            if conn.execute(
+                "UPDATE docs SET snap_id = ? WHERE id = ? AND snap_id < ?",
+                (snap.upto, snap.doc_id, snap.upto),
+            ).rowcount:
+                put_state(conn, snap.doc_id, snap.state)
         return result, version, next_id
 
     def horizon(self, channel: str) -> VersionVector:
@@ -421,8 +423,9 @@ class SQLiteStore:
     @_reads
     def folded_states(self, min_bytes: int) -> list[tuple[str, int]]:
         rows = self._r.execute(
-            "SELECT id, length(state) FROM docs WHERE length(state) >= ? "
-            "AND NOT EXISTS (SELECT 1 FROM deltas d WHERE d.doc_id = docs.id) ORDER BY id",
+            "SELECT s.doc_id, length(s.state) FROM doc_states s JOIN docs ON docs.id = s.doc_id "
+            "WHERE length(s.state) >= ? "
+            "AND NOT EXISTS (SELECT 1 FROM deltas d WHERE d.doc_id = s.doc_id) ORDER BY s.doc_id",
             (min_bytes,),
         )
         return [(doc_id, int(size)) for doc_id, size in rows]
@@ -471,7 +474,11 @@ class SQLiteStore:
     def load_doc(self, doc_id: str) -> StoredDoc | None:
         conn = self._r
         try:
-            row = conn.execute("SELECT state, snap_id FROM docs WHERE id = ?", (doc_id,)).fetchone()
+            row = conn.execute(
+                "SELECT s.state, d.snap_id FROM docs d LEFT JOIN doc_states s ON s.doc_id = d.id "
+                "WHERE d.id = ?",
+                (doc_id,),
+            ).fetchone()
             snapshot, upto = (None, 0) if row is None else (row[0], int(row[1]))
             tail = [
                 (delta_id, bytes(update))

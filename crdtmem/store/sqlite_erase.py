@@ -19,6 +19,7 @@ from ..document.erasure import EMPTY_DEPS, EMPTY_UPDATE
 
 _GONE = (
     ("docs", "id"),
+    ("doc_states", "doc_id"),
     ("doc_channels", "doc_id"),
     ("conflicts", "doc_id"),
     ("stale", "doc_id"),

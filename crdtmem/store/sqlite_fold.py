@@ -15,6 +15,7 @@ import sqlite3
 
 from ..document.erasure import EMPTY_UPDATE
 from .base import Commit, StagedVectors
+from .sqlite_states import put as put_state
 
 _UNFOLDED = (  # a delta its document's snapshot does not hold (yet), or of a document with no row yet
     "(d.id > docs.snap_id OR (docs.id IS NULL AND d.doc_id NOT IN (SELECT doc_id FROM erased)))"
@@ -123,11 +124,11 @@ def raise_horizon(conn: sqlite3.Connection, rows: list[tuple[str, str, int]]) ->
 def apply_unit(conn: sqlite3.Connection, unit: Commit, staged: StagedVectors) -> list[tuple[str, str, int]]:
     """A unit's received states, covered entries and compaction; returns the horizon raised."""
     raised: list[tuple[str, str, int]] = []
-    if unit.states:
-        conn.executemany(
-            "UPDATE docs SET state = ?, snap_id = max(snap_id, ?) WHERE id = ?",
-            [(snap.state, snap.upto, snap.doc_id) for snap in unit.states],
-        )
+    for snap in unit.states:
+        if conn.execute(
+            "UPDATE docs SET snap_id = max(snap_id, ?) WHERE id = ?", (snap.upto, snap.doc_id)
+        ).rowcount:
+            put_state(conn, snap.doc_id, snap.state)
     for channel, vector in unit.covers.items():
         for origin, seq in vector.items():
             if staged.raise_to(channel, origin, seq):
