@@ -5,8 +5,8 @@ One real ``crdtmem serve`` process (tokens, a file-backed store), and clients in
 - **Bystander latency.** A bystander token reads one of its memories and writes one of its metadata
   keys, one request after another, from its own process (its own event loop and connection, so the
   hostile clients' work in this process never delays its timing). Before each hostile phase the
-  bystander runs on the idle node (that phase's baseline, taken right before it, after a pause for
-  what the phase before left queued: the machine is shared and its load drifts), then while two
+  bystander runs on the idle node (that phase's baseline, taken right before it, once the node is
+  quiet again after the phase before: the machine is shared and its load drifts), then while two
   hostile clients send one kind of hostile request back to back; both take as many bystander
   requests. Reported per phase: the bystander's p50 and p99
   (and its reads' and writes' p99), the idle p50 and p99 just before, and the ratio of the two p99s.
@@ -60,8 +60,8 @@ HOSTILE, BYSTANDER, OPERATOR, SEEDER = (
 U1, U2 = "user:u1:memories", "user:u2:memories"
 _LINE_MOST = 64 * 1024 * 1024
 """An event's data line carries its memory whole (a 1 MiB value and its JSON escapes)."""
-SETTLE_S = 3.0
-"""A pause before each idle baseline, for the work a phase before left queued on the node."""
+SETTLE_MOST_S = 60.0
+"""The longest wait for a quiet node before an idle baseline (:meth:`Server.settle`)."""
 TARGET_REFUSED = 5.0
 """The bystander's p99 while refused requests run, against its idle p99 just before."""
 TARGET_ACCEPTED = 10.0
@@ -105,6 +105,21 @@ class Server:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
         return float("nan")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    async def settle(self) -> float:
+        """Wait until the node is quiet (under 10% of a core over half a second, at most 60 s), for
+        the work a phase left queued (indexing, snapshots, checkpoints); returns the seconds waited."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < SETTLE_MOST_S:
+            before = self.cpu_seconds()
+            await asyncio.sleep(0.5)
+            if self.cpu_seconds() - before < 0.05:
+                break
+        return time.perf_counter() - start
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -313,7 +328,7 @@ async def run(
         return await asyncio.get_running_loop().run_in_executor(pool, _bystander_process, url, bobs, count)
 
     async def phase(name: str, make: Callable[[int], Awaitable[Any]]) -> dict[str, Any]:
-        await asyncio.sleep(SETTLE_S)  # what the phase before left behind (index, snapshots) runs out
+        settled = await server.settle()
         idle = [seconds for _, seconds in await bystander(requests)]
         stop = asyncio.Event()
         hostile = [asyncio.ensure_future(hostile_loop(make, stop)) for _ in range(2)]
@@ -341,7 +356,7 @@ async def run(
             f"  {name}: bystander p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms "
             f"(reads {row['reads_p99_ms']:.1f}, writes {row['writes_p99_ms']:.1f}); idle just before "
             f"p50 {row['idle_p50_ms']:.1f}, p99 {row['idle_p99_ms']:.1f}; {row['ratio']:.1f}x; "
-            f"{sent} hostile requests, server RSS {server.rss_mb():.0f} MB"
+            f"{sent} hostile requests, server RSS {server.rss_mb():.0f} MB; node quiet after {settled:.1f} s"
         )
         return row
 
