@@ -54,17 +54,24 @@ def apply_causally(
     applied: list[DeltaRecord] = []
     superseded: list[DeltaRecord] = []
     vectors: dict[str, statevector.StateVector] = {}  # each document's vector, kept current
+    # each document's epoch, read again only after a delta changed the document: reading it walks
+    # the document's root, and a memory with thousands of waiting deltas was read once per delta
+    epoch_of: dict[str, epochs.Epoch | None] = {}
     progress = True
     while waiting and progress:
         progress = False
         still: list[DeltaRecord] = []
         for delta in waiting:
             doc = load(delta.doc_id)
-            rebased = doc.epoch
+            if delta.doc_id in epoch_of:
+                rebased = epoch_of[delta.doc_id]
+            else:
+                rebased = epoch_of[delta.doc_id] = doc.epoch
             if rebased is not None or epochs.is_rebase(delta.deps, delta.update):
                 taken = _across_epochs(doc, rebased, delta, carry_as)
                 if taken is not None:
                     vectors.pop(delta.doc_id, None)
+                    epoch_of.pop(delta.doc_id, None)
                     applied.append(delta)
                     if not taken:
                         superseded.append(delta)
@@ -77,6 +84,7 @@ def apply_causally(
             if statevector.covers(have, need):
                 doc.apply(delta.update)  # raises MalformedPayload for an update that does not decode
                 del vectors[delta.doc_id]  # read again only if another delta of this document needs it
+                epoch_of.pop(delta.doc_id, None)
                 applied.append(delta)
                 progress = True
             else:
