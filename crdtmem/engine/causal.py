@@ -17,6 +17,7 @@ rebase, and then its origin, which holds it, carries it over when it takes the e
 from __future__ import annotations
 
 from collections.abc import Callable, Collection
+from typing import Any
 
 from ..document import epoch as epochs
 from ..document import statevector
@@ -30,6 +31,7 @@ def apply_causally(
     load: Callable[[str], MemoryDoc],
     validated: Collection[str] = (),
     carry_as: str | None = None,
+    known: Known | None = None,
 ) -> tuple[list[DeltaRecord], list[DeltaRecord], list[DeltaRecord]]:
     """Apply every delta whose dependencies are met, repeatedly, until no more can be applied.
 
@@ -39,6 +41,10 @@ def apply_causally(
         validated: uids of deltas whose updates were decoded whole before (deltas that waited:
             decoding every waiting delta again on every arrival made each push cost the whole
             waiting set).
+        known: what was read of deltas before (whether each is a rebase entry, what it needs), by
+            uid; used for the very same record only (its ``deps`` and ``update`` objects), and
+            filled here. The caller keeps it across applies for the deltas still waiting: reading
+            them again on every push to their memory cost ~20 us per waiting delta.
 
     Returns:
         ``(applied, waiting, superseded)``: the deltas applied (superseded ones among them), in the
@@ -54,29 +60,37 @@ def apply_causally(
     applied: list[DeltaRecord] = []
     superseded: list[DeltaRecord] = []
     vectors: dict[str, statevector.StateVector] = {}  # each document's vector, kept current
+    # each document's epoch, read again only after a delta changed the document: reading it walks
+    # the document's root, and a memory with thousands of waiting deltas was read once per delta
+    epoch_of: dict[str, epochs.Epoch | None] = {}
     progress = True
     while waiting and progress:
         progress = False
         still: list[DeltaRecord] = []
         for delta in waiting:
             doc = load(delta.doc_id)
-            rebased = doc.epoch
-            if rebased is not None or epochs.is_rebase(delta.deps, delta.update):
+            if delta.doc_id in epoch_of:
+                rebased = epoch_of[delta.doc_id]
+            else:
+                rebased = epoch_of[delta.doc_id] = doc.epoch
+            if rebased is not None or _read(delta, known, "rebase", _is_rebase):
                 taken = _across_epochs(doc, rebased, delta, carry_as)
                 if taken is not None:
                     vectors.pop(delta.doc_id, None)
+                    epoch_of.pop(delta.doc_id, None)
                     applied.append(delta)
                     if not taken:
                         superseded.append(delta)
                     progress = True
                     continue
-            need = statevector.dependencies(delta.deps, delta.update)
+            need = _read(delta, known, "need", _need)
             have = vectors.get(delta.doc_id)
             if have is None:
                 have = vectors[delta.doc_id] = doc.state_vector()
             if statevector.covers(have, need):
                 doc.apply(delta.update)  # raises MalformedPayload for an update that does not decode
                 del vectors[delta.doc_id]  # read again only if another delta of this document needs it
+                epoch_of.pop(delta.doc_id, None)
                 applied.append(delta)
                 progress = True
             else:
@@ -85,6 +99,31 @@ def apply_causally(
                 still.append(delta)
         waiting = still
     return applied, waiting, superseded
+
+
+Known = dict[tuple[str, str], tuple[bytes, bytes, Any]]
+"""``(uid, what) -> (deps, update, value)``: see :func:`apply_causally`'s ``known``."""
+
+
+def _is_rebase(delta: DeltaRecord) -> bool:
+    return epochs.is_rebase(delta.deps, delta.update)
+
+
+def _need(delta: DeltaRecord) -> statevector.StateVector:
+    return statevector.dependencies(delta.deps, delta.update)
+
+
+def _read(delta: DeltaRecord, known: Known | None, what: str, read: Callable[[DeltaRecord], Any]) -> Any:
+    """``read(delta)``, or what it gave before for this very record (its bytes are the same objects:
+    a different record under the same uid is read anew)."""
+    if known is None:
+        return read(delta)
+    hit = known.get((delta.uid, what))
+    if hit is not None and hit[0] is delta.deps and hit[1] is delta.update:
+        return hit[2]
+    value = read(delta)
+    known[(delta.uid, what)] = (delta.deps, delta.update, value)
+    return value
 
 
 def _across_epochs(

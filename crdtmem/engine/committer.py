@@ -4,6 +4,9 @@ Writers on the event loop hand over a :class:`~crdtmem.store.base.Commit` and aw
 commit thread drains everything queued, commits it in one transaction (one fsync for the group), and
 resolves the futures only after the transaction committed. A write is therefore acknowledged only when
 it is durable. If a group fails, each unit is retried alone so one bad unit cannot fail the others.
+The thread does not take units strictly in queue order: small units go ahead of large ones already
+queued, and large units commit one at a time (:mod:`.commitorder` has the rule and why it keeps the
+order the engine relies on), so a small write waits behind at most one large commit.
 
 A lone writer does not need the thread: with nothing else in flight there is no group to form, and the
 hop to the thread and back costs as much as the SQL. ``submit(work, alone=True)`` commits such a unit on
@@ -24,6 +27,7 @@ from dataclasses import dataclass
 
 from ..errors import ReplicaClosed, StorageError
 from ..store.base import Commit, CommitResult, Store
+from .commitorder import UnitShape, next_group, shape_of
 
 _STOP = object()
 
@@ -33,6 +37,7 @@ class _Job:
     work: Commit
     future: asyncio.Future[CommitResult]
     loop: asyncio.AbstractEventLoop
+    shape: UnitShape
 
 
 class GroupCommitter:
@@ -48,6 +53,8 @@ class GroupCommitter:
         self._thread: threading.Thread | None = None
         self.groups = self.units = 0
         self.inline_units = 0
+        self.overtaking_units = 0
+        """Units committed ahead of a unit queued before them (commit thread only)."""
         self._outstanding = 0  # units handed to the thread and not yet settled (loop thread only)
 
     def start(self) -> None:
@@ -90,7 +97,7 @@ class GroupCommitter:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[CommitResult] = loop.create_future()
         self._outstanding += 1  # until the thread has settled it (see _settle)
-        self._queue.put(_Job(work, future, loop))
+        self._queue.put(_Job(work, future, loop, shape_of(work)))
         try:
             return await asyncio.shield(future)
         except asyncio.CancelledError:
@@ -104,24 +111,31 @@ class GroupCommitter:
             raise
 
     def _run(self) -> None:
+        queued: list[_Job] = []
+        overtook = stopping = False
         while True:
-            first = self._queue.get()
-            if first is _STOP:
-                return
-            group = [first]
-            stop = False
-            while len(group) < self._max_group:
+            if not queued:
+                if stopping:
+                    return
+                first = self._queue.get()
+                if first is _STOP:
+                    return
+                queued.append(first)  # type: ignore[arg-type]
+            while not stopping:
                 try:
                     item = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is _STOP:
-                    stop = True
-                    break
-                group.append(item)
-            self._commit([job for job in group if isinstance(job, _Job)])
-            if stop:
-                return
+                    stopping = True  # what is queued still commits
+                else:
+                    queued.append(item)  # type: ignore[arg-type]
+            positions, overtook = next_group([job.shape for job in queued], self._max_group, overtook)
+            taken = set(positions)
+            self.overtaking_units += sum(1 for k, p in enumerate(positions) if p != k)
+            group = [queued[p] for p in positions]
+            queued = [job for i, job in enumerate(queued) if i not in taken]
+            self._commit(group)
 
     def _commit(self, jobs: list[_Job]) -> None:
         try:

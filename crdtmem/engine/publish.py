@@ -22,6 +22,7 @@ from ..document.memory import MemoryDoc
 from ..document.records import Memory
 from ..events import MemoryEvent, classify
 from ..store.base import Commit, CommitResult, DeltaRecord
+from .commitorder import is_large
 from .committer import GroupCommitter
 from .feed import EventFeed
 from .snapshots import Snapshots
@@ -84,7 +85,7 @@ class Publisher:
             # alone: no other write in flight and nothing else waiting to run on the loop. Then the
             # commit runs inline; otherwise on the commit thread, so that other writers can join its
             # group and other work (event delivery, sockets) runs during its fsync
-            alone = _small(work) and self._alone() and not _others_ready()
+            alone = not is_large(work) and self._alone() and not _others_ready()
             result: CommitResult = await self._committer.submit(work, alone=alone, on_landed=landed)
         except BaseException:  # failed, or cancelled (if it landed anyway, `landed` ran): the store
             self._work.forget([*docs, *(stale or {})])  # has the truth
@@ -161,22 +162,6 @@ class Publisher:
                 listener(committed)
         self._feed.publish(events)
         return events
-
-
-INLINE_ROWS_AT_MOST = 32
-INLINE_BYTES_AT_MOST = 64 * 1024
-
-
-def _small(work: Commit) -> bool:
-    """Whether ``work`` is small enough to commit on the event loop: a big unit (a page of deltas,
-    a large value) goes to the commit thread, where serializing and writing it leave the loop free."""
-    rows = len(work.deltas) + len(work.docs) + len(work.pending_add) + len(work.pending_drop)
-    rows += len(work.decided) + len(work.snapshots) + len(work.states)
-    if rows > INLINE_ROWS_AT_MOST:
-        return False
-    size = sum(len(d.update) for d in work.deltas) + sum(len(p.delta.update) for p in work.pending_add)
-    size += sum(len(s.state) for s in work.snapshots) + sum(len(s.state) for s in work.states)
-    return size <= INLINE_BYTES_AT_MOST
 
 
 def _others_ready() -> bool:

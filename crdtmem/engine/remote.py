@@ -58,7 +58,7 @@ from ..limits import DEFAULT_LIMITS, Limits
 from ..store.base import Commit, Decision, DeltaRecord, DocWrite, Store
 from . import payload as wire
 from .authorize import check_units, unseen
-from .causal import apply_causally
+from .causal import Known, apply_causally
 from .changes import doc_write, header_channels
 from .erasure import Erasure
 from .inbound import ApplyResult, check_clocks, triage
@@ -142,6 +142,7 @@ class RemoteApply:
         self.carried = 0
         """Rebases taken here over changes their epoch lacked, which were carried over onto them."""
         self._commits = 0  # applies committed: an apply that waited for its locks re-checks if it moved
+        self._known: Known = {}  # of the deltas waiting after the last apply (causal.apply_causally)
 
     def status(self) -> dict[str, Any]:
         return {
@@ -352,8 +353,10 @@ class RemoteApply:
             waited = {item.delta.uid for item in waiting_before}
             own = self._replica_id()
             ready, not_ready, superseded = apply_causally(
-                [item.delta for item in candidates], load, waited, carry_as=own
+                [item.delta for item in candidates], load, waited, carry_as=own, known=self._known
             )
+            still = {d.uid for d in not_ready}  # what is read of a delta is kept while it waits
+            self._known = {key: value for key, value in self._known.items() if key[0] in still}
             applied = [by_uid[d.uid] for d in ready]
             touched = sorted({item.delta.doc_id for item in applied})
             for doc_id in touched:  # before anything reads them: reading costs per entry

@@ -34,13 +34,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import logging
 import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from ..document.memory import MemoryDoc
 from ..document.query import Where, matches
@@ -61,6 +62,7 @@ from .base import (
 )
 
 log = logging.getLogger("crdtmem.index")
+_T = TypeVar("_T")
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) while rebuilding."""
@@ -280,12 +282,17 @@ class Indexer:
             self._idle.set()
 
     async def _index_next_batch(self) -> bool:
-        records = self.source.query_records(
-            include_deleted=True,
-            since_version=self.indexed_version,
-            ascending=True,
-            limit=self.batch,
-            max_chars=BATCH_CHARS,
+        # read on a worker thread: a batch is up to 2 MiB of records, read and decoded while writers
+        # go on (SQLite releases the interpreter lock while it reads pages)
+        records = await _off_loop(
+            functools.partial(
+                self.source.query_records,
+                include_deleted=True,
+                since_version=self.indexed_version,
+                ascending=True,
+                limit=self.batch,
+                max_chars=BATCH_CHARS,
+            )
         )
         # forgotten memories leave the store's records: their erasures are a version stream beside
         # them, and their points go
@@ -308,7 +315,7 @@ class Indexer:
         elif forgotten:
             await asyncio.to_thread(self.engine.delete, forgotten)
         self.indexed_version = upto
-        await _off_loop(self.source.set_meta, self._mark_key, str(upto))
+        await _off_loop(functools.partial(self.source.set_meta, self._mark_key, str(upto)))
         self.indexed_at = time.time()
         self.batches += 1
         return full
@@ -642,13 +649,13 @@ def _disagrees(stored: dict[str, Any], expected: dict[str, Any]) -> bool:
     return any(stored.get(field) != expected[field] for field in _CHECKED)
 
 
-async def _off_loop(write: Callable[[str, str], None], key: str, value: str) -> None:
-    """A store write (it waits for the store's lock, which a commit may hold, and for its fsync) in
-    a worker thread, so the event loop serves others meanwhile; a cancelled caller still waits for
-    it to finish, so the store is never closed under it."""
-    done = asyncio.ensure_future(asyncio.to_thread(write, key, value))
+async def _off_loop(call: Callable[[], _T]) -> _T:
+    """A store call (a write waits for the store's lock, which a commit may hold, and for its fsync;
+    a batch read decodes megabytes) in a worker thread, so the event loop serves others meanwhile; a
+    cancelled caller still waits for it to finish, so the store is never closed under it."""
+    done = asyncio.ensure_future(asyncio.to_thread(call))
     try:
-        await asyncio.shield(done)
+        return await asyncio.shield(done)
     except asyncio.CancelledError:
         while not done.done():
             with contextlib.suppress(asyncio.CancelledError, Exception):  # the caller is cancelled
