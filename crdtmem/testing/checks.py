@@ -17,12 +17,17 @@ After a full exchange, :func:`assert_acknowledged_present` then knows the *exact
 - a new incarnation of a deleted memory (:class:`~crdtmem.testing.strategies.Revive`) removes what
   its write observed of the old one (values, elements, messages; a counter starts from its new
   value) and nothing it did not observe.
+
+Rebased memories (``docs/protocol.md`` §7.11): a document of a later epoch holds every write within
+the ``base`` of the epochs after the write's own, and a write its replica carried over a rebase
+wherever the carried change is; call :meth:`AcknowledgedWrites.watch` on each replica to follow
+the changes it carries.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -31,9 +36,10 @@ import pycrdt
 from ..crdt.dots import decode_value, encode_value
 from ..document import epoch as epochs
 from ..document import statevector
+from ..document.erasure import is_marker
 from ..document.memory import UNSET, MemoryDoc
 from ..document.records import REGISTER_KINDS, Conflict, Kind, Memory
-from ..store.base import Store, VersionVector
+from ..store.base import DeltaRecord, Store, VersionVector
 from .strategies import (
     AddItems,
     AppendMessage,
@@ -173,7 +179,8 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
     - every logged delta of a memory is contained in its stored state (re-applying changes nothing),
       and replaying its whole history alone gives the same document as its snapshot and tail;
     - version vectors claim only logged deltas: for each channel and origin, seqs 1..vv are logged,
-      or folded (below the store's horizon; then the history of a memory need not be whole).
+      decided against (logged without the delta, e.g. a superseded delta of an earlier epoch), or
+      folded (below the store's horizon; then the history of a memory need not be whole).
     """
     store = replica.store
     problems: list[str] = []
@@ -215,10 +222,16 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
         replayed_reading = {k: v for k, v in replayed.materialize().to_dict().items() if k != "version"}
         if replayed.state_vector() != doc.state_vector() or _canonical(replayed_reading) != reading:
             problems.append(f"{memory_id}: its snapshot and tail differ from its whole history replayed")
+    decided = store.decisions()
     for channel, vector in replica.version_vectors().items():
         logged: dict[str, set[int]] = {}
         for delta in store.deltas_since([channel], {}):
             logged.setdefault(delta.origin, set()).add(delta.seqs[channel])
+        for decision in decided:  # logged without the delta (docs/protocol.md §7.4, §7.11)
+            refused = decision.delta
+            if channel in refused.seqs:
+                claimed = {refused.seqs[channel], *refused.also.get(channel, ())}
+                logged.setdefault(refused.origin, set()).update(claimed)
         for origin, seq in vector.items():
             gone = horizons.get(channel, {}).get(origin, 0)  # folded: in the snapshots, not the log
             missing = set(range(gone + 1, seq + 1)) - logged.get(origin, set())
@@ -263,23 +276,76 @@ class _MemoryLedger:
     """A counter's changes: (uid of the write, amount)."""
     messages: list[_Entry] = field(default_factory=list)
     """Messages as entries whose text is the JSON of ``[role, text]``."""
-    marks: dict[str, tuple[int, int]] = field(default_factory=dict)
-    """Each write's Yrs (client, clock after it): a replica whose document's state vector reaches
-    it had applied the write (deltas, or a state folding them: the log alone does not tell, once
-    it is compacted)."""
+    marks: dict[str, list[_Mark]] = field(default_factory=dict)
+    """Each write's epoch and Yrs (client, clock after it): a replica whose document, of that
+    epoch, has a state vector that reaches it, or whose document's epochs include a later one
+    whose ``base`` reaches it, had applied the write (deltas, or a state folding them: the log
+    alone does not tell, once it is compacted). A write carried over a rebase by its writer has
+    the carried change's mark too."""
+    writers: dict[str, tuple[str, int]] = field(default_factory=dict)
+    """Each write's replica and the number of the epoch it was made on."""
 
-    def observed_by(self, state_vector: dict[int, int]) -> set[str]:
-        return {uid for uid, (client, clock) in self.marks.items() if state_vector.get(client, 0) >= clock}
+    def observed_by(self, seen: _Seen) -> set[str]:
+        return {uid for uid, marks in self.marks.items() if any(seen.holds(m) for m in marks)}
 
-    def mark(self, uid: str, update: bytes, state_vector: dict[int, int]) -> None:
+    def mark(self, uid: str, update: bytes, seen: _Seen, writer: str) -> None:
+        mark = seen.mark(update)
+        if mark is not None:
+            self.marks[uid] = [mark]
+            self.writers[uid] = (writer, seen.n)
+
+    def carried(self, update: bytes, seen: _Seen, writer: str) -> None:
+        """``writer`` carried its changes made on earlier epochs over onto its document's epoch
+        with the change ``update`` (``docs/protocol.md`` §7.11): a replica that holds that change
+        holds them."""
+        mark = seen.mark(update)
+        if mark is None:
+            return
+        for uid, (by, n) in self.writers.items():
+            if by == writer and n < seen.n:
+                self.marks[uid].append(mark)
+
+
+_Mark = tuple[int, int, int]
+"""``(epoch, client, clock)``: a Yrs client's clock in one epoch's document, the epoch named by its
+client (0: the memory's first document). A replica keeps its Yrs client across epochs, whose
+clocks start again from 0, so a clock means nothing without its epoch."""
+
+
+@dataclass(frozen=True, slots=True)
+class _Seen:
+    """What a replica's document of a memory holds: its epoch (client and number), its state
+    vector, and for each earlier epoch the ``base`` of the epoch after it (every item of it that
+    the rebase rebuilt, ``docs/protocol.md`` §7.11)."""
+
+    vector: dict[int, int]
+    epoch: int = 0
+    n: int = 0
+    bases: dict[int, dict[int, int]] = field(default_factory=dict)
+
+    def mark(self, update: bytes) -> _Mark | None:
+        """The mark of a change this document holds, written by the first client of ``update``."""
         block = statevector.first_block(update)
-        if block is not None:
-            self.marks[uid] = (block[1], state_vector.get(block[1], 0))
+        return None if block is None else (self.epoch, block[1], self.vector.get(block[1], 0))
+
+    def holds(self, mark: _Mark) -> bool:
+        epoch, client, clock = mark
+        vector = self.vector if epoch == self.epoch else self.bases.get(epoch, {})
+        return vector.get(client, 0) >= clock
 
 
-def _state_vector(store: Store, memory_id: str) -> dict[int, int]:
+def _seen(store: Store, memory_id: str) -> _Seen:
     state = store.load_state(memory_id)
-    return {} if state is None else statevector.decode(pycrdt.get_state(state))
+    if state is None:
+        return _Seen({})
+    vector = statevector.decode(pycrdt.get_state(state))
+    epoch = epochs.state_epoch(state)
+    if epoch is None:
+        return _Seen(vector)
+    chain = epoch.chain()
+    before = [0, *(client for client, _ in chain[:-1])]  # the epoch each base was built from
+    bases = {e: statevector.decode(base) for e, (_, base) in zip(before, chain, strict=True)}
+    return _Seen(vector, epoch.client, epoch.n, bases)
 
 
 class _Change:
@@ -347,6 +413,30 @@ class AcknowledgedWrites:
         self.acknowledged = 0
         self.forgotten: set[str] = set()
         """Memories forgotten (``Replica.forget``): every write to them is gone, by design."""
+        self._writing = False
+
+    def watch(self, replica: Replica) -> Callable[[], None]:
+        """Follow ``replica``'s commits for the changes it carries over a rebase (a local delta
+        logged while it applies a peer's payload, ``docs/protocol.md`` §7.11): a replica that holds
+        such a change holds the writes it carried. Call it on every replica the ledger's writes go
+        to, right after it starts; returns the function that stops following it."""
+
+        def committed(deltas: list[DeltaRecord]) -> None:
+            if self._writing:  # the ledger's own write, recorded by create or run
+                return
+            for delta in deltas:
+                ledger = self._memories.get(delta.doc_id)
+                if (
+                    ledger is None
+                    or delta.origin != replica.id
+                    or delta.uid in ledger.marks
+                    or epochs.is_rebase(delta.deps, delta.update)
+                    or is_marker(delta.deps, delta.update)
+                ):
+                    continue
+                ledger.carried(delta.update, _seen(replica.store, delta.doc_id), replica.id)
+
+        return replica.on_commit(committed)
 
     def forget(self, memory_id: str) -> None:
         """``memory_id`` was forgotten: nothing written to it is expected anywhere any more."""
@@ -358,10 +448,14 @@ class AcknowledgedWrites:
 
     async def create(self, replica: Replica, spec: MemorySpec, memory_id: str | None = None) -> Memory:
         """``spec.create(replica)``, recorded."""
-        memory = await spec.create(replica, memory_id)
+        self._writing = True
+        try:
+            memory = await spec.create(replica, memory_id)
+        finally:
+            self._writing = False
         (delta,) = replica.store.history(memory.id)
         ledger = _MemoryLedger(memory.kind, memory.channels)
-        ledger.mark(delta.uid, delta.update, _state_vector(replica.store, memory.id))
+        ledger.mark(delta.uid, delta.update, _seen(replica.store, memory.id), replica.id)
         self._memories[memory.id] = ledger
         change = _Change(ledger, delta.uid, set())
         change.write("lifecycle", "active")
@@ -379,14 +473,18 @@ class AcknowledgedWrites:
         if ledger is None:
             raise KeyError(f"memory {memory_id!r} was not created through this ledger")
         logged = {d.uid for d in replica.store.history(memory_id)}
-        observed = ledger.observed_by(_state_vector(replica.store, memory_id))
-        memory: Memory = await op.apply(replica, memory_id)
+        observed = ledger.observed_by(_seen(replica.store, memory_id))
+        self._writing = True
+        try:
+            memory: Memory = await op.apply(replica, memory_id)
+        finally:
+            self._writing = False
         new = [d for d in replica.store.history(memory_id) if d.uid not in logged]
         if not new:
             return memory  # the operation wrote nothing (e.g. removing nothing)
         if len(new) != 1:
             raise AssertionError(f"one write to {memory_id} logged {len(new)} deltas: {[d.uid for d in new]}")
-        ledger.mark(new[0].uid, new[0].update, _state_vector(replica.store, memory_id))
+        ledger.mark(new[0].uid, new[0].update, _seen(replica.store, memory_id), replica.id)
         self._record(_Change(ledger, new[0].uid, observed), op)
         _check_read_your_write(memory, op)
         self.acknowledged += 1
@@ -582,7 +680,7 @@ def assert_forgotten_absent(
     or decided delta, every logged delta of it a stub without content, the memory marked forgotten
     (if the replica syncs one of its ``channels``), and none of ``secrets`` (text written to it) in
     the bytes of the replica's files (its SQLite file and write-ahead log)."""
-    from ..document.erasure import EMPTY_UPDATE, is_marker
+    from ..document.erasure import EMPTY_UPDATE
 
     store = replica.store
     problems: list[str] = []

@@ -167,6 +167,7 @@ class ReplicaMachine(RuleBasedStateMachine):
             retention_ms=self.RETENTION_MS,
         )
         await replica.start()
+        self.acked.watch(replica)
         if self.REBASE_AT is not None and replica.compaction.rebaser is not None:
             replica.compaction.rebaser.min_bytes, replica.compaction.rebaser.ratio = self.REBASE_AT
         self.replicas[replica_id] = replica
