@@ -102,6 +102,13 @@ class SQLiteStore:
         self.synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._reader_thread: int | None = None
+        self._thread_readers: dict[int, sqlite3.Connection] = {}
+        """Readers of other threads (the indexer reads its batches on a worker thread). Each thread
+        reads on its own connection: statements of two threads on one connection would share one
+        read transaction, so a read on the loop could see a snapshot older than a write it had
+        already acknowledged."""
+        self._readers_lock = threading.Lock()
         self._vectors: dict[str, VersionVector] = {}
         self._beyond: dict[str, dict[str, set[int]]] = {}
         self._version = 0
@@ -124,6 +131,7 @@ class SQLiteStore:
             create_or_migrate(sqlite_utils.Database(self._writer))
             self._writer.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does it
             self._reader = self._connect()
+            self._reader_thread = threading.get_ident()
             if self.check:
                 self.integrity = self.quick_check()
             self._load_sync_state()
@@ -159,7 +167,9 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._checkpointer.stop()
-        for conn in (self._reader, self._writer):
+        with self._readers_lock:
+            others, self._thread_readers = list(self._thread_readers.values()), {}
+        for conn in (*others, self._reader, self._writer):
             if conn is not None:
                 conn.close()
         self._reader = self._writer = None
@@ -169,7 +179,14 @@ class SQLiteStore:
     def _r(self) -> sqlite3.Connection:
         if self._reader is None:
             raise StorageError("store is closed")
-        return self._reader
+        thread = threading.get_ident()
+        if thread == self._reader_thread:
+            return self._reader
+        with self._readers_lock:
+            conn = self._thread_readers.get(thread)
+            if conn is None:
+                conn = self._thread_readers[thread] = self._connect()
+        return conn
 
     @property
     def _w(self) -> sqlite3.Connection:

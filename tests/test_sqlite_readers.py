@@ -1,0 +1,48 @@
+"""Reads from another thread (the indexer reads its batches on a worker thread) never make a read on
+the event loop's thread see a snapshot older than an acknowledged write."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+from crdtmem import Replica
+
+U1 = "user:u1:memories"
+
+
+async def test_a_statement_left_open_on_another_thread_does_not_hold_back_reads(tmp_path: Path) -> None:
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica:
+        for i in range(3):
+            await replica.add(f"memory {i}", user_id="u1")
+        store = replica.store
+        opened, release = threading.Event(), threading.Event()
+
+        def reader() -> None:  # a read on a worker thread, its statement still stepping
+            cursor = store._r.execute("SELECT id FROM docs")  # type: ignore[attr-defined]
+            cursor.fetchone()
+            opened.set()
+            release.wait(10)
+            cursor.close()
+
+        worker = threading.Thread(target=reader)
+        worker.start()
+        try:
+            assert opened.wait(10)
+            made = await replica.add("written while the other thread reads", user_id="u1")
+            ids = [r["id"] for r in store.query_records(channel=U1)]
+            assert made.id in ids
+        finally:
+            release.set()
+            worker.join(10)
+
+
+async def test_each_thread_reads_on_its_own_connection_and_close_closes_them(tmp_path: Path) -> None:
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica:
+        store = replica.store
+        seen: list[object] = []
+        worker = threading.Thread(target=lambda: seen.append(store._r))  # type: ignore[attr-defined]
+        worker.start()
+        worker.join(10)
+        assert seen and seen[0] is not store._r  # type: ignore[attr-defined]
+    assert store._thread_readers == {}  # type: ignore[attr-defined]
