@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +51,27 @@ async def test_a_page_bounded_in_characters_ends_after_the_record_that_reaches_t
         assert [m.id for m in page] == [large[0].id]  # at least one, however large
         rest = await replica.list(channel=U1, since_version=large[2].version, ascending=True, max_chars=10)
         assert [m.id for m in rest] == [after.id]
+
+
+@pytest.mark.parametrize("on_file", [True, False])
+async def test_a_page_read_off_the_loop_is_the_same_page_read_on_a_worker_thread(
+    tmp_path: Path, on_file: bool
+) -> None:
+    async with Replica(tmp_path / "a.db" if on_file else None, replica_id="a") as replica:
+        for i in range(5):
+            await replica.add(f"memory {i}", user_id="u1", metadata={"i": i})
+        await replica.add("x" * 100_000, user_id="u1")
+        store = replica.store
+        threads: list[int] = []
+        query = store.query_records
+
+        def spied(**kwargs: Any) -> list[dict[str, Any]]:
+            threads.append(threading.get_ident())
+            return query(**kwargs)
+
+        store.query_records = spied  # type: ignore[method-assign]
+        args: dict[str, Any] = {"channel": U1, "since_version": 1, "ascending": True, "limit": 4}
+        on_loop = await replica.list(**args, max_chars=1_000)
+        off_loop = await replica.list(**args, max_chars=1_000, off_loop=True)
+        assert [m.to_dict() for m in off_loop] == [m.to_dict() for m in on_loop] and len(on_loop) > 1
+        assert threads[0] == threading.get_ident() and threads[1] != threading.get_ident()
