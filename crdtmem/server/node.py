@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -394,6 +395,12 @@ class Node:
             "crdtmem_links",
             "inbound replication links (peers connected to this node)",
             lambda: [((), len(self.links))],
+        )
+        gauge(
+            "crdtmem_gc_frozen_objects",
+            "objects kept out of the cycle collector's full collections (crdtmem serve freezes its "
+            "startup heap once it serves)",
+            lambda: [((), float(gc.get_freeze_count()))],
         )
 
     # -- policy hooks used by the routes ------------------------------------------------------
