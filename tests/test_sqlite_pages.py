@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import threading
 from pathlib import Path
@@ -75,3 +76,17 @@ async def test_a_page_read_off_the_loop_is_the_same_page_read_on_a_worker_thread
         off_loop = await replica.list(**args, max_chars=1_000, off_loop=True)
         assert [m.to_dict() for m in off_loop] == [m.to_dict() for m in on_loop] and len(on_loop) > 1
         assert threads[0] == threading.get_ident() and threads[1] != threading.get_ident()
+
+
+async def test_reads_off_the_loop_have_connections_of_their_own_closed_with_the_store(tmp_path: Path) -> None:
+    """One SQLite connection runs one statement at a time: a worker thread decoding a page of
+    megabytes on the loop's connection would hold up every read the loop makes meanwhile."""
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica:
+        await replica.add("a memory", user_id="u1")
+        store = replica.store
+        on_loop = store._r  # type: ignore[attr-defined]
+        off_loop = await asyncio.to_thread(lambda: store._r)  # type: ignore[attr-defined]
+        assert off_loop is not on_loop and store._r is on_loop  # type: ignore[attr-defined]
+        assert [m.content for m in await replica.list(channel=U1, off_loop=True)] == ["a memory"]
+    with pytest.raises(sqlite3.ProgrammingError):
+        off_loop.execute("SELECT 1")  # closed with the store

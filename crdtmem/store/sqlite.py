@@ -102,6 +102,13 @@ class SQLiteStore:
         self.synchronous = synchronous
         self._writer: sqlite3.Connection | None = None
         self._reader: sqlite3.Connection | None = None
+        self._reader_thread = 0
+        """The thread that opened the store (the event loop's): it reads on ``_reader``."""
+        self._worker_readers = threading.local()
+        self._worker_conns: list[sqlite3.Connection] = []
+        """Reader connections of other threads (reads off the event loop: replay pages, the
+        indexer's batches), one each. One connection serializes its statements: a worker decoding a
+        page of megabytes on the loop's connection held up every read the loop made meanwhile."""
         self._vectors: dict[str, VersionVector] = {}
         self._beyond: dict[str, dict[str, set[int]]] = {}
         self._version = 0
@@ -124,6 +131,7 @@ class SQLiteStore:
             create_or_migrate(sqlite_utils.Database(self._writer))
             self._writer.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does it
             self._reader = self._connect()
+            self._reader_thread = threading.get_ident()
             if self.check:
                 self.integrity = self.quick_check()
             self._load_sync_state()
@@ -159,7 +167,10 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._checkpointer.stop()
-        for conn in (self._reader, self._writer):
+        with self._state:
+            workers, self._worker_conns = self._worker_conns, []
+            self._worker_readers = threading.local()
+        for conn in (*workers, self._reader, self._writer):
             if conn is not None:
                 conn.close()
         self._reader = self._writer = None
@@ -169,7 +180,15 @@ class SQLiteStore:
     def _r(self) -> sqlite3.Connection:
         if self._reader is None:
             raise StorageError("store is closed")
-        return self._reader
+        if threading.get_ident() == self._reader_thread:
+            return self._reader
+        conn: sqlite3.Connection | None = getattr(self._worker_readers, "conn", None)
+        if conn is None:
+            conn = self._connect()
+            with self._state:
+                self._worker_conns.append(conn)
+            self._worker_readers.conn = conn
+        return conn
 
     @property
     def _w(self) -> sqlite3.Connection:
