@@ -176,11 +176,12 @@ def main(args: argparse.Namespace) -> int:
 
 
 def freeze_startup_heap() -> None:
-    """Keep what the node holds once it serves (modules, classes, the search engine's client: ~130,000
+    """Keep what the node holds once it serves (modules, classes, the search engine's client: ~70,000
     objects) out of the cycle collector's full collections (``gc.freeze``). A full collection walks
-    every tracked object and holds the event loop meanwhile: 70-95 ms with that startup heap on the
-    shared 2-core machine under load, ~5 ms without it (``docs/benchmarks.md``, bench_hostile). What
-    the node makes later is collected as before; what was frozen lives as long as the process anyway."""
+    every tracked object and holds the event loop meanwhile: 80-95 ms with a startup heap of that
+    kind on the shared 2-core machine under load, ~5 ms with it frozen (``docs/benchmarks.md``,
+    bench_hostile). What the node makes later is collected as before; what was frozen lives as long
+    as the process anyway."""
     gc.collect()
     gc.freeze()
 
