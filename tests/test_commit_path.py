@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import sqlite3
 import threading
 import time
 from pathlib import Path
@@ -254,3 +255,47 @@ def test_passive_checkpoints_repeat_while_large_commits_keep_arriving(counts: li
     log = _ScriptedLog(counts)
     checkpoint._copy_while_writers_go_on(log)  # type: ignore[arg-type]
     assert log.passes == passes
+
+
+@pytest.mark.parametrize(
+    ("left", "in_a_row", "now"),
+    [(0, 0, True), (256, 0, True), (257, 0, False), (5000, 1, False), (5000, 2, True), (5000, 9, True)],
+)
+def test_a_restart_is_put_off_while_much_is_left_to_copy_but_not_for_ever(
+    left: int, in_a_row: int, now: bool
+) -> None:
+    """Every commit waits while a RESTART holds the writer lock: it runs when little is left to copy,
+    or after it was put off a few rounds in a row (so the log still restarts under large commits)."""
+    assert checkpoint.restart_now(left, in_a_row) is now
+
+
+def test_a_restart_gives_up_on_a_reader_still_using_the_log_and_restarts_it_later(tmp_path: Path) -> None:
+    """A reader holding a snapshot keeps the log from restarting: the round gives up (busy) instead
+    of holding the writer lock until the reader is done, and a later round restarts the log."""
+    db = tmp_path / "a.db"
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(db, isolation_level=None, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        return conn
+
+    writer, reader = connect(), connect()
+    writer.execute("PRAGMA wal_autocheckpoint=0")
+    writer.execute("CREATE TABLE t(x)")
+    writer.execute("INSERT INTO t VALUES (1)")
+    lock = threading.Lock()
+    checkpointer = checkpoint.Checkpointer(connect, lock)
+    conn = checkpointer.connection()
+    reader.execute("BEGIN")
+    assert reader.execute("SELECT count(*) FROM t").fetchone() == (1,)  # a snapshot of the log
+    writer.execute("INSERT INTO t VALUES (2)")
+    checkpointer.run_round(conn)
+    assert (checkpointer.busy, checkpointer.checkpoints) == (1, 0)
+    assert not lock.locked()
+    reader.execute("COMMIT")
+    checkpointer.run_round(conn)
+    assert (checkpointer.busy, checkpointer.checkpoints) == (1, 1)
+    writer.execute("INSERT INTO t VALUES (3)")  # the log starts over: its first frames again
+    assert writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] <= 2
+    for c in (conn, reader, writer):
+        c.close()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import threading
 import time
 from collections.abc import AsyncIterator
 from datetime import datetime
@@ -418,6 +419,39 @@ async def test_a_replay_is_read_page_by_page_in_version_order_across_channels(
             await sse.quiet()
             later = await api.add("after the replay", user_id="alice")
             assert check_seed_schema(await sse.event())["memory"]["id"] == later["id"]
+
+
+async def test_a_replay_reads_its_pages_off_the_event_loop_each_within_the_page_size(
+    tmp_path: Path, session: aiohttp.ClientSession
+) -> None:
+    """A replay's pages (SQLite and the records' JSON) are read on a worker thread, each at most
+    REPLAY_PAGE_CHARS of records: a replay of large memories holds the event loop for an event at a
+    time, not for a page of megabytes."""
+    replica = Replica(tmp_path / "big.db", replica_id="a")
+    async with Node(replica, tokens=TOKENS) as served:
+        api = Api(session, served, ADMIN)
+        made = [await api.add("x" * 100_000, user_id="alice") for _ in range(24)]
+        pages: list[tuple[int, int, int]] = []  # (thread, characters, memories)
+        query = replica.store.query_records
+
+        def spied(**kwargs: Any) -> list[dict[str, Any]]:
+            found = query(**kwargs)
+            if kwargs.get("max_chars") is not None:
+                size = sum(len(json.dumps(r, separators=(",", ":"))) for r in found)
+                pages.append((threading.get_ident(), size, len(found)))
+            return found
+
+        replica.store.query_records = spied  # type: ignore[method-assign]
+        async with open_sse(
+            session, served, ADMIN, f"?channel={ALICE}", last_event_id="elsewhere:1"
+        ) as response:
+            sse = Sse(response)
+            assert (await sse.event())["event"] == "reset"
+            replayed = [await sse.event() for _ in made]
+        assert [e["data"]["memory"]["id"] for e in replayed] == [m["id"] for m in made]
+        assert len(pages) >= 3 and all(thread != threading.get_ident() for thread, _, _ in pages), pages
+        assert all(size <= feed_module.REPLAY_PAGE_CHARS for _, size, _ in pages), pages
+        assert 1 < max(count for _, _, count in pages) < len(made), pages
 
 
 async def test_resume_during_concurrent_writes_has_no_gaps_or_duplicates(

@@ -15,6 +15,7 @@ from crdtmem import Replica
 from crdtmem.index import IndexSettings
 from crdtmem.metrics import COUNTERS, HISTOGRAMS, Metrics
 from crdtmem.server import Node, PeerConfig
+from tests.support.processes import ServerProcess
 
 REPO = Path(__file__).resolve().parents[1]
 U1 = "user:u1:memories"
@@ -102,6 +103,7 @@ def test_every_metric_the_docs_name_exists() -> None:
     gauges |= {"crdtmem_memories_quarantined", "crdtmem_storage_integrity_problems"}
     gauges |= {"crdtmem_cache_bytes", "crdtmem_cache_entries"}
     gauges |= {"crdtmem_log_folded_entries", "crdtmem_erasures"}
+    gauges |= {"crdtmem_gc_frozen_objects"}
     assert set(COUNTERS) | set(HISTOGRAMS) <= documented
     assert documented <= set(COUNTERS) | set(HISTOGRAMS) | gauges
 
@@ -166,3 +168,17 @@ async def test_two_nodes_in_one_process_record_their_own_latencies(tmp_path: Pat
         assert all(f.documentation for f in families), "a metric without help text"
         assert _sample(text, "process_resident_memory_bytes") > 0
         assert "python_info" in _families(text)
+
+
+async def test_crdtmem_serve_keeps_its_startup_heap_out_of_full_collections(procs, session, tmp_path) -> None:
+    """A full collection walks every tracked object and holds the event loop meanwhile; the process
+    of ``crdtmem serve`` freezes what it holds once it serves (modules, the search engine's client),
+    so a full collection walks only what the node made since. A node in a caller's process leaves
+    the caller's heap alone."""
+    server = ServerProcess(tmp_path, "hub")
+    procs.append(server.start())
+    async with session.get(f"{server.url}/metrics") as response:
+        text = await response.text()
+    assert _sample(text, "crdtmem_gc_frozen_objects") > 10_000
+    async with Node(Replica(None, replica_id="lib")) as node, session.get(f"{node.url}/metrics") as response:
+        assert _sample(await response.text(), "crdtmem_gc_frozen_objects") == 0

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
+import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -49,3 +52,41 @@ async def test_a_page_bounded_in_characters_ends_after_the_record_that_reaches_t
         assert [m.id for m in page] == [large[0].id]  # at least one, however large
         rest = await replica.list(channel=U1, since_version=large[2].version, ascending=True, max_chars=10)
         assert [m.id for m in rest] == [after.id]
+
+
+@pytest.mark.parametrize("on_file", [True, False])
+async def test_a_page_read_off_the_loop_is_the_same_page_read_on_a_worker_thread(
+    tmp_path: Path, on_file: bool
+) -> None:
+    async with Replica(tmp_path / "a.db" if on_file else None, replica_id="a") as replica:
+        for i in range(5):
+            await replica.add(f"memory {i}", user_id="u1", metadata={"i": i})
+        await replica.add("x" * 100_000, user_id="u1")
+        store = replica.store
+        threads: list[int] = []
+        query = store.query_records
+
+        def spied(**kwargs: Any) -> list[dict[str, Any]]:
+            threads.append(threading.get_ident())
+            return query(**kwargs)
+
+        store.query_records = spied  # type: ignore[method-assign]
+        args: dict[str, Any] = {"channel": U1, "since_version": 1, "ascending": True, "limit": 4}
+        on_loop = await replica.list(**args, max_chars=1_000)
+        off_loop = await replica.list(**args, max_chars=1_000, off_loop=True)
+        assert [m.to_dict() for m in off_loop] == [m.to_dict() for m in on_loop] and len(on_loop) > 1
+        assert threads[0] == threading.get_ident() and threads[1] != threading.get_ident()
+
+
+async def test_reads_off_the_loop_have_connections_of_their_own_closed_with_the_store(tmp_path: Path) -> None:
+    """One SQLite connection runs one statement at a time: a worker thread decoding a page of
+    megabytes on the loop's connection would hold up every read the loop makes meanwhile."""
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica:
+        await replica.add("a memory", user_id="u1")
+        store = replica.store
+        on_loop = store._r  # type: ignore[attr-defined]
+        off_loop = await asyncio.to_thread(lambda: store._r)  # type: ignore[attr-defined]
+        assert off_loop is not on_loop and store._r is on_loop  # type: ignore[attr-defined]
+        assert [m.content for m in await replica.list(channel=U1, off_loop=True)] == ["a memory"]
+    with pytest.raises(sqlite3.ProgrammingError):
+        off_loop.execute("SELECT 1")  # closed with the store

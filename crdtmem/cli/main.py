@@ -84,7 +84,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--byte-rate",
         type=float,
         default=8.0 * 1024 * 1024,
-        help="bytes/s of pushes and frames a token may send, on average; bursts of 5 s (0: no limit)",
+        help="bytes/s a token may send (request bodies, WebSocket frames), on average; bursts of 5 s "
+        "(0: no limit)",
     )
     serve.add_argument(
         "--limit",

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import os
@@ -155,7 +156,7 @@ def main(args: argparse.Namespace) -> int:
         retention_hours=args.retention_hours,
     )
     try:
-        asyncio.run(serve(options))
+        asyncio.run(serve(options, freeze_heap=True))
     except StoreLocked as exc:
         print(f"crdtmem serve: {exc}", file=sys.stderr)
         return EXIT_DB_IN_USE
@@ -172,6 +173,17 @@ def main(args: argparse.Namespace) -> int:
         print(f"crdtmem serve: cannot serve: {exc}", file=sys.stderr)
         return EXIT_CANNOT_SERVE
     return 0
+
+
+def freeze_startup_heap() -> None:
+    """Keep what the node holds once it serves (modules, classes, the search engine's client: ~70,000
+    objects) out of the cycle collector's full collections (``gc.freeze``). A full collection walks
+    every tracked object and holds the event loop meanwhile: 80-95 ms with a startup heap of that
+    kind on the shared 2-core machine under load, ~5 ms with it frozen (``docs/benchmarks.md``,
+    bench_hostile). What the node makes later is collected as before; what was frozen lives as long
+    as the process anyway."""
+    gc.collect()
+    gc.freeze()
 
 
 def resolve_peer_token(given: str | None, file: str | None) -> str | None:
@@ -224,7 +236,9 @@ def index_settings(options: ServeOptions) -> IndexSettings | None:
     )
 
 
-async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) -> None:
+async def serve(
+    options: ServeOptions, *, ready: asyncio.Event | None = None, freeze_heap: bool = False
+) -> None:
     replica = Replica(
         options.db if options.db not in (None, ":memory:") else None,
         replica_id=options.replica_id,
@@ -274,6 +288,8 @@ async def serve(options: ServeOptions, *, ready: asyncio.Event | None = None) ->
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with node:
+        if freeze_heap:  # the process is the node's (crdtmem serve), not a caller's
+            freeze_startup_heap()
         # one machine-readable line on stdout (tests and scripts read it), the rest is logged
         print(json.dumps({"event": "serving", "replica_id": replica.id, "url": node.url}), flush=True)
         log.info(

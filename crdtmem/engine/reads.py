@@ -8,9 +8,11 @@ batch of remote deltas changed are read back first (:mod:`.materialize`).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .. import offloop
 from ..document.query import Every, Where
 from ..document.query import parse as parse_filters
 from ..document.query import readable as readable_channels
@@ -58,6 +60,7 @@ class Reads(Opened):
         readable: Sequence[str] | None = None,
         before_version: int | None = None,
         max_chars: int | None = None,
+        off_loop: bool = False,
     ) -> _List[Memory]:
         """Memories matching every given filter, most recently changed first. Deleted memories are
         left out unless ``include_deleted``, except those in a delete conflict.
@@ -68,12 +71,15 @@ class Reads(Opened):
         ``before_version=memory.version``. ``readable`` keeps the memories on a channel one of these
         grants (``*``, or channels with ``*`` parts: a token's read rights) matches. ``max_chars``
         ends the list early once the records add up to that many characters of JSON (at least one
-        memory is returned): a page of large memories is a few of them, not ``limit``."""
+        memory is returned): a page of large memories is a few of them, not ``limit``. ``off_loop``
+        reads and decodes the records on a worker thread (:mod:`crdtmem.offloop`), for a caller on
+        the event loop that reads pages of megabytes (an event stream's replay)."""
         self._check_open()
         scope = scope_args(user_id, tenant_id, topic, kind, channel, include_deleted)
         where = with_readable(parse_filters(filters), readable)
         await self._materializer.settle()
-        records = self._store.query_records(
+        query = functools.partial(
+            self._store.query_records,
             **scope,
             where=where,
             limit=limit,
@@ -82,6 +88,7 @@ class Reads(Opened):
             ascending=ascending,
             max_chars=max_chars,
         )
+        records = await offloop.off_loop(query) if off_loop else query()
         return self._work.memories(records)
 
     async def count(

@@ -41,7 +41,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 from ..document.memory import MemoryDoc
 from ..document.query import Where, matches
@@ -49,6 +49,7 @@ from ..document.records import Memory
 from ..document.revision import revision_of
 from ..errors import DamagedMemory, InvalidInput
 from ..lru import LRU
+from ..offloop import off_loop
 from .base import (
     LEXICAL_PREFIX,
     Embedder,
@@ -62,7 +63,6 @@ from .base import (
 )
 
 log = logging.getLogger("crdtmem.index")
-_T = TypeVar("_T")
 
 Progress = Callable[[int, int], None]
 """Called with (done, total) while rebuilding."""
@@ -284,7 +284,7 @@ class Indexer:
     async def _index_next_batch(self) -> bool:
         # read on a worker thread: a batch is up to 2 MiB of records, read and decoded while writers
         # go on (SQLite releases the interpreter lock while it reads pages)
-        records = await _off_loop(
+        records = await off_loop(
             functools.partial(
                 self.source.query_records,
                 include_deleted=True,
@@ -315,7 +315,7 @@ class Indexer:
         elif forgotten:
             await asyncio.to_thread(self.engine.delete, forgotten)
         self.indexed_version = upto
-        await _off_loop(functools.partial(self.source.set_meta, self._mark_key, str(upto)))
+        await off_loop(functools.partial(self.source.set_meta, self._mark_key, str(upto)))
         self.indexed_at = time.time()
         self.batches += 1
         return full
@@ -647,17 +647,3 @@ def _disagrees(stored: dict[str, Any], expected: dict[str, Any]) -> bool:
             "text_hash": expected["text_hash"] if stored.get("content") == expected["content"] else "",
         }
     return any(stored.get(field) != expected[field] for field in _CHECKED)
-
-
-async def _off_loop(call: Callable[[], _T]) -> _T:
-    """A store call (a write waits for the store's lock, which a commit may hold, and for its fsync;
-    a batch read decodes megabytes) in a worker thread, so the event loop serves others meanwhile; a
-    cancelled caller still waits for it to finish, so the store is never closed under it."""
-    done = asyncio.ensure_future(asyncio.to_thread(call))
-    try:
-        return await asyncio.shield(done)
-    except asyncio.CancelledError:
-        while not done.done():
-            with contextlib.suppress(asyncio.CancelledError, Exception):  # the caller is cancelled
-                await asyncio.shield(done)
-        raise

@@ -13,6 +13,7 @@ from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.typedefs import Middleware
 from aiohttp.web_protocol import RequestPayloadError
 
+from ..access import Principal
 from ..errors import CrdtmemError
 from .auth import PRINCIPAL, authenticate
 from .errors import error_response, from_exception, limit_response
@@ -101,6 +102,32 @@ def _auth_middleware(node: NodeContext) -> Middleware:
                 **{"WWW-Authenticate": "Bearer"},
             )
         request[PRINCIPAL] = principal
+        if request.body_exists:
+            await _read_body(node, request, principal)
         return await handler(request)
 
     return auth
+
+
+async def _read_body(node: NodeContext, request: web.Request, principal: Principal) -> None:
+    """Read a request's body for its handler (``request.read()`` then returns it), charged to its
+    principal's byte rate.
+
+    Refusals cost what they must, not what the body would: a principal still in debt is refused
+    (429, ``retry_after``) and a body whose ``Content-Length`` is over the limit (413) before a byte
+    of it is read or buffered; aiohttp then discards what the client still sends. Every body read is
+    charged by its size, whatever its handler then decides: decoding a body is the same work on the
+    event loop whether the request is accepted or refused, so a token cannot buy more of the node
+    with requests that are refused after their body was decoded than with accepted ones.
+    """
+    node.admit_bytes(principal)
+    declared = request.content_length
+    if declared is not None and declared > node.max_body_bytes:
+        node.charge_bytes(principal, node.max_body_bytes)  # it is discarded, never held
+        raise web.HTTPRequestEntityTooLarge(node.max_body_bytes, declared)
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        node.charge_bytes(principal, node.max_body_bytes)
+        raise
+    node.charge_bytes(principal, len(raw))

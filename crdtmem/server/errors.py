@@ -59,7 +59,8 @@ def from_exception(error: CrdtmemError) -> web.Response:
     retry_after = getattr(error, "retry_after", None)
     if retry_after is not None:
         seconds = str(max(1, int(retry_after + 0.999)))
-        return error_response(429, type(error).__name__, str(error), **{"Retry-After": seconds})
+        body = {"error": type(error).__name__, "message": str(error), "retry_after": round(retry_after, 3)}
+        return web.json_response(body, status=429, headers={"Retry-After": seconds})
     if isinstance(error, LimitExceeded):
         return limit_response(error.limit, error.maximum, str(error))
     return error_response(status_for(error), type(error).__name__, str(error))

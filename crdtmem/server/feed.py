@@ -65,9 +65,11 @@ MAX_QUEUE = 1_000
 POLL_SECONDS = 0.5
 """How soon an idle stream notices that its client left or the node is stopping."""
 
-REPLAY_PAGE_CHARS = 4 * 1024 * 1024
-"""A replay page ends early once its memories add up to this much JSON: the page is read and decoded
-in one piece on the event loop, and ``feed_page`` memories of 1 MiB each would be 50 MiB of it."""
+REPLAY_PAGE_CHARS = 1024 * 1024
+"""A replay page ends early once its memories add up to this much JSON (``feed_page`` memories of
+1 MiB each would be 50 MiB). Pages are read and decoded on a worker thread, and the stream yields to
+the event loop after each event it writes, so what one replay holds the loop for is one event's
+encoding, not a page's."""
 
 _QUERY = ("channel", "last_event_id", "token")
 _WS_OVERFLOW = 1013  # "try again later"
@@ -277,13 +279,13 @@ class _EventStream:
                         ascending=True,
                         limit=self.page,
                         max_chars=REPLAY_PAGE_CHARS,
+                        off_loop=True,
                     )
                     pages[channel].extend(page)
                     if page:
                         cursors[channel] = page[-1].version
                     else:  # (a short page may have been cut by its size)
                         done.add(channel)
-                    await asyncio.sleep(0)  # a page read is one piece of work: others go next
             if not erased and not erased_done:
                 gone = self.replica.store.erasures_since(erased_after, self.page)
                 erased.extend(e for e in gone if e.channels and e.hlc)  # older rows name no channels
@@ -395,6 +397,7 @@ async def _serve_sse(request: web.Request, node: NodeContext, stream: _EventStre
             async for event in replayed:
                 await response.write(_sse_message(event))  # waits while the client's socket is full
                 last_id = event.event_id
+                await asyncio.sleep(0)  # a write waits only when the socket is full: others go next
         quiet_since = time.monotonic()
         while not _gone(request, node):
             try:
@@ -437,6 +440,7 @@ async def _serve_websocket(
             async for event in replayed:
                 await ws.send_str(_event_json(event))
                 last_id = event.event_id
+                await asyncio.sleep(0)
         while not ws.closed and not reader.done() and not _gone(request, node):
             try:
                 live = await stream.next(POLL_SECONDS)

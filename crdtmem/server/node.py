@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import gc
 import ipaddress
 import logging
 from dataclasses import dataclass
@@ -67,7 +68,10 @@ DELTA_RATE = 2_000.0
 new delta costs a signature verification (0.1 to 1 ms of CPU), so this bounds the share of the
 node one token can take."""
 BYTE_RATE = 8.0 * 1024 * 1024
-"""Bytes a second a principal may push, on average."""
+"""Bytes a second a principal may send, on average: every request body (REST, search, pull and
+push) and inbound WebSocket frames. Reading and decoding a body is work on the event loop whether it
+is accepted or refused (a 318 KB JSON body takes ~4 ms to decode before its 20,000 keys can be
+counted), so bodies are charged by their size, not only counted as requests."""
 VOLUME_BURST_S = 5.0
 """Bursts of deltas and bytes of up to this many seconds of their rate."""
 RETRY_AFTER_MAX_S = 3_600.0
@@ -392,6 +396,12 @@ class Node:
             "inbound replication links (peers connected to this node)",
             lambda: [((), len(self.links))],
         )
+        gauge(
+            "crdtmem_gc_frozen_objects",
+            "objects kept out of the cycle collector's full collections (crdtmem serve freezes its "
+            "startup heap once it serves)",
+            lambda: [((), float(gc.get_freeze_count()))],
+        )
 
     # -- policy hooks used by the routes ------------------------------------------------------
 
@@ -403,6 +413,22 @@ class Node:
                 f"{principal.name} is over its write rate ({self.limiter.rate:g}/s); retry in {wait:.2f} s",
                 wait,
             )
+
+    def admit_bytes(self, principal: Principal) -> None:
+        """RateLimited if ``principal`` is still in debt on its byte rate: checked before a byte of
+        a request body is read, so a refused body costs its headers (aiohttp discards the rest)."""
+        wait = self.bytes.wait(principal.name)
+        if wait > 0:
+            self.metrics.inc("crdtmem_rate_limited_total", principal=principal.name)
+            raise RateLimited(
+                f"{principal.name} is over its rate of bytes ({self.bytes.rate:g}/s on average); "
+                f"retry in {wait:.2f} s",
+                min(wait, RETRY_AFTER_MAX_S),
+            )
+
+    def charge_bytes(self, principal: Principal, size: int) -> None:
+        """Charge a body's bytes (after :meth:`admit_bytes`), into debt if need be."""
+        self.bytes.charge(principal.name, size)
 
     def check_volume(self, principal: Principal, *, deltas: int = 0, size: int = 0) -> None:
         """Charge what a push or a frame carries to its principal's delta and byte buckets; over

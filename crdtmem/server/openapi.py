@@ -393,7 +393,9 @@ _RESPONSES: dict[str, Schema] = {
     "NotFound": _error("no such memory, or one the principal may not see"),
     "Conflict": _error("the memory is deleted, the field is not in conflict, or the id is taken"),
     "RateLimited": _error(
-        "over the principal's write rate", **{"Retry-After": {"type": "integer", "description": "seconds"}}
+        "over one of the principal's rates (writes, pushed deltas, bytes of request bodies); the body's "
+        "retry_after is the wait in seconds",
+        **{"Retry-After": {"type": "integer", "description": "seconds"}},
     ),
     "TooLarge": _error(
         "the body, or a count or size in it (topics, tags, metadata keys, content bytes), is over the "

@@ -117,8 +117,7 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
     async def push(request: web.Request) -> web.StreamResponse:
         principal = request[PRINCIPAL]
         node.check_rate(principal)
-        raw = await request.read()
-        node.check_volume(principal, size=len(raw))
+        raw = await request.read()  # its bytes were charged as it was read (app._read_body)
         received = wire.decode(raw, max_bytes=node.replica.max_payload_bytes)
         node.check_volume(principal, deltas=len(received.deltas))
         received = wire.restrict(received, principal.may_write)  # a signed claim names every channel
