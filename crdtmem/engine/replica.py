@@ -157,7 +157,11 @@ class Replica(Reads, Search, Exchange):
             self._committer, self._work, self.feed, alone=lambda: self._in_flight == 1
         )
         self.snapshots = self._publisher.snapshots = Snapshots(
-            self._committer, self._work, self._locks, every_deltas=snapshot_every
+            self._committer,
+            self._work,
+            self._locks,
+            every_deltas=snapshot_every,
+            packer=self._store.pack_state if isinstance(self._store, SQLiteStore) else None,
         )
         """Writes a document's snapshot when its tail of deltas has grown (off the acknowledgement path)."""
         self._remote = RemoteApply(

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+from collections.abc import Callable
 
 from ..document.memory import MemoryDoc
 from ..errors import CrdtmemError, MemoryQuarantined
@@ -45,12 +47,15 @@ class Snapshots:
         *,
         every_deltas: int = EVERY_DELTAS,
         min_bytes: int = MIN_BYTES,
+        packer: Callable[[bytes], bytes | None] | None = None,
     ):
         self._committer = committer
         self._work = work
         self._locks = locks
         self.every_deltas = every_deltas
         self.min_bytes = min_bytes
+        self._packer = packer
+        """The store's own form of a state (``Snapshot.packed``), made on a worker thread."""
         self._wanted: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self.taken = 0
@@ -109,8 +114,14 @@ class Snapshots:
                 taken.append((doc, snap, doc.tail_deltas, doc.tail_bytes))
         if not taken:
             return 0
+        snaps = [snap for _, snap, _, _ in taken]
+        if self._packer is not None:  # the state is immutable bytes: no lock needed from here
+            packer = self._packer
+            snaps = await asyncio.to_thread(
+                lambda: [dataclasses.replace(s, packed=packer(s.state)) for s in snaps]
+            )
         try:
-            await self._committer.submit(Commit(snapshots=[snap for _, snap, _, _ in taken]))
+            await self._committer.submit(Commit(snapshots=snaps))
         except CrdtmemError as exc:  # the tail still holds everything; try again when it grows
             log.warning("snapshot of %d document(s) not written: %s", len(taken), exc)
             return 0
