@@ -89,7 +89,7 @@ class Replica(Reads, Search, Exchange):
             request bounds (:class:`crdtmem.limits.Limits`; its defaults by default).
         snapshot_every: a document's state is stored as a snapshot plus the deltas after it; a new
             snapshot is written (off the acknowledgement path) once that tail holds this many
-            deltas, or as many bytes as the snapshot.
+            deltas and an eighth of the snapshot's bytes, or as many bytes as the snapshot.
         lease_ms: a peer that synced within this long keeps :meth:`compact` from folding log
             entries it lacks (its lease, renewed whenever it syncs).
         retention_ms: log entries older than this fold even if a peer whose lease ran out lacks
