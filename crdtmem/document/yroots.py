@@ -124,14 +124,14 @@ class YDoc:
             return
         txn = self.txn = self.raw.create_transaction()
         incoming: Incoming | None = None
-        before: dict[int, int] = {}
+        before: dict[int, int] | None = None
         try:
             if self.watch:
                 before = statevector.decode(bytes(self.raw.get_state(txn)))
                 incoming = self.incoming = Incoming(update)
             self.raw.apply_update(txn, update)
         except BaseException:
-            before = {}  # whatever an array read from the update is not to be trusted
+            before = None  # whatever an array read from the update is not to be trusted
             raise
         finally:
             self.txn = None
@@ -143,11 +143,13 @@ class YDoc:
                 if incoming is not None and incoming.landed:
                     self._settle(incoming, before)
 
-    def _settle(self, incoming: Incoming, before: dict[int, int]) -> None:
+    def _settle(self, incoming: Incoming, before: dict[int, int] | None) -> None:
         """Keep what arrays read from ``incoming`` only if Yrs integrated exactly its structs: all
         of them, from where the document's clocks ended, and nothing it held back before."""
         structs = incoming.structs()
-        expected = yremote.integrated(before, structs) if structs is not None and before else None
+        expected = None
+        if structs is not None and before is not None:
+            expected = yremote.integrated(before, structs)
         exact = expected is not None and statevector.decode(self.get_state()) == expected
         for array, landing, told in incoming.landed:
             array.landed(landing if exact else None, told)
