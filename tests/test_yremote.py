@@ -241,3 +241,62 @@ def test_items_yrs_held_back_that_integrate_with_an_update_are_never_taken_for_i
     assert receiver.told == told + 1
     receiver.check()
     assert [m["id"] for m in receiver.log.content()][-2:] == ["7:100", "7:102"]
+
+
+async def test_replicas_following_a_long_conversation_read_its_appends_from_their_updates(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Any
+) -> None:
+    """Three replicas append to one conversation, concurrently at times, and apply each other's
+    deltas one payload at a time: their records, and what their stores hold, stay equal."""
+    from crdtmem import Replica
+    from crdtmem.testing import assert_store_consistent
+
+    monkeypatch.setattr(yremote, "FAST_AT", 4)
+    read_from_updates: list[yremote.Landing] = []
+    landed = YArray.landed
+
+    def counting(self: YArray, landing: yremote.Landing | None, told: bool) -> None:
+        if landing is not None and told:
+            read_from_updates.append(landing)
+        landed(self, landing, told)
+
+    monkeypatch.setattr(YArray, "landed", counting)
+    channel = "user:u1:memories"
+    replicas = [Replica(tmp_path / f"{name}.db", replica_id=name) for name in ("a", "b", "c")]
+    for replica in replicas:
+        await replica.start()
+    try:
+        a, b, c = replicas
+        memory = await a.add([], kind="conversation", user_id="u1")
+
+        async def sync(src: Replica, dst: Replica) -> None:
+            while True:  # one delta per payload, as a live peer sends them
+                payload = await src.export_since([channel], dst.version_vectors([channel]), limit=1)
+                result = await dst.apply(payload)
+                if not result.applied and not result.duplicates:
+                    return
+
+        for n in range(30):
+            await a.append_message(memory.id, role="user", text=f"a {n}")
+            if n % 7 == 3:  # b and c append concurrently with a, at the same end
+                await sync(a, b)
+                await b.append_message(memory.id, role="user", text=f"b {n}")
+                await sync(a, c)
+                await c.append_message(memory.id, role="user", text=f"c {n}")
+            await sync(a, b)
+            await sync(b, c)
+            await sync(c, a)
+        for src in replicas:
+            for dst in replicas:
+                if src is not dst:
+                    await sync(src, dst)
+        records = [await r.get(memory.id) for r in replicas]
+        assert [m["text"] for m in records[0].content] == [m["text"] for m in records[1].content]
+        assert [m["text"] for m in records[1].content] == [m["text"] for m in records[2].content]
+        assert len(records[0].content) == 30 + 2 * len([n for n in range(30) if n % 7 == 3])
+        assert len(read_from_updates) >= 30, "remote appends were not read from their updates"
+        for replica in replicas:
+            assert_store_consistent(replica)
+    finally:
+        for replica in replicas:
+            await replica.stop()
