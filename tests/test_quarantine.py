@@ -33,11 +33,12 @@ async def session() -> AsyncIterator[aiohttp.ClientSession]:
         yield s
 
 
-def _damage_state(db: Path, memory_id: str) -> tuple[Any, Any]:
+def _damage_state(db: Path, memory_id: str) -> tuple[Any, Any, Any]:
     """Garbage in the memory's snapshot; returns what was there (to repair it with)."""
     with sqlite3.connect(db) as conn:
         kept = conn.execute(
-            "SELECT s.state, d.snap_id FROM docs d LEFT JOIN doc_states s ON s.doc_id = d.id WHERE d.id = ?",
+            "SELECT s.state, d.snap_id, s.codec FROM docs d LEFT JOIN doc_states s ON s.doc_id = d.id "
+            "WHERE d.id = ?",
             (memory_id,),
         ).fetchone()
         conn.execute("INSERT OR REPLACE INTO doc_states(doc_id, state) VALUES (?, ?)", (memory_id, GARBAGE))
@@ -46,12 +47,15 @@ def _damage_state(db: Path, memory_id: str) -> tuple[Any, Any]:
             (memory_id, memory_id),
         )
     conn.close()
-    return kept[0], kept[1]
+    return kept[0], kept[1], kept[2]
 
 
-def _repair_state(db: Path, memory_id: str, kept: tuple[Any, Any]) -> None:
+def _repair_state(db: Path, memory_id: str, kept: tuple[Any, Any, Any]) -> None:
     with sqlite3.connect(db) as conn:
-        conn.execute("INSERT OR REPLACE INTO doc_states(doc_id, state) VALUES (?, ?)", (memory_id, kept[0]))
+        conn.execute(
+            "INSERT OR REPLACE INTO doc_states(doc_id, state, codec) VALUES (?, ?, ?)",
+            (memory_id, kept[0], kept[2]),
+        )
         conn.execute("UPDATE docs SET snap_id = ? WHERE id = ?", (kept[1], memory_id))
     conn.close()
 

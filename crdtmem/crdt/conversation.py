@@ -108,7 +108,9 @@ class MessageList(list[FrozenMessage]):
     def plus(self, more: Iterable[FrozenMessage]) -> MessageList:
         """A new list: these messages, then ``more`` (references copied, nothing converted)."""
         made = MessageList()
-        list.__setitem__(made, slice(None), self)  # a memcpy; list(self) would iterate a subclass
+        # list.extend walks a list subclass with the list's own iterator, in C; a slice assignment
+        # (list.__setitem__) copies a subclass into a new list first: twice the time at 10,000
+        list.extend(made, self)
         list.extend(made, more)
         return made
 

@@ -26,7 +26,7 @@ from typing import Any
 
 from pycrdt import _pycrdt
 
-from . import statevector, yappend
+from . import statevector, yappend, yremote, ystructs
 from .yappend import ItemId
 
 JSON = Any
@@ -38,7 +38,17 @@ ARRAY_ROOTS = ("messages",)
 class YDoc:
     """One Yrs document: transactions, state vector, updates. Use it from one thread."""
 
-    __slots__ = ("__weakref__", "_captured", "_capturing", "_subscription", "merges", "raw", "txn")
+    __slots__ = (
+        "__weakref__",
+        "_captured",
+        "_capturing",
+        "_subscription",
+        "incoming",
+        "merges",
+        "raw",
+        "txn",
+        "watch",
+    )
 
     def __init__(self, client_id: int | None = None, guid: str | None = None):
         self.raw: Any = _pycrdt.Doc(client_id, None, guid)
@@ -46,6 +56,11 @@ class YDoc:
         """The open transaction, inside :meth:`transaction`."""
         self.merges = 0
         """Updates applied so far (:meth:`apply_update`): what an array's known tail is checked by."""
+        self.watch = False
+        """An observed array is long enough to read where a merged update's items land
+        (:mod:`.yremote`): :meth:`apply_update` then hands its observers the update."""
+        self.incoming: Incoming | None = None
+        """The update :meth:`apply_update` is merging, while its transaction commits."""
         self._subscription: Any = None
         self._capturing = False
         self._captured: bytes | None = None
@@ -104,16 +119,40 @@ class YDoc:
 
     def apply_update(self, update: bytes) -> None:
         self.merges += 1
-        if self.txn is not None:
+        if self.txn is not None:  # with other changes: observers ask Yrs what changed
             self.raw.apply_update(self.txn, update)
             return
         txn = self.txn = self.raw.create_transaction()
+        incoming: Incoming | None = None
+        before: dict[int, int] | None = None
         try:
+            if self.watch:
+                before = statevector.decode(bytes(self.raw.get_state(txn)))
+                incoming = self.incoming = Incoming(update)
             self.raw.apply_update(txn, update)
+        except BaseException:
+            before = None  # whatever an array read from the update is not to be trusted
+            raise
         finally:
             self.txn = None
-            txn.commit()
-            txn.drop()
+            try:
+                txn.commit()  # the observers run here
+            finally:
+                txn.drop()
+                self.incoming = None
+                if incoming is not None and incoming.landed:
+                    self._settle(incoming, before)
+
+    def _settle(self, incoming: Incoming, before: dict[int, int] | None) -> None:
+        """Keep what arrays read from ``incoming`` only if Yrs integrated exactly its structs: all
+        of them, from where the document's clocks ended, and nothing it held back before."""
+        structs = incoming.structs()
+        expected = None
+        if structs is not None and before is not None:
+            expected = yremote.integrated(before, structs)
+        exact = expected is not None and statevector.decode(self.get_state()) == expected
+        for array, landing, told in incoming.landed:
+            array.landed(landing if exact else None, told)
 
 
 def _capture_into(ref: weakref.ref[YDoc]) -> Callable[[Any], None]:
@@ -127,6 +166,26 @@ def _capture_into(ref: weakref.ref[YDoc]) -> Callable[[Any], None]:
             doc._captured = bytes(event.update)
 
     return on_transaction
+
+
+class Incoming:
+    """An update :meth:`YDoc.apply_update` is merging, read (once) by the arrays observing it."""
+
+    __slots__ = ("_structs", "landed", "update")
+
+    def __init__(self, update: bytes):
+        self.update = update
+        self._structs: ystructs.Structs | bool | None = False
+        self.landed: list[tuple[YArray, yremote.Landing, bool]] = []
+        """(array, where the update's items landed in it, whether its observer was told so)."""
+
+    def structs(self) -> ystructs.Structs | None:
+        if self._structs is False:
+            try:
+                self._structs = ystructs.read(self.update)
+            except ValueError:
+                self._structs = None
+        return self._structs if isinstance(self._structs, ystructs.Structs) else None
 
 
 class Captured:
@@ -225,20 +284,39 @@ class YMap:
 class YArray:
     """A root array of JSON values (what :class:`~crdtmem.crdt.Conversation` uses)."""
 
-    __slots__ = ("_doc", "_local", "_local_other", "_name", "_observed", "_ref", "_tail")
+    __slots__ = (
+        "_callback",
+        "_doc",
+        "_elsewhere",
+        "_len",
+        "_local",
+        "_local_other",
+        "_name",
+        "_observed",
+        "_ref",
+        "_tail",
+    )
+
+    _ELSEWHERE = 256
+    """Ids of items known not to be in this array, kept to place the next update's (:mod:`.yremote`)."""
 
     def __init__(self, doc: YDoc, name: str):
         self._doc = doc
         self._name = name
         self._ref: Any = None
         self._tail: tuple[ItemId, int] | None = None
-        """An item of this array no live element follows (the last this object appended), and
-        :attr:`YDoc.merges` when it was: an update merged since may have appended after it."""
+        """An item of this array no live element follows (the last appended here, or by a merged
+        update whose items :mod:`.yremote` placed), and :attr:`YDoc.merges` when it was: an update
+        merged since may have appended after it."""
         self._observed = False
         self._local: list[tuple[int, JSON]] = []
         """Appends made through this object in the open transaction, while observed."""
         self._local_other = False
         """... and whether it made any other change in it (then Yrs tells the delta)."""
+        self._len = 0
+        """The array's length after the last transaction that changed it, while observed."""
+        self._elsewhere: dict[ItemId, None] = {}
+        self._callback: Callable[[list[dict[str, Any]] | None], None] | None = None
 
     def _array(self, txn: Any) -> Any:
         if self._ref is None:
@@ -259,35 +337,104 @@ class YArray:
         delta of JSON values cannot describe: a shared type inserted into the array, or a change
         inside one it holds (a foreign client may write those; crdtmem never does).
 
-        Returns the subscription: the callback runs while it is referenced.
+        The delta of this replica's own appends is known as they are made; that of a merged update
+        that only appends to a long array is read from the update (:mod:`.yremote`); otherwise
+        Yrs is asked, which walks the array. Returns the subscription: the callback runs while it
+        is referenced.
         """
 
         def on_events(events: list[Any]) -> None:
             local, self._local = self._local, []
             other, self._local_other = self._local_other, False
-            if local and not other:
-                # A transaction of this replica's own appends (crdtmem's writes to the array are
-                # only ever those): the delta is known. Asking Yrs for it walks the whole array.
-                known: list[dict[str, Any]] = []
-                at = 0
-                for position, value in local:
-                    if position > at:
-                        known.append({"retain": position - at})
-                    known.append({"insert": [value]})
-                    at = position + 1
-                callback(known)
-                return
-            for event in events:  # the binding's event classes declare no attributes: Any
-                own: Any = event if isinstance(event, _pycrdt.ArrayEvent) else None
-                delta = own.delta if own is not None and not own.path else None
-                if delta is not None and not all(_plain(v) for step in delta for v in step.get("insert", ())):
-                    delta = None
-                callback(delta)
+            txn = events[0].transaction if events else None
+            try:
+                if local and not other:
+                    # A transaction of this replica's own appends (crdtmem's writes to the array
+                    # are only ever those): the delta is known. Asking Yrs for it walks the array.
+                    known: list[dict[str, Any]] = []
+                    at = 0
+                    for position, value in local:
+                        if position > at:
+                            known.append({"retain": position - at})
+                        known.append({"insert": [value]})
+                        at = position + 1
+                    callback(known)
+                    return
+                incoming = self._doc.incoming
+                if incoming is not None and not local and not other and self._merged(events, incoming):
+                    return
+                for event in events:  # the binding's event classes declare no attributes: Any
+                    own: Any = event if isinstance(event, _pycrdt.ArrayEvent) else None
+                    delta = own.delta if own is not None and not own.path else None
+                    if delta is not None and not all(
+                        _plain(v) for step in delta for v in step.get("insert", ())
+                    ):
+                        delta = None
+                    callback(delta)
+                    if incoming is not None and len(events) == 1 and delta is not None:
+                        self._learn(incoming, delta)
+            finally:
+                if txn is not None and self._ref is not None:
+                    self._len = self._ref.len(txn)
+                    self._doc.watch = self._len >= yremote.FAST_AT
 
         with self._doc.transaction() as txn:
             array = self._array(txn)
+            self._len = array.len(txn)
         self._observed = True
+        self._callback = callback
+        self._doc.watch = self._len >= yremote.FAST_AT
         return array.observe_deep(on_events)
+
+    def _valid_tail(self) -> ItemId | None:
+        """The tail, if no update other than the one being merged came since it was known."""
+        tail = self._tail
+        return tail[0] if tail is not None and tail[1] == self._doc.merges - 1 else None
+
+    def _merged(self, events: list[Any], incoming: Incoming) -> bool:
+        """Tell the callback what a merged update appended, read from the update; False if that
+        cannot be done (then Yrs is asked)."""
+        if len(events) != 1 or not isinstance(events[0], _pycrdt.ArrayEvent):
+            return False
+        event: Any = events[0]  # the binding's event classes declare no attributes
+        if event.path:
+            return False
+        structs = incoming.structs()
+        if structs is None or self._callback is None:
+            return False
+        landing = yremote.appended(structs, self._name, self._valid_tail(), self._len, self._elsewhere)
+        if landing is None or self._ref.len(event.transaction) != self._len + len(landing.values):
+            return False
+        known: list[dict[str, Any]] = [{"retain": self._len}] if self._len else []
+        known.append({"insert": landing.values})
+        incoming.landed.append((self, landing, True))
+        self._callback(known)
+        return True
+
+    def _learn(self, incoming: Incoming, delta: list[dict[str, Any]]) -> None:
+        """After Yrs told an append at the end: which of the update's items it was (:mod:`.yremote`)."""
+        head: list[dict[str, Any]] = [{"retain": self._len}] if self._len else []
+        if len(delta) != len(head) + 1 or delta[: len(head)] != head or list(delta[-1]) != ["insert"]:
+            return
+        structs = incoming.structs()
+        landing = yremote.learned(structs, list(delta[-1]["insert"])) if structs is not None else None
+        if landing is not None:
+            incoming.landed.append((self, landing, False))
+
+    def landed(self, landing: yremote.Landing | None, told: bool) -> None:
+        """The merge of an update this array read is over: keep what it read (its tail, the items
+        elsewhere), or, when Yrs did not integrate exactly the update (``landing`` None), forget
+        it, and if the callback was told from the update, put it out of step."""
+        if landing is None:
+            self._tail = None
+            self._elsewhere.clear()
+            if told and self._callback is not None:
+                self._callback(None)
+            return
+        self._tail = (landing.tail, self._doc.merges) if landing.tail is not None else None
+        self._elsewhere.update(dict.fromkeys(landing.elsewhere))
+        while len(self._elsewhere) > self._ELSEWHERE:
+            del self._elsewhere[next(iter(self._elsewhere))]
 
     def append(self, value: JSON) -> None:
         txn = _current(self._doc)

@@ -56,6 +56,10 @@ class Structs:
 
     items: dict[int, list[Item]] = field(default_factory=dict)
     deletes: dict[int, list[tuple[int, int]]] = field(default_factory=dict)
+    order: list[Item] = field(default_factory=list)
+    """Every item in the order the update lists them (client blocks, then clocks)."""
+    gaps: int = 0
+    """Structs that hold no item (garbage-collected or skipped ranges)."""
     _starts: dict[int, list[int]] = field(default_factory=dict, repr=False)
 
     def find(self, item_id: ItemId) -> Item | None:
@@ -92,11 +96,18 @@ class _Reader:
         return value
 
     def uint(self) -> int:
-        value = shift = 0
+        data, at = self.data, self.at
+        byte = data[at]
+        if byte < 0x80:  # most of them: one byte
+            self.at = at + 1
+            return byte
+        value, shift = byte & 0x7F, 7
         while True:
-            byte = self.byte()
+            at += 1
+            byte = data[at]
             value |= (byte & 0x7F) << shift
             if byte < 0x80:
+                self.at = at + 1
                 return value
             shift += 7
 
@@ -122,7 +133,12 @@ class _Reader:
         return self.raw(self.uint())
 
     def string(self) -> str:
-        return self.buf().decode("utf-8")
+        n = self.uint()
+        at = self.at
+        if at + n > len(self.data):
+            raise ValueError("truncated update")
+        self.at = at + n
+        return self.data[at : at + n].decode("utf-8")
 
     def id(self) -> ItemId:
         return self.uint(), self.uint()
@@ -157,13 +173,21 @@ class _Reader:
 def decode(update: bytes) -> Structs:
     """Every struct of a v1 update (a whole document state), its roots and keys resolved, its
     delete set applied. Raises ValueError for what it cannot read."""
+    out = read(update)
+    _resolve(out)
+    return out
+
+
+def read(update: bytes) -> Structs:
+    """Every struct of a v1 update as it is written (an item next to another names neither root
+    nor key), its delete set applied; one linear pass. Raises ValueError for what it cannot read."""
     try:
-        return _decode(update)
-    except IndexError as exc:
-        raise ValueError("truncated update") from exc
+        return _read(update)
+    except (IndexError, UnicodeDecodeError) as exc:
+        raise ValueError(f"unreadable update: {exc}") from exc
 
 
-def _decode(update: bytes) -> Structs:
+def _read(update: bytes) -> Structs:
     r = _Reader(update)
     out = Structs()
     for _ in range(r.uint()):
@@ -173,6 +197,9 @@ def _decode(update: bytes) -> Structs:
             item, length = _struct(r, client, clock)
             if item is not None:
                 row.append(item)
+                out.order.append(item)
+            else:
+                out.gaps += 1
             clock += length
     for row in out.items.values():
         row.sort(key=lambda i: i.clock)
@@ -187,7 +214,6 @@ def _decode(update: bytes) -> Structs:
             while at < len(row) and row[at].clock < start + length:
                 row[at].deleted = True
                 at += 1
-    _resolve(out)
     return out
 
 

@@ -89,7 +89,7 @@ class Replica(Reads, Search, Exchange):
             request bounds (:class:`crdtmem.limits.Limits`; its defaults by default).
         snapshot_every: a document's state is stored as a snapshot plus the deltas after it; a new
             snapshot is written (off the acknowledgement path) once that tail holds this many
-            deltas, or as many bytes as the snapshot.
+            deltas and an eighth of the snapshot's bytes, or as many bytes as the snapshot.
         lease_ms: a peer that synced within this long keeps :meth:`compact` from folding log
             entries it lacks (its lease, renewed whenever it syncs).
         retention_ms: log entries older than this fold even if a peer whose lease ran out lacks
@@ -157,7 +157,11 @@ class Replica(Reads, Search, Exchange):
             self._committer, self._work, self.feed, alone=lambda: self._in_flight == 1
         )
         self.snapshots = self._publisher.snapshots = Snapshots(
-            self._committer, self._work, self._locks, every_deltas=snapshot_every
+            self._committer,
+            self._work,
+            self._locks,
+            every_deltas=snapshot_every,
+            packer=self._store.pack_state if isinstance(self._store, SQLiteStore) else None,
         )
         """Writes a document's snapshot when its tail of deltas has grown (off the acknowledgement path)."""
         self._remote = RemoteApply(

@@ -2,8 +2,9 @@
 
 The store keeps a document as a snapshot plus the tail of deltas stored after it
 (:mod:`crdtmem.store.base`): a commit writes only the change, never the whole state. Loading a
-document replays its tail, so once the tail has grown past :data:`EVERY_DELTAS` deltas, or past
-as many bytes as the snapshot itself (and at least :data:`MIN_BYTES`), a new snapshot folds it in.
+document replays its tail, so once the tail has grown past :data:`EVERY_DELTAS` deltas and an
+eighth of the snapshot's bytes (:data:`SHARE`), or past as many bytes as the snapshot itself (and at
+least :data:`MIN_BYTES`), a new snapshot folds it in.
 
 That happens after the commit that crossed the line was acknowledged, in a task of its own: under
 the memory's lock (so the document holds exactly what is committed, nothing in flight), the state
@@ -15,7 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+from collections.abc import Callable
 
 from ..document.memory import MemoryDoc
 from ..errors import CrdtmemError, MemoryQuarantined
@@ -27,7 +30,13 @@ from .workset import WorkingSet
 log = logging.getLogger("crdtmem.snapshots")
 
 EVERY_DELTAS = 200
-"""A document whose tail holds this many deltas gets a new snapshot."""
+"""A document whose tail holds this many deltas gets a new snapshot, once that tail holds at least
+1/:data:`SHARE` of the snapshot's bytes."""
+SHARE = 8
+"""Rewriting a 10,000-message conversation's 1.8 MB snapshot every 200 appends of ~240 B wrote 9 KB
+of snapshot per append, 37 times the append itself. Waiting until the tail holds an eighth of the
+snapshot bounds what snapshots add to a write at 8 times its delta, whatever the document's length,
+and loading the document at the snapshot plus an eighth of its bytes in deltas."""
 MIN_BYTES = 64 * 1024
 """... or whose tail holds this many bytes, and at least as many as its snapshot."""
 BATCH = 64
@@ -45,21 +54,24 @@ class Snapshots:
         *,
         every_deltas: int = EVERY_DELTAS,
         min_bytes: int = MIN_BYTES,
+        packer: Callable[[bytes], bytes | None] | None = None,
     ):
         self._committer = committer
         self._work = work
         self._locks = locks
         self.every_deltas = every_deltas
         self.min_bytes = min_bytes
+        self._packer = packer
+        """The store's own form of a state (``Snapshot.packed``), made on a worker thread."""
         self._wanted: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self.taken = 0
         """Snapshots committed (for tests and status)."""
 
     def due(self, doc: MemoryDoc) -> bool:
-        return doc.tail_deltas >= self.every_deltas or (
-            doc.tail_bytes >= self.min_bytes and doc.tail_bytes >= doc.snapshot_bytes
-        )
+        if doc.tail_deltas >= self.every_deltas and doc.tail_bytes * SHARE >= doc.snapshot_bytes:
+            return True
+        return doc.tail_bytes >= self.min_bytes and doc.tail_bytes >= doc.snapshot_bytes
 
     def committed(self, doc_id: str, doc: MemoryDoc) -> None:
         """A commit that changed ``doc`` landed: snapshot it soon if its tail is long enough."""
@@ -109,8 +121,14 @@ class Snapshots:
                 taken.append((doc, snap, doc.tail_deltas, doc.tail_bytes))
         if not taken:
             return 0
+        snaps = [snap for _, snap, _, _ in taken]
+        if self._packer is not None:  # the state is immutable bytes: no lock needed from here
+            packer = self._packer
+            snaps = await asyncio.to_thread(
+                lambda: [dataclasses.replace(s, packed=packer(s.state)) for s in snaps]
+            )
         try:
-            await self._committer.submit(Commit(snapshots=[snap for _, snap, _, _ in taken]))
+            await self._committer.submit(Commit(snapshots=snaps))
         except CrdtmemError as exc:  # the tail still holds everything; try again when it grows
             log.warning("snapshot of %d document(s) not written: %s", len(taken), exc)
             return 0

@@ -204,6 +204,9 @@ class Snapshot:
     doc_id: str
     state: bytes
     upto: int
+    packed: bytes | None = None
+    """``state`` as the SQLite store keeps it (``sqlite_states.pack``), when the writer made it off
+    the event loop; None: the store packs it itself if it packs it. Other stores ignore it."""
 
 
 @dataclass(frozen=True, slots=True)

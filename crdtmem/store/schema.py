@@ -11,6 +11,11 @@ Version 3: the snapshot lives in its own table, ``doc_states`` (``doc_id``, ``st
 so a snapshot in the row made every commit that rewrote the record (each write to the memory) cost
 the size of the state: ~1 ms per append to a 10,000-message conversation. A version-2 store's
 snapshots move to the new table on opening (one transaction).
+
+Version 4: a snapshot of 1 KiB or more is stored deflated (``doc_states.codec``, ``size``; rows of
+version 3 read as they are), and ``deltas`` has no index on ``hlc``: the highest stamp, all it
+served, comes from a mark in ``meta`` (``sqlite_stamps.py``). Opening a version-3 store adds the
+two columns and drops the index; its snapshots are deflated as they are next rewritten.
 """
 
 from __future__ import annotations
@@ -19,7 +24,7 @@ from typing import Any
 
 from . import sqlite_fold, sqlite_quarantine, sqlite_states, sqlite_trust
 
-SCHEMA_VERSION = "3"
+SCHEMA_VERSION = "4"
 
 
 def create_or_migrate(db: Any) -> None:
@@ -84,7 +89,6 @@ def create_or_migrate(db: Any) -> None:
         )
         db["deltas"].create_index(["uid"], unique=True)
         db["deltas"].create_index(["doc_id", "id"])
-        db["deltas"].create_index(["hlc"])
     if "log" not in tables:
         db.execute(
             "CREATE TABLE log (channel TEXT, origin TEXT, seq INTEGER, delta_id INTEGER, "
@@ -123,6 +127,11 @@ def create_or_migrate(db: Any) -> None:
     sqlite_trust.create(db, tables)
     sqlite_fold.create(db, tables)
     sqlite_quarantine.create(db, tables)
+    db.execute("DROP INDEX IF EXISTS idx_deltas_hlc")  # version 3 had it (sqlite_stamps.py)
+    db.execute(
+        "UPDATE meta SET value = ? WHERE key = 'schema_version' AND value != ?",
+        (SCHEMA_VERSION, SCHEMA_VERSION),
+    )
 
 
 def _migrate_from_1(db: Any) -> None:

@@ -8,6 +8,7 @@ WAL lets proceed while a write is in flight.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
@@ -23,7 +24,7 @@ from ..document.memory import MemoryDoc
 from ..document.query import Where
 from ..document.records import Conflict, ConflictValue
 from ..errors import DamagedMemory, MalformedPayload, StorageError, StoreUnreadable
-from . import sqlite_fold, sqlite_quarantine, sqlite_trust
+from . import sqlite_fold, sqlite_quarantine, sqlite_stamps, sqlite_trust
 from .base import (
     Commit,
     CommitResult,
@@ -46,7 +47,9 @@ from .lock import DatabaseLock
 from .schema import create_or_migrate
 from .sqlite_erase import erase
 from .sqlite_query import to_sql
+from .sqlite_states import pack as pack_state
 from .sqlite_states import put as put_state
+from .sqlite_states import unpack as unpack_state
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
@@ -122,6 +125,10 @@ class SQLiteStore:
         from the writer lock, so reading a vector never waits for a commit or a checkpoint."""
         self._checkpointer = Checkpointer(self._connect, self._lock)
 
+    pack_state = staticmethod(pack_state)
+    """A snapshot's bytes as this store keeps them (``Snapshot.packed``): what the snapshot task
+    runs on a worker thread, so that deflating a large state holds up neither the loop nor commits."""
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     def open(self) -> None:
@@ -135,6 +142,8 @@ class SQLiteStore:
             if self.check:
                 self.integrity = self.quick_check()
             self._load_sync_state()
+            with contextlib.suppress(sqlite3.DatabaseError):  # a damaged file opens all the same
+                sqlite_stamps.advance(self._writer)  # the next start reads only the rows after it
             self._checkpointer.start()
         except sqlite3.Error as exc:
             self.close()
@@ -422,7 +431,9 @@ class SQLiteStore:
                 "UPDATE docs SET snap_id = ? WHERE id = ? AND snap_id < ?",
                 (snap.upto, snap.doc_id, snap.upto),
             ).rowcount:
-                put_state(conn, snap.doc_id, snap.state)
+                put_state(conn, snap.doc_id, snap.state, snap.packed)
+        if unit.snapshots:  # every few hundred deltas of a busy memory: the next start reads less
+            sqlite_stamps.advance(conn)
         return result, version, next_id
 
     def horizon(self, channel: str) -> VersionVector:
@@ -440,8 +451,8 @@ class SQLiteStore:
     @_reads
     def folded_states(self, min_bytes: int) -> list[tuple[str, int]]:
         rows = self._r.execute(
-            "SELECT s.doc_id, length(s.state) FROM doc_states s JOIN docs ON docs.id = s.doc_id "
-            "WHERE length(s.state) >= ? "
+            "SELECT s.doc_id, coalesce(s.size, length(s.state)) FROM doc_states s "
+            "JOIN docs ON docs.id = s.doc_id WHERE coalesce(s.size, length(s.state)) >= ? "
             "AND NOT EXISTS (SELECT 1 FROM deltas d WHERE d.doc_id = s.doc_id) ORDER BY s.doc_id",
             (min_bytes,),
         )
@@ -492,11 +503,13 @@ class SQLiteStore:
         conn = self._r
         try:
             row = conn.execute(
-                "SELECT s.state, d.snap_id FROM docs d LEFT JOIN doc_states s ON s.doc_id = d.id "
-                "WHERE d.id = ?",
+                "SELECT s.state, d.snap_id, s.codec FROM docs d LEFT JOIN doc_states s "
+                "ON s.doc_id = d.id WHERE d.id = ?",
                 (doc_id,),
             ).fetchone()
             snapshot, upto = (None, 0) if row is None else (row[0], int(row[1]))
+            if snapshot is not None:
+                snapshot = unpack_state(bytes(snapshot), row[2])
             tail = [
                 (delta_id, bytes(update))
                 for delta_id, update in conn.execute(
@@ -507,7 +520,7 @@ class SQLiteStore:
             if _corrupt(exc):
                 raise DamagedMemory(doc_id, f"its rows are on a damaged page: {exc}") from exc
             raise
-        except TypeError as exc:  # a value of the wrong type where a blob or an int belongs
+        except (TypeError, ValueError) as exc:  # a value of the wrong type, a state that does not inflate
             raise DamagedMemory(doc_id, f"its state or deltas are not what was stored: {exc}") from exc
         if snapshot is None and not tail:
             return None
@@ -818,8 +831,7 @@ class SQLiteStore:
 
     @_reads
     def last_hlc(self) -> str:
-        row = self._r.execute("SELECT max(hlc) FROM deltas").fetchone()
-        return max(str(row[0]) if row and row[0] else "", self.get_meta("folded_hlc") or "")
+        return sqlite_stamps.highest(self._r)[1]
 
     @_reads
     def doc_count(self) -> int:
