@@ -170,6 +170,29 @@ def delta_epoch(current: Epoch, deps: bytes) -> int:
     return 0
 
 
+def unplaced(current: Epoch, deps: bytes, have: statevector.StateVector) -> bool:
+    """Whether a delta whose ``deps`` name no epoch client of ``current``'s chain (so not of
+    epochs 1 .. n) may yet be of a later epoch than ``current``, one whose rebase entry has not
+    arrived: it names a client that no base of the chain holds, nor the document (``have``).
+
+    A delta of epoch 0 names clients of the memory's first document, which the base of epoch 1
+    holds; a delta of a later epoch names that epoch's fresh client, which nothing here holds.
+    Such a delta waits for its dependencies (the rebase entry) instead of being superseded, which
+    would log its entries without it, for good."""
+    try:
+        named = statevector.decode(deps)
+    except Exception:
+        return False
+    known = set(have)
+    for client, base in current.chain():
+        known.add(client)
+        try:
+            known.update(statevector.decode(base))
+        except Exception:
+            continue
+    return any(clock > 0 and client not in known for client, clock in named.items())
+
+
 def covered(current: Epoch, deps: bytes, update: bytes) -> bool:
     """Whether a delta of an earlier epoch than ``current`` is held by the epoch after its own
     (every struct it inserts lies within that epoch's base). A delta of the current epoch, or one

@@ -11,7 +11,10 @@ changes the epoch lacks (made concurrently with the rebase) they are carried ove
 a change of this replica's (:mod:`crdtmem.document.carry`, left in ``MemoryDoc.carried`` for the
 caller to log). A delta of an earlier epoch than the document's is *superseded*: never applied,
 logged as decided. Either the epoch holds its effect already, or it was made concurrently with the
-rebase, and then its origin, which holds it, carries it over when it takes the epoch.
+rebase, and then its origin, which holds it, carries it over when it takes the epoch. A delta
+that names no epoch client this document knows, and a client that none of its epochs' bases holds,
+may be of a later epoch whose rebase entry has not arrived (reordered, or lost and sent again): it
+waits for it like any dependency.
 """
 
 from __future__ import annotations
@@ -137,8 +140,11 @@ def _across_epochs(
             return False  # an epoch this document has taken already
         doc.adopt_carrying(delta.update, incoming, carry_as)
         return True
-    if current is None or epochs.delta_epoch(current, delta.deps) == current.n:
+    made_on = epochs.delta_epoch(current, delta.deps) if current is not None else 0
+    if current is None or made_on == current.n:
         return None
+    if made_on == 0 and epochs.unplaced(current, delta.deps, doc.state_vector()):
+        return None  # maybe of a later epoch: it waits for its rebase entry like any dependency
     if carry_as is not None or epochs.covered(current, delta.deps, delta.update):
         return False
     raise EpochMismatch(
