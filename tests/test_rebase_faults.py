@@ -73,3 +73,41 @@ async def test_a_delta_of_a_later_epoch_waits_for_its_rebase_entry(tmp_path: Pat
         assert_converged([a, b])
         for replica in (a, b):
             assert_store_consistent(replica)
+
+
+async def test_a_delta_of_epoch_0_from_a_restarted_writer_is_superseded_not_kept_waiting(
+    tmp_path: Path,
+) -> None:
+    """b writes on epoch 0 concurrently with a's rebase, restarts (a new Yrs client) and writes
+    again: its second delta names the first one's client, which no base of the epoch holds. That
+    client wrote a delta of the memory seen at a, so a places the second delta on epoch 0 and
+    supersedes it (b carries both over), one delta per pull, or both at once."""
+    for at_once in (False, True):
+        wall = _Wall()
+        root = tmp_path / str(at_once)
+        root.mkdir()
+        async with _replicas(root, wall) as (a, b):
+            memory = await MemorySpec("fact", "v0").create(a, "m0")
+            await _pull(b, a)
+            await _pull(a, b)
+            wall.ms += 1_000
+            assert (await a.compact()).rebased == 1
+            await b.update(memory.id, content="from b, first")
+        async with (
+            Replica(root / "a.db", replica_id="a", wall_clock=wall) as a,
+            Replica(root / "b.db", replica_id="b", wall_clock=wall) as b,
+        ):
+            await b.update(memory.id, content="from b, again")
+            if not at_once:
+                for _ in range(2):
+                    vectors = a.version_vectors([GLOBAL])
+                    await a.apply(await b.export_since([GLOBAL], vectors, limit=1))
+            await _pull(a, b)
+            assert not a.store.pending(), "a delta of epoch 0 kept waiting for a later epoch"
+            assert len(a.store.decisions()) == 2
+            await _pull(b, a)  # b takes epoch 1, carrying its writes over
+            await _pull(a, b)
+            assert (await a.get(memory.id)).content == "from b, again"
+            assert_converged([a, b])
+            for replica in (a, b):
+                assert_store_consistent(replica)
