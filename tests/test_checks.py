@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from crdtmem import Replica
 from crdtmem.testing import AcknowledgedWrites, assert_acknowledged_present, assert_store_consistent
@@ -18,11 +19,13 @@ GLOBAL = "system:global"
 
 
 @asynccontextmanager
-async def _replicas(tmp_path: Path, acked: AcknowledgedWrites) -> AsyncIterator[tuple[Replica, Replica]]:
+async def _replicas(
+    tmp_path: Path, acked: AcknowledgedWrites, **options: Any
+) -> AsyncIterator[tuple[Replica, Replica]]:
     """Two replicas whose compactions rebase every memory they may (as RebasingMachine's do)."""
     async with (
-        Replica(tmp_path / "a.db", replica_id="a") as a,
-        Replica(tmp_path / "b.db", replica_id="b") as b,
+        Replica(tmp_path / "a.db", replica_id="a", **options) as a,
+        Replica(tmp_path / "b.db", replica_id="b", **options) as b,
     ):
         for replica in (a, b):
             acked.watch(replica)
@@ -108,3 +111,47 @@ async def test_a_superseded_delta_is_decided_against_and_its_entries_claimed(tmp
         await _pull(b, a)
         await _pull(a, b)
         _check(acked, a, b)
+
+
+async def test_a_superseded_entry_stays_claimed_once_its_memory_is_forgotten(tmp_path: Path) -> None:
+    """Forgetting a memory deletes its decided deltas (they hold its content); their entries stay
+    logged without a delta, and the vector keeps claiming them."""
+    acked = AcknowledgedWrites()
+    async with _replicas(tmp_path, acked) as (a, b):
+        memory_id = await _shared_and_rebased(a, b, acked, MemorySpec("fact", "v0"))
+        await acked.run(b, memory_id, Update(content="from b"))  # on epoch 0, concurrently
+        await _pull(a, b)  # superseded at a
+        seq = b.version_vectors([GLOBAL])[GLOBAL]["b"]
+        await a.forget(memory_id)
+        acked.forget(memory_id)
+        assert a.store.decisions() == []
+        assert a.version_vectors([GLOBAL])[GLOBAL]["b"] == seq
+        assert seq in a.store.entries_without_delta(GLOBAL)["b"]
+        assert_store_consistent(a)
+        await _pull(b, a)
+        await _pull(a, b)
+        _check(acked, a, b)
+
+
+async def test_a_removal_carried_two_epochs_at_once_may_come_back_and_nothing_else(tmp_path: Path) -> None:
+    """b removes a metadata key on epoch 0 while a rebases twice; b takes epoch 2 from a states
+    page. b cannot tell whether epoch 2's entry of the key is the one it removed (a may have
+    written it again on epoch 1), so it keeps it (docs/protocol.md §10): the ledger accepts the
+    key back, as a removal that reached the document only carried over, and nothing more."""
+    acked = AcknowledgedWrites()
+    now = [1_700_000_000_000]
+    # leases and retention of 1 ms: a folds what b has not acknowledged once time has passed
+    async with _replicas(tmp_path, acked, wall_clock=lambda: now[0], lease_ms=1, retention_ms=1) as (a, b):
+        memory_id = await _shared_and_rebased(a, b, acked, MemorySpec("fact", "v0", metadata={"k": "v"}))
+        await acked.run(b, memory_id, Update(content="from b", remove_metadata=("k",)))  # epoch 0
+        await acked.run(a, memory_id, Update(content="from a"))  # epoch 1
+        now[0] += 1_000
+        assert (await a.compact()).rebased == 1  # epoch 2, its log folded: b catches up from states
+        await _pull(b, a)
+        await _pull(a, b)
+        memory = await b.get(memory_id)
+        assert memory.metadata == {"k": "v"}, "the removal was not carried: the limit this models"
+        assert "content" in memory.conflicts, "the two content writes were concurrent"
+        _check(acked, a, b)
+        ledger = acked.expected(memory_id)
+        assert ledger["metadata.k"] == [] and acked.may_come_back(b, memory_id)["metadata.k"] == ['"v"']

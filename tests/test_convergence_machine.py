@@ -66,9 +66,26 @@ TestLossy = LossyMachine.TestCase
 TestLossy.settings = settings(_FAST, max_examples=10)
 
 
+def test_the_rebasing_machine_rebases_and_carries_and_loses_nothing() -> None:
+    """The bounded version of TestRebasing, for the default run: a few short runs, which must
+    rebase memories and carry changes over (a run that never does would pass vacuously)."""
+    RebasingMachine.seen.clear()
+    run_state_machine_as_test(
+        RebasingMachine,
+        settings=settings(_FAST, max_examples=8, stateful_step_count=30, derandomize=True, database=None),
+    )
+    assert RebasingMachine.seen["rebased"] > 0 and RebasingMachine.seen["carried"] > 0, RebasingMachine.seen
+
+
 @pytest.mark.soak
 @pytest.mark.xfail(
-    reason="finds lost or invented acknowledged writes and unlogged vector claims under faults",
+    reason=(
+        "a partial replica's delta, logged also on a channel it does not sync (protocol section 10), "
+        "reaches one full replica, which supersedes it and so never relays it; the others catch up "
+        "from the origin's states, whose covers hold only the channels it syncs: their vectors for "
+        "that origin and channel differ for good "
+        "(--hypothesis-seed=4)"
+    ),
     strict=False,
 )
 class TestRebasing(RebasingMachine.TestCase):

@@ -170,6 +170,31 @@ def delta_epoch(current: Epoch, deps: bytes) -> int:
     return 0
 
 
+def unplaced(current: Epoch, deps: bytes, known: statevector.StateVector) -> bool:
+    """Whether a delta whose ``deps`` name no epoch client of ``current``'s chain (so not of
+    epochs 1 .. n) may yet be of a later epoch than ``current``, one whose rebase entry has not
+    arrived: it names a client that no base of the chain holds, nor ``known`` (the document's
+    clients, and those that wrote deltas of the memory seen here).
+
+    A delta of epoch 0 names clients of the memory's first document: those the base of epoch 1
+    holds, and writers of changes made concurrently with the rebase, whose deltas reach every
+    replica of the memory. A delta of a later epoch names that epoch's fresh client, which writes
+    nothing but its rebase entry. Such a delta waits for its dependencies (the rebase entry)
+    instead of being superseded, which would log its entries without it for good."""
+    try:
+        named = statevector.decode(deps)
+    except Exception:
+        return False
+    clients = set(known)
+    for client, base in current.chain():
+        clients.add(client)
+        try:
+            clients.update(statevector.decode(base))
+        except Exception:
+            continue
+    return any(clock > 0 and client not in clients for client, clock in named.items())
+
+
 def covered(current: Epoch, deps: bytes, update: bytes) -> bool:
     """Whether a delta of an earlier epoch than ``current`` is held by the epoch after its own
     (every struct it inserts lies within that epoch's base). A delta of the current epoch, or one

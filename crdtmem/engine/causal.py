@@ -11,7 +11,11 @@ changes the epoch lacks (made concurrently with the rebase) they are carried ove
 a change of this replica's (:mod:`crdtmem.document.carry`, left in ``MemoryDoc.carried`` for the
 caller to log). A delta of an earlier epoch than the document's is *superseded*: never applied,
 logged as decided. Either the epoch holds its effect already, or it was made concurrently with the
-rebase, and then its origin, which holds it, carries it over when it takes the epoch.
+rebase, and then its origin, which holds it, carries it over when it takes the epoch. A delta
+that names no epoch client this document knows may be of a later epoch whose rebase entry has not
+arrived (reordered, or lost and sent again): when it names a client that none of its epochs' bases
+holds, nor the document, and that wrote no delta of the memory seen here (an epoch's client writes
+only its rebase entry), it waits for its dependencies like any delta.
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ def apply_causally(
     validated: Collection[str] = (),
     carry_as: str | None = None,
     known: Known | None = None,
+    decided_writers: Callable[[str], set[int]] | None = None,
 ) -> tuple[list[DeltaRecord], list[DeltaRecord], list[DeltaRecord]]:
     """Apply every delta whose dependencies are met, repeatedly, until no more can be applied.
 
@@ -45,6 +50,9 @@ def apply_causally(
             uid; used for the very same record only (its ``deps`` and ``update`` objects), and
             filled here. The caller keeps it across applies for the deltas still waiting: reading
             them again on every push to their memory cost ~20 us per waiting delta.
+        decided_writers: the Yrs clients that wrote the deltas of a memory decided against here
+            (superseded ones: of an earlier epoch); asked only for a delta that may be of a later
+            epoch (:func:`_writers`).
 
     Returns:
         ``(applied, waiting, superseded)``: the deltas applied (superseded ones among them), in the
@@ -63,6 +71,14 @@ def apply_causally(
     # each document's epoch, read again only after a delta changed the document: reading it walks
     # the document's root, and a memory with thousands of waiting deltas was read once per delta
     epoch_of: dict[str, epochs.Epoch | None] = {}
+    writers: dict[str, set[int]] = {}  # by memory, read only for deltas that may be of a later epoch
+
+    def writers_of(doc_id: str) -> set[int]:
+        if doc_id not in writers:
+            found = writers[doc_id] = set(decided_writers(doc_id)) if decided_writers else set()
+            found.update(_writer(d) for d in candidates if d.doc_id == doc_id and not _is_rebase(d))
+        return writers[doc_id]
+
     progress = True
     while waiting and progress:
         progress = False
@@ -74,13 +90,15 @@ def apply_causally(
             else:
                 rebased = epoch_of[delta.doc_id] = doc.epoch
             if rebased is not None or _read(delta, known, "rebase", _is_rebase):
-                taken = _across_epochs(doc, rebased, delta, carry_as)
+                taken = _across_epochs(doc, rebased, delta, carry_as, writers_of)
                 if taken is not None:
                     vectors.pop(delta.doc_id, None)
                     epoch_of.pop(delta.doc_id, None)
                     applied.append(delta)
                     if not taken:
                         superseded.append(delta)
+                        if delta.doc_id in writers:
+                            writers[delta.doc_id].add(_writer(delta))
                     progress = True
                     continue
             need = _read(delta, known, "need", _need)
@@ -126,8 +144,21 @@ def _read(delta: DeltaRecord, known: Known | None, what: str, read: Callable[[De
     return value
 
 
+def _writer(delta: DeltaRecord) -> int:
+    """The Yrs client that wrote a delta (-1: none)."""
+    try:
+        block = statevector.first_block(delta.update)
+    except Exception:
+        return -1
+    return block[1] if block is not None else -1
+
+
 def _across_epochs(
-    doc: MemoryDoc, current: epochs.Epoch | None, delta: DeltaRecord, carry_as: str | None
+    doc: MemoryDoc,
+    current: epochs.Epoch | None,
+    delta: DeltaRecord,
+    carry_as: str | None,
+    writers: Callable[[str], set[int]] = lambda doc_id: set(),
 ) -> bool | None:
     """Apply a rebase entry, or settle a delta of an earlier epoch: True if it changed the document,
     False if it is superseded, None if it is of the document's epoch (the ordinary rule applies)."""
@@ -137,8 +168,13 @@ def _across_epochs(
             return False  # an epoch this document has taken already
         doc.adopt_carrying(delta.update, incoming, carry_as)
         return True
-    if current is None or epochs.delta_epoch(current, delta.deps) == current.n:
+    made_on = epochs.delta_epoch(current, delta.deps) if current is not None else 0
+    if current is None or made_on == current.n:
         return None
+    if made_on == 0 and epochs.unplaced(
+        current, delta.deps, doc.state_vector() | dict.fromkeys(writers(delta.doc_id), 1)
+    ):
+        return None  # maybe of a later epoch: it waits for its rebase entry like any dependency
     if carry_as is not None or epochs.covered(current, delta.deps, delta.update):
         return False
     raise EpochMismatch(

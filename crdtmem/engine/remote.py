@@ -49,6 +49,7 @@ from typing import Any
 
 from ..access import OPEN, AccessDenied, Principal
 from ..clock import Hlc, HybridLogicalClock, WallClock
+from ..document import statevector
 from ..document.epoch import is_rebase
 from ..document.memory import MemoryDoc
 from ..document.records import Memory
@@ -353,7 +354,12 @@ class RemoteApply:
             waited = {item.delta.uid for item in waiting_before}
             own = self._replica_id()
             ready, not_ready, superseded = apply_causally(
-                [item.delta for item in candidates], load, waited, carry_as=own, known=self._known
+                [item.delta for item in candidates],
+                load,
+                waited,
+                carry_as=own,
+                known=self._known,
+                decided_writers=self._writers,
             )
             still = {d.uid for d in not_ready}  # what is read of a delta is kept while it waits
             self._known = {key: value for key, value in self._known.items() if key[0] in still}
@@ -540,9 +546,23 @@ class RemoteApply:
         self._commits += 1
         self.waiting.settle(added, dropped, evicted=evicted)
 
+    def _writers(self, doc_id: str) -> set[int]:
+        """The Yrs clients that wrote the deltas of ``doc_id`` logged or decided against here."""
+        deltas = self._store.history(doc_id) + [
+            d.delta for d in self._store.decisions() if d.delta.doc_id == doc_id
+        ]
+        return {block[1] for d in deltas if (block := _first_block(d.update)) is not None}
+
     def _stored_channels(self, doc_id: str) -> tuple[str, ...] | None:
         stored = self._work.record(doc_id)
         return stored.channels if stored is not None else None
+
+
+def _first_block(update: bytes) -> tuple[int, int, int] | None:
+    try:
+        return statevector.first_block(update)
+    except PayloadError:
+        return None
 
 
 VERIFY_SLICE = 200

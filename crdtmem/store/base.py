@@ -402,6 +402,11 @@ class Store(Protocol):
         """The recorded decisions (of one ``kind``), in the order they were taken."""
         ...
 
+    def entries_without_delta(self, channel: str) -> dict[str, set[int]]:
+        """The entries of ``channel`` logged without a delta (decided against), by origin. They
+        outlive their decisions when their memory is forgotten (the decision holds its content)."""
+        ...
+
     def stale(self) -> list[str]:
         """Documents whose stored record is behind their deltas (``Commit.stale``, not yet
         ``Commit.fresh``): the engine materializes them again after a crash."""

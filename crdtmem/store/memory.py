@@ -435,6 +435,14 @@ class MemoryStore:
         with self._lock:
             return [d for d in self._decided.values() if kind is None or d.kind == kind]
 
+    def entries_without_delta(self, channel: str) -> dict[str, set[int]]:
+        with self._lock:
+            found: dict[str, set[int]] = {}
+            for (logged, origin, seq), index in self._log.items():
+                if logged == channel and index < 0:
+                    found.setdefault(origin, set()).add(seq)
+            return found
+
     def quarantined(self) -> list[Quarantined]:
         with self._lock:
             return [self._quarantined[k] for k in sorted(self._quarantined)]

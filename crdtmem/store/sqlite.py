@@ -788,6 +788,16 @@ class SQLiteStore:
         return sqlite_trust.read_decisions(self._r, kind)
 
     @_reads
+    def entries_without_delta(self, channel: str) -> dict[str, set[int]]:
+        found: dict[str, set[int]] = {}
+        rows = self._r.execute(
+            "SELECT origin, seq FROM log WHERE channel = ? AND delta_id IS NULL", (channel,)
+        )
+        for origin, seq in rows:
+            found.setdefault(origin, set()).add(int(seq))
+        return found
+
+    @_reads
     def markers_of(self, doc_ids: Iterable[str], channels: Iterable[str]) -> list[DeltaRecord]:
         wanted, conn = set(channels), self._r
         out: list[DeltaRecord] = []

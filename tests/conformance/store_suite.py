@@ -684,10 +684,25 @@ class StoreSuite:
         again = Decision(refused, "denied", "user:p", "f2", "AccessDenied: still no")
         store.commit([Commit(decided=[again])])
         assert [d.rights for d in store.decisions()] == ["f2"]
+        assert store.entries_without_delta(USER) == {"o2": {1, 2}}
+        assert store.entries_without_delta(TOPIC) == {}
         # its sender's rights changed and it applies now: the entries get it, the decision goes
         store.commit([Commit(deltas=[refused])])
         assert store.decisions() == [] and store.version_vector(USER) == {"o2": 3}
         assert [d.uid for d in store.deltas_since([USER], {})] == [refused.uid, delta(3, origin="o2").uid]
+        assert store.entries_without_delta(USER) == {}
+
+    def test_entries_decided_against_outlive_their_decision_when_the_memory_is_forgotten(
+        self, store: Store
+    ) -> None:
+        refused = delta(1, origin="o2", seqs={USER: 1})
+        store.commit([Commit(decided=[Decision(refused, "rejected", "user:p", "f1", "superseded")])])
+        store.commit([Commit(deltas=[delta(2, origin="o2", seqs={USER: 2})])])
+        store.commit([Commit(deltas=[delta(3, seqs={USER: 1})], erase=["d1"])])
+        assert store.decisions() == []  # a decision holds the delta's content: it goes with the memory
+        assert store.version_vector(USER) == {"o1": 1, "o2": 2}
+        assert store.entries_without_delta(USER) == {"o2": {1}}
+        assert self._reopen(store).entries_without_delta(USER) == {"o2": {1}}
 
     def test_reopen_restores_state(self, store: Store) -> None:
         store.set_meta("replica_id", "r1")

@@ -1,0 +1,113 @@
+"""Rebased memories under delivery faults (``docs/protocol.md`` §7.3, §7.11): a delta of an epoch
+a replica has not taken yet waits for that epoch's rebase entry, whatever order they arrive in."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from crdtmem import Replica
+from crdtmem.engine import payload as wire
+from crdtmem.testing import assert_converged, assert_store_consistent
+from crdtmem.testing.strategies import MemorySpec
+
+GLOBAL = "system:global"
+
+
+class _Wall:
+    """A wall clock the test moves: leases and retention of 1 ms, so a compaction folds what the
+    peer has not acknowledged once time has passed, and the creator rebases again."""
+
+    def __init__(self) -> None:
+        self.ms = 1_700_000_000_000
+
+    def __call__(self) -> int:
+        return self.ms
+
+
+@asynccontextmanager
+async def _replicas(tmp_path: Path, wall: _Wall) -> AsyncIterator[tuple[Replica, Replica]]:
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a", wall_clock=wall, lease_ms=1, retention_ms=1) as a,
+        Replica(tmp_path / "b.db", replica_id="b", wall_clock=wall, lease_ms=1, retention_ms=1) as b,
+    ):
+        for replica in (a, b):
+            assert replica.compaction.rebaser is not None
+            replica.compaction.rebaser.min_bytes, replica.compaction.rebaser.ratio = 0, 0.0
+        yield a, b
+
+
+async def _pull(target: Replica, source: Replica) -> None:
+    while True:
+        before = target.version_vectors([GLOBAL])
+        await target.apply(await source.export_since([GLOBAL], before))
+        if target.version_vectors([GLOBAL]) == before:
+            return
+
+
+async def test_a_delta_of_a_later_epoch_waits_for_its_rebase_entry(tmp_path: Path) -> None:
+    """b is on epoch 1 when a's write on epoch 2 reaches it before epoch 2's rebase entry (a lost
+    or reordered push): it must wait for the entry, not be taken for a delta of epoch 0 and
+    superseded (its entries logged without it, so nothing would ever bring it again)."""
+    wall = _Wall()
+    async with _replicas(tmp_path, wall) as (a, b):
+        memory = await MemorySpec("fact", "v0").create(a, "m0")
+        await _pull(b, a)
+        wall.ms += 1_000
+        assert (await a.compact()).rebased == 1
+        await _pull(b, a)  # b takes epoch 1
+        await a.update(memory.id, content="on epoch 1")
+        wall.ms += 1_000
+        assert (await a.compact()).rebased == 1  # epoch 2
+        await a.update(memory.id, content="on epoch 2")
+        vector = a.version_vectors([GLOBAL])[GLOBAL]
+        # only the write on epoch 2, without the rebase entry logged just before it
+        payload = await a.export_since([GLOBAL], {GLOBAL: {**vector, "a": vector["a"] - 1}})
+        assert len(wire.decode(payload).deltas) == 1
+        await b.apply(payload)
+        assert not b.store.decisions(), "a delta of a later epoch was decided against"
+        assert b.store.pending(), "it waits for epoch 2's rebase entry"
+        await _pull(b, a)
+        assert (await b.get(memory.id)).content == "on epoch 2"
+        assert_converged([a, b])
+        for replica in (a, b):
+            assert_store_consistent(replica)
+
+
+async def test_a_delta_of_epoch_0_from_a_restarted_writer_is_superseded_not_kept_waiting(
+    tmp_path: Path,
+) -> None:
+    """b writes on epoch 0 concurrently with a's rebase, restarts (a new Yrs client) and writes
+    again: its second delta names the first one's client, which no base of the epoch holds. That
+    client wrote a delta of the memory seen at a, so a places the second delta on epoch 0 and
+    supersedes it (b carries both over), one delta per pull, or both at once."""
+    for at_once in (False, True):
+        wall = _Wall()
+        root = tmp_path / str(at_once)
+        root.mkdir()
+        async with _replicas(root, wall) as (a, b):
+            memory = await MemorySpec("fact", "v0").create(a, "m0")
+            await _pull(b, a)
+            await _pull(a, b)
+            wall.ms += 1_000
+            assert (await a.compact()).rebased == 1
+            await b.update(memory.id, content="from b, first")
+        async with (
+            Replica(root / "a.db", replica_id="a", wall_clock=wall) as a,
+            Replica(root / "b.db", replica_id="b", wall_clock=wall) as b,
+        ):
+            await b.update(memory.id, content="from b, again")
+            if not at_once:
+                for _ in range(2):
+                    vectors = a.version_vectors([GLOBAL])
+                    await a.apply(await b.export_since([GLOBAL], vectors, limit=1))
+            await _pull(a, b)
+            assert not a.store.pending(), "a delta of epoch 0 kept waiting for a later epoch"
+            assert len(a.store.decisions()) == 2
+            await _pull(b, a)  # b takes epoch 1, carrying its writes over
+            await _pull(a, b)
+            assert (await a.get(memory.id)).content == "from b, again"
+            assert_converged([a, b])
+            for replica in (a, b):
+                assert_store_consistent(replica)
