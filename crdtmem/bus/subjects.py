@@ -247,12 +247,7 @@ class Layout:
     def stream_of(self, channel: str) -> StreamSpec:
         """The first stream whose patterns match ``channel`` and, if it holds a range of
         partitions, whose range holds the channel's partition."""
-        for spec in self.streams:
-            if spec.holds(channel) and (
-                spec.partitions is None or self.partition(channel) in spec.partitions
-            ):
-                return spec
-        raise InvalidInput(f"no stream of the bus layout holds channel {channel!r}")
+        return _stream_of(self, channel)
 
     def subject(self, channel: str) -> str:
         """The subject of ``channel`` (a canonical channel name)."""
@@ -310,6 +305,16 @@ def _ranges(partitions: frozenset[int]) -> str:
 
 
 @functools.lru_cache(maxsize=16384)
+def _stream_of(layout: Layout, channel: str) -> StreamSpec:
+    """:meth:`Layout.stream_of` (cached: the outbox asks for every entry it publishes; a channel no
+    stream holds raises, which is not cached)."""
+    for spec in layout.streams:
+        if spec.holds(channel) and (spec.partitions is None or layout.partition(channel) in spec.partitions):
+            return spec
+    raise InvalidInput(f"no stream of the bus layout holds channel {channel!r}")
+
+
+@functools.lru_cache(maxsize=16384)
 def _subject(layout: Layout, channel: str) -> str:
     parsed = Channel.parse(channel)
     token = layout.stream_of(channel).token
@@ -356,8 +361,12 @@ def message_id(origin: str, channel: str, seq: int) -> str:
     """The ``Nats-Msg-Id`` of log entry ``(origin, channel, seq)``: ``{origin}:{seq}:{digest}``
     where ``digest`` is 24 hex digits of the SHA-256 of the channel name (header values are ASCII;
     channel names need not be)."""
-    digest = hashlib.sha256(channel.encode()).hexdigest()[:24]
-    return f"{origin}:{seq}:{digest}"
+    return f"{origin}:{seq}:{_digest(channel)}"
+
+
+@functools.lru_cache(maxsize=16384)
+def _digest(channel: str) -> str:
+    return hashlib.sha256(channel.encode()).hexdigest()[:24]
 
 
 def batch_id(origin: str, channel: str, seqs: Sequence[int]) -> str:
