@@ -1,7 +1,8 @@
 """A node's durable consumer (crdtmem/bus/consumer.py) on a real JetStream server: a fetched batch
 is applied in one durable commit and acknowledged only after it; a node that committed a batch but
 never acknowledged it (it died in between) gets the batch again and applies nothing twice; the
-stream sequence the consumer reads from a message's reply subject is the one nats-py reads."""
+stream sequence the consumer reads from a message's reply subject is the one nats-py reads; an
+entry committed while a read holds an older snapshot of the file open is published all the same."""
 
 from __future__ import annotations
 
@@ -136,3 +137,27 @@ async def test_the_stream_sequence_read_from_the_reply_subject_is_nats_pys(nats_
     assert stream_sequence(domain) == 42 == domain.metadata.sequence.stream
     v1 = Msg(None, "s", "$JS.ACK.SEQ.one.1.43.7.1700000000000000000.0", b"")  # type: ignore[arg-type]
     assert stream_sequence(v1) == 43 == v1.metadata.sequence.stream
+
+
+async def test_an_entry_committed_under_an_open_read_snapshot_is_published(tmp_path, nats_server) -> None:
+    """A read left open on the store's reader connection keeps its snapshot of the file: a log page
+    read meanwhile misses entries the vectors already claim. The outbox must not take them for
+    entries decided against (and raise its mark past them, so that no node ever gets them)."""
+    async with Replica(tmp_path / "a.db", replica_id="a") as a:
+        await a.add(0, kind="counter", user_id="u1", memory_id="c")
+        async with BusClient(a, BusSettings([nats_server.url])) as bus:
+            await eventually(lambda: _drained(bus), what="a's outbox drained")
+            assert bus.outbox is not None
+            reader = a.store._r.execute("SELECT name FROM sqlite_master")  # type: ignore[attr-defined]
+            reader.fetchone()  # a statement still stepping: the connection's snapshot stays
+            await a.increment("c")  # entry 2: in the vectors, not in the snapshot
+            await asyncio.sleep(0.5)  # the publisher reads the log on the old snapshot meanwhile
+            assert bus.outbox.marks[U1]["a"] == 1, "the mark waits for the entry"
+            reader.close()
+            await eventually(lambda: _drained(bus), what="entry 2 published")
+        nc = await nats.connect(nats_server.url)
+        try:
+            stream = await nc.jetstream().stream_info("CRDTMEM_USERS")
+            assert stream.state.messages == 2, "both entries are in the stream"
+        finally:
+            await nc.close()

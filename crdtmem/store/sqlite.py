@@ -703,6 +703,15 @@ class SQLiteStore:
                 )
         return [found[delta_id] for delta_id in ids]
 
+    @_reads
+    def decided_seqs(self, channel: str, origin: str, after: int, upto: int) -> set[int]:
+        rows = self._r.execute(
+            "SELECT seq FROM log WHERE channel = ? AND origin = ? AND seq > ? AND seq <= ? "
+            "AND delta_id IS NULL",
+            (channel, origin, after, upto),
+        )
+        return {int(seq) for (seq,) in rows}
+
     @staticmethod
     def _stream(
         conn: sqlite3.Connection, channel: str, origin: str, after: int, limit: int | None
