@@ -114,6 +114,13 @@ class SQLiteStore:
         """Guards the in-memory version vectors, which commits replace and the loop reads. Separate
         from the writer lock, so reading a vector never waits for a commit or a checkpoint."""
         self._checkpointer = Checkpointer(self._connect, self._lock)
+        self._reader_thread = 0
+        """The thread that opened the store reads on ``_reader``; every other thread on its own
+        reader connection (:attr:`_r`)."""
+        self._thread_readers = threading.local()
+        self._other_readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self._opened = 0
 
     # -- lifecycle ----------------------------------------------------------------------------
 
@@ -124,6 +131,8 @@ class SQLiteStore:
             create_or_migrate(sqlite_utils.Database(self._writer))
             self._writer.execute("PRAGMA wal_autocheckpoint=0")  # the Checkpointer does it
             self._reader = self._connect()
+            self._reader_thread = threading.get_ident()
+            self._opened += 1
             if self.check:
                 self.integrity = self.quick_check()
             self._load_sync_state()
@@ -159,7 +168,9 @@ class SQLiteStore:
 
     def close(self) -> None:
         self._checkpointer.stop()
-        for conn in (self._reader, self._writer):
+        with self._readers_lock:
+            others, self._other_readers = self._other_readers, []
+        for conn in (*others, self._reader, self._writer):
             if conn is not None:
                 conn.close()
         self._reader = self._writer = None
@@ -167,9 +178,22 @@ class SQLiteStore:
 
     @property
     def _r(self) -> sqlite3.Connection:
-        if self._reader is None:
+        """The calling thread's reader connection. A connection shares one snapshot of the file
+        among the statements it runs at once: a read on a worker thread (the indexer's batch of
+        records) still stepping would hold the event loop's reads on that snapshot, older than the
+        in-memory vectors, so each thread reads on a connection of its own."""
+        reader = self._reader
+        if reader is None:
             raise StorageError("store is closed")
-        return self._reader
+        if threading.get_ident() == self._reader_thread:
+            return reader
+        mine = getattr(self._thread_readers, "conn", None)
+        if mine is None or mine[0] != self._opened:
+            conn = self._connect()
+            with self._readers_lock:
+                self._other_readers.append(conn)
+            mine = self._thread_readers.conn = (self._opened, conn)
+        return mine[1]
 
     @property
     def _w(self) -> sqlite3.Connection:
