@@ -26,7 +26,8 @@ authorization: it measures the two durable commits and the signature check on to
    and reads them from its durable consumer: time until it holds them all, and the stream bytes
    they took. Bare: a fresh consumer reads the same number of messages of the same size.
 
-Run: ``python benchmarks/bench_bus.py`` (about 4 minutes), ``--quick`` (about 1 minute).
+Run: ``python benchmarks/bench_bus.py`` (about 4 minutes), ``--quick`` (about 1 minute);
+``--profile`` runs the three-node throughput case once under cProfile and prints its hot spots.
 ``--synchronous NORMAL`` commits without an fsync (survives a killed process, not power loss).
 """
 
@@ -41,7 +42,7 @@ from pathlib import Path
 from typing import Any
 
 import nats
-from _common import Series, finish, parser, print_machine, ratio, rounds_for, workdir
+from _common import Series, finish, parser, print_machine, profile_async, ratio, rounds_for, workdir
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js import api
 
@@ -495,6 +496,13 @@ async def main() -> int:
     with workdir(args) as root:
         server = NatsServer(root, "bench").start()
         try:
+            if args.profile:  # the three-node throughput case once, every node on this one loop
+                await profile_async(
+                    f"{count} updates replicated through three nodes",
+                    lambda: crdtmem_throughput(root, server.url, "profile", count, sync),
+                    top=45,
+                )
+                return 0
             size = await message_size(root)
             print(f"one bus message: {size} bytes; synchronous={sync}; {rounds} rounds")
             latency: dict[str, dict[str, list[float]]] = {case: {"p50": [], "p99": []} for case in CASES}

@@ -151,11 +151,19 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
     served = math.ceil(w.partitions * k / nodes)  # partitions per node, each on k nodes
     wildcard = len(f"crdtmem.users.*.p{w.partitions - 1}.*")
     partition_bytes = served * (wildcard + 3)
-    user_streams = math.ceil(peak / (m.publishes_per_s * w.utilization))
+    streams_rate = math.ceil(peak / (m.publishes_per_s * w.utilization))
+    streams_bytes = math.ceil(retained / (w.nats_disk_gb * GB))  # a stream's replica on one server
+    user_streams = max(streams_rate, streams_bytes)
+    streams = 4 + (user_streams if user_streams > 1 else 0)  # the default users stream keeps the older
     vector_ram = memories * (4 * w.vector_dim + 128)  # float32 vector + HNSW links (m=16)
     rows = [
         Row("subjects (user channels + system)", users + 1, "", "one subject per channel"),
-        Row("streams", 4, "", "default layout: users, tenants, topics, system"),
+        Row(
+            "streams",
+            streams,
+            "",
+            "default layout (users, tenants, topics, system), and one per users range once split",
+        ),
         Row("memories", memories, "", "users x memories per user"),
         Row("writes/s, daily mean", mean, "/s", "users x writes per day / 86,400"),
         Row("writes/s, peak", peak, "/s", "mean x peak factor"),
@@ -195,7 +203,7 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
         ),
         Row("nodes for device links", nodes_links, "", "device links / links per node"),
         Row("nodes (partitioned)", nodes, "", "the largest of the five, at least k"),
-        Row("consumers", nodes * 4, "", "one durable pull consumer per node per stream"),
+        Row("consumers, at most", nodes * streams, "", "one durable pull consumer per node per stream"),
         Row(
             "filter subjects per users consumer, by channel",
             users * k / nodes,
@@ -223,9 +231,21 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
         ),
         Row(
             "users streams for the publish rate",
-            user_streams,
+            streams_rate,
             "",
             "peak / (stream publishes/s x utilization)",
+        ),
+        Row(
+            "users streams for the retained bytes",
+            streams_bytes,
+            "",
+            "retained per replica / NATS server disk",
+        ),
+        Row(
+            "partitions per users stream",
+            math.ceil(w.partitions / user_streams),
+            "",
+            "partitions / the larger of the two: one StreamSpec per range of partitions",
         ),
         Row("index points", memories, "", "one per memory (tombstones included)"),
         Row("index vector RAM", vector_ram / GB, "GB", "points x (4 x dim + 128 HNSW)"),
@@ -274,12 +294,13 @@ def model(w: Workload, m: Measured) -> tuple[list[Row], list[Limit]]:
         Limit(
             "one users stream's publish rate",
             m.publishes_per_s * util / per_user_peak,
-            "split the users stream (per-tenant streams today; streams per partition range are not built)",
+            "split the users stream by partition range (a StreamSpec per range, ahead of the defaults)",
         ),
         Limit(
             "one users stream's retained bytes on a NATS server",
             w.nats_disk_gb * GB / (w.writes_per_user_day * w.retention_days * m.stream_record_bytes),
-            "shorten the retention (devices behind it catch up from document states) or split the stream",
+            "shorten the retention (nodes behind it catch up from document states) or split the stream by "
+            "partition range",
         ),
     ]
     return rows, sorted(limits, key=lambda limit: limit.users_at_start)

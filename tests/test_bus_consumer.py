@@ -1,6 +1,8 @@
 """A node's durable consumer (crdtmem/bus/consumer.py) on a real JetStream server: a fetched batch
 is applied in one durable commit and acknowledged only after it; a node that committed a batch but
-never acknowledged it (it died in between) gets the batch again and applies nothing twice."""
+never acknowledged it (it died in between) gets the batch again and applies nothing twice; the
+stream sequence the consumer reads from a message's reply subject is the one nats-py reads; an
+entry committed while a read holds an older snapshot of the file open is published all the same."""
 
 from __future__ import annotations
 
@@ -8,10 +10,13 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
+import nats
 from nats.aio.msg import Msg
+from nats.js import api
 
 from crdtmem import Replica
 from crdtmem.bus import BusClient, BusSettings
+from crdtmem.bus.gaps import stream_sequence
 from crdtmem.store.base import Commit
 from tests.support.rest import eventually
 
@@ -111,3 +116,48 @@ async def _holds(replica: Replica, seq: int) -> bool:
 async def _consumed(bus: BusClient, count: int) -> bool:
     await asyncio.sleep(0)
     return sum(c.consumed for c in bus.consumers.values()) >= count
+
+
+async def test_the_stream_sequence_read_from_the_reply_subject_is_nats_pys(nats_server) -> None:
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await js.add_stream(name="SEQ", subjects=["seq.>"])
+        for n in range(12):
+            await js.publish(f"seq.{n % 3}", b"x")
+        config = api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT)
+        sub = await js.pull_subscribe("seq.1", durable="one", stream="SEQ", config=config)
+        batch = await sub.fetch(10, timeout=2.0)
+        assert [stream_sequence(m) for m in batch] == [m.metadata.sequence.stream for m in batch]
+        assert [stream_sequence(m) for m in batch] == [2, 5, 8, 11]  # a filtered consumer's jumps
+    finally:
+        await nc.close()
+    # the reply subject with a domain and an account hash (12 tokens), and one nats-py must read
+    domain = Msg(None, "s", "$JS.ACK.hub.HASH.SEQ.one.1.42.7.1700000000000000000.0.xyz", b"")  # type: ignore[arg-type]
+    assert stream_sequence(domain) == 42 == domain.metadata.sequence.stream
+    v1 = Msg(None, "s", "$JS.ACK.SEQ.one.1.43.7.1700000000000000000.0", b"")  # type: ignore[arg-type]
+    assert stream_sequence(v1) == 43 == v1.metadata.sequence.stream
+
+
+async def test_an_entry_committed_under_an_open_read_snapshot_is_published(tmp_path, nats_server) -> None:
+    """A read left open on the store's reader connection keeps its snapshot of the file: a log page
+    read meanwhile misses entries the vectors already claim. The outbox must not take them for
+    entries decided against (and raise its mark past them, so that no node ever gets them)."""
+    async with Replica(tmp_path / "a.db", replica_id="a") as a:
+        await a.add(0, kind="counter", user_id="u1", memory_id="c")
+        async with BusClient(a, BusSettings([nats_server.url])) as bus:
+            await eventually(lambda: _drained(bus), what="a's outbox drained")
+            assert bus.outbox is not None
+            reader = a.store._r.execute("SELECT name FROM sqlite_master")  # type: ignore[attr-defined]
+            reader.fetchone()  # a statement still stepping: the connection's snapshot stays
+            await a.increment("c")  # entry 2: in the vectors, not in the snapshot
+            await asyncio.sleep(0.5)  # the publisher reads the log on the old snapshot meanwhile
+            assert bus.outbox.marks[U1]["a"] == 1, "the mark waits for the entry"
+            reader.close()
+            await eventually(lambda: _drained(bus), what="entry 2 published")
+        nc = await nats.connect(nats_server.url)
+        try:
+            stream = await nc.jetstream().stream_info("CRDTMEM_USERS")
+            assert stream.state.messages == 2, "both entries are in the stream"
+        finally:
+            await nc.close()

@@ -1,7 +1,9 @@
 """Partitions of the subject mapping (crdtmem.bus.partitions, subject mapping version 2): every
 channel has one partitioned subject and back, the old subjects are still read, a subject in the
 wrong partition is refused; on a real JetStream server two nodes serving disjoint partitions and
-one serving all of them each get exactly their channels, through a few wildcard filter subjects."""
+one serving all of them each get exactly their channels, through a few wildcard filter subjects;
+a layout that splits the users into streams per range of partitions puts each user's entries in
+its range's stream, and a node serving one range reads that stream only."""
 
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from hypothesis import strategies as st
 
 from crdtmem import Replica
 from crdtmem.access import Principal
-from crdtmem.bus import BusClient, BusSettings, Layout, channel_of
+from crdtmem.bus import BusClient, BusSettings, Layout, StreamSpec, channel_of
 from crdtmem.bus.partitions import from_token, parse_set, partition_of, token
 from crdtmem.bus.states import StatesUnavailable, fetch_states
 from crdtmem.errors import InvalidInput, NotFound
@@ -216,3 +218,113 @@ async def test_a_node_fills_its_partitions_from_states_of_a_node_serving_them(
         )
         held = {m.id for m in await new.list()}
         assert held == {u for u in users if partition_of(u, P) in mine}
+
+
+def _ranged(count: int = P) -> Layout:
+    """Users in two streams by partition range, ahead of the defaults."""
+    half = count // 2
+    low = StreamSpec("CRDTMEM_USERS_0", "users0", ("user:*:memories",), partitions=frozenset(range(half)))
+    high = StreamSpec(
+        "CRDTMEM_USERS_1", "users1", ("user:*:memories",), partitions=frozenset(range(half, count))
+    )
+    return Layout.of([low, high], partitions=count)
+
+
+def test_streams_per_partition_range_place_and_filter_by_partition() -> None:
+    layout = _ranged()
+    for user in _users(40):
+        channel = f"user:{user}:memories"
+        n = partition_of(user, P)
+        stream = layout.stream_of(channel)
+        assert stream.name == ("CRDTMEM_USERS_0" if n < P // 2 else "CRDTMEM_USERS_1")
+        assert layout.subject(channel) == f"crdtmem.{stream.token}.user.p{n}.{user}"
+        assert channel_of(layout.subject(channel), "crdtmem", P) == channel
+    assert layout.stream_of("tenant:acme:shared").name == "CRDTMEM_TENANTS"  # other kinds as before
+    filters = layout.filters(None, frozenset({1, 6}))
+    assert filters["CRDTMEM_USERS_0"] == ["crdtmem.users0.*.p1.*"]
+    assert filters["CRDTMEM_USERS_1"] == ["crdtmem.users1.*.p6.*"]
+    # the default users stream is still read (it holds what was written before the split)
+    assert filters["CRDTMEM_USERS"] == ["crdtmem.users.*.p1.*", "crdtmem.users.*.p6.*"]
+    assert "CRDTMEM_USERS_1" not in layout.filters(None, frozenset({0, 1}))  # no range of it served
+    in_low = next(f"user:{u}:memories" for u in _users(40) if partition_of(u, P) < P // 2)
+    assert layout.filters([in_low], None) == {"CRDTMEM_USERS_0": [layout.subject(in_low)]}
+
+
+def test_a_layout_file_gives_streams_ranges_of_partitions_and_wrong_ones_are_refused() -> None:
+    spec = {"name": "CRDTMEM_USERS_0", "token": "users0", "channels": ["user:*:memories"]}
+    layout = Layout.from_json({"partitions": 8, "streams": [{**spec, "partitions": "0-3"}]})
+    assert layout.streams[0].partitions == frozenset(range(4))
+    assert Layout.from_json({"streams": [{**spec, "partitions": "0-3"}]}, partitions=8) == layout
+    for body, message in [
+        ({"streams": [{**spec, "partitions": "0-3"}]}, "no partitions"),  # the layout has none
+        ({"partitions": 8, "streams": [{**spec, "partitions": "4-8"}]}, "stream 1: partitions"),
+        ({"partitions": 8, "streams": [{**spec, "partitions": [0, 1]}]}, "numbers and ranges"),
+        ({"partitions": 8, "streams": [{**spec, "partitions": ""}]}, "stream 1: partitions"),
+    ]:
+        with pytest.raises(InvalidInput, match=message):
+            Layout.from_json(body)
+    ranged = StreamSpec("CRDTMEM_USERS_0", "users0", ("user:*:memories",), partitions=frozenset({9}))
+    with pytest.raises(InvalidInput, match="holds partitions 9, but the layout has 8 partitions"):
+        Layout.of([ranged], partitions=8)
+    with pytest.raises(InvalidInput, match="holds partitions 9, but the layout has 0 partitions"):
+        Layout.of([ranged])
+
+
+async def test_a_users_stream_per_partition_range_on_a_real_server(tmp_path: Path, nats_server) -> None:
+    """Two users streams by range: every user's entries land in its range's stream only; a node
+    serving the low range has no consumer on the high range's stream and holds the low users'
+    memories only; a node serving every partition reads both streams and holds everything."""
+    layout = _ranged()
+    low = frozenset(range(P // 2))
+    users = _users(24)
+    by_part = {u: partition_of(u, P) for u in users}
+    assert {by_part[u] in low for u in users} == {True, False}, "users in both ranges"
+
+    def settings(partitions: frozenset[int] | None) -> BusSettings:
+        return BusSettings([nats_server.url], layout=layout, partitions=partitions)
+
+    async with (
+        Replica(tmp_path / "all.db", replica_id="all") as everything,
+        Replica(tmp_path / "low.db", replica_id="low") as a,
+        BusClient(everything, settings(None)) as bus_all,
+        BusClient(a, settings(low)) as bus_a,
+    ):
+        await eventually(lambda: _ready(bus_all, bus_a), what="two nodes on the bus")
+        for user in users:
+            await everything.add(f"{user} from all", user_id=user, memory_id=f"{user}-all")
+        lows = [u for u in users if by_part[u] in low]
+        for user in lows:
+            await a.add(f"{user} from low", user_id=user, memory_id=f"{user}-low")
+
+        async def spread() -> bool:
+            for user in lows:
+                if not await _has(a, f"{user}-all") or not await _has(everything, f"{user}-low"):
+                    return False
+            return True
+
+        await eventually(spread, timeout=30, what="each node holds its partitions' memories")
+        await eventually(lambda: _drained(bus_all, bus_a), what="every consumer drained")
+        for user in users:
+            if by_part[user] not in low:
+                assert not await _has(a, f"{user}-all"), f"low holds nothing of partition {by_part[user]}"
+        assert set(bus_a.consumers) == {"CRDTMEM_USERS_0", "CRDTMEM_USERS", *_other_streams()}
+        assert {"CRDTMEM_USERS_0", "CRDTMEM_USERS_1"} <= set(bus_all.consumers)
+        js = bus_all._nc.jetstream()
+        for stream, held in (
+            ("CRDTMEM_USERS_0", lows),
+            ("CRDTMEM_USERS_1", [u for u in users if u not in lows]),
+        ):
+            info = await js.stream_info(stream, subjects_filter=">")
+            subjects = set(info.state.subjects or {})
+            assert subjects == {layout.subject(f"user:{u}:memories") for u in held}, stream
+            per_user = 2 if stream == "CRDTMEM_USERS_0" else 1  # low users were written by both nodes
+            assert info.state.messages == per_user * len(held)
+        assert (await js.stream_info("CRDTMEM_USERS")).state.messages == 0, (
+            "nothing in the default users stream"
+        )
+        info = await js.consumer_info("CRDTMEM_USERS_0", "crdtmem-low")
+        assert sorted(info.config.filter_subjects) == sorted(f"crdtmem.users0.*.p{n}.*" for n in low)
+
+
+def _other_streams() -> list[str]:
+    return ["CRDTMEM_TENANTS", "CRDTMEM_TOPICS", "CRDTMEM_SYSTEM"]

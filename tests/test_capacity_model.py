@@ -91,13 +91,16 @@ def test_the_arithmetic_on_a_workload_checked_by_hand(sim: ModuleType) -> None:
     assert (got["device links at peak"], got["device links per node"]) == (216_000, 5)
     assert got["nodes for device links"] == 43_200
     assert got["nodes (partitioned)"] == 43_200
-    assert got["consumers"] == 4 * 43_200
+    assert got["streams"] == 4 + 2  # the default layout and the users split in two ranges
+    assert got["consumers, at most"] == 6 * 43_200
     assert got["filter subjects per users consumer, by channel"] == 4  # 86,400 x 2 / 43,200
     assert got["users consumer config by channel / NATS max payload"] == pytest.approx(4 * 20 / 1_000)
     # 8 partitions on 2 of 43,200 nodes each: a node serves at most one, crdtmem.users.*.p7.*
     assert got["filter subjects per users consumer, by partition"] == 1
     assert got["users consumer config by partition, bytes"] == len("crdtmem.users.*.p7.*") + 3
     assert got["users streams for the publish rate"] == 2  # 6/s / (10/s x 0.5)
+    assert got["users streams for the retained bytes"] == 1  # 172,800 x 250 B x 2 days in 1 GB
+    assert got["partitions per users stream"] == 4  # 8 partitions in 2 ranges
     assert got["index vector RAM"] == pytest.approx(864_000 * (16 + 128) / 1e9)
     assert got["index shards (Qdrant nodes)"] == math.ceil(864_000 * 144 / 1e6)
     per_user_peak = 2 * 3 / 86_400

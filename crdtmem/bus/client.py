@@ -1,13 +1,13 @@
-"""A node's connection to the NATS JetStream bus: streams, the outbox publisher and the consumers.
+"""A node's connection to the NATS JetStream bus: the session lifecycle that runs everything else.
 
     async with BusClient(replica, BusSettings(["nats://127.0.0.1:4222"])) as bus:
         ...   # bus.ready, bus.status()
 
 In the background it connects (retrying with full-jitter backoff while no server answers; once
 connected, nats-py reconnects across the cluster's servers by itself), makes sure every stream of
-the layout exists with the subjects the layout gives it, binds one durable pull consumer per stream
-filtered to the replica's channels, and runs the publisher (:mod:`crdtmem.bus.outbox`) and the
-consumers (:mod:`crdtmem.bus.consumer`). Whatever ends a session (a server gone for longer than a
+the layout exists with the subjects the layout gives it, binds the durable consumers
+(:mod:`crdtmem.bus.consuming`), answers the other nodes' requests (:mod:`crdtmem.bus.serving`) and
+runs the publisher (:mod:`crdtmem.bus.publisher`). Whatever ends a session (a server gone for longer than a
 request, a stream refused) is logged, counted, and the session starts over; local writes never wait
 for the bus: they are acknowledged once durable and published when the bus is back.
 """
@@ -16,12 +16,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
 import random
-import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 import nats
@@ -29,87 +26,26 @@ import nats.errors
 import nats.js.errors
 from nats.js import api
 
-from ..access import OPEN, Principal
 from ..engine.replica import Replica
 from ..errors import BusError, CrdtmemError
 from ..metrics import Metrics
 from ..rates import RateLimiter
 from ..store.base import VersionVector
-from .consumer import StreamConsumer
+from .cancel import reraise_if_cancelled
+from .consuming import Consumers
 from .erase import StreamEraser
 from .fold import Folded, fold_stream
 from .gaps import Gaps
-from .outbox import Delivery, Outbox
+from .outbox import Outbox
 from .partitions import check_served
-from .pull import Pulled, PullServer, pull, pull_subject
-from .requests import admit
-from .states import Needs, StatesServer, StatesUnavailable, fetch_states, states_subject
-from .subjects import Layout, StreamSpec
+from .publisher import erase_loop, publish_loop
+from .pull import Pulled, PullServer, pull
+from .serving import fill_loop, serve
+from .settings import BusSettings
+from .states import Needs, StatesServer
+from .subjects import StreamSpec
 
 log = logging.getLogger("crdtmem.bus")
-
-
-@dataclass
-class BusSettings:
-    """How a node uses the bus. Every node of a fleet must give the same ``layout``."""
-
-    servers: list[str]
-    layout: Layout = field(default_factory=Layout.of)
-    principal: Principal = OPEN
-    """The rights of whatever arrives from the bus (a node sets it from its tokens file)."""
-    batch: int = 256
-    """Messages fetched (and applied in one commit) at a time."""
-    publish_timeout: float = 5.0
-    ack_wait_s: float = 10.0
-    """A message delivered but not acknowledged (its node died mid-batch) is delivered again after
-    this long."""
-    duplicate_window_s: float = 120.0
-    """How long a stream remembers message ids (JetStream deduplication)."""
-    mark_interval_s: float = 0.2
-    """How often the outbox marks are written (one durable transaction); a crash republishes at
-    most what the bus acknowledged since, and the duplicate window drops the copies."""
-    connect_timeout: float = 2.0
-    retry_base: float = 0.2
-    retry_cap: float = 5.0
-    user: str | None = None
-    password: str | None = None
-    token: str | None = None
-    creds: str | None = None
-    """A NATS credentials file (accounts with JWTs)."""
-    states_wait_s: float = 2.0
-    """How long a node behind its stream waits for another node to offer document states."""
-    states_timeout_s: float = 30.0
-    """How long it waits for one states page."""
-    delivery: Delivery = "eager"
-    """eager: each committed entry is published at once, one message per entry; lazy: every
-    ``batch_interval_s`` the entries committed since go out in batches, one message per channel and
-    origin holding up to ``publish_batch`` entries (runs of one memory's deltas merged)."""
-    batch_interval_s: float = 1.0
-    publish_batch: int = 256
-    pull_on_start: bool = False
-    """Pull what the other nodes hold beyond this node's version vectors (:mod:`crdtmem.bus.pull`)
-    at the start of every session, before the consumers (bound already) read the streams."""
-    pull_wait_s: float = 0.5
-    """How long a pull waits for the other nodes' offers."""
-    request_rate: float = 20.0
-    """States and pull requests a second that a node answers per requesting node (bursts of
-    ``request_burst``); past it a request is refused with the seconds to wait."""
-    request_burst: float = 40.0
-    partitions: frozenset[int] | None = None
-    """The partitions of the layout this node serves (``--bus-serve-partitions``; None: all): its
-    consumers filter on one wildcard subject per partition, and it pulls and serves states of
-    channels in them only."""
-    rights_of: Callable[[str], Principal | None] | None = None
-    """The rights of a requesting node's principal (``replica:{id}`` in the tokens file), if it
-    has an entry; a pull from a node without one gets what the bus principal may read."""
-
-
-def consumer_name(replica_id: str) -> str:
-    """The durable consumer of a replica (consumer names cannot hold '.')."""
-    if "." not in replica_id:
-        return f"crdtmem-{replica_id}"
-    digest = hashlib.sha256(replica_id.encode()).hexdigest()[:8]
-    return f"crdtmem-{replica_id.replace('.', '_')}-{digest}"
 
 
 class BusClient:
@@ -121,17 +57,19 @@ class BusClient:
         self.settings = settings
         self.metrics = metrics or Metrics()
         self.outbox: Outbox | None = None
-        self.consumers: dict[str, StreamConsumer] = {}
         self.connected = False
         self.ready = False
         """Connected, streams checked, consumers bound: messages flow both ways."""
         self.last_error: str | None = None
         self.attempts = 0
-        self.caught_up = asyncio.Event()
-        """Set whenever every consumer has drained its stream (cleared when messages arrive)."""
         self.needs = Needs(replica)
         """What the streams dropped before this node received it (:mod:`crdtmem.bus.states`)."""
         self.gaps = Gaps(self.needs)
+        self.consuming = Consumers(replica, settings, self.metrics, self.gaps)
+        self.consumers = self.consuming.by_stream
+        """The node's consumer on each stream it reads (:mod:`crdtmem.bus.consuming`)."""
+        self.caught_up = self.consuming.caught_up
+        """Set whenever every consumer has drained its stream (cleared when messages arrive)."""
         self.states_server: StatesServer | None = None
         self.pull_server: PullServer | None = None
         self.limiter = RateLimiter(settings.request_rate, settings.request_burst)
@@ -221,7 +159,7 @@ class BusClient:
             except asyncio.CancelledError:
                 raise
             except (CrdtmemError, nats.errors.Error, OSError, TimeoutError) as exc:
-                _reraise_if_cancelled()
+                reraise_if_cancelled()
                 self.last_error = f"{type(exc).__name__}: {exc}"
                 self.metrics.inc("crdtmem_bus_errors_total", kind=type(exc).__name__)
                 failures += 1
@@ -280,8 +218,11 @@ class BusClient:
             js = nc.jetstream(timeout=settings.publish_timeout)
             for spec in settings.layout.streams:
                 await self._ensure_stream(js, spec)
-            subs = await self._bind_consumers(js)
-            await self._serve_states(nc, js)
+            assert self.outbox is not None
+            subs = await self.consuming.bind(js, self.outbox)
+            self.states_server, self.pull_server = await serve(
+                nc, js, self.replica, settings, self.consumers, self.needs, self.limiter, self.metrics
+            )
             self.ready = True
             self.last_error = None
             log.info(
@@ -291,13 +232,16 @@ class BusClient:
                 ", ".join(sorted(subs)),
                 extra={"event": "bus_connected"},
             )
-            tasks = [asyncio.create_task(self._publish_loop(js), name="crdtmem-bus-publish")]
-            tasks.append(asyncio.create_task(self._fill_loop(nc), name="crdtmem-bus-states"))
-            tasks.append(asyncio.create_task(self._erase_loop(js), name="crdtmem-bus-erase"))
+            assert self.eraser is not None
+            publishing = publish_loop(js, self.outbox, settings, self.metrics, self._rng)
+            filling = fill_loop(nc, self.replica, settings, self.needs, self.metrics, self._rng)
+            tasks = [asyncio.create_task(publishing, name="crdtmem-bus-publish")]
+            tasks.append(asyncio.create_task(filling, name="crdtmem-bus-states"))
+            tasks.append(asyncio.create_task(erase_loop(js, self.eraser), name="crdtmem-bus-erase"))
             self._js = js
             if settings.pull_on_start:  # pages first; the consumers, bound already, then read the rest
                 await self._pull_once()
-            tasks += [asyncio.create_task(self._consume(js, name, sub)) for name, sub in subs.items()]
+            tasks += [asyncio.create_task(self.consuming.run(js, name, sub)) for name, sub in subs.items()]
             try:
                 done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
                 for task in done:
@@ -342,168 +286,6 @@ class BusClient:
                 f"gives it {subjects}: every node of a fleet needs the same layout (docs/scale-out.md)"
             )
 
-    async def _bind_consumers(self, js: Any) -> dict[str, Any]:
-        assert self.outbox is not None
-        durable = consumer_name(self.replica.id)
-        filters = self.settings.layout.filters(self.replica.channels, self.settings.partitions)
-        subs: dict[str, Any] = {}
-        for stream, subjects in filters.items():
-            config = api.ConsumerConfig(
-                durable_name=durable,
-                name=durable,
-                deliver_policy=api.DeliverPolicy.ALL,
-                ack_policy=api.AckPolicy.EXPLICIT,
-                ack_wait=self.settings.ack_wait_s,
-                max_deliver=-1,
-                max_ack_pending=20_000,
-                filter_subjects=subjects if len(subjects) > 1 else None,
-                filter_subject=subjects[0] if len(subjects) == 1 else None,
-            )
-            try:
-                info = await js.consumer_info(stream, durable)
-            except nats.js.errors.NotFoundError:
-                info = None
-            if info is not None:
-                had = sorted(info.config.filter_subjects or [info.config.filter_subject or ""])
-                if had != subjects:
-                    # channels changed: read the stream from its start again (what was applied
-                    # already is a duplicate), so a newly subscribed channel misses nothing
-                    log.info("consumer %s on %s: channels changed, re-reading the stream", durable, stream)
-                    await js.delete_consumer(stream, durable)
-                    info = None
-            if info is None:
-                try:
-                    await js.add_consumer(stream, config)
-                except nats.js.errors.BadRequestError as exc:
-                    raise BusError(f"the bus refused consumer {durable} on {stream}: {exc}") from exc
-            subs[stream] = await js.pull_subscribe_bind(durable=durable, stream=stream)
-            await self.gaps.bound(js, stream, info)
-            self.consumers[stream] = StreamConsumer(
-                self.replica,
-                self.outbox,
-                self.settings.principal,
-                self.metrics,
-                stream=stream,
-                prefix=self.settings.layout.prefix,
-                partitions=self.settings.layout.partitions,
-            )
-        return subs
-
-    async def _publish_loop(self, js: Any) -> None:
-        assert self.outbox is not None
-        outbox = self.outbox
-        timeout = self.settings.publish_timeout
-
-        async def publish(subject: str, data: bytes, msg_id: str, stream: str) -> bool:
-            future = await js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id}, stream=stream)
-            ack = await asyncio.wait_for(future, timeout)
-            return bool(ack.duplicate)
-
-        failures = 0
-        outbox.wake.set()  # a new session publishes whatever the last one left behind the marks
-        lazy, first = self.settings.delivery == "lazy", True
-        while True:
-            await outbox.wake.wait()
-            if lazy and not first:  # what commits meanwhile joins the batches; the log holds it all
-                await asyncio.sleep(self.settings.batch_interval_s)
-            first = False
-            outbox.wake.clear()
-            try:
-                await outbox.publish_pending(publish)
-                failures = 0
-            except (nats.errors.Error, TimeoutError, OSError) as exc:
-                _reraise_if_cancelled()
-                # the marks stayed behind: publish again (the stream drops what it already has)
-                outbox.wake.set()
-                failures += 1
-                self.metrics.inc("crdtmem_bus_publish_errors_total", kind=type(exc).__name__)
-                log.log(
-                    logging.WARNING if failures == 1 else logging.DEBUG,
-                    "publishing to the bus failed, retrying: %s: %s",
-                    type(exc).__name__,
-                    exc,
-                )
-                await asyncio.sleep(self._rng.uniform(0, min(self.settings.retry_cap, 0.1 * 2**failures)))
-
-    async def _consume(self, js: Any, stream: str, sub: Any) -> None:
-        consumer = self.consumers[stream]
-        while True:
-            try:
-                batch = await sub.fetch(self.settings.batch, timeout=1.0)
-            except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
-                _reraise_if_cancelled()
-                consumer.lag = 0
-                if all(c.lag == 0 for c in self.consumers.values()):
-                    self.caught_up.set()
-                continue
-            self.caught_up.clear()
-            await self.gaps.seen(js, stream, batch)  # a hole is recorded before anything past it is acked
-            started = time.perf_counter()
-            await consumer.handle(batch)
-            elapsed = (time.perf_counter() - started) * 1e3
-            log.debug("applied %d message(s) from %s in %.1f ms", len(batch), stream, elapsed)
-
-    # -- document states for nodes behind their stream (crdtmem.bus.states) ----------------------
-
-    async def _serve_states(self, nc: Any, js: Any) -> None:
-        durable = consumer_name(self.replica.id)
-
-        async def floor(stream: str) -> int | None:
-            if stream not in self.consumers:
-                return None
-            last = int((await js.stream_info(stream)).state.last_seq)
-            info = await js.consumer_info(stream, durable)
-            if not info.num_pending and not info.num_ack_pending:
-                return last  # everything on its channels through the last sequence read above
-            return int(info.ack_floor.stream_seq) if info.ack_floor is not None else 0
-
-        def admitted(requester: str, op: str) -> None:
-            admit(self.limiter, self.metrics, requester, op)
-
-        server = StatesServer(
-            self.replica,
-            self.settings.layout,
-            self.settings.principal,
-            self.needs,
-            floor,
-            max_bytes=int(nc.max_payload),
-            admit=admitted,
-            metrics=self.metrics,
-            partitions=self.settings.partitions,
-        )
-
-        async def handle(msg: Any) -> None:
-            try:
-                await server.handle(msg)
-                self.metrics.inc("crdtmem_bus_states_requests_total")
-            except (nats.errors.Error, OSError, TimeoutError) as exc:
-                log.warning("could not answer a states request: %s: %s", type(exc).__name__, exc)
-
-        layout = self.settings.layout
-        await nc.subscribe(states_subject(layout), cb=handle)
-        await nc.subscribe(states_subject(layout, self.replica.id), cb=handle)
-        self.states_server = server
-
-        puller = PullServer(
-            self.replica,
-            layout,
-            self.settings.principal,
-            self.limiter,
-            self.metrics,
-            rights_of=self.settings.rights_of,
-            max_bytes=int(nc.max_payload),
-        )
-
-        async def answer(msg: Any) -> None:
-            await puller.handle(nc, msg)
-            self.metrics.inc("crdtmem_bus_pull_requests_total")
-
-        # offers and pages on subscriptions of their own: nats-py runs one callback at a time per
-        # subscription, so a flood of offers queues behind cheap refusals, not behind pages
-        await nc.subscribe(pull_subject(layout), cb=answer)
-        await nc.subscribe(pull_subject(layout, self.replica.id), cb=answer)
-        self.pull_server = puller
-
     async def pull(self, channels: list[str] | None = None) -> Pulled:
         """Pull what the fleet holds beyond this node's version vectors for ``channels`` (None: all
         of this node's), from the node that holds the most (:mod:`crdtmem.bus.pull`), and apply it
@@ -530,43 +312,8 @@ class BusClient:
         try:
             await self.pull()
         except CrdtmemError as exc:  # the stream and its consumer fill the gap anyway
-            _reraise_if_cancelled()
+            reraise_if_cancelled()
             log.warning("pulling since this node's vectors failed: %s: %s", type(exc).__name__, exc)
-
-    async def _fill_loop(self, nc: Any) -> None:
-        needs = self.needs
-        failures = 0
-        while True:
-            needs.changed.clear()
-            if not needs.need:
-                await needs.changed.wait()
-                continue
-            for stream, need in sorted(needs.need.items()):
-                try:
-                    covered = await fetch_states(
-                        nc,
-                        self.replica,
-                        self.settings.layout,
-                        self.settings.principal,
-                        stream,
-                        need,
-                        wait=self.settings.states_wait_s,
-                        timeout=self.settings.states_timeout_s,
-                        partitions=self.settings.partitions,
-                    )
-                except (StatesUnavailable, CrdtmemError) as exc:
-                    failures += 1
-                    needs.reason[stream] = str(exc)
-                    self.metrics.inc("crdtmem_bus_states_failures_total")
-                    level = logging.WARNING if failures == 1 else logging.DEBUG
-                    log.log(level, "not ready: %s (retrying)", exc, extra={"event": "bus_states_unavailable"})
-                    continue
-                failures = 0
-                self.metrics.inc("crdtmem_bus_states_fetched_total")
-                needs.filled(stream, covered)
-            if needs.need:
-                cap = min(self.settings.retry_cap, self.settings.retry_base * 2 ** min(failures, 16))
-                await asyncio.sleep(self._rng.uniform(cap / 2, cap))
 
     # -- folding the streams, erasing from them (crdtmem.bus.fold, crdtmem.bus.erase) ------------
 
@@ -595,33 +342,3 @@ class BusClient:
     def _on_erase_commit(self, deltas: list[Any]) -> None:
         if self.eraser is not None:
             self.eraser.on_commit(deltas)
-
-    async def _erase_loop(self, js: Any) -> None:
-        eraser = self.eraser
-        assert eraser is not None
-
-        async def publish(subject: str, data: bytes, msg_id: str, stream: str) -> bool:
-            ack = await js.publish(subject, data, headers={"Nats-Msg-Id": msg_id}, stream=stream)
-            return bool(ack.duplicate)
-
-        while True:
-            await asyncio.sleep(ERASE_EVERY_S)
-            if eraser.pending:
-                try:
-                    await eraser.run(js, publish)
-                except (nats.errors.Error, TimeoutError) as exc:
-                    _reraise_if_cancelled()
-                    log.warning("taking forgotten memories out of the stream failed, retrying: %s", exc)
-
-
-ERASE_EVERY_S = 0.5
-"""How often a node looks for forgotten memories whose content is still in a stream."""
-
-
-def _reraise_if_cancelled() -> None:
-    """nats-py turns a cancellation inside some calls into its own errors (a stalled publish_async
-    raises TooManyStalledMsgsError, a fetch on a closed connection ConnectionClosedError): a task
-    being cancelled must stop, not take that for a failure to retry."""
-    task = asyncio.current_task()
-    if task is not None and task.cancelling():
-        raise asyncio.CancelledError

@@ -51,6 +51,10 @@ PublishOne = Callable[[str, bytes, str, str], Awaitable[bool]]
 Delivery = Literal["eager", "lazy"]
 
 
+MISSED_RETRY_S = 0.05
+"""How soon the log is read again after a page missed entries its vectors claimed."""
+
+
 @dataclass
 class _Pending:
     record: DeltaRecord
@@ -111,6 +115,8 @@ class Outbox:
         self.mark_writes = 0
         self._fresh = True
         """The log may hold entries to publish (else: only entries from the bus were committed)."""
+        self._missed = False
+        """A page missed entries the vectors claimed (read on an older snapshot of the file)."""
         self._unwritten: dict[str, VersionVector] = {}
         self._writer: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[None] | None = None
@@ -183,6 +189,11 @@ class Outbox:
                 self._fresh = True  # the marks stayed behind: the next attempt reads the log again
                 raise
             self._raise(self._advance(page, held, complete=len(page) < self.page))
+            if self._missed:  # a page older than the vectors: again shortly, not at the next commit
+                self._missed = False
+                self._fresh = True
+                asyncio.get_running_loop().call_later(MISSED_RETRY_S, self.wake.set)
+                return total
             if not todo:
                 return total
             self._fresh = True  # the next page may hold more
@@ -300,8 +311,14 @@ class Outbox:
         self, page: list[DeltaRecord], held: dict[str, VersionVector], *, complete: bool
     ) -> dict[str, VersionVector]:
         """New marks after a page: a mark passes an entry handed to the bus, or an entry the log
-        held when the page was read that the page skipped (decided against: no delta to send), up
-        to the highest entry the page returned (or every held entry, when the page was not full)."""
+        held when the page was read that the page skipped because the log holds it as decided
+        against (no delta to send), up to the highest entry the page returned (or every held
+        entry, when the page was not full).
+
+        An entry the vectors claim but the page did not return is passed only once the log shows
+        it decided: a page read on a snapshot of the file older than the vectors (a read left
+        open on the store's reader connection holds one) misses entries committed since, and
+        those must wait for the next page, never be passed unpublished."""
         returned: dict[Key, set[int]] = {}
         for record in page:
             for channel in record.seqs:
@@ -316,11 +333,19 @@ class Outbox:
             done = self._handed.get((channel, origin), set())
             stored = held.get(channel, {}).get(origin, 0)
             upto = stored if complete else min(stored, max(seen, default=0))
+            decided: set[int] | None = None  # read once, if an entry was skipped
             while True:
-                if mark + 1 in done or (mark + 1 <= upto and mark + 1 not in seen):
+                if mark + 1 in done:
                     mark += 1
-                else:
+                    continue
+                if mark + 1 > upto or mark + 1 in seen:
                     break
+                if decided is None:
+                    decided = self.replica.store.decided_seqs(channel, origin, mark, upto)
+                if mark + 1 not in decided:  # the page missed it: read the log again soon
+                    self._missed = True
+                    break
+                mark += 1
             if mark > start:
                 raised.setdefault(channel, {})[origin] = mark
                 done.difference_update(range(start + 1, mark + 1))

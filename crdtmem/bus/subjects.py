@@ -72,6 +72,11 @@ class StreamSpec:
     max_age_s: float = 0.0
     """Drop messages older than this (0: keep them). See ``docs/scale-out.md`` on retention."""
     max_bytes: int = -1
+    partitions: frozenset[int] | None = None
+    """The partitions of the layout whose channels this stream holds (None: every one). A layout
+    with partitions may split what one stream would hold into streams per range of partitions
+    (``CRDTMEM_USERS_0`` for ``user:*:memories`` of partitions 0-511, ...), ahead of the defaults;
+    a layout without partitions refuses a spec with them."""
 
     def __post_init__(self) -> None:
         if not _STREAM_NAME.fullmatch(self.name):
@@ -81,8 +86,14 @@ class StreamSpec:
         if not 1 <= self.replicas <= 5:
             raise InvalidInput(f"stream {self.name}: replicas must be 1 to 5, got {self.replicas}")
         object.__setattr__(self, "patterns", tuple(canonical_pattern(p) for p in self.patterns))
+        if self.partitions is not None:
+            if not self.partitions or min(self.partitions) < 0:
+                raise InvalidInput(f"stream {self.name}: partitions must be a non-empty set of partitions")
+            object.__setattr__(self, "partitions", frozenset(self.partitions))
 
     def holds(self, channel: str) -> bool:
+        """Whether the channel matches the spec's patterns (its partitions aside: see
+        :meth:`Layout.stream_of`)."""
         return any(matches(pattern, channel) for pattern in self.patterns)
 
 
@@ -132,6 +143,15 @@ class Layout:
             twice = sorted({v for v in seen if seen.count(v) > 1})
             if twice:
                 raise InvalidInput(f"stream {attr}s must differ; {', '.join(twice)} appear(s) twice")
+        for spec in self.streams:
+            if spec.partitions is not None and (
+                not self.partitions or max(spec.partitions) >= self.partitions
+            ):
+                raise InvalidInput(
+                    f"stream {spec.name} holds partitions {_ranges(spec.partitions)}, but the layout has "
+                    f"{self.partitions} partitions: give the layout partitions (--bus-partitions N) and "
+                    "the stream some of them"
+                )
         for token, what in ((STATES_TOKEN, "states requests"), (PULL_TOKEN, "pull requests")):
             if any(s.token == token for s in self.streams):
                 raise InvalidInput(f"stream token {token!r} is taken: {self.prefix}.{token} carries {what}")
@@ -155,13 +175,21 @@ class Layout:
         streams = body.get("streams", [])
         if not isinstance(streams, list) or len(streams) > 1000:
             raise InvalidInput(f"{where}: 'streams' must be a list (at most 1,000 streams)")
+        count = body.get("partitions", partitions or 0)
+        if isinstance(count, bool) or not isinstance(count, int):
+            raise InvalidInput(f"{where}: 'partitions' must be a whole number")
+        if partitions is not None and count != partitions:
+            raise InvalidInput(
+                f"{where}: 'partitions' is {count}, but {partitions} partitions were asked for"
+            )
         specs = []
         for n, entry in enumerate(streams):
             here = f"{where}, stream {n + 1}"
-            fields = {"name", "token", "channels", "replicas", "max_age_s", "max_bytes"}
+            fields = {"name", "token", "channels", "replicas", "max_age_s", "max_bytes", "partitions"}
             if not isinstance(entry, dict) or not {"name", "token", "channels"} <= set(entry) <= fields:
                 raise InvalidInput(
-                    f"{here}: an object with name, token, channels (and replicas, max_age_s, max_bytes)"
+                    f"{here}: an object with name, token, channels (and replicas, max_age_s, max_bytes, "
+                    "partitions)"
                 )
             channels = entry["channels"]
             if (
@@ -175,6 +203,16 @@ class Layout:
                 raise InvalidInput(f"{here}: replicas, max_age_s and max_bytes are numbers")
             if not isinstance(entry["name"], str) or not isinstance(entry["token"], str):
                 raise InvalidInput(f"{here}: name and token are strings")
+            served = None
+            if "partitions" in entry:
+                if not isinstance(entry["partitions"], str):
+                    raise InvalidInput(
+                        f"{here}: 'partitions' is a string of numbers and ranges, like \"0-511\""
+                    )
+                try:
+                    served = parts.parse_set(entry["partitions"], count)
+                except ValueError as exc:
+                    raise InvalidInput(f"{here}: partitions: {exc}") from None
             try:
                 specs.append(
                     StreamSpec(
@@ -184,6 +222,7 @@ class Layout:
                         int(numbers.get("replicas", replicas)),
                         float(numbers.get("max_age_s", 0.0)),
                         int(numbers.get("max_bytes", -1)),
+                        served,
                     )
                 )
             except InvalidInput as exc:
@@ -191,13 +230,6 @@ class Layout:
         prefix = body.get("prefix", "crdtmem")
         if not isinstance(prefix, str):
             raise InvalidInput(f"{where}: 'prefix' must be a string")
-        count = body.get("partitions", partitions or 0)
-        if isinstance(count, bool) or not isinstance(count, int):
-            raise InvalidInput(f"{where}: 'partitions' must be a whole number")
-        if partitions is not None and count != partitions:
-            raise InvalidInput(
-                f"{where}: 'partitions' is {count}, but {partitions} partitions were asked for"
-            )
         try:
             return cls.of(specs, replicas=replicas, prefix=prefix, partitions=count)
         except InvalidInput as exc:
@@ -213,10 +245,9 @@ class Layout:
         return cls.from_json(body, replicas=replicas, partitions=partitions, where=f"bus layout {path}")
 
     def stream_of(self, channel: str) -> StreamSpec:
-        for spec in self.streams:
-            if spec.holds(channel):
-                return spec
-        raise InvalidInput(f"no stream of the bus layout holds channel {channel!r}")
+        """The first stream whose patterns match ``channel`` and, if it holds a range of
+        partitions, whose range holds the channel's partition."""
+        return _stream_of(self, channel)
 
     def subject(self, channel: str) -> str:
         """The subject of ``channel`` (a canonical channel name)."""
@@ -242,11 +273,14 @@ class Layout:
         """``{stream name: filter subjects}`` for a node subscribed to ``channels`` (None: all), of
         ``partitions`` only (None: all): one wildcard subject per partition and stream."""
         if channels is None and partitions is not None:
-            tokens = [parts.token(n) for n in sorted(partitions)]
-            return {
-                spec.name: sorted(f"{self.prefix}.{spec.token}.*.{t}.*" for t in tokens)
-                for spec in self.streams
-            }
+            wildcards: dict[str, list[str]] = {}
+            for spec in self.streams:  # a stream of a range is read for the partitions it holds
+                held = partitions if spec.partitions is None else partitions & spec.partitions
+                if held:
+                    wildcards[spec.name] = sorted(
+                        f"{self.prefix}.{spec.token}.*.{parts.token(n)}.*" for n in held
+                    )
+            return wildcards
         if channels is None:
             return {spec.name: self.stream_subjects(spec) for spec in self.streams}
         channels = [c for c in channels if self.serves(c, partitions)]
@@ -257,6 +291,27 @@ class Layout:
 
     def spec(self, name: str) -> StreamSpec:
         return next(s for s in self.streams if s.name == name)
+
+
+def _ranges(partitions: frozenset[int]) -> str:
+    """``0-3,7``: a set of partitions as :func:`~crdtmem.bus.partitions.parse_set` reads it."""
+    out: list[str] = []
+    for n in sorted(partitions):
+        if out and out[-1].rpartition("-")[2] == str(n - 1):
+            out[-1] = f"{out[-1].partition('-')[0]}-{n}"
+        else:
+            out.append(str(n))
+    return ",".join(out)
+
+
+@functools.lru_cache(maxsize=16384)
+def _stream_of(layout: Layout, channel: str) -> StreamSpec:
+    """:meth:`Layout.stream_of` (cached: the outbox asks for every entry it publishes; a channel no
+    stream holds raises, which is not cached)."""
+    for spec in layout.streams:
+        if spec.holds(channel) and (spec.partitions is None or layout.partition(channel) in spec.partitions):
+            return spec
+    raise InvalidInput(f"no stream of the bus layout holds channel {channel!r}")
 
 
 @functools.lru_cache(maxsize=16384)
@@ -306,8 +361,12 @@ def message_id(origin: str, channel: str, seq: int) -> str:
     """The ``Nats-Msg-Id`` of log entry ``(origin, channel, seq)``: ``{origin}:{seq}:{digest}``
     where ``digest`` is 24 hex digits of the SHA-256 of the channel name (header values are ASCII;
     channel names need not be)."""
-    digest = hashlib.sha256(channel.encode()).hexdigest()[:24]
-    return f"{origin}:{seq}:{digest}"
+    return f"{origin}:{seq}:{_digest(channel)}"
+
+
+@functools.lru_cache(maxsize=16384)
+def _digest(channel: str) -> str:
+    return hashlib.sha256(channel.encode()).hexdigest()[:24]
 
 
 def batch_id(origin: str, channel: str, seqs: Sequence[int]) -> str:

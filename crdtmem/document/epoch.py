@@ -84,8 +84,10 @@ class Epoch:
 
 
 def epoch_of(doc: YDoc) -> Epoch | None:
-    """The document's epoch (None: epoch 0, never rebased)."""
-    return Epoch.from_yrs(YMap(doc, ROOT).plain())
+    """The document's epoch (None: epoch 0, never rebased). An empty root is not converted: a
+    remote apply reads the epoch of a document again after every delta applied to it."""
+    root = YMap(doc, ROOT)
+    return Epoch.from_yrs(root.plain()) if len(root) else None
 
 
 def rebase_deps(client: int) -> bytes:

@@ -25,10 +25,9 @@ from typing import Any, cast
 
 import msgpack
 
-from ..document.erasure import is_stub
 from ..errors import InvalidChannel, MalformedPayload, PayloadTooLarge, UnsupportedVersion
 from ..ids import Channel
-from ..store.base import DeltaRecord, Signature, VersionVector
+from ..store.base import DeltaRecord, VersionVector
 from ..store.codec import SIGNATURE_BYTES, delta_from_list, delta_to_list
 
 FORMAT = "crdtmem.deltas"
@@ -101,9 +100,11 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
         raise MalformedPayload("payload 'from' must be the sender's replica id")
     if not isinstance(raw_deltas, list):
         raise MalformedPayload("payload 'deltas' must be a list")
+    headers = _headers(body.get("headers", {}), len(raw_deltas)) if version >= 2 else {}
     deltas = []
     for raw in raw_deltas:
-        delta = delta_from_list(raw, version)
+        uid = raw[0] if headers and isinstance(raw, list) and raw else None
+        delta = delta_from_list(raw, version, headers.get(uid) if isinstance(uid, str) else None)
         single = f"{delta.origin}:{delta.hlc}"
         # a coalesced delta's uid goes on with "/"; a page may carry only some of its seqs (no `also`)
         if delta.uid != single and not delta.uid.startswith(single + "/"):
@@ -114,31 +115,22 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
             except InvalidChannel as exc:
                 raise MalformedPayload(f"delta {delta.uid!r}: {exc}") from exc
         deltas.append(delta)
-    if version >= 2 and "headers" in body:
-        deltas = _with_headers(deltas, body["headers"])
     return Payload(sender, deltas, _vectors(raw_vectors), _keys(body.get("keys", {})))
 
 
-def _with_headers(deltas: list[DeltaRecord], raw: Any) -> list[DeltaRecord]:
-    """Attach the origins' header signatures (``headers``: {uid: sig}) to their deltas: a signed
-    delta keeps it with its signature, a stub carries it as its proof (its claim as delivered)."""
+def _headers(raw: Any, count: int) -> dict[str, bytes]:
+    """The origins' header signatures (``headers``: {uid: sig}), attached to their deltas as they
+    are read (:func:`~crdtmem.store.codec.delta_from_list`): a signed delta keeps it with its
+    signature, a stub carries it as its proof (its claim as delivered)."""
     if (
         not isinstance(raw, dict)
-        or len(raw) > len(deltas)
+        or len(raw) > count
         or not all(
             isinstance(u, str) and isinstance(h, bytes) and len(h) == SIGNATURE_BYTES for u, h in raw.items()
         )
     ):
         raise MalformedPayload(f"payload 'headers' must map delta uids to {SIGNATURE_BYTES}-byte signatures")
-    out = []
-    for delta in deltas:
-        header = raw.get(delta.uid)
-        if header is not None and delta.signature is not None:
-            delta = dataclasses.replace(delta, signature=dataclasses.replace(delta.signature, header=header))
-        elif header is not None and is_stub(delta.deps, delta.update):  # a delta with content needs its sig
-            delta = dataclasses.replace(delta, header=Signature(header, dict(delta.seqs), dict(delta.also)))
-        out.append(delta)
-    return out
+    return raw
 
 
 def _keys(raw: Any) -> dict[str, bytes]:

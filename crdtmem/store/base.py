@@ -389,6 +389,11 @@ class Store(Protocol):
         with ``seqs`` restricted to ``channels``. At most ``limit`` deltas."""
         ...
 
+    def decided_seqs(self, channel: str, origin: str, after: int, upto: int) -> set[int]:
+        """The entries of ``(channel, origin)`` in ``(after, upto]`` logged as decided against
+        (received, not applied: there is no delta to export)."""
+        ...
+
     def has_delta(self, uid: str) -> bool: ...
 
     def logged_deltas(self, uids: Sequence[str]) -> set[str]:

@@ -7,6 +7,7 @@ from typing import Any
 
 import msgpack
 
+from ..document.erasure import is_stub
 from ..errors import MalformedPayload
 from .base import DeltaRecord, Signature
 
@@ -31,22 +32,28 @@ def delta_to_list(delta: DeltaRecord, version: int = 1) -> list[Any]:
     return fields
 
 
-def delta_from_list(raw: Any, version: int = 1) -> DeltaRecord:
-    """Validate the shape of one wire delta; raises MalformedPayload with what is wrong."""
+def delta_from_list(raw: Any, version: int = 1, header: bytes | None = None) -> DeltaRecord:
+    """Validate the shape of one wire delta; raises MalformedPayload with what is wrong.
+
+    ``header`` (version 2): the origin's header signature the payload carries for this delta,
+    already checked for its length; a signed delta keeps it with its signature, a content-free
+    stub carries it as its proof (its claim as delivered), any other delta drops it. The record
+    is built once with it (the hot path of every inbound payload)."""
     if version >= 2:
         if not isinstance(raw, list) or len(raw) != 9:
             raise MalformedPayload(
                 "a version 2 delta is [uid, origin, doc_id, hlc, deps, update, seqs, also, sig]"
             )
-        delta = delta_from_list(raw[:8])
         sig = raw[8]
-        if sig is None:
-            return delta
-        if not isinstance(sig, bytes) or len(sig) != SIGNATURE_BYTES:
-            raise MalformedPayload(f"delta {delta.uid!r}: sig must be nil or {SIGNATURE_BYTES} bytes")
-        return dataclasses.replace(delta, signature=Signature(sig, dict(delta.seqs), dict(delta.also)))
+        if sig is not None and (not isinstance(sig, bytes) or len(sig) != SIGNATURE_BYTES):
+            raise MalformedPayload(f"delta {raw[0]!r:.80}: sig must be nil or {SIGNATURE_BYTES} bytes")
+        return _delta(raw, sig, header)
     if not isinstance(raw, list) or len(raw) not in (7, 8):
         raise MalformedPayload("a delta is [uid, origin, doc_id, hlc, deps, update, seqs, also?]")
+    return _delta(raw, None, None)
+
+
+def _delta(raw: list[Any], sig: bytes | None, header: bytes | None) -> DeltaRecord:
     uid, origin, doc_id, hlc, deps, update, seqs = raw[:7]
     for name, value in (("uid", uid), ("origin", origin), ("doc_id", doc_id), ("hlc", hlc)):
         if not isinstance(value, str) or not value or len(value) > 256:
@@ -62,8 +69,15 @@ def delta_from_list(raw: Any, version: int = 1) -> DeltaRecord:
         )
     ):
         raise MalformedPayload("delta seqs must map channel names to positive sequence numbers")
-    also = _also(raw[7], seqs) if len(raw) == 8 else {}
-    return DeltaRecord(uid, origin, doc_id, hlc, deps, update, tuple(seqs), dict(seqs), also)
+    also = _also(raw[7], seqs) if len(raw) >= 8 else {}
+    channels, seqs = tuple(seqs), dict(seqs)
+    if sig is not None:
+        signature = Signature(sig, dict(seqs), dict(also), header)
+        return DeltaRecord(uid, origin, doc_id, hlc, deps, update, channels, seqs, also, signature)
+    if header is not None and is_stub(deps, update):  # a delta with content needs its sig
+        proof = Signature(header, dict(seqs), dict(also))
+        return DeltaRecord(uid, origin, doc_id, hlc, deps, update, channels, seqs, also, None, proof)
+    return DeltaRecord(uid, origin, doc_id, hlc, deps, update, channels, seqs, also)
 
 
 def _also(raw: Any, seqs: dict[str, int]) -> dict[str, tuple[int, ...]]:

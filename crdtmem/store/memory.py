@@ -418,6 +418,14 @@ class MemoryStore:
                 found.append(replace(self._deltas[i], seqs=seqs, channels=tuple(seqs), also=also))
             return found
 
+    def decided_seqs(self, channel: str, origin: str, after: int, upto: int) -> set[int]:
+        with self._lock:
+            return {
+                seq
+                for (c, o, seq), index in self._log.items()
+                if c == channel and o == origin and after < seq <= upto and index < 0
+            }
+
     def has_delta(self, uid: str) -> bool:
         return uid in self._uids or uid in self._pending
 

@@ -186,6 +186,10 @@ class SQLiteStore:
 
     @property
     def _r(self) -> sqlite3.Connection:
+        """The calling thread's reader connection. A connection shares one snapshot of the file
+        among the statements it runs at once: a read on a worker thread (the indexer's batch of
+        records) still stepping would hold the event loop's reads on that snapshot, older than the
+        in-memory vectors, so each thread reads on a connection of its own."""
         if self._reader is None:
             raise StorageError("store is closed")
         thread = threading.get_ident()
@@ -732,6 +736,15 @@ class SQLiteStore:
                     proof,
                 )
         return [found[delta_id] for delta_id in ids]
+
+    @_reads
+    def decided_seqs(self, channel: str, origin: str, after: int, upto: int) -> set[int]:
+        rows = self._r.execute(
+            "SELECT seq FROM log WHERE channel = ? AND origin = ? AND seq > ? AND seq <= ? "
+            "AND delta_id IS NULL",
+            (channel, origin, after, upto),
+        )
+        return {int(seq) for (seq,) in rows}
 
     @staticmethod
     def _stream(

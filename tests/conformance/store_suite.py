@@ -672,6 +672,10 @@ class StoreSuite:
         store.commit([Commit(decided=[denied])])
         assert store.version_vector(USER) == {"o2": 3}
         assert [d.uid for d in store.deltas_since([USER], {})] == [delta(3, origin="o2").uid]
+        assert (
+            store.decided_seqs(USER, "o2", 0, 3) == {1, 2} and store.decided_seqs(USER, "o2", 1, 1) == set()
+        )
+        assert store.decided_seqs(USER, "o1", 0, 3) == set()
         assert not store.has_delta(refused.uid) and store.history(refused.doc_id)[0].uid != refused.uid
         (kept,) = store.decisions("denied")
         assert (kept.uid, kept.sender, kept.rights, kept.reason) == (
@@ -689,6 +693,7 @@ class StoreSuite:
         # its sender's rights changed and it applies now: the entries get it, the decision goes
         store.commit([Commit(deltas=[refused])])
         assert store.decisions() == [] and store.version_vector(USER) == {"o2": 3}
+        assert store.decided_seqs(USER, "o2", 0, 3) == set()
         assert [d.uid for d in store.deltas_since([USER], {})] == [refused.uid, delta(3, origin="o2").uid]
         assert store.entries_without_delta(USER) == {}
 
