@@ -455,6 +455,7 @@ async def profile_round(pair: CrdtmemPair, writes: int) -> None:
     profiler.enable()
     await measure(pair, "profile", 0, writes)
     profiler.disable()
+    profiler.dump_stats(str(pair.work / f"a-{pair.synchronous}.prof"))  # kept with CRDTMEM_BENCH_KEEP
     pair.child.send(cmd="profile_off")
     await pair.child.expect("profiled")
     for label, stats in (
