@@ -101,9 +101,10 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
         raise MalformedPayload("payload 'from' must be the sender's replica id")
     if not isinstance(raw_deltas, list):
         raise MalformedPayload("payload 'deltas' must be a list")
+    headers = _headers(body["headers"], len(raw_deltas)) if version >= 2 and "headers" in body else {}
     deltas = []
     for raw in raw_deltas:
-        delta = delta_from_list(raw, version)
+        delta = delta_from_list(raw, version, headers)
         single = f"{delta.origin}:{delta.hlc}"
         # a coalesced delta's uid goes on with "/"; a page may carry only some of its seqs (no `also`)
         if delta.uid != single and not delta.uid.startswith(single + "/"):
@@ -114,28 +115,31 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
             except InvalidChannel as exc:
                 raise MalformedPayload(f"delta {delta.uid!r}: {exc}") from exc
         deltas.append(delta)
-    if version >= 2 and "headers" in body:
-        deltas = _with_headers(deltas, body["headers"])
+    if headers:  # a signed delta has its header signature already (delta_from_list)
+        deltas = _with_stub_headers(deltas, headers)
     return Payload(sender, deltas, _vectors(raw_vectors), _keys(body.get("keys", {})))
 
 
-def _with_headers(deltas: list[DeltaRecord], raw: Any) -> list[DeltaRecord]:
-    """Attach the origins' header signatures (``headers``: {uid: sig}) to their deltas: a signed
-    delta keeps it with its signature, a stub carries it as its proof (its claim as delivered)."""
+def _headers(raw: Any, deltas: int) -> dict[str, bytes]:
+    """The origins' header signatures (``headers``: {uid: sig}), checked: at most one a delta."""
     if (
         not isinstance(raw, dict)
-        or len(raw) > len(deltas)
+        or len(raw) > deltas
         or not all(
             isinstance(u, str) and isinstance(h, bytes) and len(h) == SIGNATURE_BYTES for u, h in raw.items()
         )
     ):
         raise MalformedPayload(f"payload 'headers' must map delta uids to {SIGNATURE_BYTES}-byte signatures")
+    return raw
+
+
+def _with_stub_headers(deltas: list[DeltaRecord], raw: dict[str, bytes]) -> list[DeltaRecord]:
+    """A stub (no signature, no content) carries its header signature as its proof (its claim as
+    delivered); a signed delta keeps its header with its signature (:func:`delta_from_list`)."""
     out = []
     for delta in deltas:
         header = raw.get(delta.uid)
-        if header is not None and delta.signature is not None:
-            delta = dataclasses.replace(delta, signature=dataclasses.replace(delta.signature, header=header))
-        elif header is not None and is_stub(delta.deps, delta.update):  # a delta with content needs its sig
+        if header is not None and delta.signature is None and is_stub(delta.deps, delta.update):
             delta = dataclasses.replace(delta, header=Signature(header, dict(delta.seqs), dict(delta.also)))
         out.append(delta)
     return out

@@ -31,20 +31,30 @@ def delta_to_list(delta: DeltaRecord, version: int = 1) -> list[Any]:
     return fields
 
 
-def delta_from_list(raw: Any, version: int = 1) -> DeltaRecord:
-    """Validate the shape of one wire delta; raises MalformedPayload with what is wrong."""
+def delta_from_list(raw: Any, version: int = 1, headers: dict[str, bytes] | None = None) -> DeltaRecord:
+    """Validate the shape of one wire delta; raises MalformedPayload with what is wrong.
+
+    ``headers``: the payload's header signatures by uid (checked by the caller); a signed delta's is
+    kept with its signature (the record is built once, not copied for it)."""
     if version >= 2:
         if not isinstance(raw, list) or len(raw) != 9:
             raise MalformedPayload(
                 "a version 2 delta is [uid, origin, doc_id, hlc, deps, update, seqs, also, sig]"
             )
-        delta = delta_from_list(raw[:8])
         sig = raw[8]
         if sig is None:
-            return delta
+            return delta_from_list(raw[:8])
         if not isinstance(sig, bytes) or len(sig) != SIGNATURE_BYTES:
-            raise MalformedPayload(f"delta {delta.uid!r}: sig must be nil or {SIGNATURE_BYTES} bytes")
-        return dataclasses.replace(delta, signature=Signature(sig, dict(delta.seqs), dict(delta.also)))
+            raise MalformedPayload(f"delta {raw[0]!r:.80}: sig must be nil or {SIGNATURE_BYTES} bytes")
+        uid, origin, doc_id, hlc, deps, update, channels, seqs, also = _fields(raw[:8])
+        header = headers.get(uid) if headers else None
+        signature = Signature(sig, dict(seqs), dict(also), header)
+        return DeltaRecord(uid, origin, doc_id, hlc, deps, update, channels, seqs, also, signature)
+    return DeltaRecord(*_fields(raw))
+
+
+def _fields(raw: Any) -> tuple[Any, ...]:
+    """The validated fields of a version 1 wire delta, in :class:`DeltaRecord`'s order."""
     if not isinstance(raw, list) or len(raw) not in (7, 8):
         raise MalformedPayload("a delta is [uid, origin, doc_id, hlc, deps, update, seqs, also?]")
     uid, origin, doc_id, hlc, deps, update, seqs = raw[:7]
@@ -63,7 +73,7 @@ def delta_from_list(raw: Any, version: int = 1) -> DeltaRecord:
     ):
         raise MalformedPayload("delta seqs must map channel names to positive sequence numbers")
     also = _also(raw[7], seqs) if len(raw) == 8 else {}
-    return DeltaRecord(uid, origin, doc_id, hlc, deps, update, tuple(seqs), dict(seqs), also)
+    return uid, origin, doc_id, hlc, deps, update, tuple(seqs), dict(seqs), also
 
 
 def _also(raw: Any, seqs: dict[str, int]) -> dict[str, tuple[int, ...]]:
