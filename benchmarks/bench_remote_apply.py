@@ -17,11 +17,15 @@ Timed, interleaved round by round:
   ``Doc`` per memory, in memory, nothing decoded, validated or stored;
 - minimal durable pipeline (the target's baseline): msgpack-decode each payload, apply with pycrdt,
   and write the delta rows plus each touched document's state in one SQLite transaction per
-  payload: what storing costs without any of crdtmem's checks, logs and records.
+  payload: what storing costs without any of crdtmem's checks, logs and records;
+- signed durable pipeline (the like-for-like anchor, since every delta is signed at its origin): the
+  minimal durable pipeline plus one origin-signature check per delta before it is applied (SHA-256
+  of the signed fields, one Ed25519 verification with ``cryptography``, the key from the payload's
+  ``keys``), as the trust model of docs/protocol.md requires of any receiver.
 
 Targets: >= 50,000 deltas/s applied and stored (absolute: reported, not asserted), or >= 0.8x the
-minimal durable pipeline in the same run (checked, for both crdtmem cases). The ratio to raw pycrdt
-is reported for tracking.
+minimal durable pipeline in the same run (checked, for both crdtmem cases). The ratios to the signed
+durable pipeline and to raw pycrdt are reported beside them.
 
 Run: ``python benchmarks/bench_remote_apply.py`` (``--quick`` for about 10 s; ``--deltas 50000`` for
 the full-size set, which takes minutes while generation and apply are as slow as measured).
@@ -30,6 +34,7 @@ the full-size set, which takes minutes while generation and apply are as slow as
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import random
 import sqlite3
 import sys
@@ -41,6 +46,7 @@ from typing import Any, cast
 
 import _common
 import msgpack
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pycrdt import Doc
 
 from crdtmem import Replica
@@ -180,7 +186,33 @@ def apply_pycrdt(workload: Workload) -> tuple[int, float]:
     return applied, time.perf_counter() - start
 
 
-def apply_minimal_durable(path: Path, workload: Workload, synchronous: str) -> tuple[int, float]:
+SIGNED_DOMAIN = b"crdtmem.delta-signature/1\n"
+"""The prefix of what an origin signs (``crdtmem.engine.signing``; docs/protocol.md §7.8)."""
+
+
+def check_signature(keys: dict[str, Ed25519PublicKey], payload_keys: Any, delta: list[Any]) -> None:
+    """Verify one wire delta's origin signature (raises ``InvalidSignature``): SHA-256 of the signed
+    fields (uid, origin, memory, stamp, deps, update and the claim), one Ed25519 verification."""
+    uid, origin, doc_id, hlc, deps, update, seqs, also, sig = delta
+    key = keys.get(origin)
+    if key is None:
+        key = keys[origin] = Ed25519PublicKey.from_public_bytes(payload_keys[origin])
+    fields = [
+        uid,
+        origin,
+        doc_id,
+        hlc,
+        deps,
+        update,
+        sorted(seqs.items()),
+        sorted((channel, list(numbers)) for channel, numbers in also.items() if numbers),
+    ]
+    key.verify(sig, SIGNED_DOMAIN + hashlib.sha256(msgpack.packb(fields, use_bin_type=True)).digest())
+
+
+def apply_minimal_durable(
+    path: Path, workload: Workload, synchronous: str, verify: bool = False
+) -> tuple[int, float]:
     conn = sqlite3.connect(str(path), isolation_level=None)
     conn.execute("PRAGMA journal_mode=WAL")
     conn.execute(f"PRAGMA synchronous={synchronous}")
@@ -189,6 +221,7 @@ def apply_minimal_durable(path: Path, workload: Workload, synchronous: str) -> t
         "CREATE TABLE deltas (id INTEGER PRIMARY KEY, uid TEXT UNIQUE, doc_id TEXT, hlc TEXT, [update] BLOB)"
     )
     docs: dict[str, Doc[Any]] = {}
+    keys: dict[str, Ed25519PublicKey] = {}
     applied = 0
     try:
         start = time.perf_counter()
@@ -196,7 +229,10 @@ def apply_minimal_durable(path: Path, workload: Workload, synchronous: str) -> t
             body = msgpack.unpackb(payload, raw=False)
             touched = set()
             rows = []
-            for uid, _origin, doc_id, hlc, _deps, update, *_seqs_also_sig in body["deltas"]:
+            for delta in body["deltas"]:
+                if verify:  # nothing applied before its origin's signature is checked
+                    check_signature(keys, body["keys"], delta)
+                uid, _origin, doc_id, hlc, _deps, update = delta[:6]
                 doc = docs.get(doc_id)
                 if doc is None:
                     doc = docs[doc_id] = Doc()
@@ -246,16 +282,21 @@ async def main() -> int:
         async def durable_case() -> tuple[int, float]:
             return apply_minimal_durable(fresh("minimal"), workload, args.synchronous)
 
+        async def signed_case() -> tuple[int, float]:
+            return apply_minimal_durable(fresh("signed"), workload, args.synchronous, verify=True)
+
         # warm-up of every case (imports, first allocations, page cache, first fsyncs), not measured
         await crdtmem_case()
         await visible_case()
         await pycrdt_case()
         await durable_case()
+        await signed_case()
         cases = {
             "crdtmem Replica.apply (file, stored)": crdtmem_case,
             "crdtmem apply, then read back (visible)": visible_case,
             "raw pycrdt apply_update (memory)": pycrdt_case,
             "pycrdt + msgpack + SQLite (info)": durable_case,
+            "pycrdt + msgpack + Ed25519 verify + SQLite": signed_case,
         }
         series = await _common.interleave(cases, rounds, "deltas/s")
 
@@ -282,6 +323,8 @@ async def main() -> int:
             series, labels[0], labels[3], "crdtmem acknowledged / minimal durable pipeline", target=0.8
         ),
         _common.ratio(series, labels[1], labels[3], "crdtmem visible / minimal durable pipeline", target=0.8),
+        _common.ratio(series, labels[0], labels[4], "crdtmem acknowledged / signed durable pipeline"),
+        _common.ratio(series, labels[1], labels[4], "crdtmem visible / signed durable pipeline"),
     ]
     return _common.finish(
         args,

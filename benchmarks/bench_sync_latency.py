@@ -18,6 +18,9 @@ on Linux (no clock sync needed; the time B's report takes to reach A is not coun
 - raw+sqlite FULL / NORMAL (the floor): raw plus one SQLite transaction per side (the update
   appended, the document state saved) before sending / before stamping, with the same
   ``synchronous``: what two durable commits put under any design that shows only durable writes.
+- raw+sqlite+sig FULL / NORMAL (the signed floor): the floor plus what crdtmem's trust model adds
+  (docs/protocol.md): A signs each update (Ed25519, ``cryptography``, as crdtmem does) before
+  sending it with its signature, and B verifies the signature of the same bytes before applying.
 - pycrdt-websocket (the peer a Python user would pick instead; the ``bench`` extra): A serves a
   ``YRoom`` with its ``SQLiteYStore`` over an aiohttp WebSocket and writes to the room's document; B
   is a pycrdt ``Provider``. The room sends a change to B and writes its YStore in the background, so
@@ -28,8 +31,9 @@ timed writes after ``--warmup`` untimed ones, per case. Reported: p50 and p99 pe
 medians over rounds, pooled percentiles, and the median of the per-round ratios to raw.
 
 Targets: with FULL, crdtmem p50 <= 1.5x the floor (raw+sqlite FULL); with NORMAL, crdtmem p50 <= 1.0x
-pycrdt-websocket's, while crdtmem acknowledges and shows only durable writes. Ratios to raw (nothing
-stored) are printed for information.
+pycrdt-websocket's, while crdtmem acknowledges and shows only durable writes. The ratios to the signed
+floor (the like-for-like anchor since every delta is signed at its origin and verified by its
+receiver) are printed beside them; ratios to raw (nothing stored) are printed for information.
 
 Run: ``python benchmarks/bench_sync_latency.py`` (about 30 s), ``--quick`` (about 12 s),
 ``--breakdown`` to stamp every stage of a write in both processes and print where the time goes,
@@ -53,6 +57,8 @@ import aiohttp
 import bench_sync_common as common
 from aiohttp import web
 from bench_sync_common import CH, Child, Target, emit, now_ns
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 SCRIPT = str(Path(__file__).resolve())
 
@@ -137,20 +143,29 @@ def store_update(conn: sqlite3.Connection, update: bytes, state: bytes) -> None:
     conn.execute("COMMIT")
 
 
-async def child_raw(url: str, db: str, synchronous: str) -> None:
+SIG = 64
+"""Bytes of an Ed25519 signature: the signed floor's frames are the signature, then the update."""
+
+
+async def child_raw(url: str, db: str, synchronous: str, key: str) -> None:
     from pycrdt import Doc, Map
 
     doc = Doc()
     fields = doc.get("m", type=Map)
     conn = open_log(db, synchronous) if db != "-" else None
+    public = Ed25519PublicKey.from_public_bytes(bytes.fromhex(key)) if key != "-" else None
     async with aiohttp.ClientSession() as session, session.ws_connect(url) as ws:
         emit(event="ready")
         async for message in ws:
             if message.type != aiohttp.WSMsgType.BINARY:
                 break
-            doc.apply_update(message.data)
+            update = message.data
+            if public is not None:  # the signed floor: nothing applied before it is verified
+                update = update[SIG:]
+                public.verify(message.data[:SIG], update)  # raises InvalidSignature
+            doc.apply_update(update)
             if conn is not None:
-                store_update(conn, message.data, doc.get_update())
+                store_update(conn, update, doc.get_update())
             content = fields["content"]
             t = now_ns()
             emit(event="seen", c=content, t=t)
@@ -212,7 +227,7 @@ async def child_pycrdt_websocket(url: str) -> None:
 def run_child(argv: list[str]) -> None:
     kind = argv[0]
     if kind == "raw":
-        asyncio.run(child_raw(argv[1], argv[2], argv[3]))
+        asyncio.run(child_raw(argv[1], argv[2], argv[3], argv[4]))
     elif kind == "pycrdt-websocket":
         asyncio.run(child_pycrdt_websocket(argv[1]))
     else:
@@ -228,13 +243,16 @@ class RawPair:
 
     With ``durable`` (a synchronous mode) both sides also commit each update and the document state to
     SQLite before sending / before stamping: the floor that two durable commits put under any design.
+    With ``signed`` as well, A signs each update (Ed25519) and B verifies it before applying it.
     """
 
-    def __init__(self, work: Path, durable: str | None = None):
+    def __init__(self, work: Path, durable: str | None = None, signed: bool = False):
         self.work = work
         self.durable = durable
-        self.label = f"raw+sqlite {durable}" if durable else "raw"
-        self.conn = open_log(str(work / f"raw-a-{durable}.db"), durable) if durable else None
+        self.key = Ed25519PrivateKey.generate() if signed else None
+        self.label = f"raw+sqlite{'+sig' if signed else ''} {durable}" if durable else "raw"
+        name = f"raw-a-{durable}{'-sig' if signed else ''}.db"
+        self.conn = open_log(str(work / name), durable) if durable else None
         self.ws: web.WebSocketResponse | None = None
         self.connected = asyncio.Event()
         self.done = asyncio.Event()
@@ -261,10 +279,14 @@ class RawPair:
         site = web.TCPSite(self.runner, "127.0.0.1", 0)
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-        db = str(self.work / f"raw-b-{self.durable}.db") if self.durable else "-"
+        suffix = "-sig" if self.key is not None else ""
+        db = str(self.work / f"raw-b-{self.durable}{suffix}.db") if self.durable else "-"
         url = f"http://127.0.0.1:{port}/ws"
+        key = "-"
+        if self.key is not None:
+            key = self.key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
         self.child = await Child(
-            SCRIPT, ["raw", url, db, self.durable or "-"], self.work / f"{self.label}.log"
+            SCRIPT, ["raw", url, db, self.durable or "-", key], self.work / f"{self.label}.log"
         ).start()
         await self.child.expect("ready")
         await self.connected.wait()
@@ -277,7 +299,10 @@ class RawPair:
         update = self.doc.get_update(before)
         if self.conn is not None:
             store_update(self.conn, update, self.doc.get_update())
-        await self.ws.send_bytes(update)
+        if self.key is not None:
+            await self.ws.send_bytes(self.key.sign(update) + update)
+        else:
+            await self.ws.send_bytes(update)
         return t0
 
     async def stop(self) -> None:
@@ -430,6 +455,7 @@ async def profile_round(pair: CrdtmemPair, writes: int) -> None:
     profiler.enable()
     await measure(pair, "profile", 0, writes)
     profiler.disable()
+    profiler.dump_stats(str(pair.work / f"a-{pair.synchronous}.prof"))  # kept with CRDTMEM_BENCH_KEEP
     pair.child.send(cmd="profile_off")
     await pair.child.expect("profiled")
     for label, stats in (
@@ -461,6 +487,7 @@ async def main(args: Any) -> int:
             raws.append(PycrdtWebsocketPair(work))
         if not args.no_durable_baseline:
             raws += [RawPair(work, s) for s in args.synchronous]
+            raws += [RawPair(work, s, signed=True) for s in args.synchronous]
         subjects = [
             CrdtmemPair(work, s, args.profile, args.breakdown, args.memories) for s in args.synchronous
         ]
@@ -566,16 +593,34 @@ async def main(args: Any) -> int:
         for q in ("p50", "p99"):
             value, low, high = common.paired(s[f"{q}_rounds"], base[f"{q}_rounds"])
             print(f"  {pair.label} {q} / raw {q}: {value:.2f}x (rounds {low:.2f}-{high:.2f})")
+    signed_ratios: dict[str, float] = {}
     if not args.no_durable_baseline:
         for pair in subjects:
-            s, floor = stats[pair.label], stats[f"raw+sqlite {pair.synchronous}"]
-            for q in ("p50", "p99"):
-                value, low, high = common.paired(s[f"{q}_rounds"], floor[f"{q}_rounds"])
-                print(
-                    f"  {pair.label} {q} / raw+sqlite {pair.synchronous} {q}: {value:.2f}x "
-                    f"(rounds {low:.2f}-{high:.2f}; {s[q]:.2f} ms vs {floor[q]:.2f} ms)"
-                )
-    return common.finish(args, "sync_latency", targets, {"latency_ms": stats, "writes": writes})
+            s = stats[pair.label]
+            for floor_label in (f"raw+sqlite {pair.synchronous}", f"raw+sqlite+sig {pair.synchronous}"):
+                floor = stats[floor_label]
+                for q in ("p50", "p99"):
+                    value, low, high = common.paired(s[f"{q}_rounds"], floor[f"{q}_rounds"])
+                    print(
+                        f"  {pair.label} {q} / {floor_label} {q}: {value:.2f}x "
+                        f"(rounds {low:.2f}-{high:.2f}; {s[q]:.2f} ms vs {floor[q]:.2f} ms)"
+                    )
+        # the second anchor: the floor plus one Ed25519 sign on A and one verify on B per change
+        print("\nagainst the signed floor (the floor + one Ed25519 sign on A and one verify on B a change):")
+        for pair in subjects:
+            s, floor = stats[pair.label], stats[f"raw+sqlite+sig {pair.synchronous}"]
+            value, low, high = common.paired(s["p50_rounds"], floor["p50_rounds"])
+            signed_ratios[pair.label] = value
+            print(
+                f"  {pair.label} p50 / raw+sqlite+sig {pair.synchronous} p50: {value:.2f}x "
+                f"(rounds {low:.2f}-{high:.2f}; {s['p50']:.2f} ms vs {floor['p50']:.2f} ms)"
+            )
+    return common.finish(
+        args,
+        "sync_latency",
+        targets,
+        {"latency_ms": stats, "writes": writes, "p50_over_signed_floor": signed_ratios},
+    )
 
 
 def cli() -> int:

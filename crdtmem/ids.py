@@ -215,9 +215,24 @@ class Channel:
         return f"{self.kind}:{escape_id(self.name)}:{_SUFFIX[self.kind]}"
 
 
+_CANONICAL: dict[str, str] = {}
+"""Channel names already validated, with their canonical wire forms: a link or a request names the
+same few channels on every call (bounded: cleared when it grows past :data:`_CANONICAL_AT_MOST`)."""
+_CANONICAL_AT_MOST = 4096
+
+
 def parse_channels(names: object) -> tuple[str, ...]:
     """Validate a list of channel names as people write them (:meth:`Channel.from_text`),
     returning their canonical wire forms."""
     if isinstance(names, str) or not isinstance(names, (list, tuple, set, frozenset)):
         raise InvalidChannel(f"channels must be a list of channel names, got {names!r:.200}")
-    return tuple(str(Channel.from_text(name)) for name in names)
+    out = []
+    for name in names:
+        canonical = _CANONICAL.get(name) if isinstance(name, str) else None
+        if canonical is None:
+            canonical = str(Channel.from_text(name))  # raises for anything but a valid channel name
+            if len(_CANONICAL) >= _CANONICAL_AT_MOST:
+                _CANONICAL.clear()
+            _CANONICAL[name] = canonical
+        out.append(canonical)
+    return tuple(out)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from prometheus_client import (
     GC_COLLECTOR,
@@ -114,6 +115,9 @@ HISTOGRAMS: dict[str, tuple[str, tuple[str, ...]]] = {
 
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 
+CHILDREN_AT_MOST = 10_000
+"""Labelled metric children kept for the next call (:meth:`Metrics.inc`)."""
+
 
 class Metrics:
     """The metrics of one node, in a registry of its own.
@@ -128,6 +132,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         self._counters: dict[str, Counter] = {}
         self._histograms: dict[str, Histogram] = {}
+        self._children: dict[tuple[object, ...], Any] = {}
         for name, (_, labels) in COUNTERS.items():
             self._counter(name, labels)
         for name, (_, labels) in HISTOGRAMS.items():
@@ -142,13 +147,30 @@ class Metrics:
 
     def inc(self, name: str, amount: float = 1, **labels: str) -> None:
         """Add ``amount`` to the counter ``name`` (declared in :data:`COUNTERS`)."""
-        counter = self._counters.get(name) or self._counter(name, tuple(sorted(labels)))
-        (counter.labels(**labels) if labels else counter).inc(amount)
+        key = (name, *labels.items())
+        child = self._children.get(key)
+        if child is None:
+            counter = self._counters.get(name) or self._counter(name, tuple(sorted(labels)))
+            child = self._child(key, counter.labels(**labels) if labels else counter)
+        child.inc(amount)
 
     def observe(self, name: str, seconds: float, **labels: str) -> None:
         """Record one duration in the histogram ``name`` (declared in :data:`HISTOGRAMS`)."""
-        histogram = self._histograms.get(name) or self._histogram(name, tuple(sorted(labels)))
-        (histogram.labels(**labels) if labels else histogram).observe(seconds)
+        key = (name, *labels.items())
+        child = self._children.get(key)
+        if child is None:
+            histogram = self._histograms.get(name) or self._histogram(name, tuple(sorted(labels)))
+            child = self._child(key, histogram.labels(**labels) if labels else histogram)
+        child.observe(seconds)
+
+    def _child(self, key: tuple[object, ...], child: Any) -> Any:
+        """Keep a metric's labelled child for the next call: ``labels()`` validates and locks on
+        every call, and the hot paths count with the same few labels (bounded: the children are
+        forgotten, not the counts, when they grow past :data:`CHILDREN_AT_MOST`)."""
+        if len(self._children) >= CHILDREN_AT_MOST:
+            self._children.clear()
+        self._children[key] = child
+        return child
 
     @contextmanager
     def timer(self, name: str, **labels: str) -> Iterator[None]:

@@ -627,8 +627,9 @@ class MemoryDoc:
         """``(metadata keys, tag entries, content entries)`` without reading any value: cheap enough
         to bound a remote change before the document is read (reading costs per entry). A tag or
         list item added concurrently by several replicas has an entry for each."""
-        metadata = {key.rpartition("#")[0] for key in self._metadata if "#" in key}
-        return len(metadata), len(YMap(self.doc, "tags").keys()), len(self._content.keys())
+        with self.doc.transaction():  # one Yrs transaction for the three roots, not one each
+            metadata = {key.rpartition("#")[0] for key in self._metadata if "#" in key}
+            return len(metadata), len(YMap(self.doc, "tags").keys()), len(self._content.keys())
 
     def materialize(self, version: int = 0) -> Memory:
         """The plain record for the current merged state."""

@@ -22,7 +22,8 @@ class KeyedLocks:
         ordered = sorted(set(keys))
         for key in ordered:
             self._users[key] = self._users.get(key, 0) + 1
-            self._locks.setdefault(key, asyncio.Lock())
+            if key not in self._locks:  # not setdefault: it would make a Lock on every hold
+                self._locks[key] = asyncio.Lock()
         taken: list[str] = []
         try:
             for key in ordered:

@@ -408,10 +408,9 @@ class SQLiteStore:
                 "updated_hlc = excluded.updated_hlc",
                 doc_rows,
             )
-            conn.executemany(
-                "INSERT OR IGNORE INTO doc_channels(channel, doc_id) VALUES (?, ?)",
-                [(c, d.doc_id) for d in unit.docs if d.new for c in d.channels],
-            )
+            listed = [(c, d.doc_id) for d in unit.docs if d.new for c in d.channels]
+            if listed:  # a new memory's channels; an update of a known one has none to list
+                conn.executemany("INSERT OR IGNORE INTO doc_channels(channel, doc_id) VALUES (?, ?)", listed)
             cleared = [(d.doc_id,) for d in unit.docs if d.had_conflicts]
             if cleared:
                 conn.executemany("DELETE FROM conflicts WHERE doc_id = ?", cleared)
