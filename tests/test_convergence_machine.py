@@ -78,16 +78,6 @@ def test_the_rebasing_machine_rebases_and_carries_and_loses_nothing() -> None:
 
 
 @pytest.mark.soak
-@pytest.mark.xfail(
-    reason=(
-        "a partial replica's delta, logged also on a channel it does not sync (protocol section 10), "
-        "reaches one full replica, which supersedes it and so never relays it; the others catch up "
-        "from the origin's states, whose covers hold only the channels it syncs: their vectors for "
-        "that origin and channel differ for good "
-        "(--hypothesis-seed=4)"
-    ),
-    strict=False,
-)
 class TestRebasing(RebasingMachine.TestCase):
     settings = settings(_FAST, max_examples=20)
 

@@ -111,3 +111,63 @@ async def test_a_delta_of_epoch_0_from_a_restarted_writer_is_superseded_not_kept
             assert_converged([a, b])
             for replica in (a, b):
                 assert_store_consistent(replica)
+
+
+async def _pull_all(target: Replica, source: Replica, channels: list[str]) -> None:
+    """Pull ``channels`` until nothing changes (states pages too, when ``target`` is behind)."""
+    while True:
+        before = target.version_vectors(channels)
+        await target.apply(await source.export_since(channels, before))
+        if target.version_vectors(channels) == before:
+            return
+
+
+async def test_a_partial_writers_superseded_entry_on_a_channel_it_does_not_sync_is_covered(
+    tmp_path: Path,
+) -> None:
+    """p syncs only the topic channel of a memory that is also on a user channel. Its write on
+    epoch 0, concurrent with a's rebase, is logged on both channels; a supersedes it (logged
+    without it, never relayed), and p folds it. c catches up from p's states: their covers must
+    name p's entries on the user channel too (every state of p's memories is in the page), or c's
+    vector for p on that channel stays behind a's for good."""
+    wall = _Wall()
+    topic, user = "topic:travel:updates", "user:alice:memories"
+    both = [topic, user]
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a", wall_clock=wall, lease_ms=1, retention_ms=1) as a,
+        Replica(
+            tmp_path / "p.db", replica_id="p", wall_clock=wall, lease_ms=1, retention_ms=1, channels=[topic]
+        ) as p,
+        Replica(tmp_path / "c.db", replica_id="c", wall_clock=wall, lease_ms=1, retention_ms=1) as c,
+    ):
+        for replica in (a, p, c):
+            assert replica.compaction.rebaser is not None
+            replica.compaction.rebaser.min_bytes, replica.compaction.rebaser.ratio = 0, 0.0
+        memory = await MemorySpec("fact", "v0", user_id="alice", topics=("travel",)).create(a, "m0")
+        assert set(memory.channels) == set(both)
+        await _pull_all(p, a, [topic])
+        await _pull_all(a, p, [topic])
+        await _pull_all(c, a, both)
+        wall.ms += 1_000
+        assert (await a.compact()).rebased == 1
+        await _pull_all(c, a, both)  # c takes epoch 1 from a's log
+        await p.update(memory.id, content="from p, on epoch 0")
+        await _pull_all(a, p, [topic])
+        assert len(a.store.decisions()) == 1, "a supersedes p's write"
+        assert a.version_vectors([user])[user].get("p") == 1
+        wall.ms += 1_000
+        await p.compact()
+        await _pull_all(c, p, [topic])  # behind p's horizon: states
+        assert c._catchup.pages > 0
+        await _pull_all(c, a, both)
+        await _pull_all(p, a, [topic])  # p takes epoch 1 and carries its write over
+        for _ in range(2):
+            await _pull_all(a, p, [topic])
+            await _pull_all(c, a, both)
+            await _pull_all(a, c, both)
+            await _pull_all(p, a, [topic])
+        assert (await c.get(memory.id)).content == "from p, on epoch 0"
+        assert_converged([a, c])
+        assert_converged([p, a], channels=[topic])
+        for replica in (a, p, c):
+            assert_store_consistent(replica)

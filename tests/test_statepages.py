@@ -152,3 +152,42 @@ async def test_covers_count_only_origins_the_server_may_relay_and_never_the_rece
         only_a = dataclasses.replace(STATE_SERVER, origins=())  # replica:a may introduce only itself
         await c.apply_states(await a.export_since([U1], {}), sender=only_a)
         assert c.version_vectors([U1])[U1] == {"a": a.version_vectors([U1])[U1]["a"], "c": own_before}
+
+
+T1 = "topic:t1:updates"
+PARTIAL_SERVER = Principal("replica:p", ("*",), ("*",), ("*",), ("*",), True)
+
+
+async def test_a_partial_server_covers_its_own_entries_on_channels_it_does_not_sync() -> None:
+    """p syncs only the topic channel of a memory also on a user channel, and logs its writes on
+    both. A page run of every channel p syncs covers p's own entries on the user channel too;
+    a run of fewer channels, a full server, and other origins claimed there add nothing."""
+    async with (
+        Replica(replica_id="p", channels=[T1]) as p,
+        Replica(replica_id="p2", channels=[T1, "system:global"]) as p2,
+        Replica(replica_id="c") as c,
+    ):
+        memory = await p.add("p's fact", user_id="u1", topics=["t1"])
+        await p.update(memory.id, content="p's fact, rewritten")
+        page = decode_states(p.export_states([T1]), max_bytes=1 << 20)
+        assert page.covers == {T1: {"p": 2}, U1: {"p": 2}}
+        await p2.add("p2's fact", user_id="u1", topics=["t1"])
+        assert U1 not in decode_states(p2.export_states([T1]), max_bytes=1 << 20).covers
+        await c.apply_states(p.export_states([T1]), sender=PARTIAL_SERVER)
+        assert c.version_vectors([U1, T1]) == {U1: {"p": 2}, T1: {"p": 2}}
+        assert (await c.get(memory.id)).content == "p's fact, rewritten"
+        assert set(decode_states(c.export_states([T1]), max_bytes=1 << 20).covers) == {T1}  # a full server
+
+    async with Replica(replica_id="c") as c:  # an unsigned page claiming another origin there
+        made_up = {
+            "format": "crdtmem.states",
+            "v": 1,
+            "from": "p",
+            "channels": [T1],
+            "states": [],
+            "covers": {T1: {"p": 1}, U1: {"p": 1, "victim": 7}},
+            "next": None,
+            "markers": [],
+        }
+        await c.apply_states(msgpack.packb(made_up, use_bin_type=True), sender=PARTIAL_SERVER)
+        assert c.version_vectors([U1, T1]) == {U1: {"p": 1}, T1: {"p": 1}}

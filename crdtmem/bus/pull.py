@@ -222,6 +222,7 @@ class PullServer:
             max_bytes=self.max_bytes,
             signer=self.replica.signer,
             version=catchup.STATES_VERSION,
+            subscribed=self.replica.channels,
         )
         if len(data) > self.max_bytes:
             raise InvalidInput(

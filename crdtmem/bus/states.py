@@ -288,6 +288,7 @@ class StatesServer:
             max_bytes=self.max_bytes,
             signer=self.replica.signer,
             version=version,
+            subscribed=self.replica.channels,
         )
         if len(data) > self.max_bytes:
             raise InvalidInput(

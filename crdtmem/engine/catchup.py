@@ -13,7 +13,9 @@ The receiver takes a page only from a state server it trusts, signed by that ser
 of the page's channels, and that the sender may write every one of them), stores it as the
 document's snapshot, and, on the last page, raises its vectors (and its own horizon) to ``covers``:
 the states of all pages hold everything those vectors claim, because they were read after the
-vectors. Only entries of origins the sender may introduce count, never this replica's own. Then it
+vectors. Only entries of origins the sender may introduce count, never this replica's own. A
+partial server's covers also name its own entries on channels it logs on but does not sync
+(:func:`~crdtmem.engine.statepages.own_covers`); those count only for the server's origin. Then it
 pulls deltas from ``covers`` on as usual.
 
 A state folds many origins' deltas, so it is the server's word, not its origins': a trusted
@@ -111,6 +113,12 @@ class CatchUp:
                 for c, v in page.covers.items()
                 if c in channels and sender.may_write(c)
             }
+            for c, v in page.covers.items():  # a partial server's own entries on channels it does not sync
+                if c not in page.channels and self._subscribed(c) and sender.may_write(c):
+                    mine = {
+                        o: seq for o, seq in v.items() if o == page.sender != own and sender.may_introduce(o)
+                    }
+                    covers[c] = mine
             covers = {c: v for c, v in covers.items() if v}
             if covers:
                 await self._publisher.commit(Commit(covers=covers), {}, {}, {})

@@ -120,6 +120,7 @@ class Exchange(Opened):
             max_bytes=self.max_payload_bytes,
             signer=self.signer,
             version=version,
+            subscribed=self.channels,
         )
 
     def behind(self, channels: Sequence[str], vectors: dict[str, VersionVector]) -> bool:

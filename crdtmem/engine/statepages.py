@@ -103,15 +103,18 @@ def export_states(
     max_bytes: int = wire.DEFAULT_MAX_PAYLOAD_BYTES,
     signer: Signer | None = None,
     version: int = VERSION,
+    subscribed: Sequence[str] | None = None,
 ) -> bytes:
     """One states page of ``channels``: the first with ``after=None``, then ``after`` = the page's
-    ``next``, with the first page's ``covers`` (and, version 2, its ``cursor``)."""
+    ``next``, with the first page's ``covers`` (and, version 2, its ``cursor``). ``subscribed``: the
+    channels the serving replica syncs (None: every channel), for :func:`own_covers`."""
     if version not in VERSIONS:
         raise UnsupportedVersion(f"states page version {version!r}; this build writes {VERSIONS}")
     if version >= 2 and signer is None:
         raise InvalidInput("a version 2 states page needs this replica's signing key")
     if covers is None:  # read before the states: every state read after holds what they claim
         covers = {c: store.version_vector(c) for c in channels}
+        covers.update(own_covers(store, replica_id, channels, subscribed))
     elif version >= 2:
         assert signer is not None
         if cursor is None or not verify_message(
@@ -167,6 +170,26 @@ def export_states(
         "sig": signer.sign_message(page_message(replica_id, body)),
     }
     return bytes(msgpack.packb(signed, use_bin_type=True))
+
+
+def own_covers(
+    store: Store, replica_id: str, channels: Sequence[str], subscribed: Sequence[str] | None
+) -> dict[str, VersionVector]:
+    """The covers a partial replica adds for the channels it logs its own deltas on but does not
+    sync (``docs/protocol.md`` §7.10): ``{channel: {replica_id: seq}}``.
+
+    Such an entry is of a memory the replica holds, so of one of the channels it syncs; when the
+    page run serves all of them, every state it holds is in the run and the covers may claim the
+    entry. Without that claim a puller never gets it once the log folded it: a full replica that
+    superseded the delta (§7.11) or decided against it never relays it either."""
+    if subscribed is None or not set(subscribed) <= set(channels):
+        return {}
+    found: dict[str, VersionVector] = {}
+    for channel in store.channels():
+        seq = store.version_vector(channel).get(replica_id, 0) if channel not in subscribed else 0
+        if seq:
+            found[channel] = {replica_id: seq}
+    return found
 
 
 def decode_states(data: bytes, *, max_bytes: int) -> StatesPage:
