@@ -72,7 +72,7 @@ def test_the_rebasing_machine_rebases_and_carries_and_loses_nothing() -> None:
     RebasingMachine.seen.clear()
     run_state_machine_as_test(
         RebasingMachine,
-        settings=settings(_FAST, max_examples=8, stateful_step_count=30, derandomize=True, database=None),
+        settings=settings(_FAST, max_examples=16, stateful_step_count=30, derandomize=True, database=None),
     )
     assert RebasingMachine.seen["rebased"] > 0 and RebasingMachine.seen["carried"] > 0, RebasingMachine.seen
 
