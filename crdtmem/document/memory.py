@@ -283,6 +283,11 @@ class MemoryDoc:
     def state_vector(self) -> statevector.StateVector:
         return statevector.decode(self.doc.get_state())
 
+    def blocks(self) -> int:
+        """How many Yrs blocks this document has had (map entries and array elements written,
+        deleted ones included): the sum of its state vector's clocks."""
+        return sum(self.state_vector().values())
+
     @property
     def exists(self) -> bool:
         return "id" in self._header
