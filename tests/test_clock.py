@@ -169,3 +169,15 @@ def test_now_is_unique_across_threads() -> None:
     stamps = [s for out in found for s in out]
     assert len(set(stamps)) == len(stamps) == 8000
     assert all(a < b for out in found for a, b in itertools.pairwise(out))
+
+
+@given(hlcs, st.integers(0, MAX_WALL), st.integers(0, 300))
+def test_a_run_is_what_as_many_calls_of_now_give_on_a_still_wall(last: Hlc, wall: int, count: int) -> None:
+    one, many = HybridLogicalClock(Wall(wall)), HybridLogicalClock(Wall(wall))
+    one.restore(last)
+    many.restore(last)
+    stamps = many.run(count)
+    assert stamps == [one.now() for _ in range(count)]
+    assert many.last == one.last
+    assert HybridLogicalClock.encode_run(stamps) == [stamp.encode() for stamp in stamps]
+    assert all(a < b for a, b in itertools.pairwise(stamps))
