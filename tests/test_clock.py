@@ -172,12 +172,21 @@ def test_now_is_unique_across_threads() -> None:
 
 
 @given(hlcs, st.integers(0, MAX_WALL), st.integers(0, 300))
-def test_a_run_is_what_as_many_calls_of_now_give_on_a_still_wall(last: Hlc, wall: int, count: int) -> None:
+def test_stamps_are_what_as_many_calls_of_now_give_on_a_still_wall(last: Hlc, wall: int, count: int) -> None:
     one, many = HybridLogicalClock(Wall(wall)), HybridLogicalClock(Wall(wall))
     one.restore(last)
     many.restore(last)
-    stamps = many.run(count)
-    assert stamps == [one.now() for _ in range(count)]
+    assert many.stamps(count) == [one.now().encode() for _ in range(count)]
     assert many.last == one.last
-    assert HybridLogicalClock.encode_run(stamps) == [stamp.encode() for stamp in stamps]
-    assert all(a < b for a, b in itertools.pairwise(stamps))
+
+
+def test_stamps_carry_a_logical_overflow_into_the_wall_part() -> None:
+    clock = HybridLogicalClock(Wall(START_MS))
+    clock.restore(Hlc(START_MS, MAX_LOGICAL - 2))
+    assert clock.stamps(4) == [
+        Hlc(START_MS, MAX_LOGICAL - 1).encode(),
+        Hlc(START_MS, MAX_LOGICAL).encode(),
+        Hlc(START_MS + 1, 0).encode(),
+        Hlc(START_MS + 1, 1).encode(),
+    ]
+    assert clock.last == Hlc(START_MS + 1, 1)

@@ -17,6 +17,7 @@ from crdtmem.document.memory import MemoryDoc
 from crdtmem.document.records import Scope, Source
 from crdtmem.document.yroots import YDoc
 from crdtmem.engine.changes import Dots
+from crdtmem.errors import InvalidInput
 from crdtmem.testing import strategies as cst
 
 _ticks = itertools.count(1_700_000_000_000)
@@ -368,3 +369,26 @@ def test_a_wide_create_reads_back_as_written_and_takes_one_dot_per_key_and_tag()
     assert read.tags[:3] == ("t0", "t1", "t2") and len(read.tags) == 302
     assert doc.sizes() == (len(metadata), len(tags), 1)
     assert dots.last is not None and read.updated_at == dots.last.hlc
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "a#b", "k" * 257, 7, "ok\ud800", "\udfff"],
+    ids=["empty", "hash", "long", "int", "surrogate", "alone"],
+)
+def test_a_bad_metadata_key_is_refused_among_good_ones_and_nothing_is_written(key: Any) -> None:
+    doc = MemoryDoc.empty("m-bad", 7)
+    dots = Dots("r1", HybridLogicalClock(lambda: 1_700_000_000_000))
+    metadata = {f"k{i}": i for i in range(50)} | {key: 1} | {"z": 2}
+    with pytest.raises(InvalidInput):
+        doc.create(
+            memory_id="m-bad",
+            kind="fact",
+            content="x",
+            source=Source(user_id="u1"),
+            scope=Scope(user_id="u1"),
+            metadata=metadata,
+            tags=["t"],
+            next_dot=dots,
+        )
+    assert doc.sizes()[:2] == (0, 0)

@@ -381,7 +381,10 @@ class MemoryDoc:
                 last = next_dot()
                 messages.append(frozen(Conversation(self._messages).append(role, text, last)))
             value = MessageList.of(messages)
-        texts = {_check_key(key): encode_value(item) for key, item in metadata.items()}
+        texts = {
+            key: encode_value(item)
+            for key, item in zip(_check_keys(metadata), metadata.values(), strict=True)
+        }
         tags = list(tags)
         tag_texts = [encode_value(tag) for tag in tags]
         dots = _fresh(next_dot, len(texts) + len(tag_texts))
@@ -516,7 +519,10 @@ class MemoryDoc:
     ) -> None:
         """Write metadata keys, then add tags: each value encoded once, one dot run, one batch each
         (the same entries as a dot per key then per tag, in that order)."""
-        texts = [(_check_key(key), encode_value(item)) for key, item in metadata.items()]
+        texts = [
+            (key, encode_value(item))
+            for key, item in zip(_check_keys(metadata), metadata.values(), strict=True)
+        ]
         tag_texts = [encode_value(tag) for tag in tags]
         dots = _fresh(next_dot, len(texts) + len(tag_texts))
         if texts or clears:
@@ -780,6 +786,22 @@ def _fresh(next_dot: DotSource, count: int) -> list[Dot]:
         dots: list[Dot] = run(count)
         return dots
     return [next_dot() for _ in range(count)]
+
+
+def _check_keys(keys: Iterable[object]) -> list[str]:
+    """:func:`_check_key` of each key, their text checked in one piece (a lone surrogate anywhere
+    fails it, and is then found key by key)."""
+    checked: list[str] = []
+    for key in keys:
+        if not isinstance(key, str) or not key or "#" in key or len(key) > 256:
+            raise InvalidInput(f"metadata keys are non-empty strings without '#', got {key!r}")
+        checked.append(key)
+    try:
+        "".join(checked).encode("utf-8")
+    except UnicodeEncodeError:
+        for key in checked:
+            check_text(key, "a metadata key")
+    return checked
 
 
 def _unique(values: Iterable[JSONValue]) -> list[JSONValue]:

@@ -36,8 +36,7 @@ class Dots:
     def run(self, count: int) -> list[Dot]:
         """``count`` fresh dots in increasing order, as ``count`` calls would give (one clock run)."""
         replica_id = self._replica_id
-        texts = HybridLogicalClock.encode_run(self._clock.run(count))
-        dots = [Dot(text, replica_id) for text in texts]
+        dots = [Dot(text, replica_id) for text in self._clock.stamps(count)]
         if dots:
             self.last = dots[-1]
         return dots
