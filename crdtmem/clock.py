@@ -94,6 +94,29 @@ class HybridLogicalClock:
             self._last = Hlc(wall, 0) if wall > last.wall_ms else self._bump(last)
             return self._last
 
+    def stamps(self, count: int) -> list[str]:
+        """``count`` fresh timestamps, encoded (:meth:`Hlc.encode`), in increasing order: what as
+        many calls of ``now().encode()`` give on a still wall, from one wall reading under one lock
+        and with the wall part formatted once (a write of 2,000 entries takes 2,000 dots)."""
+        with self._lock:
+            if count <= 0:
+                return []
+            wall = self._wall()
+            last = self._last
+            first = Hlc(wall, 0) if wall > last.wall_ms else self._bump(last)
+            wall_ms, logical = first.wall_ms, first.logical
+            prefix = f"{wall_ms:0{_WALL_DIGITS}d}."
+            texts = []
+            for _ in range(count):
+                texts.append(f"{prefix}{logical:0{_LOGICAL_DIGITS}d}")
+                if logical >= _MAX_LOGICAL:
+                    wall_ms, logical = wall_ms + 1, 0
+                    prefix = f"{wall_ms:0{_WALL_DIGITS}d}."
+                else:
+                    logical += 1
+            self._last = Hlc.decode(texts[-1])
+            return texts
+
     def check(self, remote: Hlc) -> None:
         """Raise :class:`ClockSkewError` if ``remote`` is too far in the future."""
         ahead = remote.wall_ms - self._wall()

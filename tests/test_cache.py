@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import ctypes
 import dataclasses
+import gc
+import json
+import sys
 from pathlib import Path
 
 import pytest
@@ -193,3 +197,61 @@ async def test_large_remote_memories_keep_the_caches_within_their_byte_budgets(t
             assert b.cache.bytes <= BUDGET and b.doc_cache.bytes <= BUDGET
         assert [(await b.get(i)).content[:4] for i in made] == [f"{n:04d}" for n in range(20)]
         assert b.cache.bytes <= BUDGET and b.doc_cache.bytes <= BUDGET
+
+
+def _resident_bytes() -> int:
+    """This process's resident memory after a full collection, with free heap handed back."""
+    gc.collect()
+    ctypes.CDLL(None).malloc_trim(0)
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise AssertionError("no VmRSS line")
+
+
+def _deep_size(value: object) -> int:
+    size, stack = 0, [value]
+    while stack:
+        one = stack.pop()
+        size += sys.getsizeof(one)
+        if isinstance(one, dict):
+            stack.extend(one.keys())
+            stack.extend(one.values())
+        elif isinstance(one, (list, tuple)):
+            stack.extend(one)
+    return size
+
+
+WIDE_BUDGET = 8 * 1024 * 1024
+
+
+@pytest.mark.skipif(
+    not Path("/proc/self/status").exists() or not hasattr(ctypes.CDLL(None), "malloc_trim"),
+    reason="measures resident memory through /proc and glibc",
+)
+async def test_wide_memories_keep_resident_memory_within_the_cache_budgets(tmp_path: Path) -> None:
+    """A document of many small entries holds far more in Yrs than its stored bytes (each entry is a
+    block and a map of strings there): charged by its stored bytes, sixty memories of 1,000 keys and
+    1,000 tags held ~100 MB against budgets of 16 MiB together."""
+    limits = Limits(record_cache_bytes=WIDE_BUDGET, doc_cache_bytes=WIDE_BUDGET)
+    async with Replica(tmp_path / "r.db", replica_id="r", limits=limits, synchronous="NORMAL") as replica:
+        await replica.add("warm", user_id="u1")
+        before = _resident_bytes()
+        for n in range(60):
+            body = json.dumps(
+                {"metadata": {f"k{i}": i + n for i in range(1_000)}, "tags": [f"t{i}" for i in range(1_000)]}
+            )
+            wide = json.loads(body)  # fresh objects, as a request's body
+            await replica.add(f"{n}", user_id="u1", metadata=wide["metadata"], tags=wide["tags"])
+        grown = _resident_bytes() - before
+        assert replica.cache.bytes <= WIDE_BUDGET and replica.doc_cache.bytes <= WIDE_BUDGET
+        assert grown <= 2.5 * 2 * WIDE_BUDGET, f"resident memory grew {grown / 2**20:.0f} MiB"
+
+
+def test_record_size_is_at_least_what_python_holds_for_its_values() -> None:
+    """A record read from the store is charged what its parsed values take (objects, not only text)."""
+    wide = json.loads(
+        json.dumps({"m": {f"k{i}": i * 1000 for i in range(1_000)}, "t": [f"t{i}" for i in range(1_000)]})
+    )
+    record = dataclasses.replace(memory("m"), metadata=wide["m"], tags=tuple(wide["t"]))
+    assert record_size(record) >= _deep_size(record.metadata) + _deep_size(record.tags)

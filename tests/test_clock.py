@@ -169,3 +169,24 @@ def test_now_is_unique_across_threads() -> None:
     stamps = [s for out in found for s in out]
     assert len(set(stamps)) == len(stamps) == 8000
     assert all(a < b for out in found for a, b in itertools.pairwise(out))
+
+
+@given(hlcs, st.integers(0, MAX_WALL), st.integers(0, 300))
+def test_stamps_are_what_as_many_calls_of_now_give_on_a_still_wall(last: Hlc, wall: int, count: int) -> None:
+    one, many = HybridLogicalClock(Wall(wall)), HybridLogicalClock(Wall(wall))
+    one.restore(last)
+    many.restore(last)
+    assert many.stamps(count) == [one.now().encode() for _ in range(count)]
+    assert many.last == one.last
+
+
+def test_stamps_carry_a_logical_overflow_into_the_wall_part() -> None:
+    clock = HybridLogicalClock(Wall(START_MS))
+    clock.restore(Hlc(START_MS, MAX_LOGICAL - 2))
+    assert clock.stamps(4) == [
+        Hlc(START_MS, MAX_LOGICAL - 1).encode(),
+        Hlc(START_MS, MAX_LOGICAL).encode(),
+        Hlc(START_MS + 1, 0).encode(),
+        Hlc(START_MS + 1, 1).encode(),
+    ]
+    assert clock.last == Hlc(START_MS + 1, 1)

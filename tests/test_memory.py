@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import itertools
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -16,6 +17,7 @@ from crdtmem.document.memory import MemoryDoc
 from crdtmem.document.records import Scope, Source
 from crdtmem.document.yroots import YDoc
 from crdtmem.engine.changes import Dots
+from crdtmem.errors import InvalidInput
 from crdtmem.testing import strategies as cst
 
 _ticks = itertools.count(1_700_000_000_000)
@@ -340,3 +342,53 @@ def test_documents_are_freed_once_dropped() -> None:
 
 def _alive(kind: type) -> int:
     return sum(type(o) is kind for o in gc.get_objects())  # isinstance would read proxies' __class__
+
+
+def test_a_wide_create_reads_back_as_written_and_takes_one_dot_per_key_and_tag() -> None:
+    """Metadata keys and tags are encoded once and inserted as batches from one run of dots: the
+    record :meth:`MemoryDoc.create` returns is the one read back, scalars and nested values alike,
+    and every key and tag has its own dot, in order (keys first, then tags)."""
+    doc = MemoryDoc.empty("m-wide", 7)
+    dots = Dots("r1", HybridLogicalClock(lambda: 1_700_000_000_000))
+    metadata: dict[str, Any] = {f"k{i}": i for i in range(300)}
+    metadata.update({"f": 1.5, "b": True, "n": None, "s": "text", "nested": {"z": [1, (2, 3)], "a": {}}})
+    tags: list[Any] = [f"t{i}" for i in range(300)] + ["t1", {"b": 1, "a": 2}, 7, "t2"]
+    created = doc.create(
+        memory_id="m-wide",
+        kind="fact",
+        content="x",
+        source=Source(user_id="u1"),
+        scope=Scope(user_id="u1"),
+        metadata=metadata,
+        tags=tags,
+        next_dot=dots,
+    )
+    read, _ = doc.read()
+    assert created == read
+    assert list(read.metadata) == sorted(metadata) and read.metadata["nested"] == {"a": {}, "z": [1, [2, 3]]}
+    assert read.tags[:3] == ("t0", "t1", "t2") and len(read.tags) == 302
+    assert doc.sizes() == (len(metadata), len(tags), 1)
+    assert dots.last is not None and read.updated_at == dots.last.hlc
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["", "a#b", "k" * 257, 7, "ok\ud800", "\udfff"],
+    ids=["empty", "hash", "long", "int", "surrogate", "alone"],
+)
+def test_a_bad_metadata_key_is_refused_among_good_ones_and_nothing_is_written(key: Any) -> None:
+    doc = MemoryDoc.empty("m-bad", 7)
+    dots = Dots("r1", HybridLogicalClock(lambda: 1_700_000_000_000))
+    metadata = {f"k{i}": i for i in range(50)} | {key: 1} | {"z": 2}
+    with pytest.raises(InvalidInput):
+        doc.create(
+            memory_id="m-bad",
+            kind="fact",
+            content="x",
+            source=Source(user_id="u1"),
+            scope=Scope(user_id="u1"),
+            metadata=metadata,
+            tags=["t"],
+            next_dot=dots,
+        )
+    assert doc.sizes()[:2] == (0, 0)

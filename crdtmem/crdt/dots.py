@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Iterable
 from typing import Any, NamedTuple, TypeGuard
 
 from ..errors import InvalidInput
@@ -34,6 +35,14 @@ def encode_value(value: JSONValue) -> str:
     Raises InvalidInput for values JSON cannot carry (NaN, infinities, sets, bytes, objects) and for
     values nested more than :data:`MAX_DEPTH` deep.
     """
+    kind = type(value)
+    if kind is int:  # the encoder's own form of an int, without its dispatch (a bound error below)
+        try:
+            return int.__repr__(value)
+        except ValueError as exc:
+            raise InvalidInput(f"values must be plain JSON: {exc}") from exc
+    if value is None or kind is bool:
+        return "null" if value is None else "true" if value else "false"
     try:
         text = _CANONICAL.encode(value)
         text.encode("utf-8")  # lone surrogates would make Yrs panic
@@ -84,6 +93,17 @@ def decode_value(text: str) -> JSONValue:
     if _PLAIN_STRING.fullmatch(text):
         return text[1:-1]
     return json.loads(text)
+
+
+def put_entries(ymap: Any, entries: Iterable[tuple[str, dict[str, str]]]) -> None:
+    """Insert many entries into a map: in one step on a document's root map (``insert_many``),
+    one key at a time on anything else."""
+    insert_many = getattr(ymap, "insert_many", None)
+    if insert_many is not None:
+        insert_many(entries)
+        return
+    for key, value in entries:
+        ymap[key] = value
 
 
 class Dot(NamedTuple):

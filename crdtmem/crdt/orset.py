@@ -15,7 +15,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .dots import Dot, DotEntry, JSONValue, encode_value
+from .dots import Dot, DotEntry, JSONValue, encode_value, put_entries
 
 
 class ORSet:
@@ -47,6 +47,13 @@ class ORSet:
     def add(self, element: JSONValue, dot: Dot) -> None:
         entry = DotEntry(dot, encode_value(element))
         self._map[dot.key()] = entry.to_yrs()
+
+    def add_texts(self, adds: Iterable[tuple[str, Dot]]) -> None:
+        """:meth:`add` of many elements, each given as its canonical JSON text (``encode_value``),
+        inserted as one batch."""
+        put_entries(
+            self._map, ((dot.key(), {"v": text, "hlc": dot.hlc, "by": dot.replica}) for text, dot in adds)
+        )
 
     def remove(self, element: JSONValue) -> bool:
         """Remove the observed adds of ``element``; returns whether any were present."""

@@ -28,7 +28,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from .dots import Dot, DotEntry, JSONValue, encode_value
+from .dots import Dot, DotEntry, JSONValue, encode_value, put_entries
 
 Sibling = DotEntry
 
@@ -97,21 +97,34 @@ class MVRegister:
         field, but linear in the map's size plus the changes: one register at a time scans every key
         of the map per field (20,000 metadata keys in one request took the event loop for seconds).
         """
+        MVRegister.write_field_texts(
+            ymap, [(field, encode_value(value), dot) for field, value, dot in writes], clears
+        )
+
+    @staticmethod
+    def write_field_texts(
+        ymap: Any, writes: Iterable[tuple[str, str, Dot]], clears: Iterable[str] = ()
+    ) -> None:
+        """:meth:`write_fields` with each value given as its canonical JSON text (``encode_value``),
+        for a caller that encoded the values already; the new entries go in as one batch."""
         keys: dict[str, list[str]] = {}
         for key in list(ymap):
             field, sep, _ = key.rpartition("#")
             if sep:
                 keys.setdefault(field, []).append(key)
-        for field, value, dot in writes:
+        entries: dict[str, dict[str, str]] = {}
+        for field, text, dot in writes:
             for key in keys.pop(field, ()):
-                del ymap[key]
-            entry = DotEntry(dot, encode_value(value))
+                if entries.pop(key, None) is None:
+                    del ymap[key]
             key = f"{field}#{dot.replica}"
-            ymap[key] = entry.to_yrs()
+            entries[key] = {"v": text, "hlc": dot.hlc, "by": dot.replica}
             keys[field] = [key]
         for field in clears:
             for key in keys.pop(field, ()):
-                del ymap[key]
+                if entries.pop(key, None) is None:
+                    del ymap[key]
+        put_entries(ymap, entries.items())
 
     @staticmethod
     def fields(ymap: Any) -> set[str]:

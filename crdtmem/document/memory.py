@@ -283,6 +283,11 @@ class MemoryDoc:
     def state_vector(self) -> statevector.StateVector:
         return statevector.decode(self.doc.get_state())
 
+    def blocks(self) -> int:
+        """How many Yrs blocks this document has had (map entries and array elements written,
+        deleted ones included): the sum of its state vector's clocks."""
+        return sum(self.state_vector().values())
+
     @property
     def exists(self) -> bool:
         return "id" in self._header
@@ -376,21 +381,26 @@ class MemoryDoc:
                 last = next_dot()
                 messages.append(frozen(Conversation(self._messages).append(role, text, last)))
             value = MessageList.of(messages)
-        writes = [(_check_key(key), item, next_dot()) for key, item in metadata.items()]
-        MVRegister.write_fields(self._metadata, writes)
-        if writes:
-            last = writes[-1][2]
-        tag_list = list(tags)
-        for tag in tag_list:
-            last = next_dot()
-            self._tags.add(tag, last)
+        texts = {
+            key: encode_value(item)
+            for key, item in zip(_check_keys(metadata), metadata.values(), strict=True)
+        }
+        tags = list(tags)
+        tag_texts = [encode_value(tag) for tag in tags]
+        dots = _fresh(next_dot, len(texts) + len(tag_texts))
+        MVRegister.write_field_texts(
+            self._metadata, [(key, text, dot) for (key, text), dot in zip(texts.items(), dots, strict=False)]
+        )
+        self._tags.add_texts(zip(tag_texts, dots[len(texts) :], strict=True))
+        if dots:
+            last = dots[-1]
         written = _scope(self._header.get("scope") or {})  # as read() will see it
         return Memory(
             id=memory_id,
             kind=kind,
             content=value,
-            metadata={key: decode_value(encode_value(metadata[key])) for key in sorted(metadata)},
-            tags=tuple(_unique(tag_list)),
+            metadata={key: _as_read(metadata[key], texts[key]) for key in sorted(texts)},
+            tags=tuple(_as_read(tag, text) for text, tag in _first_of_each(tag_texts, tags).items()),
             source=Source(source.agent_id, source.session_id, source.user_id),
             scope=written,
             channels=written.channels(),
@@ -469,11 +479,7 @@ class MemoryDoc:
             conversation.clear()
             for role, text in content:
                 conversation.append(role, text, next_dot())
-        MVRegister.write_fields(
-            self._metadata, [(_check_key(key), item, next_dot()) for key, item in metadata.items()]
-        )
-        for tag in tags:
-            self._tags.add(tag, next_dot())
+        self._write_fields_and_tags(metadata, tags, next_dot)
 
     @property
     def cleanly_deleted(self) -> bool:
@@ -499,13 +505,31 @@ class MemoryDoc:
                     "(use increment, add_items/remove_items or append_message)"
                 )
             MVRegister(self._content).write(check_content(self.kind, content), dot)
-        writes = [(_check_key(key), value, next_dot()) for key, value in (metadata or {}).items()]
-        clears = [_check_key(key) for key in remove_metadata]
-        if writes or clears:
-            MVRegister.write_fields(self._metadata, writes, clears)
-        for tag in add_tags:
-            self._tags.add(tag, next_dot())
+        self._write_fields_and_tags(
+            metadata or {}, add_tags, next_dot, [_check_key(k) for k in remove_metadata]
+        )
         self._tags.remove_all(remove_tags)
+
+    def _write_fields_and_tags(
+        self,
+        metadata: dict[str, JSONValue],
+        tags: Iterable[JSONValue],
+        next_dot: DotSource,
+        clears: list[str] | None = None,
+    ) -> None:
+        """Write metadata keys, then add tags: each value encoded once, one dot run, one batch each
+        (the same entries as a dot per key then per tag, in that order)."""
+        texts = [
+            (key, encode_value(item))
+            for key, item in zip(_check_keys(metadata), metadata.values(), strict=True)
+        ]
+        tag_texts = [encode_value(tag) for tag in tags]
+        dots = _fresh(next_dot, len(texts) + len(tag_texts))
+        if texts or clears:
+            writes = [(key, text, dot) for (key, text), dot in zip(texts, dots, strict=False)]
+            MVRegister.write_field_texts(self._metadata, writes, clears or ())
+        if tag_texts:
+            self._tags.add_texts(zip(tag_texts, dots[len(texts) :], strict=True))
 
     def delete(self, next_dot: DotSource) -> None:
         self._lifecycle.write(DELETED, next_dot())
@@ -738,6 +762,47 @@ def _check_key(key: object) -> str:
     if not isinstance(key, str) or not key or "#" in key or len(key) > 256:
         raise InvalidInput(f"metadata keys are non-empty strings without '#', got {key!r}")
     return check_text(key, "a metadata key")
+
+
+def _as_read(value: JSONValue, text: str) -> JSONValue:
+    """``value`` as it reads back from its canonical JSON ``text``: a plain scalar is itself (JSON
+    carries it exactly), anything else is decoded (tuples become lists, keys are sorted)."""
+    if value is None or type(value) in (str, int, float, bool):
+        return value
+    return decode_value(text)
+
+
+def _first_of_each(texts: list[str], values: list[JSONValue]) -> dict[str, JSONValue]:
+    """The first value of each canonical text, in order (as an OR-set reads its elements back)."""
+    first: dict[str, JSONValue] = {}
+    for text, value in zip(texts, values, strict=True):
+        first.setdefault(text, value)
+    return first
+
+
+def _fresh(next_dot: DotSource, count: int) -> list[Dot]:
+    """``count`` dots from ``next_dot``, in one clock run when it offers one (``run``)."""
+    run = getattr(next_dot, "run", None)
+    if run is not None:
+        dots: list[Dot] = run(count)
+        return dots
+    return [next_dot() for _ in range(count)]
+
+
+def _check_keys(keys: Iterable[object]) -> list[str]:
+    """:func:`_check_key` of each key, their text checked in one piece (a lone surrogate anywhere
+    fails it, and is then found key by key)."""
+    checked: list[str] = []
+    for key in keys:
+        if not isinstance(key, str) or not key or "#" in key or len(key) > 256:
+            raise InvalidInput(f"metadata keys are non-empty strings without '#', got {key!r}")
+        checked.append(key)
+    try:
+        "".join(checked).encode("utf-8")
+    except UnicodeEncodeError:
+        for key in checked:
+            check_text(key, "a metadata key")
+    return checked
 
 
 def _unique(values: Iterable[JSONValue]) -> list[JSONValue]:

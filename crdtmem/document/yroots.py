@@ -277,8 +277,18 @@ class YMap:
         return iter(self.plain().values())
 
     def update(self, values: dict[str, JSON]) -> None:
-        for key, value in values.items():
-            self[key] = value
+        self.insert_many(values.items())
+
+    def insert_many(self, entries: Iterable[tuple[str, JSON]]) -> None:
+        """Set many keys in one transaction, looking the transaction and the map up once."""
+        txn = _current(self._doc)
+        if txn is None:
+            with self._doc.transaction():
+                self.insert_many(entries)
+                return
+        ymap = self._map(txn)
+        for key, value in entries:
+            ymap.insert(txn, key, value)
 
 
 class YArray:

@@ -15,7 +15,7 @@ from ..document.memory import MemoryDoc
 from ..document.records import Memory
 from ..errors import DamagedMemory, MalformedPayload
 from ..store.base import Store
-from .cache import DocCache, MemoryCache, doc_size
+from .cache import DocCache, MemoryCache, doc_size, written_record_size
 from .quarantine import Quarantine
 
 
@@ -122,9 +122,9 @@ class WorkingSet:
     def committed(self, memory_id: str, doc: MemoryDoc, memory: Memory) -> None:
         """A change to ``memory_id`` is durable: its document and record are current."""
         doc.drop_delta()  # stored now
-        size = doc_size(doc)  # the record's too: measuring it would walk every value (or message)
-        self.docs.put(memory_id, doc, size)
-        self.records.put(memory_id, memory, size)
+        blocks = doc.blocks()
+        self.docs.put(memory_id, doc, doc_size(doc, blocks))
+        self.records.put(memory_id, memory, written_record_size(doc, blocks))
 
     def forget(self, memory_ids: Iterable[str]) -> None:
         """Drop what a failed or interrupted change leaves uncertain: its documents (maybe
