@@ -1,55 +1,46 @@
-"""The SQLite store (sqlite-utils for the schema, WAL, one writer connection and one reader).
+"""The SQLite store (sqlite-utils for the schema, WAL, one writer connection, a reader connection for
+each thread that reads): opening, the commit, sync state and maintenance here; record reads in
+:mod:`.sqlite_records`, log reads in :mod:`.sqlite_log`.
 
 Durability: ``synchronous=FULL`` by default, so a commit that returned survives power loss as well as
 a killed process; ``NORMAL`` survives a killed process only. Commits run on the replica's commit thread
-through the writer connection; reads run on the event loop through a separate reader connection, which
-WAL lets proceed while a write is in flight.
+through the writer connection; reads run on the reader connection of their thread (the event loop's,
+or a worker's), which WAL lets proceed while a write is in flight.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import sqlite3
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal, ParamSpec, TypeVar
+from typing import Literal, ParamSpec, TypeVar
 
 import sqlite_utils
 
-from ..document.erasure import EMPTY_UPDATE
-from ..document.memory import MemoryDoc
-from ..document.query import Where
-from ..document.records import Conflict, ConflictValue
-from ..errors import DamagedMemory, MalformedPayload, StorageError, StoreUnreadable
+from ..document.records import ConflictValue
+from ..errors import DamagedMemory, StorageError, StoreUnreadable
 from . import sqlite_fold, sqlite_quarantine, sqlite_stamps, sqlite_trust
 from .base import (
     Commit,
     CommitResult,
-    Decision,
-    DeltaRecord,
     Erased,
     LocalSigner,
-    PendingDelta,
     Quarantined,
     StagedVectors,
-    StoredDoc,
     VersionVector,
-    fold,
-    merge_streams,
-    split_covered,
 )
 from .checkpoint import Checkpointer
-from .codec import decode_stored, encode_claim, encode_stub_claim
+from .codec import encode_claim, encode_stub_claim
 from .lock import DatabaseLock
 from .schema import create_or_migrate
 from .sqlite_erase import erase
-from .sqlite_query import to_sql
+from .sqlite_log import LogReads
+from .sqlite_records import RecordReads, file_read
 from .sqlite_states import pack as pack_state
 from .sqlite_states import put as put_state
-from .sqlite_states import unpack as unpack_state
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 Synchronous = Literal["FULL", "NORMAL", "OFF"]
@@ -57,21 +48,6 @@ QUICK_CHECK_ERRORS = 20
 """At most this many problems are reported by the integrity check on open."""
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
-
-
-def _reads(method: Callable[_P, _T]) -> Callable[_P, _T]:
-    """A read of the file: an SQLite failure (an unreadable page, an I/O error) becomes a
-    StorageError naming the file, instead of escaping as sqlite3's own exception."""
-
-    @functools.wraps(method)
-    def read(*args: _P.args, **kwargs: _P.kwargs) -> _T:
-        try:
-            return method(*args, **kwargs)
-        except sqlite3.Error as exc:
-            store = args[0]
-            raise StorageError(f"reading {getattr(store, 'path', 'the store')} failed: {exc}") from exc
-
-    return read
 
 
 def _channel_list(text: str | None) -> tuple[str, ...]:
@@ -83,13 +59,7 @@ def _channel_list(text: str | None) -> tuple[str, ...]:
     return tuple(c for c in found if isinstance(c, str)) if isinstance(found, list) else ()
 
 
-def _corrupt(exc: sqlite3.Error) -> bool:
-    """Whether SQLite says the file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB), not busy or failing."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is not None and code & 0xFF in (11, 26)
-
-
-class SQLiteStore:
+class SQLiteStore(RecordReads, LogReads):
     """A :class:`~crdtmem.store.base.Store` in one SQLite file."""
 
     def __init__(self, path: str | Path, *, synchronous: Synchronous = "FULL", check: bool = True):
@@ -234,7 +204,7 @@ class SQLiteStore:
 
     # -- meta ---------------------------------------------------------------------------------
 
-    @_reads
+    @file_read
     def get_meta(self, key: str) -> str | None:
         row = self._r.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
         return None if row is None else str(row[0])
@@ -451,7 +421,7 @@ class SQLiteStore:
         )
         return {origin: int(seq) for origin, seq in rows}
 
-    @_reads
+    @file_read
     def folded_states(self, min_bytes: int) -> list[tuple[str, int]]:
         rows = self._r.execute(
             "SELECT s.doc_id, coalesce(s.size, length(s.state)) FROM doc_states s "
@@ -479,7 +449,7 @@ class SQLiteStore:
         )
         return [(doc_id, int(v)) for doc_id, v in rows]
 
-    @_reads
+    @file_read
     def erasures_since(self, version: int, limit: int | None = None) -> list[Erased]:
         rows = self._r.execute(
             "SELECT doc_id, version, channels, hlc FROM erased WHERE version > ? ORDER BY version LIMIT ?",
@@ -499,185 +469,6 @@ class SQLiteStore:
             threading.Event().wait(0.02)
         raise StorageError(f"could not truncate the write-ahead log of {self.path}: readers kept it busy")
 
-    # -- reads --------------------------------------------------------------------------------
-
-    @_reads
-    def load_doc(self, doc_id: str) -> StoredDoc | None:
-        conn = self._r
-        try:
-            row = conn.execute(
-                "SELECT s.state, d.snap_id, s.codec FROM docs d LEFT JOIN doc_states s "
-                "ON s.doc_id = d.id WHERE d.id = ?",
-                (doc_id,),
-            ).fetchone()
-            snapshot, upto = (None, 0) if row is None else (row[0], int(row[1]))
-            if snapshot is not None:
-                snapshot = unpack_state(bytes(snapshot), row[2])
-            tail = [
-                (delta_id, bytes(update))
-                for delta_id, update in conn.execute(
-                    "SELECT id, [update] FROM deltas WHERE doc_id = ? AND id > ? ORDER BY id", (doc_id, upto)
-                )
-            ]
-        except sqlite3.DatabaseError as exc:
-            if _corrupt(exc):
-                raise DamagedMemory(doc_id, f"its rows are on a damaged page: {exc}") from exc
-            raise
-        except (TypeError, ValueError) as exc:  # a value of the wrong type, a state that does not inflate
-            raise DamagedMemory(doc_id, f"its state or deltas are not what was stored: {exc}") from exc
-        if snapshot is None and not tail:
-            return None
-        return StoredDoc(bytes(snapshot) if snapshot is not None else None, upto, tail)
-
-    def load_state(self, doc_id: str) -> bytes | None:
-        stored = self.load_doc(doc_id)
-        return None if stored is None else fold(stored)
-
-    @_reads
-    def load_record(self, doc_id: str) -> dict[str, Any] | None:
-        try:
-            row = self._r.execute(
-                "SELECT id, kind, record, version FROM docs WHERE id = ?", (doc_id,)
-            ).fetchone()
-        except sqlite3.DatabaseError as exc:
-            if _corrupt(exc):
-                raise DamagedMemory(doc_id, f"its record is on a damaged page: {exc}") from exc
-            raise
-        return None if row is None else self._record(row)
-
-    def _record(self, row: tuple[str, str, str, int]) -> dict[str, Any]:
-        """A stored record, whole: a conversation's messages come from its state (the stored record
-        leaves them out; records written by a version-1 store still hold them, and are current).
-        Raises DamagedMemory if the row does not read back."""
-        doc_id, kind, text, version = row
-        try:
-            record = json.loads(text)
-        except (TypeError, ValueError) as exc:  # ValueError: JSON and UTF-8 errors alike
-            raise DamagedMemory(doc_id, f"its record is not JSON: {exc}") from exc
-        if not isinstance(record, dict) or not isinstance(version, int):
-            raise DamagedMemory(doc_id, "its record is not a JSON object with a version")
-        record["version"] = version
-        if kind == "conversation" and record.get("content") is None:
-            stored = self.load_doc(doc_id)
-            parts = stored.tail if stored is not None else []
-            try:
-                doc = MemoryDoc.from_parts(doc_id, stored.snapshot if stored else None, parts, 0)
-            except MalformedPayload as exc:
-                raise DamagedMemory(doc_id, str(exc)) from exc
-            record["content"] = doc.messages()
-        return record
-
-    def _records(self, rows: Iterable[tuple[str, str, str, int]]) -> list[dict[str, Any]]:
-        """The records of ``rows``, leaving out (and reporting to :attr:`on_damaged`) those that do
-        not read back, so one damaged memory never hides the others."""
-        records = []
-        for row in rows:
-            try:
-                records.append(self._record(row))
-            except DamagedMemory as exc:
-                if self.on_damaged is not None:
-                    self.on_damaged(exc)
-        return records
-
-    @_reads
-    def query_records(
-        self,
-        *,
-        user_id: str | None = None,
-        tenant_id: str | None = None,
-        channel: str | None = None,
-        kind: str | None = None,
-        include_deleted: bool = False,
-        limit: int | None = None,
-        since_version: int | None = None,
-        ascending: bool = False,
-        where: Where | None = None,
-        before_version: int | None = None,
-        max_chars: int | None = None,
-    ) -> list[dict[str, Any]]:
-        conditions, args = _conditions(user_id, tenant_id, channel, kind, include_deleted, where)
-        if since_version is not None:
-            conditions.append("d.version > ?")
-            args.append(since_version)
-        if before_version is not None:
-            conditions.append("d.version < ?")
-            args.append(before_version)
-        order = " ORDER BY d.version " + ("ASC" if ascending else "DESC")
-        # Without a user or tenant (whose indexes hold the version), the page walks the version
-        # index and stops at its limit. Left to itself SQLite looks the channel's memories up by id
-        # and sorts them by version, which reads every one's version from its row: a column stored
-        # after the state and the record, so past their overflow pages (all of every 1 MiB value).
-        hint = " INDEXED BY idx_docs_version" if user_id is None and tenant_id is None else ""
-        page = f"SELECT d.rowid{', length(d.record)' if max_chars is not None else ''} FROM docs d{hint}"
-        if conditions:
-            page += " WHERE " + " AND ".join(conditions)
-        page += order
-        if limit is not None:
-            page += f" LIMIT {int(limit)}"
-        if max_chars is not None:  # the sizes are read in SQLite, the records decoded only for the page
-            chosen = _within(self._r.execute(page, args).fetchall(), max_chars)
-            page, args = ",".join("?" * len(chosen)), chosen
-        # the page is chosen first and only its records are read: ordered with the records, SQLite
-        # copies every matching record (1 MiB values) into a sort, for each page
-        sql = f"SELECT d.id, d.kind, d.record, d.version FROM docs d WHERE d.rowid IN ({page}){order}"
-        return self._records(self._r.execute(sql, args).fetchall())
-
-    @_reads
-    def count_records(
-        self,
-        *,
-        user_id: str | None = None,
-        tenant_id: str | None = None,
-        channel: str | None = None,
-        kind: str | None = None,
-        include_deleted: bool = False,
-        where: Where | None = None,
-    ) -> int:
-        conditions, args = _conditions(user_id, tenant_id, channel, kind, include_deleted, where)
-        sql = "SELECT count(*) FROM docs d"
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        (count,) = self._r.execute(sql, args).fetchone()
-        return int(count)
-
-    @_reads
-    def query_ids(
-        self,
-        *,
-        user_id: str | None = None,
-        tenant_id: str | None = None,
-        channel: str | None = None,
-        kind: str | None = None,
-        include_deleted: bool = False,
-        where: Where | None = None,
-        limit: int | None = None,
-    ) -> list[str]:
-        conditions, args = _conditions(user_id, tenant_id, channel, kind, include_deleted, where)
-        sql = "SELECT d.id FROM docs d"
-        if conditions:
-            sql += " WHERE " + " AND ".join(conditions)
-        if limit is not None:
-            sql += f" LIMIT {int(limit)}"
-        return [row[0] for row in self._r.execute(sql, args)]
-
-    @_reads
-    def conflicts(
-        self, *, user_id: str | None = None, tenant_id: str | None = None, doc_id: str | None = None
-    ) -> list[Conflict]:
-        where, args = [], []
-        for column, value in (("user_id", user_id), ("tenant_id", tenant_id), ("doc_id", doc_id)):
-            if value is not None:
-                where.append(f"{column} = ?")
-                args.append(value)
-        sql = "SELECT doc_id, field, user_id, tenant_id, vals FROM conflicts"
-        if where:
-            sql += " WHERE " + " AND ".join(where)
-        sql += " ORDER BY doc_id, field"
-        return [
-            Conflict(doc, field, _decode_values(vals), user, tenant)
-            for doc, field, user, tenant, vals in self._r.execute(sql, args)
-        ]
-
     def version_vector(self, channel: str) -> VersionVector:
         with self._state:
             return dict(self._vectors.get(channel, {}))
@@ -692,174 +483,15 @@ class SQLiteStore:
         with self._state:
             return sorted(channel for channel, vector in self._vectors.items() if vector)
 
-    @_reads
-    def deltas_since(
-        self, channels: Iterable[str], vectors: dict[str, VersionVector], limit: int | None = None
-    ) -> list[DeltaRecord]:
-        wanted: dict[int, dict[str, list[int]]] = {}
-        streams: list[list[tuple[int, int]]] = []
-        conn = self._r
-        for channel in channels:
-            peer = vectors.get(channel, {})
-            with self._state:
-                origins = set(self._vectors.get(channel, {})) | set(self._beyond.get(channel, {}))
-            for origin in sorted(origins):
-                stream = self._stream(conn, channel, origin, peer.get(origin, 0), limit)
-                for delta_id, seq in stream:
-                    wanted.setdefault(delta_id, {}).setdefault(channel, []).append(seq)
-                streams.append(stream)
-        ids = merge_streams(streams, limit)
-        found: dict[int, DeltaRecord] = {}
-        for start in range(0, len(ids), 500):
-            chunk = ids[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = conn.execute(
-                f"SELECT id, uid, origin, doc_id, hlc, deps, [update], sig, claim FROM deltas "
-                f"WHERE id IN ({marks})",
-                chunk,
-            )
-            for delta_id, uid, origin, doc_id, hlc, deps, update, sig, claim in rows:
-                seqs, also = split_covered(wanted[delta_id])
-                signed, proof = decode_stored(sig, claim)
-                found[delta_id] = DeltaRecord(
-                    uid,
-                    origin,
-                    doc_id,
-                    hlc,
-                    bytes(deps),
-                    bytes(update),
-                    tuple(seqs),
-                    seqs,
-                    also,
-                    signed,
-                    proof,
-                )
-        return [found[delta_id] for delta_id in ids]
-
-    @_reads
-    def decided_seqs(self, channel: str, origin: str, after: int, upto: int) -> set[int]:
-        rows = self._r.execute(
-            "SELECT seq FROM log WHERE channel = ? AND origin = ? AND seq > ? AND seq <= ? "
-            "AND delta_id IS NULL",
-            (channel, origin, after, upto),
-        )
-        return {int(seq) for (seq,) in rows}
-
-    @staticmethod
-    def _stream(
-        conn: sqlite3.Connection, channel: str, origin: str, after: int, limit: int | None
-    ) -> list[tuple[int, int]]:
-        """``(delta_id, seq)`` of one channel and origin past ``after``, in seq order: enough rows for
-        ``limit`` deltas (a page takes no more from one stream), which is more rows than ``limit``
-        when a coalesced delta covers several seqs."""
-        query = (  # entries decided against have no delta: nothing to export
-            "SELECT delta_id, seq FROM log WHERE channel = ? AND origin = ? AND seq > ? "
-            "AND delta_id IS NOT NULL ORDER BY seq LIMIT ?"
-        )
-        if limit is None:
-            return conn.execute(query, (channel, origin, after, -1)).fetchall()
-        rows: list[tuple[int, int]] = []
-        while True:
-            batch = conn.execute(query, (channel, origin, after, limit)).fetchall()
-            rows += batch
-            if len(batch) < limit or len({delta_id for delta_id, _ in rows}) >= limit:
-                return rows
-            after = batch[-1][1]
-
-    @_reads
-    def has_delta(self, uid: str) -> bool:
-        conn = self._r
-        if conn.execute("SELECT 1 FROM deltas WHERE uid = ?", (uid,)).fetchone():
-            return True
-        return conn.execute("SELECT 1 FROM pending WHERE uid = ?", (uid,)).fetchone() is not None
-
-    @_reads
-    def logged_deltas(self, uids: Sequence[str]) -> set[str]:
-        conn = self._r
-        if len(uids) == 1:  # the eager-push case: one delta per frame
-            row = conn.execute("SELECT uid FROM deltas WHERE uid = ?", (uids[0],)).fetchall()
-            return {uid for (uid,) in row}
-        found: set[str] = set()
-        for start in range(0, len(uids), 500):
-            chunk = list(uids[start : start + 500])
-            marks = ",".join("?" * len(chunk))
-            rows = conn.execute(f"SELECT uid FROM deltas WHERE uid IN ({marks})", chunk)
-            found.update(uid for (uid,) in rows)
-        return found
-
-    @_reads
-    def stale(self) -> list[str]:
-        return [doc_id for (doc_id,) in self._r.execute("SELECT doc_id FROM stale ORDER BY doc_id")]
-
-    @_reads
-    def pending(self) -> list[PendingDelta]:
-        return sqlite_trust.read_pending(self._r)
-
-    @_reads
-    def decisions(self, kind: str | None = None) -> list[Decision]:
-        return sqlite_trust.read_decisions(self._r, kind)
-
-    @_reads
-    def entries_without_delta(self, channel: str) -> dict[str, set[int]]:
-        found: dict[str, set[int]] = {}
-        rows = self._r.execute(
-            "SELECT origin, seq FROM log WHERE channel = ? AND delta_id IS NULL", (channel,)
-        )
-        for origin, seq in rows:
-            found.setdefault(origin, set()).add(int(seq))
-        return found
-
-    @_reads
-    def markers_of(self, doc_ids: Iterable[str], channels: Iterable[str]) -> list[DeltaRecord]:
-        wanted, conn = set(channels), self._r
-        out: list[DeltaRecord] = []
-        for doc_id in sorted({d for d in doc_ids if self.is_erased(d)}):
-            rows = conn.execute(
-                "SELECT id, uid, origin, doc_id, hlc, deps, [update], sig, claim FROM deltas "
-                "WHERE doc_id = ? AND [update] != ? ORDER BY id",
-                (doc_id, EMPTY_UPDATE),
-            ).fetchall()
-            for delta_id, uid, origin, doc, hlc, deps, update, sig, claim in rows:
-                signed, _ = decode_stored(sig, claim)
-                covered: dict[str, list[int]] = {}
-                for channel in sorted(wanted):  # the log's key is (channel, origin, seq)
-                    if signed is not None and channel not in signed.seqs:
-                        continue
-                    found = conn.execute(
-                        "SELECT seq FROM log WHERE channel = ? AND origin = ? AND delta_id = ?",
-                        (channel, origin, delta_id),
-                    ).fetchall()
-                    if found:
-                        covered[channel] = [int(seq) for (seq,) in found]
-                if covered:
-                    seqs, also = split_covered(covered)
-                    out.append(
-                        DeltaRecord(
-                            uid, origin, doc, hlc, bytes(deps), bytes(update), tuple(seqs), seqs, also, signed
-                        )
-                    )
-        return out
-
-    @_reads
-    def history(self, doc_id: str) -> list[DeltaRecord]:
-        rows = self._r.execute(
-            "SELECT uid, origin, doc_id, hlc, deps, [update] FROM deltas WHERE doc_id = ? ORDER BY id",
-            (doc_id,),
-        )
-        return [
-            DeltaRecord(uid, origin, doc, hlc, bytes(deps), bytes(update), ())
-            for uid, origin, doc, hlc, deps, update in rows
-        ]
-
-    @_reads
+    @file_read
     def last_hlc(self) -> str:
         return sqlite_stamps.highest(self._r)[1]
 
-    @_reads
+    @file_read
     def doc_count(self) -> int:
         return int(self._r.execute("SELECT count(*) FROM docs").fetchone()[0])
 
-    @_reads
+    @file_read
     def outbox_marks(self, sink: str) -> dict[str, VersionVector]:
         marks: dict[str, VersionVector] = {}
         rows = self._r.execute("SELECT channel, origin, seq FROM outbox WHERE sink = ?", (sink,))
@@ -886,7 +518,7 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise StorageError(f"storing outbox marks in {self.path} failed: {exc}") from exc
 
-    @_reads
+    @file_read
     def quarantined(self) -> list[Quarantined]:
         return sqlite_quarantine.read(self._r)
 
@@ -910,53 +542,10 @@ class SQLiteStore:
                     conn.execute("ROLLBACK")
                 raise StorageError(f"{what} in {self.path} failed: {exc}") from exc
 
-    @_reads
+    @file_read
     def integrity_check(self) -> str:
         return str(self._r.execute("PRAGMA integrity_check").fetchone()[0])
 
 
-def _within(sized: list[tuple[int, int]], max_chars: int) -> list[object]:
-    """The leading rows of ``sized`` (rowid, record length) whose records add up to at most
-    ``max_chars``; at least the first one."""
-    chosen: list[object] = []
-    total = 0
-    for rowid, size in sized:
-        total += size or 0
-        if chosen and total > max_chars:
-            break
-        chosen.append(rowid)
-    return chosen
-
-
-def _conditions(
-    user_id: str | None,
-    tenant_id: str | None,
-    channel: str | None,
-    kind: str | None,
-    include_deleted: bool,
-    where: Where | None,
-) -> tuple[list[str], list[object]]:
-    conditions: list[str] = []
-    args: list[object] = []
-    for column, value in (("user_id", user_id), ("tenant_id", tenant_id), ("kind", kind)):
-        if value is not None:
-            conditions.append(f"d.{column} = ?")
-            args.append(value)
-    if channel is not None:
-        conditions.append("d.id IN (SELECT doc_id FROM doc_channels WHERE channel = ?)")
-        args.append(channel)
-    if not include_deleted:
-        conditions.append("(d.deleted = 0 OR d.conflicted = 1)")
-    if where is not None:
-        condition, more = to_sql(where)
-        conditions.append(condition)
-        args.extend(more)
-    return conditions, args
-
-
 def _encode_values(values: tuple[ConflictValue, ...]) -> str:
     return _COMPACT.encode([[v.value, v.hlc, v.replica] for v in values])
-
-
-def _decode_values(text: str) -> tuple[ConflictValue, ...]:
-    return tuple(ConflictValue(value, hlc, replica) for value, hlc, replica in json.loads(text))
