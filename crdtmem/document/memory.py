@@ -1,32 +1,26 @@
-"""The memory document: one pycrdt ``Doc`` per memory, its layout, its writes and its reads.
-
-Root types of the document (``docs/protocol.md`` is the normative description)::
-
-    header     Map    written once at creation: format, id, kind, created, source, scope
-    content    Map    fact/preference: MV-register; list: OR-set; counter: PN-counter
-    messages   Array  conversation messages (conversation kind only)
-    lifecycle  Map    MV-register of "active" | "deleted"
-    metadata   Map    one MV-register per key, keys "{key}#{dot}"
-    tags       Map    OR-set of tags
-    embedding  Map    MV-register of {"vector": [...], "model": str} (never a user-facing conflict)
+"""The memory document: one pycrdt ``Doc`` per memory, its construction, the merge of updates and
+states across epochs, and every write (create, update, delete, increment, ..., resolve).
 
 Every write that changes a live memory also re-asserts ``active`` in ``lifecycle``; an update that races
 a delete therefore leaves two lifecycle siblings, a detected conflict rather than a silent resurrection
 or a silent loss. A cleanly deleted memory takes no update, but its id can be written again
 (:meth:`MemoryDoc.revive`): a new incarnation that observed the delete, hence no conflict.
+
+Beside it, by concept: the document's root types and what its header tells (:mod:`.layout`) and a
+conversation's messages as read (:mod:`.messages`), two classes :class:`MemoryDoc` inherits; what
+a write brings, checked (:mod:`.inputs`); the record and conflicts read from the document
+(:mod:`.reading`).
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import cached_property
 from typing import Any
 
-from ..crdt import Conversation, Dot, MessageList, MessageLog, MVRegister, ORSet, PNCounter, Sibling, frozen
-from ..crdt.dots import JSONValue, check_text, decode_value, encode_value, is_hlc_text
+from ..crdt import Conversation, Dot, MessageList, MVRegister, ORSet, PNCounter, frozen
+from ..crdt.dots import JSONValue, encode_value
 from ..errors import (
     EpochMismatch,
     InvalidInput,
@@ -37,10 +31,16 @@ from ..errors import (
     WrongKind,
 )
 from ..ids import is_v1_id
-from . import carry, statevector
+from . import carry, reading
 from . import epoch as epochs
-from .records import KINDS, REGISTER_KINDS, Conflict, ConflictValue, Kind, Memory, Scope, Source, check_kind
-from .yroots import YArray, YDoc, YMap, snapshot
+from .inputs import UNSET as UNSET
+from .inputs import Unset as Unset
+from .inputs import as_read, check_content, check_key, check_keys, check_message, first_of_each, unique
+from .layout import Layout
+from .messages import Messages
+from .reading import ACTIVE, DELETED, scope_of
+from .records import REGISTER_KINDS, Conflict, Kind, Memory, Scope, Source
+from .yroots import YDoc
 
 FORMAT = "crdtmem.memory/1"
 FORMAT_WIDE_IDS = "crdtmem.memory/2"
@@ -49,17 +49,6 @@ FORMAT_WIDE_IDS = "crdtmem.memory/2"
 FORMATS = (FORMAT, FORMAT_WIDE_IDS)
 EMPTY_UPDATE = b"\x00\x00"
 """A Yrs v1 update with no structs and no deletions."""
-ACTIVE, DELETED = "active", "deleted"
-
-
-class Unset(enum.Enum):
-    """The default of an argument whose every value, ``None`` included, means something (a fact's
-    content may be JSON ``null``)."""
-
-    UNSET = "UNSET"
-
-
-UNSET = Unset.UNSET
 
 DotSource = Callable[[], Dot]
 """Returns a fresh dot (replica id + a fresh HLC tick) for each write inside a change."""
@@ -73,54 +62,8 @@ class Delta:
     deps: bytes
 
 
-def check_content(kind: str, content: Any) -> Any:
-    """Validate initial content for ``kind``; returns it normalized."""
-    check_kind(kind)
-    if kind in REGISTER_KINDS:
-        if content is UNSET:
-            raise InvalidInput(f"a {kind} needs content: any JSON value (text, number, object, ...)")
-        if isinstance(content, str):
-            return check_text(content, f"{kind} content")
-        return decode_value(encode_value(content))  # as the register reads it back: plain JSON
-    if content is UNSET:
-        content = None
-    if kind == "counter":
-        if content is None:
-            return 0
-        if isinstance(content, bool) or not isinstance(content, int):
-            raise InvalidInput(f"counter content must be an int, got {type(content).__name__}")
-        return content
-    if kind == "list":
-        if content is None:
-            return []
-        if isinstance(content, (str, bytes)) or not isinstance(content, (list, tuple)):
-            raise InvalidInput("list content must be a list of items")
-        return list(content)
-    if content is None:
-        return []
-    if not isinstance(content, (list, tuple)):
-        raise InvalidInput("conversation content must be a list of {'role', 'text'} messages")
-    return [check_message(m) for m in content]
-
-
-def check_message(message: Any) -> tuple[str, str]:
-    if isinstance(message, dict):
-        role, text = message.get("role"), message.get("text")
-    elif isinstance(message, (list, tuple)) and len(message) == 2:
-        role, text = message
-    else:
-        raise InvalidInput(f"a message is {{'role': str, 'text': str}}, got {message!r}")
-    if not isinstance(role, str) or not role or not isinstance(text, str):
-        raise InvalidInput(f"a message needs a non-empty string role and a string text, got {message!r}")
-    return check_text(role, "a message role"), check_text(text, "a message text")
-
-
-class MemoryDoc:
+class MemoryDoc(Messages, Layout):
     """A memory's CRDT document. Not thread-safe: use it from one thread (the replica's loop)."""
-
-    _log: MessageLog | None = None
-    """A conversation's messages, kept in step with its array (built on the first read)."""
-    _log_subscription: Any = None
 
     # The store's copy of this document is a snapshot plus a tail of deltas (docs/architecture.md
     # §4); the engine keeps these figures about it to decide when to take a new snapshot.
@@ -135,38 +78,6 @@ class MemoryDoc:
     carried: Delta | None = None
     """The change that carried this replica's changes over a rebase it just took
     (:meth:`adopt_carrying`), until the engine logs it as a local delta and clears it."""
-
-    def __init__(self, doc: YDoc):
-        self.doc = doc
-
-    # Root types are bound on first use: a document only being merged and stored never needs them.
-    @cached_property
-    def _header(self) -> YMap:
-        return YMap(self.doc, "header")
-
-    @cached_property
-    def _content(self) -> YMap:
-        return YMap(self.doc, "content")
-
-    @cached_property
-    def _messages(self) -> YArray:
-        return YArray(self.doc, "messages")
-
-    @cached_property
-    def _lifecycle(self) -> MVRegister:
-        return MVRegister(YMap(self.doc, "lifecycle"))
-
-    @cached_property
-    def _metadata(self) -> YMap:
-        return YMap(self.doc, "metadata")
-
-    @cached_property
-    def _tags(self) -> ORSet:
-        return ORSet(YMap(self.doc, "tags"))
-
-    @cached_property
-    def _embedding(self) -> MVRegister:
-        return MVRegister(YMap(self.doc, "embedding"))
 
     # -- construction -------------------------------------------------------------------------
 
@@ -215,10 +126,8 @@ class MemoryDoc:
             fresh.apply_update(update)
         except Exception as exc:
             raise MalformedPayload(f"rebase does not decode as a Yrs update: {exc}") from exc
-        for name in ("_header", "_content", "_messages", "_lifecycle", "_metadata", "_tags", "_embedding"):
-            self.__dict__.pop(name, None)
+        self._bind(fresh)
         self._log = self._log_subscription = None
-        self.doc = fresh
         self.snapshot_bytes = 0  # the store's snapshot is of the old epoch: take a new one soon
 
     def adopt_carrying(self, update: bytes, incoming: epochs.Epoch, carry_as: str | None) -> None:
@@ -265,39 +174,6 @@ class MemoryDoc:
                 f"the state of memory {self.id} is of epoch {incoming.n if incoming else 0}, before "
                 f"this replica's {local.n if local else 0}, and holds changes that epoch lacks"
             )
-
-    @property
-    def created_by(self) -> str | None:
-        """The replica that created the memory (``header.created_by``)."""
-        value = self._header.get("created_by")
-        return value if isinstance(value, str) else None
-
-    @property
-    def epoch(self) -> epochs.Epoch | None:
-        """The document's epoch (None: never rebased)."""
-        return epochs.epoch_of(self.doc)
-
-    def state(self) -> bytes:
-        return bytes(self.doc.get_update())
-
-    def state_vector(self) -> statevector.StateVector:
-        return statevector.decode(self.doc.get_state())
-
-    def blocks(self) -> int:
-        """How many Yrs blocks this document has had (map entries and array elements written,
-        deleted ones included): the sum of its state vector's clocks."""
-        return sum(self.state_vector().values())
-
-    @property
-    def exists(self) -> bool:
-        return "id" in self._header
-
-    @property
-    def kind(self) -> Kind:
-        kind = self._header.get("kind")
-        if kind not in KINDS:
-            raise MalformedPayload(f"memory document has no valid kind: {kind!r}")
-        return kind  # type: ignore[no-any-return]
 
     # -- writes -------------------------------------------------------------------------------
 
@@ -366,7 +242,7 @@ class MemoryDoc:
             MVRegister(self._content).write(content, dot)
             value: Any = content
         elif kind == "list":
-            value = _unique(content)
+            value = unique(content)
             items = ORSet(self._content)
             for item in content:
                 last = next_dot()
@@ -382,8 +258,7 @@ class MemoryDoc:
                 messages.append(frozen(Conversation(self._messages).append(role, text, last)))
             value = MessageList.of(messages)
         texts = {
-            key: encode_value(item)
-            for key, item in zip(_check_keys(metadata), metadata.values(), strict=True)
+            key: encode_value(item) for key, item in zip(check_keys(metadata), metadata.values(), strict=True)
         }
         tags = list(tags)
         tag_texts = [encode_value(tag) for tag in tags]
@@ -394,13 +269,13 @@ class MemoryDoc:
         self._tags.add_texts(zip(tag_texts, dots[len(texts) :], strict=True))
         if dots:
             last = dots[-1]
-        written = _scope(self._header.get("scope") or {})  # as read() will see it
+        written = scope_of(self._header.get("scope") or {})  # as read() will see it
         return Memory(
             id=memory_id,
             kind=kind,
             content=value,
-            metadata={key: _as_read(metadata[key], texts[key]) for key in sorted(texts)},
-            tags=tuple(_as_read(tag, text) for text, tag in _first_of_each(tag_texts, tags).items()),
+            metadata={key: as_read(metadata[key], texts[key]) for key in sorted(texts)},
+            tags=tuple(as_read(tag, text) for text, tag in first_of_each(tag_texts, tags).items()),
             source=Source(source.agent_id, source.session_id, source.user_id),
             scope=written,
             channels=written.channels(),
@@ -506,7 +381,7 @@ class MemoryDoc:
                 )
             MVRegister(self._content).write(check_content(self.kind, content), dot)
         self._write_fields_and_tags(
-            metadata or {}, add_tags, next_dot, [_check_key(k) for k in remove_metadata]
+            metadata or {}, add_tags, next_dot, [check_key(k) for k in remove_metadata]
         )
         self._tags.remove_all(remove_tags)
 
@@ -521,7 +396,7 @@ class MemoryDoc:
         (the same entries as a dot per key then per tag, in that order)."""
         texts = [
             (key, encode_value(item))
-            for key, item in zip(_check_keys(metadata), metadata.values(), strict=True)
+            for key, item in zip(check_keys(metadata), metadata.values(), strict=True)
         ]
         tag_texts = [encode_value(tag) for tag in tags]
         dots = _fresh(next_dot, len(texts) + len(tag_texts))
@@ -580,40 +455,13 @@ class MemoryDoc:
             value = check_content(self.kind, value)
         register.write(value, next_dot())
 
-    def _message_log(self) -> MessageLog:
-        """The conversation's messages, read in full once and then kept in step by the array's
-        change deltas (see :class:`MessageLog`), so a read after an append checks the new messages.
-
-        Inside an open transaction a throwaway log is read in full: the transaction's own changes
-        reach the kept one only when it commits.
-        """
-        if self.doc.txn is not None:
-            return MessageLog(self._messages.to_py())
-        log = self._log
-        if log is None:
-            log = self._log = MessageLog(self._messages.to_py())
-            self._log_subscription = self._messages.observe(log.follow)
-        elif not log.in_step:
-            log.reset(self._messages.to_py())
-        return log
-
-    def messages(self) -> MessageList:
-        """A conversation's messages in array order, as its record holds them (read-only)."""
-        return self._message_log().content()
-
-    def messages_added_since(self, earlier: object) -> int | None:
-        """For ``earlier``, the content of an earlier record of this conversation: when every change
-        since only added messages at the end, how many it held (the messages after that are new).
-        None when that is not known (another change, or a record this document did not make)."""
-        return self._log.added_since(earlier) if self._log is not None else None
-
     def _register(self, field: str) -> MVRegister | None:
         if field == "content":
             return MVRegister(self._content) if self.kind in REGISTER_KINDS else None
         if field == "lifecycle":
             return self._lifecycle
         if field.startswith("metadata."):
-            return MVRegister(self._metadata, _check_key(field.removeprefix("metadata.")))
+            return MVRegister(self._metadata, check_key(field.removeprefix("metadata.")))
         return None
 
     def _require(self, kind: Kind, operation: str) -> None:
@@ -626,158 +474,25 @@ class MemoryDoc:
         """Every conflicted field, sorted by field name; identical on replicas with equal state."""
         return self.read()[1]
 
-    @property
-    def id(self) -> str:
-        return str(self._header.get("id"))
-
-    def scope(self) -> Scope:
-        return _scope(self._header.get("scope") or {})
-
     def header_channels(self) -> tuple[str, tuple[str, ...]]:
-        """``(memory id, channels)`` from the header alone, checked as :meth:`read` checks it (an
-        id, a known kind, a creation stamp, a scope that names channels); raises MalformedPayload.
-        For a batch of remote deltas, whose documents are read back later."""
-        header = snapshot(self.doc, maps=("header",), arrays=())["header"] or {}
-        if "id" not in header:
-            raise MalformedPayload("memory document has no header (was it created?)")
-        if header.get("kind") not in KINDS:
-            raise MalformedPayload(f"memory document has no valid kind: {header.get('kind')!r}")
-        memory_id = str(header["id"])
-        if not is_hlc_text(header.get("created")):
-            raise MalformedPayload(f"memory {memory_id!r} has no valid creation stamp")
-        return memory_id, _scope(header.get("scope") or {}).channels()
-
-    def sizes(self) -> tuple[int, int, int]:
-        """``(metadata keys, tag entries, content entries)`` without reading any value: cheap enough
-        to bound a remote change before the document is read (reading costs per entry). A tag or
-        list item added concurrently by several replicas has an entry for each."""
-        with self.doc.transaction():  # one Yrs transaction for the three roots, not one each
-            metadata = {key.rpartition("#")[0] for key in self._metadata if "#" in key}
-            return len(metadata), len(YMap(self.doc, "tags").keys()), len(self._content.keys())
+        """``(memory id, channels)`` from the header alone (:func:`.reading.header_channels`); raises
+        MalformedPayload. For a batch of remote deltas, whose documents are read back later."""
+        return reading.header_channels(self.doc)
 
     def materialize(self, version: int = 0) -> Memory:
         """The plain record for the current merged state."""
         return self.read(version)[0]
 
     def read(self, version: int = 0) -> tuple[Memory, list[Conflict]]:
-        """The record and the conflicts of the current merged state, from one snapshot.
-
-        Every root is converted to plain Python once, from one snapshot (:func:`_snapshot`), and
-        everything is computed from those values.
-        """
-        roots = snapshot(self.doc, arrays=())
-        header = roots["header"] or {}
-        content_raw = roots["content"] or {}
-        lifecycle_raw = roots["lifecycle"] or {}
-        metadata_raw = roots["metadata"] or {}
-        tags_raw = roots["tags"] or {}
-        embedding_raw = roots["embedding"] or {}
-        if "id" not in header:
-            raise MalformedPayload("memory document has no header (was it created?)")
-        kind = header.get("kind")
-        if kind not in KINDS:
-            raise MalformedPayload(f"memory document has no valid kind: {kind!r}")
-        memory_id = str(header["id"])
-        created = header.get("created")
-        if not is_hlc_text(created):
-            raise MalformedPayload(f"memory {memory_id!r} has no valid creation stamp: {created!r:.40}")
-        stamps = [created]
-        registers: dict[str, list[Sibling]] = {"lifecycle": MVRegister(lifecycle_raw).siblings()}
-        if kind in REGISTER_KINDS:
-            siblings = MVRegister(content_raw).siblings()
-            registers["content"] = siblings
-            content: Any = siblings[0].value if siblings else ""
-        elif kind == "list":
-            content, latest = ORSet(content_raw).read()
-            stamps.append(latest)
-        elif kind == "counter":
-            counter = PNCounter(content_raw)
-            content = counter.value()
-            stamps.append(counter.latest_hlc())
-        else:
-            log = self._message_log()
-            content = log.content()
-            stamps.append(log.latest_hlc())
-        metadata: dict[str, Any] = {}
-        for key, siblings in sorted(MVRegister.grouped(metadata_raw).items()):
-            metadata[key] = siblings[0].value
-            registers[f"metadata.{key}"] = siblings
-        for siblings in registers.values():
-            stamps.extend(s.dot.hlc for s in siblings)
-        tags, latest = ORSet(tags_raw).read()
-        stamps.append(latest)
-        scope = _scope(header.get("scope") or {})
-        conflicts = [
-            Conflict(
-                memory_id,
-                name,
-                tuple(ConflictValue(s.value, s.dot.hlc, s.dot.replica) for s in siblings),
-                scope.user_id,
-                scope.tenant_id,
-            )
-            for name, siblings in sorted(registers.items())
-            if MVRegister.in_conflict(siblings)
-        ]
-        embedding = MVRegister.read(MVRegister(embedding_raw).siblings())
-        vector = decode_value(embedding.text) if embedding else None
-        source = header.get("source") or {}
-        lifecycle = registers["lifecycle"]
-        memory = Memory(
-            id=memory_id,
-            kind=kind,
-            content=content,
-            metadata=metadata,
-            tags=tuple(tags),
-            source=Source(source.get("agent_id"), source.get("session_id"), source.get("user_id")),
-            scope=scope,
-            channels=scope.channels(),
-            created_at=created,
-            updated_at=max(stamps),
-            deleted=bool(lifecycle) and lifecycle[0].value == DELETED,
-            conflicted=bool(conflicts),
-            version=version,
-            embedding=tuple(vector["vector"]) if vector else None,
-            embedding_model=vector["model"] if vector else None,
-            conflicts=tuple(c.field for c in conflicts),
-        )
-        return memory, conflicts
+        """The record and the conflicts of the current merged state, from one snapshot
+        (:func:`.reading.read`)."""
+        return reading.read(self.doc, self._message_log, version)
 
 
 def document_format(scope: Scope) -> str:
     """``crdtmem.memory/1``, or ``/2`` when a user, tenant or topic id needs revision 2's ids."""
     ids = [i for i in (scope.user_id, scope.tenant_id, *scope.topics) if i is not None]
     return FORMAT if all(is_v1_id(i) for i in ids) else FORMAT_WIDE_IDS
-
-
-def _scope(raw: dict[str, Any]) -> Scope:
-    return Scope(
-        user_id=raw.get("user_id"),
-        tenant_id=raw.get("tenant_id"),
-        topics=tuple(raw.get("topics") or ()),
-        shared=bool(raw.get("shared")),
-    )
-
-
-def _check_key(key: object) -> str:
-    if not isinstance(key, str) or not key or "#" in key or len(key) > 256:
-        raise InvalidInput(f"metadata keys are non-empty strings without '#', got {key!r}")
-    return check_text(key, "a metadata key")
-
-
-def _as_read(value: JSONValue, text: str) -> JSONValue:
-    """``value`` as it reads back from its canonical JSON ``text``: a plain scalar is itself (JSON
-    carries it exactly), anything else is decoded (tuples become lists, keys are sorted)."""
-    if value is None or type(value) in (str, int, float, bool):
-        return value
-    return decode_value(text)
-
-
-def _first_of_each(texts: list[str], values: list[JSONValue]) -> dict[str, JSONValue]:
-    """The first value of each canonical text, in order (as an OR-set reads its elements back)."""
-    first: dict[str, JSONValue] = {}
-    for text, value in zip(texts, values, strict=True):
-        first.setdefault(text, value)
-    return first
 
 
 def _fresh(next_dot: DotSource, count: int) -> list[Dot]:
@@ -787,29 +502,3 @@ def _fresh(next_dot: DotSource, count: int) -> list[Dot]:
         dots: list[Dot] = run(count)
         return dots
     return [next_dot() for _ in range(count)]
-
-
-def _check_keys(keys: Iterable[object]) -> list[str]:
-    """:func:`_check_key` of each key, their text checked in one piece (a lone surrogate anywhere
-    fails it, and is then found key by key)."""
-    checked: list[str] = []
-    for key in keys:
-        if not isinstance(key, str) or not key or "#" in key or len(key) > 256:
-            raise InvalidInput(f"metadata keys are non-empty strings without '#', got {key!r}")
-        checked.append(key)
-    try:
-        "".join(checked).encode("utf-8")
-    except UnicodeEncodeError:
-        for key in checked:
-            check_text(key, "a metadata key")
-    return checked
-
-
-def _unique(values: Iterable[JSONValue]) -> list[JSONValue]:
-    """``values`` as an OR-set reads them back: canonical JSON, first occurrence of each, in order."""
-    seen: dict[str, JSONValue] = {}
-    for value in values:
-        text = encode_value(value)
-        if text not in seen:
-            seen[text] = decode_value(text)
-    return list(seen.values())
