@@ -1,8 +1,8 @@
 """The open check every side of a replica's API makes first.
 
 :class:`~crdtmem.engine.replica.Replica` is assembled from one class per side of its API
-(:mod:`.reads`, :mod:`.search`, :mod:`.exchange`; construction, lifecycle, local writes and events in
-:mod:`.replica` itself); each declares the parts of the replica it reads, and all share this check.
+(:mod:`.reads`, :mod:`.search`, :mod:`.exchange`, :mod:`.writes`; construction, lifecycle and events
+in :mod:`.replica` itself); each declares the parts of the replica it reads, and all share this check.
 """
 
 from __future__ import annotations
