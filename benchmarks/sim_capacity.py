@@ -399,7 +399,7 @@ async def measure(
     from crdtmem.bus.subjects import Layout, message_id
     from crdtmem.engine import payload as wire
     from crdtmem.index.embedders import HashingEmbedder
-    from crdtmem.index.indexer import _payload, memory_text
+    from crdtmem.index.points import memory_text, payload
 
     rng = random.Random(1)
     words = [
@@ -456,7 +456,7 @@ async def measure(
                     pages.append(page)
             embedder = HashingEmbedder()
             payloads = [
-                len(json.dumps(_payload(m, embedder.model, memory_text(m))).encode())
+                len(json.dumps(payload(m, embedder.model, memory_text(m))).encode())
                 for m in (await a.list(limit=200))
             ]
             indexed = await _index_rate(a, Path(tmp) / "edge", embedder)

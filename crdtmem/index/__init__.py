@@ -12,6 +12,7 @@ Layout::
     embedders.py   the offline default (hashing), MiniLM via sentence-transformers, fastembed
     engines/       Qdrant Edge (embedded), qdrant-client (local mode or a server by URL), in-memory
     indexer.py     follows the store in version order; search, verify, rebuild
+    points.py      what a point holds: the bounded text a memory is embedded by, its payload
 """
 
 from __future__ import annotations

@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import dataclasses
 import functools
-import hashlib
 import logging
 import math
 import time
@@ -61,6 +60,30 @@ from .base import (
     Subscribe,
     VectorEngine,
 )
+from .points import (
+    EMBEDDED_CONTENT_CHARS,
+    EMBEDDED_EXTRA_CHARS,
+    ERASED_VERSION,
+    disagrees,
+    erased_payload,
+    indexable,
+    memory_text,
+    payload,
+    text_hash,
+)
+
+__all__ = [
+    "EMBEDDED_CONTENT_CHARS",
+    "EMBEDDED_EXTRA_CHARS",
+    "ERASED_VERSION",
+    "Indexer",
+    "Progress",
+    "SearchResult",
+    "Verification",
+    "indexable",
+    "memory_text",
+    "text_hash",
+]
 
 log = logging.getLogger("crdtmem.index")
 
@@ -111,47 +134,12 @@ class Verification:
         return not (self.missing or self.stale or self.orphans or self.mismatched)
 
 
-EMBEDDED_CONTENT_CHARS = 8192
-"""A memory is embedded by at most this much of its content, and :data:`EMBEDDED_EXTRA_CHARS` of its
-tags and metadata. Embedding models read a few hundred tokens and drop the rest; the hashing
-embedder reads everything, in Python, on a worker thread that shares the interpreter lock with the
-event loop: a 1 MiB value held it for seconds (its one 1 MiB "word" has three million character
-n-grams), and every request waited its turn at the lock meanwhile. Bounded, a memory costs the
-indexer at most tens of milliseconds, whatever it holds."""
-EMBEDDED_EXTRA_CHARS = 2048
 BATCH_CHARS = 2 * 1024 * 1024
 """A batch read from the store ends early once its records add up to this much JSON (at least one):
 it is read and decoded on the event loop, in one piece."""
 
-
-def memory_text(memory: Memory) -> str:
-    """The text a memory is embedded by: its content in words, plus its tags and metadata values,
-    each bounded (:data:`EMBEDDED_CONTENT_CHARS`)."""
-    content = memory.content
-    if memory.kind == "list":
-        body = "; ".join(str(item) for item in content)
-    elif memory.kind == "conversation":
-        body = "\n".join(f"{m['role']}: {m['text']}" for m in content)
-    elif memory.kind == "counter":
-        name = memory.metadata.get("name", "counter")
-        body = f"{name}: {content}"
-    else:
-        body = str(content)
-    extra = [str(t) for t in memory.tags] + [
-        str(v) for v in memory.metadata.values() if isinstance(v, (str, int, float))
-    ]
-    body = body[:EMBEDDED_CONTENT_CHARS]
-    return body if not extra else body + "\n" + " ".join(extra)[:EMBEDDED_EXTRA_CHARS]
-
-
-def text_hash(text: str) -> str:
-    """The digest a point records of the text it was embedded from."""
-    return hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
-
-
-def indexable(memory: Memory) -> bool:
-    """Deleted memories leave the index, unless their deletion is in conflict (still visible)."""
-    return not memory.deleted or memory.conflicted
+_READ_ONLY_CLIENT = 1
+"""The Yrs client id of documents the indexer only reads (shared mode); nothing is written with it."""
 
 
 class Indexer:
@@ -340,7 +328,7 @@ class Indexer:
         :data:`ERASED_VERSION`, above every revision: no node's upsert of the memory's content,
         whatever state it still holds, can replace it, and the id is never used again."""
         vector = [1.0] + [0.0] * (self.embedder.dim - 1)
-        return Point(memory_id, vector, _erased_payload(memory_id, self.embedder.model))
+        return Point(memory_id, vector, erased_payload(memory_id, self.embedder.model))
 
     def _keeps(self, memory: Memory) -> bool:
         """Whether the memory has a point: an indexable one, or (shared mode) any, as a tombstone."""
@@ -356,7 +344,7 @@ class Indexer:
         embedded = iter(await self._embed([t for t, v in zip(texts, own, strict=True) if v is None]))
         vectors = [v if v is not None else next(embedded) for v in own]
         points = [
-            Point(m.id, vector, _payload(m, self.embedder.model, text))
+            Point(m.id, vector, payload(m, self.embedder.model, text))
             for m, vector, text in zip(keep, vectors, texts, strict=True)
         ]
         if points:
@@ -527,7 +515,7 @@ class Indexer:
         expected: dict[str, dict[str, Any]] = {}
         for memory in self._memories(self.source.query_records(include_deleted=True)):
             if self._keeps(memory):
-                expected[memory.id] = _payload(memory, self.embedder.model, memory_text(memory))
+                expected[memory.id] = payload(memory, self.embedder.model, memory_text(memory))
         if self.shared:  # the fleet's other memories are not this node's to judge
             indexed = await asyncio.to_thread(self.engine.payloads, list(expected))
         else:
@@ -536,7 +524,7 @@ class Indexer:
         both = set(expected) & set(indexed)
         stale = sorted(i for i in both if indexed[i]["version"] < expected[i]["version"])
         ahead = sorted(i for i in both if indexed[i]["version"] > expected[i]["version"])
-        mismatched = sorted(i for i in both - set(stale) - set(ahead) if _disagrees(indexed[i], expected[i]))
+        mismatched = sorted(i for i in both - set(stale) - set(ahead) if disagrees(indexed[i], expected[i]))
         orphans = sorted(set(indexed) - set(expected))
         return Verification(
             len(expected),
@@ -589,61 +577,3 @@ class Indexer:
             "points_skipped": self.points_skipped,
             "last_error": self.last_error,
         }
-
-
-ERASED_VERSION = 2**53 - 1
-"""The version of a forgotten memory's point in a shared collection: above every revision (which
-stay below 2**53), so nothing replaces it."""
-
-_READ_ONLY_CLIENT = 1
-"""The Yrs client id of documents the indexer only reads (shared mode); nothing is written with it."""
-
-
-def _payload(memory: Memory, model: str, text: str) -> dict[str, Any]:
-    return {
-        "memory_id": memory.id,
-        "version": memory.version,
-        "kind": memory.kind,
-        "user_id": memory.scope.user_id,
-        "tenant_id": memory.scope.tenant_id,
-        "topics": list(memory.scope.topics),
-        "channels": list(memory.channels),
-        "tags": [str(t) for t in memory.tags],
-        "deleted": memory.deleted,
-        "conflicted": memory.conflicted,
-        "model": model,
-        "content": text[:2000],
-        "text_hash": text_hash(text),
-    }
-
-
-def _erased_payload(memory_id: str, model: str) -> dict[str, Any]:
-    return {
-        "memory_id": memory_id,
-        "version": ERASED_VERSION,
-        "kind": None,
-        "user_id": None,
-        "tenant_id": None,
-        "topics": [],
-        "channels": [],
-        "tags": [],
-        "deleted": True,
-        "conflicted": False,
-        "erased": True,
-        "model": model,
-        "content": "",
-        "text_hash": "",
-    }
-
-
-_CHECKED = ("version", "deleted", "conflicted", "model", "text_hash")
-"""The payload fields verify() holds to the store's: what search filters and ranks by."""
-
-
-def _disagrees(stored: dict[str, Any], expected: dict[str, Any]) -> bool:
-    if "text_hash" not in stored:  # a point written before points recorded it: compare the text
-        stored = {
-            **stored,
-            "text_hash": expected["text_hash"] if stored.get("content") == expected["content"] else "",
-        }
-    return any(stored.get(field) != expected[field] for field in _CHECKED)

@@ -1,6 +1,6 @@
 """crdtmem's property-based test harness, for crdtmem itself and for apps that embed it.
 
-Four parts (they need hypothesis: ``pip install 'crdtmem[testing]'``):
+Five parts (they need hypothesis: ``pip install 'crdtmem[testing]'``):
 
 - :mod:`~crdtmem.testing.strategies`: hypothesis strategies for names, channels, memories
   (:func:`memory_specs`) and operations on them (:func:`operations`), each a small dataclass with
@@ -8,9 +8,11 @@ Four parts (they need hypothesis: ``pip install 'crdtmem[testing]'``):
 - :mod:`~crdtmem.testing.network`: :class:`SimulatedNetwork`, which carries real ``export_since`` /
   ``apply`` payloads between in-process replicas and drops, duplicates, delays, reorders, truncates
   and corrupts them, and partitions and heals; deterministic given a ``random.Random``.
-- :mod:`~crdtmem.testing.checks`: :func:`assert_converged`, :func:`assert_store_consistent`, and the
-  :class:`AcknowledgedWrites` ledger with :func:`assert_acknowledged_present`, which knows exactly
-  what every replica must hold after a full exchange, so a lost write cannot hide.
+- :mod:`~crdtmem.testing.ledger`: the :class:`AcknowledgedWrites` ledger, which knows exactly what
+  every replica must hold after a full exchange, so a lost write cannot hide.
+- :mod:`~crdtmem.testing.checks`: :func:`assert_converged`, :func:`assert_store_consistent`,
+  :func:`assert_acknowledged_present` (a replica against the ledger) and
+  :func:`assert_forgotten_absent`, reading replicas as :mod:`~crdtmem.testing.state` does.
 - :mod:`~crdtmem.testing.machine`: :class:`ReplicaMachine`, a hypothesis ``RuleBasedStateMachine``
   running replicas on SQLite files under all of the above plus restarts; subclass it to add rules.
 
@@ -48,13 +50,13 @@ from ..extras import require
 require("hypothesis", "testing", "hypothesis, which crdtmem.testing needs,")
 
 from .checks import (  # noqa: E402
-    AcknowledgedWrites,
     assert_acknowledged_present,
     assert_converged,
     assert_forgotten_absent,
     assert_store_consistent,
     canonical_state,
 )
+from .ledger import AcknowledgedWrites  # noqa: E402
 from .machine import ReplicaMachine, all_channels  # noqa: E402
 from .network import Delivery, Faults, Message, NetworkStats, SimulatedNetwork  # noqa: E402
 from .strategies import MemorySpec, Operation, memory_specs, operations  # noqa: E402

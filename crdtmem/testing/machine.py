@@ -4,7 +4,7 @@ Each example opens 2..``MAX_REPLICAS`` replicas on their own files in a temporar
 them may subscribe to only some channels), creates a few memories and shares them, and then runs
 random steps: create memories, write to them, forget them, compact logs (with short leases, so
 replicas fall behind the horizon and catch up from document states) (every value unique, through
-:class:`~crdtmem.testing.checks.AcknowledgedWrites`, with clocks advancing in between), resolve
+:class:`~crdtmem.testing.ledger.AcknowledgedWrites`, with clocks advancing in between), resolve
 conflicts, pull, push and deliver payloads through a
 :class:`~crdtmem.testing.network.SimulatedNetwork` that drops, duplicates, delays, reorders,
 truncates and corrupts them, partition and heal the network, and restart replicas from disk (stop,
@@ -49,12 +49,12 @@ from ..errors import MemoryDeleted, MemoryExists, NoSuchConflict, NotFound
 from ..ids import Channel
 from ..store.sqlite import Synchronous
 from .checks import (
-    AcknowledgedWrites,
     assert_acknowledged_present,
     assert_converged,
     assert_forgotten_absent,
     assert_store_consistent,
 )
+from .ledger import AcknowledgedWrites
 from .network import Faults, SimulatedNetwork
 from .strategies import (
     DEFAULT_TENANTS,
