@@ -16,6 +16,7 @@ from crdtmem.document.records import Scope, Source
 from crdtmem.engine import payload as wire
 from crdtmem.engine.changes import Dots
 from crdtmem.testing import assert_converged
+from tests.support.replicas import pull_until_quiet
 
 U1 = "user:u1:memories"
 _ticks = itertools.count(1_800_000_000_000)
@@ -143,11 +144,7 @@ def test_a_replica_carries_only_its_own_entries_and_the_deletions_it_holds() -> 
 
 
 async def _pull(target: Replica, source: Replica) -> None:
-    while True:
-        before = target.version_vectors([U1])
-        await target.apply(await source.export_since([U1], before))
-        if target.version_vectors([U1]) == before:
-            return
+    await pull_until_quiet(target, source, [U1])
 
 
 async def _rewritten(a: Replica, kind: str, content: Any, updates: int = 300) -> str:

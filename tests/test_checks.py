@@ -14,6 +14,7 @@ from crdtmem import Replica
 from crdtmem.testing import AcknowledgedWrites, assert_acknowledged_present, assert_store_consistent
 from crdtmem.testing.checks import assert_converged
 from crdtmem.testing.strategies import AddItems, Delete, MemorySpec, RemoveItems, Update
+from tests.support.replicas import pull_until_quiet, rebase_everything
 
 GLOBAL = "system:global"
 
@@ -29,17 +30,12 @@ async def _replicas(
     ):
         for replica in (a, b):
             acked.watch(replica)
-            assert replica.compaction.rebaser is not None
-            replica.compaction.rebaser.min_bytes, replica.compaction.rebaser.ratio = 0, 0.0
+            rebase_everything(replica)
         yield a, b
 
 
 async def _pull(target: Replica, source: Replica) -> None:
-    while True:
-        before = target.version_vectors([GLOBAL])
-        await target.apply(await source.export_since([GLOBAL], before))
-        if target.version_vectors([GLOBAL]) == before:
-            return
+    await pull_until_quiet(target, source, [GLOBAL])
 
 
 async def _shared_and_rebased(a: Replica, b: Replica, acked: AcknowledgedWrites, spec: MemorySpec) -> str:

@@ -11,6 +11,7 @@ from crdtmem import Replica
 from crdtmem.engine import payload as wire
 from crdtmem.testing import assert_converged, assert_store_consistent
 from crdtmem.testing.strategies import MemorySpec
+from tests.support.replicas import pull_until_quiet, rebase_everything
 
 GLOBAL = "system:global"
 
@@ -33,17 +34,12 @@ async def _replicas(tmp_path: Path, wall: _Wall) -> AsyncIterator[tuple[Replica,
         Replica(tmp_path / "b.db", replica_id="b", wall_clock=wall, lease_ms=1, retention_ms=1) as b,
     ):
         for replica in (a, b):
-            assert replica.compaction.rebaser is not None
-            replica.compaction.rebaser.min_bytes, replica.compaction.rebaser.ratio = 0, 0.0
+            rebase_everything(replica)
         yield a, b
 
 
 async def _pull(target: Replica, source: Replica) -> None:
-    while True:
-        before = target.version_vectors([GLOBAL])
-        await target.apply(await source.export_since([GLOBAL], before))
-        if target.version_vectors([GLOBAL]) == before:
-            return
+    await pull_until_quiet(target, source, [GLOBAL])
 
 
 async def test_a_delta_of_a_later_epoch_waits_for_its_rebase_entry(tmp_path: Path) -> None:
@@ -113,15 +109,6 @@ async def test_a_delta_of_epoch_0_from_a_restarted_writer_is_superseded_not_kept
                 assert_store_consistent(replica)
 
 
-async def _pull_all(target: Replica, source: Replica, channels: list[str]) -> None:
-    """Pull ``channels`` until nothing changes (states pages too, when ``target`` is behind)."""
-    while True:
-        before = target.version_vectors(channels)
-        await target.apply(await source.export_since(channels, before))
-        if target.version_vectors(channels) == before:
-            return
-
-
 async def test_a_partial_writers_superseded_entry_on_a_channel_it_does_not_sync_is_covered(
     tmp_path: Path,
 ) -> None:
@@ -141,31 +128,30 @@ async def test_a_partial_writers_superseded_entry_on_a_channel_it_does_not_sync_
         Replica(tmp_path / "c.db", replica_id="c", wall_clock=wall, lease_ms=1, retention_ms=1) as c,
     ):
         for replica in (a, p, c):
-            assert replica.compaction.rebaser is not None
-            replica.compaction.rebaser.min_bytes, replica.compaction.rebaser.ratio = 0, 0.0
+            rebase_everything(replica)
         memory = await MemorySpec("fact", "v0", user_id="alice", topics=("travel",)).create(a, "m0")
         assert set(memory.channels) == set(both)
-        await _pull_all(p, a, [topic])
-        await _pull_all(a, p, [topic])
-        await _pull_all(c, a, both)
+        await pull_until_quiet(p, a, [topic])
+        await pull_until_quiet(a, p, [topic])
+        await pull_until_quiet(c, a, both)
         wall.ms += 1_000
         assert (await a.compact()).rebased == 1
-        await _pull_all(c, a, both)  # c takes epoch 1 from a's log
+        await pull_until_quiet(c, a, both)  # c takes epoch 1 from a's log
         await p.update(memory.id, content="from p, on epoch 0")
-        await _pull_all(a, p, [topic])
+        await pull_until_quiet(a, p, [topic])
         assert len(a.store.decisions()) == 1, "a supersedes p's write"
         assert a.version_vectors([user])[user].get("p") == 1
         wall.ms += 1_000
         await p.compact()
-        await _pull_all(c, p, [topic])  # behind p's horizon: states
+        await pull_until_quiet(c, p, [topic])  # behind p's horizon: states
         assert c._catchup.pages > 0
-        await _pull_all(c, a, both)
-        await _pull_all(p, a, [topic])  # p takes epoch 1 and carries its write over
+        await pull_until_quiet(c, a, both)
+        await pull_until_quiet(p, a, [topic])  # p takes epoch 1 and carries its write over
         for _ in range(2):
-            await _pull_all(a, p, [topic])
-            await _pull_all(c, a, both)
-            await _pull_all(a, c, both)
-            await _pull_all(p, a, [topic])
+            await pull_until_quiet(a, p, [topic])
+            await pull_until_quiet(c, a, both)
+            await pull_until_quiet(a, c, both)
+            await pull_until_quiet(p, a, [topic])
         assert (await c.get(memory.id)).content == "from p, on epoch 0"
         assert_converged([a, c])
         assert_converged([p, a], channels=[topic])
