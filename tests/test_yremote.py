@@ -166,16 +166,22 @@ def test_a_remote_append_to_a_long_array_is_read_from_the_update() -> None:
     assert len(receiver.log.content()) == yremote.FAST_AT + 40
 
 
-def test_an_update_merged_before_its_dependencies_puts_the_log_out_of_step_not_wrong(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    monkeypatch.setattr(yremote, "FAST_AT", 0)
+def _writer_of_three() -> tuple[YDoc, YArray, YMap]:
+    """Client 7's document: three messages, each with its lifecycle entry."""
     writer = YDoc(client_id=7)
     array, lifecycle = YArray(writer, "messages"), YMap(writer, "lifecycle")
     for n in range(3):
         with writer.transaction():
             array.append(_message(n, 7))
             lifecycle["7"] = {"v": "active", "n": str(n)}
+    return writer, array, lifecycle
+
+
+def test_an_update_merged_before_its_dependencies_puts_the_log_out_of_step_not_wrong(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(yremote, "FAST_AT", 0)
+    writer, array, lifecycle = _writer_of_three()
     receiver = Receiver(writer.get_update())
     updates = []
     for n in range(4):
@@ -216,12 +222,7 @@ def test_items_yrs_held_back_that_integrate_with_an_update_are_never_taken_for_i
     it back; with the third both integrate: the array grows by one, as the third alone would make
     it, but by the fourth's message."""
     monkeypatch.setattr(yremote, "FAST_AT", 0)
-    writer = YDoc(client_id=7)
-    array, lifecycle = YArray(writer, "messages"), YMap(writer, "lifecycle")
-    for n in range(3):
-        with writer.transaction():
-            array.append(_message(n, 7))
-            lifecycle["7"] = {"v": "active", "n": str(n)}
+    writer, array, lifecycle = _writer_of_three()
     receiver = Receiver(writer.get_update())
     updates = []
     for n in range(3):
