@@ -16,9 +16,9 @@ from ..document.memory import MemoryDoc
 from ..document.query import Where
 from ..document.records import Conflict, ConflictValue
 from ..errors import DamagedMemory, MalformedPayload, StorageError
-from .base import StoredDoc, fold
 from .sqlite_query import to_sql
 from .sqlite_states import unpack as unpack_state
+from .values import StoredDoc, fold
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
