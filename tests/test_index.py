@@ -8,7 +8,9 @@ import contextlib
 import random
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -18,7 +20,13 @@ from crdtmem.access import TokenTable
 from crdtmem.index import IndexSettings, Point
 from crdtmem.index.embedders import HashingEmbedder
 from crdtmem.index.engines import open_engine
-from crdtmem.index.indexer import EMBEDDED_CONTENT_CHARS, EMBEDDED_EXTRA_CHARS, memory_text, text_hash
+from crdtmem.index.indexer import (
+    EMBEDDED_CONTENT_CHARS,
+    EMBEDDED_EXTRA_CHARS,
+    Indexer,
+    memory_text,
+    text_hash,
+)
 from crdtmem.server import Node
 
 U1, U2 = "user:u1:memories", "user:u2:memories"
@@ -136,6 +144,59 @@ async def test_index_matches_store_after_randomized_multi_replica_run(tmp_path: 
     finally:
         for r in replicas:
             await r.stop()
+
+
+class _ChangesAfterRead:
+    """The replica's store as an indexer's source, which, once armed, lets the replica commit an
+    update and then a forget right after the indexer read a batch of records (on its worker thread)
+    and before it reads the erasures beside them."""
+
+    def __init__(self, replica: Replica, changes: Callable[[], Awaitable[None]]):
+        self._store = replica.store
+        self._loop = asyncio.get_running_loop()
+        self._changes = changes
+        self.armed = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def query_records(self, **kw: Any) -> list[dict[str, Any]]:
+        records = self._store.query_records(**kw)
+        if self.armed and kw.get("ascending"):
+            self.armed = False
+            asyncio.run_coroutine_threadsafe(self._changes(), self._loop).result(30)
+        return records
+
+
+async def test_an_erasure_read_after_a_batch_never_moves_the_mark_past_a_change_the_batch_missed(
+    tmp_path: Path,
+) -> None:
+    """The records of a batch and the erasures beside them are two reads; a change committed between
+    them (after the records, below an erasure the second read finds) is indexed, not skipped."""
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica:
+        kept = await replica.add("kept", user_id="u1")
+        doomed = await replica.add("forgotten later", user_id="u1")
+
+        async def update_then_forget() -> None:
+            await replica.update(kept.id, content="kept, changed")
+            await replica.forget(doomed.id)
+
+        source = _ChangesAfterRead(replica, update_then_forget)
+        engine = open_engine("memory", None, collection="t")
+        indexer = Indexer(source, replica.on_commit, engine, HashingEmbedder(), settle=replica.settle)
+        async with indexer as index:
+            await index.wait_idle()
+            source.armed = True
+            await replica.add("a third memory", user_id="u1")  # wakes the indexer: its batch is armed
+            await index.wait_idle()
+            assert not source.armed
+            changed = await replica.get(kept.id)
+            assert changed.content == "kept, changed"
+            held = await asyncio.to_thread(engine.versions)
+            assert held.get(kept.id) == changed.version, "the update committed between the reads was skipped"
+            assert doomed.id not in held
+            report = await index.verify()
+            assert report.ok, report
 
 
 async def test_restart_keeps_the_index_consistent(tmp_path: Path) -> None:

@@ -32,6 +32,8 @@ async def test_a_page_of_a_channel_walks_the_version_index_and_reads_only_its_re
         plans = []
         with sqlite3.connect(tmp_path / "a.db") as db:
             for sql in queries:
+                if sql in ("BEGIN", "COMMIT"):  # the read transaction a page is read in
+                    continue
                 plans.append(" | ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + sql)))
         for plan in plans:
             assert "idx_docs_version" in plan, plan

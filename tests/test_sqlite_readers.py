@@ -76,3 +76,41 @@ async def test_a_read_stepping_on_a_worker_thread_leaves_the_loops_reads_current
             await asyncio.to_thread(reader.join)
     # every reader connection a thread opened is closed with the store
     assert store._thread_readers == {}  # type: ignore[attr-defined]
+
+
+async def test_a_page_of_records_is_read_from_one_snapshot(tmp_path: Path) -> None:
+    """A page sized by ``max_chars`` is chosen by one statement and read by another: a memory of the
+    page changed between the two must still come back as the page chose it, or a reader that
+    follows versions (the indexer) would take the later version as its mark and skip a change of
+    another memory committed in between."""
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica:
+        first = await replica.add("first", user_id="u1")
+        second = await replica.add("second", user_id="u1")
+        store = replica.store
+        loop = asyncio.get_running_loop()
+
+        async def change_both() -> None:
+            await replica.update(first.id, content="first, changed")  # outside the page
+            await replica.update(second.id, content="second, changed")  # in it, at a later version
+
+        def read_page() -> list[tuple[str, int]]:
+            conn = store._r  # type: ignore[attr-defined]
+            changed: list[str] = []
+
+            def between(sql: str) -> None:  # the page is chosen; its records are read next
+                if not changed and sql.startswith("SELECT d.id, d.kind, d.record"):
+                    changed.append(sql)
+                    asyncio.run_coroutine_threadsafe(change_both(), loop).result(30)
+
+            conn.set_trace_callback(between)
+            try:
+                page = store.query_records(
+                    include_deleted=True, since_version=first.version, ascending=True, max_chars=1 << 20
+                )
+            finally:
+                conn.set_trace_callback(None)
+            assert changed, "the page was read by one statement: nothing to change in between"
+            return [(r["id"], r["version"]) for r in page]
+
+        assert await asyncio.to_thread(read_page) == [(second.id, second.version)]
+        assert (await replica.get(first.id)).version > second.version  # the change it must not skip

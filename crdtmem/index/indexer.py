@@ -285,6 +285,15 @@ class Indexer:
         # forgotten memories leave the store's records: their erasures are a version stream beside
         # them, and their points go
         gone = self.source.erased_since(self.indexed_version, self.batch)
+        if records:
+            # read after the records: an erasure above the newest record read may have come after
+            # a change the records missed, and the mark would pass that change; it waits a batch
+            newest = int(records[-1]["version"])
+            gone = [(doc_id, version) for doc_id, version in gone if version <= newest]
+        elif gone:
+            changed: bool = await off_loop(self._changed_since_mark)
+            if changed:  # a change came in between the two reads, below the erasures: read again
+                return True
         if not records and not gone:
             return False
         full = True  # (a short batch may have been cut by its size: read until one is empty)
@@ -307,6 +316,15 @@ class Indexer:
         self.indexed_at = time.time()
         self.batches += 1
         return full
+
+    def _changed_since_mark(self) -> bool:
+        """Whether a record changed after the mark (read after the erasures: with none, every
+        erasure read stands alone above the mark)."""
+        return bool(
+            self.source.query_records(
+                include_deleted=True, since_version=self.indexed_version, ascending=True, limit=1
+            )
+        )
 
     def _memories(self, records: Sequence[dict[str, Any]]) -> list[Memory]:
         """The memories to index from store records: as they are, or (shared mode) materialized from

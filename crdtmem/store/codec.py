@@ -9,7 +9,7 @@ import msgpack
 
 from ..document.erasure import is_stub
 from ..errors import MalformedPayload
-from .base import DeltaRecord, Signature
+from .values import DeltaRecord, Signature
 
 MAX_COVERED = 10_000
 MAX_SEQ = 2**63 - 1  # the largest SQLite INTEGER

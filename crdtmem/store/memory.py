@@ -16,7 +16,8 @@ from ..document.erasure import EMPTY_DEPS, EMPTY_UPDATE
 from ..document.query import Where, matches
 from ..document.records import Conflict
 from ..errors import DamagedMemory
-from .base import (
+from .paging import merge_streams, split_covered
+from .values import (
     Commit,
     CommitResult,
     Decision,
@@ -26,14 +27,12 @@ from .base import (
     LocalSigner,
     PendingDelta,
     Quarantined,
-    StagedVectors,
     StoredDoc,
     VersionVector,
     fold,
-    merge_streams,
-    split_covered,
     stub_proof,
 )
+from .vectors import StagedVectors
 
 
 class MemoryStore:

@@ -23,15 +23,6 @@ import sqlite_utils
 from ..document.records import ConflictValue
 from ..errors import DamagedMemory, StorageError, StoreUnreadable
 from . import sqlite_fold, sqlite_quarantine, sqlite_stamps, sqlite_trust
-from .base import (
-    Commit,
-    CommitResult,
-    Erased,
-    LocalSigner,
-    Quarantined,
-    StagedVectors,
-    VersionVector,
-)
 from .checkpoint import Checkpointer
 from .codec import encode_claim, encode_stub_claim
 from .lock import DatabaseLock
@@ -41,6 +32,8 @@ from .sqlite_log import LogReads
 from .sqlite_records import RecordReads, file_read
 from .sqlite_states import pack as pack_state
 from .sqlite_states import put as put_state
+from .values import Commit, CommitResult, Erased, LocalSigner, Quarantined, VersionVector
+from .vectors import StagedVectors
 
 _COMPACT = json.JSONEncoder(separators=(",", ":"))
 Synchronous = Literal["FULL", "NORMAL", "OFF"]

@@ -14,8 +14,9 @@ from __future__ import annotations
 import sqlite3
 
 from ..document.erasure import EMPTY_UPDATE
-from .base import Commit, StagedVectors
 from .sqlite_states import put as put_state
+from .values import Commit
+from .vectors import StagedVectors
 
 _UNFOLDED = (  # a delta its document's snapshot does not hold (yet), or of a document with no row yet
     "(d.id > docs.snap_id OR (docs.id IS NULL AND d.doc_id NOT IN (SELECT doc_id FROM erased)))"

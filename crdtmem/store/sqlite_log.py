@@ -11,9 +11,10 @@ from collections.abc import Iterable, Sequence
 
 from ..document.erasure import EMPTY_UPDATE
 from . import sqlite_trust
-from .base import Decision, DeltaRecord, PendingDelta, VersionVector, merge_streams, split_covered
 from .codec import decode_stored
+from .paging import merge_streams, split_covered
 from .sqlite_records import file_read
+from .values import Decision, DeltaRecord, PendingDelta, VersionVector
 
 
 class LogReads:

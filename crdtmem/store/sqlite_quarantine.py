@@ -11,7 +11,7 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .base import Quarantined
+from .values import Quarantined
 
 
 def create(db: Any, tables: set[str]) -> None:

@@ -5,19 +5,20 @@ scope and version, counts, ids and conflicts (:class:`RecordReads`, a part of
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import sqlite3
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar
 
 from ..document.memory import MemoryDoc
 from ..document.query import Where
 from ..document.records import Conflict, ConflictValue
 from ..errors import DamagedMemory, MalformedPayload, StorageError
-from .base import StoredDoc, fold
 from .sqlite_query import to_sql
 from .sqlite_states import unpack as unpack_state
+from .values import StoredDoc, fold
 
 _P = ParamSpec("_P")
 _T = TypeVar("_T")
@@ -38,6 +39,24 @@ def file_read(method: Callable[_P, _T]) -> Callable[_P, _T]:
     return read
 
 
+@contextlib.contextmanager
+def one_snapshot(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+    """Run the statements of one read on one snapshot of the file. Each statement outside a
+    transaction reads the newest commit when it starts, so a read of two statements (a page chosen,
+    then its records; a document's snapshot row, then its deltas) would otherwise join two states:
+    a record at a version that stands for changes the page left out, a state missing the deltas a
+    compaction folded in between. Inside a read already begun, the statements join its snapshot."""
+    if conn.in_transaction:
+        yield conn
+        return
+    conn.execute("BEGIN")
+    try:
+        yield conn
+    finally:
+        if conn.in_transaction:
+            conn.execute("COMMIT")  # a read: nothing to keep or undo, only the snapshot to release
+
+
 def is_corrupt(exc: sqlite3.Error) -> bool:
     """Whether SQLite says the file is damaged (SQLITE_CORRUPT, SQLITE_NOTADB), not busy or failing."""
     code = getattr(exc, "sqlite_errorcode", None)
@@ -56,7 +75,10 @@ class RecordReads:
 
     @file_read
     def load_doc(self, doc_id: str) -> StoredDoc | None:
-        conn = self._r
+        with one_snapshot(self._r) as conn:
+            return self._load_doc(conn, doc_id)
+
+    def _load_doc(self, conn: sqlite3.Connection, doc_id: str) -> StoredDoc | None:
         try:
             row = conn.execute(
                 "SELECT s.state, d.snap_id, s.codec FROM docs d LEFT JOIN doc_states s "
@@ -88,15 +110,16 @@ class RecordReads:
 
     @file_read
     def load_record(self, doc_id: str) -> dict[str, Any] | None:
-        try:
-            row = self._r.execute(
-                "SELECT id, kind, record, version FROM docs WHERE id = ?", (doc_id,)
-            ).fetchone()
-        except sqlite3.DatabaseError as exc:
-            if is_corrupt(exc):
-                raise DamagedMemory(doc_id, f"its record is on a damaged page: {exc}") from exc
-            raise
-        return None if row is None else self._record(row)
+        with one_snapshot(self._r) as conn:  # a conversation's messages: from the same state
+            try:
+                row = conn.execute(
+                    "SELECT id, kind, record, version FROM docs WHERE id = ?", (doc_id,)
+                ).fetchone()
+            except sqlite3.DatabaseError as exc:
+                if is_corrupt(exc):
+                    raise DamagedMemory(doc_id, f"its record is on a damaged page: {exc}") from exc
+                raise
+            return None if row is None else self._record(row)
 
     def _record(self, row: tuple[str, str, str, int]) -> dict[str, Any]:
         """A stored record, whole: a conversation's messages come from its state (the stored record
@@ -167,13 +190,17 @@ class RecordReads:
         page += order
         if limit is not None:
             page += f" LIMIT {int(limit)}"
-        if max_chars is not None:  # the sizes are read in SQLite, the records decoded only for the page
-            chosen = _within(self._r.execute(page, args).fetchall(), max_chars)
-            page, args = ",".join("?" * len(chosen)), chosen
-        # the page is chosen first and only its records are read: ordered with the records, SQLite
-        # copies every matching record (1 MiB values) into a sort, for each page
-        sql = f"SELECT d.id, d.kind, d.record, d.version FROM docs d WHERE d.rowid IN ({page}){order}"
-        return self._records(self._r.execute(sql, args).fetchall())
+        # one snapshot: a page chosen by size and then read must not come back with a record
+        # changed in between (at a version standing for changes the page left out), and a
+        # conversation's messages are read from the state its record was made from
+        with one_snapshot(self._r) as conn:
+            if max_chars is not None:  # the sizes are read in SQLite, the records decoded only for the page
+                chosen = _within(conn.execute(page, args).fetchall(), max_chars)
+                page, args = ",".join("?" * len(chosen)), chosen
+            # the page is chosen first and only its records are read: ordered with the records, SQLite
+            # copies every matching record (1 MiB values) into a sort, for each page
+            sql = f"SELECT d.id, d.kind, d.record, d.version FROM docs d WHERE d.rowid IN ({page}){order}"
+            return self._records(conn.execute(sql, args).fetchall())
 
     @file_read
     def count_records(

@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlite3
 from typing import Any
 
-from .base import Decision, PendingDelta
 from .codec import decode_delta, encode_delta
+from .values import Decision, PendingDelta
 
 
 def create(db: Any, tables: set[str]) -> None:
