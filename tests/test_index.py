@@ -277,7 +277,7 @@ async def test_rebuild_waits_for_the_upsert_in_flight_before_it_reads_and_delete
             assert await asyncio.to_thread(engine.landed.wait, 30)
             await index.wait_idle()
             held = await asyncio.to_thread(engine.versions)
-            assert doomed.id not in held, f"the {removal}d memory's point came back"
+            assert doomed.id not in held, f"the point of a memory {removal} removed came back"
             report = await index.verify()
             assert report.ok, report
 
