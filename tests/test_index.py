@@ -8,6 +8,7 @@ import contextlib
 import random
 import subprocess
 import sys
+import threading
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,88 @@ async def test_an_erasure_read_after_a_batch_never_moves_the_mark_past_a_change_
             held = await asyncio.to_thread(engine.versions)
             assert held.get(kept.id) == changed.version, "the update committed between the reads was skipped"
             assert doomed.id not in held
+            report = await index.verify()
+            assert report.ok, report
+
+
+class _HeldUpsert:
+    """A real engine whose next upsert, once armed, waits on its worker thread until released."""
+
+    def __init__(self, engine: Any):
+        self._engine = engine
+        self._armed = False
+        self._release = threading.Event()
+        self.holding = threading.Event()
+        self.landed = threading.Event()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._engine, name)
+
+    def arm(self) -> None:
+        self._armed = True
+
+    def release(self) -> None:
+        self._release.set()
+
+    def upsert(self, points: Any) -> int:
+        if not self._armed:
+            return self._engine.upsert(points)
+        self._armed = False
+        self.holding.set()
+        self._release.wait(30)
+        try:
+            return self._engine.upsert(points)
+        finally:
+            self.landed.set()
+
+
+class _WholeReads:
+    """The replica's store as an indexer's source, noting when the whole store is read (rebuild)."""
+
+    def __init__(self, replica: Replica):
+        self._store = replica.store
+        self.read_whole = False
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._store, name)
+
+    def query_records(self, **kw: Any) -> list[dict[str, Any]]:
+        if kw.get("since_version") is None and kw.get("limit") is None:
+            self.read_whole = True
+        return self._store.query_records(**kw)
+
+
+@pytest.mark.parametrize("removal", ["delete", "forget"])
+async def test_rebuild_waits_for_the_upsert_in_flight_before_it_reads_and_deletes(
+    tmp_path: Path, removal: str
+) -> None:
+    """rebuild() stops the indexing task while a batch's upsert runs on a worker thread; the upsert
+    lands before rebuild reads the store and deletes points, not after, where it would bring back the
+    point of a memory deleted or forgotten meanwhile (with the mark past the removal: for good)."""
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica:
+        doomed = await replica.add("removed while its batch upserts", user_id="u1")
+        other = await replica.add("changed after the removal", user_id="u1")
+        source = _WholeReads(replica)
+        engine = _HeldUpsert(open_engine("edge", tmp_path / "index", collection="t"))
+        indexer = Indexer(source, replica.on_commit, engine, HashingEmbedder(), settle=replica.settle)
+        async with indexer as index:
+            await index.wait_idle()
+            engine.arm()
+            await replica.update(doomed.id, content="changed, then removed")
+            assert await asyncio.to_thread(engine.holding.wait, 30), "the batch never upserted"
+            await (replica.delete if removal == "delete" else replica.forget)(doomed.id)
+            await replica.update(other.id, content="changed after the removal, again")
+            rebuilding = asyncio.create_task(index.rebuild())
+            for _ in range(20):  # without waiting, rebuild reads the store a few loop steps after
+                await asyncio.sleep(0)  # it cancelled the task, with no worker thread between
+            if source.read_whole:  # it went ahead: the held upsert lands after all of rebuild
+                await rebuilding
+            engine.release()
+            await rebuilding
+            assert await asyncio.to_thread(engine.landed.wait, 30)
+            await index.wait_idle()
+            held = await asyncio.to_thread(engine.versions)
+            assert doomed.id not in held, f"the point of a memory {removal} removed came back"
             report = await index.verify()
             assert report.ok, report
 

@@ -7,7 +7,9 @@ after every commit it reads the records changed since, in batches, embeds them a
 their version in the payload, or deletes the points of deleted memories. Because the mark is stored
 only after the engine accepted the batch, a crash between a store commit and the index upsert is
 repaired on the next start by simply catching up from the mark. Upserts carry versions, so a stale one
-never overwrites a newer point (each engine enforces it).
+never overwrites a newer point (each engine enforces it). A removed point refuses nothing, so engine
+writes run through ``off_loop`` (a cancelled caller waits for its thread): ``rebuild()`` cancels the
+task, then reads and deletes only once the task's write in flight has landed, never under it.
 
 Vectors record the model that made them; if the embedder's model differs from the one the index was
 built with, the indexer starts over from version 0 and re-embeds everything.
@@ -308,9 +310,9 @@ class Indexer:
         forgotten = [doc_id for _, doc_id, r in changes if r is None]
         if forgotten and self.shared:  # a removed point could not refuse a slower node's old state
             erased = [self._erased_point(doc_id) for doc_id in forgotten]
-            self.points_written += await asyncio.to_thread(self.engine.upsert, erased)
+            self.points_written += await off_loop(functools.partial(self.engine.upsert, erased))
         elif forgotten:
-            await asyncio.to_thread(self.engine.delete, forgotten)
+            await off_loop(functools.partial(self.engine.delete, forgotten))
         self.indexed_version = upto
         await off_loop(functools.partial(self.source.set_meta, self._mark_key, str(upto)))
         self.indexed_at = time.time()
@@ -366,11 +368,11 @@ class Indexer:
             for m, vector, text in zip(keep, vectors, texts, strict=True)
         ]
         if points:
-            written = await asyncio.to_thread(self.engine.upsert, points)
+            written = await off_loop(functools.partial(self.engine.upsert, points))
             self.points_written += written
             self.points_refused += len(points) - written
         if drop:
-            await asyncio.to_thread(self.engine.delete, drop)
+            await off_loop(functools.partial(self.engine.delete, drop))
 
     async def _not_yet_indexed(
         self, memories: Sequence[Memory], texts: Sequence[str]
@@ -556,7 +558,7 @@ class Indexer:
 
     async def rebuild(self, progress: Progress | None = None) -> Verification:
         """Re-embed and re-upsert every memory from the store, drop orphans, then verify."""
-        if self._task is not None:
+        if self._task is not None:  # returns once the engine write the task had in flight landed
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
@@ -574,7 +576,7 @@ class Indexer:
             indexed = await asyncio.to_thread(self.engine.versions)
             orphans = sorted(set(indexed) - present)
             if orphans:
-                await asyncio.to_thread(self.engine.delete, orphans)
+                await off_loop(functools.partial(self.engine.delete, orphans))
         if records:
             self.indexed_version = max(int(r["version"]) for r in records)
             self.source.set_meta(self._mark_key, str(self.indexed_version))
