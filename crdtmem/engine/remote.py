@@ -67,7 +67,7 @@ from .locks import KeyedLocks
 from .materialize import Materializer
 from .publish import Publisher
 from .signing import Keyring, verify
-from .trust import Authenticated, authenticate, keys_to_try, verify_pairs
+from .trust import Authenticated, Verified, authenticate, keys_to_try, shares, verify_pairs
 from .waiting import Delivered, Resolver, WaitingLimits, WaitingSet
 from .workset import WorkingSet
 
@@ -586,7 +586,8 @@ async def _authenticate(
     if keyring is not None and len(deltas) >= VERIFY_ON_THREAD:
         pairs = keys_to_try(deltas, keyring, presented)
         if len(pairs) >= VERIFY_ON_THREAD:
-            check = await asyncio.to_thread(verify_pairs, pairs)
+            parts = await asyncio.gather(*(asyncio.to_thread(verify_pairs, part) for part in shares(pairs)))
+            check = Verified.merged(parts)
     if len(deltas) <= VERIFY_SLICE:
         return authenticate(deltas, sender, own, keyring, presented, check)
     out = Authenticated()
