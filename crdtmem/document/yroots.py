@@ -112,6 +112,18 @@ class YDoc:
             txn.commit()
             txn.drop()
 
+    def map_len(self, name: str) -> int:
+        """How many keys the root map ``name`` holds: one Yrs call, without listing them (a remote
+        apply asks a document's ``epoch`` root after every delta it applies)."""
+        if self.txn is not None:
+            return int(self.raw.get_or_insert_map(self.txn, name).len(self.txn))
+        txn = self.raw.create_transaction()
+        try:
+            return int(self.raw.get_or_insert_map(txn, name).len(txn))
+        finally:
+            txn.commit()
+            txn.drop()
+
     def get_update(self, state: bytes | None = None) -> bytes:
         """The update from ``state`` (a state vector; None: from the beginning)."""
         with self.transaction() as txn:
