@@ -53,8 +53,13 @@ def authenticate(
     ``check``: :func:`~crdtmem.engine.signing.verify`, or its results worked out beforehand
     (:func:`verify_pairs`)."""
     out = Authenticated()
+    by_origin: dict[str, str | None] = {}  # the sender's right to each origin, asked once
     for delta in deltas:
-        reason = refusal(delta.origin, sender, own_origin)
+        origin = delta.origin
+        if origin in by_origin:
+            reason = by_origin[origin]
+        else:
+            reason = by_origin[origin] = refusal(origin, sender, own_origin)
         if reason is None:
             reason = _signature_refusal(delta, sender, keyring, presented or {}, check)
         if reason is None:
@@ -162,9 +167,10 @@ def _signature_refusal(
     signed, origin = delta.signature, delta.origin
     if signed is None or keyring is None:
         return unsigned_refusal(origin, sender)
-    stray = [c for c in delta.seqs if not signed.covers(c, delta.all_seqs(c))]
-    if stray:
-        return f"delta {delta.uid} claims sequence numbers in {', '.join(stray)} its origin did not sign"
+    if delta.seqs != signed.seqs or delta.also != signed.also:  # else it claims what was signed
+        stray = [c for c in delta.seqs if not signed.covers(c, delta.all_seqs(c))]
+        if stray:
+            return f"delta {delta.uid} claims sequence numbers in {', '.join(stray)} its origin did not sign"
     keys = keyring.known(origin)
     if keys:
         if any(check(key, delta) for key in keys):
