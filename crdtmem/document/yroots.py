@@ -514,10 +514,18 @@ def _plain(value: object) -> bool:
 def snapshot(
     doc: YDoc, maps: Iterable[str] = MAP_ROOTS, arrays: Iterable[str] = ARRAY_ROOTS
 ) -> dict[str, JSON]:
-    """Roots of a memory document (by default all of them) as plain JSON values: ``{root name: value}``."""
-    with doc.transaction() as txn:
-        ydoc = doc.raw
+    """Roots of a memory document (by default all of them) as plain JSON values: ``{root name: value}``.
+    Outside a transaction it opens one of its own directly (every record read back comes here)."""
+    ydoc, txn = doc.raw, doc.txn
+    own = txn is None
+    if own:
+        txn = ydoc.create_transaction()
+    try:
         parts = [f'"{name}":{ydoc.get_or_insert_map(txn, name).to_json(txn)}' for name in maps]
         parts += [f'"{name}":{ydoc.get_or_insert_array(txn, name).to_json(txn)}' for name in arrays]
+    finally:
+        if own:
+            txn.commit()
+            txn.drop()
     value: dict[str, JSON] = json.loads("{" + ",".join(parts) + "}")
     return value
