@@ -8,6 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdtmem import Channel, InvalidChannel, InvalidInput
+from crdtmem.document.records import Scope
 from crdtmem.ids import (
     CHANNEL_RESERVED,
     MAX_ID_LENGTH,
@@ -201,3 +202,23 @@ def test_fresh_ids() -> None:
     client_ids = {new_client_id() for _ in range(1000)}
     assert len(client_ids) > 990  # 32 random bits
     assert all(0 <= c < 2**32 for c in client_ids)  # a safe JavaScript integer, as Yjs expects
+
+
+def test_scope_channels_remembered_are_those_computed_and_errors_are_raised_each_time() -> None:
+    """Scope.channels remembers the channels of recent scopes: the same answer as computing them,
+    a scope of another type with an equal value is not answered from memory, and a scope whose
+    parts are invalid or unhashable (a header a foreign writer left) raises every time."""
+    from crdtmem.document import records
+
+    scope = Scope(user_id="u1", tenant_id="t1", topics=("a", "b"), shared=True)
+    computed = records._channels("u1", "t1", ("a", "b"), True)
+    assert scope.channels() == computed == scope.channels()
+    assert computed == ("tenant:t1:shared", "topic:a:updates", "topic:b:updates", "user:u1:memories")
+    assert Scope(user_id="u1", shared=1).channels() == Scope(user_id="u1", shared=True).channels()  # type: ignore[arg-type]
+    for _ in range(2):
+        with pytest.raises(InvalidInput):
+            Scope(user_id=1).channels()  # type: ignore[arg-type]
+        with pytest.raises(InvalidInput):
+            Scope(user_id="u1", topics=({"x": 1},)).channels()  # type: ignore[arg-type]
+    many = tuple(f"t{i}" for i in range(records._REMEMBERED_TOPICS + 1))
+    assert Scope(tenant_id="t", topics=many).channels() == records._channels(None, "t", many, False)

@@ -173,6 +173,46 @@ def test_the_tokens_file_lists_keys_and_the_strict_mode() -> None:
             TokenTable.from_json({"tokens": [entry], **bad})
 
 
+async def test_a_batch_shared_among_worker_threads_decides_each_delta_as_one_by_one(monkeypatch) -> None:
+    """A batch's signatures are verified on several worker threads at once, each a part of the
+    batch: every pair is verified once, on a thread that is not the loop's, and a forged delta in
+    any part is refused alone."""
+    import threading
+
+    from crdtmem.engine import remote, trust
+
+    monkeypatch.setattr(trust, "VERIFY_THREADS", 3)
+    async with Replica(None, replica_id="a") as origin:
+        for i in range(3 * trust.SHARE_AT_LEAST + 2):
+            await origin.add(f"fact {i}", user_id="u1", memory_id=f"f{i}")
+        deltas = origin.store.deltas_since([U1], {})
+        keys = origin.keys_for(deltas)
+    forged_at = {1, len(deltas) // 2, len(deltas) - 1}  # one in each part
+    batch = [
+        dataclasses.replace(d, signature=dataclasses.replace(d.signature, sig=b"\x01" * 64))
+        if i in forged_at and d.signature is not None
+        else d
+        for i, d in enumerate(deltas)
+    ]
+    parts = trust.shares([(b"k", d) for d in batch])
+    assert len(parts) == 3 and [p for part in parts for _, p in part] == batch
+    verified_on: list[tuple[int, int]] = []
+    real = trust.verify_pairs
+
+    def watched(pairs):  # type: ignore[no-untyped-def]
+        verified_on.append((threading.get_ident(), len(pairs)))
+        return real(pairs)
+
+    monkeypatch.setattr(remote, "verify_pairs", watched)
+    async with Replica(None, replica_id="hub") as hub:
+        result = await hub.apply_payload(wire.Payload("a", batch, {}, keys), sender=RELAY, isolate=True)
+        assert len(verified_on) == 3 and sum(n for _, n in verified_on) == len(batch)
+        assert threading.get_ident() not in {thread for thread, _ in verified_on}
+        assert (result.applied, result.unauthenticated) == (len(batch) - 3, 3)
+        forged_ids = {batch[i].doc_id for i in forged_at}
+        assert {m.id for m in await hub.list()} == {d.doc_id for d in batch} - forged_ids
+
+
 async def test_a_batch_has_its_signatures_verified_on_a_worker_thread_with_the_same_decisions(
     monkeypatch,
 ) -> None:

@@ -35,6 +35,7 @@ from . import statevector
 from .yroots import ARRAY_ROOTS, MAP_ROOTS, YArray, YDoc, YMap
 
 ROOT = "epoch"
+_ROOT_BYTES = ROOT.encode()
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +87,7 @@ class Epoch:
 def epoch_of(doc: YDoc) -> Epoch | None:
     """The document's epoch (None: epoch 0, never rebased). An empty root is not converted: a
     remote apply reads the epoch of a document again after every delta applied to it."""
-    root = YMap(doc, ROOT)
-    return Epoch.from_yrs(root.plain()) if len(root) else None
+    return Epoch.from_yrs(YMap(doc, ROOT).plain()) if doc.map_len(ROOT) else None
 
 
 def rebase_deps(client: int) -> bytes:
@@ -125,6 +125,8 @@ def rebuild(doc: YDoc, memory_id: str, by: str, hlc: str) -> tuple[bytes, Epoch]
 
 def is_rebase(deps: bytes, update: bytes) -> bool:
     """Whether a delta is a rebase entry (module docstring)."""
+    if _ROOT_BYTES not in update:  # what rebase_client looks for first, before decoding anything
+        return False
     try:
         need = statevector.decode(deps)
     except Exception:  # not a state vector: not a rebase entry (the ordinary checks refuse it)
@@ -143,7 +145,7 @@ def rebase_client(update: bytes) -> int | None:
 def rebase_epoch(update: bytes) -> Epoch | None:
     """The epoch a rebase entry's update starts (one writer from clock 0, whose ``epoch`` root
     names it), or None if ``update`` is not one."""
-    if ROOT.encode() not in update:
+    if _ROOT_BYTES not in update:
         return None
     try:
         block = statevector.first_block(update)

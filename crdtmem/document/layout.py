@@ -116,6 +116,8 @@ class Layout:
         """``(metadata keys, tag entries, content entries)`` without reading any value: cheap enough
         to bound a remote change before the document is read (reading costs per entry). A tag or
         list item added concurrently by several replicas has an entry for each."""
-        with self.doc.transaction():  # one Yrs transaction for the three roots, not one each
-            metadata = {key.rpartition("#")[0] for key in self._metadata if "#" in key}
-            return len(metadata), len(YMap(self.doc, "tags").keys()), len(self._content.keys())
+        doc = self.doc
+        with doc.transaction():  # one Yrs transaction for the three roots, not one each
+            keys = self._metadata.keys() if doc.map_len("metadata") else ()
+            metadata = {key.rpartition("#")[0] for key in keys if "#" in key}
+            return len(metadata), doc.map_len("tags"), doc.map_len("content")

@@ -7,6 +7,7 @@ API and the MemoryEvent feed use; ``from_dict()`` reads it back.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from functools import lru_cache
 from typing import Any, Literal
 
 from ..errors import UnknownKind
@@ -39,6 +40,26 @@ class Source:
         return {"agent_id": self.agent_id, "session_id": self.session_id, "user_id": self.user_id}
 
 
+def _channels(user_id: Any, tenant_id: Any, topics: tuple[Any, ...], shared: Any) -> tuple[str, ...]:
+    """:meth:`Scope.channels` of these parts; raises what the channels' ids raise."""
+    found: list[Channel] = []
+    if user_id:
+        found.append(Channel.user(user_id))
+    if tenant_id and (shared or not user_id):
+        found.append(Channel.tenant(tenant_id))
+    found.extend(Channel.topic(t) for t in topics)
+    if not user_id and not tenant_id:
+        found.append(Channel.system())
+    return tuple(sorted({str(c) for c in found}))
+
+
+_REMEMBERED_TOPICS = 16
+"""Scopes with at most this many topics have their channels remembered (:func:`_remembered`)."""
+_remembered = lru_cache(maxsize=4096, typed=True)(_channels)
+"""The channels of the scopes seen last (a pure function of the parts, each compared with its
+type: 1 and True are different keys). An error is not remembered: it is raised again each time."""
+
+
 @dataclass(frozen=True, slots=True)
 class Scope:
     """Who may see the memory; decides its channels. Fixed when the memory is created."""
@@ -66,15 +87,12 @@ class Scope:
         - ``topic:{topic}:updates`` for each topic;
         - ``system:global`` when there is neither user nor tenant.
         """
-        found: list[Channel] = []
-        if self.user_id:
-            found.append(Channel.user(self.user_id))
-        if self.tenant_id and (self.shared or not self.user_id):
-            found.append(Channel.tenant(self.tenant_id))
-        found.extend(Channel.topic(t) for t in self.topics)
-        if not self.user_id and not self.tenant_id:
-            found.append(Channel.system())
-        return tuple(sorted({str(c) for c in found}))
+        if len(self.topics) <= _REMEMBERED_TOPICS:  # read back with every memory: remembered
+            try:
+                return _remembered(self.user_id, self.tenant_id, self.topics, self.shared)
+            except TypeError:  # unhashable parts (a header as a foreign writer left it)
+                pass
+        return _channels(self.user_id, self.tenant_id, self.topics, self.shared)
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,18 @@ class YDoc:
             txn.commit()
             txn.drop()
 
+    def map_len(self, name: str) -> int:
+        """How many keys the root map ``name`` holds: one Yrs call, without listing them (a remote
+        apply asks a document's ``epoch`` root after every delta it applies)."""
+        if self.txn is not None:
+            return int(self.raw.get_or_insert_map(self.txn, name).len(self.txn))
+        txn = self.raw.create_transaction()
+        try:
+            return int(self.raw.get_or_insert_map(txn, name).len(txn))
+        finally:
+            txn.commit()
+            txn.drop()
+
     def get_update(self, state: bytes | None = None) -> bytes:
         """The update from ``state`` (a state vector; None: from the beginning)."""
         with self.transaction() as txn:
@@ -502,10 +514,18 @@ def _plain(value: object) -> bool:
 def snapshot(
     doc: YDoc, maps: Iterable[str] = MAP_ROOTS, arrays: Iterable[str] = ARRAY_ROOTS
 ) -> dict[str, JSON]:
-    """Roots of a memory document (by default all of them) as plain JSON values: ``{root name: value}``."""
-    with doc.transaction() as txn:
-        ydoc = doc.raw
+    """Roots of a memory document (by default all of them) as plain JSON values: ``{root name: value}``.
+    Outside a transaction it opens one of its own directly (every record read back comes here)."""
+    ydoc, txn = doc.raw, doc.txn
+    own = txn is None
+    if own:
+        txn = ydoc.create_transaction()
+    try:
         parts = [f'"{name}":{ydoc.get_or_insert_map(txn, name).to_json(txn)}' for name in maps]
         parts += [f'"{name}":{ydoc.get_or_insert_array(txn, name).to_json(txn)}' for name in arrays]
+    finally:
+        if own:
+            txn.commit()
+            txn.drop()
     value: dict[str, JSON] = json.loads("{" + ",".join(parts) + "}")
     return value

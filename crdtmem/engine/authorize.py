@@ -54,24 +54,37 @@ def check_units(
             channels[doc_id] = stored_channels(doc_id)
         return channels[doc_id]
 
+    rights: Rights = {}
     for item in logged:
-        _check(item, channels_of(item.delta.doc_id) or ())
+        _check(item, channels_of(item.delta.doc_id) or (), rights)
     for item in parked:
         on = channels_of(item.delta.doc_id)
         if on is not None:
-            _check(item, on)
+            _check(item, on, rights)
 
 
-def _check(item: Delivered, channels: tuple[str, ...]) -> None:
+Rights = dict[tuple[int, tuple[str, ...]], tuple[bool, bool]]
+"""``(id(sender), channels) -> (may read or write, may write)``, worked out once per sender and
+channel set within one :func:`check_units` (a principal is immutable, and lives as long as it)."""
+
+
+def _check(item: Delivered, channels: tuple[str, ...], rights: Rights) -> None:
     delta, sender = item.delta, item.sender
-    visible = may_read_memory(sender, channels) or may_write_memory(sender, channels)
+    key = (id(sender), channels)
+    known = rights.get(key)
+    if known is None:
+        writable = may_write_memory(sender, channels)
+        known = rights[key] = (writable or may_read_memory(sender, channels), writable)
+    visible, writable = known
+    if all(channel in channels for channel in delta.seqs) and writable:
+        return  # the common case: nothing stray, and the sender may write the memory
     stray = sorted(set(delta.seqs) - set(channels))
     if stray:
         where = f"is on {', '.join(channels) or 'no channel here'}" if visible else "is not on them"
         raise MalformedPayload(
             f"delta {delta.uid} is logged on {', '.join(stray)}, but memory {delta.doc_id} {where}"
         )
-    if not may_write_memory(sender, channels):
+    if not writable:
         if visible:
             raise AccessDenied(
                 f"{sender.name} may not write memory {delta.doc_id}: it is on {', '.join(channels)} "

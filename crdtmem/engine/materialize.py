@@ -76,10 +76,13 @@ class Materializer:
     def __contains__(self, doc_id: object) -> bool:
         return doc_id in self.waiting
 
-    def before(self, doc_id: str) -> Memory | None:
-        """The record last published for ``doc_id`` (the one its next event compares with)."""
+    def before(self, doc_id: str, record: Callable[[str], Memory | None] | None = None) -> Memory | None:
+        """The record last published for ``doc_id`` (the one its next event compares with);
+        ``record``: how to read a stored record (default: the working set's)."""
         stale = self.waiting.get(doc_id)
-        return stale.before if stale is not None else self._work.record(doc_id)
+        if stale is not None:
+            return stale.before
+        return record(doc_id) if record is not None else self._work.record(doc_id)
 
     def load(self, doc_ids: Iterable[str]) -> None:
         """Take up what the store marked stale (on open): materialized soon after."""

@@ -102,6 +102,7 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
         raise MalformedPayload("payload 'deltas' must be a list")
     headers = _headers(body.get("headers", {}), len(raw_deltas)) if version >= 2 else {}
     deltas = []
+    valid: set[str] = set()  # channel names parsed already: a page names a few channels many times
     for raw in raw_deltas:
         uid = raw[0] if headers and isinstance(raw, list) and raw else None
         delta = delta_from_list(raw, version, headers.get(uid) if isinstance(uid, str) else None)
@@ -110,10 +111,13 @@ def decode(data: bytes, *, max_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES) -> Payloa
         if delta.uid != single and not delta.uid.startswith(single + "/"):
             raise MalformedPayload(f"delta uid {delta.uid!r} does not match its origin and hlc")
         for channel in delta.seqs:
+            if channel in valid:
+                continue
             try:
                 Channel.parse(channel)
             except InvalidChannel as exc:
                 raise MalformedPayload(f"delta {delta.uid!r}: {exc}") from exc
+            valid.add(channel)
         deltas.append(delta)
     return Payload(sender, deltas, _vectors(raw_vectors), _keys(body.get("keys", {})))
 

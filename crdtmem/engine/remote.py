@@ -67,7 +67,7 @@ from .locks import KeyedLocks
 from .materialize import Materializer
 from .publish import Publisher
 from .signing import Keyring, verify
-from .trust import Authenticated, authenticate, keys_to_try, verify_pairs
+from .trust import Authenticated, Verified, authenticate, keys_to_try, shares, verify_pairs
 from .waiting import Delivered, Resolver, WaitingLimits, WaitingSet
 from .workset import WorkingSet
 
@@ -326,7 +326,7 @@ class RemoteApply:
 
         def load(doc_id: str) -> MemoryDoc:
             if doc_id not in docs:
-                before[doc_id] = materializer.before(doc_id) if materializer else self._work.record(doc_id)
+                before[doc_id] = materializer.before(doc_id, record) if materializer else record(doc_id)
                 docs[doc_id] = self._work.doc_to_merge(doc_id)
                 sizes[doc_id] = docs[doc_id].sizes()
             return docs[doc_id]
@@ -337,12 +337,15 @@ class RemoteApply:
         aside = {doc_id for doc_id in involved if doc_id in self._work.quarantine}
         held = [item for item in fresh if item.delta.doc_id in aside]
         relog = [item for item in relog if item.delta.doc_id not in aside]  # unlogged: sent again
-        stored: dict[str, tuple[str, ...] | None] = {}  # each memory read once, not once per delta
+        stored: dict[str, Memory | None] = {}  # each memory's record read once, not once per delta
+
+        def record(doc_id: str) -> Memory | None:
+            if doc_id not in stored:
+                stored[doc_id] = self._work.record(doc_id)
+            return stored[doc_id]
 
         def stored_channels(doc_id: str) -> tuple[str, ...] | None:
-            if doc_id not in stored:
-                stored[doc_id] = self._stored_channels(doc_id)
-            return stored[doc_id]
+            return memory.channels if (memory := record(doc_id)) is not None else None
 
         hidden = [item for item in fresh if item.delta.doc_id not in aside and unseen(item, stored_channels)]
         hidden_uids = {item.delta.uid for item in hidden}
@@ -553,10 +556,6 @@ class RemoteApply:
         ]
         return {block[1] for d in deltas if (block := _first_block(d.update)) is not None}
 
-    def _stored_channels(self, doc_id: str) -> tuple[str, ...] | None:
-        stored = self._work.record(doc_id)
-        return stored.channels if stored is not None else None
-
 
 def _first_block(update: bytes) -> tuple[int, int, int] | None:
     try:
@@ -586,7 +585,8 @@ async def _authenticate(
     if keyring is not None and len(deltas) >= VERIFY_ON_THREAD:
         pairs = keys_to_try(deltas, keyring, presented)
         if len(pairs) >= VERIFY_ON_THREAD:
-            check = await asyncio.to_thread(verify_pairs, pairs)
+            parts = await asyncio.gather(*(asyncio.to_thread(verify_pairs, part) for part in shares(pairs)))
+            check = Verified.merged(parts)
     if len(deltas) <= VERIFY_SLICE:
         return authenticate(deltas, sender, own, keyring, presented, check)
     out = Authenticated()

@@ -19,7 +19,8 @@ numbers, and a foreign delta under its name would take one of them.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+import os
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 from ..access import Principal
@@ -52,8 +53,13 @@ def authenticate(
     ``check``: :func:`~crdtmem.engine.signing.verify`, or its results worked out beforehand
     (:func:`verify_pairs`)."""
     out = Authenticated()
+    by_origin: dict[str, str | None] = {}  # the sender's right to each origin, asked once
     for delta in deltas:
-        reason = refusal(delta.origin, sender, own_origin)
+        origin = delta.origin
+        if origin in by_origin:
+            reason = by_origin[origin]
+        else:
+            reason = by_origin[origin] = refusal(origin, sender, own_origin)
         if reason is None:
             reason = _signature_refusal(delta, sender, keyring, presented or {}, check)
         if reason is None:
@@ -108,18 +114,47 @@ def keys_to_try(
     return pairs
 
 
-def verify_pairs(pairs: Sequence[tuple[bytes, DeltaRecord]]) -> Callable[[bytes, DeltaRecord], bool]:
+VERIFY_THREADS = min(4, os.cpu_count() or 1)
+"""Worker threads a batch's signatures are shared among (:func:`shares`)."""
+SHARE_AT_LEAST = 8
+"""Pairs per worker thread at least: a thread for fewer costs more than it saves."""
+
+
+def shares(pairs: Sequence[tuple[bytes, DeltaRecord]]) -> list[Sequence[tuple[bytes, DeltaRecord]]]:
+    """``pairs`` in parts to verify on :data:`VERIFY_THREADS` worker threads at once: the event
+    loop only waits for them (the cryptography releases the GIL), so a batch's verification takes
+    the cores there are instead of one."""
+    parts = max(1, min(VERIFY_THREADS, len(pairs) // SHARE_AT_LEAST))
+    size = -(-len(pairs) // parts)
+    return [pairs[start : start + size] for start in range(0, len(pairs), size)]
+
+
+def verify_pairs(pairs: Sequence[tuple[bytes, DeltaRecord]]) -> Verified:
     """Verify ``pairs`` (any thread: only the cryptography runs, which releases the GIL); returns
     the ``check`` for :func:`authenticate` that looks the results up, verifying anything else."""
-    return _lookup({(key, id(delta)): verify(key, delta) for key, delta in pairs})
+    return Verified({(key, id(delta)): verify(key, delta) for key, delta in pairs})
 
 
-def _lookup(results: dict[tuple[bytes, int], bool]) -> Callable[[bytes, DeltaRecord], bool]:
-    def check(key: bytes, delta: DeltaRecord) -> bool:
-        known = results.get((key, id(delta)))
+class Verified:
+    """Signature checks worked out beforehand (:func:`verify_pairs`), by ``(key, id(delta))``; as a
+    ``check`` for :func:`authenticate`, a pair not among them is verified when asked."""
+
+    __slots__ = ("results",)
+
+    def __init__(self, results: dict[tuple[bytes, int], bool]):
+        self.results = results
+
+    @classmethod
+    def merged(cls, parts: Iterable[Verified]) -> Verified:
+        """The checks of several parts (verified on several threads) as one."""
+        results: dict[tuple[bytes, int], bool] = {}
+        for part in parts:
+            results.update(part.results)
+        return cls(results)
+
+    def __call__(self, key: bytes, delta: DeltaRecord) -> bool:
+        known = self.results.get((key, id(delta)))
         return verify(key, delta) if known is None else known
-
-    return check
 
 
 def _signature_refusal(
@@ -132,9 +167,10 @@ def _signature_refusal(
     signed, origin = delta.signature, delta.origin
     if signed is None or keyring is None:
         return unsigned_refusal(origin, sender)
-    stray = [c for c in delta.seqs if not signed.covers(c, delta.all_seqs(c))]
-    if stray:
-        return f"delta {delta.uid} claims sequence numbers in {', '.join(stray)} its origin did not sign"
+    if delta.seqs != signed.seqs or delta.also != signed.also:  # else it claims what was signed
+        stray = [c for c in delta.seqs if not signed.covers(c, delta.all_seqs(c))]
+        if stray:
+            return f"delta {delta.uid} claims sequence numbers in {', '.join(stray)} its origin did not sign"
     keys = keyring.known(origin)
     if keys:
         if any(check(key, delta) for key in keys):

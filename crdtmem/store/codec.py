@@ -55,9 +55,10 @@ def delta_from_list(raw: Any, version: int = 1, header: bytes | None = None) -> 
 
 def _delta(raw: list[Any], sig: bytes | None, header: bytes | None) -> DeltaRecord:
     uid, origin, doc_id, hlc, deps, update, seqs = raw[:7]
-    for name, value in (("uid", uid), ("origin", origin), ("doc_id", doc_id), ("hlc", hlc)):
-        if not isinstance(value, str) or not value or len(value) > 256:
-            raise MalformedPayload(f"delta {name} must be a non-empty string, got {value!r:.80}")
+    if not (_text(uid) and _text(origin) and _text(doc_id) and _text(hlc)):
+        for name, value in (("uid", uid), ("origin", origin), ("doc_id", doc_id), ("hlc", hlc)):
+            if not isinstance(value, str) or not value or len(value) > 256:
+                raise MalformedPayload(f"delta {name} must be a non-empty string, got {value!r:.80}")
     if not isinstance(deps, bytes) or not isinstance(update, bytes):
         raise MalformedPayload("delta deps and update must be bytes")
     if (
@@ -78,6 +79,10 @@ def _delta(raw: list[Any], sig: bytes | None, header: bytes | None) -> DeltaReco
         proof = Signature(header, dict(seqs), dict(also))
         return DeltaRecord(uid, origin, doc_id, hlc, deps, update, channels, seqs, also, None, proof)
     return DeltaRecord(uid, origin, doc_id, hlc, deps, update, channels, seqs, also)
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= 256
 
 
 def _also(raw: Any, seqs: dict[str, int]) -> dict[str, tuple[int, ...]]:
