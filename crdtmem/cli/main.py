@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "(0: no limit)",
     )
     serve.add_argument(
+        "--loop-share",
+        type=float,
+        default=0.5,
+        help="seconds of event-loop time per second a token's requests may take on average while "
+        "another token is served (429 when in debt; streams not counted; 0: no limit)",
+    )
+    serve.add_argument(
         "--limit",
         action="append",
         default=[],
