@@ -14,14 +14,15 @@ from typing import Any
 import aiohttp
 import pytest
 
-from crdtmem.server.loopshare import CONTENDED_S, LoopShare
+from crdtmem.server.loopshare import CONTENDED_S, STEP_FREE_S, LoopShare
 from tests.support.processes import ServerProcess
 
 MALLORY = "mallory-device-token-001"
 BOB = "bob-device-token-0000001"
 U1, U2 = "user:u1:memories", "user:u2:memories"
 TINY_SHARE = "0.0001"
-"""A share so small that one create (milliseconds of loop) puts its token seconds in debt."""
+"""A share so small that one create of 1,000 keys and 1,000 tags (one step of ~10 ms on the loop)
+puts its token for seconds in debt."""
 
 
 class _Clock:
@@ -36,14 +37,26 @@ class _Clock:
 
 def test_a_token_in_debt_waits_only_while_another_token_is_served() -> None:
     share = LoopShare(0.5, burst_s=0.1)  # a bank of 0.05 s of loop time
+    share.charge("mallory", 0.25, now=0.0)  # alone on the node: it takes nothing from anyone
+    assert share.wait("bob", now=0.0) == 0.0
     assert share.wait("mallory", now=0.0) == 0.0
-    share.charge("mallory", 0.25, now=0.0)  # 0.2 s in debt: 0.4 s at 0.5 s/s
-    assert share.wait("mallory", now=0.0) == 0.0  # alone on the node: served
-    assert share.wait("bob", now=0.0) == 0.0  # another token is never held back by mallory's debt
-    assert share.wait("mallory", now=0.1) == pytest.approx(0.3)  # bob served 0.1 s ago; 0.15 s owed
+    share.charge("mallory", 0.25, now=0.0)  # bob is being served: 0.2 s in debt, 0.4 s at 0.5 s/s
+    assert share.wait("mallory", now=0.1) == pytest.approx(0.3)  # 0.15 s owed
+    assert share.wait("bob", now=0.1) == 0.0  # never held back by mallory's debt
     assert share.wait("mallory", now=0.45) == 0.0  # paid off
     share.charge("mallory", 1.0, now=0.45)
-    assert share.wait("mallory", now=0.45 + CONTENDED_S + 0.01) == 0.0  # bob has not come back
+    assert share.wait("mallory", now=0.5) > 0
+    assert share.wait("mallory", now=0.1 + CONTENDED_S + 0.01) == 0.0  # bob has not come back
+
+
+def test_short_steps_are_not_charged() -> None:
+    share = LoopShare(0.001, burst_s=0.0)
+    share.wait("bob", now=0.0)
+    for _ in range(100):
+        share.charge_step("mallory", 0.0, STEP_FREE_S)
+    assert share.wait("mallory", now=0.0) == 0.0
+    share.charge_step("mallory", 0.0, STEP_FREE_S + 0.001)
+    assert share.wait("mallory", now=STEP_FREE_S + 0.001) == pytest.approx(1.0, rel=1e-3)
 
 
 def test_no_share_means_no_limit() -> None:
@@ -54,10 +67,12 @@ def test_no_share_means_no_limit() -> None:
 
 
 def test_a_metered_coroutine_is_charged_its_steps_only() -> None:
-    """Each step (from one await to the next) is charged as the clock reads around it; what the
-    coroutine awaits (here a sleep, in a real node a commit on its thread) is not."""
+    """Each step (from one await to the next) is charged as the clock reads around it, past its
+    free first milliseconds; what the coroutine awaits (here a sleep, in a real node a commit on its
+    thread) is not."""
     times = iter([10.0, 10.25, 10.25, 10.75])  # two steps: 0.25 s, then 0.5 s
     share = LoopShare(0.001, burst_s=0.0, clock=_Clock(times))
+    share.wait("bob", now=10.0)
 
     async def handler() -> str:
         await asyncio.sleep(0)
@@ -67,13 +82,14 @@ def test_a_metered_coroutine_is_charged_its_steps_only() -> None:
         return await share.metered("mallory", handler())
 
     assert asyncio.run(main()) == "done"
-    share.wait("bob", now=10.75)
-    assert share.wait("mallory", now=10.75) == pytest.approx(0.7495 / 0.001)  # 0.5 ms refilled between
+    owed = 0.75 - 2 * STEP_FREE_S - 0.5 * 0.001  # half a second at 0.001 s/s refilled between steps
+    assert share.wait("mallory", now=10.75) == pytest.approx(owed / 0.001)
 
 
 def test_a_metered_coroutine_that_raises_is_charged_and_raises() -> None:
     times = iter([1.0, 1.5])
     share = LoopShare(0.001, burst_s=0.0, clock=_Clock(times))
+    share.wait("bob", now=1.0)
 
     async def handler() -> None:
         raise ValueError("refused")
@@ -87,8 +103,7 @@ def test_a_metered_coroutine_that_raises_is_charged_and_raises() -> None:
         assert str(exc) == "refused"
     else:
         raise AssertionError("the handler's error was lost")
-    share.wait("bob", now=1.5)
-    assert share.wait("mallory", now=1.5) == pytest.approx(0.5 / 0.001)
+    assert share.wait("mallory", now=1.5) == pytest.approx((0.5 - STEP_FREE_S) / 0.001)
 
 
 def _tokens(tmp: Path) -> Path:
@@ -108,7 +123,8 @@ def _hub(tmp: Path, share: str) -> ServerProcess:
 async def _create(
     session: aiohttp.ClientSession, url: str, token: str, user: str
 ) -> tuple[int, dict[str, Any], str | None]:
-    body = json.dumps({"content": "x", "user_id": user, "metadata": {f"k{i}": i for i in range(200)}})
+    metadata, tags = {f"k{i}": i for i in range(1_000)}, [f"t{i}" for i in range(1_000)]
+    body = json.dumps({"content": "x", "user_id": user, "metadata": metadata, "tags": tags})
     headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/json"}
     async with session.post(f"{url}/v1/memories", data=body.encode(), headers=headers) as response:
         return response.status, await response.json(), response.headers.get("Retry-After")
@@ -118,8 +134,9 @@ async def test_a_token_over_its_share_is_429_while_another_token_is_served(procs
     hub = _hub(tmp_path, TINY_SHARE)
     procs.append(hub.start())
     alone = [(await _create(session, hub.url, MALLORY, "u1"))[0] for _ in range(3)]
-    assert alone == [201, 201, 201]  # alone on the node: no one to give way to
-    assert (await _create(session, hub.url, BOB, "u2"))[0] == 201  # not in debt: served
+    assert alone == [201, 201, 201]  # alone on the node: no one to give way to, nothing owed later
+    assert (await _create(session, hub.url, BOB, "u2"))[0] == 201
+    assert (await _create(session, hub.url, MALLORY, "u1"))[0] == 201  # not in debt: admitted, charged
     status, error, retry_after = await _create(session, hub.url, MALLORY, "u1")
     assert status == 429 and error["error"] == "RateLimited" and "event loop" in error["message"], error
     assert error["retry_after"] > 1 and retry_after is not None, (error, retry_after)

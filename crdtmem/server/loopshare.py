@@ -9,8 +9,10 @@ requests queue behind theirs.
 So each request of a token runs *metered*: the time the event loop spends in its steps (from the
 auth middleware down: reading its body, decoding, applying, answering; not the time it waits for a
 commit, nor other requests' steps in between; wall time, so a step that waits for the interpreter
-lock or for an inline fsync is charged what it held the loop) is charged to the token's bucket, which
-refills at ``share`` seconds of loop time per second. A token whose bucket is in debt gets ``429``
+lock or for an inline fsync is charged what it held the loop), past the first :data:`STEP_FREE_S`
+of each step (the loop takes ready steps in turn, so short steps share it fairly by themselves), is
+charged to the token's bucket while another token is being served, and the bucket refills at
+``share`` seconds of loop time per second. A token whose bucket is in debt gets ``429``
 with ``retry_after`` before a byte of its next request's body is read, but only while another token
 has been served within the last :data:`CONTENDED_S` seconds: a token alone on the node may use all
 of it. As with the byte rate, a request is admitted while its token is not in debt and charged in
@@ -37,6 +39,9 @@ token is being served (``crdtmem serve --loop-share``; 0: no limit)."""
 LOOP_BURST_S = 0.1
 """Seconds at ``share`` a token may bank: its bucket holds ``share * LOOP_BURST_S`` of loop time.
 Small on purpose: a large bank lets a token hold the loop for the whole of it."""
+STEP_FREE_S = 0.002
+"""What a step may take uncharged: the loop takes ready steps in turn, so short steps share it by
+construction; only the time a step holds it past this is taken from the others."""
 CONTENDED_S = 1.0
 """A token is refused for its debt only if another token was served within this many seconds."""
 UNMETERED = ("/v1/events", "/v1/sync/ws")
@@ -72,8 +77,17 @@ class LoopShare:
         return wait
 
     def charge(self, token: str, seconds: float, now: float | None = None) -> None:
-        if self.share > 0 and seconds > 0:
-            self._buckets.charge(token, seconds, self.clock() if now is None else now)
+        """Take ``seconds`` of loop time from ``token``'s bucket, only while another token is being
+        served (alone on the node, it takes nothing from anyone, and owes nothing later)."""
+        if self.share <= 0 or seconds <= 0:
+            return
+        now = self.clock() if now is None else now
+        if self._contended(token, now):
+            self._buckets.charge(token, seconds, now)
+
+    def charge_step(self, token: str, start: float, end: float) -> None:
+        """Charge one step of a metered request: what it held the loop past :data:`STEP_FREE_S`."""
+        self.charge(token, end - start - STEP_FREE_S, end)
 
     def metered(self, token: str, coro: Coroutine[Any, Any, _T]) -> _Metered[_T]:
         """``coro``, its steps on the event loop charged to ``token`` (await the result)."""
@@ -105,7 +119,7 @@ class _Metered(Generator[Any, Any, _T]):
             return self._coro.send(value)
         finally:
             end = self._clock()
-            self._share.charge(self._token, end - start, end)
+            self._share.charge_step(self._token, start, end)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         start = self._clock()
@@ -115,7 +129,7 @@ class _Metered(Generator[Any, Any, _T]):
             return self._coro.throw(typ, val, tb)
         finally:
             end = self._clock()
-            self._share.charge(self._token, end - start, end)
+            self._share.charge_step(self._token, start, end)
 
     def close(self) -> None:
         self._coro.close()
