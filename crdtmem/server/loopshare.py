@@ -6,10 +6,10 @@ accepted requests cost the event loop 10-50 ms in one piece (a create of 1,000 m
 token sending them back to back hold the loop almost all the time, and every other token's
 requests queue behind theirs.
 
-So each request of a token runs *metered*: the time the event loop spends in its steps (from the
-auth middleware down: reading its body, decoding, applying, answering; not the time it waits for a
-commit, nor other requests' steps in between; wall time, so a step that waits for the interpreter
-lock or for an inline fsync is charged what it held the loop), past the first :data:`STEP_FREE_S`
+So each request of a token runs *metered*: the time the event loop's thread works in its steps (from
+the auth middleware down: reading its body, decoding, applying, answering; not the time it waits
+for a commit, nor other requests' steps in between; thread time, so a step is not charged for
+waiting for the interpreter lock while other threads hold it), past the first :data:`STEP_FREE_S`
 of each step (the loop takes ready steps in turn, so short steps share it fairly by themselves), is
 charged to the token's bucket while another token is being served, and the bucket refills at
 ``share`` seconds of loop time per second. A token whose bucket is in debt gets ``429``
@@ -33,9 +33,12 @@ from ..rates import VolumeLimiter
 
 _T = TypeVar("_T")
 
-LOOP_SHARE = 0.5
+LOOP_SHARE = 0.25
 """Seconds of event-loop time per second a token's requests may take on average while another
-token is being served (``crdtmem serve --loop-share``; 0: no limit)."""
+token is being served (``crdtmem serve --loop-share``; 0: no limit). A quarter, not a half: what a
+heavy request also costs off its metered steps (its commit, indexing it, its answer sent) contends
+with the loop too, and at a half two clients of one token sending 1,000-key creates still kept the
+loop busy (``docs/benchmarks.md``, ``bench_hostile.py``, 2026-12-06); short steps are free anyway."""
 LOOP_BURST_S = 0.1
 """Seconds at ``share`` a token may bank: its bucket holds ``share * LOOP_BURST_S`` of loop time.
 Small on purpose: a large bank lets a token hold the loop for the whole of it."""
@@ -56,11 +59,14 @@ class LoopShare:
         share: float = LOOP_SHARE,
         *,
         burst_s: float = LOOP_BURST_S,
-        clock: Callable[[], float] = time.perf_counter,
+        clock: Callable[[], float] = time.monotonic,
+        step_clock: Callable[[], float] = time.thread_time,
     ) -> None:
         self.share = share
         self.clock = clock
-        """Seconds, read around each step and for the buckets (a monotonic clock)."""
+        """Seconds, for the buckets (a monotonic clock)."""
+        self.step_clock = step_clock
+        """Seconds, read around each step (the calling thread's time)."""
         self._buckets = VolumeLimiter(share, share * burst_s)
         self._latest: list[tuple[str, float]] = []  # the last two distinct tokens served, newest first
 
@@ -85,9 +91,9 @@ class LoopShare:
         if self._contended(token, now):
             self._buckets.charge(token, seconds, now)
 
-    def charge_step(self, token: str, start: float, end: float) -> None:
-        """Charge one step of a metered request: what it held the loop past :data:`STEP_FREE_S`."""
-        self.charge(token, end - start - STEP_FREE_S, end)
+    def charge_step(self, token: str, seconds: float, now: float | None = None) -> None:
+        """Charge one step of a metered request: what it took past :data:`STEP_FREE_S`."""
+        self.charge(token, seconds - STEP_FREE_S, now)
 
     def metered(self, token: str, coro: Coroutine[Any, Any, _T]) -> _Metered[_T]:
         """``coro``, its steps on the event loop charged to ``token`` (await the result)."""
@@ -108,7 +114,7 @@ class _Metered(Generator[Any, Any, _T]):
         self._coro = coro
         self._token = token
         self._share = share
-        self._clock = share.clock
+        self._clock = share.step_clock
 
     def __await__(self) -> Generator[Any, Any, _T]:
         return self
@@ -118,8 +124,7 @@ class _Metered(Generator[Any, Any, _T]):
         try:
             return self._coro.send(value)
         finally:
-            end = self._clock()
-            self._share.charge_step(self._token, start, end)
+            self._share.charge_step(self._token, self._clock() - start)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
         start = self._clock()
@@ -128,8 +133,7 @@ class _Metered(Generator[Any, Any, _T]):
                 return self._coro.throw(typ)
             return self._coro.throw(typ, val, tb)
         finally:
-            end = self._clock()
-            self._share.charge_step(self._token, start, end)
+            self._share.charge_step(self._token, self._clock() - start)
 
     def close(self) -> None:
         self._coro.close()
