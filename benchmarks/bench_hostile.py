@@ -16,8 +16,9 @@ One real ``crdtmem serve`` process (tokens, a file-backed store), and clients in
   (1,000 metadata keys and 1,000 tags); a 1 MiB value (at the default write rate: a hostile client
   that waits when told to); a body just over 8 MiB (refused, 413); a push of 2,000 deltas that can
   never apply (they wait, the oldest are evicted); a push creating a memory of 20,000 metadata keys
-  made by a replica with larger bounds (remote deltas are bounded by bytes, not by the local
-  per-memory bounds); twenty event streams resuming from an unknown event id (a reset, then every
+  made by a replica with larger bounds (this node applies it, finds it past twice its own bounds
+  and rejects it, durably; the hostile clients cycle through 12 such payloads, so after the first
+  12 pushes each is a duplicate); twenty event streams resuming from an unknown event id (a reset, then every
   memory replayed).
 - **RSS.** The server's resident memory (``/proc/PID/status``) after seeding, after a pending flood
   (100,000 never-applicable deltas pushed by one token, in pages, retrying when told to), at its

@@ -157,9 +157,14 @@ class Limits:
             bound = 2 * getattr(self, name)
             if now > bound and now > earlier:
                 raise PayloadTooLarge(
-                    f"{what} would hold {now} {name.replace('_', ' ')}, more than this node takes "
+                    f"{what} would hold {now} or more {name.replace('_', ' ')}, more than this node takes "
                     f"(twice limit {name}, {bound}): rejected"
                 )
+
+    def remote_metadata_most(self, before: tuple[int, int, int]) -> int:
+        """How far :meth:`check_remote` needs a memory's metadata keys counted after a remote change
+        (``MemoryDoc.sizes(most=...)``): past this, the change is rejected whatever the exact count."""
+        return max(2 * self.metadata_keys, before[0])
 
     def check_memory(self, metadata: int, tags: int, items: int, messages: int) -> None:
         """What a memory holds after a local write."""

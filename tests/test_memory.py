@@ -15,7 +15,7 @@ from crdtmem.clock import HybridLogicalClock
 from crdtmem.crdt import Conversation
 from crdtmem.document.memory import MemoryDoc
 from crdtmem.document.records import Scope, Source
-from crdtmem.document.yroots import YDoc
+from crdtmem.document.yroots import YDoc, YMap
 from crdtmem.engine.changes import Dots
 from crdtmem.errors import InvalidInput
 from crdtmem.testing import strategies as cst
@@ -369,6 +369,37 @@ def test_a_wide_create_reads_back_as_written_and_takes_one_dot_per_key_and_tag()
     assert read.tags[:3] == ("t0", "t1", "t2") and len(read.tags) == 302
     assert doc.sizes() == (len(metadata), len(tags), 1)
     assert dots.last is not None and read.updated_at == dots.last.hlc
+
+
+def test_metadata_keys_are_counted_only_as_far_as_asked() -> None:
+    """A bound check counts a memory's metadata keys only until they pass the bound (a pushed
+    memory of 20,000 keys is refused after counting 2,001); within it the count is exact, and a key
+    with several dots (concurrent writes) counts once either way."""
+    doc = MemoryDoc.empty("m-count", 7)
+    dots = Dots("r1", HybridLogicalClock(lambda: 1_700_000_000_000))
+    doc.create(
+        memory_id="m-count",
+        kind="fact",
+        content="x",
+        source=Source(user_id="u1"),
+        scope=Scope(user_id="u1"),
+        metadata={f"k{i}": i for i in range(50)},
+        tags=["a", "b"],
+        next_dot=dots,
+    )
+    created = doc.state()
+    for client, replica in ((8, "r2"), (9, "r3")):  # two concurrent writes of k0: two live dots
+        other = MemoryDoc.empty("m-count", client)
+        other.apply(created)
+        clock = HybridLogicalClock(lambda: 1_700_000_000_001)
+        other.update(metadata={"k0": replica}, next_dot=Dots(replica, clock))
+        doc.apply(other.state())
+    assert len([key for key in YMap(doc.doc, "metadata") if key.startswith("k0#")]) == 2
+    assert doc.sizes() == (50, 2, 1)
+    assert doc.sizes(most=50) == (50, 2, 1)
+    assert doc.sizes(most=200) == (50, 2, 1)
+    assert doc.sizes(most=10) == (11, 2, 1)
+    assert doc.sizes(most=0) == (1, 2, 1)
 
 
 @pytest.mark.parametrize(

@@ -88,6 +88,14 @@ def build_parser() -> argparse.ArgumentParser:
         "(0: no limit)",
     )
     serve.add_argument(
+        "--loop-share",
+        type=float,
+        default=0.25,  # crdtmem.server.loopshare.LOOP_SHARE (the parser imports no server)
+        help="seconds of event-loop time per second a token's requests may take on average while "
+        "another token is served, past the first 2 ms of each step (429 when in debt; streams not "
+        "counted; 0: no limit)",
+    )
+    serve.add_argument(
         "--limit",
         action="append",
         default=[],

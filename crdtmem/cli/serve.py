@@ -26,6 +26,7 @@ from ..engine.replica import Replica
 from ..errors import CrdtmemError, IndexUnavailable, InvalidInput, StoreLocked, StoreUnreadable
 from ..index import IndexSettings
 from ..limits import Limits
+from ..server.loopshare import LOOP_SHARE
 from ..server.node import Node, PeerConfig
 from ..store.sqlite import Synchronous
 from ..sync.link import LinkSettings
@@ -61,6 +62,7 @@ class ServeOptions:
     write_burst: float = 400.0
     delta_rate: float = 2_000.0
     byte_rate: float = 8.0 * 1024 * 1024
+    loop_share: float = LOOP_SHARE
     synchronous: Synchronous = "FULL"
     slow_after: float = 10.0
     ack_timeout: float = 10.0
@@ -129,6 +131,7 @@ def main(args: argparse.Namespace) -> int:
         write_burst=args.write_burst,
         delta_rate=args.delta_rate,
         byte_rate=args.byte_rate,
+        loop_share=args.loop_share,
         synchronous=args.synchronous,
         slow_after=args.slow_after,
         ack_timeout=args.ack_timeout,
@@ -262,6 +265,7 @@ async def serve(
         write_burst=options.write_burst,
         delta_rate=options.delta_rate,
         byte_rate=options.byte_rate,
+        loop_share=options.loop_share,
         settings=LinkSettings(
             slow_after=options.slow_after,
             ack_timeout=options.ack_timeout,

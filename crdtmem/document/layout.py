@@ -112,12 +112,27 @@ class Layout:
     def scope(self) -> Scope:
         return scope_of(self._header.get("scope") or {})
 
-    def sizes(self) -> tuple[int, int, int]:
+    def sizes(self, most: int | None = None) -> tuple[int, int, int]:
         """``(metadata keys, tag entries, content entries)`` without reading any value: cheap enough
         to bound a remote change before the document is read (reading costs per entry). A tag or
-        list item added concurrently by several replicas has an entry for each."""
+        list item added concurrently by several replicas has an entry for each.
+
+        With ``most``, metadata keys are counted only until they pass it: a count over ``most`` is
+        reported as ``most + 1`` (a pushed memory of 20,000 keys is refused after 2,001, not after
+        its 20,000 keys were copied out and split)."""
         doc = self.doc
         with doc.transaction():  # one Yrs transaction for the three roots, not one each
-            keys = self._metadata.keys() if doc.map_len("metadata") else ()
-            metadata = {key.rpartition("#")[0] for key in keys if "#" in key}
-            return len(metadata), doc.map_len("tags"), doc.map_len("content")
+            entries = doc.map_len("metadata")
+            tags, content = doc.map_len("tags"), doc.map_len("content")
+            if not entries:
+                return 0, tags, content
+            if most is None or entries <= most:  # keys are dots: never fewer entries than keys
+                metadata = {key.rpartition("#")[0] for key in self._metadata if "#" in key}
+                return len(metadata), tags, content
+            seen: set[str] = set()
+            for key in self._metadata:
+                if "#" in key:
+                    seen.add(key.rpartition("#")[0])
+                    if len(seen) > most:
+                        break
+            return len(seen), tags, content

@@ -270,7 +270,12 @@ class YMap:
         return isinstance(key, str) and key in self.keys()
 
     def __len__(self) -> int:
-        return len(self.keys())
+        """How many entries the map holds, counted by Yrs (no key is copied out)."""
+        txn = _current(self._doc)
+        if txn is None:
+            with self._doc.transaction():
+                return len(self)
+        return int(self._map(txn).len(txn))
 
     def keys(self) -> list[str]:
         txn = _current(self._doc)

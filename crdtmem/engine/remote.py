@@ -68,7 +68,7 @@ from .materialize import Materializer
 from .publish import Publisher
 from .signing import Keyring, verify
 from .trust import Authenticated, Verified, authenticate, keys_to_try, shares, verify_pairs
-from .waiting import Delivered, Resolver, WaitingLimits, WaitingSet
+from .waiting import Delivered, Resolver, WaitingLimits, WaitingSet, to_store
 from .workset import WorkingSet
 
 log = logging.getLogger("crdtmem.remote")
@@ -369,7 +369,8 @@ class RemoteApply:
             applied = [by_uid[d.uid] for d in ready]
             touched = sorted({item.delta.doc_id for item in applied})
             for doc_id in touched:  # before anything reads them: reading costs per entry
-                self.limits.check_remote(docs[doc_id].sizes(), sizes[doc_id], f"memory {doc_id!r}")
+                most = self.limits.remote_metadata_most(sizes[doc_id])
+                self.limits.check_remote(docs[doc_id].sizes(most), sizes[doc_id], f"memory {doc_id!r}")
             later = materializer is not None and len(touched) > self.read_back_at_most
             written: dict[str, tuple[DocWrite, Memory]] = {}
             if later:  # a batch: stored now, read back later (materialize.py); headers checked here
@@ -401,7 +402,7 @@ class RemoteApply:
             deltas=[item.delta for item in applied + relog if item.delta.uid not in gone] + carried,
             decided=settled,
             docs=[write for write, _ in written.values()],
-            pending_add=[item.to_store() for item in parked],
+            pending_add=to_store(parked),
             pending_drop=[item.delta.uid for item in applied if item.delta.uid in self.waiting],
             stale=touched if later else [],
             fresh=[d for d in written if materializer is not None and d in materializer],

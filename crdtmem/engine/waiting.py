@@ -65,6 +65,19 @@ class Delivered:
         return PendingDelta(self.delta, json.dumps(self.sender.to_json()), self.received_ms)
 
 
+def to_store(items: Iterable[Delivered]) -> list[PendingDelta]:
+    """:meth:`Delivered.to_store` for many, each sender's rights encoded once (a push parks
+    thousands of deltas of one sender: encoding its rights for each was most of parking them)."""
+    rights: dict[int, str] = {}
+    out = []
+    for item in items:
+        encoded = rights.get(id(item.sender))
+        if encoded is None:
+            encoded = rights[id(item.sender)] = json.dumps(item.sender.to_json())
+        out.append(PendingDelta(item.delta, encoded, item.received_ms))
+    return out
+
+
 class WaitingSet:
     """In arrival order (the oldest first), indexed by sender and by origin."""
 

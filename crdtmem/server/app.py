@@ -17,6 +17,7 @@ from ..access import Principal
 from ..errors import CrdtmemError
 from .auth import PRINCIPAL, authenticate
 from .errors import error_response, from_exception, limit_response
+from .loopshare import UNMETERED
 from .observe import observe_latency
 
 if TYPE_CHECKING:
@@ -102,11 +103,22 @@ def _auth_middleware(node: NodeContext) -> Middleware:
                 **{"WWW-Authenticate": "Bearer"},
             )
         request[PRINCIPAL] = principal
-        if request.body_exists:
-            await _read_body(node, request, principal)
-        return await handler(request)
+        if request.path.startswith(UNMETERED):
+            if request.body_exists:
+                await _read_body(node, request, principal)
+            return await handler(request)
+        node.admit_loop(principal)
+        return await node.loop.metered(principal.name, _handle(node, request, principal, handler))
 
     return auth
+
+
+async def _handle(
+    node: NodeContext, request: web.Request, principal: Principal, handler: Handler
+) -> web.StreamResponse:
+    if request.body_exists:
+        await _read_body(node, request, principal)
+    return await handler(request)
 
 
 async def _read_body(node: NodeContext, request: web.Request, principal: Principal) -> None:

@@ -13,6 +13,7 @@ if TYPE_CHECKING:
     from ..engine.replica import Replica
     from ..metrics import Metrics
     from ..sync.link import Link, LinkSettings
+    from .loopshare import LoopShare
 
 
 class NodeContext(Protocol):
@@ -22,6 +23,7 @@ class NodeContext(Protocol):
     links: set[Link]
     settings: LinkSettings
     max_body_bytes: int
+    loop: LoopShare
 
     @property
     def url(self) -> str: ...
@@ -36,6 +38,8 @@ class NodeContext(Protocol):
     def check_volume(self, principal: Principal, *, deltas: int = 0, size: int = 0) -> None: ...
 
     def admit_bytes(self, principal: Principal) -> None: ...
+
+    def admit_loop(self, principal: Principal) -> None: ...
 
     def charge_bytes(self, principal: Principal, size: int) -> None: ...
 

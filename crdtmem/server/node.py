@@ -36,6 +36,7 @@ from ..sync.link import Link, LinkSettings
 from ..sync.peer import PeerClient
 from .app import build_app
 from .auth import RateLimiter, VolumeLimiter
+from .loopshare import LOOP_SHARE, LoopShare
 from .observe import ACCESS_LOG, AccessLogger
 from .runner import NodeRunner
 
@@ -93,6 +94,7 @@ class Node:
         write_burst: float = 400.0,
         delta_rate: float = DELTA_RATE,
         byte_rate: float = BYTE_RATE,
+        loop_share: float = LOOP_SHARE,
         max_body_bytes: int | None = None,
         settings: LinkSettings | None = None,
         bus: BusSettings | None = None,
@@ -114,6 +116,8 @@ class Node:
         """Deltas per principal, pushed or in WebSocket frames."""
         self.bytes = VolumeLimiter(byte_rate, byte_rate * VOLUME_BURST_S)
         """Bytes of pushes and WebSocket frames per principal."""
+        self.loop = LoopShare(loop_share)
+        """Event-loop time per principal (:mod:`crdtmem.server.loopshare`)."""
         self.max_body_bytes = max_body_bytes or replica.limits.body_bytes
         self.settings = settings or LinkSettings(max_frame_bytes=replica.limits.payload_bytes)
         self.metrics = Metrics(process=True)
@@ -423,6 +427,18 @@ class Node:
             raise RateLimited(
                 f"{principal.name} is over its rate of bytes ({self.bytes.rate:g}/s on average); "
                 f"retry in {wait:.2f} s",
+                min(wait, RETRY_AFTER_MAX_S),
+            )
+
+    def admit_loop(self, principal: Principal) -> None:
+        """RateLimited if ``principal`` still owes the event loop more than its share while another
+        principal is being served (:mod:`crdtmem.server.loopshare`)."""
+        wait = self.loop.wait(principal.name)
+        if wait > 0:
+            self.metrics.inc("crdtmem_rate_limited_total", principal=principal.name)
+            raise RateLimited(
+                f"{principal.name} is over its share of the event loop ({self.loop.share:g} s/s on "
+                f"average while others are served); retry in {wait:.2f} s",
                 min(wait, RETRY_AFTER_MAX_S),
             )
 
