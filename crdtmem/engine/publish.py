@@ -3,7 +3,8 @@
 ::
 
     Commit ─▶ GroupCommitter (durable) ─▶ working set (documents, records) ─▶ commit listeners
-      (the sync links push from here) ─▶ one MemoryEvent per changed or forgotten memory on the feed
+      (the sync links push from here, before the events are made) ─▶ one MemoryEvent per changed
+      or forgotten memory on the feed
 
 What follows a commit happens exactly once per commit that landed, also when the caller was
 cancelled while it landed (``GroupCommitter.submit(on_landed=...)``); a commit that failed leaves the
@@ -120,15 +121,21 @@ class Publisher:
             )
             for doc_id in work.erase
         ]
+        memories = []
         for write in work.docs:
-            version = result.versions[write.doc_id]
             doc, materialized = docs[write.doc_id]
-            memory = dataclasses.replace(materialized, version=version)
+            memory = dataclasses.replace(materialized, version=result.versions[write.doc_id])
             self._work.committed(write.doc_id, doc, memory)
+            memories.append(memory)
+        for doc_id, doc in stale.items():
+            self._work.docs.put(doc_id, doc)
+        self._tell_listeners(work, result)  # first: an eager link pushes from here
+        for write, memory in zip(work.docs, memories, strict=True):
+            doc = docs[write.doc_id][0]
             prior = before.get(write.doc_id)
             events.append(
                 MemoryEvent(
-                    event_id=f"{self.replica_id}:{version}",
+                    event_id=f"{self.replica_id}:{memory.version}",
                     event_type=classify(prior, memory),
                     timestamp=Hlc.decode(write.updated_hlc).isoformat(),
                     memory=memory,
@@ -144,8 +151,10 @@ class Publisher:
             )
             if self.snapshots is not None:
                 self.snapshots.committed(write.doc_id, doc)
-        for doc_id, doc in stale.items():
-            self._work.docs.put(doc_id, doc)
+        self._feed.publish(events)
+        return events
+
+    def _tell_listeners(self, work: Commit, result: CommitResult) -> None:
         if self.listeners:
             committed = [  # local deltas with the sequence numbers (and signatures) the store gave them
                 d
@@ -160,8 +169,6 @@ class Publisher:
             ]
             for listener in self.listeners:
                 listener(committed)
-        self._feed.publish(events)
-        return events
 
 
 def _others_ready() -> bool:
