@@ -2,19 +2,21 @@
 
 ::
 
-    Commit ─▶ GroupCommitter (durable) ─▶ working set (documents, records) ─▶ commit listeners
-      (the sync links push from here, before the events are made) ─▶ one MemoryEvent per changed
-      or forgotten memory on the feed
+    Commit ─▶ GroupCommitter (durable) ─▶ commit listeners (the sync links push from here, before
+      anything else follows the commit) ─▶ working set (documents, records) ─▶ one MemoryEvent per
+      changed or forgotten memory on the feed
 
 What follows a commit happens exactly once per commit that landed, also when the caller was
-cancelled while it landed (``GroupCommitter.submit(on_landed=...)``); a commit that failed leaves the
-working set without the documents it changed (the store has the truth).
+cancelled while it landed (``GroupCommitter.submit(on_landed=...)``), and also when a commit
+listener raises (it is logged; the write landed); a commit that failed leaves the working set
+without the documents it changed (the store has the truth).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -30,6 +32,8 @@ from .snapshots import Snapshots
 from .workset import WorkingSet
 
 CommitListener = Callable[[list[DeltaRecord]], None]
+
+log = logging.getLogger("crdtmem.publish")
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +115,7 @@ class Publisher:
                 doc.stored_upto = row
                 doc.tail_deltas += 1
                 doc.tail_bytes += len(delta.update)
+        self._tell_listeners(work, result)  # first: an eager link pushes from here
         events = [
             MemoryEvent.forgotten(
                 f"{self.replica_id}:{result.versions[doc_id]}",
@@ -121,21 +126,15 @@ class Publisher:
             )
             for doc_id in work.erase
         ]
-        memories = []
         for write in work.docs:
+            version = result.versions[write.doc_id]
             doc, materialized = docs[write.doc_id]
-            memory = dataclasses.replace(materialized, version=result.versions[write.doc_id])
+            memory = dataclasses.replace(materialized, version=version)
             self._work.committed(write.doc_id, doc, memory)
-            memories.append(memory)
-        for doc_id, doc in stale.items():
-            self._work.docs.put(doc_id, doc)
-        self._tell_listeners(work, result)  # first: an eager link pushes from here
-        for write, memory in zip(work.docs, memories, strict=True):
-            doc = docs[write.doc_id][0]
             prior = before.get(write.doc_id)
             events.append(
                 MemoryEvent(
-                    event_id=f"{self.replica_id}:{memory.version}",
+                    event_id=f"{self.replica_id}:{version}",
                     event_type=classify(prior, memory),
                     timestamp=Hlc.decode(write.updated_hlc).isoformat(),
                     memory=memory,
@@ -151,6 +150,8 @@ class Publisher:
             )
             if self.snapshots is not None:
                 self.snapshots.committed(write.doc_id, doc)
+        for doc_id, doc in stale.items():
+            self._work.docs.put(doc_id, doc)
         self._feed.publish(events)
         return events
 
@@ -168,7 +169,10 @@ class Publisher:
                 for d in work.deltas
             ]
             for listener in self.listeners:
-                listener(committed)
+                try:
+                    listener(committed)
+                except Exception:  # the commit landed: what follows it must follow it all the same
+                    log.exception("commit listener %r failed; the commit stands", listener)
 
 
 def _others_ready() -> bool:
