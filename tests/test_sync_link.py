@@ -21,6 +21,7 @@ from crdtmem.engine.inbound import ApplyResult
 from crdtmem.metrics import Metrics
 from crdtmem.server import Node, PeerConfig
 from crdtmem.store.base import DeltaRecord
+from crdtmem.sync import eager as eager_module
 from crdtmem.sync.link import Link, LinkSettings
 from crdtmem.sync.peer import Backoff, PeerClient
 from crdtmem.sync.protocol import decode_frame, encode_frame
@@ -415,6 +416,22 @@ async def test_a_commit_is_sent_from_its_commit_listener_when_the_sender_is_idle
     full._in_flight = {n: 0.0 for n in range(full.settings.window)}
     full._on_commit([_delta(3)])
     assert full.ws.frames == [] and full._wake.is_set()  # type: ignore[union-attr]
+
+
+async def test_only_the_first_few_links_send_a_commit_from_its_listener():
+    """A node with many links sends one commit from the listeners of the first
+    PUSHES_PER_COMMIT links only (they run inside the writer's commit step); the other links'
+    senders are woken for it. The next commit starts the count again."""
+    links = [_pushing_link(_Socket()) for _ in range(eager_module.PUSHES_PER_COMMIT + 2)]
+    commit = [_delta(3)]
+    for link in links:
+        link._on_commit(commit)
+    written = [len(link.ws.frames) for link in links]  # type: ignore[union-attr]
+    assert written == [1] * eager_module.PUSHES_PER_COMMIT + [0, 0]
+    assert [link._wake.is_set() for link in links[-2:]] == [True, True]
+    later = _pushing_link(_Socket())
+    later._on_commit([_delta(3)])  # another commit
+    assert len(later.ws.frames) == 1  # type: ignore[union-attr]
 
 
 async def test_a_commit_listener_that_cannot_send_never_fails_the_commit():

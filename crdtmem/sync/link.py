@@ -41,10 +41,11 @@ from ..engine.replica import Replica
 from ..errors import CrdtmemError, PayloadError
 from ..metrics import Metrics
 from ..store.base import DeltaRecord, VersionVector, within_bytes
-from .eager import start_now
+from .eager import COMMIT_PUSHES, start_now
 from .protocol import Frame, FrameError, decode_frame, encode_frame
 
 log = logging.getLogger("crdtmem.link")
+
 
 Mode = Literal["eager", "lazy", "pull"]
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
@@ -172,8 +173,15 @@ class Link:
                     self._handed.extend(deltas)
             # a commit of nothing but what the peer holds (it just sent it) has nothing to push: the
             # sender is not woken for it, so the commit's events are not kept waiting behind it
-            if (not deltas or any(self._peer_misses(d) for d in deltas)) and not self._push_now():
+            if (not deltas or any(self._peer_misses(d) for d in deltas)) and not self._push_first(deltas):
                 self._wake.set()
+
+    def _push_first(self, deltas: list[DeltaRecord]) -> bool:
+        """:meth:`_push_now`, for one of the first links of a commit (:data:`~.eager.PUSHES_PER_COMMIT`)."""
+        if not COMMIT_PUSHES.room(deltas) or not self._push_now():
+            return False
+        COMMIT_PUSHES.used(deltas)
+        return True
 
     def _push_now(self) -> bool:
         """From the commit listener: send the handed deltas at once when they are exactly what the
