@@ -8,8 +8,9 @@ bound and a lost frame is simply re-exported.
 - eager: every commit of this replica is sent at once. The commit listener hands the link the
   committed deltas; when they are exactly what the peer misses next (contiguous from ``sent`` in
   every channel) and the sender is idle, the listener itself sends them as they are, before the
-  writer goes on (:mod:`crdtmem.sync.eager`); otherwise (a gap, a race with a page read from the
-  log, too many, no room in the window) it wakes the sender, which reads the log as always;
+  writer goes on (:mod:`crdtmem.sync.eager`; the first few links of a commit); otherwise (a gap,
+  a race with a page read from the log, too many, no room in the window) it wakes the sender,
+  which reads the log as always;
 - lazy: the sender wakes every ``interval`` and sends everything new in as few frames as fit;
 - flow control: at most ``window`` frames in flight; a peer that has not acknowledged for
   ``slow_after`` seconds is told ``mode: pull`` and nothing more is pushed until it pulls (HTTP) and
