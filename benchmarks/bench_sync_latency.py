@@ -75,7 +75,7 @@ def install_stage_stamps(side: str) -> None:
     from crdtmem.sync import link as link_module
 
     link = link_module.Link
-    receive, send, push = link._receive_deltas, link._send_available, link._push_now
+    receive, send = link._receive_deltas, link._send_available
 
     async def stamped_receive(self: Any, n: int, data: bytes) -> None:
         STAMPS[f"{side}_receive"] = now_ns()
@@ -86,17 +86,8 @@ def install_stage_stamps(side: str) -> None:
         await send(self)
         STAMPS.setdefault(f"{side}_sent", now_ns())
 
-    def stamped_push(self: Any) -> bool:  # a commit sent from the commit listener itself
-        start = now_ns()
-        pushed: bool = push(self)
-        if pushed:
-            STAMPS.setdefault(f"{side}_send_start", start)
-            STAMPS.setdefault(f"{side}_sent", now_ns())
-        return pushed
-
     link._receive_deltas = stamped_receive  # type: ignore[method-assign]
     link._send_available = stamped_send  # type: ignore[method-assign]
-    link._push_now = stamped_push  # type: ignore[method-assign]
 
 
 async def child_crdtmem(peer: str, db: str, synchronous: str, profile: str | None, breakdown: bool) -> None:
@@ -450,7 +441,7 @@ async def measure(pair: Any, tag: str, warmup: int, writes: int) -> list[float]:
 STAGE_KEYS = ("t0", "a_commit", "a_send_start", "b_receive", "b_commit", "t")
 STAGES = (
     "A: update() until its commit listeners run",
-    "A: commit -> link sender runs (or the commit sends)",
+    "A: commit -> link sender runs",
     "A: export + send -> B link receives",
     "B: decode, apply, commit",
     "B: commit -> event consumer stamps",

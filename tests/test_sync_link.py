@@ -21,7 +21,6 @@ from crdtmem.engine.inbound import ApplyResult
 from crdtmem.metrics import Metrics
 from crdtmem.server import Node, PeerConfig
 from crdtmem.store.base import DeltaRecord
-from crdtmem.sync import eager as eager_module
 from crdtmem.sync.link import Link, LinkSettings
 from crdtmem.sync.peer import Backoff, PeerClient
 from crdtmem.sync.protocol import decode_frame, encode_frame
@@ -353,111 +352,6 @@ async def test_a_commit_never_keeps_the_rest_of_a_backlog_from_being_sent():
     ]
     assert [("o", i) for i in range(1, 11)] == [d for d in sent if d[0] == "o"]
     assert link._sent[U1]["o"] == 10
-
-
-class _Gated(_Socket):
-    """A socket whose writes are taken at once and then wait (flow control) until ``gate`` opens;
-    or, with ``error``, fail."""
-
-    def __init__(self, gate: asyncio.Future[None] | None = None, error: Exception | None = None) -> None:
-        super().__init__()
-        self.gate, self.error = gate, error
-
-    async def send_bytes(self, data: bytes) -> None:
-        if self.error is not None:
-            raise self.error
-        self.frames.append(data)
-        if self.gate is not None:
-            await self.gate
-
-
-def _pushing_link(socket: _Socket) -> Link:
-    """A link whose peer holds the whole log (o:1..10, a:1..2) and whose last log read reached its
-    end: a commit of a:3 is exactly what the peer misses next."""
-    link = Link(
-        _LogOnly(),  # type: ignore[arg-type]
-        socket,  # type: ignore[arg-type]
-        peer_id="b",
-        push_channels=[U1],
-        accept_channels=[U1],
-        peer_vectors={U1: {"o": 10, "a": 2}},
-        settings=LinkSettings(),
-        metrics=Metrics(),
-    )
-    link._handed, link._drained = [], True
-    return link
-
-
-def _sent_seqs(socket: _Socket) -> list[tuple[str, int]]:
-    return [
-        (d.origin, d.seqs[U1])
-        for frame in socket.frames
-        for d in wire.decode(decode_frame(frame).body["payload"]).deltas
-    ]
-
-
-async def test_a_commit_is_sent_from_its_commit_listener_when_the_sender_is_idle():
-    """The frame is on the socket when the listener returns (before the writer goes on); the sender
-    is not woken for it. With the sender in a round, or no room in the window, the listener leaves
-    the sending to the sender."""
-    socket = _Socket()
-    link = _pushing_link(socket)
-    link._on_commit([_delta(3)])
-    assert _sent_seqs(socket) == [("a", 3)]
-    assert link._sent[U1]["a"] == 3 and not link._wake.is_set()
-    assert link.metrics.value("crdtmem_frames_sent_total", peer="b", source="commit") == 1
-
-    busy = _pushing_link(_Socket())
-    busy._sending = True
-    busy._on_commit([_delta(3)])
-    assert busy.ws.frames == [] and busy._wake.is_set()  # type: ignore[union-attr]
-
-    full = _pushing_link(_Socket())
-    full._in_flight = {n: 0.0 for n in range(full.settings.window)}
-    full._on_commit([_delta(3)])
-    assert full.ws.frames == [] and full._wake.is_set()  # type: ignore[union-attr]
-
-
-async def test_only_the_first_few_links_send_a_commit_from_its_listener():
-    """A node with many links sends one commit from the listeners of the first
-    PUSHES_PER_COMMIT links only (they run inside the writer's commit step); the other links'
-    senders are woken for it. The next commit starts the count again."""
-    links = [_pushing_link(_Socket()) for _ in range(eager_module.PUSHES_PER_COMMIT + 2)]
-    commit = [_delta(3)]
-    for link in links:
-        link._on_commit(commit)
-    written = [len(link.ws.frames) for link in links]  # type: ignore[union-attr]
-    assert written == [1] * eager_module.PUSHES_PER_COMMIT + [0, 0]
-    assert [link._wake.is_set() for link in links[-2:]] == [True, True]
-    later = _pushing_link(_Socket())
-    later._on_commit([_delta(3)])  # another commit
-    assert len(later.ws.frames) == 1  # type: ignore[union-attr]
-
-
-async def test_a_commit_listener_that_cannot_send_never_fails_the_commit():
-    """A write that raises (other than the socket closing) is left to the sender task; nothing is
-    marked as sent, so the delta goes out from the log."""
-    link = _pushing_link(_Gated(error=RuntimeError("not prepared")))
-    link._on_commit([_delta(3)])  # does not raise
-    assert link._wake.is_set() and link._sent[U1]["a"] == 2
-
-
-async def test_a_frame_after_one_whose_write_suspended_waits_for_it():
-    """A commit's frame whose write suspends (flow control) goes on in a task; the next frame waits
-    for it, so frames leave in order, and no further commit is sent past it meanwhile."""
-    gate: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-    socket = _Gated(gate)
-    link = _pushing_link(socket)
-    link._on_commit([_delta(3)])
-    assert _sent_seqs(socket) == [("a", 3)] and link._unfinished is not None
-    link._on_commit([_delta(4)])
-    assert link._wake.is_set() and len(socket.frames) == 1, "sent past a frame still going out"
-    later = asyncio.create_task(link._send(b"next"))
-    await asyncio.sleep(0.01)
-    assert len(socket.frames) == 1, "written before the suspended frame finished"
-    gate.set_result(None)
-    assert await asyncio.wait_for(later, 5)
-    assert socket.frames[-1] == b"next"
 
 
 class _Applying:

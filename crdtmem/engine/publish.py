@@ -2,9 +2,8 @@
 
 ::
 
-    Commit ─▶ GroupCommitter (durable) ─▶ commit listeners (the sync links push from here, before
-      anything else follows the commit) ─▶ working set (documents, records) ─▶ one MemoryEvent per
-      changed or forgotten memory on the feed
+    Commit ─▶ GroupCommitter (durable) ─▶ commit listeners (they wake the sync links' senders) ─▶
+      working set (documents, records) ─▶ one MemoryEvent per changed or forgotten memory on the feed
 
 What follows a commit happens exactly once per commit that landed, also when the caller was
 cancelled while it landed (``GroupCommitter.submit(on_landed=...)``), and also when a commit
@@ -115,7 +114,7 @@ class Publisher:
                 doc.stored_upto = row
                 doc.tail_deltas += 1
                 doc.tail_bytes += len(delta.update)
-        self._tell_listeners(work, result)  # first: an eager link pushes from here
+        self._tell_listeners(work, result)
         events = [
             MemoryEvent.forgotten(
                 f"{self.replica_id}:{result.versions[doc_id]}",

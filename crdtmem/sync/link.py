@@ -5,12 +5,10 @@ the queue: the sender keeps the peer's version vectors (``sent``: what went out;
 peer confirmed) and exports ``deltas_since(sent)`` page by page, so nothing is ever buffered without
 bound and a lost frame is simply re-exported.
 
-- eager: every commit of this replica is sent at once. The commit listener hands the link the
-  committed deltas; when they are exactly what the peer misses next (contiguous from ``sent`` in
-  every channel) and the sender is idle, the listener itself sends them as they are, before the
-  writer goes on (:mod:`crdtmem.sync.eager`; the first few links of a commit); otherwise (a gap,
-  a race with a page read from the log, too many, no room in the window) it wakes the sender,
-  which reads the log as always;
+- eager: the sender wakes on every commit of this replica and sends at once. The commit listener
+  hands it the committed deltas; when they are exactly what the peer misses next (contiguous from
+  ``sent`` in every channel) they go out as they are, otherwise (a gap, a race with a page read from
+  the log, too many) the sender reads the log as always;
 - lazy: the sender wakes every ``interval`` and sends everything new in as few frames as fit;
 - flow control: at most ``window`` frames in flight; a peer that has not acknowledged for
   ``slow_after`` seconds is told ``mode: pull`` and nothing more is pushed until it pulls (HTTP) and
@@ -25,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -42,11 +39,7 @@ from ..engine.replica import Replica
 from ..errors import CrdtmemError, PayloadError
 from ..metrics import Metrics
 from ..store.base import DeltaRecord, VersionVector, within_bytes
-from .eager import COMMIT_PUSHES, start_now
 from .protocol import Frame, FrameError, decode_frame, encode_frame
-
-log = logging.getLogger("crdtmem.link")
-
 
 Mode = Literal["eager", "lazy", "pull"]
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
@@ -142,11 +135,6 @@ class Link:
         """The peer refused a frame with ``retry_after``: send nothing before this monotonic time."""
         self.status = LinkStatus(peer_id, self.mode, push_channels, sorted(accept_channels), 0, 0)
         self._unsubscribe: Callable[[], None] | None = None
-        self._sending = False
-        """The sender task is in a round (:meth:`_send_available`): commits leave the sending to it."""
-        self._unfinished: asyncio.Task[None] | None = None
-        """The rest of a frame sent from a commit listener whose write suspended (flow control):
-        the next frame waits for it, so frames go out in order."""
 
     # -- running ------------------------------------------------------------------------------
 
@@ -162,8 +150,6 @@ class Link:
             await asyncio.gather(sender, return_exceptions=True)
             if self._unsubscribe is not None:
                 self._unsubscribe()
-            if self._unfinished is not None:
-                self._unfinished.cancel()
 
     def _on_commit(self, deltas: list[DeltaRecord]) -> None:
         if self.mode == "eager":
@@ -174,55 +160,8 @@ class Link:
                     self._handed.extend(deltas)
             # a commit of nothing but what the peer holds (it just sent it) has nothing to push: the
             # sender is not woken for it, so the commit's events are not kept waiting behind it
-            if (not deltas or any(self._peer_misses(d) for d in deltas)) and not self._push_first(deltas):
+            if not deltas or any(self._peer_misses(d) for d in deltas):
                 self._wake.set()
-
-    def _push_first(self, deltas: list[DeltaRecord]) -> bool:
-        """:meth:`_push_now`, for one of the first links of a commit (:data:`~.eager.PUSHES_PER_COMMIT`)."""
-        if not COMMIT_PUSHES.room(deltas) or not self._push_now():
-            return False
-        COMMIT_PUSHES.used(deltas)
-        return True
-
-    def _push_now(self) -> bool:
-        """From the commit listener: send the handed deltas at once when they are exactly what the
-        peer misses next and nothing is in the way (the sender idle, room in the window, no pause,
-        no frame overdue). False: the sender must run (it reads the log if the handed deltas are
-        not enough). Never raises: a commit listener runs inside the writer's commit."""
-        if (
-            self._sending
-            or not self._drained
-            or self.ws.closed
-            or (self._unfinished is not None and not self._unfinished.done())
-            or len(self._in_flight) >= self.settings.window
-            or self._paused_until > time.monotonic()
-            or (
-                self._in_flight
-                and time.monotonic() - min(self._in_flight.values()) > self.settings.ack_timeout
-            )
-        ):
-            return False
-        try:
-            if self.replica.behind(self.push_channels, self._sent):
-                return False
-            mine = {c: self.replica.store.version_vector(c) for c in self.push_channels}
-            deltas = self._next_from_commits()
-            if deltas is None:
-                return False
-            if not deltas:
-                return True
-            frame, outgoing = self._frame(deltas, mine)
-            try:
-                self._unfinished = start_now(self.ws.send_bytes(frame))
-            except ConnectionError:  # closing: what was not acknowledged is sent again by the next link
-                return True
-            if self._unfinished is not None:
-                self._unfinished.add_done_callback(_retrieve)
-            self._went_out(deltas, outgoing, mine, "commit")
-        except Exception:  # the sender task sends them instead (from the log: nothing was marked)
-            log.exception("link to %s: sending a commit at once failed", self.peer_id)
-            return False
-        return True
 
     def _peer_misses(self, delta: DeltaRecord) -> bool:
         """Whether ``delta`` is beyond what was sent to (or is held by) the peer in a pushed channel."""
@@ -279,13 +218,6 @@ class Link:
             self._drained = False
 
     async def _send_available(self) -> None:
-        self._sending = True
-        try:
-            await self._send_round()
-        finally:
-            self._sending = False
-
-    async def _send_round(self) -> None:
         if self.replica.behind(self.push_channels, self._sent):
             # the log is folded past what the peer holds: it catches up from states, by pull
             await self._switch_to_pull("behind the horizon of the log: pull to catch up from states")
@@ -317,32 +249,24 @@ class Link:
                 )
             if not deltas:
                 return
-            frame, outgoing = self._frame(deltas, mine)
-            if not await self._send(frame):
+            outgoing = (
+                coalesce(deltas, self.replica.id, self.replica.signer) if self.mode == "lazy" else deltas
+            )
+            outgoing = with_markers(self.replica.store, outgoing, self.push_channels)  # stubs need them
+            keys = self.replica.keys_for(outgoing) if self.version >= 2 else {}
+            body = wire.encode(wire.Payload(self.replica.id, outgoing, mine, keys), self.version)
+            n = self._next_frame
+            self._next_frame += 1
+            self._in_flight[n] = time.monotonic()
+            if not await self._send(encode_frame("deltas", n=n, payload=body)):
                 return
-            self._went_out(deltas, outgoing, mine, source)
+            self._advance_sent(deltas, mine)
+            self.status.frames_sent += 1
+            self.status.deltas_sent += len(outgoing)
+            self.metrics.inc("crdtmem_deltas_sent_total", len(outgoing), peer=self.peer_id)
+            self.metrics.inc("crdtmem_frames_sent_total", peer=self.peer_id, source=source)
             if len(deltas) < self.settings.page:
                 return
-
-    def _frame(self, deltas: list[DeltaRecord], mine: Vectors) -> tuple[bytes, list[DeltaRecord]]:
-        """The next deltas frame (numbered, in flight from now) and the deltas it carries."""
-        outgoing = coalesce(deltas, self.replica.id, self.replica.signer) if self.mode == "lazy" else deltas
-        outgoing = with_markers(self.replica.store, outgoing, self.push_channels)  # stubs need them
-        keys = self.replica.keys_for(outgoing) if self.version >= 2 else {}
-        body = wire.encode(wire.Payload(self.replica.id, outgoing, mine, keys), self.version)
-        n = self._next_frame
-        self._next_frame += 1
-        self._in_flight[n] = time.monotonic()
-        return encode_frame("deltas", n=n, payload=body), outgoing
-
-    def _went_out(
-        self, deltas: list[DeltaRecord], outgoing: list[DeltaRecord], mine: Vectors, source: str
-    ) -> None:
-        self._advance_sent(deltas, mine)
-        self.status.frames_sent += 1
-        self.status.deltas_sent += len(outgoing)
-        self.metrics.inc("crdtmem_deltas_sent_total", len(outgoing), peer=self.peer_id)
-        self.metrics.inc("crdtmem_frames_sent_total", peer=self.peer_id, source=source)
 
     def _next_from_commits(self) -> list[DeltaRecord] | None:
         """The handed deltas as the log would page them to this peer, if they are exactly what it
@@ -542,8 +466,6 @@ class Link:
         is lost by a frame that did not go out: what the peer did not acknowledge is re-exported
         from the log on the next link, and an ack that did not go out makes the peer resend deltas
         that are already durable here (duplicates)."""
-        if self._unfinished is not None and not self._unfinished.done():
-            await asyncio.wait([self._unfinished])  # a frame sent from a commit is still going out
         if self.ws.closed:
             return False
         try:
@@ -551,13 +473,6 @@ class Link:
         except ConnectionError:
             return False
         return True
-
-
-def _retrieve(task: asyncio.Task[None]) -> None:
-    """A frame sent from a commit that failed on its way out is lost like any frame (re-exported
-    after ``ack_timeout``); its error is taken here, not reported as never retrieved."""
-    if not task.cancelled():
-        task.exception()
 
 
 def _claimed(delta: DeltaRecord) -> dict[str, int]:
