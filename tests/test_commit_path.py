@@ -299,3 +299,25 @@ def test_a_restart_gives_up_on_a_reader_still_using_the_log_and_restarts_it_late
     assert writer.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()[1] <= 2
     for c in (conn, reader, writer):
         c.close()
+
+
+async def test_a_commit_listener_that_fails_does_not_fail_the_write_that_landed(tmp_path: Path) -> None:
+    """What follows a commit happens once per commit that landed: a listener that raises is logged,
+    the other listeners still run, the write returns its memory, its event is published and reads
+    see it."""
+    async with Replica(tmp_path / "a.db", replica_id="a") as replica:
+        memory = await replica.add("before", user_id="u1")
+        told: list[str] = []
+
+        def fails(deltas: list) -> None:
+            raise RuntimeError("a listener's bug")
+
+        replica.on_commit(fails)
+        replica.on_commit(lambda deltas: told.extend(d.doc_id for d in deltas))
+        events = replica.events()
+        updated = await replica.update(memory.id, content="after")
+        assert updated.content == "after" and told == [memory.id]
+        event = await events.get(timeout=5)
+        assert event is not None and event.memory is not None and event.memory.content == "after"
+        assert (await replica.get(memory.id)).content == "after"
+        await events.aclose()

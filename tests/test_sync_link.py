@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from crdtmem import Replica
 from crdtmem.engine import payload as wire
 from crdtmem.engine.coalesce import coalesce
+from crdtmem.engine.inbound import ApplyResult
 from crdtmem.metrics import Metrics
 from crdtmem.server import Node, PeerConfig
 from crdtmem.store.base import DeltaRecord
@@ -351,6 +352,91 @@ async def test_a_commit_never_keeps_the_rest_of_a_backlog_from_being_sent():
     ]
     assert [("o", i) for i in range(1, 11)] == [d for d in sent if d[0] == "o"]
     assert link._sent[U1]["o"] == 10
+
+
+class _Applying:
+    """A replica stand-in whose apply commits what a frame carries: it calls the link's commit
+    listener as the replica's commit would, and schedules what the commit wakes (an event
+    subscriber) as the feed would."""
+
+    id = "b"
+
+    def __init__(self, order: list[str]) -> None:
+        self.order = order
+        self.link: Link | None = None
+        self.woken: bool | None = None
+
+    async def apply_payload(self, payload, *, sender, isolate):
+        assert self.link is not None
+        self.link._wake.clear()
+        self.link._on_commit(payload.deltas)  # the commit listener, as the replica calls it
+        self.woken = self.link._wake.is_set()
+        asyncio.get_running_loop().call_soon(self.order.append, "event")  # a subscriber woken by it
+        return ApplyResult(applied=len(payload.deltas), duplicates=0, pending=0, ignored=0)
+
+    def version_vectors(self, channels):
+        return {c: {"a": 1} for c in channels}
+
+
+class _OrderedSocket(_Socket):
+    def __init__(self, order: list[str]) -> None:
+        super().__init__()
+        self.order = order
+
+    async def send_bytes(self, data: bytes) -> None:
+        self.order.append(decode_frame(data).type)
+        self.frames.append(data)
+
+
+def _applying_link(order: list[str]) -> tuple[Link, _Applying]:
+    replica = _Applying(order)
+    link = Link(
+        replica,  # type: ignore[arg-type]
+        _OrderedSocket(order),  # type: ignore[arg-type]
+        peer_id="a",
+        push_channels=[U1],
+        accept_channels=[U1],
+        peer_vectors={},
+        settings=LinkSettings(),
+        metrics=Metrics(),
+    )
+    replica.link = link
+    return link, replica
+
+
+def _frame_of(*deltas: DeltaRecord, vectors: dict[str, dict[str, int]]) -> bytes:
+    return wire.encode(wire.Payload("a", list(deltas), vectors), 1)
+
+
+async def test_the_commit_of_what_a_peer_sent_does_not_wake_the_sender_to_send_it_back():
+    """The frame's vectors (what the peer holds) are marked before its deltas are applied, so their
+    commit finds nothing to push to that peer and does not wake the sender; a commit of anything
+    the peer misses (or one without deltas, which may have logged entries without one) does."""
+    link, replica = _applying_link([])
+    await link._receive_deltas(0, _frame_of(_delta(1), vectors={U1: {"a": 1}}))
+    assert replica.woken is False, "woken to send the peer its own delta"
+    assert link._sent[U1]["a"] == 1 and link._acked[U1]["a"] == 1
+
+    link._wake.clear()
+    link._on_commit([_delta(2)])  # a delta the peer has not seen
+    assert link._wake.is_set()
+    link._wake.clear()
+    link._on_commit([_delta(5, {U1: 5, "topic:t:updates": 1}, origin="c")])  # beyond, in a pushed channel
+    assert link._wake.is_set()
+    link._wake.clear()
+    link._on_commit([_delta(1, {"topic:t:updates": 7}, origin="c")])  # only in a channel not pushed
+    assert not link._wake.is_set()
+    link._on_commit([])
+    assert link._wake.is_set()
+
+
+async def test_a_frames_events_go_out_before_its_acknowledgement():
+    """What the commit of a received frame wakes (its event subscribers) runs before the link
+    acknowledges the frame: the acknowledgement is not on the way to the events."""
+    order: list[str] = []
+    link, _ = _applying_link(order)
+    await link._receive_deltas(0, _frame_of(_delta(1), vectors={U1: {"a": 1}}))
+    assert order == ["event", "ack"]
 
 
 async def _origin_logged_out_of_order() -> tuple[DeltaRecord, list[DeltaRecord], str]:

@@ -2,18 +2,20 @@
 
 ::
 
-    Commit ─▶ GroupCommitter (durable) ─▶ working set (documents, records) ─▶ commit listeners
-      (the sync links push from here) ─▶ one MemoryEvent per changed or forgotten memory on the feed
+    Commit ─▶ GroupCommitter (durable) ─▶ commit listeners (they wake the sync links' senders) ─▶
+      working set (documents, records) ─▶ one MemoryEvent per changed or forgotten memory on the feed
 
 What follows a commit happens exactly once per commit that landed, also when the caller was
-cancelled while it landed (``GroupCommitter.submit(on_landed=...)``); a commit that failed leaves the
-working set without the documents it changed (the store has the truth).
+cancelled while it landed (``GroupCommitter.submit(on_landed=...)``), and also when a commit
+listener raises (it is logged; the write landed); a commit that failed leaves the working set
+without the documents it changed (the store has the truth).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
@@ -29,6 +31,8 @@ from .snapshots import Snapshots
 from .workset import WorkingSet
 
 CommitListener = Callable[[list[DeltaRecord]], None]
+
+log = logging.getLogger("crdtmem.publish")
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +114,7 @@ class Publisher:
                 doc.stored_upto = row
                 doc.tail_deltas += 1
                 doc.tail_bytes += len(delta.update)
+        self._tell_listeners(work, result)
         events = [
             MemoryEvent.forgotten(
                 f"{self.replica_id}:{result.versions[doc_id]}",
@@ -146,6 +151,10 @@ class Publisher:
                 self.snapshots.committed(write.doc_id, doc)
         for doc_id, doc in stale.items():
             self._work.docs.put(doc_id, doc)
+        self._feed.publish(events)
+        return events
+
+    def _tell_listeners(self, work: Commit, result: CommitResult) -> None:
         if self.listeners:
             committed = [  # local deltas with the sequence numbers (and signatures) the store gave them
                 d
@@ -159,9 +168,10 @@ class Publisher:
                 for d in work.deltas
             ]
             for listener in self.listeners:
-                listener(committed)
-        self._feed.publish(events)
-        return events
+                try:
+                    listener(committed)
+                except Exception:  # the commit landed: what follows it must follow it all the same
+                    log.exception("commit listener %r failed; the commit stands", listener)
 
 
 def _others_ready() -> bool:

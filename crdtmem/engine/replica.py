@@ -363,6 +363,7 @@ class Replica(Reads, Search, Exchange, Writes):
 
     def on_commit(self, listener: Callable[[list[DeltaRecord]], None]) -> Callable[[], None]:
         """Call ``listener(deltas)`` after every commit, with every delta's sequence numbers (the sync
-        layer pushes from here)."""
+        layer pushes from here). It runs on the event loop inside the commit step, before the
+        commit's events: keep it short; an exception it raises is logged (the commit stands)."""
         self._publisher.listeners.append(listener)
         return lambda: self._publisher.listeners.remove(listener)

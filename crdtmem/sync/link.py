@@ -158,7 +158,17 @@ class Link:
                     self._handed = None  # more than a frame: the log is the better source
                 else:
                     self._handed.extend(deltas)
-            self._wake.set()
+            # a commit of nothing but what the peer holds (it just sent it) has nothing to push: the
+            # sender is not woken for it, so the commit's events are not kept waiting behind it
+            if not deltas or any(self._peer_misses(d) for d in deltas):
+                self._wake.set()
+
+    def _peer_misses(self, delta: DeltaRecord) -> bool:
+        """Whether ``delta`` is beyond what was sent to (or is held by) the peer in a pushed channel."""
+        for channel, seq in delta.seqs.items():
+            if channel in self._push_set and seq > self._sent.get(channel, {}).get(delta.origin, 0):
+                return True
+        return False
 
     def lag(self) -> int:
         """Deltas this replica holds for the pushed channels that the peer has not acknowledged."""
@@ -420,14 +430,18 @@ class Link:
                 raise AccessDeniedFrame(
                     f"peer {self.peer_id} may not write to {', '.join(forbidden)}; frame refused"
                 )
+            # the peer holds everything its vectors name: never echo those deltas back to it (marked
+            # before they are applied, so that their commit does not wake the sender for nothing)
+            _merge_max(self._acked, received.vectors, self.push_channels)
+            _merge_max(self._sent, received.vectors, self.push_channels)
             with self.metrics.timer("crdtmem_apply_seconds", source="link"):
                 result = await self.replica.apply_payload(received, sender=self._sender, isolate=True)
         except CrdtmemError as exc:
             await self._refuse(exc, n)
             return
-        # the peer holds everything its vectors name: never echo those deltas back to it
-        _merge_max(self._acked, received.vectors, self.push_channels)
-        _merge_max(self._sent, received.vectors, self.push_channels)
+        # the commit's events go to their subscribers before the acknowledgement goes out (the
+        # peer's window has room for several frames; nothing waits on this one)
+        await asyncio.sleep(0)
         self.status.frames_received += 1
         self.status.deltas_received += result.applied
         self.metrics.inc("crdtmem_deltas_received_total", result.applied, peer=self.peer_id)
