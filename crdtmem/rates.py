@@ -58,6 +58,11 @@ class VolumeLimiter:
         self._buckets[key] = (tokens, now)
         return 0.0 if tokens >= 0 else -tokens / self.rate
 
+    def level(self, key: str, now: float) -> float:
+        """What ``key``'s bucket holds at ``now`` (negative: its debt); a full bucket if unknown."""
+        tokens, last = self._buckets.get(key, (self.burst, now))
+        return min(self.burst, tokens + (now - last) * self.rate)
+
     def charge(self, key: str, amount: float, now: float | None = None) -> None:
         """Take ``amount`` (after :meth:`wait` said 0), into debt if need be."""
         if self.rate <= 0:

@@ -6,7 +6,9 @@ its share gets ``429`` with ``retry_after`` while another token is served, and n
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -71,7 +73,8 @@ def test_a_metered_coroutine_is_charged_its_steps_only() -> None:
     free first milliseconds; what the coroutine awaits (here a sleep, in a real node a commit on its
     thread) is not."""
     times = iter([10.0, 10.25, 10.25, 10.75])  # two steps: 0.25 s, then 0.5 s
-    share = LoopShare(0.001, burst_s=0.0, clock=lambda: 10.0, step_clock=_Clock(times))
+    clocks: dict[str, Any] = {"step_clock": _Clock(times), "collections": lambda: 0.0}
+    share = LoopShare(0.001, burst_s=0.0, clock=lambda: 10.0, **clocks)
     share.wait("bob", now=10.0)
 
     async def handler() -> str:
@@ -87,7 +90,8 @@ def test_a_metered_coroutine_is_charged_its_steps_only() -> None:
 
 def test_a_metered_coroutine_that_raises_is_charged_and_raises() -> None:
     times = iter([1.0, 1.5])
-    share = LoopShare(0.001, burst_s=0.0, clock=lambda: 1.0, step_clock=_Clock(times))
+    clocks: dict[str, Any] = {"step_clock": _Clock(times), "collections": lambda: 0.0}
+    share = LoopShare(0.001, burst_s=0.0, clock=lambda: 1.0, **clocks)
     share.wait("bob", now=1.0)
 
     async def handler() -> None:
@@ -103,6 +107,42 @@ def test_a_metered_coroutine_that_raises_is_charged_and_raises() -> None:
     else:
         raise AssertionError("the handler's error was lost")
     assert share.wait("mallory", now=1.0) == pytest.approx((0.5 - STEP_FREE_S) / 0.001)
+
+
+def test_a_token_in_debt_is_served_while_a_token_deeper_in_debt_is_held_back() -> None:
+    """The heaviest first: a bystander put in debt by one long step (a collection, a commit) is not
+    refused while the token that holds the loop owes more; once it owes the most, it waits."""
+    share = LoopShare(0.5, burst_s=0.1)
+    share.wait("bob", now=0.0)
+    share.wait("mallory", now=0.0)
+    share.charge("mallory", 1.0, now=0.0)
+    share.charge("bob", 0.1, now=0.0)
+    assert share.wait("mallory", now=0.0) > 0
+    assert share.wait("bob", now=0.0) == 0.0  # in debt, but mallory owes more
+    share.charge("bob", 2.0, now=0.0)
+    assert share.wait("bob", now=0.0) > 0  # now bob owes the most
+    assert share.wait("mallory", now=0.0) == 0.0
+
+
+def test_a_garbage_collection_in_a_step_is_not_charged_to_it() -> None:
+    """A collection walks what every request allocated and runs in whichever step crosses the
+    collector's threshold: it is left out of that step's charge (the real thread clock here)."""
+    heap = [[i] for i in range(1_000_000)]  # a full collection walks all of these: tens of ms
+    share = LoopShare(0.001, burst_s=0.0)
+    share.wait("mallory")  # another token is being served
+
+    async def handler() -> float:
+        start = time.thread_time()
+        gc.collect()
+        return time.thread_time() - start
+
+    async def main() -> float:
+        return await share.metered("bob", handler())
+
+    took = asyncio.run(main())
+    assert took > 2 * STEP_FREE_S, "the collection was too short to tell"
+    assert share.wait("bob") == 0.0
+    assert len(heap) == 1_000_000
 
 
 def _tokens(tmp: Path) -> Path:

@@ -14,9 +14,17 @@ of each step (the loop takes ready steps in turn, so short steps share it fairly
 charged to the token's bucket while another token is being served, and the bucket refills at
 ``share`` seconds of loop time per second. A token whose bucket is in debt gets ``429``
 with ``retry_after`` before a byte of its next request's body is read, but only while another token
-has been served within the last :data:`CONTENDED_S` seconds: a token alone on the node may use all
-of it. As with the byte rate, a request is admitted while its token is not in debt and charged in
-full afterwards, so no request is refused for its size alone.
+served within the last :data:`CONTENDED_S` seconds is less in debt than it: a token alone on the
+node may use all of it, and a token that ran into debt by a rare long step is not refused while the
+token that holds the loop is deeper in debt (the heaviest is held back first).
+
+A step is not charged the garbage collections that ran in it: a collection walks what every
+request allocated, and it runs in whichever step happens to allocate past the collector's threshold
+(a 26 ms collection in a bystander's 1 ms write, right after another token's pushed memory of 20,000
+keys, put the bystander in debt).
+
+As with the byte rate, a request is admitted while its token is not in debt and charged in full
+afterwards, so no request is refused for its size alone.
 
 Long-lived streams (the replication WebSocket, the event feed) are not metered: they are bounded
 by their own rates and pages, and their loop time would otherwise shut their token's other
@@ -25,6 +33,8 @@ requests out for as long as they run.
 
 from __future__ import annotations
 
+import gc
+import threading
 import time
 from collections.abc import Callable, Coroutine, Generator
 from typing import Any, TypeVar
@@ -51,6 +61,30 @@ UNMETERED = ("/v1/events", "/v1/sync/ws")
 """Paths of long-lived streams (module docstring)."""
 
 
+class _Collections:
+    """The thread time garbage collections took, per thread (``gc.callbacks``; a collection runs on
+    the thread that triggered it)."""
+
+    def __init__(self) -> None:
+        self._local = threading.local()
+        gc.callbacks.append(self._observe)
+
+    def _observe(self, phase: str, info: dict[str, int]) -> None:
+        local = self._local
+        if phase == "start":
+            local.start = time.thread_time()
+        elif (start := getattr(local, "start", None)) is not None:
+            local.total = getattr(local, "total", 0.0) + time.thread_time() - start
+            local.start = None
+
+    def seconds(self) -> float:
+        """The thread time collections have taken on the calling thread so far."""
+        return float(getattr(self._local, "total", 0.0))
+
+
+_COLLECTIONS = _Collections()
+
+
 class LoopShare:
     """Who owes the event loop what: one bucket of loop time per token."""
 
@@ -61,14 +95,17 @@ class LoopShare:
         burst_s: float = LOOP_BURST_S,
         clock: Callable[[], float] = time.monotonic,
         step_clock: Callable[[], float] = time.thread_time,
+        collections: Callable[[], float] = _COLLECTIONS.seconds,
     ) -> None:
         self.share = share
         self.clock = clock
         """Seconds, for the buckets (a monotonic clock)."""
         self.step_clock = step_clock
         """Seconds, read around each step (the calling thread's time)."""
+        self.collections = collections
+        """Seconds garbage collections took on the calling thread so far (left out of a step)."""
         self._buckets = VolumeLimiter(share, share * burst_s)
-        self._latest: list[tuple[str, float]] = []  # the last two distinct tokens served, newest first
+        self._served_at: dict[str, float] = {}  # token -> when it last started a request
 
     def wait(self, token: str, now: float | None = None) -> float:
         """0 if ``token`` may start a request now, else the seconds until its debt is paid off (only
@@ -78,7 +115,7 @@ class LoopShare:
         now = self.clock() if now is None else now
         self._served(token, now)
         wait = self._buckets.wait(token, now)
-        if wait > 0 and not self._contended(token, now):
+        if wait > 0 and not self._lighter_served(token, now):
             return 0.0
         return wait
 
@@ -100,11 +137,22 @@ class LoopShare:
         return _Metered(coro, token, self)
 
     def _served(self, token: str, now: float) -> None:
-        others = [entry for entry in self._latest if entry[0] != token]
-        self._latest = [(token, now), *others[:1]]
+        served = self._served_at
+        served[token] = now
+        if len(served) > 64:  # forget the tokens not served within CONTENDED_S
+            for name in [name for name, seen in served.items() if now - seen > CONTENDED_S]:
+                del served[name]
+
+    def _others(self, token: str, now: float) -> list[str]:
+        return [name for name, seen in self._served_at.items() if name != token and now - seen <= CONTENDED_S]
 
     def _contended(self, token: str, now: float) -> bool:
-        return any(name != token and now - seen <= CONTENDED_S for name, seen in self._latest)
+        return bool(self._others(token, now))
+
+    def _lighter_served(self, token: str, now: float) -> bool:
+        """Whether another token served within :data:`CONTENDED_S` is less in debt than ``token``."""
+        mine = self._buckets.level(token, now)
+        return any(self._buckets.level(name, now) > mine for name in self._others(token, now))
 
 
 class _Metered(Generator[Any, Any, _T]):
@@ -115,25 +163,30 @@ class _Metered(Generator[Any, Any, _T]):
         self._token = token
         self._share = share
         self._clock = share.step_clock
+        self._collections = share.collections
 
     def __await__(self) -> Generator[Any, Any, _T]:
         return self
 
     def send(self, value: Any) -> Any:
-        start = self._clock()
+        start, collected = self._clock(), self._collections()
         try:
             return self._coro.send(value)
         finally:
-            self._share.charge_step(self._token, self._clock() - start)
+            self._charge(start, collected)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        start = self._clock()
+        start, collected = self._clock(), self._collections()
         try:
             if val is None and tb is None:
                 return self._coro.throw(typ)
             return self._coro.throw(typ, val, tb)
         finally:
-            self._share.charge_step(self._token, self._clock() - start)
+            self._charge(start, collected)
+
+    def _charge(self, start: float, collected: float) -> None:
+        took = self._clock() - start - (self._collections() - collected)
+        self._share.charge_step(self._token, took)
 
     def close(self) -> None:
         self._coro.close()
