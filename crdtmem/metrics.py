@@ -65,6 +65,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "crdtmem_peers_moved_to_pull_total": ("slow peers switched to pull mode", ("peer",)),
     "crdtmem_told_to_pull_total": ("times a peer told this node to catch up by pulling", ("peer",)),
     "crdtmem_peer_errors_total": ("outbound peer connection failures, by error class", ("peer", "kind")),
+    "crdtmem_peer_waits_total": ("pulls a peer answered 429 to, waited out and sent again", ("peer",)),
     "crdtmem_ws_connections_total": ("replication WebSockets opened, as server or client", ("side",)),
     "crdtmem_event_streams_total": ("event feed streams opened, by transport (sse, ws)", ("transport",)),
     "crdtmem_event_overflows_total": ("event feed streams dropped for falling behind", ("transport",)),

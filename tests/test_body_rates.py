@@ -12,10 +12,13 @@ from typing import Any
 
 import aiohttp
 
+from crdtmem.engine.replica import Replica
+from crdtmem.sync.peer import PeerClient
 from tests.support.processes import ServerProcess
 
 MALLORY = "mallory-device-token-001"
 BOB = "bob-device-token-0000001"
+READER = "u1-reading-device-token-1"
 U1, U2 = "user:u1:memories", "user:u2:memories"
 BYTE_RATE = 2_000
 """Bytes a second per token in these tests (bursts of 5 s: 10,000 bytes): a body of 30 KB puts its
@@ -27,6 +30,7 @@ def _tokens(tmp: Path) -> Path:
     entries = [
         {"token": MALLORY, "principal": "user:mallory", "read": [U1], "write": [U1]},
         {"token": BOB, "principal": "user:bob", "read": [U2], "write": [U2]},
+        {"token": READER, "principal": "user:reader", "read": [U1], "write": []},
     ]
     path.write_text(json.dumps({"tokens": entries}))
     return path
@@ -134,3 +138,24 @@ async def _headers_only(url: str, token: str, content_length: int) -> tuple[int,
         return int(head.split(b" ", 2)[1]), head
     finally:
         writer.close()
+
+
+async def test_a_peer_waits_out_429_on_its_pulls_and_catches_up(procs, session, tmp_path):
+    """A peer's pulls are request bodies like any other, charged to its token's byte rate; answered
+    ``429``, the peer waits for ``retry_after`` and asks again, page after page, instead of taking
+    the answer for a refusal and dropping to its reconnect backoff."""
+    procs.append(hub := _hub(tmp_path, "--byte-rate", "100").start())  # bursts of 500 bytes
+    for i in range(12):
+        body = json.dumps({"content": f"fact {i}", "user_id": "u1"}).encode()
+        assert (await _post(session, hub.url, MALLORY, body))[0] == 201
+    async with Replica(tmp_path / "device.db", replica_id="device", channels=[U1]) as device:
+        peer = PeerClient(device, hub.url, channels=[U1], token=READER, page=1)  # a pull a memory
+        await peer.start()
+        try:
+            await asyncio.wait_for(peer.synced.wait(), 60)
+        finally:
+            await peer.stop()
+        assert len(await device.list(user_id="u1")) == 12
+        assert peer.metrics.total("crdtmem_peer_waits_total") > 0, "no pull was answered 429"
+        assert peer.metrics.total("crdtmem_peer_errors_total") == 0, peer.state.last_error
+        assert peer.state.attempts == 1

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import time
@@ -28,7 +29,7 @@ from ..engine.statepages import VERSION as STATES_VERSION
 from ..errors import CrdtmemError
 from ..metrics import Metrics
 from .link import Link, LinkSettings
-from .protocol import FrameError, decode_frame, encode_frame, payload_version
+from .protocol import MAX_RETRY_AFTER, FrameError, decode_frame, encode_frame, payload_version
 
 log = logging.getLogger("crdtmem.peer")
 
@@ -156,7 +157,7 @@ class PeerClient:
     async def pull(self) -> int:
         """Pull pages until caught up; returns the number of deltas applied."""
         assert self._session is not None
-        applied = 0
+        applied, waits = 0, 0
         states: dict[str, Any] = {}  # the states pages' cursor, while catching up from states
         while True:
             vectors = self.replica.version_vectors(self.channels)
@@ -166,11 +167,21 @@ class PeerClient:
                 use_bin_type=True,
             )
             async with self._session.post(f"{self.url}/v1/sync/pull", data=body) as response:
-                if response.status != 200:
-                    raise PeerRefused(f"pull refused: HTTP {response.status}: {await response.text()}")
-                data = await response.read()
-                more = response.headers.get("X-Crdtmem-More") == "1"
-                is_states = response.headers.get("X-Crdtmem-States") == "1"
+                wait = await _retry_after(response) if response.status == 429 else None
+                if wait is not None and waits < MAX_PULL_WAITS:
+                    waits += 1
+                else:
+                    if response.status != 200:
+                        text = (await response.content.read(1024)).decode(errors="replace")
+                        raise PeerRefused(f"pull refused: HTTP {response.status}: {text}")
+                    data = await response.read()
+                    more = response.headers.get("X-Crdtmem-More") == "1"
+                    is_states = response.headers.get("X-Crdtmem-States") == "1"
+            if wait is not None:  # a rate or the server's event-loop share: wait it out, ask again
+                self.metrics.inc("crdtmem_peer_waits_total", peer=self.url)
+                await asyncio.sleep(wait)
+                continue
+            waits = 0
             if is_states:  # behind the peer's horizon: documents' states, page by page (protocol §7.10)
                 page = decode_states(data, max_bytes=self.replica.max_payload_bytes)
                 result = await self.replica.apply_states(data, sender=self._sender(page.sender))
@@ -283,6 +294,27 @@ class PeerClient:
         task = asyncio.get_running_loop().create_task(pull_and_resume())
         self._side_tasks.add(task)
         task.add_done_callback(self._side_tasks.discard)
+
+
+MAX_PULL_WAITS = 20
+"""Answers of ``429`` in a row a pull waits out (each for its ``retry_after``) before it gives up
+and the link retries with its backoff."""
+
+
+async def _retry_after(response: aiohttp.ClientResponse) -> float | None:
+    """The seconds a ``429`` asks to wait (its JSON body's ``retry_after``, else ``Retry-After``),
+    bounded by :data:`MAX_RETRY_AFTER`; None if it names none."""
+    seconds: object = None
+    with contextlib.suppress(ValueError, UnicodeDecodeError):
+        body = json.loads(await response.content.read(4096))
+        if isinstance(body, dict):
+            seconds = body.get("retry_after")
+    if seconds is None:
+        with contextlib.suppress(TypeError, ValueError):
+            seconds = float(response.headers.get("Retry-After", ""))
+    if not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not seconds >= 0:
+        return None
+    return min(float(seconds), MAX_RETRY_AFTER)
 
 
 class PeerRefused(CrdtmemError):
