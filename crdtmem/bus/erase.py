@@ -70,6 +70,7 @@ class StreamEraser:
             self.pending[doc_id] = _Marker(origin, dict(seqs))
         self.erased = 0
         """Messages replaced by stubs since start."""
+        self._unsaved = False  # pending holds markers the store does not have yet (a save failed)
 
     def on_commit(self, deltas: list[DeltaRecord]) -> None:
         fresh = False
@@ -86,14 +87,25 @@ class StreamEraser:
             self._save()
 
     def _save(self) -> None:
+        """Store the pending markers; a failure is logged and the next pass of :meth:`run` saves
+        them again (this runs in a commit listener: the write that committed a marker has landed, so
+        its failure is not the writer's)."""
         body = {doc_id: [m.origin, m.seqs] for doc_id, m in self.pending.items()}
-        self.replica.store.set_meta(META_KEY, json.dumps(body, sort_keys=True))
+        try:
+            self.replica.store.set_meta(META_KEY, json.dumps(body, sort_keys=True))
+        except Exception:
+            self._unsaved = True
+            log.exception("could not store the forgotten memories waiting to leave the stream")
+        else:
+            self._unsaved = False
 
     async def run(self, js: Any, publish: PublishOne) -> int:
         """Take the content of every pending memory whose marker is in the stream out of it;
         returns how many messages were replaced."""
         done: list[str] = []
         replaced = 0
+        if self._unsaved:
+            self._save()
         for doc_id, marker in list(self.pending.items()):
             if not all(self._in_stream(channel, marker.origin, seq) for channel, seq in marker.seqs.items()):
                 continue  # the stubs must come after the marker: wait until it is published
