@@ -124,6 +124,21 @@ def test_a_token_in_debt_is_served_while_a_token_deeper_in_debt_is_held_back() -
     assert share.wait("mallory", now=0.0) == 0.0
 
 
+def test_a_refused_token_does_not_count_as_served() -> None:
+    """Only requests let in make a token one that others share the loop with: a token in debt that
+    keeps asking does not hold another token in debt back."""
+    share = LoopShare(0.5, burst_s=0.1)
+    share.wait("bob", now=0.0)
+    share.wait("mallory", now=0.0)
+    share.charge("mallory", 10.0, now=0.0)
+    share.charge("bob", 0.5, now=0.0)
+    assert share.wait("mallory", now=0.0) > 0  # owes more than bob
+    assert share.wait("bob", now=2.0) == 0.0  # bob served again at 2.0; mallory last let in at 0.0
+    assert share.wait("mallory", now=2.5) > 0  # still owes, and bob was served 0.5 s ago
+    share.charge("bob", 30.0, now=2.5)  # bob now owes more than mallory
+    assert share.wait("bob", now=3.2) == 0.0  # mallory's refusals at 2.5 did not make her served
+
+
 def test_a_garbage_collection_in_a_step_is_not_charged_to_it() -> None:
     """A collection walks what every request allocated and runs in whichever step crosses the
     collector's threshold: it is left out of that step's charge (the real thread clock here)."""
@@ -143,6 +158,29 @@ def test_a_garbage_collection_in_a_step_is_not_charged_to_it() -> None:
     assert took > 2 * STEP_FREE_S, "the collection was too short to tell"
     assert share.wait("bob") == 0.0
     assert len(heap) == 1_000_000
+
+
+def test_a_step_pays_for_the_collections_its_own_objects_bring() -> None:
+    """A request that builds many objects is charged the collections they trigger (else a body of
+    nested lists would cost its token a third of what it costs the loop)."""
+    charged: list[float] = []
+
+    class Probe(LoopShare):
+        def charge_step(self, token: str, seconds: float, now: float | None = None) -> None:
+            charged.append(seconds)
+
+    blob = json.dumps([[i, [i]] for i in range(100_000)])
+
+    async def handler() -> float:
+        start, kept = time.thread_time(), [json.loads(blob) for _ in range(3)]
+        assert len(kept) == 3
+        return time.thread_time() - start
+
+    async def main() -> float:
+        return await Probe(0.25).metered("mallory", handler())
+
+    took = asyncio.run(main())
+    assert sum(charged) >= 0.9 * took, f"charged {sum(charged):.3f} s of a {took:.3f} s step"
 
 
 def _tokens(tmp: Path) -> Path:

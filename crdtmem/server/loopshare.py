@@ -18,17 +18,20 @@ served within the last :data:`CONTENDED_S` seconds is less in debt than it: a to
 node may use all of it, and a token that ran into debt by a rare long step is not refused while the
 token that holds the loop is deeper in debt (the heaviest is held back first).
 
-A step is not charged the garbage collections that ran in it: a collection walks what every
-request allocated, and it runs in whichever step happens to allocate past the collector's threshold
-(a 26 ms collection in a bystander's 1 ms write, right after another token's pushed memory of 20,000
-keys, put the bystander in debt).
+A step is not charged a garbage collection it did not cause: a collection walks what every request
+allocated, and it runs in whichever step happens to allocate past the collector's threshold (a 26 ms
+collection in a bystander's 1 ms write, right after another token's pushed memory of 20,000 keys,
+put the bystander in debt). It is charged the collections its own allocations brought
+(:class:`_Collections`): a request that builds many objects pays for collecting them.
 
 As with the byte rate, a request is admitted while its token is not in debt and charged in full
 afterwards, so no request is refused for its size alone.
 
-Long-lived streams (the replication WebSocket, the event feed) are not metered: they are bounded
-by their own rates and pages, and their loop time would otherwise shut their token's other
-requests out for as long as they run.
+Long-lived streams (the replication WebSocket, the event feed) are not metered as requests: their
+loop time would otherwise shut their token's other requests out for as long as they run. The work
+of each deltas frame a replication WebSocket receives is metered instead (``Link``'s ``meter``), and
+a frame of a token in debt is refused like a push (an error frame with ``retry_after``): a frame
+carries what a push carries.
 """
 
 from __future__ import annotations
@@ -62,23 +65,43 @@ UNMETERED = ("/v1/events", "/v1/sync/ws")
 
 
 class _Collections:
-    """The thread time garbage collections took, per thread (``gc.callbacks``; a collection runs on
-    the thread that triggered it)."""
+    """The thread time of garbage collections a metered step did not cause, per thread
+    (``gc.callbacks``; a collection runs on the thread that crossed the collector's threshold).
+
+    A collection is the step's own when the step's allocations make at least half of the young
+    generation it found (``gc.get_count()``, counted from the step's start, and from each collection
+    within it): a step that builds many objects pays for the collections they bring, and a step
+    that only crossed a threshold others had nearly reached does not."""
 
     def __init__(self) -> None:
         self._local = threading.local()
         gc.callbacks.append(self._observe)
 
+    def begin(self) -> float:
+        """A metered step starts on this thread; returns :meth:`seconds` so far."""
+        local = self._local
+        local.base = gc.get_count()[0]
+        return float(getattr(local, "total", 0.0))
+
+    def end(self) -> None:
+        self._local.base = None
+
     def _observe(self, phase: str, info: dict[str, int]) -> None:
         local = self._local
         if phase == "start":
+            base = getattr(local, "base", None)
+            young = gc.get_count()[0]
+            local.foreign = base is None or (young - base) * 2 < young
+            if base is not None:
+                local.base = 0  # the next collection in this step finds only what came after this one
             local.start = time.thread_time()
         elif (start := getattr(local, "start", None)) is not None:
-            local.total = getattr(local, "total", 0.0) + time.thread_time() - start
+            if getattr(local, "foreign", True):
+                local.total = getattr(local, "total", 0.0) + time.thread_time() - start
             local.start = None
 
     def seconds(self) -> float:
-        """The thread time collections have taken on the calling thread so far."""
+        """The thread time collections not caused by a metered step took on this thread so far."""
         return float(getattr(self._local, "total", 0.0))
 
 
@@ -103,7 +126,8 @@ class LoopShare:
         self.step_clock = step_clock
         """Seconds, read around each step (the calling thread's time)."""
         self.collections = collections
-        """Seconds garbage collections took on the calling thread so far (left out of a step)."""
+        """Seconds collections a metered step did not cause took on the calling thread so far (left
+        out of the step they ran in)."""
         self._buckets = VolumeLimiter(share, share * burst_s)
         self._served_at: dict[str, float] = {}  # token -> when it last started a request
 
@@ -113,11 +137,11 @@ class LoopShare:
         if self.share <= 0:
             return 0.0
         now = self.clock() if now is None else now
-        self._served(token, now)
         wait = self._buckets.wait(token, now)
-        if wait > 0 and not self._lighter_served(token, now):
-            return 0.0
-        return wait
+        if wait > 0 and self._lighter_served(token, now):
+            return wait  # refused: not served, so its retries do not hold others back
+        self._served(token, now)
+        return 0.0
 
     def charge(self, token: str, seconds: float, now: float | None = None) -> None:
         """Take ``seconds`` of loop time from ``token``'s bucket, only while another token is being
@@ -169,14 +193,14 @@ class _Metered(Generator[Any, Any, _T]):
         return self
 
     def send(self, value: Any) -> Any:
-        start, collected = self._clock(), self._collections()
+        start, collected = self._clock(), self._begin()
         try:
             return self._coro.send(value)
         finally:
             self._charge(start, collected)
 
     def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        start, collected = self._clock(), self._collections()
+        start, collected = self._clock(), self._begin()
         try:
             if val is None and tb is None:
                 return self._coro.throw(typ)
@@ -184,7 +208,12 @@ class _Metered(Generator[Any, Any, _T]):
         finally:
             self._charge(start, collected)
 
+    def _begin(self) -> float:
+        _COLLECTIONS.begin()
+        return self._collections()
+
     def _charge(self, start: float, collected: float) -> None:
+        _COLLECTIONS.end()
         took = self._clock() - start - (self._collections() - collected)
         self._share.charge_step(self._token, took)
 

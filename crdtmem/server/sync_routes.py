@@ -77,6 +77,11 @@ STATES_PAGE = 500
 
 
 def routes(node: NodeContext) -> list[web.RouteDef]:
+    def admit(principal: Principal) -> None:
+        """Before a replication WebSocket's deltas frame: its principal's rate and loop share."""
+        node.check_rate(principal)
+        node.admit_loop(principal)
+
     async def pull(request: web.Request) -> web.StreamResponse:
         principal = request[PRINCIPAL]
         body = await _msgpack_body(request)
@@ -171,7 +176,8 @@ def routes(node: NodeContext) -> list[web.RouteDef]:
             settings=settings,
             metrics=node.metrics,
             sender=principal,
-            admit=lambda: node.check_rate(principal),  # each deltas frame, as each push
+            admit=lambda: admit(principal),  # each deltas frame, as each push
+            meter=lambda work: node.loop.metered(principal.name, work),
             admit_volume=lambda deltas, size: node.check_volume(principal, deltas=deltas, size=size),
             version=payload_version(hello),
         )

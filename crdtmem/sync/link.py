@@ -24,7 +24,7 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -35,6 +35,7 @@ from ..access import Principal
 from ..engine import payload as wire
 from ..engine.coalesce import coalesce
 from ..engine.erasure import with_markers
+from ..engine.inbound import ApplyResult
 from ..engine.replica import Replica
 from ..errors import CrdtmemError, PayloadError
 from ..metrics import Metrics
@@ -95,6 +96,7 @@ class Link:
         on_pull_requested: Callable[[], None] | None = None,
         sender: Principal | None = None,
         admit: Callable[[], None] | None = None,
+        meter: Callable[[Coroutine[Any, Any, ApplyResult]], Awaitable[ApplyResult]] | None = None,
         admit_volume: Callable[[int, int], None] | None = None,
         version: int = 1,
     ):
@@ -131,6 +133,9 @@ class Link:
         self._admit = admit
         self._admit_volume = admit_volume
         """Called before each inbound deltas frame; raises (e.g. a rate limit) to refuse it."""
+        self._meter = meter
+        """Runs the work of each inbound deltas frame, e.g. charged to the peer's share of the event
+        loop (:mod:`crdtmem.server.loopshare`); None: run as is."""
         self._paused_until = 0.0
         """The peer refused a frame with ``retry_after``: send nothing before this monotonic time."""
         self.status = LinkStatus(peer_id, self.mode, push_channels, sorted(accept_channels), 0, 0)
@@ -419,23 +424,8 @@ class Link:
         try:
             if self._admit is not None:
                 self._admit()
-            if self._admit_volume is not None:
-                self._admit_volume(0, len(data))
-            decoded = wire.decode(data, max_bytes=self.settings.max_frame_bytes)
-            if self._admit_volume is not None:
-                self._admit_volume(len(decoded.deltas), 0)
-            received = wire.restrict(decoded, self.accept_channels.__contains__)
-            forbidden = sorted({c for d in received.deltas if not d.seqs for c in _claimed(d)})
-            if forbidden:
-                raise AccessDeniedFrame(
-                    f"peer {self.peer_id} may not write to {', '.join(forbidden)}; frame refused"
-                )
-            # the peer holds everything its vectors name: never echo those deltas back to it (marked
-            # before they are applied, so that their commit does not wake the sender for nothing)
-            _merge_max(self._acked, received.vectors, self.push_channels)
-            _merge_max(self._sent, received.vectors, self.push_channels)
-            with self.metrics.timer("crdtmem_apply_seconds", source="link"):
-                result = await self.replica.apply_payload(received, sender=self._sender, isolate=True)
+            taking = self._take(data)
+            result = await (self._meter(taking) if self._meter is not None else taking)
         except CrdtmemError as exc:
             await self._refuse(exc, n)
             return
@@ -455,6 +445,26 @@ class Link:
             await self._send(encode_frame("ack", n=n, vectors=vectors, rejected=result.rejected))
             return
         await self._send(encode_frame("ack", n=n, vectors=vectors))
+
+    async def _take(self, data: bytes) -> ApplyResult:
+        """Decode, check and apply one inbound deltas frame (its work metered, on a server, as its
+        principal's: see ``meter``)."""
+        if self._admit_volume is not None:
+            self._admit_volume(0, len(data))
+        decoded = wire.decode(data, max_bytes=self.settings.max_frame_bytes)
+        if self._admit_volume is not None:
+            self._admit_volume(len(decoded.deltas), 0)
+        received = wire.restrict(decoded, self.accept_channels.__contains__)
+        forbidden = sorted({c for d in received.deltas if not d.seqs for c in _claimed(d)})
+        if forbidden:
+            denied = ", ".join(forbidden)
+            raise AccessDeniedFrame(f"peer {self.peer_id} may not write to {denied}; frame refused")
+        # the peer holds everything its vectors name: never echo those deltas back to it (marked
+        # before they are applied, so that their commit does not wake the sender for nothing)
+        _merge_max(self._acked, received.vectors, self.push_channels)
+        _merge_max(self._sent, received.vectors, self.push_channels)
+        with self.metrics.timer("crdtmem_apply_seconds", source="link"):
+            return await self.replica.apply_payload(received, sender=self._sender, isolate=True)
 
     async def send_resume(self, vectors: Vectors) -> None:
         """Tell the peer this side caught up by pulling; it may push again from ``vectors``."""
