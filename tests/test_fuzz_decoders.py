@@ -443,3 +443,19 @@ def test_soak_decoders(valid: Valid) -> None:
     check_mutated_frames(valid, SOAK_EXAMPLES)
     seen = check_mutated_payloads(valid, SOAK_EXAMPLES)
     assert seen["refused on decode"] and seen["refused on apply"], seen
+
+
+async def test_a_delta_whose_document_holds_an_invalid_id_is_a_malformed_payload():
+    """A header id that is not one (a control character in ``user_id``) is the delta's fault: a
+    PayloadError that changes nothing, not InvalidInput from the read. Found by the decoder soak."""
+    async with Replica(None, replica_id="source") as source:
+        made = await source.add("fact", user_id="u1")
+        await source.update(made.id, content="fact 2")
+        data = await source.export_since("user:u1:memories")
+    bad = data.replace(b"user_idw\x02u1", b"user_idw\x02u\x11")
+    assert bad != data
+    async with Replica(None, replica_id="target") as target:
+        own = await target.add("own", user_id="u1")
+        with pytest.raises(MalformedPayload):
+            await target.apply(bad)
+        assert [m.id for m in await target.list(include_deleted=True)] == [own.id]

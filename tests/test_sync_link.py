@@ -563,3 +563,21 @@ async def test_a_link_past_a_gap_that_stays_open_sends_the_rest_once(tmp_path):
         assert (
             client.replica.store.is_logged(U1, "o", 7) and client.replica.version_vector(U1).get("o", 0) == 0
         )
+
+
+async def test_an_ack_without_vectors_keeps_the_link(tmp_path):
+    """The frame check lets an ack leave its vectors out; the link took them as required and its
+    handler died (the socket closed abnormally, 1006). Found by the replication-surface fuzz soak."""
+    async with Node(Replica(tmp_path / "a.db", replica_id="a")) as node:
+        await node.replica.add("fact", user_id="u1")
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
+            await ws.send_bytes(
+                encode_frame("hello", replica="b", channels=[U1], mode="eager", interval_ms=0, vectors={})
+            )
+            frames = await _frames_until(ws, "deltas")
+            await ws.send_bytes(encode_frame("ack", n=frames[-1].body["n"]))
+            # frames are handled in order: the answer to this one shows the ack was taken
+            empty = wire.encode(wire.Payload("b", []))
+            await ws.send_bytes(encode_frame("deltas", n=0, payload=empty))
+            assert (await _frames_until(ws, "ack"))[-1].type == "ack"
+            assert not ws.closed

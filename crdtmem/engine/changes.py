@@ -66,8 +66,10 @@ def doc_write(
     else:
         try:
             memory, conflicts = doc.read()
-        except CrdtmemError:
-            raise
+        except CrdtmemError as exc:
+            if not isinstance(exc, InvalidInput):  # an id in the document is not one: its delta's fault
+                raise
+            raise MalformedPayload(f"memory {doc.id!r} does not read as a crdtmem memory: {exc}") from exc
         except Exception as exc:
             raise MalformedPayload(f"memory {doc.id!r} does not read as a crdtmem memory: {exc}") from exc
     if expected_id is not None and memory.id != expected_id:
@@ -96,8 +98,10 @@ def header_channels(doc: MemoryDoc, expected_id: str) -> tuple[str, ...]:
     it): for a batch whose documents are read back later (:mod:`crdtmem.engine.materialize`)."""
     try:
         memory_id, channels = doc.header_channels()
-    except CrdtmemError:
-        raise
+    except CrdtmemError as exc:
+        if not isinstance(exc, InvalidInput):
+            raise
+        raise MalformedPayload(f"memory {expected_id!r} does not read as a crdtmem memory: {exc}") from exc
     except Exception as exc:
         raise MalformedPayload(f"memory {expected_id!r} does not read as a crdtmem memory: {exc}") from exc
     if memory_id != expected_id:

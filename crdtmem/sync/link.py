@@ -391,8 +391,9 @@ class Link:
             sent_at = self._in_flight.pop(body["n"], None)
             if sent_at is not None:
                 self.metrics.observe("crdtmem_push_seconds", time.monotonic() - sent_at, peer=self.peer_id)
-            _merge_max(self._acked, body["vectors"], self.push_channels)
-            _merge_max(self._sent, body["vectors"], self.push_channels)
+            vectors = body.get("vectors", {})  # the frame's check lets an ack leave them out
+            _merge_max(self._acked, vectors, self.push_channels)
+            _merge_max(self._sent, vectors, self.push_channels)
             self._acks.set()
         elif frame.type == "error":
             # our frame was refused: re-export from what the peer confirmed
