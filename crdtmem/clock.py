@@ -9,6 +9,7 @@ doubles) and compare correctly as plain strings.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -24,6 +25,8 @@ DEFAULT_MAX_DRIFT_MS = 5 * 60 * 1000
 _WALL_DIGITS = 15
 _LOGICAL_DIGITS = 6
 _MAX_LOGICAL = 10**_LOGICAL_DIGITS - 1
+_ENCODED = re.compile(f"[0-9]{{{_WALL_DIGITS}}}\\.[0-9]{{{_LOGICAL_DIGITS}}}")
+"""What :meth:`Hlc.encode` writes and :meth:`Hlc.decode` takes."""
 
 
 def system_wall_ms() -> int:
@@ -55,6 +58,12 @@ class Hlc:
         ):
             raise InvalidInput(f"not an HLC timestamp: {text!r}")
         return cls(int(wall), int(logical))
+
+    @staticmethod
+    def is_encoded(text: str) -> bool:
+        """Whether :meth:`decode` takes ``text``, without building the stamp. Encoded stamps sort
+        like the stamps they encode, so the newest of many is the greatest text."""
+        return _ENCODED.fullmatch(text) is not None
 
     def isoformat(self) -> str:
         """The wall part as an ISO-8601 UTC time, for humans and the MemoryEvent feed (the year 10000

@@ -161,6 +161,14 @@ class Limits:
                     f"(twice limit {name}, {bound}): rejected"
                 )
 
+    def remote_metadata_exact_over(self) -> int:
+        """Up to how many metadata entries :meth:`check_remote` needs no exact count of a memory's
+        metadata keys (``MemoryDoc.sizes(exact_over=...)``). Entries bound keys from above: a
+        memory with no more entries than twice the bound has no more keys than that, so such a
+        count after a change passes whatever it is exactly, and such a count before a change is
+        below any count after it that does not pass."""
+        return 2 * self.metadata_keys
+
     def remote_metadata_most(self, before: tuple[int, int, int]) -> int:
         """How far :meth:`check_remote` needs a memory's metadata keys counted after a remote change
         (``MemoryDoc.sizes(most=...)``): past this, the change is rejected whatever the exact count."""

@@ -400,6 +400,10 @@ def test_metadata_keys_are_counted_only_as_far_as_asked() -> None:
     assert doc.sizes(most=200) == (50, 2, 1)
     assert doc.sizes(most=10) == (11, 2, 1)
     assert doc.sizes(most=0) == (1, 2, 1)
+    # at or under exact_over, the metadata entries (51: k0 has two) stand for the keys, unlisted
+    assert doc.sizes(exact_over=51) == (51, 2, 1)
+    assert doc.sizes(exact_over=50) == (50, 2, 1)
+    assert doc.sizes(most=10, exact_over=50) == (11, 2, 1)
 
 
 @pytest.mark.parametrize(

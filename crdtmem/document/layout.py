@@ -112,27 +112,32 @@ class Layout:
     def scope(self) -> Scope:
         return scope_of(self._header.get("scope") or {})
 
-    def sizes(self, most: int | None = None) -> tuple[int, int, int]:
+    def sizes(self, most: int | None = None, exact_over: int = 0) -> tuple[int, int, int]:
         """``(metadata keys, tag entries, content entries)`` without reading any value: cheap enough
         to bound a remote change before the document is read (reading costs per entry). A tag or
         list item added concurrently by several replicas has an entry for each.
 
         With ``most``, metadata keys are counted only until they pass it: a count over ``most`` is
         reported as ``most + 1`` (a pushed memory of 20,000 keys is refused after 2,001, not after
-        its 20,000 keys were copied out and split)."""
-        doc = self.doc
-        with doc.transaction():  # one Yrs transaction for the three roots, not one each
-            entries = doc.map_len("metadata")
-            tags, content = doc.map_len("tags"), doc.map_len("content")
-            if not entries:
-                return 0, tags, content
-            if most is None or entries <= most:  # keys are dots: never fewer entries than keys
-                metadata = {key.rpartition("#")[0] for key in self._metadata if "#" in key}
-                return len(metadata), tags, content
-            seen: set[str] = set()
-            for key in self._metadata:
-                if "#" in key:
-                    seen.add(key.rpartition("#")[0])
-                    if len(seen) > most:
-                        break
-            return len(seen), tags, content
+        its 20,000 keys were copied out and split).
+
+        With ``exact_over``, metadata keys are counted only when the map holds more entries than
+        that; otherwise its entry count stands for them, an upper bound no larger than
+        ``exact_over`` (keys are dots: never fewer entries than keys). Counting keys lists them all,
+        and a bound check needs no exact count below its bound."""
+        entries, tags, content = self.doc.map_lens(_SIZED)
+        if entries <= exact_over or not entries:
+            return entries, tags, content
+        keys = self.doc.map_keys("metadata")
+        if most is None or entries <= most:
+            return len({key.rpartition("#")[0] for key in keys if "#" in key}), tags, content
+        seen: set[str] = set()
+        for key in keys:
+            if "#" in key:
+                seen.add(key.rpartition("#")[0])
+                if len(seen) > most:
+                    break
+        return len(seen), tags, content
+
+
+_SIZED = ("metadata", "tags", "content")

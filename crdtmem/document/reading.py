@@ -22,7 +22,9 @@ def header_channels(doc: YDoc) -> tuple[str, tuple[str, ...]]:
     """``(memory id, channels)`` from the header alone, checked as :func:`read` checks it (an
     id, a known kind, a creation stamp, a scope that names channels); raises MalformedPayload.
     For a batch of remote deltas, whose documents are read back later."""
-    header = snapshot(doc, maps=("header",), arrays=())["header"] or {}
+    header = doc.map_values("header", _HEADER_KEYS)
+    if not _texts(header):  # a value JSON would render otherwise (a number, a shared type)
+        header = snapshot(doc, maps=("header",), arrays=())["header"] or {}
     if "id" not in header:
         raise MalformedPayload("memory document has no header (was it created?)")
     if header.get("kind") not in KINDS:
@@ -31,6 +33,30 @@ def header_channels(doc: YDoc) -> tuple[str, tuple[str, ...]]:
     if not is_hlc_text(header.get("created")):
         raise MalformedPayload(f"memory {memory_id!r} has no valid creation stamp")
     return memory_id, scope_of(header.get("scope") or {}).channels()
+
+
+_HEADER_KEYS = ("id", "kind", "created", "scope")
+
+
+def _texts(header: dict[str, Any]) -> bool:
+    """Whether the header's values hold only strings, booleans and nulls (the scope's in one
+    dict, its topics in one list): what reads the same from the binding as from the document's
+    JSON, and what the header of every crdtmem memory holds."""
+    for key in ("id", "kind", "created"):
+        value = header.get(key)
+        if not (value is None or value is True or value is False or type(value) is str):
+            return False
+    scope = header.get("scope")
+    if scope is None:
+        return True
+    if type(scope) is not dict:
+        return False
+    for value in scope.values():
+        if value is None or value is True or value is False or type(value) is str:
+            continue
+        if type(value) is not list or not all(type(item) is str for item in value):
+            return False
+    return True
 
 
 def read(doc: YDoc, message_log: Callable[[], MessageLog], version: int = 0) -> tuple[Memory, list[Conflict]]:

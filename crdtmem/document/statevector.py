@@ -34,8 +34,30 @@ def _varuints(data: bytes, count: int | None = None) -> list[int]:
     return values
 
 
+_DECODED: dict[bytes, StateVector] = {}
+"""Recently decoded short vectors, by their bytes: a remote apply decodes the same vector twice per
+delta or more (a delta's ``deps`` are, byte for byte, its document's state vector after the
+previous delta of its writer; the document's vector is read again after every delta applied), and
+decoding one in Python costs microseconds a vector."""
+_DECODED_MOST = 256
+_DECODED_BYTES = 128
+"""Only vectors this short are kept: the table holds at most about 1 MiB, whatever peers send."""
+
+
 def decode(data: bytes) -> StateVector:
-    """Decode Yrs' v1 state-vector encoding."""
+    """Decode Yrs' v1 state-vector encoding (a new dict each call: callers may change it)."""
+    known = _DECODED.get(data) if type(data) is bytes else None
+    if known is not None:
+        return known.copy()
+    vector = _decode(data)
+    if type(data) is bytes and len(data) <= _DECODED_BYTES:
+        if len(_DECODED) >= _DECODED_MOST:
+            _DECODED.clear()  # not an LRU: a full table is rare, and clearing is safe from any thread
+        _DECODED[data] = vector.copy()
+    return vector
+
+
+def _decode(data: bytes) -> StateVector:
     values = _varuints(data)
     if not values or len(values) < 1 + 2 * values[0]:
         raise MalformedPayload("truncated state vector")

@@ -124,6 +124,45 @@ class YDoc:
             txn.commit()
             txn.drop()
 
+    def map_lens(self, names: tuple[str, ...]) -> list[int]:
+        """:meth:`map_len` of several root maps, in one transaction."""
+        raw, txn = self.raw, self.txn
+        if txn is not None:
+            return [int(raw.get_or_insert_map(txn, name).len(txn)) for name in names]
+        txn = raw.create_transaction()
+        try:
+            return [int(raw.get_or_insert_map(txn, name).len(txn)) for name in names]
+        finally:
+            txn.commit()
+            txn.drop()
+
+    def map_keys(self, name: str) -> list[str]:
+        """The keys of the root map ``name``."""
+        raw, txn = self.raw, self.txn
+        if txn is not None:
+            return list(raw.get_or_insert_map(txn, name).keys(txn))
+        txn = raw.create_transaction()
+        try:
+            return list(raw.get_or_insert_map(txn, name).keys(txn))
+        finally:
+            txn.commit()
+            txn.drop()
+
+    def map_values(self, name: str, keys: tuple[str, ...]) -> dict[str, Any]:
+        """The values under ``keys`` of the root map ``name`` (those it holds), as the binding
+        converts them: plain values for JSON ones, binding objects for shared types."""
+        raw, txn = self.raw, self.txn
+        own = txn is None
+        if own:
+            txn = raw.create_transaction()
+        try:
+            ymap = raw.get_or_insert_map(txn, name)
+            return {key: ymap.get(txn, key) for key in keys if ymap.has(txn, key)}
+        finally:
+            if own:
+                txn.commit()
+                txn.drop()
+
     def get_update(self, state: bytes | None = None) -> bytes:
         """The update from ``state`` (a state vector; None: from the beginning)."""
         with self.transaction() as txn:

@@ -48,8 +48,9 @@ def apply_causally(
             waiting set).
         known: what was read of deltas before (whether each is a rebase entry, what it needs), by
             uid; used for the very same record only (its ``deps`` and ``update`` objects), and
-            filled here. The caller keeps it across applies for the deltas still waiting: reading
-            them again on every push to their memory cost ~20 us per waiting delta.
+            filled here for the deltas that wait (not for those applied at once). The caller
+            keeps it across applies for the deltas still waiting: reading them again on every
+            push to their memory cost ~20 us per waiting delta.
         decided_writers: the Yrs clients that wrote the deltas of a memory decided against here
             (superseded ones: of an earlier epoch); asked only for a delta that may be of a later
             epoch (:func:`_writers`).
@@ -89,7 +90,8 @@ def apply_causally(
                 rebased = epoch_of[delta.doc_id]
             else:
                 rebased = epoch_of[delta.doc_id] = doc.epoch
-            if rebased is not None or _read(delta, known, "rebase", _is_rebase):
+            rebase = None if rebased is not None else _read(delta, known, "rebase", _is_rebase)
+            if rebased is not None or rebase:
                 taken = _across_epochs(doc, rebased, delta, carry_as, writers_of)
                 if taken is not None:
                     vectors.pop(delta.doc_id, None)
@@ -114,6 +116,10 @@ def apply_causally(
             else:
                 if delta.uid not in validated:
                     statevector.validate(delta.update)  # never park garbage
+                if known is not None:  # kept for deltas that wait only: most apply at once
+                    _remember(delta, known, "need", need)
+                    if rebase is not None:
+                        _remember(delta, known, "rebase", rebase)
                 still.append(delta)
         waiting = still
     return applied, waiting, superseded
@@ -134,14 +140,20 @@ def _need(delta: DeltaRecord) -> statevector.StateVector:
 def _read(delta: DeltaRecord, known: Known | None, what: str, read: Callable[[DeltaRecord], Any]) -> Any:
     """``read(delta)``, or what it gave before for this very record (its bytes are the same objects:
     a different record under the same uid is read anew)."""
-    if known is None:
-        return read(delta)
-    hit = known.get((delta.uid, what))
-    if hit is not None and hit[0] is delta.deps and hit[1] is delta.update:
-        return hit[2]
-    value = read(delta)
+    if known:
+        hit = known.get((delta.uid, what))
+        if hit is not None:
+            if hit[0] is delta.deps and hit[1] is delta.update:
+                return hit[2]
+            value = read(delta)  # what was kept of another record under this uid is replaced
+            _remember(delta, known, what, value)
+            return value
+    return read(delta)
+
+
+def _remember(delta: DeltaRecord, known: Known, what: str, value: Any) -> None:
+    """Keep what was read of a delta that waits, for :func:`_read`."""
     known[(delta.uid, what)] = (delta.deps, delta.update, value)
-    return value
 
 
 def _writer(delta: DeltaRecord) -> int:

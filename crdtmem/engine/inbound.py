@@ -54,16 +54,24 @@ class Triage:
 
 
 def check_clocks(clock: HybridLogicalClock, deltas: Sequence[DeltaRecord]) -> Hlc | None:
-    """Refuse the payload if any delta is stamped too far ahead; return the newest stamp."""
-    newest: Hlc | None = None
+    """Refuse the payload if any delta's stamp is malformed or too far ahead; return the newest
+    stamp. Only the newest is decoded and checked: no other stamp is further ahead."""
+    newest: str | None = None
     for delta in deltas:
-        try:
-            stamp = Hlc.decode(delta.hlc)
-        except InvalidInput as exc:
-            raise MalformedPayload(f"delta {delta.uid!r}: {exc}") from exc
-        clock.check(stamp)
-        newest = stamp if newest is None or stamp > newest else newest
-    return newest
+        text = delta.hlc
+        if not Hlc.is_encoded(text):
+            try:
+                Hlc.decode(text)  # refuses it, saying why
+            except InvalidInput as exc:
+                raise MalformedPayload(f"delta {delta.uid!r}: {exc}") from exc
+            raise MalformedPayload(f"delta {delta.uid!r}: not an HLC timestamp: {text!r}")
+        if newest is None or text > newest:
+            newest = text
+    if newest is None:
+        return None
+    stamp = Hlc.decode(newest)
+    clock.check(stamp)
+    return stamp
 
 
 def triage(

@@ -323,12 +323,13 @@ class RemoteApply:
         before: dict[str, Memory | None] = {}
         sizes: dict[str, tuple[int, int, int]] = {}
         materializer = self.materializer
+        exact_over = self.limits.remote_metadata_exact_over()
 
         def load(doc_id: str) -> MemoryDoc:
             if doc_id not in docs:
                 before[doc_id] = materializer.before(doc_id, record) if materializer else record(doc_id)
                 docs[doc_id] = self._work.doc_to_merge(doc_id)
-                sizes[doc_id] = docs[doc_id].sizes()
+                sizes[doc_id] = docs[doc_id].sizes(exact_over=exact_over)
             return docs[doc_id]
 
         # a quarantined memory (its stored data does not read back) cannot take deltas: they wait,
@@ -370,7 +371,8 @@ class RemoteApply:
             touched = sorted({item.delta.doc_id for item in applied})
             for doc_id in touched:  # before anything reads them: reading costs per entry
                 most = self.limits.remote_metadata_most(sizes[doc_id])
-                self.limits.check_remote(docs[doc_id].sizes(most), sizes[doc_id], f"memory {doc_id!r}")
+                after = docs[doc_id].sizes(most, exact_over)
+                self.limits.check_remote(after, sizes[doc_id], f"memory {doc_id!r}")
             later = materializer is not None and len(touched) > self.read_back_at_most
             written: dict[str, tuple[DocWrite, Memory]] = {}
             if later:  # a batch: stored now, read back later (materialize.py); headers checked here

@@ -9,7 +9,7 @@ import msgpack
 
 from ..document.erasure import is_stub
 from ..errors import MalformedPayload
-from .values import DeltaRecord, Signature
+from .values import DeltaRecord, Signature, received_delta, received_signature
 
 MAX_COVERED = 10_000
 MAX_SEQ = 2**63 - 1  # the largest SQLite INTEGER
@@ -73,12 +73,12 @@ def _delta(raw: list[Any], sig: bytes | None, header: bytes | None) -> DeltaReco
     also = _also(raw[7], seqs) if len(raw) >= 8 else {}
     channels, seqs = tuple(seqs), dict(seqs)
     if sig is not None:
-        signature = Signature(sig, dict(seqs), dict(also), header)
-        return DeltaRecord(uid, origin, doc_id, hlc, deps, update, channels, seqs, also, signature)
+        signature = received_signature(sig, dict(seqs), dict(also), header)
+        return received_delta(uid, origin, doc_id, hlc, deps, update, channels, seqs, also, signature, None)
     if header is not None and is_stub(deps, update):  # a delta with content needs its sig
-        proof = Signature(header, dict(seqs), dict(also))
-        return DeltaRecord(uid, origin, doc_id, hlc, deps, update, channels, seqs, also, None, proof)
-    return DeltaRecord(uid, origin, doc_id, hlc, deps, update, channels, seqs, also)
+        proof = received_signature(header, dict(seqs), dict(also), None)
+        return received_delta(uid, origin, doc_id, hlc, deps, update, channels, seqs, also, None, proof)
+    return received_delta(uid, origin, doc_id, hlc, deps, update, channels, seqs, also, None, None)
 
 
 def _text(value: Any) -> bool:
