@@ -73,6 +73,7 @@ class NatsServer:
 
     def start(self, *, wait: bool = True, timeout: float = 30.0) -> NatsServer:
         self._write_config()
+        self._log_from = self.log.stat().st_size if self.log.exists() else 0
         with self.log.open("a") as log:
             self.proc = subprocess.Popen(
                 [nats_server_binary(), "-c", str(self.config)], stdout=log, stderr=subprocess.STDOUT
@@ -83,7 +84,28 @@ class NatsServer:
 
     def wait_ready(self, timeout: float = 30.0) -> None:
         """Until the monitoring endpoint says JetStream is healthy (in a cluster: it found its meta
-        leader); a server that exits first is reported with its log."""
+        leader); a server that exits first is reported with its log. On its first start only, a
+        server that could not bind its client or monitoring port (another process took it between
+        :func:`free_port` and the server's start) is started again on fresh ones, up to three times."""
+        for _ in range(3):
+            try:
+                self._wait_ready(timeout)
+                self._ready_once = True
+                return
+            except RuntimeError:
+                if getattr(self, "_ready_once", False) or not self._port_taken():
+                    raise
+                self.port, self.http_port = free_port(), free_port()
+                self.start(wait=False)
+        self._wait_ready(timeout)
+        self._ready_once = True
+
+    def _port_taken(self) -> bool:
+        text = self.log.read_text()[getattr(self, "_log_from", 0) :]
+        cluster_port = self.cluster[self.index] if self.cluster is not None else None
+        return "address already in use" in text and f":{cluster_port}" not in text
+
+    def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             if self.proc is None or self.proc.poll() is not None:
@@ -133,10 +155,16 @@ class NatsCluster:
         return [s.url for s in self.servers]
 
     def start(self, timeout: float = 60.0) -> NatsCluster:
-        for server in self.servers:
-            server.start(wait=False)
-        for server in self.servers:
-            server.wait_ready(timeout)
+        """Start every server; if one does not come up, the others are stopped before the error
+        goes on (the fixture that called this never reaches its own cleanup)."""
+        try:
+            for server in self.servers:
+                server.start(wait=False)
+            for server in self.servers:
+                server.wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
         return self
 
     def stop(self) -> None:
