@@ -21,7 +21,7 @@ import gc
 import ipaddress
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, NoReturn
 
 from aiohttp import web
 
@@ -423,24 +423,23 @@ class Node:
         a request body is read, so a refused body costs its headers (aiohttp discards the rest)."""
         wait = self.bytes.wait(principal.name)
         if wait > 0:
-            self.metrics.inc("crdtmem_rate_limited_total", principal=principal.name)
-            raise RateLimited(
-                f"{principal.name} is over its rate of bytes ({self.bytes.rate:g}/s on average); "
-                f"retry in {wait:.2f} s",
-                min(wait, RETRY_AFTER_MAX_S),
-            )
+            self._limited(principal, f"its rate of bytes ({self.bytes.rate:g}/s on average)", wait)
 
     def admit_loop(self, principal: Principal) -> None:
         """RateLimited if ``principal`` still owes the event loop more than its share while another
         principal is being served (:mod:`crdtmem.server.loopshare`)."""
         wait = self.loop.wait(principal.name)
         if wait > 0:
-            self.metrics.inc("crdtmem_rate_limited_total", principal=principal.name)
-            raise RateLimited(
-                f"{principal.name} is over its share of the event loop ({self.loop.share:g} s/s on "
-                f"average while others are served); retry in {wait:.2f} s",
-                min(wait, RETRY_AFTER_MAX_S),
+            share = (
+                f"its share of the event loop ({self.loop.share:g} s/s on average while others are served)"
             )
+            self._limited(principal, share, wait)
+
+    def _limited(self, principal: Principal, what: str, wait: float) -> NoReturn:
+        """Count and raise a refusal of ``principal`` for being over ``what`` (429, ``retry_after``)."""
+        self.metrics.inc("crdtmem_rate_limited_total", principal=principal.name)
+        message = f"{principal.name} is over {what}; retry in {wait:.2f} s"
+        raise RateLimited(message, min(wait, RETRY_AFTER_MAX_S))
 
     def charge_bytes(self, principal: Principal, size: int) -> None:
         """Charge a body's bytes (after :meth:`admit_bytes`), into debt if need be."""
