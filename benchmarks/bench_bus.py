@@ -34,7 +34,7 @@ Run: ``python benchmarks/bench_bus.py`` (about 4 minutes), ``--quick`` (about 1 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
+import contextlib
 import statistics
 import sys
 import time
@@ -42,9 +42,9 @@ from pathlib import Path
 from typing import Any
 
 import nats
+from _bus_bare import Bare, Floor, receive
+from _bus_stages import Stages, hooked
 from _common import Series, finish, parser, print_machine, profile_async, ratio, rounds_for, workdir
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from nats.js import api
 
 from crdtmem import Replica
 from crdtmem.bus import BusClient, BusSettings, Layout, default_streams
@@ -130,73 +130,33 @@ async def message_size(root: Path) -> int:
 # -- 1. latency ------------------------------------------------------------------------------------
 
 
-async def crdtmem_latency(root: Path, url: str, tag: str, writes: int, warmup: int, sync: Any) -> list[float]:
+async def crdtmem_latency(
+    root: Path, url: str, tag: str, writes: int, warmup: int, sync: Any, stages: Stages | None = None
+) -> list[float]:
+    """With ``stages``, each write's stages are stamped too (``--breakdown``)."""
     async with Fleet(root, url, tag, ["a", "b"], sync) as fleet:
         a, b = fleet.replica("a"), fleet.replica("b")
         ids = await seed(a, [b])
         events = b.events([U1])
         samples = []
-        for i in range(warmup + writes):
-            memory_id, content = ids[i % FACTS], f"v{i}"
-            started = time.perf_counter()
-            await a.update(memory_id, content=content)
-            written = time.perf_counter()
-            async for event in events:
-                if event.memory.id == memory_id and event.memory.content == content:
-                    break
-            if i >= warmup:
-                samples.append(time.perf_counter() - started)
-                LOCAL_WRITES.append(written - started)
+        with hooked(stages, a, b, fleet.layout.prefix) if stages is not None else contextlib.nullcontext():
+            for i in range(warmup + writes):
+                memory_id, content = ids[i % FACTS], f"v{i}"
+                if stages is not None:
+                    stages.begin()
+                started = time.perf_counter()
+                await a.update(memory_id, content=content)
+                written = time.perf_counter()
+                async for event in events:
+                    if event.memory.id == memory_id and event.memory.content == content:
+                        break
+                if stages is not None:
+                    stages.end(keep=i >= warmup)
+                if i >= warmup:
+                    samples.append(time.perf_counter() - started)
+                    LOCAL_WRITES.append(written - started)
         events.end()
         return samples
-
-
-class Bare:
-    """A bare nats-py JetStream pipeline: a stream, publishers, durable pull consumers that ack."""
-
-    def __init__(self, url: str, tag: str, size: int):
-        self.url, self.tag, self.size = url, tag, size
-        self.subject = f"bare{tag}.x"
-
-    async def __aenter__(self) -> Bare:
-        self.pub = await nats.connect(self.url)
-        self.js = self.pub.jetstream()
-        await self.js.add_stream(name=f"BARE{self.tag.upper()}", subjects=[f"bare{self.tag}.>"])
-        self.subs: list[Any] = []
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        for nc in [self.pub, *[s[0] for s in self.subs]]:
-            await nc.close()
-
-    async def consumer(self, name: str) -> Any:
-        nc = await nats.connect(self.url)
-        js = nc.jetstream()
-        config = api.ConsumerConfig(ack_policy=api.AckPolicy.EXPLICIT, max_ack_pending=20_000)
-        sub = await js.pull_subscribe(
-            self.subject, durable=name, stream=f"BARE{self.tag.upper()}", config=config
-        )
-        self.subs.append((nc, sub))
-        return sub
-
-    def data(self, i: int) -> bytes:
-        head = f"{i}:".encode()
-        return head + b"x" * max(0, self.size - len(head))
-
-    async def publish(self, i: int) -> None:
-        await self.js.publish(self.subject, self.data(i), headers={"Nats-Msg-Id": f"{self.tag}-{i}"})
-
-
-async def receive(sub: Any, on_message: Any, stop: asyncio.Event) -> None:
-    while not stop.is_set():
-        try:
-            batch = await sub.fetch(256, timeout=1.0)
-        except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
-            continue
-        for msg in batch:
-            on_message(int(msg.data.split(b":", 1)[0]))
-        for msg in batch:
-            await msg.ack()
 
 
 async def bare_latency(url: str, tag: str, size: int, writes: int, warmup: int) -> list[float]:
@@ -215,77 +175,6 @@ async def bare_latency(url: str, tag: str, size: int, writes: int, warmup: int) 
         stop.set()
         await task
         return samples
-
-
-class Floor(Bare):
-    """The bare pipeline plus what no durable, authenticated replica can skip: the writer signs each
-    message (Ed25519, 64 bytes of its size) and commits it to its own SQLite log before publishing
-    it; a reader verifies every signature and commits what it fetched to its own SQLite file, in one
-    transaction, before acknowledging it and showing it. WAL, crdtmem's ``synchronous``."""
-
-    def __init__(self, url: str, tag: str, size: int, root: Path, synchronous: str):
-        super().__init__(url, tag, size)
-        self.root, self.synchronous = root, synchronous
-        self.key = Ed25519PrivateKey.generate()
-        self.public = self.key.public_key()
-        self.log = self.database("writer")
-
-    def database(self, name: str) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.root / f"floor-{self.tag}-{name}.db", isolation_level=None, check_same_thread=False
-        )
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("CREATE TABLE IF NOT EXISTS log(id INTEGER PRIMARY KEY, data BLOB)")
-        return conn
-
-    def data(self, i: int) -> bytes:
-        body = super().data(i)[: self.size - 64]
-        return body + self.key.sign(body)
-
-    def write(self, i: int) -> bytes:
-        """Node A's durable write: signed, committed."""
-        data = self.data(i)
-        commit(self.log, [data])
-        return data
-
-    async def publish_data(self, i: int, data: bytes) -> None:
-        await self.js.publish(self.subject, data, headers={"Nats-Msg-Id": f"{self.tag}-{i}"})
-
-    async def durable_consumer(self, name: str, on_message: Any, stop: asyncio.Event) -> asyncio.Task[None]:
-        sub = await self.consumer(name)
-        conn = self.database(name)
-
-        async def run() -> None:
-            while not stop.is_set():
-                try:
-                    batch = await sub.fetch(256, timeout=1.0)
-                except TimeoutError:
-                    continue
-                for msg in batch:
-                    self.public.verify(msg.data[-64:], msg.data[:-64])
-                rows = [msg.data for msg in batch]
-                if len(rows) == 1:
-                    commit(conn, rows)
-                else:  # as crdtmem's group commits: on a worker thread, the loop serves meanwhile
-                    await asyncio.to_thread(commit, conn, rows)
-                for msg in batch:
-                    on_message(int(msg.data.split(b":", 1)[0]))
-                for msg in batch:
-                    await msg.ack()
-            conn.close()
-
-        return asyncio.create_task(run())
-
-    async def __aexit__(self, *exc: object) -> None:
-        await super().__aexit__(*exc)
-        self.log.close()
-
-
-def commit(conn: sqlite3.Connection, rows: list[bytes]) -> None:
-    conn.execute("BEGIN IMMEDIATE")
-    conn.executemany("INSERT INTO log(data) VALUES (?)", [(row,) for row in rows])
-    conn.execute("COMMIT")
 
 
 async def floor_latency(
@@ -486,7 +375,10 @@ async def main() -> int:
     p.add_argument("--count", type=int, default=None, help="updates per throughput round (3000; quick 600)")
     p.add_argument("--catchup", type=int, default=None, help="updates a node misses (10000; quick 2000)")
     p.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
+    p.add_argument("--latency-only", action="store_true", help="latency only: no throughput, catch-up")
+    p.add_argument("--breakdown", action="store_true", help="stamp each write's stages (medians)")
     args = p.parse_args()
+    stages = Stages() if args.breakdown else None
     rounds = rounds_for(args)
     writes = args.writes or (100 if args.quick else 300)
     count = args.count or (600 if args.quick else 3000)
@@ -517,32 +409,42 @@ async def main() -> int:
                 order = CASES[n % 3 :] + CASES[: n % 3]
                 for case in order:
                     tag = f"{case[0]}{n}"
+                    ops, seconds = 0, 0.0
                     if case == "crdtmem":
-                        samples = await crdtmem_latency(root, server.url, f"l{tag}", writes, 20, sync)
-                        ops, seconds = await crdtmem_throughput(root, server.url, f"t{tag}", count, sync)
-                        more, took = await crdtmem_throughput(
-                            root, server.url, f"w{tag}", count, sync, with_writes=True
-                        )
-                        with_writes.rates.append(more / took)
+                        samples = await crdtmem_latency(root, server.url, f"l{tag}", writes, 20, sync, stages)
+                        if not args.latency_only:
+                            ops, seconds = await crdtmem_throughput(root, server.url, f"t{tag}", count, sync)
+                            more, took = await crdtmem_throughput(
+                                root, server.url, f"w{tag}", count, sync, with_writes=True
+                            )
+                            with_writes.rates.append(more / took)
                     elif case == "floor":
                         samples = await floor_latency(root, server.url, f"l{tag}", size, writes, 20, sync)
-                        ops, seconds = await floor_throughput(root, server.url, f"t{tag}", size, count, sync)
+                        if not args.latency_only:
+                            ops, seconds = await floor_throughput(
+                                root, server.url, f"t{tag}", size, count, sync
+                            )
                     else:
                         samples = await bare_latency(server.url, f"l{tag}", size, writes, 20)
-                        ops, seconds = await bare_throughput(server.url, f"t{tag}", size, count)
+                        if not args.latency_only:
+                            ops, seconds = await bare_throughput(server.url, f"t{tag}", size, count)
                     pooled[case] += samples
                     latency[case]["p50"].append(pct(samples, 0.5))
                     latency[case]["p99"].append(pct(samples, 0.99))
-                    throughput[case].rates.append(ops / seconds)
+                    if seconds:
+                        throughput[case].rates.append(ops / seconds)
                 print(
                     f"  round {n + 1}/{rounds}: p50 "
                     + ", ".join(f"{case} {latency[case]['p50'][-1] * 1e3:.2f} ms" for case in CASES)
                     + "; "
-                    + ", ".join(f"{case} {throughput[case].rates[-1]:,.0f}/s" for case in CASES),
+                    + ", ".join(f"{case} {s.rates[-1]:,.0f}/s" for case, s in throughput.items() if s.rates),
                     flush=True,
                 )
-            caught = await crdtmem_catchup(root, server.url, "catchup", catchup, sync)
-            bare_caught = await bare_catchup(server.url, "catchupbare", size, catchup)
+            if args.latency_only:
+                caught, bare_caught = {}, 0.0
+            else:
+                caught = await crdtmem_catchup(root, server.url, "catchup", catchup, sync)
+                bare_caught = await bare_catchup(server.url, "catchupbare", size, catchup)
         finally:
             server.kill()
 
@@ -568,6 +470,11 @@ async def main() -> int:
     lat_floor = ratio(
         latency_series, "crdtmem", "floor", "latency p50, floor/crdtmem (>= 0.5: p50 <= 2x the floor)", 0.5
     )
+    if stages is not None:
+        medians = {case: statistics.median(latency[case]["p50"]) for case in ("bare", "floor")}
+        print("\n" + stages.report({f"p50, {case} (median of rounds)": v for case, v in medians.items()}))
+    if args.latency_only:
+        return finish(args, "bench_bus", latency_series, [lat_ratio, lat_floor], {"message_bytes": size})
     print("\nreplicated through three nodes (A writes, B and C hold every update)")
     for case, s in throughput.items():
         print(f"  {case:<10}{s.median:>12,.0f} {s.unit} (rounds {min(s.rates):,.0f}-{max(s.rates):,.0f})")

@@ -148,6 +148,7 @@ async def test_an_entry_committed_under_an_open_read_snapshot_is_published(tmp_p
         async with BusClient(a, BusSettings([nats_server.url])) as bus:
             await eventually(lambda: _drained(bus), what="a's outbox drained")
             assert bus.outbox is not None
+            bus.outbox.direct = False  # the log path (the direct way publishes without reading it)
             reader = a.store._r.execute("SELECT name FROM sqlite_master")  # type: ignore[attr-defined]
             reader.fetchone()  # a statement still stepping: the connection's snapshot stays
             await a.increment("c")  # entry 2: in the vectors, not in the snapshot

@@ -7,7 +7,8 @@ Layout::
     outbox.py    the log as the outbox: publish past the durable marks (eager, or lazy batches),
                  raise them after the PubAck
     consumer.py  one stream's messages into the replica, through the peers' apply path
-    consuming.py the node's durable consumers: bound per session, fetched from, caught up
+    consuming.py the node's durable consumers: bound per session, read, caught up
+    standing.py  a pull request kept standing on the server: batches without a fetch each
     gaps.py      where a stream dropped entries before this node's consumer received them
     states.py    document states over the bus for a node behind its stream (request/reply)
     pull.py      pull since a version vector over the bus (signed request/reply)

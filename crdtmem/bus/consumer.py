@@ -2,8 +2,9 @@
 
 ::
 
-    fetch a batch ─▶ each message: its subject names a channel, its data is a crdtmem.deltas payload
-      carrying a delta logged on that channel (else: refused, counted, terminated)
+    a batch (crdtmem.bus.standing) ─▶ each message: its subject names a channel, its data is a
+      crdtmem.deltas payload carrying a delta logged on that channel (else: refused, counted,
+      terminated)
       ─▶ the outbox learns the entry is in the stream ─▶ Replica.apply_payload(sender = the bus
       principal, isolate=True): authenticated, origin-checked, signature-verified, authorized per
       delta, committed durably ─▶ ack

@@ -4,7 +4,8 @@ One durable consumer per stream of the layout, filtered to the node's channels (
 partitions it serves), acknowledging explicitly. When the node's channels changed since the
 consumer was made, the consumer is made again and reads its stream from the start (what was
 applied already comes again as duplicates), so a newly subscribed channel misses nothing. Each
-consumer's loop fetches up to ``BusSettings.batch`` messages, checks them for holes
+consumer's loop takes up to ``BusSettings.batch`` messages at a time from a pull request kept
+standing on the server (:mod:`crdtmem.bus.standing`), checks them for holes
 (:mod:`crdtmem.bus.gaps`) and hands them to its :class:`~crdtmem.bus.consumer.StreamConsumer`,
 which acknowledges each after the commit that holds it.
 """
@@ -27,6 +28,7 @@ from .consumer import StreamConsumer
 from .gaps import Gaps
 from .outbox import Outbox
 from .settings import BusSettings, consumer_name
+from .standing import StandingPull
 
 log = logging.getLogger("crdtmem.bus")
 
@@ -92,12 +94,13 @@ class Consumers:
         return subs
 
     async def run(self, js: Any, stream: str, sub: Any) -> None:
-        """Fetch from ``stream``'s consumer and apply, until cancelled."""
+        """Take batches from ``stream``'s consumer and apply them, until cancelled."""
         consumer = self.by_stream[stream]
+        standing = StandingPull(sub, self.settings.batch)
         while True:
             try:
-                batch = await sub.fetch(self.settings.batch, timeout=1.0)
-            except TimeoutError:  # nothing to fetch (nats-py raises its own or asyncio's)
+                batch = await standing.next_batch()
+            except TimeoutError:  # nothing came for a second
                 reraise_if_cancelled()
                 consumer.lag = 0
                 if all(c.lag == 0 for c in self.by_stream.values()):

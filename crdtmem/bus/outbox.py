@@ -8,7 +8,16 @@ durable mark per ``(channel, origin)`` follows what the bus has acknowledged.
       ─▶ at most every ``mark_interval`` seconds: the marks written (one small transaction)
 
 A commit whose every entry came from the bus (the consumers' commits: :meth:`Outbox.handed` was told
-before they applied) holds nothing to publish: its marks rise without reading the log back.
+before they applied) holds nothing to publish: its marks rise without reading the log back, for
+every such commit of the next ``BUS_MARKS_S`` at once.
+
+Eager delivery of this node's own write takes a shorter way when nothing else is waiting: a commit
+whose entries directly follow the marks (each the next sequence number of its channel after the
+mark and the entries already queued this way) hands its records, as the commit listener got them,
+straight to the publisher, which publishes them without reading the log (the message is the very
+bytes the log path would publish). Anything else (an entry past a gap, another origin's, a
+publisher that has not caught up with the log, a failed publish) takes the log path: a page of the
+log past the marks, as above. Either way the marks only pass what the bus acknowledged.
 
 A crash between a commit and the PubAck, or between the PubAck and the written mark, leaves the
 stored mark behind: the next start publishes those entries again, and the stream's duplicate window
@@ -53,6 +62,12 @@ Delivery = Literal["eager", "lazy"]
 
 MISSED_RETRY_S = 0.05
 """How soon the log is read again after a page missed entries its vectors claimed."""
+
+BUS_MARKS_S = 0.01
+"""How long the marks of commits from the bus wait, so that a burst of them is raised at once."""
+
+DIRECT_MAX = 512
+"""Own records queued for the direct way at most (past that, e.g. while the bus is away: the log)."""
 
 
 @dataclass
@@ -120,9 +135,21 @@ class Outbox:
         self._unwritten: dict[str, VersionVector] = {}
         self._writer: asyncio.Task[None] | None = None
         self._writing: asyncio.Future[None] | None = None
+        self.direct = delivery == "eager"
+        """Publish own entries that follow the marks from their commit (else: always the log path)."""
+        self.direct_published = 0
+        """Messages published the direct way, without a log read."""
+        self._direct: list[DeltaRecord] = []
+        """Own records of the last commits, to publish without reading the log (in commit order)."""
+        self._ahead: dict[Key, int] = {}
+        """The highest sequence number queued in ``_direct`` per channel and origin."""
+        self._bus_marks: asyncio.TimerHandle | None = None
 
     async def settle(self) -> None:
         """Write the marks not written yet, and wait for that (the store must not close under it)."""
+        if self._bus_marks is not None:
+            self._bus_marks.cancel()
+            self._raise_handed()
         if self._writer is not None and not self._writer.done():
             self._writer.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -134,11 +161,41 @@ class Outbox:
             await self._write_marks()
 
     def on_commit(self, deltas: list[DeltaRecord]) -> None:
+        if deltas and all(self._in_stream(record) for record in deltas):
+            # from the bus: nothing to publish; the marks rise with the others of the next moment
+            if self._bus_marks is None:
+                self._bus_marks = asyncio.get_running_loop().call_later(BUS_MARKS_S, self._raise_handed)
+            return
         # a commit without deltas may have logged entries without one (decided against): a read
         # of the log lets the marks pass them
-        if not (deltas and all(self._in_stream(record) for record in deltas)):
+        if not (self.direct and deltas and not self._fresh and self._follows(deltas)):
             self._fresh = True
+            self._direct.clear()
+            self._ahead.clear()
         self.wake.set()
+
+    def _follows(self, deltas: list[DeltaRecord]) -> bool:
+        """Queue ``deltas`` for the direct way if each is this node's own and its entries directly
+        follow the marks and what is queued already (all or none)."""
+        own = self.replica.id
+        if len(self._direct) + len(deltas) > DIRECT_MAX:
+            return False
+        ahead = dict(self._ahead)
+        for record in deltas:
+            if record.origin != own or record.also or not record.seqs:
+                return False
+            for channel, seq in record.seqs.items():
+                key = (channel, own)
+                if seq != max(self.marks.get(channel, {}).get(own, 0), ahead.get(key, 0)) + 1:
+                    return False
+                ahead[key] = seq
+        self._ahead = ahead
+        self._direct += deltas
+        return True
+
+    def _raise_handed(self) -> None:
+        self._bus_marks = None
+        self._raise(self._advance([], {}, complete=False))
 
     def _in_stream(self, record: DeltaRecord) -> bool:
         for channel in record.seqs:
@@ -169,9 +226,14 @@ class Outbox:
         """Publish pages of the log past the marks until a page holds nothing new; returns how many
         entries were published. Raises (leaving the marks behind) if a publish fails."""
         total = 0
-        if not self._fresh:  # only entries from the bus were committed: nothing to read or publish
+        if not self._fresh:
+            if self._direct:  # own entries that follow the marks: published without a log read
+                return await self._publish_direct(publish)
+            # only entries from the bus were committed: nothing to read or publish
             self._raise(self._advance([], {}, complete=False))
             return total
+        self._direct.clear()  # the log holds them: the page publishes them
+        self._ahead.clear()
         while True:
             self._fresh = False  # a commit from here on sets it again
             try:
@@ -194,9 +256,37 @@ class Outbox:
                 self._fresh = True
                 asyncio.get_running_loop().call_later(MISSED_RETRY_S, self.wake.set)
                 return total
-            if not todo:
+            if not todo or len(page) < self.page:  # a commit since sets _fresh again
                 return total
-            self._fresh = True  # the next page may hold more
+            self._fresh = True  # a full page: the next may hold more
+
+    async def _publish_direct(self, publish: PublishOne) -> int:
+        records, self._direct = self._direct, []
+        own = self.replica.id
+        store = self.replica.store
+        for record in records:
+            for channel, seq in record.seqs.items():
+                if seq > store.version_vector(channel).get(own, 0):  # not claimed yet: the log, later
+                    self._fresh = True
+                    self._ahead.clear()
+                    self._direct.clear()
+                    asyncio.get_running_loop().call_later(MISSED_RETRY_S, self.wake.set)
+                    return 0
+        todo = [_Pending(record, list(record.seqs.items())) for record in records]
+        try:
+            await self._publish(todo, publish)
+        except BaseException:
+            self._fresh = True  # the marks stayed behind: the log path publishes it all again
+            self._direct.clear()
+            self._ahead.clear()
+            raise
+        self.direct_published += len(todo)
+        self._raise(self._advance([], {}, complete=False))
+        for record in records:
+            for channel, seq in record.seqs.items():
+                if self._ahead.get((channel, own)) == seq:  # nothing queued after it
+                    del self._ahead[(channel, own)]
+        return sum(len(item.entries) for item in todo)
 
     def _raise(self, raised: dict[str, VersionVector]) -> None:
         """Raise the marks in memory now, and in the store with the next write."""
@@ -302,7 +392,11 @@ class Outbox:
                 self.published += entries
                 self.metrics.inc("crdtmem_bus_published_total", entries)
 
-        results = await asyncio.gather(*(one(m) for m in self._messages(todo)), return_exceptions=True)
+        messages = self._messages(todo)
+        if len(messages) == 1:  # one message (a write as it commits): no task for it
+            await one(messages[0])
+            return
+        results = await asyncio.gather(*(one(m) for m in messages), return_exceptions=True)
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             raise failed[0]
