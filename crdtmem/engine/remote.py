@@ -66,7 +66,7 @@ from .locks import KeyedLocks
 from .materialize import Materializer
 from .publish import Publisher
 from .signing import Keyring
-from .trust import authenticate_in_slices
+from .trust import Authenticated, authenticate_in_slices
 from .waiting import Delivered, Resolver, WaitingLimits, WaitingSet, to_store
 from .workset import WorkingSet
 
@@ -178,7 +178,9 @@ class RemoteApply:
             erased = await self.erasure.take(incoming, relogged, sender, keyring, received.keys)
             incoming, relogged = erased.fresh, erased.relog
         fresh_in = await authenticate_in_slices(incoming, sender, own, keyring, received.keys)
-        relog_in = await authenticate_in_slices(relogged, sender, own, keyring, received.keys)
+        relog_in = Authenticated()  # most payloads carry no stored delta with new entries
+        if relogged:
+            relog_in = await authenticate_in_slices(relogged, sender, own, keyring, received.keys)
         unauthenticated = len(fresh_in.refused) + len(relog_in.refused)
         if erased is not None:
             unauthenticated += erased.unauthenticated
@@ -537,6 +539,8 @@ class RemoteApply:
 
     async def _bound_waiting(self, senders: list[str], origins: set[str]) -> set[str]:
         """Evict what waits past its sender's or origin's bound, or for too long (one commit)."""
+        if not self.waiting:
+            return set()
         victims = self.waiting.over_bounds(senders, origins) if senders else []
         victims += [uid for uid in self.waiting.expired(self._now()) if uid not in victims]
         if not victims:
