@@ -14,7 +14,7 @@ import pytest
 from crdtmem import ClockSkewError, Replica
 from crdtmem.clock import Hlc
 from crdtmem.engine import payload as wire
-from crdtmem.engine import remote, trust
+from crdtmem.engine import trust
 from crdtmem.store.base import DeltaRecord
 
 
@@ -90,7 +90,7 @@ async def test_a_page_of_signed_deltas_is_verified_while_the_loop_serves_others(
     channel = "user:u1:memories"
     async with Replica(None, replica_id="src") as source:
         memory = await source.add("v0", user_id="u1")
-        for i in range(3 * remote.VERIFY_SLICE - 1):
+        for i in range(3 * trust.VERIFY_SLICE - 1):
             await source.update(memory.id, metadata={"n": i})
         deltas = source.store.deltas_since([channel], {})
         page = wire.Payload("src", deltas, {}, source.keys_for(deltas))
@@ -103,7 +103,7 @@ async def test_a_page_of_signed_deltas_is_verified_while_the_loop_serves_others(
         return real_verify(key, delta)
 
     entered, release = threading.Event(), threading.Event()
-    real_verify_pairs = remote.verify_pairs
+    real_verify_pairs = trust.verify_pairs
 
     def held_verify_pairs(pairs: list[tuple[bytes, DeltaRecord]]) -> Callable[[bytes, DeltaRecord], bool]:
         entered.set()
@@ -111,7 +111,7 @@ async def test_a_page_of_signed_deltas_is_verified_while_the_loop_serves_others(
         return real_verify_pairs(pairs)
 
     monkeypatch.setattr(trust, "verify", verify)
-    monkeypatch.setattr(remote, "verify_pairs", held_verify_pairs)
+    monkeypatch.setattr(trust, "verify_pairs", held_verify_pairs)
     async with Replica(tmp_path / "hub.db", replica_id="hub") as hub:
         bystander = await hub.add("bob's", user_id="u2")
         push = asyncio.ensure_future(hub.apply_payload(page, isolate=True))
@@ -121,8 +121,8 @@ async def test_a_page_of_signed_deltas_is_verified_while_the_loop_serves_others(
         assert not push.done(), "the push finished before the bystander's write"
         release.set()
         result = await push
-        assert result.applied == len(deltas) == 3 * remote.VERIFY_SLICE
-        assert (await hub.get(memory.id)).metadata == {"n": 3 * remote.VERIFY_SLICE - 2}
+        assert result.applied == len(deltas) == 3 * trust.VERIFY_SLICE
+        assert (await hub.get(memory.id)).metadata == {"n": 3 * trust.VERIFY_SLICE - 2}
     assert len(checked_on) == len(deltas)
     assert loop_thread not in checked_on
 
@@ -133,7 +133,7 @@ async def test_a_forged_signature_in_a_page_checked_off_the_loop_is_still_refuse
     channel = "user:u1:memories"
     async with Replica(None, replica_id="src") as source:
         memory = await source.add("v0", user_id="u1")
-        for i in range(remote.VERIFY_ON_THREAD * 4):
+        for i in range(trust.VERIFY_ON_THREAD * 4):
             await source.update(memory.id, metadata={"n": i})
         deltas = source.store.deltas_since([channel], {})
         keys = source.keys_for(deltas)

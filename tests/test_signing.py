@@ -179,7 +179,7 @@ async def test_a_batch_shared_among_worker_threads_decides_each_delta_as_one_by_
     any part is refused alone."""
     import threading
 
-    from crdtmem.engine import remote, trust
+    from crdtmem.engine import trust
 
     monkeypatch.setattr(trust, "VERIFY_THREADS", 3)
     async with Replica(None, replica_id="a") as origin:
@@ -203,7 +203,7 @@ async def test_a_batch_shared_among_worker_threads_decides_each_delta_as_one_by_
         verified_on.append((threading.get_ident(), len(pairs)))
         return real(pairs)
 
-    monkeypatch.setattr(remote, "verify_pairs", watched)
+    monkeypatch.setattr(trust, "verify_pairs", watched)
     async with Replica(None, replica_id="hub") as hub:
         result = await hub.apply_payload(wire.Payload("a", batch, {}, keys), sender=RELAY, isolate=True)
         assert len(verified_on) == 3 and sum(n for _, n in verified_on) == len(batch)
@@ -220,10 +220,10 @@ async def test_a_batch_has_its_signatures_verified_on_a_worker_thread_with_the_s
     the one verifying them one by one gives (a forged delta among them is refused alone)."""
     import threading
 
-    from crdtmem.engine import remote, trust
+    from crdtmem.engine import trust
 
     async with Replica(None, replica_id="a") as origin:
-        for i in range(remote.VERIFY_ON_THREAD + 4):
+        for i in range(trust.VERIFY_ON_THREAD + 4):
             await origin.add(f"fact {i}", user_id="u1", memory_id=f"f{i}")
         deltas = origin.store.deltas_since([U1], {})
         keys = origin.keys_for(deltas)
@@ -238,7 +238,7 @@ async def test_a_batch_has_its_signatures_verified_on_a_worker_thread_with_the_s
         threads.append(threading.current_thread().name)
         return real(pairs)
 
-    monkeypatch.setattr(remote, "verify_pairs", watched)
+    monkeypatch.setattr(trust, "verify_pairs", watched)
     async with Replica(None, replica_id="hub") as hub:
         result = await hub.apply_payload(wire.Payload("a", batch, {}, keys), sender=RELAY, isolate=True)
         assert threads and threads[0] != threading.main_thread().name

@@ -85,7 +85,7 @@ class GroupCommitter:
         """
         if self._thread is None:
             raise ReplicaClosed("the replica is closed")
-        if self.inline or (alone and self._outstanding == 0):
+        if (alone and not self._outstanding) or self.inline:
             try:
                 result = self._store.commit([work])[0]
             except Exception as exc:

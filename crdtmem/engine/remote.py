@@ -40,7 +40,6 @@ the clocks agree.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -66,8 +65,8 @@ from .inbound import ApplyResult, check_clocks, triage
 from .locks import KeyedLocks
 from .materialize import Materializer
 from .publish import Publisher
-from .signing import Keyring, verify
-from .trust import Authenticated, Verified, authenticate, keys_to_try, shares, verify_pairs
+from .signing import Keyring
+from .trust import Authenticated, authenticate_in_slices
 from .waiting import Delivered, Resolver, WaitingLimits, WaitingSet, to_store
 from .workset import WorkingSet
 
@@ -178,8 +177,10 @@ class RemoteApply:
         if self.erasure is not None:  # erase markers, and deltas of memories forgotten here
             erased = await self.erasure.take(incoming, relogged, sender, keyring, received.keys)
             incoming, relogged = erased.fresh, erased.relog
-        fresh_in = await _authenticate(incoming, sender, own, keyring, received.keys)
-        relog_in = await _authenticate(relogged, sender, own, keyring, received.keys)
+        fresh_in = await authenticate_in_slices(incoming, sender, own, keyring, received.keys)
+        relog_in = Authenticated()  # most payloads carry no stored delta with new entries
+        if relogged:
+            relog_in = await authenticate_in_slices(relogged, sender, own, keyring, received.keys)
         unauthenticated = len(fresh_in.refused) + len(relog_in.refused)
         if erased is not None:
             unauthenticated += erased.unauthenticated
@@ -538,6 +539,8 @@ class RemoteApply:
 
     async def _bound_waiting(self, senders: list[str], origins: set[str]) -> set[str]:
         """Evict what waits past its sender's or origin's bound, or for too long (one commit)."""
+        if not self.waiting:
+            return set()
         victims = self.waiting.over_bounds(senders, origins) if senders else []
         victims += [uid for uid in self.waiting.expired(self._now()) if uid not in victims]
         if not victims:
@@ -565,37 +568,3 @@ def _first_block(update: bytes) -> tuple[int, int, int] | None:
         return statevector.first_block(update)
     except PayloadError:
         return None
-
-
-VERIFY_SLICE = 200
-"""Deltas authenticated between two chances for other requests to run."""
-VERIFY_ON_THREAD = 8
-"""From this many deltas, their signatures are verified on a worker thread first (the cryptography
-releases the GIL): the event loop serves other requests, and commits, meanwhile."""
-
-
-async def _authenticate(
-    deltas: list[DeltaRecord],
-    sender: Principal,
-    own: str,
-    keyring: Keyring | None,
-    presented: dict[str, bytes],
-) -> Authenticated:
-    """:func:`authenticate`, a slice at a time, letting other requests run between slices: each new
-    delta costs a signature verification (0.1 to 1 ms), and a page of thousands held the event loop
-    for seconds. A batch has its signatures verified on a worker thread beforehand."""
-    check: Callable[[bytes, DeltaRecord], bool] = verify
-    if keyring is not None and len(deltas) >= VERIFY_ON_THREAD:
-        pairs = keys_to_try(deltas, keyring, presented)
-        if len(pairs) >= VERIFY_ON_THREAD:
-            parts = await asyncio.gather(*(asyncio.to_thread(verify_pairs, part) for part in shares(pairs)))
-            check = Verified.merged(parts)
-    if len(deltas) <= VERIFY_SLICE:
-        return authenticate(deltas, sender, own, keyring, presented, check)
-    out = Authenticated()
-    for start in range(0, len(deltas), VERIFY_SLICE):
-        part = authenticate(deltas[start : start + VERIFY_SLICE], sender, own, keyring, presented, check)
-        out.accepted += part.accepted
-        out.refused += part.refused
-        await asyncio.sleep(0)
-    return out

@@ -18,6 +18,7 @@ numbers, and a foreign delta under its name would take one of them.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -228,3 +229,37 @@ def stub_refusal(
     if sender.may_introduce_unsigned(origin):
         return None
     return f"stub {stub.uid} is signed by origin {origin!r}, whose key is neither known here nor presented"
+
+
+VERIFY_SLICE = 200
+"""Deltas authenticated between two chances for other requests to run."""
+VERIFY_ON_THREAD = 8
+"""From this many deltas, their signatures are verified on a worker thread first (the cryptography
+releases the GIL): the event loop serves other requests, and commits, meanwhile."""
+
+
+async def authenticate_in_slices(
+    deltas: list[DeltaRecord],
+    sender: Principal,
+    own: str,
+    keyring: Keyring | None,
+    presented: dict[str, bytes],
+) -> Authenticated:
+    """:func:`authenticate`, a slice at a time, letting other requests run between slices: each new
+    delta costs a signature verification (0.1 to 1 ms), and a page of thousands held the event loop
+    for seconds. A batch has its signatures verified on a worker thread beforehand."""
+    check: Callable[[bytes, DeltaRecord], bool] = verify
+    if keyring is not None and len(deltas) >= VERIFY_ON_THREAD:
+        pairs = keys_to_try(deltas, keyring, presented)
+        if len(pairs) >= VERIFY_ON_THREAD:
+            parts = await asyncio.gather(*(asyncio.to_thread(verify_pairs, part) for part in shares(pairs)))
+            check = Verified.merged(parts)
+    if len(deltas) <= VERIFY_SLICE:
+        return authenticate(deltas, sender, own, keyring, presented, check)
+    out = Authenticated()
+    for start in range(0, len(deltas), VERIFY_SLICE):
+        part = authenticate(deltas[start : start + VERIFY_SLICE], sender, own, keyring, presented, check)
+        out.accepted += part.accepted
+        out.refused += part.refused
+        await asyncio.sleep(0)
+    return out
