@@ -157,3 +157,41 @@ async def test_a_partial_writers_superseded_entry_on_a_channel_it_does_not_sync_
         assert_converged([p, a], channels=[topic])
         for replica in (a, p, c):
             assert_store_consistent(replica)
+
+
+async def test_a_delta_of_epoch_0_naming_a_writer_seen_only_in_a_dropped_state_is_superseded(
+    tmp_path: Path,
+) -> None:
+    """b writes on epoch 0 concurrently with a's rebase and folds its write; a catches up from b's
+    states (a state of epoch 0, which a, on epoch 1, drops: b carries its write over). b restarts
+    (a new Yrs client) and writes on epoch 0 again: the delta names b's first client, which a never
+    saw in a delta, nor holds in a base or its document, so it may be of a later epoch and waits.
+    Once b's later delta of the memory, made on epoch 1 (carrying its writes over), reaches a, it
+    is placed on epoch 0 and superseded, instead of waiting for good for a rebase entry that does
+    not exist (a's vector for b would stay behind b's)."""
+    wall = _Wall()
+    async with _replicas(tmp_path, wall) as (a, b):
+        memory = await MemorySpec("fact", "v0").create(a, "m0")
+        await _pull(b, a)
+        await _pull(a, b)
+        await b.update(memory.id, content="from b, first")  # on epoch 0, not sent to a
+        wall.ms += 1_000
+        assert (await a.compact()).rebased == 1
+        await b.compact()  # folds b's write: a is behind b's horizon
+        await _pull(a, b)  # a states page of epoch 0, dropped by a
+        assert a._catchup.pages > 0
+        assert not a.store.decisions(), "b's first write reached a only in a state"
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a", wall_clock=wall) as a,
+        Replica(tmp_path / "b.db", replica_id="b", wall_clock=wall) as b,
+    ):
+        await b.update(memory.id, content="from b, again")  # on epoch 0, by a new client
+        await _pull(a, b)
+        await _pull(b, a)  # b takes epoch 1, carrying its writes over
+        await _pull(a, b)
+        assert not a.store.pending(), "a delta of epoch 0 kept waiting for a later epoch"
+        assert [d.delta.origin for d in a.store.decisions()] == ["b"]
+        assert (await a.get(memory.id)).content == "from b, again"
+        assert_converged([a, b])
+        for replica in (a, b):
+            assert_store_consistent(replica)

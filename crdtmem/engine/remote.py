@@ -365,6 +365,7 @@ class RemoteApply:
                 carry_as=own,
                 known=self._known,
                 decided_writers=self._writers,
+                logged=self._logged,
             )
             still = {d.uid for d in not_ready}  # what is read of a delta is kept while it waits
             self._known = {key: value for key, value in self._known.items() if key[0] in still}
@@ -557,10 +558,12 @@ class RemoteApply:
 
     def _writers(self, doc_id: str) -> set[int]:
         """The Yrs clients that wrote the deltas of ``doc_id`` logged or decided against here."""
-        deltas = self._store.history(doc_id) + [
-            d.delta for d in self._store.decisions() if d.delta.doc_id == doc_id
-        ]
-        return {block[1] for d in deltas if (block := _first_block(d.update)) is not None}
+        return {block[1] for d in self._logged(doc_id) if (block := _first_block(d.update)) is not None}
+
+    def _logged(self, doc_id: str) -> list[DeltaRecord]:
+        """The deltas of ``doc_id`` logged or decided against here."""
+        decided = [d.delta for d in self._store.decisions() if d.delta.doc_id == doc_id]
+        return self._store.history(doc_id) + decided
 
 
 def _first_block(update: bytes) -> tuple[int, int, int] | None:
