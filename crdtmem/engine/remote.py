@@ -251,6 +251,28 @@ class RemoteApply:
             outcome = await self._apply_in_parts([], [], doc_ids, isolate=True)
         return len(outcome.applied)
 
+    async def drop_covered(self) -> int:
+        """Drop what waits whose every entry the version vectors hold now (a states page's covers
+        moved them past it): a duplicate, as it would be on arrival (:func:`.inbound.triage`). Its
+        change is in the states that covered it, or, for a change of an earlier epoch than theirs,
+        its origin carries it over (``docs/protocol.md`` §7.11); nothing would ever apply it.
+        Returns how many were dropped."""
+        store = self._store
+        covered = [
+            item.delta.uid
+            for item in self.waiting
+            if item.delta.seqs
+            and all(
+                store.is_logged(c, item.delta.origin, s)
+                for c in item.delta.seqs
+                for s in item.delta.all_seqs(c)
+            )
+        ]
+        if covered:
+            work = Commit(pending_drop=covered)
+            await self._commit(work, {}, {}, {}, after=lambda: self._settle(covered, []))
+        return len(covered)
+
     async def reexamine(self, resolve: Resolver) -> int:
         """Apply again the deltas denied under rights their senders no longer have (the tokens
         changed); returns how many applied. The rest are decided again under the new rights."""
