@@ -12,9 +12,11 @@ from hypothesis import settings
 from tests.support.nats import NatsCluster, NatsServer
 from tests.support.processes import ServerProcess
 
-# Property-based tests draw the same examples on every default run, so a run's verdict does not
-# depend on luck: what fails once fails again. Soak runs (`-m soak`) and CRDTMEM_HYPOTHESIS=explore
-# draw fresh random examples each time, to find what the fixed ones miss.
+# Property-based tests draw the same examples on every default run of the same selection of tests,
+# so a run's verdict does not depend on luck: what fails once fails again. Another selection may draw
+# other examples: hypothesis mixes constants from the crdtmem modules loaded so far into what it
+# draws, and which are loaded depends on the test files collected. Soak runs (`-m soak`) and
+# CRDTMEM_HYPOTHESIS=explore draw fresh random examples each time, to find what the fixed ones miss.
 settings.register_profile("fixed", derandomize=True, database=None, print_blob=True)
 settings.register_profile("explore", derandomize=False, print_blob=True)
 

@@ -157,3 +157,74 @@ async def test_a_partial_writers_superseded_entry_on_a_channel_it_does_not_sync_
         assert_converged([p, a], channels=[topic])
         for replica in (a, p, c):
             assert_store_consistent(replica)
+
+
+async def _rebase_behind_a_dropped_state(tmp_path: Path, wall: _Wall) -> str:
+    """a rebases m0 while b writes on it (epoch 0) and folds that write; a catches up from b's
+    states (a state of epoch 0, which a, on epoch 1, drops: b carries its write over)."""
+    async with _replicas(tmp_path, wall) as (a, b):
+        memory = await MemorySpec("fact", "v0").create(a, "m0")
+        await _pull(b, a)
+        await _pull(a, b)
+        await b.update(memory.id, content="from b, first")  # on epoch 0, not sent to a
+        wall.ms += 1_000
+        assert (await a.compact()).rebased == 1
+        await b.compact()  # folds b's write: a is behind b's horizon
+        await _pull(a, b)  # a states page of epoch 0, dropped by a
+        assert a._catchup.pages > 0
+        assert not a.store.decisions(), "b's first write reached a only in a state"
+        return memory.id
+
+
+async def test_a_delta_of_epoch_0_naming_a_writer_seen_only_in_a_dropped_state_is_superseded(
+    tmp_path: Path,
+) -> None:
+    """After :func:`_rebase_behind_a_dropped_state`, b restarts (a new Yrs client) and writes on
+    epoch 0 again: the delta names b's first client, which a never saw in a delta, nor holds in a
+    base or its document, so it may be of a later epoch and waits. Once b's later delta of the
+    memory, made on epoch 1 (carrying its writes over), reaches a, it is placed on epoch 0 and
+    superseded, instead of waiting for good for a rebase entry that does not exist (a's vector for
+    b would stay behind b's)."""
+    wall = _Wall()
+    memory_id = await _rebase_behind_a_dropped_state(tmp_path, wall)
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a", wall_clock=wall) as a,
+        Replica(tmp_path / "b.db", replica_id="b", wall_clock=wall) as b,
+    ):
+        await b.update(memory_id, content="from b, again")  # on epoch 0, by a new client
+        await _pull(a, b)
+        await _pull(b, a)  # b takes epoch 1, carrying its writes over
+        await _pull(a, b)
+        assert not a.store.pending(), "a delta of epoch 0 kept waiting for a later epoch"
+        assert [d.delta.origin for d in a.store.decisions()] == ["b"]
+        assert (await a.get(memory_id)).content == "from b, again"
+        assert_converged([a, b])
+        for replica in (a, b):
+            assert_store_consistent(replica)
+
+
+async def test_a_waiting_delta_a_states_page_covers_is_dropped(tmp_path: Path) -> None:
+    """As above, but b folds its carried change before a pulls again: a catches up from b's states
+    (of epoch 1, holding the carried change), whose covers move a's vector for b past the delta
+    still waiting. Nothing would ever apply it (a duplicate, as it would be on arrival): it is
+    dropped, not left waiting for good."""
+    wall = _Wall()
+    memory_id = await _rebase_behind_a_dropped_state(tmp_path, wall)
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a", wall_clock=wall, lease_ms=1, retention_ms=1) as a,
+        Replica(tmp_path / "b.db", replica_id="b", wall_clock=wall, lease_ms=1, retention_ms=1) as b,
+    ):
+        await b.update(memory_id, content="from b, again")  # on epoch 0, by a new client
+        await _pull(a, b)
+        assert a.store.pending(), "it may be of a later epoch: it waits"
+        await _pull(b, a)  # b takes epoch 1, carrying its writes over
+        wall.ms += 1_000
+        await b.compact()  # folds the carried change: a is behind b's horizon again
+        pages = a._catchup.pages
+        await _pull(a, b)
+        assert a._catchup.pages > pages
+        assert not a.store.pending(), "a delta the vectors hold kept waiting"
+        assert (await a.get(memory_id)).content == "from b, again"
+        assert_converged([a, b])
+        for replica in (a, b):
+            assert_store_consistent(replica)

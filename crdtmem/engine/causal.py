@@ -15,7 +15,10 @@ rebase, and then its origin, which holds it, carries it over when it takes the e
 that names no epoch client this document knows may be of a later epoch whose rebase entry has not
 arrived (reordered, or lost and sent again): when it names a client that none of its epochs' bases
 holds, nor the document, and that wrote no delta of the memory seen here (an epoch's client writes
-only its rebase entry), it waits for its dependencies like any delta.
+only its rebase entry), it waits for its dependencies like any delta, until its origin's later
+delta of the memory made on an epoch this document knows arrives: a replica's epochs only move
+forward, so the waiting delta was made on epoch 0 (a client seen here only in a dropped state of
+epoch 0, or in a folded delta, leaves no other trace).
 """
 
 from __future__ import annotations
@@ -37,6 +40,7 @@ def apply_causally(
     carry_as: str | None = None,
     known: Known | None = None,
     decided_writers: Callable[[str], set[int]] | None = None,
+    logged: Callable[[str], list[DeltaRecord]] | None = None,
 ) -> tuple[list[DeltaRecord], list[DeltaRecord], list[DeltaRecord]]:
     """Apply every delta whose dependencies are met, repeatedly, until no more can be applied.
 
@@ -54,6 +58,8 @@ def apply_causally(
         decided_writers: the Yrs clients that wrote the deltas of a memory decided against here
             (superseded ones: of an earlier epoch); asked only for a delta that may be of a later
             epoch (:func:`_writers`).
+        logged: the deltas of a memory logged or decided against here; asked only for a delta
+            that may be of a later epoch, to find a later one of its origin's (:func:`_placed_later`).
 
     Returns:
         ``(applied, waiting, superseded)``: the deltas applied (superseded ones among them), in the
@@ -80,6 +86,13 @@ def apply_causally(
             found.update(_writer(d) for d in candidates if d.doc_id == doc_id and not _is_rebase(d))
         return writers[doc_id]
 
+    seen: dict[str, list[DeltaRecord]] = {}  # by memory, read only for deltas that may be of a later epoch
+
+    def later_of(delta: DeltaRecord) -> list[DeltaRecord]:
+        if delta.doc_id not in seen:
+            seen[delta.doc_id] = list(logged(delta.doc_id)) if logged else []
+        return [*seen[delta.doc_id], *applied]
+
     progress = True
     while waiting and progress:
         progress = False
@@ -92,7 +105,7 @@ def apply_causally(
                 rebased = epoch_of[delta.doc_id] = doc.epoch
             rebase = None if rebased is not None else _read(delta, known, "rebase", _is_rebase)
             if rebased is not None or rebase:
-                taken = _across_epochs(doc, rebased, delta, carry_as, writers_of)
+                taken = _across_epochs(doc, rebased, delta, carry_as, writers_of, later_of)
                 if taken is not None:
                     vectors.pop(delta.doc_id, None)
                     epoch_of.pop(delta.doc_id, None)
@@ -171,6 +184,7 @@ def _across_epochs(
     delta: DeltaRecord,
     carry_as: str | None,
     writers: Callable[[str], set[int]] = lambda doc_id: set(),
+    seen: Callable[[DeltaRecord], list[DeltaRecord]] = lambda delta: [],
 ) -> bool | None:
     """Apply a rebase entry, or settle a delta of an earlier epoch: True if it changed the document,
     False if it is superseded, None if it is of the document's epoch (the ordinary rule applies)."""
@@ -183,8 +197,10 @@ def _across_epochs(
     made_on = epochs.delta_epoch(current, delta.deps) if current is not None else 0
     if current is None or made_on == current.n:
         return None
-    if made_on == 0 and epochs.unplaced(
-        current, delta.deps, doc.state_vector() | dict.fromkeys(writers(delta.doc_id), 1)
+    if (
+        made_on == 0
+        and epochs.unplaced(current, delta.deps, doc.state_vector() | dict.fromkeys(writers(delta.doc_id), 1))
+        and not _placed_later(current, delta, seen(delta))
     ):
         return None  # maybe of a later epoch: it waits for its rebase entry like any dependency
     if carry_as is not None or epochs.covered(current, delta.deps, delta.update):
@@ -193,4 +209,20 @@ def _across_epochs(
         f"delta {delta.uid} of memory {delta.doc_id} was made on epoch "
         f"{epochs.delta_epoch(current, delta.deps)}, concurrently with its rebase to epoch {current.n}, "
         "and holds changes that epoch lacks"
+    )
+
+
+def _placed_later(current: epochs.Epoch, delta: DeltaRecord, seen: list[DeltaRecord]) -> bool:
+    """Whether ``delta``'s origin wrote a later delta of the memory (a higher stamp: one replica's
+    stamps only grow) on one of ``current``'s epochs 1 .. n (its ``deps`` name that epoch's client).
+    A replica's document only moves to later epochs, so ``delta`` was made on one of epochs 0 .. n,
+    and naming none of the clients of epochs 1 .. n, on epoch 0: it cannot be of a later epoch than
+    the document's, whatever clients it names that this replica never saw (seen only in a state of
+    epoch 0 it dropped, or in deltas its log folded)."""
+    return any(
+        other.origin == delta.origin
+        and other.doc_id == delta.doc_id
+        and other.hlc > delta.hlc
+        and epochs.delta_epoch(current, other.deps) > 0
+        for other in seen
     )

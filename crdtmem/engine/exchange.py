@@ -171,6 +171,8 @@ class Exchange(Opened):
         try:
             changed, refused = await self._catchup.apply(page, sender)
             changed += await self._remote.retry({doc_id for doc_id, _ in page.states})
+            if page.next is None:  # the covers landed: what waits behind them is a duplicate now
+                await self._remote.drop_covered()
         finally:
             self._in_flight -= 1
         return ApplyResult(changed, 0, self.pending_count, 0, rejected=refused)

@@ -251,6 +251,28 @@ class RemoteApply:
             outcome = await self._apply_in_parts([], [], doc_ids, isolate=True)
         return len(outcome.applied)
 
+    async def drop_covered(self) -> int:
+        """Drop what waits whose every entry the version vectors hold now (a states page's covers
+        moved them past it): a duplicate, as it would be on arrival (:func:`.inbound.triage`). Its
+        change is in the states that covered it, or, for a change of an earlier epoch than theirs,
+        its origin carries it over (``docs/protocol.md`` §7.11); nothing would ever apply it.
+        Returns how many were dropped."""
+        store = self._store
+        covered = [
+            item.delta.uid
+            for item in self.waiting
+            if item.delta.seqs
+            and all(
+                store.is_logged(c, item.delta.origin, s)
+                for c in item.delta.seqs
+                for s in item.delta.all_seqs(c)
+            )
+        ]
+        if covered:
+            work = Commit(pending_drop=covered)
+            await self._commit(work, {}, {}, {}, after=lambda: self._settle(covered, []))
+        return len(covered)
+
     async def reexamine(self, resolve: Resolver) -> int:
         """Apply again the deltas denied under rights their senders no longer have (the tokens
         changed); returns how many applied. The rest are decided again under the new rights."""
@@ -365,6 +387,7 @@ class RemoteApply:
                 carry_as=own,
                 known=self._known,
                 decided_writers=self._writers,
+                logged=self._logged,
             )
             still = {d.uid for d in not_ready}  # what is read of a delta is kept while it waits
             self._known = {key: value for key, value in self._known.items() if key[0] in still}
@@ -557,10 +580,12 @@ class RemoteApply:
 
     def _writers(self, doc_id: str) -> set[int]:
         """The Yrs clients that wrote the deltas of ``doc_id`` logged or decided against here."""
-        deltas = self._store.history(doc_id) + [
-            d.delta for d in self._store.decisions() if d.delta.doc_id == doc_id
-        ]
-        return {block[1] for d in deltas if (block := _first_block(d.update)) is not None}
+        return {block[1] for d in self._logged(doc_id) if (block := _first_block(d.update)) is not None}
+
+    def _logged(self, doc_id: str) -> list[DeltaRecord]:
+        """The deltas of ``doc_id`` logged or decided against here."""
+        decided = [d.delta for d in self._store.decisions() if d.delta.doc_id == doc_id]
+        return self._store.history(doc_id) + decided
 
 
 def _first_block(update: bytes) -> tuple[int, int, int] | None:
