@@ -236,7 +236,15 @@ def test_causal_delivery_supersedes_an_old_delta_the_epoch_holds_and_refuses_a_c
     assert fresh.materialize().content == "v2"
     with pytest.raises(EpochMismatch):
         apply_causally([late], lambda _: fresh)
-    assert apply_causally([entry], lambda _: fresh)[2] == [entry], "an epoch taken already"
+    state = fresh.doc.get_state()
+    applied, waiting, superseded = apply_causally([entry], lambda _: fresh)
+    assert applied == [entry] and not superseded, "the entry of the epoch held: logged, a duplicate"
+    assert fresh.doc.get_state() == state and fresh.epoch == epoch
+    update2, epoch2 = epochs.rebuild(fresh.doc, "m1", "phone", "001700000000001.000000")
+    entry2 = DeltaRecord("phone:r2", "phone", "m1", "h", epochs.rebase_deps(epoch2.client), update2, (U1,))
+    later = MemoryDoc.empty("m1", 6)
+    assert apply_causally([entry2], lambda _: later)[0] == [entry2] and later.epoch == epoch2
+    assert apply_causally([entry], lambda _: later)[2] == [entry], "an earlier epoch's entry"
 
 
 def _record(uid: str, doc: MemoryDoc) -> DeltaRecord:

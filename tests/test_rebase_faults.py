@@ -8,12 +8,15 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from crdtmem import Replica
+from crdtmem.access import Principal
 from crdtmem.engine import payload as wire
+from crdtmem.engine.statepages import decode_states
 from crdtmem.testing import assert_converged, assert_store_consistent
 from crdtmem.testing.strategies import MemorySpec
 from tests.support.replicas import pull_until_quiet, rebase_everything
 
 GLOBAL = "system:global"
+STATE_SERVER = Principal("replica:a", ("*",), ("*",), ("*",), (), True)
 
 
 class _Wall:
@@ -228,3 +231,54 @@ async def test_a_waiting_delta_a_states_page_covers_is_dropped(tmp_path: Path) -
         assert_converged([a, b])
         for replica in (a, b):
             assert_store_consistent(replica)
+
+
+async def test_the_rebase_entry_of_an_epoch_taken_from_a_state_is_logged_and_relayed(tmp_path: Path) -> None:
+    """a rebases m1 between two pages of the states run b catches up from: the second page holds
+    m1's state of epoch 1, but the covers, read before the first page, do not hold its rebase
+    entry, which b then pulls as a delta. b's document holds it already: it is logged (a
+    duplicate's effect), not superseded as one of an earlier epoch, which would leave it out of b's
+    log for good (b's history would not replay to its document, and b would never relay the entry
+    to c, whose deltas of the epoch would wait for it for ever)."""
+    wall = _Wall()
+    async with (
+        _replicas(tmp_path, wall) as (a, b),
+        Replica(tmp_path / "c.db", replica_id="c", wall_clock=wall) as c,
+    ):
+        assert a.compaction.rebaser is not None
+        a.compaction.rebaser.min_bytes = 1 << 40  # the first compaction folds, and rebases nothing
+        await MemorySpec("fact", "m0 v0").create(a, "m0")
+        memory = await MemorySpec("fact", "m1 v0").create(a, "m1")
+        await _pull(b, a)
+        await a.update("m0", content="m0 v1")
+        await a.update(memory.id, content="m1 v1")
+        await _pull(c, a)  # c holds what b's states hold: it pulls deltas from b, not states
+        wall.ms += 1_000
+        assert (await a.compact()).rebased == 0
+        assert a.behind([GLOBAL], b.version_vectors([GLOBAL])), "b catches up from states"
+        first = decode_states(a.export_states([GLOBAL], limit=1), max_bytes=1 << 20)
+        assert [doc_id for doc_id, _ in first.states] == ["m0"] and first.next is not None
+        await b.apply_states(a.export_states([GLOBAL], limit=1), sender=STATE_SERVER)
+        rebase_everything(a)
+        assert (await a.compact()).rebased == 2  # logged after the covers were read, not folded
+        second = a.export_states([GLOBAL], after=first.next, covers=first.covers, cursor=first.cursor)
+        await b.apply_states(second, sender=STATE_SERVER)
+        assert b.store.load_state(memory.id) is not None
+        assert (await b.get(memory.id)).content == "m1 v1"
+        await b.update(memory.id, content="m1 from b, on epoch 1")
+        await _pull(b, a)  # the rebase entries, as deltas
+        assert not b.store.decisions(), "the entry of the epoch b holds was superseded"
+        assert not b.store.pending()
+        assert not b.behind([GLOBAL], c.version_vectors([GLOBAL]))
+        await _pull(c, b)  # c syncs with b alone: b relays both rebase entries
+        assert not c.store.pending(), "a delta of epoch 1 waits for an entry b never relays"
+        assert (await c.get(memory.id)).content == "m1 from b, on epoch 1"
+        await _pull(a, b)
+        assert_converged([a, b, c])
+        for replica in (a, b, c):
+            assert_store_consistent(replica)
+    # b's log holds its write of epoch 1 before the epoch's entry: the entry, held already, does
+    # not replace the document read back from the store
+    async with Replica(tmp_path / "b.db", replica_id="b", wall_clock=wall) as b:
+        assert (await b.get(memory.id)).content == "m1 from b, on epoch 1"
+        assert_store_consistent(b)

@@ -209,6 +209,12 @@ def covered(current: Epoch, deps: bytes, update: bytes) -> bool:
     return _inside(update, current.chain()[n][1])
 
 
+def holds(doc: YDoc, update: bytes) -> bool:
+    """Whether ``doc`` holds every struct ``update`` inserts (and it inserts some): applying it
+    would change nothing."""
+    return _inside(update, doc.get_state())
+
+
 def _inside(update: bytes, base: bytes) -> bool:
     """Whether ``update`` inserts something and every struct it inserts lies within ``base`` (a
     state vector). Read from the encoded update (Yrs' diff against ``base``), not by applying it:

@@ -96,14 +96,17 @@ class MemoryDoc(Messages, Layout):
         cls, memory_id: str, snapshot: bytes | None, tail: Iterable[tuple[int, bytes]], client_id: int
     ) -> MemoryDoc:
         """The document from the store's snapshot and the deltas stored after it, ``(row id,
-        update)`` in row order (which is a causal order), with the figures kept about that copy."""
+        update)`` in row order, with the figures kept about that copy. Row order is a causal order,
+        but for the rebase entry of an epoch the document took from a state (a states page): that
+        entry may come after deltas of its epoch, and the document holds it already."""
         memory = cls.empty(memory_id, client_id)
         if snapshot:
             memory.apply(snapshot)
             memory.snapshot_bytes = len(snapshot)
         for row, update in tail:
-            if epochs.rebase_client(update) is not None:  # a new epoch replaces what came before
-                memory.adopt(update)
+            client = epochs.rebase_client(update)
+            if client is not None and (memory.epoch is None or memory.epoch.client != client):
+                memory.adopt(update)  # a new epoch replaces what came before
             else:
                 memory.apply(update)
             memory.stored_upto = row

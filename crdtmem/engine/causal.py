@@ -9,7 +9,9 @@ A rebased memory (:mod:`crdtmem.document.epoch`) adds two cases. A rebase entry 
 first struct, so no document ever covers it: it replaces the document, and when the document holds
 changes the epoch lacks (made concurrently with the rebase) they are carried over onto the epoch as
 a change of this replica's (:mod:`crdtmem.document.carry`, left in ``MemoryDoc.carried`` for the
-caller to log). A delta of an earlier epoch than the document's is *superseded*: never applied,
+caller to log); the entry of the document's own epoch, taken from a state whose covers did not hold
+the entry, is held already and applied as a duplicate (logged, so relayed). A delta of an earlier
+epoch than the document's, or an earlier epoch's entry, is *superseded*: never applied,
 logged as decided. Either the epoch holds its effect already, or it was made concurrently with the
 rebase, and then its origin, which holds it, carries it over when it takes the epoch. A delta
 that names no epoch client this document knows may be of a later epoch whose rebase entry has not
@@ -190,8 +192,10 @@ def _across_epochs(
     False if it is superseded, None if it is of the document's epoch (the ordinary rule applies)."""
     incoming = epochs.rebase_epoch(delta.update) if epochs.is_rebase(delta.deps, delta.update) else None
     if incoming is not None:
+        if current is not None and incoming.client == current.client and epochs.holds(doc.doc, delta.update):
+            return True  # the entry of the epoch taken from a state: a duplicate, logged and relayed
         if current is not None and any(c == incoming.client for c, _ in current.chain()):
-            return False  # an epoch this document has taken already
+            return False  # an earlier epoch's entry
         doc.adopt_carrying(delta.update, incoming, carry_as)
         return True
     made_on = epochs.delta_epoch(current, delta.deps) if current is not None else 0

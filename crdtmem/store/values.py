@@ -10,7 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..document.epoch import rebase_client
+from ..document.epoch import epoch_of, rebase_client
 from ..document.records import Conflict
 from ..document.yroots import YDoc
 
@@ -321,7 +321,10 @@ def fold(stored: StoredDoc) -> bytes:
         return parts[0]
     doc = YDoc()
     for part in parts:
-        if rebase_client(part) is not None:  # a new epoch of the document replaces what came before
+        client = rebase_client(part)
+        # a new epoch of the document replaces what came before; the entry of the epoch the document
+        # took from a state (logged after deltas of its epoch, MemoryDoc.from_parts) is held already
+        if client is not None and ((current := epoch_of(doc)) is None or current.client != client):
             doc = YDoc()
         doc.apply_update(part)
     return doc.get_update()

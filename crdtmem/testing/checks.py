@@ -17,9 +17,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from ..document import epoch as epochs
+from ..document import statevector
 from ..document.erasure import is_marker
 from ..document.memory import MemoryDoc
-from ..store.base import VersionVector
+from ..store.base import DeltaRecord, VersionVector
 from .ledger import AcknowledgedWrites
 from .state import ReplicaLike, canonical, canonical_state, current_records, in_channels
 
@@ -120,13 +121,7 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
             problems.append(f"{memory_id}: its logged deltas are not all in its stored state")
         if folded:  # compaction took older deltas out of the log: the history is no longer whole
             continue
-        replayed = MemoryDoc.empty(memory_id, 0)  # the whole history alone, without the snapshot
-        for delta in history:
-            if epochs.is_rebase(delta.deps, delta.update):
-                if _of_the_epoch(replayed, delta.deps, delta.update):
-                    replayed.adopt(delta.update)  # a later epoch replaces what came before
-            elif _of_the_epoch(replayed, delta.deps, delta.update):
-                replayed.apply(delta.update)
+        replayed = _replay(memory_id, history)  # the whole history alone, without the snapshot
         replayed_reading = {k: v for k, v in replayed.materialize().to_dict().items() if k != "version"}
         if replayed.state_vector() != doc.state_vector() or canonical(replayed_reading) != reading:
             problems.append(f"{memory_id}: its snapshot and tail differ from its whole history replayed")
@@ -153,6 +148,31 @@ def assert_store_consistent(replica: ReplicaLike) -> None:
                 )
     if problems:
         raise AssertionError(f"store of {replica.id} is inconsistent:\n" + "\n".join(problems))
+
+
+def _replay(memory_id: str, history: list[DeltaRecord]) -> MemoryDoc:
+    """A memory's logged deltas replayed alone, in a causal order: the log's, but for a delta of an
+    epoch logged before that epoch's rebase entry (the replica took the epoch from a state, wrote or
+    received deltas of it, then received the entry), which is replayed right after the entry."""
+    entries = {epochs.rebase_client(d.update) for d in history if epochs.is_rebase(d.deps, d.update)}
+    replayed = MemoryDoc.empty(memory_id, 0)
+    held: dict[int, list[DeltaRecord]] = {}
+    for delta in history:
+        if epochs.is_rebase(delta.deps, delta.update):
+            client = epochs.rebase_client(delta.update)
+            entries.discard(client)
+            if _of_the_epoch(replayed, delta.deps, delta.update):
+                replayed.adopt(delta.update)  # a later epoch replaces what came before
+            for later in held.pop(client or 0, []):
+                if _of_the_epoch(replayed, later.deps, later.update):
+                    replayed.apply(later.update)
+            continue
+        awaited = [c for c in statevector.decode(delta.deps) if c in entries]
+        if awaited:
+            held.setdefault(awaited[0], []).append(delta)
+        elif _of_the_epoch(replayed, delta.deps, delta.update):
+            replayed.apply(delta.update)
+    return replayed
 
 
 def _of_the_epoch(doc: MemoryDoc, deps: bytes, update: bytes) -> bool:
