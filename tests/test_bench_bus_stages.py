@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
+from types import ModuleType
 
-ROOT = Path(__file__).resolve().parent.parent
+from tests.support.scripts import load_benchmark
 
 
-def _stages():  # type: ignore[no-untyped-def]
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import _bus_stages
-    finally:
-        sys.path.pop(0)
-    return _bus_stages
+def _stages() -> ModuleType:
+    return load_benchmark("_bus_stages")
 
 
 def test_a_write_with_every_stage_is_kept_and_its_stages_sum_to_its_total() -> None:

@@ -3,20 +3,16 @@
 from __future__ import annotations
 
 import re
-import sys
 from pathlib import Path
+
+from tests.support.scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 DOC = (ROOT / "docs" / "benchmarks.md").read_text()
 
 
 def _benchmarks() -> tuple[str, ...]:
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    try:
-        import run_all
-    finally:
-        sys.path.pop(0)
-    return tuple(run_all.BENCHMARKS)
+    return tuple(load_benchmark("run_all").BENCHMARKS)
 
 
 def test_every_benchmark_run_all_runs_has_its_section() -> None:

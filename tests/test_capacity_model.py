@@ -4,25 +4,20 @@ a workload small enough to check by hand, and a bounded measurement and simulati
 
 from __future__ import annotations
 
-import importlib.util
 import math
-import sys
 from pathlib import Path
 from types import ModuleType
 
 import pytest
+
+from tests.support.scripts import load_benchmark
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def sim() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("sim_capacity", ROOT / "benchmarks" / "sim_capacity.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["sim_capacity"] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
+    return load_benchmark("sim_capacity")
 
 
 def test_the_doc_tables_are_the_model_of_the_doc_inputs(sim: ModuleType) -> None:
