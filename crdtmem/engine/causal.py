@@ -41,7 +41,6 @@ def apply_causally(
     validated: Collection[str] = (),
     carry_as: str | None = None,
     known: Known | None = None,
-    decided_writers: Callable[[str], set[int]] | None = None,
     logged: Callable[[str], list[DeltaRecord]] | None = None,
 ) -> tuple[list[DeltaRecord], list[DeltaRecord], list[DeltaRecord]]:
     """Apply every delta whose dependencies are met, repeatedly, until no more can be applied.
@@ -57,11 +56,10 @@ def apply_causally(
             filled here for the deltas that wait (not for those applied at once). The caller
             keeps it across applies for the deltas still waiting: reading them again on every
             push to their memory cost ~20 us per waiting delta.
-        decided_writers: the Yrs clients that wrote the deltas of a memory decided against here
-            (superseded ones: of an earlier epoch); asked only for a delta that may be of a later
-            epoch (:func:`_writers`).
-        logged: the deltas of a memory logged or decided against here; asked only for a delta
-            that may be of a later epoch, to find a later one of its origin's (:func:`_placed_later`).
+        logged: the deltas of a memory logged or decided against here (superseded ones among
+            them: of an earlier epoch); read once per memory, and only for a delta that may be of
+            a later epoch: the Yrs clients that wrote them, and a later delta of its origin's
+            (:func:`_placed_later`).
 
     Returns:
         ``(applied, waiting, superseded)``: the deltas applied (superseded ones among them), in the
@@ -80,20 +78,24 @@ def apply_causally(
     # each document's epoch, read again only after a delta changed the document: reading it walks
     # the document's root, and a memory with thousands of waiting deltas was read once per delta
     epoch_of: dict[str, epochs.Epoch | None] = {}
-    writers: dict[str, set[int]] = {}  # by memory, read only for deltas that may be of a later epoch
+    # by memory, read only for deltas that may be of a later epoch
+    logged_of: dict[str, list[DeltaRecord]] = {}
+    writers: dict[str, set[int]] = {}
+
+    def logged_here(doc_id: str) -> list[DeltaRecord]:
+        if doc_id not in logged_of:
+            logged_of[doc_id] = list(logged(doc_id)) if logged else []
+        return logged_of[doc_id]
 
     def writers_of(doc_id: str) -> set[int]:
         if doc_id not in writers:
-            found = writers[doc_id] = set(decided_writers(doc_id)) if decided_writers else set()
+            found = writers[doc_id] = {_writer(d) for d in logged_here(doc_id)}
             found.update(_writer(d) for d in candidates if d.doc_id == doc_id and not _is_rebase(d))
+            found.discard(-1)
         return writers[doc_id]
 
-    seen: dict[str, list[DeltaRecord]] = {}  # by memory, read only for deltas that may be of a later epoch
-
     def later_of(delta: DeltaRecord) -> list[DeltaRecord]:
-        if delta.doc_id not in seen:
-            seen[delta.doc_id] = list(logged(delta.doc_id)) if logged else []
-        return [*seen[delta.doc_id], *applied]
+        return [*logged_here(delta.doc_id), *applied]
 
     progress = True
     while waiting and progress:

@@ -48,7 +48,6 @@ from typing import Any
 
 from ..access import OPEN, AccessDenied, Principal
 from ..clock import Hlc, HybridLogicalClock, WallClock
-from ..document import statevector
 from ..document.epoch import is_rebase
 from ..document.memory import MemoryDoc
 from ..document.records import Memory
@@ -386,7 +385,6 @@ class RemoteApply:
                 waited,
                 carry_as=own,
                 known=self._known,
-                decided_writers=self._writers,
                 logged=self._logged,
             )
             still = {d.uid for d in not_ready}  # what is read of a delta is kept while it waits
@@ -578,18 +576,7 @@ class RemoteApply:
         self._commits += 1
         self.waiting.settle(added, dropped, evicted=evicted)
 
-    def _writers(self, doc_id: str) -> set[int]:
-        """The Yrs clients that wrote the deltas of ``doc_id`` logged or decided against here."""
-        return {block[1] for d in self._logged(doc_id) if (block := _first_block(d.update)) is not None}
-
     def _logged(self, doc_id: str) -> list[DeltaRecord]:
         """The deltas of ``doc_id`` logged or decided against here."""
         decided = [d.delta for d in self._store.decisions() if d.delta.doc_id == doc_id]
         return self._store.history(doc_id) + decided
-
-
-def _first_block(update: bytes) -> tuple[int, int, int] | None:
-    try:
-        return statevector.first_block(update)
-    except PayloadError:
-        return None
