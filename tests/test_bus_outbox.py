@@ -3,9 +3,13 @@ without a log read, in the very bytes the log path publishes; anything else take
 
 from __future__ import annotations
 
+import asyncio
+
+import pytest
+
 from crdtmem import Replica
 from crdtmem.bus.outbox import Outbox
-from crdtmem.bus.subjects import Layout
+from crdtmem.bus.subjects import Layout, message_id
 from crdtmem.metrics import Metrics
 
 U1 = "user:u1:memories"
@@ -141,3 +145,60 @@ async def test_entries_from_the_bus_raise_the_marks_a_moment_later_in_one_go(tmp
         assert outbox.log_reads == 1
         await outbox.settle()
         assert b.store.outbox_marks("nats")[U1] == {"w": 3}
+
+
+class Starter:
+    """Publishes handed over from commit listeners: ``(msg_id, future)`` in the order started, the
+    futures settled by the test as the bus would (PubAck, failure)."""
+
+    def __init__(self) -> None:
+        self.started: list[tuple[str, asyncio.Future[bool]]] = []
+        self.flushes = 0
+
+    def start(self, subject: str, data: bytes, msg_id: str, stream: str) -> asyncio.Future[bool]:
+        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self.started.append((msg_id, future))
+        return future
+
+    def flush(self) -> None:
+        self.flushes += 1
+
+
+async def test_a_connected_outbox_publishes_an_own_write_from_its_commit_and_marks_it_on_the_ack(
+    tmp_path,
+) -> None:
+    async with Replica(tmp_path / "a.db", replica_id="a") as a:
+        outbox = Outbox(a, Layout.of(), Metrics())
+        a.on_commit(outbox.on_commit)
+        starter, sink = Starter(), Sink()
+        outbox.connect(starter.start, starter.flush, 5.0)
+        await outbox.publish_pending(sink)  # the first pass reads the (empty) log
+        reads = outbox.log_reads
+        await a.add("first", user_id="u1", memory_id="m1")
+        assert [m for m, _ in starter.started] == [message_id("a", U1, 1)] and starter.flushes == 1
+        assert outbox.marks.get(U1, {}) == {}, "no mark before the PubAck"
+        starter.started[0][1].set_result(False)
+        await outbox.publish_pending(sink)
+        assert outbox.marks[U1] == {"a": 1} and outbox.direct_published == 1
+        assert outbox.log_reads == reads and not sink.got
+
+        await a.update("m1", content="second")  # the bus fails it: the log path publishes it
+        starter.started[1][1].set_exception(TimeoutError("no PubAck"))
+        with pytest.raises(TimeoutError):
+            await outbox.publish_pending(sink)
+        assert outbox.marks[U1] == {"a": 1}
+        await outbox.publish_pending(sink)
+        assert set(sink.got) == {message_id("a", U1, 2)} and outbox.marks[U1] == {"a": 2}
+
+        await a.update("m1", content="third")  # read from the log, not a direct way: follows now
+        await a.update("m1", content="fourth")
+        assert len(starter.started) == 4
+        outbox.disconnect()  # the session ends before the PubAcks: the next publishes them again
+        assert all(f.cancelled() for _, f in starter.started[2:])
+        await outbox.publish_pending(sink)
+        assert {message_id("a", U1, 3), message_id("a", U1, 4)} <= set(sink.got)
+        assert outbox.marks[U1] == {"a": 4} and outbox.lag() == 0
+        await a.update("m1", content="fifth")  # not connected: the publisher's direct way
+        assert len(starter.started) == 4
+        await outbox.publish_pending(sink)
+        assert outbox.marks[U1] == {"a": 5} and message_id("a", U1, 5) in sink.got

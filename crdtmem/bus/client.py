@@ -233,7 +233,7 @@ class BusClient:
                 extra={"event": "bus_connected"},
             )
             assert self.eraser is not None
-            publishing = publish_loop(js, self.outbox, settings, self.metrics, self._rng)
+            publishing = publish_loop(nc, js, self.outbox, settings, self.metrics, self._rng)
             filling = fill_loop(nc, self.replica, settings, self.needs, self.metrics, self._rng)
             tasks = [asyncio.create_task(publishing, name="crdtmem-bus-publish")]
             tasks.append(asyncio.create_task(filling, name="crdtmem-bus-states"))

@@ -13,11 +13,13 @@ every such commit of the next ``BUS_MARKS_S`` at once.
 
 Eager delivery of this node's own write takes a shorter way when nothing else is waiting: a commit
 whose entries directly follow the marks (each the next sequence number of its channel after the
-mark and the entries already queued this way) hands its records, as the commit listener got them,
-straight to the publisher, which publishes them without reading the log (the message is the very
-bytes the log path would publish). Anything else (an entry past a gap, another origin's, a
-publisher that has not caught up with the log, a failed publish) takes the log path: a page of the
-log past the marks, as above. Either way the marks only pass what the bus acknowledged.
+mark and the entries already queued this way) is published from its commit listener, as the
+listener got its records, without reading the log (the message is the very bytes the log path
+would publish; :mod:`crdtmem.bus.sendnow` hands it to the socket before the listener returns);
+the publisher then waits for the PubAck and raises the marks. Anything else (an entry past a gap,
+another origin's, a publisher that has not caught up with the log, a failed publish) takes the log
+path: a page of the log past the marks, as above. Either way the marks only pass what the bus
+acknowledged.
 
 A crash between a commit and the PubAck, or between the PubAck and the written mark, leaves the
 stored mark behind: the next start publishes those entries again, and the stream's duplicate window
@@ -55,6 +57,10 @@ Key = tuple[str, str]
 
 PublishOne = Callable[[str, bytes, str, str], Awaitable[bool]]
 """``publish(subject, data, msg_id, stream) -> duplicate``: raises if the bus did not acknowledge."""
+
+StartOne = Callable[[str, bytes, str, str], "asyncio.Future[bool]"]
+"""``start(subject, data, msg_id, stream)``: the publish handed to the connection now; its future is
+whether the stream had the message already, or fails if the bus did not acknowledge."""
 
 
 Delivery = Literal["eager", "lazy"]
@@ -144,6 +150,29 @@ class Outbox:
         self._ahead: dict[Key, int] = {}
         """The highest sequence number queued in ``_direct`` per channel and origin."""
         self._bus_marks: asyncio.TimerHandle | None = None
+        self._start: StartOne | None = None
+        """Publishes from the commit listener while a session is connected (eager only)."""
+        self._flush: Callable[[], None] = _nothing
+        self._ack_timeout = 0.0
+        self._sent: list[tuple[list[DeltaRecord], list[tuple[_Message, asyncio.Future[bool]]]]] = []
+        """Own records published from their commit, with their PubAcks to come (in commit order)."""
+
+    def connect(self, start: StartOne, flush: Callable[[], None], ack_timeout: float) -> None:
+        """A session is connected: own writes that follow the marks are published from their commit
+        through ``start`` (then ``flush`` hands what a commit started to the socket), their PubAcks
+        awaited (at most ``ack_timeout`` s) by the publisher."""
+        self._start, self._flush, self._ack_timeout = (start if self.direct else None), flush, ack_timeout
+
+    def disconnect(self) -> None:
+        """The session ended: what was published from a commit and not acknowledged yet is published
+        again from the log by the next session (the stream drops the copies)."""
+        self._start, self._flush = None, _nothing
+        if self._sent:
+            for _, started in self._sent:
+                for _, future in started:
+                    _drop(future)
+            self._sent.clear()
+            self._to_log()
 
     async def settle(self) -> None:
         """Write the marks not written yet, and wait for that (the store must not close under it)."""
@@ -169,10 +198,34 @@ class Outbox:
         # a commit without deltas may have logged entries without one (decided against): a read
         # of the log lets the marks pass them
         if not (self.direct and deltas and not self._fresh and self._follows(deltas)):
-            self._fresh = True
-            self._direct.clear()
-            self._ahead.clear()
+            self._to_log()
+        elif self._start is not None and len(self._direct) == len(deltas):
+            self._send_direct(self._start)
         self.wake.set()
+
+    def _to_log(self) -> None:
+        """The next publish reads the log past the marks (nothing queued for the direct way)."""
+        self._fresh = True
+        self._direct.clear()
+        self._ahead.clear()
+
+    def _send_direct(self, start: StartOne) -> None:
+        """Publish the queued own records now, from the commit listener; the publisher awaits the
+        PubAcks. An encoding failure leaves them to the log path."""
+        records, self._direct = self._direct, []
+        layout = self.layout
+        try:
+            messages = self._messages([_Pending(record, list(record.seqs.items())) for record in records])
+        except Exception:  # logged; the log path publishes them (and says why)
+            log.exception("publishing a write from its commit failed; the log path publishes it")
+            self._to_log()
+            return
+        started = [
+            (m, start(layout.subject(m.channel), m.data, m.msg_id, layout.stream_of(m.channel).name))
+            for m in messages
+        ]
+        self._sent.append((records, started))
+        self._flush()
 
     def _follows(self, deltas: list[DeltaRecord]) -> bool:
         """Queue ``deltas`` for the direct way if each is this node's own and its entries directly
@@ -226,6 +279,8 @@ class Outbox:
         """Publish pages of the log past the marks until a page holds nothing new; returns how many
         entries were published. Raises (leaving the marks behind) if a publish fails."""
         total = 0
+        if self._sent:  # published from their commits: their PubAcks raise the marks
+            total += await self._acknowledge_sent()
         if not self._fresh:
             if self._direct:  # own entries that follow the marks: published without a log read
                 return await self._publish_direct(publish)
@@ -280,13 +335,44 @@ class Outbox:
             self._direct.clear()
             self._ahead.clear()
             raise
-        self.direct_published += len(todo)
+        self._published_direct(records)
+        return sum(len(item.entries) for item in todo)
+
+    async def _acknowledge_sent(self) -> int:
+        """Await the PubAcks of what commits published, oldest first; raises on the first failure
+        (what is not acknowledged goes again by the log path)."""
+        total = 0
+        while self._sent:
+            records, started = self._sent[0]
+            acks = (asyncio.wait_for(future, self._ack_timeout) for _, future in started)
+            results = await asyncio.gather(*acks, return_exceptions=True)
+            self._sent.pop(0)
+            failed = None
+            for (message, _), result in zip(started, results, strict=True):
+                if isinstance(result, BaseException):
+                    failed = failed or result
+                else:
+                    self._acknowledged(message, result)
+            if failed is not None:
+                for _, later in self._sent:
+                    for _, future in later:
+                        _drop(future)
+                self._sent.clear()
+                self._to_log()
+                raise failed
+            self._published_direct(records)
+            total += len(started)
+        return total
+
+    def _published_direct(self, records: list[DeltaRecord]) -> None:
+        """``records``, published the direct way, are acknowledged: the marks rise past them."""
+        own = self.replica.id
+        self.direct_published += len(records)
         self._raise(self._advance([], {}, complete=False))
         for record in records:
             for channel, seq in record.seqs.items():
                 if self._ahead.get((channel, own)) == seq:  # nothing queued after it
                     del self._ahead[(channel, own)]
-        return sum(len(item.entries) for item in todo)
 
     def _raise(self, raised: dict[str, VersionVector]) -> None:
         """Raise the marks in memory now, and in the store with the next write."""
@@ -382,15 +468,7 @@ class Outbox:
             duplicate = await publish(
                 layout.subject(channel), message.data, message.msg_id, layout.stream_of(channel).name
             )
-            self._handed.setdefault((channel, message.origin), set()).update(message.seqs)
-            self.messages += 1
-            if duplicate:
-                self.duplicates += 1
-                self.metrics.inc("crdtmem_bus_publish_duplicates_total")
-            else:
-                entries = len(message.seqs) if self.delivery == "lazy" else 1
-                self.published += entries
-                self.metrics.inc("crdtmem_bus_published_total", entries)
+            self._acknowledged(message, duplicate)
 
         messages = self._messages(todo)
         if len(messages) == 1:  # one message (a write as it commits): no task for it
@@ -400,6 +478,17 @@ class Outbox:
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
             raise failed[0]
+
+    def _acknowledged(self, message: _Message, duplicate: bool) -> None:
+        self._handed.setdefault((message.channel, message.origin), set()).update(message.seqs)
+        self.messages += 1
+        if duplicate:
+            self.duplicates += 1
+            self.metrics.inc("crdtmem_bus_publish_duplicates_total")
+        else:
+            entries = len(message.seqs) if self.delivery == "lazy" else 1
+            self.published += entries
+            self.metrics.inc("crdtmem_bus_published_total", entries)
 
     def _advance(
         self, page: list[DeltaRecord], held: dict[str, VersionVector], *, complete: bool
@@ -446,3 +535,16 @@ class Outbox:
             if not done:
                 self._handed.pop((channel, origin), None)
         return raised
+
+
+def _nothing() -> None:
+    pass
+
+
+def _drop(future: asyncio.Future[bool]) -> None:
+    """Give up on a publish's outcome (its failure, if it failed, is not reported again)."""
+    if future.done():
+        if not future.cancelled():
+            future.exception()
+    else:
+        future.cancel()

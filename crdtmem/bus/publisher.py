@@ -19,7 +19,8 @@ import nats.errors
 from ..metrics import Metrics
 from .cancel import reraise_if_cancelled
 from .erase import StreamEraser
-from .outbox import Outbox
+from .outbox import Outbox, PublishOne
+from .sendnow import start_publish, write_pending
 from .settings import BusSettings
 
 log = logging.getLogger("crdtmem.bus")
@@ -29,10 +30,11 @@ ERASE_EVERY_S = 0.5
 
 
 async def publish_loop(
-    js: Any, outbox: Outbox, settings: BusSettings, metrics: Metrics, rng: random.Random
+    nc: Any, js: Any, outbox: Outbox, settings: BusSettings, metrics: Metrics, rng: random.Random
 ) -> None:
     """Publish what the outbox holds past its marks whenever it wakes (eager), or every
-    ``batch_interval_s`` after a wake (lazy)."""
+    ``batch_interval_s`` after a wake (lazy). While it runs, own writes may be published from
+    their commits (:meth:`Outbox.connect`)."""
     timeout = settings.publish_timeout
 
     async def publish(subject: str, data: bytes, msg_id: str, stream: str) -> bool:
@@ -40,6 +42,16 @@ async def publish_loop(
         ack = await asyncio.wait_for(future, timeout)
         return bool(ack.duplicate)
 
+    outbox.connect(lambda *message: start_publish(js, *message), lambda: write_pending(nc), timeout)
+    try:
+        await _publishing(outbox, publish, settings, metrics, rng)
+    finally:
+        outbox.disconnect()
+
+
+async def _publishing(
+    outbox: Outbox, publish: PublishOne, settings: BusSettings, metrics: Metrics, rng: random.Random
+) -> None:
     failures = 0
     outbox.wake.set()  # a new session publishes whatever the last one left behind the marks
     lazy, first = settings.delivery == "lazy", True
