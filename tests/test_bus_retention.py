@@ -13,6 +13,7 @@ import pytest
 from nats.js import api as jsapi
 
 from crdtmem import Replica
+from crdtmem.bus.fold import fold_stream
 from crdtmem.bus.requests import sign_request
 from tests.support.processes import ServerProcess
 from tests.support.rest import Api, converged, eventually
@@ -305,6 +306,39 @@ async def test_a_node_away_past_its_lease_stops_holding_the_stream(procs, sessio
     await eventually(lambda: has_all(api_b, before | during, 13), timeout=60, what="b caught up from states")
     await eventually(lambda: is_ready(api_b), timeout=30, what="b ready")
     await eventually(lambda: converged([api_a, api_b]), what="a and b converge")
+
+
+async def test_a_fold_racing_new_messages_counts_only_what_it_purged(nats_server):
+    """Messages published between the fold's first look at the stream and its purge stay, and are
+    not taken off the count of what it purged (which went below zero, and a node's compaction
+    loop died on the negative count)."""
+    await small_stream(nats_server.url, max_msgs=100)
+    nc = await nats.connect(nats_server.url)
+    try:
+        js = nc.jetstream()
+        await js.publish("crdtmem.users.u1", b"held by every consumer")
+        await js.add_consumer(
+            "CRDTMEM_USERS",
+            jsapi.ConsumerConfig(durable_name="archiver", deliver_policy=jsapi.DeliverPolicy.NEW),
+        )
+
+        class Racing:
+            """The bus, where two writes land just before the purge."""
+
+            def __getattr__(self, name: str) -> object:
+                return getattr(js, name)
+
+            async def purge_stream(self, stream: str, seq: int) -> bool:
+                for n in range(2):
+                    await js.publish("crdtmem.users.u1", f"published during the fold {n}".encode())
+                return await js.purge_stream(stream, seq=seq)
+
+        folded = await fold_stream(Racing(), "CRDTMEM_USERS", lease_s=60.0)
+        state = (await js.stream_info("CRDTMEM_USERS")).state
+        assert (folded.purged, folded.first_seq) == (1, 2)
+        assert (state.messages, state.first_seq, state.last_seq) == (2, 2, 3)
+    finally:
+        await nc.close()
 
 
 # -- a forgotten memory leaves the stream (crdtmem.bus.erase) ---------------------------------------

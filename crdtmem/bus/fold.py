@@ -78,7 +78,7 @@ async def fold_stream(
     if upto + 1 > first:
         await js.purge_stream(stream, seq=upto + 1)
         after = (await js.stream_info(stream)).state
-        folded.purged = int(state.messages) - int(after.messages)
+        folded.purged = _purged(state, after)
         folded.first_seq = int(after.first_seq)
         if folded.purged:
             log.info("folded stream %s through sequence %d (%d messages)", stream, upto, folded.purged)
@@ -92,6 +92,19 @@ async def _consumers(js: Any, stream: str) -> list[Any]:
         out.extend(page)
         if len(page) < 256:  # the server's page size
             return out
+
+
+def _purged(before: Any, after: Any) -> int:
+    """The messages a purge removed, from the stream's state before and after it.
+
+    Nodes publish while a fold runs: the messages that came in between (past ``before``'s last
+    sequence, so never purged) are taken out of the difference, or a fold racing writes counts
+    fewer than nothing (and a negative count is refused by the metric the node adds it to). A
+    message deleted meanwhile (an erasure) counts as purged; a stream made again meanwhile starts
+    its sequences over, hence the floor at 0.
+    """
+    arrived = int(after.last_seq) - int(before.last_seq)
+    return max(0, int(before.messages) + arrived - int(after.messages))
 
 
 def _seq(info: Any) -> int:
