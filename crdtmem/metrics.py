@@ -51,6 +51,7 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     ),
     "crdtmem_pull_deltas_total": ("deltas served to pull requests", ()),
     "crdtmem_compactions_total": ("compactions of the log run by the node's interval", ()),
+    "crdtmem_compaction_errors_total": ("compactions (or stream folds) that failed unexpectedly", ()),
     "crdtmem_frames_rejected_total": ("inbound frames refused, by error class", ("reason",)),
     "crdtmem_deltas_rejected_total": (
         "deltas of a link's frame that failed their checks and were rejected while the rest applied",

@@ -3,6 +3,7 @@ the horizon for a peer that is away; a peer behind the horizon catches up from d
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
@@ -223,3 +224,29 @@ async def test_a_node_behind_the_horizon_catches_up_over_http(procs, session, tm
 
     await eventually(pushed, what="late's write reaches a")
     assert set((await api_a.status())["compaction"]["peers"]) == {"late"}
+
+
+async def test_a_node_goes_on_compacting_after_an_unexpected_failure(tmp_path, caplog) -> None:
+    from crdtmem.server.node import Node
+
+    replica = Replica(tmp_path / "a.db", replica_id="a")
+    calls = 0
+    compact = replica.compact
+
+    async def flaky_compact():  # type: ignore[no-untyped-def]
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            raise ValueError("a bug in one compaction")
+        return await compact()
+
+    replica.compact = flaky_compact  # type: ignore[method-assign]
+    async with Node(replica, compact_every=0.05) as node:
+        for _ in range(400):
+            if calls >= 3:
+                break
+            await asyncio.sleep(0.01)
+        assert calls >= 3, "compaction stopped after the failure"
+        assert node.metrics.value("crdtmem_compaction_errors_total") == 1
+        assert node.metrics.value("crdtmem_compactions_total") >= 2
+    assert "compaction failed unexpectedly" in caplog.text

@@ -151,16 +151,21 @@ class Node:
         while True:
             await asyncio.sleep(self.compact_every)
             try:
-                done = await self.replica.compact()
+                await self._compact_once()
             except CrdtmemError as exc:  # the log keeps everything; try again next time
                 log.warning("compaction failed: %s", exc)
-                continue
-            self.metrics.inc("crdtmem_compactions_total")
-            folded = sum(s for v in done.folded.values() for s in v.values())
-            if folded:
-                log.info("compaction raised the horizon of %d channel(s)", len(done.folded))
-            if self.bus is not None:  # the streams fold with the log (crdtmem.bus.fold)
-                await self.bus.fold()
+            except Exception:  # a bug must not end compaction for the node's lifetime: said, and again
+                self.metrics.inc("crdtmem_compaction_errors_total")
+                log.exception("compaction failed unexpectedly; trying again in %.1f s", self.compact_every)
+
+    async def _compact_once(self) -> None:
+        done = await self.replica.compact()
+        self.metrics.inc("crdtmem_compactions_total")
+        folded = sum(s for v in done.folded.values() for s in v.values())
+        if folded:
+            log.info("compaction raised the horizon of %d channel(s)", len(done.folded))
+        if self.bus is not None:  # the streams fold with the log (crdtmem.bus.fold)
+            await self.bus.fold()
 
     @property
     def url(self) -> str:
