@@ -16,7 +16,7 @@ from nats.js import api
 
 from crdtmem import Replica
 from crdtmem.bus import BusClient, BusSettings
-from crdtmem.bus.gaps import stream_sequence
+from crdtmem.bus.gaps import pending_count, stream_sequence
 from crdtmem.store.base import Commit
 from tests.support.rest import eventually
 
@@ -129,14 +129,17 @@ async def test_the_stream_sequence_read_from_the_reply_subject_is_nats_pys(nats_
         sub = await js.pull_subscribe("seq.1", durable="one", stream="SEQ", config=config)
         batch = await sub.fetch(10, timeout=2.0)
         assert [stream_sequence(m) for m in batch] == [m.metadata.sequence.stream for m in batch]
+        assert [pending_count(m) for m in batch] == [m.metadata.num_pending for m in batch]
         assert [stream_sequence(m) for m in batch] == [2, 5, 8, 11]  # a filtered consumer's jumps
     finally:
         await nc.close()
     # the reply subject with a domain and an account hash (12 tokens), and one nats-py must read
-    domain = Msg(None, "s", "$JS.ACK.hub.HASH.SEQ.one.1.42.7.1700000000000000000.0.xyz", b"")  # type: ignore[arg-type]
+    domain = Msg(None, "s", "$JS.ACK.hub.HASH.SEQ.one.1.42.7.1700000000000000000.5.xyz", b"")  # type: ignore[arg-type]
     assert stream_sequence(domain) == 42 == domain.metadata.sequence.stream
-    v1 = Msg(None, "s", "$JS.ACK.SEQ.one.1.43.7.1700000000000000000.0", b"")  # type: ignore[arg-type]
+    assert pending_count(domain) == 5 == domain.metadata.num_pending
+    v1 = Msg(None, "s", "$JS.ACK.SEQ.one.1.43.7.1700000000000000000.6", b"")  # type: ignore[arg-type]
     assert stream_sequence(v1) == 43 == v1.metadata.sequence.stream
+    assert pending_count(v1) == 6 == v1.metadata.num_pending
 
 
 async def test_an_entry_committed_under_an_open_read_snapshot_is_published(tmp_path, nats_server) -> None:

@@ -29,6 +29,7 @@ from ..engine import payload as wire
 from ..engine.replica import Replica
 from ..errors import ClockSkewError, CrdtmemError, InvalidInput, PayloadError
 from ..metrics import Metrics
+from .gaps import pending_count
 from .outbox import Outbox
 from .subjects import channel_of, entries_named
 
@@ -78,8 +79,7 @@ class StreamConsumer:
             if item is not None:
                 good.append(item)
         if batch:
-            meta = batch[-1].metadata
-            self.lag = int(getattr(meta, "num_pending", 0) or 0)
+            self.lag = pending_count(batch[-1])
         # a delta appears once per apply (a copy on another channel's subject goes in the next one)
         groups: list[tuple[list[_Message], set[str]]] = []
         for item in good:

@@ -67,9 +67,22 @@ def stream_sequence(msg: Any) -> int:
     (``$JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>...``, or with a domain and an account
     hash after ``ACK``) without building nats-py's whole ``Msg.metadata`` (a datetime and three
     objects a message, on every message of every batch); anything else is left to nats-py."""
+    found = _reply_field(msg, 5, 7)
+    return found if found is not None else int(msg.metadata.sequence.stream)
+
+
+def pending_count(msg: Any) -> int:
+    """How many messages the consumer had still to deliver after ``msg`` (JetStream's count, the
+    reply subject's last number but one), read as :func:`stream_sequence` reads its sequence."""
+    found = _reply_field(msg, 8, 10)
+    return found if found is not None else int(getattr(msg.metadata, "num_pending", 0) or 0)
+
+
+def _reply_field(msg: Any, v1: int, v2: int) -> int | None:
+    """Token ``v1`` of a 9-token ack subject, or ``v2`` of a longer one (domain, account hash)."""
     tokens = (msg.reply or "").split(".")
     if len(tokens) >= 9 and tokens[0] == "$JS" and tokens[1] == "ACK":
-        at = 5 if len(tokens) == 9 else 7
-        if tokens[at].isascii() and tokens[at].isdigit():
+        at = v1 if len(tokens) == 9 else v2
+        if at < len(tokens) and tokens[at].isascii() and tokens[at].isdigit():
             return int(tokens[at])
-    return int(msg.metadata.sequence.stream)
+    return None
