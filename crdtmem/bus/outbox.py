@@ -344,7 +344,7 @@ class Outbox:
         total = 0
         while self._sent:
             records, started = self._sent[0]
-            acks = (asyncio.wait_for(future, self._ack_timeout) for _, future in started)
+            acks = (_within(future, self._ack_timeout) for _, future in started)
             results = await asyncio.gather(*acks, return_exceptions=True)
             self._sent.pop(0)
             failed = None
@@ -535,6 +535,13 @@ class Outbox:
             if not done:
                 self._handed.pop((channel, origin), None)
         return raised
+
+
+async def _within(future: asyncio.Future[bool], timeout: float) -> bool:
+    """``future``'s outcome, or TimeoutError after ``timeout`` s (not ``wait_for``: on Python 3.11
+    it swallows a cancellation that arrives as the future completes)."""
+    async with asyncio.timeout(timeout):
+        return await future
 
 
 def _nothing() -> None:

@@ -39,7 +39,10 @@ async def publish_loop(
 
     async def publish(subject: str, data: bytes, msg_id: str, stream: str) -> bool:
         future = await js.publish_async(subject, data, headers={"Nats-Msg-Id": msg_id}, stream=stream)
-        ack = await asyncio.wait_for(future, timeout)
+        # Hazard: not wait_for, which on Python 3.11 returns a PubAck that lands as the task is
+        # cancelled and swallows the cancellation: the loop went on waiting, and stop() with it
+        async with asyncio.timeout(timeout):
+            ack = await future
         return bool(ack.duplicate)
 
     outbox.connect(lambda *message: start_publish(js, *message), lambda: write_pending(nc), timeout)
@@ -56,6 +59,7 @@ async def _publishing(
     outbox.wake.set()  # a new session publishes whatever the last one left behind the marks
     lazy, first = settings.delivery == "lazy", True
     while True:
+        reraise_if_cancelled()  # a cancellation a nats-py call swallowed still ends the loop
         await outbox.wake.wait()
         if lazy and not first:  # what commits meanwhile joins the batches; the log holds it all
             await asyncio.sleep(settings.batch_interval_s)
