@@ -65,14 +65,26 @@ class Floor(Bare):
     """The bare pipeline plus what no durable, authenticated replica can skip: the writer signs each
     message (Ed25519, 64 bytes of its size) and commits it to its own SQLite log before publishing
     it; a reader verifies every signature and commits what it fetched to its own SQLite file, in one
-    transaction, before acknowledging it and showing it. WAL, crdtmem's ``synchronous``."""
+    transaction, before acknowledging it and showing it. WAL, crdtmem's ``synchronous``.
 
-    def __init__(self, url: str, tag: str, size: int, root: Path, synchronous: str):
+    With the writer and its readers in processes of their own, each process makes its ``Floor``
+    with the same ``key`` (raw private bytes), and only the writer's (``writer``) opens the log."""
+
+    def __init__(
+        self,
+        url: str,
+        tag: str,
+        size: int,
+        root: Path,
+        synchronous: str,
+        key: bytes | None = None,
+        writer: bool = True,
+    ):
         super().__init__(url, tag, size)
         self.root, self.synchronous = root, synchronous
-        self.key = Ed25519PrivateKey.generate()
+        self.key = Ed25519PrivateKey.from_private_bytes(key) if key else Ed25519PrivateKey.generate()
         self.public = self.key.public_key()
-        self.log = self.database("writer")
+        self.log = self.database("writer") if writer else None
 
     def database(self, name: str) -> sqlite3.Connection:
         conn = sqlite3.connect(
@@ -90,6 +102,7 @@ class Floor(Bare):
     def write(self, i: int) -> bytes:
         """Node A's durable write: signed, committed."""
         data = self.data(i)
+        assert self.log is not None, "a reader's Floor has no log to write"
         commit(self.log, [data])
         return data
 
@@ -123,7 +136,8 @@ class Floor(Bare):
 
     async def __aexit__(self, *exc: object) -> None:
         await super().__aexit__(*exc)
-        self.log.close()
+        if self.log is not None:
+            self.log.close()
 
 
 def commit(conn: sqlite3.Connection, rows: list[bytes]) -> None:

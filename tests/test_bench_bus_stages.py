@@ -38,3 +38,14 @@ def test_a_warmup_write_or_one_missing_a_stage_is_not_kept() -> None:
     stages.stamp("publish")  # between writes: ignored
     assert stages.totals == [] and stages.stamps["publish"] == published
     assert stages.report({}) == "stage breakdown: no complete samples"
+
+
+def test_stamps_from_two_processes_are_kept_as_one_write() -> None:
+    mod = _stages()
+    stages = mod.Stages()
+    writer = {"start": 10.0, "a_commit": 10.0005, "publish": 10.0007}  # node A's process
+    reader = {"b_receive": 10.0012, "b_commit": 10.0020, "event": 10.0023}  # node B's process
+    stages.record(writer)  # one side alone is not a write
+    stages.record({**writer, **reader})
+    assert len(stages.totals) == 1 and abs(stages.totals[0] - 0.0023) < 1e-9
+    assert abs(stages.durations["B apply and commit"][0] - 0.0008) < 1e-9
