@@ -15,7 +15,7 @@ PACKAGE = Path(crdtmem.__file__).parent
 
 # Bottom to top. A module may import its own room or any room on a lower level.
 LEVELS: list[set[str]] = [
-    {"errors", "lru", "metrics", "offloop"},
+    {"errors", "lru", "metrics", "offloop", "eager"},
     {"limits", "rates"},
     {"ids", "clock", "extras"},
     {"crdt"},

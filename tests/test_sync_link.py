@@ -581,3 +581,21 @@ async def test_an_ack_without_vectors_keeps_the_link(tmp_path):
             await ws.send_bytes(encode_frame("deltas", n=0, payload=empty))
             assert (await _frames_until(ws, "ack"))[-1].type == "ack"
             assert not ws.closed
+
+
+async def test_a_resume_without_vectors_keeps_the_link(tmp_path):
+    """The frame check lets a resume leave its vectors out (resume from nothing); the link read them
+    as required and its handler died (1006). Found by the replication-surface fuzz soak."""
+    async with Node(Replica(tmp_path / "a.db", replica_id="a")) as node:
+        first = await node.replica.add("fact", user_id="u1")
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
+            await ws.send_bytes(
+                encode_frame("hello", replica="b", channels=[U1], mode="eager", interval_ms=0, vectors={})
+            )
+            frames = await _frames_until(ws, "deltas")
+            await ws.send_bytes(encode_frame("ack", n=frames[-1].body["n"], vectors={U1: {"a": 1}}))
+            await ws.send_bytes(encode_frame("resume"))
+            # resumed from nothing: what was acknowledged is pushed again
+            again = (await _frames_until(ws, "deltas"))[-1]
+            assert [d.doc_id for d in wire.decode(again.body["payload"]).deltas] == [first.id]
+            assert not ws.closed

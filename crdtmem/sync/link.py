@@ -411,7 +411,8 @@ class Link:
             if self._on_pull_requested:
                 self._on_pull_requested()
         elif frame.type == "resume":
-            self._acked = {c: dict(body["vectors"].get(c, {})) for c in self.push_channels}
+            vectors = body.get("vectors", {})  # the frame's check lets a resume leave them out
+            self._acked = {c: dict(vectors.get(c, {})) for c in self.push_channels}
             self._sent = {c: dict(v) for c, v in self._acked.items()}
             self._held.clear()
             self._drained = False
