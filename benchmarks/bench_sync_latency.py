@@ -88,6 +88,20 @@ def install_stage_stamps(side: str) -> None:
 
     link._receive_deltas = stamped_receive  # type: ignore[method-assign]
     link._send_available = stamped_send  # type: ignore[method-assign]
+    from_commit = getattr(link, "_send_from_commit", None)
+    if from_commit is None:  # a link whose frames all go by the sender
+        return
+
+    def stamped_from_commit(self: Any) -> bool:
+        stamp = f"{side}_send_start"
+        fresh = stamp not in STAMPS
+        STAMPS.setdefault(stamp, now_ns())
+        sent = bool(from_commit(self))
+        if not sent and fresh:  # left to the sender: it stamps when it runs
+            del STAMPS[stamp]
+        return sent
+
+    link._send_from_commit = stamped_from_commit  # type: ignore[attr-defined]
 
 
 async def child_crdtmem(peer: str, db: str, synchronous: str, profile: str | None, breakdown: bool) -> None:
@@ -441,7 +455,7 @@ async def measure(pair: Any, tag: str, warmup: int, writes: int) -> list[float]:
 STAGE_KEYS = ("t0", "a_commit", "a_send_start", "b_receive", "b_commit", "t")
 STAGES = (
     "A: update() until its commit listeners run",
-    "A: commit -> link sender runs",
+    "A: commit -> link sends (listener or sender)",
     "A: export + send -> B link receives",
     "B: decode, apply, commit",
     "B: commit -> event consumer stamps",

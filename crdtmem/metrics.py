@@ -46,7 +46,8 @@ COUNTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "crdtmem_deltas_sent_total": ("deltas pushed to a peer over a replication link", ("peer",)),
     "crdtmem_deltas_received_total": ("deltas received from a peer's link and applied", ("peer",)),
     "crdtmem_frames_sent_total": (
-        "deltas frames pushed; source=commit: straight from committed deltas, log: read from the log",
+        "deltas frames pushed; source=listener: by the commit listener itself, commit: by the sender"
+        " from committed deltas, log: read from the log",
         ("peer", "source"),
     ),
     "crdtmem_pull_deltas_total": ("deltas served to pull requests", ()),

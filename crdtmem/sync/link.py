@@ -5,10 +5,16 @@ the queue: the sender keeps the peer's version vectors (``sent``: what went out;
 peer confirmed) and exports ``deltas_since(sent)`` page by page, so nothing is ever buffered without
 bound and a lost frame is simply re-exported.
 
-- eager: the sender wakes on every commit of this replica and sends at once. The commit listener
-  hands it the committed deltas; when they are exactly what the peer misses next (contiguous from
-  ``sent`` in every channel) they go out as they are, otherwise (a gap, a race with a page read from
-  the log, too many) the sender reads the log as always;
+- eager: every commit of this replica is pushed at once. When the committed deltas are exactly
+  what the peer misses next (contiguous from ``sent`` in every channel, the log read to its end
+  since the last rewind) and the sender is idle (waiting for a wake, no pause, room in the window),
+  the commit listener itself builds the frame and writes it to the socket before it returns
+  (:func:`crdtmem.eager.start_now`; a drain goes on in a task that the sender waits for), so no
+  turn of the loop lies between the commit and the socket. Otherwise it hands the deltas to the
+  sender, woken for them: it sends them as they are at the loop's next turn when they are still
+  what the peer misses next, or else (a gap, a race with a page read from the log, too many, a
+  listener's send that failed) reads the log as always. Both build frames the same way, and
+  ``sent`` only passes what went out;
 - lazy: the sender wakes every ``interval`` and sends everything new in as few frames as fit;
 - flow control: at most ``window`` frames in flight; a peer that has not acknowledged for
   ``slow_after`` seconds is told ``mode: pull`` and nothing more is pushed until it pulls (HTTP) and
@@ -23,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -32,6 +39,7 @@ import aiohttp
 from aiohttp import web
 
 from ..access import Principal
+from ..eager import start_now
 from ..engine import payload as wire
 from ..engine.coalesce import coalesce
 from ..engine.erasure import with_markers
@@ -45,6 +53,8 @@ from .protocol import Frame, FrameError, decode_frame, encode_frame
 Mode = Literal["eager", "lazy", "pull"]
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 Vectors = dict[str, VersionVector]
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -140,6 +150,10 @@ class Link:
         """The peer refused a frame with ``retry_after``: send nothing before this monotonic time."""
         self.status = LinkStatus(peer_id, self.mode, push_channels, sorted(accept_channels), 0, 0)
         self._unsubscribe: Callable[[], None] | None = None
+        self._busy = False
+        """The sender is between its wake and the end of its round (it may be awaiting)."""
+        self._direct: asyncio.Future[None] | None = None
+        """The send of the last frame a commit listener built (a task while it waits to drain)."""
 
     # -- running ------------------------------------------------------------------------------
 
@@ -153,6 +167,9 @@ class Link:
             # gather, not a suppress(CancelledError) around the await: that would also swallow a
             # cancellation of *this* task (PeerClient.stop) arriving while the sender winds down
             await asyncio.gather(sender, return_exceptions=True)
+            if self._direct is not None and not self._direct.done():
+                self._direct.cancel()
+                await asyncio.gather(self._direct, return_exceptions=True)
             if self._unsubscribe is not None:
                 self._unsubscribe()
 
@@ -165,8 +182,66 @@ class Link:
                     self._handed.extend(deltas)
             # a commit of nothing but what the peer holds (it just sent it) has nothing to push: the
             # sender is not woken for it, so the commit's events are not kept waiting behind it
-            if not deltas or any(self._peer_misses(d) for d in deltas):
+            if deltas and not any(self._peer_misses(d) for d in deltas):
+                return
+            if not (deltas and self._idle() and self._send_from_commit()):
                 self._wake.set()
+
+    def _idle(self) -> bool:
+        """Whether this commit's frame may go out from the listener: the sender waits for a wake
+        (it is not between reading and sending, where this listener may run while it awaits), no
+        frame sent from a listener is still on its way, the peer has not asked for a pause, the
+        window has room, the log was read to its end since the last rewind, no frame is overdue
+        (the sender resends those first) and the log is not folded past what the peer holds."""
+        now = time.monotonic()
+        return (
+            not self._busy
+            and (self._direct is None or self._direct.done())
+            and self._drained
+            and self._handed is not None
+            and not self.ws.closed
+            and self._paused_until <= now
+            and len(self._in_flight) < self.settings.window
+            and not (self._in_flight and now - min(self._in_flight.values()) > self.settings.ack_timeout)
+            and not self.replica.behind(self.push_channels, self._sent)
+        )
+
+    def _send_from_commit(self) -> bool:
+        """Send the handed deltas now, from the commit listener, if they are exactly what the peer
+        misses next: the frame is written to the socket before the listener returns (what suspends,
+        a drain, goes on in a task). False: the sender must read the log (and is woken for it)."""
+        deltas = self._next_from_commits()
+        if not deltas:
+            return False
+        try:
+            mine = {c: self.replica.store.version_vector(c) for c in self.push_channels}
+            frame, outgoing = self._frame(deltas, mine)
+        except Exception:  # logged; the sender reads them from the log (and fails there as it would)
+            log.exception(
+                "link %s: a commit's frame could not be built; the sender reads the log", self.peer_id
+            )
+            self._drained = False
+            return False
+        self._direct = start_now(self._send_direct(frame, deltas, mine, outgoing))
+        return True
+
+    async def _send_direct(
+        self, frame: bytes, deltas: list[DeltaRecord], mine: Vectors, outgoing: int
+    ) -> None:
+        """The send of a frame built by a commit listener, as the sender's: a frame that did not go
+        out is not marked sent, and the sender reads what it carried from the log."""
+        try:
+            sent = await self._send(frame)
+        except Exception:  # the listener's caller must not see it: logged, the sender takes over
+            log.exception("link %s: sending a commit's frame failed; the sender reads the log", self.peer_id)
+            sent = False
+        if sent:
+            self._record_sent(deltas, mine, outgoing, "listener")
+        else:
+            # handed deltas committed later may continue from what did go out in another channel:
+            # the log must be read first, or these would wait for the next gap
+            self._drained = False
+            self._wake.set()
 
     def _peer_misses(self, delta: DeltaRecord) -> bool:
         """Whether ``delta`` is beyond what was sent to (or is held by) the peer in a pushed channel."""
@@ -207,11 +282,17 @@ class Link:
             self._wake.clear()
             if self.mode == "pull":
                 continue
-            pause = self._paused_until - time.monotonic()
-            if pause > 0:  # the peer asked us to slow down; the log keeps everything meanwhile
-                await asyncio.sleep(pause)
-            self._rewind_lost_frames()
-            await self._send_available()
+            self._busy = True  # from here a commit listener only collects and wakes
+            try:
+                if self._direct is not None and not self._direct.done():
+                    await asyncio.wait({self._direct})  # a listener's frame still on its way
+                pause = self._paused_until - time.monotonic()
+                if pause > 0:  # the peer asked us to slow down; the log keeps everything meanwhile
+                    await asyncio.sleep(pause)
+                self._rewind_lost_frames()
+                await self._send_available()
+            finally:
+                self._busy = False
 
     def _rewind_lost_frames(self) -> None:
         """A frame (or its ack) may be lost on the way: after ``ack_timeout`` resend from ``acked``."""
@@ -254,24 +335,31 @@ class Link:
                 )
             if not deltas:
                 return
-            outgoing = (
-                coalesce(deltas, self.replica.id, self.replica.signer) if self.mode == "lazy" else deltas
-            )
-            outgoing = with_markers(self.replica.store, outgoing, self.push_channels)  # stubs need them
-            keys = self.replica.keys_for(outgoing) if self.version >= 2 else {}
-            body = wire.encode(wire.Payload(self.replica.id, outgoing, mine, keys), self.version)
-            n = self._next_frame
-            self._next_frame += 1
-            self._in_flight[n] = time.monotonic()
-            if not await self._send(encode_frame("deltas", n=n, payload=body)):
+            frame, outgoing = self._frame(deltas, mine)
+            if not await self._send(frame):
                 return
-            self._advance_sent(deltas, mine)
-            self.status.frames_sent += 1
-            self.status.deltas_sent += len(outgoing)
-            self.metrics.inc("crdtmem_deltas_sent_total", len(outgoing), peer=self.peer_id)
-            self.metrics.inc("crdtmem_frames_sent_total", peer=self.peer_id, source=source)
+            self._record_sent(deltas, mine, outgoing, source)
             if len(deltas) < self.settings.page:
                 return
+
+    def _frame(self, deltas: list[DeltaRecord], mine: Vectors) -> tuple[bytes, int]:
+        """The deltas frame for ``deltas`` (with ``mine``, this replica's vectors, for the peer's
+        acknowledgement), numbered and counted in flight; and how many deltas it carries."""
+        outgoing = coalesce(deltas, self.replica.id, self.replica.signer) if self.mode == "lazy" else deltas
+        outgoing = with_markers(self.replica.store, outgoing, self.push_channels)  # stubs need them
+        keys = self.replica.keys_for(outgoing) if self.version >= 2 else {}
+        body = wire.encode(wire.Payload(self.replica.id, outgoing, mine, keys), self.version)
+        n = self._next_frame
+        self._next_frame += 1
+        self._in_flight[n] = time.monotonic()
+        return encode_frame("deltas", n=n, payload=body), len(outgoing)
+
+    def _record_sent(self, deltas: list[DeltaRecord], mine: Vectors, outgoing: int, source: str) -> None:
+        self._advance_sent(deltas, mine)
+        self.status.frames_sent += 1
+        self.status.deltas_sent += outgoing
+        self.metrics.inc("crdtmem_deltas_sent_total", outgoing, peer=self.peer_id)
+        self.metrics.inc("crdtmem_frames_sent_total", peer=self.peer_id, source=source)
 
     def _next_from_commits(self) -> list[DeltaRecord] | None:
         """The handed deltas as the log would page them to this peer, if they are exactly what it
