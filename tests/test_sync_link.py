@@ -600,3 +600,37 @@ async def test_a_resume_without_vectors_keeps_the_link(tmp_path):
             again = (await _frames_until(ws, "deltas"))[-1]
             assert [d.doc_id for d in wire.decode(again.body["payload"]).deltas] == [first.id]
             assert not ws.closed
+
+
+async def test_the_server_end_told_to_pull_resumes_from_what_it_holds(tmp_path):
+    """The server end of a link cannot pull from its client. Told ``mode: pull`` (its client's push
+    timed out), it ignored the frame, and the client pushed nothing more for the rest of the link's
+    life: its writes waited for a reconnect that a healthy link never makes. Found by the faulty
+    network soak (tests/test_replication_faults.py)."""
+    async with Node(Replica(tmp_path / "a.db", replica_id="a")) as node:
+        await node.replica.add("fact", user_id="u1")
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
+            await ws.send_bytes(
+                encode_frame("hello", replica="b", channels=[U1], mode="eager", interval_ms=0, vectors={})
+            )
+            await ws.send_bytes(encode_frame("mode", mode="pull", reason="peer did not acknowledge in time"))
+            resume = (await _frames_until(ws, "resume", timeout=5))[-1]
+            assert resume.body["vectors"] == node.replica.version_vectors([U1]) == {U1: {"a": 1}}
+
+
+async def test_a_pull_request_without_a_resume_is_sent_again(tmp_path):
+    """A lost ``mode`` frame (or a lost ``resume``) left the pushing end silent for good: it is sent
+    again after ``ack_timeout``, nothing is pushed meanwhile, and a ``resume`` ends it."""
+    settings_ = LinkSettings(page=1, window=2, slow_after=0.3, ack_timeout=0.5)
+    async with Node(Replica(tmp_path / "a.db", replica_id="a"), settings=settings_) as node:
+        for i in range(5):
+            await node.replica.add(f"fact {i}", user_id="u1")
+        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
+            await ws.send_bytes(
+                encode_frame("hello", replica="slow", channels=[U1], mode="eager", interval_ms=0, vectors={})
+            )
+            await _frames_until(ws, "mode")  # never acknowledge; the first one is "lost"
+            again = await _frames_until(ws, "mode", timeout=5)
+            assert [f.type for f in again] == ["mode"], "pushed while the peer was in pull mode"
+            await ws.send_bytes(encode_frame("resume", vectors={}))
+            assert (await _frames_until(ws, "deltas"))[-1].type == "deltas"

@@ -18,7 +18,10 @@ bound and a lost frame is simply re-exported.
 - lazy: the sender wakes every ``interval`` and sends everything new in as few frames as fit;
 - flow control: at most ``window`` frames in flight; a peer that has not acknowledged for
   ``slow_after`` seconds is told ``mode: pull`` and nothing more is pushed until it pulls (HTTP) and
-  sends ``resume`` with its new vectors.
+  sends ``resume`` with its new vectors. The server end of a link cannot pull from its client: told
+  to pull, it answers ``resume`` with its own vectors once it has applied every frame before (frames
+  are handled in order). A ``mode`` frame without a ``resume`` after ``ack_timeout`` is sent again,
+  since either may be lost on the way.
 
 Inbound frames are untrusted: each is validated, size-limited, authorized against the channels the
 peer may write, and a bad one is answered with an ``error`` frame and counted; the loop goes on.
@@ -146,6 +149,8 @@ class Link:
         self._meter = meter
         """Runs the work of each inbound deltas frame, e.g. charged to the peer's share of the event
         loop (:mod:`crdtmem.server.loopshare`); None: run as is."""
+        self._told_to_pull: tuple[float, str] | None = None
+        """When the peer was last sent ``mode: pull``, and why; None when not in pull mode."""
         self._paused_until = 0.0
         """The peer refused a frame with ``retry_after``: send nothing before this monotonic time."""
         self.status = LinkStatus(peer_id, self.mode, push_channels, sorted(accept_channels), 0, 0)
@@ -281,6 +286,7 @@ class Link:
                         await self._wake.wait()
             self._wake.clear()
             if self.mode == "pull":
+                await self._repeat_pull_request()
                 continue
             self._busy = True  # from here a commit listener only collects and wakes
             try:
@@ -441,7 +447,18 @@ class Link:
         self._held.clear()
         self._drained = False
         self.metrics.inc("crdtmem_peers_moved_to_pull_total", peer=self.peer_id)
+        self._told_to_pull = (time.monotonic(), reason)
         await self._send(encode_frame("mode", mode="pull", reason=reason))
+
+    async def _repeat_pull_request(self) -> None:
+        """Hazard: a lost ``mode`` frame, or a lost ``resume``, would leave this link pushing nothing
+        for the rest of its life: no ``resume`` after ``ack_timeout``, the peer is told again."""
+        if self._told_to_pull is None:
+            return
+        told_at, reason = self._told_to_pull
+        if time.monotonic() - told_at > self.settings.ack_timeout:
+            self._told_to_pull = (time.monotonic(), reason)
+            await self._send(encode_frame("mode", mode="pull", reason=reason))
 
     # -- receiving ----------------------------------------------------------------------------
 
@@ -498,6 +515,11 @@ class Link:
             self.metrics.inc("crdtmem_told_to_pull_total", peer=self.peer_id)
             if self._on_pull_requested:
                 self._on_pull_requested()
+            else:
+                # the server end has no way to pull from its client. Every deltas frame sent before
+                # this one is applied by now (frames are handled in order): this end is caught up as
+                # far as it can be, and the peer may push again from what it holds
+                await self.send_resume(self.replica.version_vectors(sorted(self.accept_channels)))
         elif frame.type == "resume":
             vectors = body.get("vectors", {})  # the frame's check lets a resume leave them out
             self._acked = {c: dict(vectors.get(c, {})) for c in self.push_channels}
@@ -506,6 +528,7 @@ class Link:
             self._drained = False
             self._in_flight.clear()
             self.mode = self.settings.mode
+            self._told_to_pull = None
             self._wake.set()
         else:
             raise FrameError(f"unexpected {frame.type} frame on an established link")

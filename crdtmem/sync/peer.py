@@ -282,6 +282,9 @@ class PeerClient:
         return principal
 
     def _pull_and_resume(self) -> None:
+        if self._side_tasks:
+            return  # a pull for an earlier ``mode`` frame is under way; it resumes for both
+
         async def pull_and_resume() -> None:
             link = self.link
             self.state.mode = "pull"
