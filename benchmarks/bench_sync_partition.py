@@ -62,8 +62,8 @@ async def child_node(index: int, work: str, synchronous: str, page: int, ack_tim
     from crdtmem.sync import peer as peer_mod
     from crdtmem.sync import protocol
     from crdtmem.sync import server as server_mod
-    from crdtmem.sync.link import LinkSettings
     from crdtmem.sync.peer import PeerClient
+    from crdtmem.sync.settings import LinkSettings
 
     counts = {"frame_bytes": 0, "frames": 0, "pull_request_bytes": 0, "pull_response_bytes": 0, "pulls": 0}
 

@@ -21,9 +21,10 @@ from crdtmem.engine.inbound import ApplyResult
 from crdtmem.metrics import Metrics
 from crdtmem.server import Node, PeerConfig
 from crdtmem.store.base import DeltaRecord
-from crdtmem.sync.link import Link, LinkSettings
+from crdtmem.sync.link import Link
 from crdtmem.sync.peer import Backoff, PeerClient
 from crdtmem.sync.protocol import decode_frame, encode_frame
+from crdtmem.sync.settings import LinkSettings
 
 U1 = "user:u1:memories"
 

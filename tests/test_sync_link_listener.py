@@ -14,8 +14,9 @@ from crdtmem.engine import payload as wire
 from crdtmem.metrics import Metrics
 from crdtmem.server import Node, PeerConfig
 from crdtmem.store.base import DeltaRecord
-from crdtmem.sync.link import Link, LinkSettings
+from crdtmem.sync.link import Link
 from crdtmem.sync.protocol import decode_frame
+from crdtmem.sync.settings import LinkSettings
 
 U1 = "user:u1:memories"
 T1 = "topic:t1:updates"

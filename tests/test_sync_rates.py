@@ -16,8 +16,9 @@ from crdtmem.access import TokenTable
 from crdtmem.engine import payload as wire
 from crdtmem.metrics import Metrics
 from crdtmem.server import Node, PeerConfig
-from crdtmem.sync.link import Link, LinkSettings
+from crdtmem.sync.link import Link
 from crdtmem.sync.protocol import decode_frame, encode_frame
+from crdtmem.sync.settings import LinkSettings
 
 U1, U2 = "user:u1:memories", "user:u2:memories"
 A, B = "replica-a-token-00000001", "replica-b-token-00000001"

@@ -29,7 +29,7 @@ from ..limits import Limits
 from ..server.loopshare import LOOP_SHARE
 from ..server.node import Node, PeerConfig
 from ..store.sqlite import Synchronous
-from ..sync.link import LinkSettings
+from ..sync.settings import LinkSettings
 from .logs import LogFormat, configure_logging
 
 log = logging.getLogger("crdtmem.serve")

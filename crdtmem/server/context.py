@@ -12,7 +12,8 @@ if TYPE_CHECKING:
     from ..access import Principal, TokenTable
     from ..engine.replica import Replica
     from ..metrics import Metrics
-    from ..sync.link import Link, LinkSettings
+    from ..sync.link import Link
+    from ..sync.settings import LinkSettings
     from .loopshare import LoopShare
 
 

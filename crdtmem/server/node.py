@@ -32,8 +32,9 @@ from ..engine.signing import KeyPolicy, encode_key
 from ..errors import CrdtmemError, InvalidInput
 from ..ids import parse_channels
 from ..metrics import Metrics
-from ..sync.link import Link, LinkSettings
+from ..sync.link import Link
 from ..sync.peer import PeerClient
+from ..sync.settings import LinkSettings
 from .app import build_app
 from .auth import RateLimiter, VolumeLimiter
 from .loopshare import LOOP_SHARE, LoopShare

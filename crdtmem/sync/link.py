@@ -35,8 +35,7 @@ import dataclasses
 import logging
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
 import aiohttp
 from aiohttp import web
@@ -52,44 +51,12 @@ from ..errors import CrdtmemError, PayloadError
 from ..metrics import Metrics
 from ..store.base import DeltaRecord, VersionVector, within_bytes
 from .protocol import Frame, FrameError, decode_frame, encode_frame
+from .settings import LinkSettings, LinkStatus, Mode
 
-Mode = Literal["eager", "lazy", "pull"]
 AnyWebSocket = web.WebSocketResponse | aiohttp.ClientWebSocketResponse
 Vectors = dict[str, VersionVector]
 
 log = logging.getLogger(__name__)
-
-
-@dataclass
-class LinkSettings:
-    mode: Literal["eager", "lazy"] = "eager"
-    interval: float = 1.0
-    """Seconds between lazy batches."""
-    page: int = 2_000
-    """At most this many deltas per frame."""
-    window: int = 16
-    """At most this many frames in flight (sent, not acknowledged)."""
-    slow_after: float = 10.0
-    """Seconds without an acknowledgement, with frames in flight, before switching the peer to pull."""
-    ack_timeout: float = 10.0
-    """Seconds after which an unacknowledged frame counts as lost and its deltas are sent again."""
-    max_frame_bytes: int = wire.DEFAULT_MAX_PAYLOAD_BYTES
-
-
-@dataclass
-class LinkStatus:
-    peer: str
-    mode: Mode
-    push_channels: list[str]
-    accept_channels: list[str]
-    in_flight: int
-    lag: int
-    frames_sent: int = 0
-    frames_received: int = 0
-    deltas_sent: int = 0
-    deltas_received: int = 0
-    errors: int = 0
-    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class Link:

@@ -28,8 +28,9 @@ from ..engine.replica import Replica
 from ..engine.statepages import VERSION as STATES_VERSION
 from ..errors import CrdtmemError
 from ..metrics import Metrics
-from .link import Link, LinkSettings
+from .link import Link
 from .protocol import MAX_RETRY_AFTER, FrameError, decode_frame, encode_frame, payload_version
+from .settings import LinkSettings
 
 log = logging.getLogger("crdtmem.peer")
 
