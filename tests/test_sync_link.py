@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import logging
 import random
 from collections.abc import AsyncIterator
 
@@ -39,7 +40,8 @@ async def _frames_until(ws, wanted: str, timeout: float = 10.0) -> list:
                 return seen
 
 
-async def test_slow_subscriber_is_moved_to_pull_and_told_so(tmp_path):
+async def test_slow_subscriber_is_moved_to_pull_and_told_so(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="crdtmem.sync.link")
     settings_ = LinkSettings(page=1, window=2, slow_after=0.3, ack_timeout=60)
     async with Node(Replica(tmp_path / "a.db", replica_id="a"), settings=settings_) as node:
         for i in range(10):
@@ -70,6 +72,11 @@ async def test_slow_subscriber_is_moved_to_pull_and_told_so(tmp_path):
             assert [f.type for f in frames] == ["deltas"], "pushed while the subscriber was in pull mode"
             assert [d.doc_id for d in wire.decode(frames[-1].body["payload"]).deltas] == [latest.id]
             assert node.status()["links"][0]["mode"] == "eager"
+            said = [r.getMessage() for r in caplog.records if r.name == "crdtmem.sync.link"]
+            assert said == [
+                "moved peer slow to pull: peer did not acknowledge in time",
+                "peer slow resumed: pushing again",
+            ]
 
 
 async def test_an_unacknowledged_frame_is_sent_again_after_the_ack_timeout(tmp_path):

@@ -414,6 +414,8 @@ class Link:
         self._held.clear()
         self._drained = False
         self.metrics.inc("crdtmem_peers_moved_to_pull_total", peer=self.peer_id)
+        where = {"event": "link_pull", "peer_id": self.peer_id, "reason": reason}
+        log.info("moved peer %s to pull: %s", self.peer_id, reason, extra=where)
         self._told_to_pull = (time.monotonic(), reason)
         await self._send(encode_frame("mode", mode="pull", reason=reason))
 
@@ -480,6 +482,7 @@ class Link:
         elif frame.type == "mode":
             # the peer stops pushing to us until we pull and resume; our own push goes on
             self.metrics.inc("crdtmem_told_to_pull_total", peer=self.peer_id)
+            log.debug("peer %s stopped pushing until this end pulls: %s", self.peer_id, body.get("reason"))
             if self._on_pull_requested:
                 self._on_pull_requested()
             else:
@@ -488,6 +491,9 @@ class Link:
                 # far as it can be, and the peer may push again from what it holds
                 await self.send_resume(self.replica.version_vectors(sorted(self.accept_channels)))
         elif frame.type == "resume":
+            if self.mode == "pull":
+                where = {"event": "link_resume", "peer_id": self.peer_id}
+                log.info("peer %s resumed: pushing again", self.peer_id, extra=where)
             vectors = body.get("vectors", {})  # the frame's check lets a resume leave them out
             self._acked = {c: dict(vectors.get(c, {})) for c in self.push_channels}
             self._sent = {c: dict(v) for c, v in self._acked.items()}
