@@ -40,6 +40,11 @@ async def _frames_until(ws, wanted: str, timeout: float = 10.0) -> list:
                 return seen
 
 
+def _hello(replica: str) -> bytes:
+    """A subscriber's hello: eager, the one channel, from nothing."""
+    return encode_frame("hello", replica=replica, channels=[U1], mode="eager", interval_ms=0, vectors={})
+
+
 async def test_slow_subscriber_is_moved_to_pull_and_told_so(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="crdtmem.sync.link")
     settings_ = LinkSettings(page=1, window=2, slow_after=0.3, ack_timeout=60)
@@ -47,9 +52,7 @@ async def test_slow_subscriber_is_moved_to_pull_and_told_so(tmp_path, caplog):
         for i in range(10):
             await node.replica.add(f"fact {i}", user_id="u1")
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(
-                encode_frame("hello", replica="slow", channels=[U1], mode="eager", interval_ms=0, vectors={})
-            )
+            await ws.send_bytes(_hello("slow"))
             frames = await _frames_until(ws, "mode")  # never acknowledge anything
             deltas = [f for f in frames if f.type == "deltas"]
             assert len(deltas) == settings_.window, "pushed beyond the window without acks"
@@ -86,9 +89,7 @@ async def test_an_unacknowledged_frame_is_sent_again_after_the_ack_timeout(tmp_p
     async with Node(Replica(tmp_path / "a.db", replica_id="a"), settings=settings_) as node:
         made = [await node.replica.add(f"fact {i}", user_id="u1") for i in range(3)]
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(
-                encode_frame("hello", replica="lossy", channels=[U1], mode="eager", interval_ms=0, vectors={})
-            )
+            await ws.send_bytes(_hello("lossy"))
             first = (await _frames_until(ws, "deltas"))[-1]  # "lost": never acknowledged
             again = (await _frames_until(ws, "deltas"))[-1]
             sent = [wire.decode(f.body["payload"]).deltas for f in (first, again)]
@@ -156,9 +157,7 @@ async def test_oversized_frame_is_refused_and_others_keep_syncing(tmp_path):
         Node(Replica(tmp_path / "b.db", replica_id="b", channels=[U1]), peers=[PeerConfig(hub.url)]) as b,
     ):
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{hub.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(
-                encode_frame("hello", replica="big", channels=[U1], mode="eager", interval_ms=0, vectors={})
-            )
+            await ws.send_bytes(_hello("big"))
             assert decode_frame((await ws.receive()).data).type == "hello"
             await ws.send_bytes(encode_frame("deltas", n=0, payload=b"x" * 10_000))
             message = await ws.receive()
@@ -229,9 +228,7 @@ async def test_eager_pushes_come_from_commits_and_match_the_log(tmp_path):
     async with Node(Replica(tmp_path / "a.db", replica_id="a")) as node:
         await node.replica.add("before the peer", user_id="u1")
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(
-                encode_frame("hello", replica="b", channels=[U1], mode="eager", interval_ms=0, vectors={})
-            )
+            await ws.send_bytes(_hello("b"))
             received = []
 
             async def take_one_frame() -> None:
@@ -580,9 +577,7 @@ async def test_an_ack_without_vectors_keeps_the_link(tmp_path):
     async with Node(Replica(tmp_path / "a.db", replica_id="a")) as node:
         await node.replica.add("fact", user_id="u1")
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(
-                encode_frame("hello", replica="b", channels=[U1], mode="eager", interval_ms=0, vectors={})
-            )
+            await ws.send_bytes(_hello("b"))
             frames = await _frames_until(ws, "deltas")
             await ws.send_bytes(encode_frame("ack", n=frames[-1].body["n"]))
             # frames are handled in order: the answer to this one shows the ack was taken
@@ -598,9 +593,7 @@ async def test_a_resume_without_vectors_keeps_the_link(tmp_path):
     async with Node(Replica(tmp_path / "a.db", replica_id="a")) as node:
         first = await node.replica.add("fact", user_id="u1")
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(
-                encode_frame("hello", replica="b", channels=[U1], mode="eager", interval_ms=0, vectors={})
-            )
+            await ws.send_bytes(_hello("b"))
             frames = await _frames_until(ws, "deltas")
             await ws.send_bytes(encode_frame("ack", n=frames[-1].body["n"], vectors={U1: {"a": 1}}))
             await ws.send_bytes(encode_frame("resume"))
@@ -618,9 +611,7 @@ async def test_the_server_end_told_to_pull_resumes_from_what_it_holds(tmp_path):
     async with Node(Replica(tmp_path / "a.db", replica_id="a")) as node:
         await node.replica.add("fact", user_id="u1")
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(
-                encode_frame("hello", replica="b", channels=[U1], mode="eager", interval_ms=0, vectors={})
-            )
+            await ws.send_bytes(_hello("b"))
             await ws.send_bytes(encode_frame("mode", mode="pull", reason="peer did not acknowledge in time"))
             resume = (await _frames_until(ws, "resume", timeout=5))[-1]
             assert resume.body["vectors"] == node.replica.version_vectors([U1]) == {U1: {"a": 1}}
@@ -634,9 +625,7 @@ async def test_a_pull_request_without_a_resume_is_sent_again(tmp_path):
         for i in range(5):
             await node.replica.add(f"fact {i}", user_id="u1")
         async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(
-                encode_frame("hello", replica="slow", channels=[U1], mode="eager", interval_ms=0, vectors={})
-            )
+            await ws.send_bytes(_hello("slow"))
             await _frames_until(ws, "mode")  # never acknowledge; the first one is "lost"
             again = await _frames_until(ws, "mode", timeout=5)
             assert [f.type for f in again] == ["mode"], "pushed while the peer was in pull mode"
