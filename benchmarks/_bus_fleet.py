@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -126,6 +127,13 @@ async def node(name: str, url: str, tag: str, root: str, sync: str, breakdown: b
     """Node ``a`` seeds the facts and writes what it is told; node ``b`` reports each event."""
     from bench_bus import U1, Fleet, holds, seed
 
+    trace_dir = os.environ.get("CRDTMEM_BUS_TRACE")  # bench_bus.py --trace (_bus_trace.py)
+    if trace_dir:
+        import _bus_trace
+
+        _bus_trace.start(profiling=bool(os.environ.get("CRDTMEM_BUS_PROFILE")))
+    writes: list[tuple[float, float]] = []  # A's update calls (start, end), seconds
+    seen_at: list[float] = []  # B's events in hand, seconds
     async with Fleet(Path(root), url, tag, [name], sync) as fleet:
         replica = fleet.replica(name)
         stages = Stages(clock=time.monotonic) if breakdown else None
@@ -136,6 +144,7 @@ async def node(name: str, url: str, tag: str, root: str, sync: str, breakdown: b
             async def watch() -> None:
                 async for event in events:
                     t = now_ns()
+                    seen_at.append(t / 1e9)
                     stamps = {}
                     if stages is not None:
                         stamps = {k: v for k, v in stages.stamps.items() if k in ("b_receive", "b_commit")}
@@ -173,6 +182,7 @@ async def node(name: str, url: str, tag: str, root: str, sync: str, breakdown: b
                     t0 = now_ns()
                     await replica.update(command["m"], content=command["c"])
                     t1 = now_ns()
+                    writes.append((t0 / 1e9, t1 / 1e9))
                 elif cmd == "report":
                     stamps = {}
                     if stages is not None:
@@ -182,6 +192,8 @@ async def node(name: str, url: str, tag: str, root: str, sync: str, breakdown: b
         if watcher is not None:
             events.end()
             watcher.cancel()
+    if trace_dir:
+        _bus_trace.save(Path(trace_dir) / f"{tag}-{name}.pkl", {"writes": writes, "seen": seen_at})
 
 
 async def pipeline(role: str, url: str, tag: str, size: int, root: str, sync: str, key: str) -> None:

@@ -40,7 +40,10 @@ authorization: it measures the two durable commits and the signature check on to
 Run: ``python benchmarks/bench_bus.py`` (about 4 minutes), ``--quick`` (about 1 minute);
 ``--latency-only`` runs the latency case alone; ``--breakdown`` stamps each crdtmem write's stages
 (``_bus_stages.py``, in both nodes' processes, or in the one with ``--one-process``);
-``--profile`` runs the three-node throughput case once under cProfile and prints its hot spots.
+``--profile`` runs the three-node throughput case once under cProfile and prints its hot spots;
+``--trace DIR`` records what each node's process runs during the two-process latency case
+(``_bus_trace.py``: every loop callback, selector wait, collection and the calls on a write's
+path), for ``python benchmarks/_bus_trace.py DIR`` to print hop by hop.
 ``--synchronous NORMAL`` commits without an fsync (survives a killed process, not power loss).
 """
 
@@ -48,6 +51,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import sys
 import time
@@ -401,7 +405,17 @@ async def main() -> int:
         help="the latency case on this process's one event loop: nodes A and B, the baselines' "
         "publisher and consumer (the method of the figures before two processes)",
     )
+    p.add_argument(
+        "--trace",
+        default=None,
+        metavar="DIR",
+        help="two-process latency: record each node's loop, calls and collections into DIR "
+        "(read them with benchmarks/_bus_trace.py DIR)",
+    )
     args = p.parse_args()
+    if args.trace:  # the node processes inherit it (_bus_fleet.py)
+        Path(args.trace).mkdir(parents=True, exist_ok=True)
+        os.environ["CRDTMEM_BUS_TRACE"] = str(Path(args.trace).resolve())
     stages = Stages() if args.breakdown else None
     rounds = rounds_for(args)
     writes = args.writes or (100 if args.quick else 300)
