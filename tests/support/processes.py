@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .ports import free_port
+
 
 class ServerProcess:
     """One ``crdtmem serve`` process. ``start()`` waits until it serves; ``url`` is where."""
@@ -36,7 +38,8 @@ class ServerProcess:
         self.channels = list(channels or [])
         self.tokens = tokens
         self.peer_token = peer_token
-        self.port = port
+        self.port = port or free_port()
+        """Below the ephemeral range, so a restarted server finds its port free again."""
         self.extra = list(extra or [])
         self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
