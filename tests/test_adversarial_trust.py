@@ -98,7 +98,7 @@ async def _laptop_writes_reach_the_hub(
     async def all_there() -> bool:
         return all([await hub_api.get(m) is not None for m in written])
 
-    await eventually(all_there, timeout=30, what="every acknowledged laptop write on the hub")
+    await eventually(all_there, what="every acknowledged laptop write on the hub")
 
 
 async def test_a_forged_run_of_seqs_through_also_cannot_skip_a_replicas_writes(procs, session, tmp_path):
@@ -422,7 +422,7 @@ async def test_signatures_survive_two_lazy_hops_into_a_node_that_takes_no_unsign
         got = await admin.get(first["id"])
         return got is not None and got["content"] == "coalesce me 4" and len(await admin.memories()) == 2
 
-    await eventually(arrived, timeout=30, what="the laptop's writes on the hub, through the relay")
+    await eventually(arrived, what="the laptop's writes on the hub, through the relay")
     assert (await admin.status())["trust"]["refused"] == {}
 
 

@@ -82,8 +82,8 @@ async def test_a_node_down_longer_than_the_stream_keeps_catches_up_from_states(
     b = bus_node(tmp_path, "b", nats_server.url).start()
     procs += [a, b]
     api_a, api_b = Api(session, a.url), Api(session, b.url)
-    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
-    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready")
+    await eventually(lambda: is_ready(api_a), what="a ready")
+    await eventually(lambda: is_ready(api_b), what="b ready")
     await api_a.add(0, kind="counter", user_id="u1", id="c1")
     before = await write(api_a, 3, "before")
     await eventually(lambda: has_all(api_b, before, 3), what="b has the first writes")
@@ -93,7 +93,7 @@ async def test_a_node_down_longer_than_the_stream_keeps_catches_up_from_states(
     assert await first_seq(nats_server.url) > 20
     b.start()
     await eventually(lambda: has_all(api_b, before | during, 23), timeout=60, what="b caught up")
-    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready after its catch-up")
+    await eventually(lambda: is_ready(api_b), what="b ready after its catch-up")
     await eventually(lambda: converged([api_a, api_b]), what="a and b converge")
     metrics = await (await session.get(b.url + "/metrics")).text()
     assert "crdtmem_bus_states_fetched_total 1" in metrics
@@ -112,7 +112,7 @@ async def test_a_new_node_waits_not_ready_until_a_node_can_serve_states(
     a = bus_node(tmp_path, "a", nats_server.url).start()
     procs.append(a)
     api_a = Api(session, a.url)
-    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
+    await eventually(lambda: is_ready(api_a), what="a ready")
     await api_a.add(0, kind="counter", user_id="u1", id="c1")
     early = await write(api_a, 15, "early")
     assert await first_seq(nats_server.url) > 1
@@ -128,14 +128,14 @@ async def test_a_new_node_waits_not_ready_until_a_node_can_serve_states(
         behind = (body.get("bus") or {}).get("behind") or ""
         return status == 503 and "no node could serve" in behind
 
-    await eventually(says_why, timeout=30, what="c not ready, saying why")
+    await eventually(says_why, what="c not ready, saying why")
     _, body = await readiness(api_c)
     assert "CRDTMEM_USERS" in body["bus"]["behind"], body
     assert body["bus"]["ready"] is True  # connected and consuming: only the states are missing
 
     a.start()
     await eventually(lambda: has_all(api_c, early, 15), timeout=60, what="c filled from a")
-    await eventually(lambda: is_ready(api_c), timeout=30, what="c ready")
+    await eventually(lambda: is_ready(api_c), what="c ready")
     await eventually(lambda: converged([api_a, api_c]), what="a and c converge")
 
 
@@ -151,7 +151,7 @@ async def test_states_requests_are_untrusted(procs, session, tmp_path, nats_serv
     a = bus_node(tmp_path, "a", nats_server.url, tokens=tokens).start()
     procs.append(a)
     api_a = Api(session, a.url, token="b" * 24)
-    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
+    await eventually(lambda: is_ready(api_a), what="a ready")
     nc = await nats.connect(nats_server.url)
     x = await Replica(tmp_path / "x.db", replica_id="x").start()  # another node's key signs the requests
     try:
@@ -198,7 +198,7 @@ async def test_restarts_behind_a_tiny_stream_soak(procs, session, tmp_path, nats
     procs += nodes
     apis = [Api(session, n.url) for n in nodes]
     for api in apis:
-        await eventually(lambda api=api: is_ready(api), timeout=30, what="ready")
+        await eventually(lambda api=api: is_ready(api), what="ready")
     await apis[0].add(0, kind="counter", user_id="u1", id="c1")
     written: set[str] = set()
     total = 0
@@ -254,8 +254,8 @@ async def test_streams_fold_behind_every_node_and_a_new_node_catches_up(
     b = bus_node(tmp_path, "b", nats_server.url, "--compact-every", "0.3").start()
     procs += [a, b]
     api_a, api_b = Api(session, a.url), Api(session, b.url)
-    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
-    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready")
+    await eventually(lambda: is_ready(api_a), what="a ready")
+    await eventually(lambda: is_ready(api_b), what="b ready")
     await api_a.add(0, kind="counter", user_id="u1", id="c1")
     first = await write(api_a, 10, "first") | await write(api_b, 5, "from-b")
     await eventually(lambda: has_all(api_b, first, 15), what="b has every write")
@@ -265,7 +265,7 @@ async def test_streams_fold_behind_every_node_and_a_new_node_catches_up(
         messages, first_seq, _ = await stream_state(nats_server.url)
         return messages == 0 and first_seq > 30
 
-    await eventually(folded, timeout=30, what="the stream folded behind both nodes")
+    await eventually(folded, what="the stream folded behind both nodes")
     metrics = await (await session.get(a.url + "/metrics")).text()
     assert "crdtmem_bus_folded_messages_total" in metrics
 
@@ -274,7 +274,7 @@ async def test_streams_fold_behind_every_node_and_a_new_node_catches_up(
     procs.append(c)
     api_c = Api(session, c.url)
     await eventually(lambda: has_all(api_c, first, 15), timeout=60, what="c filled from states")
-    await eventually(lambda: is_ready(api_c), timeout=30, what="c ready")
+    await eventually(lambda: is_ready(api_c), what="c ready")
     later = await write(api_c, 3, "from-c")
     for api in (api_a, api_b, api_c):
         await eventually(lambda api=api: has_all(api, first | later, 18), what="c's writes everywhere")
@@ -287,8 +287,8 @@ async def test_a_node_away_past_its_lease_stops_holding_the_stream(procs, sessio
     b = bus_node(tmp_path, "b", nats_server.url, *lease).start()
     procs += [a, b]
     api_a, api_b = Api(session, a.url), Api(session, b.url)
-    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
-    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready")
+    await eventually(lambda: is_ready(api_a), what="a ready")
+    await eventually(lambda: is_ready(api_b), what="b ready")
     await api_a.add(0, kind="counter", user_id="u1", id="c1")
     before = await write(api_a, 3, "before")
     await eventually(lambda: has_all(api_b, before, 3), what="b has the first writes")
@@ -300,11 +300,11 @@ async def test_a_node_away_past_its_lease_stops_holding_the_stream(procs, sessio
         messages, _, names = await stream_state(nats_server.url)
         return messages == 0 and names == ["crdtmem-a"]
 
-    await eventually(b_dropped, timeout=30, what="b's consumer dropped past its lease, the stream folded")
+    await eventually(b_dropped, what="b's consumer dropped past its lease, the stream folded")
     assert "idle for longer than the lease" in a.log.read_text()
     b.start()
     await eventually(lambda: has_all(api_b, before | during, 13), timeout=60, what="b caught up from states")
-    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready")
+    await eventually(lambda: is_ready(api_b), what="b ready")
     await eventually(lambda: converged([api_a, api_b]), what="a and b converge")
 
 
@@ -349,8 +349,8 @@ async def test_a_forgotten_memorys_content_leaves_the_stream(procs, session, tmp
     b = bus_node(tmp_path, "b", nats_server.url).start()
     procs += [a, b]
     api_a, api_b = Api(session, a.url), Api(session, b.url)
-    await eventually(lambda: is_ready(api_a), timeout=30, what="a ready")
-    await eventually(lambda: is_ready(api_b), timeout=30, what="b ready")
+    await eventually(lambda: is_ready(api_a), what="a ready")
+    await eventually(lambda: is_ready(api_b), what="b ready")
     await api_a.add("the door code is mauve-4242", user_id="u1", id="secret")
     await api_a.patch("secret", content="the door code is still mauve-4242, and taupe-1717")
     await api_b.add("an ordinary memory", user_id="u1", id="plain")
@@ -365,7 +365,7 @@ async def test_a_forgotten_memorys_content_leaves_the_stream(procs, session, tmp
         raw = b"".join(await raw_messages(nats_server.url))
         return b"mauve-4242" not in raw and b"taupe-1717" not in raw
 
-    await eventually(gone, timeout=30, what="the forgotten content out of the stream")
+    await eventually(gone, what="the forgotten content out of the stream")
     raw = b"".join(await raw_messages(nats_server.url))
     assert b"an ordinary memory" in raw  # only the forgotten memory's messages went
     await eventually(lambda: _missing(api_b, "secret"), what="b forgot it too")
@@ -374,7 +374,7 @@ async def test_a_forgotten_memorys_content_leaves_the_stream(procs, session, tmp
     c = bus_node(tmp_path, "c", nats_server.url).start()
     procs.append(c)
     api_c = Api(session, c.url)
-    await eventually(lambda: has(api_c, "plain"), timeout=30, what="c read the stream")
+    await eventually(lambda: has(api_c, "plain"), what="c read the stream")
     await eventually(lambda: converged([api_a, api_b, api_c]), what="a, b and c converge")
     assert await api_c.get("secret") is None
 
@@ -409,6 +409,6 @@ async def test_the_log_keeps_what_the_bus_has_not_published(tmp_path, nats_serve
         async def published() -> bool:
             return bool(bus.ready and bus.outbox is not None and bus.outbox.lag() == 0)
 
-        await eventually(published, timeout=30, what="the entry published")
+        await eventually(published, what="the entry published")
         assert bus.outbox is not None and bus.outbox.published == 1
         assert (await replica.compact()).folded == {U1: {"a": 1}}

@@ -53,7 +53,7 @@ async def test_a_write_made_while_a_peer_rebased_is_carried_over_between_process
     async def a_rebased() -> bool:
         return (await api_a.status())["compaction"]["rebased"] >= 1
 
-    await eventually(a_rebased, timeout=30, what="a rebases the memory")
+    await eventually(a_rebased, what="a rebases the memory")
 
     alone = ServerProcess(tmp_path, "b", channels=[U1]).start()  # b, cut off from a
     procs.append(alone)
@@ -68,7 +68,7 @@ async def test_a_write_made_while_a_peer_rebased_is_carried_over_between_process
         memory = await api_a.get(fact["id"])
         return memory is not None and memory["content"] == "from b"
 
-    await eventually(a_has_the_write, timeout=30, what="b's write carried over to a")
+    await eventually(a_has_the_write, what="b's write carried over to a")
     await eventually(lambda: converged([api_a, api_b]), what="a and b converge")
     memory = await api_a.get(fact["id"])
     assert memory is not None

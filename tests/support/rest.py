@@ -67,7 +67,10 @@ def canonical(memories: list[dict[str, Any]]) -> str:
     return json.dumps(stripped, sort_keys=True)
 
 
-async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 20.0, what: str = "") -> None:
+async def eventually(check: Callable[[], Awaitable[bool]], timeout: float = 60.0, what: str = "") -> None:
+    """Until ``check()`` holds, else AssertionError after ``timeout`` seconds. The timeout only guards
+    against a hang: it is not a claim about speed, so it is long enough for a loaded machine where
+    processes start, connect and catch up many times slower than alone."""
     deadline = time.monotonic() + timeout
     while True:
         if await check():
