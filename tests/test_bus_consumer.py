@@ -110,9 +110,11 @@ async def test_a_batch_committed_but_not_acknowledged_comes_again_and_applies_no
         log: list[tuple[str, Any]] = []
         _spy_commits(b, log)
         async with BusClient(b, settings) as again:  # the restart: the batch is delivered again
-            await eventually(lambda: _consumed(again, INCREMENTS + 1), timeout=30, what="redelivered")
+            await eventually(lambda: _consumed(again, INCREMENTS + 1), what="redelivered")
             duplicates = again.metrics.value("crdtmem_bus_duplicates_total")
-        assert duplicates == INCREMENTS + 1
+        # each message came again and was taken for a duplicate (one whose ack took longer than
+        # the ack wait on a loaded machine may come a third time, and is a duplicate again)
+        assert duplicates >= INCREMENTS + 1
         assert not [uids for kind, uids in log if kind == "commit" and uids]  # nothing applied again
         assert (await b.get("c")).content == INCREMENTS
         assert b.version_vector(U1) == {"a": INCREMENTS + 1}
