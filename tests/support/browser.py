@@ -24,6 +24,11 @@ except ImportError as exc:  # a clear failure at collection, not a skip
 
 __all__ = ["CHROMIUM", "Chromium", "Tab", "chromium", "chromium_path", "expect"]
 
+EXPECT_MS = 15_000
+"""How long an ``expect`` without a timeout of its own waits for the page (Playwright's default, 5 s,
+is short for a page that renders events from two server processes on a loaded machine)."""
+expect.set_options(timeout=EXPECT_MS)
+
 CHROMIUM = os.environ.get("CRDTMEM_CHROMIUM", "/usr/bin/chromium")
 CHROMIUM_ARGS = [
     "--headless=new",
