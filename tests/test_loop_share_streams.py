@@ -49,14 +49,14 @@ async def test_frames_pushed_over_the_websocket_are_charged_to_the_token(procs, 
             "hello", replica="mallory", channels=[TA], mode="eager", interval_ms=0, vectors={}
         )
         await ws.send_bytes(hello)
-        assert decode_frame((await ws.receive(timeout=5)).data).type == "hello"
+        assert decode_frame((await ws.receive(timeout=30)).data).type == "hello"
         for n, payload in enumerate(payloads):
             async with session.post(f"{hub.url}/v1/memories", data=body, headers=_auth(BOB)) as r:
                 assert r.status == 201  # bob is being served: mallory's loop time is taken from him
             await ws.send_bytes(encode_frame("deltas", n=n, payload=payload))
-            reply = decode_frame((await ws.receive(timeout=10)).data)
+            reply = decode_frame((await ws.receive(timeout=30)).data)
             while reply.type not in ("ack", "error"):
-                reply = decode_frame((await ws.receive(timeout=10)).data)
+                reply = decode_frame((await ws.receive(timeout=30)).data)
             if reply.type == "error":  # in debt: refused like a push over HTTP, told when to retry
                 assert reply.body["code"] == "RateLimited" and reply.body["retry_after"] > 0, reply.body
                 break

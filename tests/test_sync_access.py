@@ -118,7 +118,7 @@ async def _hello(ws, replica: str, channels: list[str]) -> dict:
     await ws.send_bytes(
         encode_frame("hello", replica=replica, channels=channels, mode="eager", interval_ms=0, vectors={})
     )
-    frame = decode_frame((await ws.receive(timeout=5)).data)
+    frame = decode_frame((await ws.receive(timeout=30)).data)
     return {"type": frame.type, **frame.body}
 
 
@@ -150,7 +150,7 @@ async def test_bad_frames_get_errors_and_the_link_keeps_serving(session, server)
         for frame, _, _ in bad:
             await ws.send_bytes(frame)
         await ws.send_str("text is not a frame")
-        replies = [decode_frame((await ws.receive(timeout=5)).data) for _ in range(len(bad) + 1)]
+        replies = [decode_frame((await ws.receive(timeout=30)).data) for _ in range(len(bad) + 1)]
         assert [r.type for r in replies] == ["error"] * (len(bad) + 1)
         assert [(r.body["code"], r.body.get("n")) for r in replies] == [
             *((code, n) for _, code, n in bad),
@@ -160,7 +160,7 @@ async def test_bad_frames_get_errors_and_the_link_keeps_serving(session, server)
         # the same link still applies a good frame and acknowledges it
         await ws.send_bytes(encode_frame("deltas", n=7, payload=await _payload(TA, "acme")))
         while True:
-            reply = decode_frame((await ws.receive(timeout=5)).data)
+            reply = decode_frame((await ws.receive(timeout=30)).data)
             if reply.type == "ack":
                 assert reply.body["n"] == 7 and reply.body["vectors"][TA]
                 break
@@ -197,9 +197,9 @@ async def test_a_delta_relabelled_onto_a_writable_channel_is_refused(session, se
         assert (await _hello(ws, "acme-laptop", [TA]))["type"] == "hello"
         for n, frame in enumerate((planted, also_topic)):
             await ws.send_bytes(encode_frame("deltas", n=n, payload=frame))
-            reply = decode_frame((await ws.receive(timeout=5)).data)
+            reply = decode_frame((await ws.receive(timeout=30)).data)
             while reply.type == "deltas":  # the server pushes what acme may read; not our answer
-                reply = decode_frame((await ws.receive(timeout=5)).data)
+                reply = decode_frame((await ws.receive(timeout=30)).data)
             # a link applies around a memory that fails (so one cannot stall it) and says so
             assert reply.type == "ack" and reply.body["n"] == n and reply.body["rejected"] == 1
     async with session.post(
@@ -246,7 +246,7 @@ async def test_hostile_sync_numbers_ids_and_stamps_get_clear_errors(session, ser
         await ws.send_bytes(
             encode_frame("hello", replica="acme-laptop", channels=[TA], vectors={TA: {"x": huge}})
         )
-        answer = decode_frame((await ws.receive(timeout=5)).data)
+        answer = decode_frame((await ws.receive(timeout=30)).data)
         assert answer.type == "error" and answer.body["code"] == "FrameError"
     status, _ = await _pull(session, server, ACME, [TA])
     assert status == 200

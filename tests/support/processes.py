@@ -69,7 +69,7 @@ class ServerProcess:
             cmd += ["--peer-token", self.peer_token]
         return cmd + self.extra
 
-    def start(self, timeout: float = 30.0) -> ServerProcess:
+    def start(self, timeout: float = 60.0) -> ServerProcess:
         """Start the process and wait (at most ``timeout`` seconds) for its "serving" line; a server
         that exits or hangs before it is killed and reported with the end of its log."""
         env = dict(os.environ, PYTHONUNBUFFERED="1", **self.env)
