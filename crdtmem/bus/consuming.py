@@ -44,6 +44,9 @@ class Consumers:
         self.gaps = gaps
         self.by_stream: dict[str, StreamConsumer] = {}
         self.caught_up = asyncio.Event()
+        self._applying = 0
+        """Consumers between taking a batch and its acks: not caught up, whatever their lag says (a
+        batch's lag is known before it is applied)."""
 
     async def bind(self, js: Any, outbox: Outbox) -> dict[str, Any]:
         """Make (or keep) the durable consumer on each stream and bind a pull subscription to it;
@@ -103,12 +106,16 @@ class Consumers:
             except TimeoutError:  # nothing came for a second
                 reraise_if_cancelled()
                 consumer.lag = 0
-                if all(c.lag == 0 for c in self.by_stream.values()):
+                if not self._applying and all(c.lag == 0 for c in self.by_stream.values()):
                     self.caught_up.set()
                 continue
             self.caught_up.clear()
-            await self.gaps.seen(js, stream, batch)  # a hole is recorded before anything past it is acked
-            started = time.perf_counter()
-            await consumer.handle(batch)
+            self._applying += 1
+            try:
+                await self.gaps.seen(js, stream, batch)  # a hole is recorded before anything past it is acked
+                started = time.perf_counter()
+                await consumer.handle(batch)
+            finally:
+                self._applying -= 1
             elapsed = (time.perf_counter() - started) * 1e3
             log.debug("applied %d message(s) from %s in %.1f ms", len(batch), stream, elapsed)
