@@ -14,17 +14,17 @@ from crdtmem.bus.sendnow import start_publish, write_pending
 async def test_a_publish_reaches_the_socket_before_the_loop_turns(nats_server) -> None:
     nc = await nats.connect(nats_server.url)
     try:
-        js = nc.jetstream(timeout=5)
+        js = nc.jetstream(timeout=30)
         await js.add_stream(name="NOW", subjects=["now.>"], storage=api.StorageType.FILE)
         await js.publish("now.warm", b"w", stream="NOW")  # the PubAck subscription exists now
         acks = [start_publish(js, "now.x", f"m{i}".encode(), f"id-{i}", "NOW") for i in range(3)]
         assert nc._pending, "buffered, not written yet"
         write_pending(nc)
         assert not nc._pending and nc._pending_data_size == 0  # handed to the socket, no turn taken
-        assert await asyncio.wait_for(asyncio.gather(*acks), 5) == [False, False, False]
+        assert await asyncio.wait_for(asyncio.gather(*acks), 30) == [False, False, False]
         again = start_publish(js, "now.x", b"m0", "id-0", "NOW")
         write_pending(nc)
-        assert await asyncio.wait_for(again, 5) is True, "the stream knew the message id"
+        assert await asyncio.wait_for(again, 30) is True, "the stream knew the message id"
         info = await js.stream_info("NOW")
         assert info.state.messages == 4
     finally:
