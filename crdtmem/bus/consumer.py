@@ -20,7 +20,6 @@ engine's triage; out-of-order deltas wait for their dependencies like any peer's
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -135,10 +134,6 @@ class StreamConsumer:
             for item in group:  # one by one: one message cannot hold the others back
                 await self._apply([item])
             return
-        if result.events:
-            # the events are on the feed: its subscribers take them before this task goes on to
-            # the acknowledgements and the next batch (each ack still follows the commit)
-            await asyncio.sleep(0)
         self.metrics.inc("crdtmem_bus_deltas_applied_total", result.applied)
         self.metrics.inc("crdtmem_bus_duplicates_total", result.duplicates)
         if result.rejected:

@@ -40,6 +40,7 @@ the clocks agree.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections import Counter
 from collections.abc import Callable
@@ -447,6 +448,8 @@ class RemoteApply:
                     materializer.mark({d: origins[d] for d in stale}, before)
 
         events = await self._commit(work, changed, before, origins, after=landed, stale=stale)
+        if events:  # on the feed: its subscribers take them before the rest of the apply returns
+            await asyncio.sleep(0)
         return _Outcome([item.delta for item in applied], events, [item.delta.uid for item in parked])
 
     def _carried(
