@@ -45,14 +45,21 @@ def _hello(replica: str) -> bytes:
     return encode_frame("hello", replica=replica, channels=[U1], mode="eager", interval_ms=0, vectors={})
 
 
+@contextlib.asynccontextmanager
+async def _subscribed(node: Node, replica: str) -> AsyncIterator[aiohttp.ClientWebSocketResponse]:
+    """A raw WebSocket to ``node``'s sync endpoint that has said its :func:`_hello`."""
+    async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
+        await ws.send_bytes(_hello(replica))
+        yield ws
+
+
 async def test_slow_subscriber_is_moved_to_pull_and_told_so(tmp_path, caplog):
     caplog.set_level(logging.INFO, logger="crdtmem.sync.link")
     settings_ = LinkSettings(page=1, window=2, slow_after=0.3, ack_timeout=60)
     async with Node(Replica(tmp_path / "a.db", replica_id="a"), settings=settings_) as node:
         for i in range(10):
             await node.replica.add(f"fact {i}", user_id="u1")
-        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(_hello("slow"))
+        async with _subscribed(node, "slow") as ws:
             frames = await _frames_until(ws, "mode")  # never acknowledge anything
             deltas = [f for f in frames if f.type == "deltas"]
             assert len(deltas) == settings_.window, "pushed beyond the window without acks"
@@ -66,7 +73,10 @@ async def test_slow_subscriber_is_moved_to_pull_and_told_so(tmp_path, caplog):
                 await node.replica.add(f"more {i}", user_id="u1")
             # the subscriber pulls, resumes from its new vectors, and is pushed to again
             body = msgpack.packb({"channels": [U1], "vectors": {}, "limit": 100})
-            async with session.post(f"{node.url}/v1/sync/pull", data=body) as r:
+            async with (
+                aiohttp.ClientSession() as session,
+                session.post(f"{node.url}/v1/sync/pull", data=body) as r,
+            ):
                 pulled = wire.decode(await r.read())
             assert len(pulled.deltas) == 15
             await ws.send_bytes(encode_frame("resume", vectors=pulled.vectors))
@@ -88,8 +98,7 @@ async def test_an_unacknowledged_frame_is_sent_again_after_the_ack_timeout(tmp_p
     settings_ = LinkSettings(ack_timeout=0.2, slow_after=3600)
     async with Node(Replica(tmp_path / "a.db", replica_id="a"), settings=settings_) as node:
         made = [await node.replica.add(f"fact {i}", user_id="u1") for i in range(3)]
-        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(_hello("lossy"))
+        async with _subscribed(node, "lossy") as ws:
             first = (await _frames_until(ws, "deltas"))[-1]  # "lost": never acknowledged
             again = (await _frames_until(ws, "deltas"))[-1]
             sent = [wire.decode(f.body["payload"]).deltas for f in (first, again)]
@@ -156,8 +165,7 @@ async def test_oversized_frame_is_refused_and_others_keep_syncing(tmp_path):
         Node(Replica(tmp_path / "hub.db", replica_id="hub"), settings=settings_) as hub,
         Node(Replica(tmp_path / "b.db", replica_id="b", channels=[U1]), peers=[PeerConfig(hub.url)]) as b,
     ):
-        async with aiohttp.ClientSession() as session, session.ws_connect(f"{hub.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(_hello("big"))
+        async with _subscribed(hub, "big") as ws:
             assert decode_frame((await ws.receive()).data).type == "hello"
             await ws.send_bytes(encode_frame("deltas", n=0, payload=b"x" * 10_000))
             message = await ws.receive()
@@ -227,8 +235,7 @@ async def test_eager_pushes_come_from_commits_and_match_the_log(tmp_path):
     the log, in order, and a write made while the peer is behind is still delivered (log fallback)."""
     async with Node(Replica(tmp_path / "a.db", replica_id="a")) as node:
         await node.replica.add("before the peer", user_id="u1")
-        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(_hello("b"))
+        async with _subscribed(node, "b") as ws:
             received = []
 
             async def take_one_frame() -> None:
@@ -576,8 +583,7 @@ async def test_an_ack_without_vectors_keeps_the_link(tmp_path):
     handler died (the socket closed abnormally, 1006). Found by the replication-surface fuzz soak."""
     async with Node(Replica(tmp_path / "a.db", replica_id="a")) as node:
         await node.replica.add("fact", user_id="u1")
-        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(_hello("b"))
+        async with _subscribed(node, "b") as ws:
             frames = await _frames_until(ws, "deltas")
             await ws.send_bytes(encode_frame("ack", n=frames[-1].body["n"]))
             # frames are handled in order: the answer to this one shows the ack was taken
@@ -592,8 +598,7 @@ async def test_a_resume_without_vectors_keeps_the_link(tmp_path):
     as required and its handler died (1006). Found by the replication-surface fuzz soak."""
     async with Node(Replica(tmp_path / "a.db", replica_id="a")) as node:
         first = await node.replica.add("fact", user_id="u1")
-        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(_hello("b"))
+        async with _subscribed(node, "b") as ws:
             frames = await _frames_until(ws, "deltas")
             await ws.send_bytes(encode_frame("ack", n=frames[-1].body["n"], vectors={U1: {"a": 1}}))
             await ws.send_bytes(encode_frame("resume"))
@@ -610,8 +615,7 @@ async def test_the_server_end_told_to_pull_resumes_from_what_it_holds(tmp_path):
     network soak (tests/test_replication_faults.py)."""
     async with Node(Replica(tmp_path / "a.db", replica_id="a")) as node:
         await node.replica.add("fact", user_id="u1")
-        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(_hello("b"))
+        async with _subscribed(node, "b") as ws:
             await ws.send_bytes(encode_frame("mode", mode="pull", reason="peer did not acknowledge in time"))
             resume = (await _frames_until(ws, "resume", timeout=5))[-1]
             assert resume.body["vectors"] == node.replica.version_vectors([U1]) == {U1: {"a": 1}}
@@ -624,8 +628,7 @@ async def test_a_pull_request_without_a_resume_is_sent_again(tmp_path):
     async with Node(Replica(tmp_path / "a.db", replica_id="a"), settings=settings_) as node:
         for i in range(5):
             await node.replica.add(f"fact {i}", user_id="u1")
-        async with aiohttp.ClientSession() as session, session.ws_connect(f"{node.url}/v1/sync/ws") as ws:
-            await ws.send_bytes(_hello("slow"))
+        async with _subscribed(node, "slow") as ws:
             await _frames_until(ws, "mode")  # never acknowledge; the first one is "lost"
             again = await _frames_until(ws, "mode", timeout=5)
             assert [f.type for f in again] == ["mode"], "pushed while the peer was in pull mode"
