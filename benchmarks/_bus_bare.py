@@ -1,5 +1,7 @@
-"""The baselines of ``bench_bus.py``: a bare nats-py JetStream pipeline, and the floor (the same
-plus a signature and a durable SQLite commit on each side). See ``bench_bus.py``'s docstring."""
+"""The baselines of ``bench_bus.py``: a bare nats-py JetStream pipeline; the floor (the same plus a
+signature and a durable SQLite commit on each side); the CRDT floor (the floor carrying a raw pycrdt
+update, which the reader applies: the physical floor of docs/benchmarks.md, over JetStream). See
+``bench_bus.py``'s docstring."""
 
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ from typing import Any
 import nats
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js import api
+from pycrdt import Doc, Map
 
 
 class Bare:
@@ -140,7 +143,101 @@ class Floor(Bare):
             self.log.close()
 
 
-def commit(conn: sqlite3.Connection, rows: list[bytes]) -> None:
+SIG = 64
+"""Bytes of an Ed25519 signature: a CRDT floor message is the signature, then the update."""
+FACTS = 100
+"""Facts of the CRDT floor, as in crdtmem's latency case: write ``i`` changes fact ``i % 100``."""
+
+
+def fact_docs() -> list[Doc]:
+    """One raw pycrdt document per fact (as crdtmem keeps one per memory), a map ``m`` in each."""
+    docs = [Doc() for _ in range(FACTS)]
+    for doc in docs:
+        doc.get("m", type=Map)
+    return docs
+
+
+def _update_overhead() -> int:
+    """Bytes of a fact's update besides its text, on a probe document."""
+    doc = fact_docs()[0]
+    before = doc.get_state()
+    doc["m"]["content"] = "x" * 100
+    return len(doc.get_update(before)) - 100
+
+
+class CrdtFloor(Floor):
+    """The floor carrying what a memory-sync engine carries: the writer changes one of 100 facts, each
+    a raw pycrdt document, signs the transaction's update, commits it with that document's state
+    (``bench_sync_latency.py``'s floor: the update appended, the state saved) and publishes the
+    signature and the update; a reader verifies the signature, applies the update to its copy of the
+    document, commits the same way (one transaction per batch), reads the fact back (visible), then
+    acknowledges. Nothing else: no record, no vectors, no authorization, no event. Which fact a
+    message changes travels in its message id (crdtmem's payload names its document)."""
+
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.docs = fact_docs()
+        self._overhead = _update_overhead()  # update bytes besides the fact's text (then the last write's)
+
+    def database(self, name: str) -> sqlite3.Connection:
+        conn = super().database(name)
+        conn.execute("CREATE TABLE IF NOT EXISTS state(id INTEGER PRIMARY KEY, data BLOB)")
+        return conn
+
+    def data(self, i: int) -> bytes:
+        """Write ``i`` as a signed update of fact ``i % 100``'s document (about ``size`` bytes)."""
+        text = f"{i}:".ljust(max(1, self.size - SIG - self._overhead), "x")
+        doc = self.docs[i % FACTS]
+        before = doc.get_state()
+        doc["m"]["content"] = text
+        update = doc.get_update(before)
+        self._overhead = len(update) - len(text)
+        return self.key.sign(update) + update
+
+    def write(self, i: int) -> bytes:
+        data = self.data(i)
+        assert self.log is not None, "a reader's CrdtFloor has no log to write"
+        commit(self.log, [data[SIG:]], {i % FACTS: self.docs[i % FACTS].get_update()})
+        return data
+
+    async def durable_consumer(self, name: str, on_message: Any, stop: asyncio.Event) -> asyncio.Task[None]:
+        sub = await self.consumer(name)
+        conn = self.database(name)
+        docs = fact_docs()
+
+        async def run() -> None:
+            while not stop.is_set():
+                try:
+                    batch = await sub.fetch(256, timeout=1.0)
+                except TimeoutError:
+                    continue
+                updates, states, seen = [], {}, []
+                for msg in batch:
+                    i = int(msg.headers["Nats-Msg-Id"].rsplit("-", 1)[1])
+                    update = msg.data[SIG:]
+                    self.public.verify(msg.data[:SIG], update)  # nothing applied before it is verified
+                    docs[i % FACTS].apply_update(update)
+                    updates.append(update)
+                    seen.append(i)
+                for fact in {i % FACTS for i in seen}:
+                    states[fact] = docs[fact].get_update()
+                if len(updates) == 1:
+                    commit(conn, updates, states)
+                else:
+                    await asyncio.to_thread(commit, conn, updates, states)
+                for i in seen:
+                    if docs[i % FACTS]["m"]["content"]:  # the fact read back: visible
+                        on_message(i)
+                for msg in batch:
+                    await msg.ack()
+            conn.close()
+
+        return asyncio.create_task(run())
+
+
+def commit(conn: sqlite3.Connection, rows: list[bytes], states: dict[int, bytes] | None = None) -> None:
     conn.execute("BEGIN IMMEDIATE")
     conn.executemany("INSERT INTO log(data) VALUES (?)", [(row,) for row in rows])
+    if states:
+        conn.executemany("INSERT OR REPLACE INTO state(id, data) VALUES (?, ?)", list(states.items()))
     conn.execute("COMMIT")

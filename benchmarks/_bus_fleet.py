@@ -1,6 +1,6 @@
 """``bench_bus.py``'s latency case with each side in a process of its own, as in a fleet.
 
-Node A and node B, and the bare and floor pipelines' publisher and consumer, each run in a child
+Node A and node B, and the bare and both floor pipelines' publisher and consumer, each run in a child
 process (this script run with ``--child <role> ...``) driven by JSON lines on its stdin and stdout
 (``bench_sync_common.Child``). The driver tells the writer to write one change; the writer stamps
 the start, the reader stamps the change in hand, both on CLOCK_MONOTONIC (one clock for every
@@ -98,15 +98,16 @@ async def crdtmem_latency(
 
 
 async def pipeline_latency(
-    root: Path, url: str, tag: str, size: int, writes: int, warmup: int, sync: str | None
+    root: Path, url: str, tag: str, size: int, writes: int, warmup: int, sync: str | None, crdt: bool = False
 ) -> list[float]:
-    """Seconds from the publish call (the floor: the signature and the commit before it) in the
-    publisher's process to the message in hand in the consumer's; the floor when ``sync`` is given,
-    else bare."""
+    """Seconds from the publish call (the floors: the signature and the commit before it) in the
+    publisher's process to the message in hand in the consumer's; the floor when ``sync`` is given
+    (the CRDT floor with ``crdt``), else bare."""
     key = Ed25519PrivateKey.generate().private_bytes_raw().hex() if sync else "-"
+    kind = ("crdt" if crdt else "floor") if sync else "bare"
 
     def role(name: str) -> tuple[str, list[str]]:
-        return f"{tag}-{name}", ["pipeline", name, url, tag, str(size), str(root), sync or "-", key]
+        return f"{tag}-{name}", ["pipeline", name, url, tag, str(size), str(root), sync or "-", key, kind]
 
     async with children(root, role("publisher"), role("consumer")) as (publisher, consumer):
         samples = []
@@ -196,16 +197,17 @@ async def node(name: str, url: str, tag: str, root: str, sync: str, breakdown: b
         _bus_trace.save(Path(trace_dir) / f"{tag}-{name}.pkl", {"writes": writes, "seen": seen_at})
 
 
-async def pipeline(role: str, url: str, tag: str, size: int, root: str, sync: str, key: str) -> None:
-    """The bare (``sync`` "-") or floor pipeline's publisher, or its consumer reporting each message."""
-    from _bus_bare import Bare, Floor, receive
+async def pipeline(
+    role: str, url: str, tag: str, size: int, root: str, sync: str, key: str, kind: str
+) -> None:
+    """The bare, floor or CRDT floor (``kind``) pipeline's publisher, or its consumer reporting each
+    message."""
+    from _bus_bare import Bare, CrdtFloor, Floor, receive
 
-    floor = sync != "-"
-    pipe: Bare = (
-        Floor(url, tag, size, Path(root), sync, key=bytes.fromhex(key), writer=role == "publisher")
-        if floor
-        else Bare(url, tag, size)
-    )
+    pipe: Bare = Bare(url, tag, size)
+    if kind != "bare":
+        floor = CrdtFloor if kind == "crdt" else Floor
+        pipe = floor(url, tag, size, Path(root), sync, key=bytes.fromhex(key), writer=role == "publisher")
     async with pipe:
         stop = asyncio.Event()
         task = None
@@ -241,8 +243,8 @@ def run_child(argv: list[str]) -> None:
         name, url, tag, root, sync, breakdown = argv[1:]
         asyncio.run(node(name, url, tag, root, sync, breakdown == "1"))
     else:
-        role, url, tag, size, root, sync, key = argv[1:]
-        asyncio.run(pipeline(role, url, tag, int(size), root, sync, key))
+        role, url, tag, size, root, sync, key, kind = argv[1:]
+        asyncio.run(pipeline(role, url, tag, int(size), root, sync, key, kind))
 
 
 if __name__ == "__main__":
