@@ -20,7 +20,8 @@ After the writes, A's file is checkpointed and measured against the text the con
 messages' text, UTF-8), and the fact's whole state (snapshot + tail folded) is measured.
 
 Targets (docs/benchmarks.md): a write at N <= 1.5x the cost at 10, local and remote; an append's delta
-at N <= 1.2x its size at 10; the file <= 10x the text it holds.
+at N <= 1.2x its size at 10; a 10,000-message conversation's file <= 10x the text it holds (at fewer
+messages the file's ratio is printed, not checked: the store's fixed pages weigh more).
 
 Run: ``python benchmarks/bench_hot_memory.py`` (10,000 writes per memory, 3 rounds: several minutes),
 ``--quick`` (1,000, about 1 minute), ``--at 10 1000 3000`` to choose the lengths, ``--profile`` to
@@ -62,6 +63,10 @@ class KindRun:
     delta_bytes_total: int = 0
     text_bytes: int = 0
     state_bytes: int = 0
+
+
+FILE_TARGET_AT = 10_000
+"""The conversation length the file target (<= 10x the text) is set for."""
 
 
 def text_of(i: int) -> str:
@@ -280,9 +285,16 @@ async def main() -> int:
         )
     text = statistics.median(figures["conversation text bytes"])
     file_bytes = statistics.median(figures["conversation file bytes"])
+    # the target is the issue's 10,000-message conversation: at a shorter one the store's fixed pages
+    # (schema, indexes, keys, vectors) weigh more against the text, so it is printed, not checked
+    file_checked = last >= FILE_TARGET_AT
     print(
         f"conversation file: {file_bytes:,.0f} B for {text:,.0f} B of text: {file_bytes / text:.1f}x "
-        "(target <= 10x)"
+        + (
+            "(target <= 10x)"
+            if file_checked
+            else f"(target <= 10x at {FILE_TARGET_AT:,} messages: not checked at {last:,})"
+        )
     )
     extra = {
         "at": at,
@@ -291,7 +303,7 @@ async def main() -> int:
         "sizes": {k: statistics.median(v) for k, v in figures.items()},
     }
     status = _common.finish(args, "hot_memory", series, ratios, extra)
-    sizes_met = file_bytes <= 10 * text and all(
+    sizes_met = (file_bytes <= 10 * text or not file_checked) and all(
         statistics.median(figures[f"{k} delta bytes at {last}"])
         <= 1.2 * statistics.median(figures[f"{k} delta bytes at {first}"])
         for k in KINDS

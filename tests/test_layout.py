@@ -25,7 +25,7 @@ LEVELS: list[set[str]] = [
     {"engine"},
     {"sync", "testing", "bus", "integrations"},
     {"server"},
-    {"cli", "mem0", "mcp"},
+    {"cli", "mem0"},
     {"__init__", "__main__"},
 ]
 LEVEL = {room: n for n, rooms in enumerate(LEVELS) for room in rooms}
