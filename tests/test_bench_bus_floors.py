@@ -70,6 +70,31 @@ async def test_the_crdt_floor_carries_signed_updates_that_the_reader_applies_and
         assert doc.get("m", type=Map)["content"].startswith("101:")
 
 
+async def test_the_crdt_floor_reader_takes_an_overwrite_before_the_write_it_overwrites(
+    nats_server, tmp_path
+) -> None:
+    # as with the throughput case's 16 publishers: the stream's order is not the writes' order
+    key = bytes(range(32))
+    writer = bare.CrdtFloor(nats_server.url, "o", SIZE, tmp_path, "NORMAL", key=key)
+    reader = bare.CrdtFloor(nats_server.url, "o", SIZE, tmp_path, "NORMAL", key=key, writer=False)
+    async with writer, reader:
+        seen, task, stop = await _read(reader)
+        first, second = writer.write(1), writer.write(101)
+        await writer.publish_data(101, second)
+        await _until(lambda: len(seen) == 1, task)
+        await writer.publish_data(1, first)
+        await _until(lambda: len(seen) == 2, task)
+        stop.set()
+        await task
+    assert seen == [101, 1]
+    conn = sqlite3.connect(tmp_path / "floor-o-reader.db")
+    state = conn.execute("SELECT data FROM state WHERE id = 1").fetchone()[0]
+    conn.close()
+    doc = Doc()
+    doc.apply_update(state)
+    assert doc.get("m", type=Map)["content"].startswith("101:")
+
+
 async def test_the_crdt_floor_applies_nothing_it_cannot_verify(nats_server, tmp_path) -> None:
     key = bytes(range(32))
     writer = bare.CrdtFloor(nats_server.url, "t", SIZE, tmp_path, "NORMAL", key=key)
@@ -88,12 +113,13 @@ async def test_the_crdt_floor_applies_nothing_it_cannot_verify(nats_server, tmp_
     conn.close()
 
 
-def test_the_latency_case_runs_every_pipeline_end_to_end(tmp_path) -> None:
+def test_the_benchmark_runs_every_case_end_to_end(tmp_path) -> None:
     done = subprocess.run(
         [
             sys.executable,
             str(BENCHMARKS / "bench_bus.py"),
-            *("--quick", "--rounds", "1", "--writes", "5", "--latency-only", "--synchronous", "NORMAL"),
+            *("--quick", "--rounds", "1", "--writes", "5", "--count", "64", "--catchup", "64"),
+            *("--synchronous", "NORMAL"),
             *("--dir", str(tmp_path)),
         ],
         capture_output=True,
@@ -104,3 +130,5 @@ def test_the_latency_case_runs_every_pipeline_end_to_end(tmp_path) -> None:
     for case in ("crdtmem", "crdt floor", "floor", "bare"):  # each case's row of p50 and p99
         assert re.search(rf"^{case} +\d+\.\d+ +\d+\.\d+", done.stdout, flags=re.M), done.stdout
     assert "p50 <= 2x the CRDT floor" in done.stdout
+    assert "replicated deltas/s vs the CRDT floor" in done.stdout
+    assert "catch-up of a node down for 64 updates" in done.stdout
