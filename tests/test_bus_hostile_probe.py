@@ -1,11 +1,14 @@
 """Hostile publishers on the bus, on a real JetStream server: anyone who may publish on a channel's
 subject can claim entries that are not theirs (a forged delta under a node's origin and its next
-sequence numbers). Such a message is refused and changes nothing: the node still publishes its own
-writes with those sequence numbers when they come, and the other nodes get them."""
+sequence numbers, a message published ahead under the id an entry will have). Such a message is
+refused and changes nothing: the node still publishes its own writes with those sequence numbers
+when they come, and the other nodes get them."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import hashlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -14,7 +17,7 @@ import nats
 
 from crdtmem import Replica
 from crdtmem.access import Principal
-from crdtmem.bus import BusClient, BusSettings, Layout
+from crdtmem.bus import BusClient, BusSettings, Layout, message_id
 from crdtmem.engine import payload as wire
 from crdtmem.errors import NotFound
 from tests.support.rest import eventually
@@ -81,6 +84,19 @@ async def test_a_forged_claim_on_a_nodes_next_entries_does_not_keep_its_writes_o
         for n in range(3):
             assert not await _holds(b, f"forged-{n}") and not await _holds(a, f"forged-{n}")
         assert a.version_vector(U1) == b.version_vector(U1) == {"a": 3}
+
+
+async def test_a_message_published_ahead_under_an_entrys_id_does_not_make_the_stream_drop_it(
+    tmp_path, nats_server
+) -> None:
+    digest = hashlib.sha256(U1.encode()).hexdigest()[:24]
+    guesses = [f"a:1:{digest}", message_id("a", U1, 1, b"junk"), f"a:1-1:{digest}"]
+    async with _fleet(tmp_path, nats_server.url) as (a, _, b):
+        await _publish(nats_server.url, [(b"junk", {"Nats-Msg-Id": guess}) for guess in guesses])
+        await asyncio.sleep(0.5)  # the junk is in the stream, inside its duplicate window
+        await a.add("real", user_id="u1", memory_id="real")
+        await eventually(lambda: _holds(b, "real"), what="b holds a's write")
+        assert b.version_vector(U1) == {"a": 1}
 
 
 async def _consumed(count: int, at_least: int) -> bool:

@@ -163,4 +163,4 @@ class StreamConsumer:
 def _entries_named(msg: Any, channel: str) -> tuple[str, list[int]] | None:
     """``(origin, seqs)`` the message id names, if it is one for ``channel`` (:func:`entries_named`)."""
     msg_id = (msg.headers or {}).get("Nats-Msg-Id")
-    return entries_named(msg_id, channel) if isinstance(msg_id, str) else None
+    return entries_named(msg_id, channel, msg.data) if isinstance(msg_id, str) else None

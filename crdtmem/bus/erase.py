@@ -138,7 +138,7 @@ class StreamEraser:
             data = wire.encode(wire.Payload(self.replica.id, sent, {}, self.replica.keys_for(sent)))
             first = stubs[0]
             stub_id = (
-                f"{message_id(first.origin, channel, first.seqs.get(channel, 0))}:stub"
+                f"{message_id(first.origin, channel, first.seqs.get(channel, 0), data)}:stub"
                 if first.seqs
                 else msg_id
             )

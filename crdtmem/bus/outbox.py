@@ -475,7 +475,7 @@ class Outbox:
                 data = self._encode([record], list(record.seqs))
                 for channel, seq in item.entries:
                     seqs = set(record.all_seqs(channel))
-                    msg_id = message_id(record.origin, channel, seq)
+                    msg_id = message_id(record.origin, channel, seq, data)
                     out.append(_Message(channel, record.origin, data, msg_id, seqs))
             return out
         runs: dict[Key, list[DeltaRecord]] = {}
@@ -489,7 +489,8 @@ class Outbox:
                 seqs = {s for record in batch for s in record.all_seqs(channel)}
                 merged = coalesce(batch, self.replica.id, self.replica.signer)
                 data = self._encode(merged, [channel])
-                out.append(_Message(channel, origin, data, batch_id(origin, channel, sorted(seqs)), seqs))
+                msg_id = batch_id(origin, channel, sorted(seqs), data)
+                out.append(_Message(channel, origin, data, msg_id, seqs))
         return out
 
     async def _publish(self, todo: list[_Pending], publish: PublishOne) -> None:
