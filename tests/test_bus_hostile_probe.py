@@ -2,7 +2,9 @@
 subject can claim entries that are not theirs (a forged delta under a node's origin and its next
 sequence numbers, a message published ahead under the id an entry will have). Such a message is
 refused and changes nothing: the node still publishes its own writes with those sequence numbers
-when they come, and the other nodes get them."""
+when they come, and the other nodes get them. Anyone may also send requests naming any node: a
+flood of them under new names keeps the node's rate buckets bounded, and the node serves the
+others."""
 
 from __future__ import annotations
 
@@ -13,12 +15,16 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import msgpack
 import nats
 
 from crdtmem import Replica
 from crdtmem.access import Principal
 from crdtmem.bus import BusClient, BusSettings, Layout, message_id
+from crdtmem.bus.pull import pull, pull_subject
+from crdtmem.bus.requests import DOMAIN
 from crdtmem.engine import payload as wire
+from crdtmem.engine.signing import Signer
 from crdtmem.errors import NotFound
 from tests.support.rest import eventually
 
@@ -101,3 +107,41 @@ async def test_a_message_published_ahead_under_an_entrys_id_does_not_make_the_st
 
 async def _consumed(count: int, at_least: int) -> bool:
     return count >= at_least
+
+
+def _offer_from(signer: Signer, node: str, reply: str) -> bytes:
+    """A pull offer request signed by ``signer`` under any node's name."""
+    body = {"op": "offer", "channels": None, "vectors": {}, "from": node, "key": signer.public}
+    packed = msgpack.packb({**body, "reply": reply, "on": "pull"}, use_bin_type=True)
+    sig = signer.sign_message(DOMAIN + hashlib.sha256(packed).digest())
+    return bytes(msgpack.packb({"body": packed, "sig": sig}, use_bin_type=True))
+
+
+async def test_a_flood_of_requests_under_new_names_keeps_the_rate_buckets_bounded(
+    tmp_path, nats_server
+) -> None:
+    async with (
+        Replica(tmp_path / "a.db", replica_id="a") as a,
+        Replica(tmp_path / "c.db", replica_id="c") as c,
+        BusClient(a, BusSettings([nats_server.url])) as bus,
+    ):
+        await a.add("a fact", user_id="u1", memory_id="fact")
+        await eventually(lambda: _serving(bus), what="a serving pulls")
+        bus.limiter.max_buckets = 100
+        signer, nc = Signer.generate(), await nats.connect(nats_server.url)
+        try:
+            for n in range(1000):
+                inbox = f"_INBOX.flood.{n}"
+                await nc.publish(
+                    pull_subject(Layout.of()), _offer_from(signer, f"sybil-{n}", inbox), reply=inbox
+                )
+            await nc.flush()
+            pulled = await pull(nc, c, Layout.of(), BUS, wait=2.0)  # served after the flood
+        finally:
+            await nc.close()
+        assert pulled.node == "a" and await _holds(c, "fact")
+        assert len(bus.limiter._buckets) <= 100
+
+
+async def _serving(bus: BusClient) -> bool:
+    return bus.ready and bus.pull_server is not None
