@@ -441,7 +441,7 @@ async def measure(
                 channel = next(iter(record.seqs))
                 data = wire.encode(wire.Payload(a.id, [record], {}, a.keys_for([record])))
                 subject = layout.subject(channel)
-                msg_id = message_id(record.origin, channel, record.seqs[channel])
+                msg_id = message_id(record.origin, channel, record.seqs[channel], data)
                 header = f"NATS/1.0\r\nNats-Msg-Id: {msg_id}\r\n\r\n"
                 messages.append(data)
                 # the JetStream file store's record: 22-byte header, subject, headers, data, 8-byte hash

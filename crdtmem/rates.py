@@ -12,10 +12,16 @@ from dataclasses import dataclass, field
 
 @dataclass
 class RateLimiter:
-    """A token bucket per principal: ``rate`` writes per second, bursts of up to ``burst``."""
+    """A token bucket per principal: ``rate`` writes per second, bursts of up to ``burst``.
+
+    The keys may be anyone's to choose (a bus request names its node and key), so at most
+    ``max_buckets`` are kept: past that, the buckets that have filled up again are dropped (a key
+    without a bucket has a full one), then, if more than half remain, the least recently used ones
+    down to half."""
 
     rate: float = 200.0
     burst: float = 400.0
+    max_buckets: int = 100_000
     _buckets: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     def acquire(self, key: str, cost: float = 1.0, now: float | None = None) -> float:
@@ -25,11 +31,20 @@ class RateLimiter:
         now = time.monotonic() if now is None else now
         tokens, last = self._buckets.get(key, (self.burst, now))
         tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if len(self._buckets) >= self.max_buckets and key not in self._buckets:
+            self._prune(now)
         if tokens >= cost:
             self._buckets[key] = (tokens - cost, now)
             return 0.0
         self._buckets[key] = (tokens, now)
         return (cost - tokens) / self.rate
+
+    def _prune(self, now: float) -> None:
+        kept = {k: v for k, v in self._buckets.items() if v[0] + (now - v[1]) * self.rate < self.burst}
+        half = max(1, self.max_buckets // 2)
+        if len(kept) > half:  # many keys in use at once: the least recently used go, as if full
+            kept = dict(sorted(kept.items(), key=lambda item: item[1][1])[-half:])
+        self._buckets = kept
 
 
 @dataclass

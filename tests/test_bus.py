@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crdtmem.bus import Layout, StreamSpec, channel_of, message_id
+from crdtmem.bus.subjects import entries_named
 from crdtmem.errors import InvalidInput
 from crdtmem.ids import Channel
 from tests.support.processes import ServerProcess
@@ -79,10 +80,18 @@ def test_subjects_that_are_not_channels_are_refused() -> None:
 
 
 def test_message_ids_tell_entries_apart() -> None:
-    ids = {message_id(o, c, s) for o in ("a", "b") for c in (U1, "user:u2:memories") for s in (1, 2)}
-    assert len(ids) == 8
+    ids = {
+        message_id(o, c, s, d)
+        for o in ("a", "b")
+        for c in (U1, "user:u2:memories")
+        for s in (1, 2)
+        for d in (b"one", b"two")
+    }
+    assert len(ids) == 16
     assert all(i.isascii() and "\n" not in i for i in ids)
-    assert message_id("a", U1, 1) == message_id("a", U1, 1)
+    assert message_id("a", U1, 1, b"one") == message_id("a", U1, 1, b"one")
+    assert entries_named(message_id("a", U1, 1, b"one"), U1, b"one") == ("a", [1])
+    assert entries_named(message_id("a", U1, 1, b"one"), U1, b"two") is None
 
 
 # -- nodes through one JetStream server ----------------------------------------------------------

@@ -328,7 +328,7 @@ async def test_the_bus_principal_introduces_only_its_origins(nats_server, procs,
                 exported = wire.decode(await writer.export_since([channel]))
                 (delta,) = exported.deltas
                 data = wire.encode(wire.Payload(origin, [delta], {}, exported.keys))
-                msg_id = message_id(origin, channel, delta.seqs[channel])
+                msg_id = message_id(origin, channel, delta.seqs[channel], data)
                 published.append((layout.subject(channel), data, msg_id))
     await publish_deltas(nats_server, published)
     await eventually(lambda: exists(api, "good-u1"), what="the allowed origin's delta")

@@ -24,12 +24,13 @@ LAZY = ("--bus-delivery", "lazy", "--bus-batch-interval")
 
 
 def test_batch_ids_name_their_entries() -> None:
-    msg_id = batch_id("a", U1, [3, 4, 6])
-    assert entries_named(msg_id, U1) == ("a", [3, 4, 5, 6])
-    assert batch_id("a", U1, [3, 4, 6]) == msg_id != batch_id("a", U1, [3, 4, 5, 6])
-    assert batch_id("a", "user:u2:memories", [3, 4, 6]) != msg_id
+    msg_id = batch_id("a", U1, [3, 4, 6], b"data")
+    assert entries_named(msg_id, U1, b"data") == ("a", [3, 4, 5, 6])
+    assert batch_id("a", U1, [3, 4, 6], b"data") == msg_id != batch_id("a", U1, [3, 4, 5, 6], b"data")
+    assert batch_id("a", "user:u2:memories", [3, 4, 6], b"data") != msg_id
+    assert batch_id("a", U1, [3, 4, 6], b"other") != msg_id
     for bad in ["a:9-3:x", "a:0-3:x", "a:1-20000:x", "a:x-y:z", "a:-3:x"]:
-        assert entries_named(bad, U1) is None
+        assert entries_named(bad, U1, b"data") is None
 
 
 async def _drained(bus: BusClient) -> bool:

@@ -5,7 +5,7 @@
     a batch (crdtmem.bus.standing) ─▶ each message: its subject names a channel, its data is a
       crdtmem.deltas payload carrying a delta logged on that channel (else: refused, counted,
       terminated)
-      ─▶ the outbox learns the entry is in the stream ─▶ Replica.apply_payload(sender = the bus
+      ─▶ the outbox told of the arriving deltas ─▶ Replica.apply_payload(sender = the bus
       principal, isolate=True): authenticated, origin-checked, signature-verified, authorized per
       delta, committed durably ─▶ ack
 
@@ -43,6 +43,7 @@ RETRY_S = 5.0
 class _Message:
     msg: Any
     payload: wire.Payload
+    channel: str
 
 
 class StreamConsumer:
@@ -74,25 +75,30 @@ class StreamConsumer:
 
     async def handle(self, batch: list[Any]) -> None:
         good: list[_Message] = []
-        for msg in batch:
-            item = await self._check(msg)
-            if item is not None:
-                good.append(item)
-        if batch:
-            self.lag = pending_count(batch[-1])
-        # a delta appears once per apply (a copy on another channel's subject goes in the next one)
-        groups: list[tuple[list[_Message], set[str]]] = []
-        for item in good:
-            uids = {d.uid for d in item.payload.deltas}
-            for group, taken in groups:
-                if not uids & taken:
-                    group.append(item)
-                    taken |= uids
-                    break
-            else:
-                groups.append(([item], uids))
-        for group, _ in groups:
-            await self._apply(group)
+        try:
+            for msg in batch:
+                item = await self._check(msg)
+                if item is not None:
+                    good.append(item)
+            if batch:
+                self.lag = pending_count(batch[-1])
+            # a delta appears once per apply (a copy on another channel's subject goes in the next one)
+            groups: list[tuple[list[_Message], set[str]]] = []
+            for item in good:
+                uids = {d.uid for d in item.payload.deltas}
+                for group, taken in groups:
+                    if not uids & taken:
+                        group.append(item)
+                        taken |= uids
+                        break
+                else:
+                    groups.append(([item], uids))
+            for group, _ in groups:
+                await self._apply(group)
+        finally:
+            for item in good:
+                for delta in item.payload.deltas:
+                    self.outbox.arrived(item.channel, delta)
 
     async def _check(self, msg: Any) -> _Message | None:
         try:
@@ -115,8 +121,8 @@ class StreamConsumer:
             await msg.term()
             return None
         for delta in payload.deltas:
-            self.outbox.handed(channel, delta.origin, delta.all_seqs(channel))
-        return _Message(msg, payload)
+            self.outbox.arriving(channel, delta)
+        return _Message(msg, payload, channel)
 
     async def _apply(self, group: list[_Message]) -> None:
         deltas = [d for m in group for d in m.payload.deltas]
@@ -157,4 +163,4 @@ class StreamConsumer:
 def _entries_named(msg: Any, channel: str) -> tuple[str, list[int]] | None:
     """``(origin, seqs)`` the message id names, if it is one for ``channel`` (:func:`entries_named`)."""
     msg_id = (msg.headers or {}).get("Nats-Msg-Id")
-    return entries_named(msg_id, channel) if isinstance(msg_id, str) else None
+    return entries_named(msg_id, channel, msg.data) if isinstance(msg_id, str) else None

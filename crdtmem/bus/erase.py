@@ -6,9 +6,10 @@ commits an erase marker (its own ``forget``, a device's, or one from the bus) re
 durably (store meta ``bus:forgotten``), and once the marker is in the stream (the outbox marks
 passed it) scans the subject of each of the memory's channels::
 
-    each message holding a delta of the memory with content ─▶ publish its stub (the delta with
-      no content, the entry it was; message id ``{id}:stub``) ─▶ delete the message (the server
-      overwrites it: JetStream's erase)
+    each message holding a delta of the memory with content ─▶ publish it again with stubs in
+      their place (a delta with no content, the entry it was; the message's other deltas as they
+      were, since a lazy batch holds other memories' entries; message id ``{id}:stub``) ─▶ delete
+      the message (the server overwrites it: JetStream's erase)
 
 The stub keeps every reader's version vectors whole: a node that reads the stream later (or had not
 reached the message yet) gets the marker first, then the entry as a stub, as on a link; the stub's
@@ -133,12 +134,14 @@ class StreamEraser:
             content = [d for d in content if not is_marker(d.deps, d.update)]
             if not content:
                 continue
-            stubs = [stub_of(d) for d in content]
-            sent = with_markers(self.replica.store, stubs, [channel])  # what justifies a stub
+            stubs = {id(d): stub_of(d) for d in content}
+            # the message's other deltas go again as they were (a lazy batch holds other memories')
+            kept = [stubs.get(id(d), d) for d in deltas]
+            sent = with_markers(self.replica.store, kept, [channel])  # what justifies a stub
             data = wire.encode(wire.Payload(self.replica.id, sent, {}, self.replica.keys_for(sent)))
-            first = stubs[0]
+            first = next(iter(stubs.values()))
             stub_id = (
-                f"{message_id(first.origin, channel, first.seqs.get(channel, 0))}:stub"
+                f"{message_id(first.origin, channel, first.seqs.get(channel, 0), data)}:stub"
                 if first.seqs
                 else msg_id
             )

@@ -7,8 +7,8 @@ durable mark per ``(channel, origin)`` follows what the bus has acknowledged.
       (Nats-Msg-Id = (origin, channel, seq)) ─▶ PubAck ─▶ raise the mark in memory
       ─▶ at most every ``mark_interval`` seconds: the marks written (one small transaction)
 
-A commit whose every entry came from the bus (the consumers' commits: :meth:`Outbox.handed` was told
-before they applied) holds nothing to publish: its marks rise without reading the log back, for
+A commit whose every entry came from the bus (the consumers' commits of the very deltas they told
+:meth:`Outbox.arriving` of) holds nothing to publish: its marks rise without reading the log back, for
 every such commit of the next ``BUS_MARKS_S`` at once.
 
 Eager delivery of this node's own write takes a shorter way when nothing else is waiting: a commit
@@ -127,6 +127,9 @@ class Outbox:
         """Where the bus has everything, per channel and origin (ahead of the stored marks by at
         most one write)."""
         self._handed: dict[Key, set[int]] = {}
+        self._arriving: dict[str, list[tuple[str, DeltaRecord]]] = {}
+        """Deltas taken from the stream and not yet applied, by uid, with the channel of the subject
+        that carried each (:meth:`arriving`)."""
         self.wake = asyncio.Event()
         self.wake.set()  # publish what the log holds past the marks on the first connect
         self.published = 0
@@ -190,6 +193,8 @@ class Outbox:
             await self._write_marks()
 
     def on_commit(self, deltas: list[DeltaRecord]) -> None:
+        if self._arriving:
+            self._took_arrivals(deltas)
         if deltas and all(self._in_stream(record) for record in deltas):
             # from the bus: nothing to publish; the marks rise with the others of the next moment
             if self._bus_marks is None:
@@ -257,6 +262,33 @@ class Outbox:
             if any(s > mark and s not in done for s in record.all_seqs(channel)):
                 return False
         return True
+
+    def arriving(self, channel: str, delta: DeltaRecord) -> None:
+        """``delta`` came from the stream on ``channel``'s subject and is about to be applied; until
+        :meth:`arrived`, a commit of that very delta marks its entries in ``channel`` as in the
+        stream. Only the commit tells: a message may claim entries that are not its publisher's to
+        claim (a forged origin, another node's next sequence number), and taking the claim for the
+        entries would leave the genuine ones unpublished."""
+        self._arriving.setdefault(delta.uid, []).append((channel, delta))
+
+    def arrived(self, channel: str, delta: DeltaRecord) -> None:
+        """``delta`` (given to :meth:`arriving`) was applied, refused or left for redelivery."""
+        held = self._arriving.get(delta.uid, [])
+        held[:] = [(c, d) for c, d in held if d is not delta or c != channel]
+        if not held:
+            self._arriving.pop(delta.uid, None)
+
+    def _took_arrivals(self, deltas: list[DeltaRecord]) -> None:
+        for record in deltas:
+            for channel, delta in self._arriving.get(record.uid, ()):
+                if (
+                    channel in record.seqs
+                    and delta.origin == record.origin
+                    and delta.all_seqs(channel) == record.all_seqs(channel)
+                    and delta.update == record.update
+                    and delta.signature == record.signature
+                ):
+                    self.handed(channel, record.origin, record.all_seqs(channel))
 
     def handed(self, channel: str, origin: str, seqs: Iterable[int]) -> None:
         """These entries are in the stream already (they came from it): never publish them."""
@@ -443,7 +475,7 @@ class Outbox:
                 data = self._encode([record], list(record.seqs))
                 for channel, seq in item.entries:
                     seqs = set(record.all_seqs(channel))
-                    msg_id = message_id(record.origin, channel, seq)
+                    msg_id = message_id(record.origin, channel, seq, data)
                     out.append(_Message(channel, record.origin, data, msg_id, seqs))
             return out
         runs: dict[Key, list[DeltaRecord]] = {}
@@ -457,7 +489,8 @@ class Outbox:
                 seqs = {s for record in batch for s in record.all_seqs(channel)}
                 merged = coalesce(batch, self.replica.id, self.replica.signer)
                 data = self._encode(merged, [channel])
-                out.append(_Message(channel, origin, data, batch_id(origin, channel, sorted(seqs)), seqs))
+                msg_id = batch_id(origin, channel, sorted(seqs), data)
+                out.append(_Message(channel, origin, data, msg_id, seqs))
         return out
 
     async def _publish(self, todo: list[_Pending], publish: PublishOne) -> None:

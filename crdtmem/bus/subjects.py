@@ -19,9 +19,10 @@ text without control characters (:mod:`crdtmem.ids`). The mapping is one to one 
 every node; :func:`channel_of` reverses it (both versions: a fleet that moves to partitions still
 reads the messages its streams hold from before).
 
-A log entry ``(origin, channel, seq)`` is published with the message id :func:`message_id`, so a
-stream keeps one copy of it whichever node publishes it, however often, within the stream's
-duplicate window.
+A log entry ``(origin, channel, seq)`` is published with the message id :func:`message_id`, bound to
+the message's bytes, so a stream keeps one copy of it however often a node publishes it within the
+stream's duplicate window, and a message published ahead under the id of an entry to come cannot
+make the stream drop the entry.
 """
 
 from __future__ import annotations
@@ -357,36 +358,36 @@ def channel_of(subject: str, prefix: str = "crdtmem", partitions: int = 0) -> st
     return channel
 
 
-def message_id(origin: str, channel: str, seq: int) -> str:
-    """The ``Nats-Msg-Id`` of log entry ``(origin, channel, seq)``: ``{origin}:{seq}:{digest}``
-    where ``digest`` is 24 hex digits of the SHA-256 of the channel name (header values are ASCII;
-    channel names need not be)."""
-    return f"{origin}:{seq}:{_digest(channel)}"
+def message_id(origin: str, channel: str, seq: int, data: bytes) -> str:
+    """The ``Nats-Msg-Id`` of log entry ``(origin, channel, seq)`` published as ``data``:
+    ``{origin}:{seq}:{digest}`` where ``digest`` is 24 hex digits of the SHA-256 of the channel name
+    and the data (header values are ASCII; channel names need not be). Bound to the data: a message
+    published ahead under the id of an entry to come (anyone who may publish on the subject can
+    name one) holds other bytes, so the stream cannot take the entry for its duplicate."""
+    return f"{origin}:{seq}:{_digest(channel.encode(), data)}"
 
 
-@functools.lru_cache(maxsize=16384)
-def _digest(channel: str) -> str:
-    return hashlib.sha256(channel.encode()).hexdigest()[:24]
+def _digest(*parts: bytes) -> str:
+    return hashlib.sha256(b"\n".join(parts)).hexdigest()[:24]
 
 
-def batch_id(origin: str, channel: str, seqs: Sequence[int]) -> str:
-    """The ``Nats-Msg-Id`` of a lazy batch: entries ``seqs`` (ascending) of ``(origin, channel)``,
-    ``{origin}:{first}-{last}:{digest}``, the digest over the channel and every sequence number, so
-    the stream drops a batch published again as it was, never a batch that holds other entries (a
-    node restarted mid-batch may cut its batches elsewhere: their copies are duplicates to the
-    receivers, counted and harmless)."""
-    text = channel + "\n" + ",".join(str(s) for s in seqs)
-    digest = hashlib.sha256(text.encode()).hexdigest()[:24]
-    return f"{origin}:{seqs[0]}-{seqs[-1]}:{digest}"
+def batch_id(origin: str, channel: str, seqs: Sequence[int], data: bytes) -> str:
+    """The ``Nats-Msg-Id`` of a lazy batch: entries ``seqs`` (ascending) of ``(origin, channel)``
+    published as ``data``, ``{origin}:{first}-{last}:{digest}``, the digest over the channel, every
+    sequence number and the data, so the stream drops a batch published again as it was, never a
+    batch that holds other entries or other bytes (a node restarted mid-batch may cut its batches
+    elsewhere: their copies are duplicates to the receivers, counted and harmless)."""
+    numbers = ",".join(str(s) for s in seqs).encode()
+    return f"{origin}:{seqs[0]}-{seqs[-1]}:{_digest(channel.encode(), numbers, data)}"
 
 
-def entries_named(msg_id: str, channel: str) -> tuple[str, list[int]] | None:
-    """``(origin, seqs)`` a message id names for ``channel`` (:func:`message_id`: one entry; a
-    :func:`batch_id`: a range, whose every entry may not be in the message), or None."""
+def entries_named(msg_id: str, channel: str, data: bytes) -> tuple[str, list[int]] | None:
+    """``(origin, seqs)`` the id of message ``data`` names for ``channel`` (:func:`message_id`: one
+    entry; a :func:`batch_id`: a range, whose every entry may not be in the message), or None."""
     origin, _, rest = msg_id.partition(":")
     seq = rest.partition(":")[0]
     if seq.isascii() and seq.isdigit():
-        return (origin, [int(seq)]) if message_id(origin, channel, int(seq)) == msg_id else None
+        return (origin, [int(seq)]) if message_id(origin, channel, int(seq), data) == msg_id else None
     first, dash, last = seq.partition("-")
     if not (dash and first.isascii() and first.isdigit() and last.isascii() and last.isdigit()):
         return None

@@ -194,9 +194,10 @@ class Keyring:
         return keys[-1] if keys else None
 
     def keys_for(self, deltas: Iterable[DeltaRecord]) -> dict[str, bytes]:
-        """The keys to send along with these deltas (of their signed origins)."""
+        """The keys to send along with these deltas (of their signed origins), in the order of the
+        origins' names: a message published again is the same bytes (its bus message id is theirs)."""
         out: dict[str, bytes] = {}
-        for origin in {d.origin for d in deltas if d.signature is not None or d.header is not None}:
+        for origin in sorted({d.origin for d in deltas if d.signature is not None or d.header is not None}):
             key = self.presentable(origin)
             if key is not None:
                 out[origin] = key
