@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,10 @@ import nats
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from nats.js import api
 from pycrdt import Doc, Map
+
+Take = Callable[[list[Any]], tuple[list[bytes], dict[int, bytes], list[int]]]
+Show = Callable[[int], None]
+"""A reader's work on a fetched batch before its commit, and its read of a write after it."""
 
 
 class Bare:
@@ -112,9 +117,21 @@ class Floor(Bare):
     async def publish_data(self, i: int, data: bytes) -> None:
         await self.js.publish(self.subject, data, headers={"Nats-Msg-Id": f"{self.tag}-{i}"})
 
+    def reader(self) -> tuple[Take, Show]:
+        """A reader's work on a fetched batch before its commit (verify: the rows to commit, the
+        states to save, the writes they carry), and its read of write ``i`` after it (none here)."""
+
+        def take(batch: list[Any]) -> tuple[list[bytes], dict[int, bytes], list[int]]:
+            for msg in batch:
+                self.public.verify(msg.data[-64:], msg.data[:-64])
+            return [msg.data for msg in batch], {}, [int(msg.data.split(b":", 1)[0]) for msg in batch]
+
+        return take, lambda i: None
+
     async def durable_consumer(self, name: str, on_message: Any, stop: asyncio.Event) -> asyncio.Task[None]:
         sub = await self.consumer(name)
         conn = self.database(name)
+        take, show = self.reader()
 
         async def run() -> None:
             while not stop.is_set():
@@ -122,15 +139,14 @@ class Floor(Bare):
                     batch = await sub.fetch(256, timeout=1.0)
                 except TimeoutError:
                     continue
-                for msg in batch:
-                    self.public.verify(msg.data[-64:], msg.data[:-64])
-                rows = [msg.data for msg in batch]
+                rows, states, seen = take(batch)
                 if len(rows) == 1:
-                    commit(conn, rows)
+                    commit(conn, rows, states)
                 else:  # as crdtmem's group commits: on a worker thread, the loop serves meanwhile
-                    await asyncio.to_thread(commit, conn, rows)
-                for msg in batch:
-                    on_message(int(msg.data.split(b":", 1)[0]))
+                    await asyncio.to_thread(commit, conn, rows, states)
+                for i in seen:
+                    show(i)
+                    on_message(i)
                 for msg in batch:
                     await msg.ack()
             conn.close()
@@ -200,42 +216,27 @@ class CrdtFloor(Floor):
         commit(self.log, [data[SIG:]], {i % FACTS: self.docs[i % FACTS].get_update()})
         return data
 
-    async def durable_consumer(self, name: str, on_message: Any, stop: asyncio.Event) -> asyncio.Task[None]:
-        sub = await self.consumer(name)
-        conn = self.database(name)
+    def reader(self) -> tuple[Take, Show]:
         docs = fact_docs()
 
-        async def run() -> None:
-            while not stop.is_set():
-                try:
-                    batch = await sub.fetch(256, timeout=1.0)
-                except TimeoutError:
-                    continue
-                updates, states, seen = [], {}, []
-                for msg in batch:
-                    i = int(msg.headers["Nats-Msg-Id"].rsplit("-", 1)[1])
-                    update = msg.data[SIG:]
-                    self.public.verify(msg.data[:SIG], update)  # nothing applied before it is verified
-                    docs[i % FACTS].apply_update(update)
-                    updates.append(update)
-                    seen.append(i)
-                for fact in {i % FACTS for i in seen}:
-                    states[fact] = docs[fact].get_update()
-                if len(updates) == 1:
-                    commit(conn, updates, states)
-                else:
-                    await asyncio.to_thread(commit, conn, updates, states)
-                for i in seen:
-                    # the fact read back: visible (with 16 publishers an overwrite may come before the
-                    # write it overwrites; Yrs holds it until that one is applied, as causal delivery
-                    # would, and the floor counts it at once: generous to the floor)
-                    docs[i % FACTS]["m"].get("content")
-                    on_message(i)
-                for msg in batch:
-                    await msg.ack()
-            conn.close()
+        def take(batch: list[Any]) -> tuple[list[bytes], dict[int, bytes], list[int]]:
+            updates, seen = [], []
+            for msg in batch:
+                i = int(msg.headers["Nats-Msg-Id"].rsplit("-", 1)[1])
+                update = msg.data[SIG:]
+                self.public.verify(msg.data[:SIG], update)  # nothing applied before it is verified
+                docs[i % FACTS].apply_update(update)
+                updates.append(update)
+                seen.append(i)
+            return updates, {fact: docs[fact].get_update() for fact in {i % FACTS for i in seen}}, seen
 
-        return asyncio.create_task(run())
+        def show(i: int) -> None:
+            # the fact read back: visible (with 16 publishers an overwrite may come before the write
+            # it overwrites; Yrs holds it until that one is applied, as causal delivery would, and
+            # the floor counts it at once: generous to the floor)
+            docs[i % FACTS]["m"].get("content")
+
+        return take, show
 
 
 def commit(conn: sqlite3.Connection, rows: list[bytes], states: dict[int, bytes] | None = None) -> None:

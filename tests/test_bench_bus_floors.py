@@ -8,6 +8,7 @@ import re
 import sqlite3
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 from cryptography.exceptions import InvalidSignature
@@ -17,6 +18,13 @@ from tests.support.scripts import BENCHMARKS, load_benchmark
 
 bare = load_benchmark("_bus_bare")
 SIZE = 535
+
+
+def _pair(url: str, tag: str, root) -> tuple[Any, Any]:
+    """A CRDT floor's writer and a reader of its messages (one key, files under ``root``)."""
+    key = bytes(range(32))
+    writer = bare.CrdtFloor(url, tag, SIZE, root, "NORMAL", key=key)
+    return writer, bare.CrdtFloor(url, tag, SIZE, root, "NORMAL", key=key, writer=False)
 
 
 async def _read(floor) -> tuple[list[int], asyncio.Task[None], asyncio.Event]:
@@ -37,9 +45,7 @@ async def _until(condition, task: asyncio.Task[None], timeout: float = 60.0) -> 
 async def test_the_crdt_floor_carries_signed_updates_that_the_reader_applies_and_stores(
     nats_server, tmp_path
 ) -> None:
-    key = bytes(range(32))
-    writer = bare.CrdtFloor(nats_server.url, "w", SIZE, tmp_path, "NORMAL", key=key)
-    reader = bare.CrdtFloor(nats_server.url, "w", SIZE, tmp_path, "NORMAL", key=key, writer=False)
+    writer, reader = _pair(nats_server.url, "w", tmp_path)
     async with writer, reader:
         seen, task, stop = await _read(reader)
         sent = {}
@@ -74,9 +80,7 @@ async def test_the_crdt_floor_reader_takes_an_overwrite_before_the_write_it_over
     nats_server, tmp_path
 ) -> None:
     # as with the throughput case's 16 publishers: the stream's order is not the writes' order
-    key = bytes(range(32))
-    writer = bare.CrdtFloor(nats_server.url, "o", SIZE, tmp_path, "NORMAL", key=key)
-    reader = bare.CrdtFloor(nats_server.url, "o", SIZE, tmp_path, "NORMAL", key=key, writer=False)
+    writer, reader = _pair(nats_server.url, "o", tmp_path)
     async with writer, reader:
         seen, task, stop = await _read(reader)
         first, second = writer.write(1), writer.write(101)
@@ -96,9 +100,7 @@ async def test_the_crdt_floor_reader_takes_an_overwrite_before_the_write_it_over
 
 
 async def test_the_crdt_floor_applies_nothing_it_cannot_verify(nats_server, tmp_path) -> None:
-    key = bytes(range(32))
-    writer = bare.CrdtFloor(nats_server.url, "t", SIZE, tmp_path, "NORMAL", key=key)
-    reader = bare.CrdtFloor(nats_server.url, "t", SIZE, tmp_path, "NORMAL", key=key, writer=False)
+    writer, reader = _pair(nats_server.url, "t", tmp_path)
     async with writer, reader:
         seen, task, stop = await _read(reader)
         data = bytearray(writer.write(0))
